@@ -1,0 +1,324 @@
+"""One configuration surface: a TOML file plus ``CITYWATCH_*`` environment overrides.
+
+Every key is declared once in ``SCHEMA`` with its type, default and what is
+allowed, so a typo or a bad value is refused at start with one line naming the
+key, the bad value and what would be accepted (``ConfigError``), never half-way
+through a night shift. Environment variables are ``CITYWATCH_<SECTION>_<KEY>``
+(e.g. ``CITYWATCH_KAFKA_TOPIC_PREFIX``); they win over the file, which wins
+over the defaults.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from citywatch.errors import ConfigError
+
+ENV_PREFIX = "CITYWATCH_"
+DEFAULT_FILE = "citywatch.toml"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _url(schemes: tuple[str, ...]) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        parsed = urlparse(value)
+        if parsed.scheme not in schemes or not parsed.hostname:
+            return f"a URL like {schemes[0]}://host:port"
+        try:
+            parsed.port  # noqa: B018 - raises on a non-numeric port
+        except ValueError:
+            return f"a URL like {schemes[0]}://host:port with a numeric port"
+        return None
+
+    return check
+
+
+def _bootstrap(value: str) -> str | None:
+    for part in value.split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host or not port.isdigit():
+            return "comma-separated host:port pairs, e.g. 127.0.0.1:19092"
+    return None
+
+
+def _topic_prefix(value: str) -> str | None:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", value):
+        return "letters, digits, '.', '_' or '-' (a Kafka topic name part)"
+    return None
+
+
+def _one_of(options: tuple[str, ...]) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in options else "one of " + ", ".join(options)
+
+    return check
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "a number greater than 0"
+
+
+def _identifier(value: str) -> str | None:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
+        return "letters, digits, '_', '.' or '-' (at most 64)"
+    return None
+
+
+@dataclass(frozen=True)
+class Key:
+    type: type
+    default: Any
+    check: Callable[[Any], str | None] | None = None
+    help: str = ""
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "mqtt": {
+        "url": Key(str, "mqtt://127.0.0.1:1883", _url(("mqtt", "mqtts")), "broker address; mqtts:// turns on TLS"),
+        "username": Key(str, "", None, "user name, empty for anonymous"),
+        "password": Key(str, "", None, "password"),
+        "ca_file": Key(str, "", None, "CA bundle for mqtts:// (empty: system CAs)"),
+        "shared_group": Key(str, "citywatch", _identifier, "MQTT v5 shared-subscription group of the bridges"),
+        "client_id": Key(str, "citywatch-bridge", _identifier, "client id prefix; the persistent session is keyed by it"),
+        "session_expiry_s": Key(int, 86_400, _positive, "how long the broker keeps the bridge's session while it is down"),
+    },
+    "kafka": {
+        "bootstrap": Key(str, "127.0.0.1:19092", _bootstrap, "bootstrap servers"),
+        "topic_prefix": Key(str, "citywatch", _topic_prefix, "prefix of every topic: <prefix>.telemetry, ..."),
+        "partitions": Key(int, 1, _positive, "partitions of the telemetry topic"),
+    },
+    "influx": {
+        "url": Key(str, "http://127.0.0.1:18086", _url(("http", "https")), "InfluxDB HTTP address"),
+        "database": Key(str, "citywatch", _identifier, "database (1.x) or bucket mapping (v2/v3 compatibility)"),
+        "token": Key(str, "", None, "API token: set with org to use the v2 API"),
+        "org": Key(str, "", None, "organisation for the v2 API"),
+    },
+    "paths": {
+        "registry": Key(str, "config/registry.example.csv", None, "device registry (CSV or YAML)"),
+        "rules": Key(str, "config/rules.yaml", None, "rules file"),
+        "state_dir": Key(str, ".state", None, "where embedded services keep data, logs and pid files"),
+    },
+    "log": {
+        "level": Key(str, "INFO", _one_of(LOG_LEVELS), "log level"),
+    },
+}
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    url: str
+    username: str
+    password: str
+    ca_file: str
+    shared_group: str
+    client_id: str
+    session_expiry_s: int
+
+    @property
+    def host(self) -> str:
+        return urlparse(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        parsed = urlparse(self.url)
+        return parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlparse(self.url).scheme == "mqtts"
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap: str
+    topic_prefix: str
+    partitions: int
+
+    def topic(self, name: str) -> str:
+        """Full topic name for one of telemetry, deadletter, cases, penalties, alerts, acks."""
+        return f"{self.topic_prefix}.{name}"
+
+    @property
+    def first_host_port(self) -> tuple[str, int]:
+        host, _, port = self.bootstrap.split(",")[0].strip().rpartition(":")
+        return host, int(port)
+
+
+@dataclass(frozen=True)
+class InfluxSettings:
+    url: str
+    database: str
+    token: str
+    org: str
+
+    @property
+    def host(self) -> str:
+        return urlparse(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlparse(self.url).port or 8086
+
+
+@dataclass(frozen=True)
+class PathSettings:
+    registry: str
+    rules: str
+    state_dir: str
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    mqtt: MqttSettings
+    kafka: KafkaSettings
+    influx: InfluxSettings
+    paths: PathSettings
+    log: LogSettings
+    source: str = field(default="<defaults>")
+
+    def replace(self, section: str, **values: Any) -> Settings:
+        """A copy with some keys of one section changed (tests give each run its own topics and database)."""
+        from dataclasses import replace
+
+        return replace(self, **{section: replace(getattr(self, section), **values)})
+
+
+_SECTION_TYPES = {
+    "mqtt": MqttSettings,
+    "kafka": KafkaSettings,
+    "influx": InfluxSettings,
+    "paths": PathSettings,
+    "log": LogSettings,
+}
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _line_of(text: str, section: str | None, key: str) -> int | None:
+    """Line of ``key`` inside ``[section]`` (tomllib keeps no positions, so we look)."""
+    current: str | None = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        header = re.fullmatch(r"\[\s*([^\]]+?)\s*\]", stripped)
+        if header:
+            current = header.group(1)
+            if section is not None and key == "" and current == section:
+                return number
+            continue
+        if current == section and re.match(rf"{re.escape(key)}\s*=", stripped):
+            return number
+    return None
+
+
+def _coerce(section: str, name: str, key: Key, value: Any, origin: str) -> Any:
+    expected = key.type
+    if expected is int and isinstance(value, str) and origin.startswith("env"):
+        try:
+            value = int(value)
+        except ValueError:
+            pass
+    if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{section}.{name}: expected an integer, got {value!r}")
+    if expected is str and not isinstance(value, str):
+        raise ValueError(f"{section}.{name}: expected a string, got {value!r}")
+    if key.check is not None:
+        allowed = key.check(value)
+        if allowed:
+            raise ValueError(f"{section}.{name}: bad value {value!r}; allowed: {allowed}")
+    return value
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read settings: defaults, then the TOML file (if any), then ``CITYWATCH_*`` variables.
+
+    ``path`` None means ``$CITYWATCH_CONFIG`` or ``./citywatch.toml`` when it
+    exists; an explicitly named file that does not exist is an error.
+    """
+    env = os.environ if env is None else env
+    explicit = path is not None or bool(env.get("CITYWATCH_CONFIG"))
+    file = Path(path or env.get("CITYWATCH_CONFIG") or DEFAULT_FILE)
+    values: dict[str, dict[str, Any]] = {s: {k: key.default for k, key in keys.items()} for s, keys in SCHEMA.items()}
+    source = "<defaults>"
+
+    if file.exists():
+        source = str(file)
+        text = file.read_text(encoding="utf-8")
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            match = re.search(r"line (\d+), column (\d+)", str(exc))
+            line = int(match.group(1)) if match else None
+            col = int(match.group(2)) if match else None
+            raise ConfigError(str(file), line, f"not valid TOML: {exc}", column=col) from None
+        for section, table in data.items():
+            if section not in SCHEMA:
+                raise ConfigError(
+                    str(file), _line_of(text, section, ""),
+                    f"unknown section [{section}]{_suggest(section, list(SCHEMA))}; allowed: {', '.join(SCHEMA)}",
+                )
+            if not isinstance(table, dict):
+                raise ConfigError(str(file), None, f"'{section}' must be a [table]")
+            for name, value in table.items():
+                if name not in SCHEMA[section]:
+                    raise ConfigError(
+                        str(file), _line_of(text, section, name),
+                        f"unknown key {section}.{name}{_suggest(name, list(SCHEMA[section]))}; "
+                        f"allowed: {', '.join(SCHEMA[section])}",
+                    )
+                try:
+                    values[section][name] = _coerce(section, name, SCHEMA[section][name], value, "file")
+                except ValueError as exc:
+                    raise ConfigError(str(file), _line_of(text, section, name), str(exc)) from None
+    elif explicit:
+        raise ConfigError(str(file), None, "settings file not found; create it or unset CITYWATCH_CONFIG")
+
+    known = {f"{ENV_PREFIX}{s.upper()}_{k.upper()}": (s, k) for s, keys in SCHEMA.items() for k in keys}
+    for var, raw in env.items():
+        if not var.startswith(ENV_PREFIX) or var == "CITYWATCH_CONFIG":
+            continue
+        if var not in known:
+            raise ConfigError(
+                f"environment {var}", None,
+                f"unknown setting{_suggest(var, list(known))}; allowed: {', '.join(sorted(known))}",
+            )
+        section, name = known[var]
+        try:
+            values[section][name] = _coerce(section, name, SCHEMA[section][name], raw, "env")
+        except ValueError as exc:
+            raise ConfigError(f"environment {var}", None, str(exc)) from None
+
+    return Settings(
+        **{s: _SECTION_TYPES[s](**values[s]) for s in SCHEMA},  # type: ignore[arg-type]
+        source=source,
+    )
+
+
+def describe() -> str:
+    """The settings reference (``citywatch config``), generated from SCHEMA so it never drifts."""
+    lines = []
+    for section, keys in SCHEMA.items():
+        lines.append(f"[{section}]")
+        for name, key in keys.items():
+            env = f"{ENV_PREFIX}{section.upper()}_{name.upper()}"
+            lines.append(f"{name} = {key.default!r:<32} # {key.help}  (env {env})")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,528 @@
+"""The device registry (DESIGN §8): device -> kind, district, grid, unit, location, limits.
+
+A city keeps it as CSV (UTF-8, a BOM is accepted, e.g. saved from Excel as
+"CSV UTF-8") with a header row::
+
+    device_id,kind,district,grid,unit,road_class,address,lat,lon,pm10_warning,pm10_violation,component_code
+
+``device_id, kind, district, grid, unit`` must be in the header and filled in
+on every row; the other columns may be left out of the header or left blank.
+Columns may come in any order. Blank lines and lines whose first cell starts
+with ``#`` are skipped. A ``.yaml``/``.yml`` file holds the same columns as a
+list of mappings (or a mapping with a ``devices:`` list)::
+
+    devices:
+      - {device_id: MH-0001, kind: manhole, district: jinshui, grid: JS-07, unit: 郑州市市政工程管理处,
+         road_class: main, component_code: "0102"}
+
+The first bad row stops the load with ``ConfigError(file, line, reason, column)``;
+the reason says what is allowed and how to fix it.
+
+``RegistryWatcher`` reloads the file when it changes, for a running bridge.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from citywatch.errors import ConfigError
+from ingest.reading import KINDS
+from ingest.topics import is_valid_segment
+
+__all__ = [
+    "COLUMNS",
+    "REQUIRED_COLUMNS",
+    "ROAD_CLASSES",
+    "Device",
+    "Registry",
+    "RegistryWatcher",
+    "load_registry",
+]
+
+log = logging.getLogger("citywatch.ingest.registry")
+
+COLUMNS = (
+    "device_id", "kind", "district", "grid", "unit", "road_class", "address",
+    "lat", "lon", "pm10_warning", "pm10_violation", "component_code",
+)  # fmt: skip
+"""Every column, in the order DESIGN §8 lists them."""
+REQUIRED_COLUMNS = ("device_id", "kind", "district", "grid", "unit")
+"""Columns that must be in the header and non-blank on every row."""
+ROAD_CLASSES = ("main", "secondary", "other")
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    device_id: str
+    kind: str
+    """``dust``, ``manhole`` or ``streetlight``."""
+    district: str
+    """District id as used in MQTT topics; the payer of district-government entries."""
+    grid: str
+    """Grid cell id (the grid officer gets dust warnings)."""
+    unit: str
+    """Responsible / property-rights unit (payer of property-unit entries)."""
+    road_class: str | None
+    """``main``/``secondary``/``other`` (selects a manhole's grace period); None if blank."""
+    address: str
+    lat: float | None
+    lon: float | None
+    pm10_warning: float | None
+    """Per-site dust warning level override, µg/m³; None = the rules file's default."""
+    pm10_violation: float | None
+    """Per-site dust violation level override, µg/m³; None = the rules file's default."""
+    component_code: str | None
+    """数字城管 component code (CJ/T 214): 4-digit minor category or the 16-digit id."""
+
+
+class Registry:
+    """Devices by id. Immutable once built; swap whole registries to change it."""
+
+    __slots__ = ("_devices", "path")
+
+    def __init__(self, devices: Iterable[Device] = (), path: str | None = None):
+        self._devices: dict[str, Device] = {}
+        for d in devices:
+            if d.device_id in self._devices:
+                raise ValueError(f"duplicate device id {d.device_id!r}")
+            self._devices[d.device_id] = d
+        self.path = path
+
+    def get(self, device_id: str) -> Device | None:
+        return self._devices.get(device_id)
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def __iter__(self) -> Iterator[Device]:
+        return iter(self._devices.values())
+
+    def __contains__(self, device_id: object) -> bool:
+        return device_id in self._devices
+
+    def __repr__(self) -> str:
+        return f"Registry({len(self)} devices, path={self.path!r})"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_registry(path: str | os.PathLike[str]) -> Registry:
+    """Load a CSV (any extension but ``.yaml``/``.yml``) or YAML registry.
+
+    Raises ``ConfigError`` on the first bad row, or when the file cannot be read.
+    """
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ConfigError(
+            name, None, f"cannot read the device registry: {exc.strerror or exc}"
+        ) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            name, line,
+            f"not UTF-8 (byte {data[exc.start]:#04x}); save the file as UTF-8 "
+            '(in Excel: "CSV UTF-8"; GBK/GB2312 files must be converted)',
+        ) from None  # fmt: skip
+    if name.lower().endswith((".yaml", ".yml")):
+        rows = _yaml_rows(name, text)
+    else:
+        rows = _csv_rows(name, text)
+    return _build(name, rows)
+
+
+# A row as the parsers hand it over: (line, {column: (value, column_number, line_of_value)}).
+# YAML values of one device sit on different lines; CSV values share the row's line.
+_Row = tuple[int, dict[str, tuple[str, int, int]]]
+
+
+def _suggest(word: str) -> str:
+    close = difflib.get_close_matches(word, COLUMNS, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _csv_rows(name: str, text: str) -> Iterator[_Row]:
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    last_line = 0
+    try:
+        for cells in reader:
+            line = last_line + 1  # first physical line of this record
+            last_line = reader.line_num
+            if not cells or all(not c.strip() for c in cells) or cells[0].lstrip().startswith("#"):
+                continue
+            if header is None:
+                header = [c.strip() for c in cells]
+                _check_header(name, line, header)
+                continue
+            if len(cells) != len(header):
+                col = min(len(cells), len(header)) + 1
+                raise ConfigError(
+                    name, line,
+                    f"row has {len(cells)} cells but the header has {len(header)} columns; "
+                    "quote values that contain commas and check for missing or extra commas",
+                    column=col,
+                )  # fmt: skip
+            yield (
+                line,
+                {
+                    h: (c.strip(), i + 1, line)
+                    for i, (h, c) in enumerate(zip(header, cells, strict=True))
+                },
+            )
+    except csv.Error as exc:
+        raise ConfigError(name, reader.line_num or 1, f"malformed CSV: {exc}") from None
+    if header is None:
+        raise ConfigError(name, 1, "empty registry: expected a header row: " + ",".join(COLUMNS))
+
+
+def _check_header(name: str, line: int, header: list[str]) -> None:
+    seen: set[str] = set()
+    for i, h in enumerate(header):
+        if h not in COLUMNS:
+            raise ConfigError(
+                name, line,
+                f"unknown column {h!r}{_suggest(h)} (columns: {','.join(COLUMNS)})",
+                column=i + 1,
+            )  # fmt: skip
+        if h in seen:
+            raise ConfigError(name, line, f"column {h!r} appears twice", column=i + 1)
+        seen.add(h)
+    missing = [c for c in REQUIRED_COLUMNS if c not in seen]
+    if missing:
+        raise ConfigError(
+            name, line,
+            f"header lacks required column(s) {', '.join(map(repr, missing))}; "
+            f"the header must include {','.join(REQUIRED_COLUMNS)}",
+            column=1,
+        )  # fmt: skip
+
+
+def _yaml_rows(name: str, text: str) -> Iterator[_Row]:
+    import yaml
+
+    loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        root = yaml.compose(text, Loader=loader_cls)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(
+            name,
+            mark.line + 1 if mark else None,
+            f"invalid YAML: {getattr(exc, 'problem', None) or exc}",
+            column=mark.column + 1 if mark else None,
+        ) from None
+    if root is None:
+        raise ConfigError(name, 1, "empty registry: expected a list of devices")
+    seq: Any = root
+    if isinstance(root, yaml.MappingNode):
+        seq = None
+        for k, v in root.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == "devices":
+                seq = v
+            else:
+                raise ConfigError(
+                    name, k.start_mark.line + 1,
+                    f"unexpected top-level key {getattr(k, 'value', '?')!r}; "
+                    "the registry is a 'devices:' list",
+                    column=k.start_mark.column + 1,
+                )  # fmt: skip
+        if seq is None:
+            raise ConfigError(name, 1, "expected a 'devices:' list")
+    if not isinstance(seq, yaml.SequenceNode):
+        raise ConfigError(
+            name, seq.start_mark.line + 1,
+            "expected a list of devices (each a mapping of column: value)",
+            column=seq.start_mark.column + 1,
+        )  # fmt: skip
+    for item in seq.value:
+        line = item.start_mark.line + 1
+        if not isinstance(item, yaml.MappingNode):
+            raise ConfigError(
+                name, line, "each device must be a mapping of column: value",
+                column=item.start_mark.column + 1,
+            )  # fmt: skip
+        row: dict[str, tuple[str, int, int]] = {}
+        for k, v in item.value:
+            key = k.value if isinstance(k, yaml.ScalarNode) else "?"
+            kline, kcol = k.start_mark.line + 1, k.start_mark.column + 1
+            if key not in COLUMNS:
+                raise ConfigError(
+                    name, kline, f"unknown column {key!r}{_suggest(key)}", column=kcol
+                )
+            if key in row:
+                raise ConfigError(name, kline, f"column {key!r} appears twice", column=kcol)
+            if not isinstance(v, yaml.ScalarNode):
+                raise ConfigError(
+                    name, v.start_mark.line + 1,
+                    f"column {key!r}: expected a single value, not a list or mapping",
+                    column=v.start_mark.column + 1,
+                )  # fmt: skip
+            # The scalar's source text, not YAML's interpretation: component_code 0102
+            # stays "0102" (YAML 1.1 would read it as octal 66), and CSV and YAML share
+            # one validator.
+            value = "" if v.tag == "tag:yaml.org,2002:null" else v.value
+            row[key] = (value.strip(), v.start_mark.column + 1, v.start_mark.line + 1)
+        missing = [c for c in REQUIRED_COLUMNS if c not in row]
+        if missing:
+            raise ConfigError(
+                name, line,
+                f"device lacks required column(s) {', '.join(map(repr, missing))}",
+                column=item.start_mark.column + 1,
+            )  # fmt: skip
+        yield line, row
+
+
+def _build(name: str, rows: Iterable[_Row]) -> Registry:
+    devices: dict[str, Device] = {}
+    first_line: dict[str, int] = {}
+    for line, row in rows:
+
+        def fail(col: str, why: str, _row: dict[str, Any] = row, _line: int = line) -> ConfigError:
+            """ConfigError at the cell of ``col`` (or the row's start when the column is absent)."""
+            _, colno, at = _row.get(col, ("", None, _line))
+            return ConfigError(name, at, f"column {col!r}: {why}", column=colno)
+
+        def get(col: str, _row: dict[str, Any] = row) -> str:
+            return str(_row.get(col, ("",))[0])
+
+        for col in REQUIRED_COLUMNS:
+            if not get(col):
+                raise fail(col, "is blank; every device needs " + ", ".join(REQUIRED_COLUMNS))
+
+        device_id = get("device_id")
+        if not is_valid_segment(device_id):
+            raise fail(
+                "device_id",
+                f"{device_id!r} cannot appear in an MQTT topic; use 1-64 characters "
+                "from A-Z a-z 0-9 _ . : -",
+            )
+        if device_id in devices:
+            raise fail(
+                "device_id",
+                f"duplicate device id {device_id!r} (first defined on line "
+                f"{first_line[device_id]}); each device may appear once",
+            )
+        kind = get("kind")
+        if kind not in KINDS:
+            close = difflib.get_close_matches(kind.lower(), KINDS, n=1)
+            raise fail(
+                "kind",
+                f"unknown kind {kind!r}; use one of {', '.join(KINDS)}"
+                + (f" (did you mean {close[0]!r}?)" if close else ""),
+            )
+        district = get("district")
+        if not is_valid_segment(district):
+            raise fail(
+                "district",
+                f"{district!r} cannot appear in an MQTT topic; use the district id as in "
+                "topics, e.g. 'jinshui' (1-64 characters from A-Z a-z 0-9 _ . : -)",
+            )
+
+        road_class = get("road_class") or None
+        if road_class is not None and road_class not in ROAD_CLASSES:
+            raise fail(
+                "road_class",
+                f"{road_class!r} is not one of {', '.join(ROAD_CLASSES)} (or leave it blank)",
+            )
+
+        def number(col: str) -> float | None:
+            text = get(col)
+            if not text:
+                return None
+            try:
+                value = float(text)
+            except ValueError:
+                raise fail(
+                    col, f"{text!r} is not a number (use a dot as decimal separator)"
+                ) from None
+            if not math.isfinite(value):
+                raise fail(col, f"{text!r} is not a finite number")
+            return value
+
+        lat, lon = number("lat"), number("lon")
+        if (lat is None) != (lon is None):
+            blank = "lon" if lon is None else "lat"
+            raise fail(blank, "is blank but its partner is set; give both lat and lon, or neither")
+        if lat is not None and not -90 <= lat <= 90:
+            swapped = lon is not None and -90 <= lon <= 90 and -180 <= lat <= 180
+            raise fail(
+                "lat",
+                f"{lat:g} is out of range -90..90"
+                + (
+                    "; lat and lon look swapped (Zhengzhou is lat 34.7, lon 113.6)"
+                    if swapped
+                    else ""
+                ),
+            )
+        if lon is not None and not -180 <= lon <= 180:
+            raise fail("lon", f"{lon:g} is out of range -180..180")
+
+        warn, viol = number("pm10_warning"), number("pm10_violation")
+        for col, v in (("pm10_warning", warn), ("pm10_violation", viol)):
+            if v is None:
+                continue
+            if kind != "dust":
+                raise fail(col, f"is set on a {kind} device; PM10 levels apply to dust sites only")
+            if v <= 0:
+                raise fail(col, f"{v:g} must be > 0 (µg/m³), or blank for the rules file's default")
+        if warn is not None and viol is not None and warn > viol:
+            raise fail(
+                "pm10_warning",
+                f"{warn:g} is above pm10_violation {viol:g}; the warning level must not exceed "
+                "the violation level",
+            )
+
+        code = get("component_code") or None
+        if code is not None and not (code.isascii() and code.isdigit() and len(code) in (4, 16)):
+            hint = ""
+            if code.isascii() and code.isdigit() and len(code) in (3, 15):
+                hint = (
+                    f" (a leading zero was probably lost: use '0{code}' and format the "
+                    "column as text in Excel)"
+                )
+            raise fail(
+                "component_code",
+                f"{code!r} must be 4 digits (CJ/T 214 minor category, e.g. 0102) or the "
+                f"16-digit component id{hint}",
+            )
+
+        devices[device_id] = Device(
+            device_id=device_id,
+            kind=kind,
+            district=district,
+            grid=get("grid"),
+            unit=get("unit"),
+            road_class=road_class,
+            address=get("address"),
+            lat=lat,
+            lon=lon,
+            pm10_warning=warn,
+            pm10_violation=viol,
+            component_code=code,
+        )
+        first_line[device_id] = line
+    return Registry(devices.values(), path=name)
+
+
+# --------------------------------------------------------------------------- hot reload
+
+
+class RegistryWatcher:
+    """Serves the current registry and reloads the file when it changes.
+
+    path: the registry file; it is loaded now and a bad file raises ConfigError
+        (a bridge must not start on a broken registry).
+    check_interval_s: ``current()`` looks at the file's mtime/size/inode at most
+        this often.
+    on_error: called with the ConfigError of a bad edit (once per version of
+        the file); the last good registry stays in service. Without it the
+        error is logged at warning level. Exceptions from it are logged, never raised.
+
+    ``current()`` never raises and costs a clock read between checks. A
+    reload happens on the calling thread (one thread at a time; others keep
+    the old registry meanwhile). A file that changes while it is being read
+    (an editor writing in place) is re-read at the next check, not served
+    half-written. Also usable directly as ``parse_message``'s registry
+    (``get``, ``path``).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        check_interval_s: float = 2.0,
+        on_error: Callable[[ConfigError], None] | None = None,
+    ):
+        if not check_interval_s >= 0:
+            raise ValueError(f"Invalid 'check_interval_s' {check_interval_s!r}; expected >= 0")
+        self.path = os.fspath(path)
+        self.check_interval_s = check_interval_s
+        self.on_error = on_error
+        self.last_error: ConfigError | None = None
+        """The error of the current bad version of the file, None when the file is good."""
+        self.reloads = 0
+        """Successful reloads since start (not counting the first load)."""
+        self._lock = threading.Lock()
+        sig = self._signature()
+        self._registry = load_registry(self.path)
+        self._sig = sig
+        self._failed_sig: tuple[int, int, int] | None = None
+        self._next_check = time.monotonic() + check_interval_s
+
+    def current(self) -> Registry:
+        if time.monotonic() < self._next_check:
+            return self._registry
+        if self._lock.acquire(blocking=False):
+            try:
+                self._check()
+            except Exception:  # never into the message path
+                log.exception("registry check failed; keeping the last good registry")
+            finally:
+                self._next_check = time.monotonic() + self.check_interval_s
+                self._lock.release()
+        return self._registry
+
+    def get(self, device_id: str) -> Device | None:
+        return self.current().get(device_id)
+
+    def _signature(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _check(self) -> None:
+        sig = self._signature()
+        if sig == self._sig or (sig is not None and sig == self._failed_sig):
+            return
+        if sig is None:
+            # Mid atomic-save (rename) or deleted: keep serving; report once.
+            err = ConfigError(
+                self.path, None, "registry file is missing; keeping the last good registry"
+            )
+            if self._failed_sig != (0, 0, 0):
+                self._failed_sig = (0, 0, 0)
+                self._report(err)
+            return
+        try:
+            registry = load_registry(self.path)
+        except ConfigError as err:
+            if self._signature() != sig:
+                return  # still being written; look again next time
+            self._failed_sig = sig
+            self._report(err)
+            return
+        if self._signature() != sig:
+            return  # changed while we read it; look again next time
+        self._registry = registry
+        self._sig = sig
+        self._failed_sig = None
+        self.last_error = None
+        self.reloads += 1
+        log.info("device registry reloaded from %s: %d devices", self.path, len(registry))
+
+    def _report(self, err: ConfigError) -> None:
+        self.last_error = err
+        if self.on_error is None:
+            log.warning("device registry not reloaded: %s", err)
+            return
+        try:
+            self.on_error(err)
+        except Exception:
+            log.exception("on_error callback failed for: %s", err)

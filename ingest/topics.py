@@ -1,0 +1,165 @@
+"""MQTT and Kafka topic names (DESIGN §3, §4).
+
+Telemetry arrives on ``city/{district}/{kind}/{device_id}/telemetry``. The
+device id in the topic is the device's identity; the district and kind in the
+topic are checked against the registry by ``ingest.validate``.
+
+A topic *segment* (district, kind, device id) is 1 to 64 characters from
+``A-Z a-z 0-9 _ . : -``. That excludes the MQTT wildcards ``+`` and ``#``, the
+level separator ``/``, whitespace and control characters, so every segment is
+also safe as a Kafka key, an InfluxDB tag value and a file name. The registry
+(``ingest.registry``) applies the same rule to device and district ids, so
+every registered device is addressable on a topic.
+
+``parse_topic`` checks the *shape* only: it returns the parts for any kind
+segment, and ``parse_message`` turns a kind outside ``KINDS`` into the
+``unknown_kind`` rejection. Use ``TopicParts.kind_known`` to test it yourself.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ingest.reading import KINDS
+
+__all__ = [
+    "KINDS",
+    "SEGMENT_PATTERN",
+    "SHARED_SUBSCRIPTION",
+    "TELEMETRY_FILTER",
+    "KafkaTopics",
+    "TopicParts",
+    "is_valid_segment",
+    "parse_topic",
+    "shared_subscription",
+    "telemetry_topic",
+]
+
+TELEMETRY_FILTER = "city/+/+/+/telemetry"
+"""Subscription filter matching every telemetry topic."""
+
+SHARED_SUBSCRIPTION = "$share/{group}/city/+/+/+/telemetry"
+"""MQTT v5 shared subscription; fill ``{group}`` (see ``shared_subscription``)."""
+
+SEGMENT_PATTERN = r"[A-Za-z0-9_.:\-]{1,64}"
+"""What a district, kind or device id may look like (the whole segment)."""
+
+_SEGMENT = re.compile(SEGMENT_PATTERN)
+_KINDS = frozenset(KINDS)
+
+# Topics are few (one per device) and arrive over and over: remember valid parses.
+# Bounded: cleared when full, so a flood of distinct topics cannot grow memory.
+_CACHE: dict[str, TopicParts] = {}
+_CACHE_MAX = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class TopicParts:
+    """The variable parts of a telemetry topic."""
+
+    district: str
+    kind: str
+    device_id: str
+
+    @property
+    def kind_known(self) -> bool:
+        """True when ``kind`` is one of ``KINDS``."""
+        return self.kind in _KINDS
+
+
+def is_valid_segment(value: str) -> bool:
+    """True when ``value`` may be used as one topic level (see module doc)."""
+    return isinstance(value, str) and _SEGMENT.fullmatch(value) is not None
+
+
+def parse_topic(topic: str) -> TopicParts | None:
+    """Split ``city/{district}/{kind}/{device_id}/telemetry``; None if it does not match.
+
+    Never raises. The kind segment is not checked against ``KINDS`` here
+    (see ``TopicParts.kind_known``).
+    """
+    if type(topic) is not str:
+        return None
+    cached = _CACHE.get(topic)
+    if cached is not None:
+        return cached
+    parts = topic.split("/")
+    if len(parts) != 5 or parts[0] != "city" or parts[4] != "telemetry":
+        return None
+    _, district, kind, device_id, _ = parts
+    fm = _SEGMENT.fullmatch
+    if fm(district) is None or fm(kind) is None or fm(device_id) is None:
+        return None
+    result = TopicParts(district, kind, device_id)
+    if len(_CACHE) >= _CACHE_MAX:
+        _CACHE.clear()
+    _CACHE[topic] = result
+    return result
+
+
+def telemetry_topic(district: str, kind: str, device_id: str) -> str:
+    """The topic a device publishes telemetry on.
+
+    Raises ``ValueError`` naming the bad argument when a part is not a valid
+    segment or ``kind`` is not one of ``KINDS``.
+    """
+    for name, value in (("district", district), ("kind", kind), ("device_id", device_id)):
+        if not is_valid_segment(value):
+            raise ValueError(
+                f"invalid {name} {value!r} for an MQTT topic; use 1-64 characters from "
+                "A-Z a-z 0-9 _ . : -"
+            )
+    if kind not in _KINDS:
+        raise ValueError(f"invalid kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    return f"city/{district}/{kind}/{device_id}/telemetry"
+
+
+def shared_subscription(group: str) -> str:
+    """``SHARED_SUBSCRIPTION`` for ``group`` (bridges in one group share the load)."""
+    if not is_valid_segment(group):
+        raise ValueError(
+            f"invalid shared-subscription group {group!r}; use 1-64 characters from "
+            "A-Z a-z 0-9 _ . : -"
+        )
+    return SHARED_SUBSCRIPTION.format(group=group)
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaTopics:
+    """Kafka topic names (DESIGN §4); ``KafkaTopics("cw-test")`` for another prefix."""
+
+    prefix: str = "citywatch"
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9._\-]{1,200}", self.prefix or ""):
+            raise ValueError(
+                f"invalid Kafka topic prefix {self.prefix!r}; use 1-200 characters from "
+                "A-Z a-z 0-9 . _ -"
+            )
+
+    @property
+    def telemetry(self) -> str:
+        """Validated readings, keyed by device id."""
+        return f"{self.prefix}.telemetry"
+
+    @property
+    def deadletter(self) -> str:
+        """Rejected messages (``Rejection.to_record``), keyed by topic device id when known."""
+        return f"{self.prefix}.deadletter"
+
+    @property
+    def cases(self) -> str:
+        return f"{self.prefix}.cases"
+
+    @property
+    def penalties(self) -> str:
+        return f"{self.prefix}.penalties"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.prefix}.alerts"
+
+    @property
+    def acks(self) -> str:
+        return f"{self.prefix}.acks"

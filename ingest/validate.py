@@ -1,0 +1,719 @@
+"""Payload validation: one MQTT message in, a ``Reading`` or a ``Rejection`` out.
+
+``parse_message(topic, payload, received_at, registry)`` never raises. A
+``Rejection`` carries a short machine ``code``, a sentence for people, the
+topic and the raw bytes, and becomes a dead-letter record with
+``Rejection.to_record()`` (DESIGN §3: nothing is silently dropped).
+
+Checks, in this order (the first failure is the one reported):
+
+==================  ===========================================================
+code                when
+==================  ===========================================================
+bad_topic           topic is not ``city/{district}/{kind}/{device_id}/telemetry``
+unknown_kind        the topic's kind is not dust, manhole or streetlight
+too_large           payload over ``IngestLimits.max_payload_bytes`` (4 KiB)
+non_finite          a number is NaN, Infinity or overflows a double (``1e400``)
+not_json            payload is not JSON (or not UTF-8)
+not_object          JSON, but not an object
+device_mismatch     ``device_id`` / ``device`` / ``id`` in the payload names
+                    another device than the topic
+unknown_device      the topic's device is not in the registry
+kind_mismatch       the registry says the device is of another kind
+district_mismatch   the registry puts the device in another district
+missing_ts          no ``ts`` (or ``ts`` is null)
+bad_ts              ``ts`` is not integer epoch ms or RFC 3339 with an offset
+future_ts           ``ts`` more than ``max_future_ms`` after ``received_at``
+too_late            ``ts`` more than ``max_lateness_ms`` before ``received_at``
+wrong_type          a known field has the wrong JSON type
+out_of_range        a known field is outside its range (``KIND_SPECS``)
+missing_field       a required field (group) is absent
+internal_error      a bug or a failing registry object; never expected
+==================  ===========================================================
+
+Decisions (see the tests in ``tests/ingest/test_validate.py``):
+
+* JSON is parsed with orjson (strict RFC 8259). NaN/Infinity literals and
+  numbers that overflow a double are rejected as ``non_finite`` naming the
+  field; the diagnosis runs only after orjson has already failed, so it costs
+  nothing on good messages. A leading UTF-8 BOM is ignored (RFC 8259 lets a
+  parser do so); any other orjson failure is ``not_json``.
+* ``ts``: an integer (or integral float) of epoch milliseconds, or an RFC 3339
+  string with ``Z`` or a numeric offset (``2025-11-22T16:40:00+08:00``). A
+  timestamp without offset is ``bad_ts``: we will not guess whether a device
+  means UTC or Beijing time. Values that look like epoch seconds or
+  microseconds are ``bad_ts`` with a hint instead of ``too_late``/``future_ts``.
+* Booleans must be JSON ``true``/``false``: ``0``/``1``/``"true"`` are
+  ``wrong_type``. ``open`` drives a 10,000 yuan/hour clock; we do not guess.
+* ``null`` for a known field means "not measured": it is dropped from
+  ``Reading.fields`` (so downstream code never sees ``None`` for a known
+  field) and counts as absent for the required check. Extras are kept as sent.
+* Integers stay ints and floats stay floats in ``Reading.fields``.
+* Speed (``bench/validate.py``): the field table is also compiled into a
+  msgspec Struct per kind; ``msgspec.convert`` accepts a clean payload in C and
+  only a failing one walks the Python table loop (``check_fields``), which
+  names the code and field. The table stays the single source of truth; a
+  property test checks the two agree. ``FAST_CHECK = False`` turns it off.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Protocol
+
+import msgspec
+import orjson
+
+from ingest.reading import KINDS, Reading
+from ingest.topics import parse_topic
+
+__all__ = [
+    "BOOL",
+    "CODES",
+    "KIND_SPECS",
+    "NUMBER",
+    "IngestLimits",
+    "KindSpec",
+    "Rejection",
+    "check_fields",
+    "parse_message",
+    "parse_ts",
+]
+
+# --------------------------------------------------------------------------- the rules, as data
+
+NUMBER = "number"
+"""A finite JSON number (int or float, never a boolean)."""
+BOOL = "bool"
+"""A JSON boolean ``true``/``false``."""
+
+_BIG = sys.float_info.max  # "no bound": still rejects ±inf
+
+
+@dataclass(frozen=True, slots=True)
+class KindSpec:
+    """The known fields of one kind: ``name -> (type, min, max)`` plus required groups.
+
+    ``required_any``: each group needs at least one of its fields present and
+    not null (``("open", "tilt_deg")`` = one of the two).
+    """
+
+    fields: Mapping[str, tuple[str, float, float]]
+    required_any: tuple[tuple[str, ...], ...] = ()
+    numbers: Mapping[str, tuple[float, float]] = field(init=False, repr=False, compare=False)
+    """Derived: number fields -> (min, max), for the hot loop."""
+    bools: frozenset[str] = field(init=False, repr=False, compare=False)
+    """Derived: boolean fields."""
+    struct: type = field(init=False, repr=False, compare=False)
+    """Derived: a msgspec Struct with the same rules (every field optional), the fast check."""
+
+    def __post_init__(self) -> None:
+        for name, rule in self.fields.items():
+            if rule[0] not in (NUMBER, BOOL) or not rule[1] <= rule[2]:
+                raise ValueError(
+                    f"Invalid field rule {name!r}: {rule!r}; expected (type, min, max)"
+                )
+        for group in self.required_any:
+            unknown = [f for f in group if f not in self.fields]
+            if unknown:
+                raise ValueError(f"required_any names unknown field(s) {unknown!r}")
+        numbers = {n: (lo, hi) for n, (t, lo, hi) in self.fields.items() if t == NUMBER}
+        object.__setattr__(self, "numbers", numbers)
+        object.__setattr__(
+            self, "bools", frozenset(n for n, r in self.fields.items() if r[0] == BOOL)
+        )
+        object.__setattr__(self, "struct", _struct_from_table(self.fields))
+
+
+def _struct_from_table(fields: Mapping[str, tuple[str, float, float]]) -> type:
+    """A msgspec Struct accepting exactly what the table accepts (nulls aside)."""
+    members: list[tuple[str, Any, Any]] = []
+    for name, (typ, lo, hi) in fields.items():
+        t: Any = bool
+        if typ == NUMBER:
+            ge = lo if lo > -_BIG else None
+            le = hi if hi < _BIG else None
+            # floats only ever come finite from orjson; ints are accepted for floats
+            t = float if ge is None and le is None else Annotated[float, msgspec.Meta(ge=ge, le=le)]
+        members.append((name, t | None, None))
+    return msgspec.defstruct("KindFields", members, kw_only=True)
+
+
+def _n(lo: float | None = None, hi: float | None = None) -> tuple[str, float, float]:
+    return (NUMBER, -_BIG if lo is None else lo, _BIG if hi is None else hi)
+
+
+_B = (BOOL, 0.0, 0.0)
+
+KIND_SPECS: dict[str, KindSpec] = {
+    # DESIGN §3. Dust concentrations are µg/m³; 20,000 is above any real dust
+    # storm and below the 65,535 / 99,999 "sensor error" values that would
+    # otherwise open a 100,000-yuan case.
+    "dust": KindSpec(
+        fields={
+            "pm25": _n(0, 20_000),
+            "pm10": _n(0, 20_000),
+            "tsp": _n(0, 20_000),
+            "noise_db": _n(0, 200),
+            "wind_speed": _n(0, 75),
+            "wind_dir": _n(0, 360),
+            "temp_c": _n(-60, 70),
+            "humidity": _n(0, 100),
+        },
+        required_any=(("pm10",),),
+    ),
+    "manhole": KindSpec(
+        fields={
+            "open": _B,
+            "tilt_deg": _n(0, 180),
+            "water_level_cm": _n(),
+            "battery_pct": _n(0, 100),
+            "rssi": _n(-150, 0),
+        },
+        required_any=(("open", "tilt_deg"),),
+    ),
+    "streetlight": KindSpec(
+        fields={
+            "on": _B,
+            "voltage_v": _n(0, 500),
+            "current_a": _n(0),
+            "power_w": _n(0),
+            "leakage_ma": _n(0),
+            "dim_pct": _n(0, 100),
+        },
+        # A streetlight message with only ts is a heartbeat: accepted.
+    ),
+}
+assert set(KIND_SPECS) == set(KINDS)
+
+CODES = (
+    "bad_topic", "unknown_kind", "too_large", "non_finite", "not_json", "not_object",
+    "device_mismatch", "unknown_device", "kind_mismatch", "district_mismatch",
+    "missing_ts", "bad_ts", "future_ts", "too_late",
+    "wrong_type", "out_of_range", "missing_field", "internal_error",
+)  # fmt: skip
+"""Every ``Rejection.code``, in check order."""
+
+# --------------------------------------------------------------------------- public types
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    """Limits applied by ``parse_message``.
+
+    max_payload_bytes: larger payloads are ``too_large`` (DESIGN §3: 4 KiB).
+    max_future_ms: ``ts`` may be at most this far after ``received_at`` (clock skew).
+    max_lateness_ms: ``ts`` may be at most this far before ``received_at``
+        (buffered readings from a device that was offline are still accepted).
+    identity_keys: payload keys that, when present, must name the topic's device.
+    max_deadletter_raw_bytes: a ``too_large`` rejection keeps at most this many
+        raw bytes (its message states the real size), so the dead-letter record
+        still fits in a Kafka message.
+    """
+
+    max_payload_bytes: int = 4096
+    max_future_ms: int = 5 * 60_000
+    max_lateness_ms: int = 24 * 3_600_000
+    identity_keys: tuple[str, ...] = ("device_id", "device", "id")
+    max_deadletter_raw_bytes: int = 65_536
+
+    def __post_init__(self) -> None:
+        for name in ("max_payload_bytes", "max_future_ms", "max_lateness_ms",
+                     "max_deadletter_raw_bytes"):  # fmt: skip
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise ValueError(f"Invalid {name!r} {value!r}; expected an integer >= 0")
+        if not isinstance(self.identity_keys, tuple) or not all(
+            isinstance(k, str) for k in self.identity_keys
+        ):
+            raise ValueError(
+                f"Invalid 'identity_keys' {self.identity_keys!r}; expected a tuple of strings"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A message that failed validation; goes to the dead-letter topic."""
+
+    code: str
+    """Short machine code, one of ``CODES``."""
+    message: str
+    """A sentence naming the field, the value and what is allowed."""
+    topic: str
+    raw: bytes
+    """The payload as received (truncated for ``too_large``, see ``IngestLimits``)."""
+    received_at: int
+    device: str | None
+    """The topic's device id when the topic parsed, else None."""
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-friendly dead-letter record."""
+        return {
+            "type": "deadletter",
+            "code": self.code,
+            "message": self.message,
+            "topic": self.topic,
+            "raw_b64": base64.b64encode(self.raw).decode("ascii"),
+            "received_at": self.received_at,
+            "device": self.device,
+        }
+
+
+class _DeviceLike(Protocol):
+    kind: str
+    district: str
+
+
+class _RegistryLike(Protocol):
+    def get(self, device_id: str, /) -> _DeviceLike | None: ...
+
+
+_DEFAULT_LIMITS = IngestLimits()
+FAST_CHECK = True
+"""Use the msgspec fast check before the table loop (False: table loop only; same results)."""
+_convert = msgspec.convert
+_ValidationError = msgspec.ValidationError
+_BOM = b"\xef\xbb\xbf"
+_MISSING: Any = object()
+_EXPECTED_TOPIC = "city/{district}/{kind}/{device_id}/telemetry"
+
+# --------------------------------------------------------------------------- the parser
+
+
+def parse_message(
+    topic: str,
+    payload: bytes,
+    received_at: int,
+    registry: _RegistryLike | None,
+    limits: IngestLimits = _DEFAULT_LIMITS,
+) -> Reading | Rejection:
+    """Validate one MQTT message; never raises.
+
+    topic: the MQTT topic it arrived on.
+    payload: the raw bytes (``bytearray``/``memoryview``/``str`` are accepted too).
+    received_at: when the bridge received it, epoch ms (the reference for
+        ``future_ts``/``too_late``).
+    registry: anything with ``get(device_id) -> Device | None`` (a ``Registry``
+        or a ``RegistryWatcher``); None skips the registry checks (simulator,
+        benchmarks), never use None in the bridge.
+    limits: see ``IngestLimits``.
+    """
+    try:
+        return _parse(topic, payload, received_at, registry, limits)
+    except Exception as exc:  # a bug, or a registry object that raised
+        try:
+            raw = _as_bytes(payload)
+        except Exception:
+            raw = b""
+        parts = parse_topic(topic) if isinstance(topic, str) else None
+        return Rejection(
+            "internal_error",
+            f"validation failed unexpectedly ({type(exc).__name__}: {exc}); please report this",
+            topic if isinstance(topic, str) else repr(topic),
+            raw,
+            received_at,
+            parts.device_id if parts is not None else None,
+        )
+
+
+def _parse(
+    topic: str,
+    payload: Any,
+    received_at: int,
+    registry: _RegistryLike | None,
+    limits: IngestLimits,
+) -> Reading | Rejection:
+    if type(payload) is not bytes:
+        payload = _as_bytes(payload)
+
+    # 1. topic
+    parts = parse_topic(topic)
+    if parts is None:
+        return Rejection(
+            "bad_topic",
+            f"topic {_short(topic)} does not match {_EXPECTED_TOPIC} "
+            "(segments: 1-64 characters from A-Z a-z 0-9 _ . : -)",
+            topic if isinstance(topic, str) else repr(topic),
+            payload[: limits.max_deadletter_raw_bytes],
+            received_at,
+            None,
+        )
+    device_id = parts.device_id
+    kind = parts.kind
+    spec = KIND_SPECS.get(kind)
+    if spec is None:
+        return Rejection(
+            "unknown_kind",
+            f"topic kind {kind!r} is not one of {', '.join(KINDS)}",
+            topic, payload[: limits.max_deadletter_raw_bytes], received_at, device_id,
+        )  # fmt: skip
+
+    # 2. size
+    size = len(payload)
+    if size > limits.max_payload_bytes:
+        kept = limits.max_deadletter_raw_bytes
+        note = f"; raw bytes truncated to the first {kept}" if size > kept else ""
+        return Rejection(
+            "too_large",
+            f"payload is {size} bytes; at most {limits.max_payload_bytes} bytes are allowed{note}",
+            topic, payload[:kept], received_at, device_id,
+        )  # fmt: skip
+
+    # 3. JSON
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        obj = _slow_json(payload, exc)
+        if type(obj) is tuple:
+            return Rejection(obj[0], obj[1], topic, payload, received_at, device_id)
+
+    # 4. object
+    if type(obj) is not dict:
+        return Rejection(
+            "not_object",
+            f"payload is a JSON {_json_type(obj)}; it must be a JSON object "
+            '({"ts": ..., "<field>": ...})',
+            topic, payload, received_at, device_id,
+        )  # fmt: skip
+
+    # 5. identity
+    for key in limits.identity_keys:
+        named = obj.get(key, _MISSING)
+        if named is not _MISSING and named != device_id:
+            if type(named) is int and str(named) == device_id:
+                continue
+            return Rejection(
+                "device_mismatch",
+                f"payload {key!r} is {_describe(named)} but the topic's device is "
+                f"{device_id!r}; a device publishes only on its own topic",
+                topic, payload, received_at, device_id,
+            )  # fmt: skip
+
+    # 6. registry
+    if registry is not None:
+        dev = registry.get(device_id)
+        if dev is None:
+            where = getattr(registry, "path", None)
+            where = f" ({where})" if where else ""
+            return Rejection(
+                "unknown_device",
+                f"device {device_id!r} is not in the device registry{where}; "
+                "add a row for it or fix the device's topic",
+                topic, payload, received_at, device_id,
+            )  # fmt: skip
+        if dev.kind != kind:
+            return Rejection(
+                "kind_mismatch",
+                f"topic kind is {kind!r} but the registry lists device {device_id!r} "
+                f"as {dev.kind!r}",
+                topic, payload, received_at, device_id,
+            )  # fmt: skip
+        if dev.district != parts.district:
+            return Rejection(
+                "district_mismatch",
+                f"topic district is {parts.district!r} but the registry puts device "
+                f"{device_id!r} in {dev.district!r}",
+                topic, payload, received_at, device_id,
+            )  # fmt: skip
+
+    # 7. ts
+    ts_value = obj.pop("ts", None)
+    if ts_value is None:
+        return Rejection(
+            "missing_ts",
+            "payload has no 'ts'; send the event time as integer epoch milliseconds "
+            "or an RFC 3339 string such as 2025-11-22T16:40:00+08:00",
+            topic, payload, received_at, device_id,
+        )  # fmt: skip
+    ts = parse_ts(ts_value)
+    if isinstance(ts, str):
+        return Rejection("bad_ts", ts, topic, payload, received_at, device_id)
+    if ts - received_at > limits.max_future_ms:
+        return Rejection(
+            "future_ts",
+            f"'ts' {_iso(ts)} is {_dur(ts - received_at)} after received_at "
+            f"{_iso(received_at)}; at most {_dur(limits.max_future_ms)} ahead is allowed "
+            "(check the device's clock)",
+            topic, payload, received_at, device_id,
+        )  # fmt: skip
+    if received_at - ts > limits.max_lateness_ms:
+        return Rejection(
+            "too_late",
+            f"'ts' {_iso(ts)} is {_dur(received_at - ts)} before received_at "
+            f"{_iso(received_at)}; readings at most {_dur(limits.max_lateness_ms)} late "
+            "are accepted",
+            topic, payload, received_at, device_id,
+        )  # fmt: skip
+
+    # 8. fields (KIND_SPECS). Fast path: msgspec checks types and ranges in C
+    # against a Struct generated from the table (0.3 µs vs ~1 µs for the Python
+    # loop). Any failure, or a null, goes to the table loop, which is the
+    # reference: it names the code and field, and drops known nulls.
+    clean = False
+    if FAST_CHECK:
+        try:
+            _convert(obj, spec.struct)
+            clean = None not in obj.values()
+        except _ValidationError:
+            pass
+    if not clean:
+        problem = check_fields(kind, obj)
+        if problem is not None:
+            return Rejection(problem[0], problem[1], topic, payload, received_at, device_id)
+    for group in spec.required_any:
+        for name in group:
+            if name in obj:
+                break
+        else:
+            what = repr(group[0]) if len(group) == 1 else "one of " + "/".join(map(repr, group))
+            return Rejection(
+                "missing_field",
+                f"{kind} payload needs {what} (absent or null)",
+                topic, payload, received_at, device_id,
+            )  # fmt: skip
+
+    return Reading(device_id, kind, parts.district, ts, received_at, obj, topic)
+
+
+def check_fields(kind: str, obj: dict[str, Any]) -> tuple[str, str] | None:
+    """Check the known fields of ``obj`` against ``KIND_SPECS[kind]``, the table itself.
+
+    Returns ``(code, message)`` for the first bad field, else None. Deletes
+    known fields that are null ("not measured") from ``obj``. Required groups
+    are checked by the caller.
+    """
+    spec = KIND_SPECS[kind]
+    numbers = spec.numbers
+    bools = spec.bools
+    nulls = None
+    for name, value in obj.items():
+        rng = numbers.get(name)
+        if rng is not None:
+            tv = type(value)
+            if (tv is float or tv is int) and rng[0] <= value <= rng[1]:
+                continue
+        elif name in bools:
+            if type(value) is bool:
+                continue
+        else:
+            continue  # unknown extra: kept as sent
+        if value is None:
+            if nulls is None:
+                nulls = [name]
+            else:
+                nulls.append(name)
+            continue
+        return _field_problem(kind, name, value, rng)
+    if nulls is not None:
+        for name in nulls:
+            del obj[name]
+    return None
+
+
+def _field_problem(
+    kind: str, name: str, value: Any, rng: tuple[float, float] | None
+) -> tuple[str, str]:
+    """(code, message) for a known field whose value failed the fast check."""
+    if rng is None:
+        return "wrong_type", (
+            f"field {name!r} is {_describe(value)}; {kind} {name!r} must be a JSON boolean "
+            "true/false"
+        )
+    if type(value) not in (int, float):
+        return "wrong_type", (
+            f"field {name!r} is {_describe(value)}; {kind} {name!r} must be a JSON number "
+            + _range(*rng)
+        )
+    if value != value or value in (_INF, _NINF):
+        return "non_finite", f"field {name!r} is {value!r}; numbers must be finite"
+    return "out_of_range", f"field {name!r} is {value!r}; {kind} {name!r} must be {_range(*rng)}"
+
+
+# --------------------------------------------------------------------------- ts
+
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:[.,][0-9]+)?"
+    r"(?:[Zz]|[+-][0-9]{2}:?[0-9]{2})?"
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+_INF = float("inf")
+_NINF = float("-inf")
+_TS_HELP = (
+    "send integer epoch milliseconds or an RFC 3339 string with an offset, "
+    "such as 2025-11-22T16:40:00+08:00 or 2025-11-22T08:40:00Z"
+)
+
+
+def parse_ts(value: Any) -> int | str:
+    """Event time in epoch ms, or a message saying why ``value`` is not a valid ``ts``."""
+    tv = type(value)
+    if tv is float and value.is_integer():  # 1.7638e12 from some JSON encoders
+        value = int(value)
+        tv = int
+    if tv is int:
+        if 1_000_000_000 <= value < 100_000_000_000:
+            return f"'ts' {value} looks like epoch seconds; {_TS_HELP} (e.g. {value * 1000})"
+        if value >= 100_000_000_000_000:
+            return f"'ts' {value} looks like epoch microseconds or nanoseconds; {_TS_HELP}"
+        if value < 0:
+            return f"'ts' {value} is before 1970; {_TS_HELP}"
+        epoch_ms: int = value
+        return epoch_ms
+    if tv is str:
+        # The regex fixes the accepted shape (RFC 3339, plus '+0800' without colon);
+        # fromisoformat (C, fast) then checks the calendar and computes the instant.
+        if len(value) > 64 or _RFC3339.fullmatch(value) is None:
+            return f"'ts' {_short(value)} is not an RFC 3339 timestamp; {_TS_HELP}"
+        try:
+            dt = datetime.fromisoformat(value.upper())
+        except ValueError as exc:
+            return f"'ts' {_short(value)} is not a valid date and time ({exc}); {_TS_HELP}"
+        if dt.tzinfo is None:
+            return (
+                f"'ts' {_short(value)} has no UTC offset, so its instant is ambiguous; "
+                "append 'Z' for UTC or '+08:00' for Beijing time"
+            )
+        ms: int = (dt - _EPOCH) // _MS
+        if ms < 0:
+            return f"'ts' {_short(value)} is before 1970; {_TS_HELP}"
+        return ms
+    return f"'ts' is {_describe(value)}; {_TS_HELP}"
+
+
+# --------------------------------------------------------------------------- slow paths
+
+
+def _as_bytes(payload: Any) -> bytes:
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return bytes(payload)
+    if isinstance(payload, str):
+        return payload.encode("utf-8", "surrogatepass")
+    if payload is None:
+        return b""
+    raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
+
+
+class _NonFinite:
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _parse_float(text: str) -> Any:
+    v = float(text)
+    return _NonFinite(text) if v in (_INF, _NINF) else v
+
+
+def _slow_json(payload: bytes, exc: Exception) -> Any:
+    """After orjson failed: skip a BOM, or tell non-finite numbers from other errors.
+
+    Returns the parsed object, or ``(code, message)``.
+    """
+    if payload.startswith(_BOM):
+        try:
+            return orjson.loads(payload[3:])
+        except orjson.JSONDecodeError as exc2:
+            exc = exc2
+    try:
+        loose = json.loads(payload, parse_constant=_NonFinite, parse_float=_parse_float)
+    except Exception:
+        loose = _MISSING
+    if loose is not _MISSING:
+        where = _find_non_finite(loose)
+        if where is not None:
+            path, text = where
+            return (
+                "non_finite",
+                f"field {path} is {text}; numbers must be finite (leave the field out "
+                "or send null when there is no measurement)",
+            )
+    return ("not_json", f"payload is not valid UTF-8 JSON: {exc}")
+
+
+def _find_non_finite(obj: Any) -> tuple[str, str] | None:
+    stack: list[tuple[str, Any]] = [("", obj)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, _NonFinite):
+            return (repr(path) if path else "(the whole payload)"), value.text
+        if isinstance(value, dict):
+            for k, v in value.items():
+                stack.append((f"{path}.{k}" if path else str(k), v))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                stack.append((f"{path}[{i}]", v))
+    return None
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def _json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    if isinstance(v, dict):
+        return "object"
+    return type(v).__name__
+
+
+def _describe(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, (list, dict)):
+        return f"a JSON {_json_type(v)}"
+    text = orjson.dumps(v).decode() if isinstance(v, (bool, int, float, str)) else repr(v)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} (a {_json_type(v)})"
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _range(lo: float, hi: float) -> str:
+    def num(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() else str(x)
+
+    if lo > -_BIG and hi < _BIG:
+        return f"between {num(lo)} and {num(hi)}"
+    if lo > -_BIG:
+        return f">= {num(lo)}"
+    if hi < _BIG:
+        return f"<= {num(hi)}"
+    return "finite"
+
+
+def _iso(ms: int) -> str:
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    except (OverflowError, OSError, ValueError):
+        return f"{ms} ms"
+
+
+def _dur(ms: int) -> str:
+    s = ms / 1000
+    if s < 120:
+        return f"{s:g} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    if s < 172_800:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86_400:.1f} days"
