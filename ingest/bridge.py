@@ -102,6 +102,7 @@ class Bridge:
     settings: MQTT and Kafka addresses, topic prefix, shared group, registry path.
     client_suffix: distinguishes bridges of one group (each needs its own
         persistent session; the shared subscription splits the stream).
+    registry_check_s: how often the registry file is checked for edits.
     event_time_clock: stamp ``received_at`` with the reading's own ``ts``
         instead of the wall clock (simulation mode: a time-warped city runs on
         its own clock, and the pipeline's watermark follows it).
@@ -114,6 +115,7 @@ class Bridge:
         limits: IngestLimits | None = None,
         event_time_clock: bool = False,
         clock: Callable[[], int] = wall_clock_ms,
+        registry_check_s: float = 2.0,
     ):
         self.settings = settings
         self.topics = KafkaTopics(settings.kafka.topic_prefix)
@@ -128,7 +130,9 @@ class Bridge:
             )
         self.event_time_clock = event_time_clock
         self.clock = clock
-        self.registry = RegistryWatcher(settings.paths.registry, on_error=self._registry_error)
+        self.registry = RegistryWatcher(
+            settings.paths.registry, check_interval_s=registry_check_s, on_error=self._registry_error
+        )
         self.stats = BridgeStats()
         self.subscribed = asyncio.Event()
         self._queue: asyncio.Queue[tuple[int, int, str, bytes, int]] = asyncio.Queue()

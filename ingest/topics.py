@@ -39,8 +39,13 @@ __all__ = [
 TELEMETRY_FILTER = "city/+/+/+/telemetry"
 """Subscription filter matching every telemetry topic."""
 
-SHARED_SUBSCRIPTION = "$share/{group}/city/+/+/+/telemetry"
-"""MQTT v5 shared subscription; fill ``{group}`` (see ``shared_subscription``)."""
+CITY_FILTER = "city/#"
+"""What the bridge subscribes to: every topic under ``city/``, so a device that
+publishes on a topic outside the scheme is dead-lettered as ``bad_topic`` (and
+its vendor can be told) instead of being ignored by the broker."""
+
+SHARED_SUBSCRIPTION = "$share/{group}/city/#"
+"""MQTT v5 shared subscription of the bridges; fill ``{group}`` (see ``shared_subscription``)."""
 
 SEGMENT_PATTERN = r"[A-Za-z0-9_.:\-]{1,64}"
 """What a district, kind or device id may look like (the whole segment)."""

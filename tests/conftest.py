@@ -61,3 +61,28 @@ def _influx_query(settings: Settings, q: str) -> None:
         urllib.request.urlopen(f"{settings.influx.url}/query", data=data, timeout=10).read()
     except OSError:
         pass
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    """Environment for a citywatch subprocess that should use exactly these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYWATCH_")}
+    for section in ("mqtt", "kafka", "influx", "paths", "log"):
+        for name, value in vars(getattr(s, section)).items():
+            env[f"CITYWATCH_{section.upper()}_{name.upper()}"] = str(value)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture
+def registry_file(tmp_path: Path, unique: str) -> Path:
+    """A registry with this test's own devices (ids carry the test's unique tag)."""
+    rows = [
+        "device_id,kind,district,grid,unit,road_class,address,lat,lon,pm10_warning,pm10_violation,component_code",
+        f"MH-{unique}-1,manhole,jinshui,JS-G07,郑州市市政工程管理处,main,花园路农业路口南50米,34.7985,113.6712,,,0102",
+        f"MH-{unique}-2,manhole,erqi,EQ-G03,郑州供电公司,other,大学路陇海路口北侧,34.7315,113.6411,,,0105",
+        f"DS-{unique}-1,dust,jinshui,JS-G12,河南五建建设集团有限公司,,东风路文化路口北100米工地,34.8093,113.6552,,,",
+        f"SL-{unique}-1,streetlight,zhongyuan,ZY-G05,郑州市城市照明灯饰管理处,main,中原路桐柏路口,34.7489,113.6108,,,0118",
+    ]
+    path = tmp_path / "registry.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
