@@ -121,7 +121,7 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     settings = _settings(args)
     setup_logging(settings.log.level)
     bridge = Bridge(settings, client_suffix=args.name, event_time_clock=args.event_time)
-    _run_async(lambda stop: bridge.run(stop, stats_every_s=args.stats_every))
+    _run_async(lambda stop: bridge.run(stop, stats_every_s=args.stats_every, metrics_port=args.metrics_port))
     return 0
 
 
@@ -183,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--event-time", action="store_true",
                    help="simulation: stamp received_at with the reading's own time")
     p.add_argument("--stats-every", type=float, default=30.0, metavar="SECONDS")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus metrics on 127.0.0.1:PORT/metrics")
     p.add_argument("--registry", help="device registry file (overrides settings)")
     p.set_defaults(func=cmd_bridge)
 

@@ -221,8 +221,26 @@ class Bridge:
                     client.ack(mid, qos)
             self.stats.acked += len(batch)
 
-    async def run(self, stop: asyncio.Event, stats_every_s: float = 30.0) -> BridgeStats:
+    async def serve_metrics(self, port: int, host: str = "127.0.0.1"):  # noqa: ANN201
+        """Expose the counters in Prometheus text format on ``http://host:port/metrics``."""
+        from aiohttp import web
+
+        async def metrics(_request: web.Request) -> web.Response:
+            return web.Response(text=self.stats.prometheus(), content_type="text/plain", charset="utf-8")
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        log.info("bridge metrics on http://%s:%d/metrics", host, port)
+        return runner
+
+    async def run(
+        self, stop: asyncio.Event, stats_every_s: float = 30.0, metrics_port: int | None = None
+    ) -> BridgeStats:
         self._loop = asyncio.get_running_loop()
+        metrics = await self.serve_metrics(metrics_port) if metrics_port else None
         k = self.settings.kafka
         await ensure_topics(k.bootstrap, k.topic_prefix, k.partitions)
         producer = make_producer(k.bootstrap, client_id=self.client_id)
@@ -250,6 +268,8 @@ class Bridge:
             client.loop_stop()
             pump.cancel()
             await producer.stop()
+            if metrics is not None:
+                await metrics.cleanup()
             log.info("bridge stopped: %s", self.stats.summary())
         return self.stats
 

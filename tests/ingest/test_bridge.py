@@ -22,6 +22,7 @@ from tests.kit.kafka import read_topic, read_topic_sync
 from tests.kit.mqtt import Publisher, drop_session, now_ms
 
 pytestmark = pytest.mark.services
+METRICS_PORT = 19108
 
 
 def _topic(dev: str, district: str = "jinshui", kind: str = "manhole") -> str:
@@ -40,7 +41,7 @@ def bridge_settings(settings: Settings, registry_file: Path):
 async def _with_bridge(settings: Settings, body, suffix: str = "1", **kwargs):  # noqa: ANN001, ANN003
     bridge = Bridge(settings, client_suffix=suffix, **kwargs)
     stop = asyncio.Event()
-    task = asyncio.create_task(bridge.run(stop, stats_every_s=3600))
+    task = asyncio.create_task(bridge.run(stop, stats_every_s=3600, metrics_port=METRICS_PORT))
     await asyncio.wait_for(bridge.subscribed.wait(), 20)
     try:
         return await body(bridge)
@@ -83,9 +84,17 @@ def test_every_bad_input_lands_in_deadletter_with_its_reason_and_good_ones_flow_
             pub.close()
         dead = await read_topic(s.kafka.bootstrap, topics.deadletter, len(bad_cases))
         ok = await read_topic(s.kafka.bootstrap, topics.telemetry, len(bad_cases))
-        return dead, ok
+        import urllib.request
 
-    dead, ok = asyncio.run(_with_bridge(s, body))
+        metrics = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5).read().decode()
+        )
+        return dead, ok, metrics
+
+    dead, ok, metrics = asyncio.run(_with_bridge(s, body))
+    assert f"citywatch_bridge_forwarded_total {len(bad_cases)}" in metrics
+    assert 'citywatch_bridge_rejected_total{reason="not_json"} 1' in metrics
+    assert "citywatch_bridge_in_flight 0" in metrics
     assert [d["code"] for d in dead] == [c for c, _, _ in bad_cases]
     for d, (_code, topic, payload) in zip(dead, bad_cases, strict=True):
         assert d["topic"] == topic and d["message"] and d["received_at"] > 0
