@@ -1,0 +1,452 @@
+"""Manhole covers: the case, the repair deadline and the hourly penalty clock.
+
+Rules-file section ``rules.manhole`` (docs/rules.md#manhole). Semantics are
+DESIGN §1, exactly:
+
+* abnormal = ``open: true`` or ``tilt_deg >= tilt_threshold_deg``. The first
+  abnormal reading (event time ``t0``) opens case ``manhole:<device>:<t0>``,
+  deadline ``t0 + grace(road_class)``.
+* The k-th penalty (``<case_id>:hour:<k>``) accrues at ``deadline + k h`` and
+  is booked when the watermark reaches that instant -- also when the sensor
+  is silent -- unless the case was repaired *before* that instant. So a case
+  repaired at ``t1`` owes exactly ``floor((t1 - deadline) / 1 h)`` entries;
+  repaired at exactly ``deadline + 1 h`` it owes one.
+* Repair time = min(event time of the first reading of the first accepted
+  normal run after ``t0``, officer close time). A normal run is
+  ``normal_run`` consecutive normal readings in event-time order.
+* Late readings: a normal reading inside the case's span (after ``t0``, before
+  its current repair time) that gives an earlier repair moves the repair there;
+  every booked hour that accrued after the new repair time is reversed by a
+  new entry ``<entry_id>:reversal`` booked at the current watermark, with the
+  late reading as evidence. Booked entries are never edited.
+* A late *abnormal* reading never opens a case or delays a repair: it is
+  either superseded by a newer normal reading, or falls inside a case that is
+  already open. An abnormal reading opens a new case only when it is newer
+  than everything seen and after the most recent case's repair time.
+* Accident (officer action): 500,000 against the district government and
+  1,000,000 against the property unit, once per case
+  (``<case_id>:accident:district_government`` / ``...:property_unit``),
+  accrued at the action's time.
+
+Per device the module keeps the most recent case (the one actions and late
+readings apply to) plus any earlier repaired case whose owed hours the
+watermark has not reached yet. A case's ``history`` holds the readings inside
+its span (needed to judge late readings and redeliveries exactly), so it is
+bounded by the case's length.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from streams.model import (
+    CaseEvent,
+    Context,
+    LedgerEntry,
+    OfficerAction,
+    action_evidence,
+    clock_evidence,
+    reading_evidence,
+    reversal_of,
+)
+from streams.rules import HOUR_MS, ManholeRules
+
+if TYPE_CHECKING:
+    from ingest.reading import Reading
+    from ingest.registry import Device
+
+RULE = "manhole"
+ACCIDENT_RULE = "manhole.accident"
+NEVER = -(1 << 62)
+
+
+@dataclass(slots=True)
+class ManholeCase:
+    case_id: str
+    opened_at: int
+    deadline: int
+    open_evidence: dict[str, Any]
+    district: str
+    """District of the device when the case opened: it pays this case's district entries."""
+    unit: str
+    """Property-rights unit when the case opened: it pays this case's unit entries, even
+    if the registry is reloaded meanwhile (so a reversal always hits the original payer)."""
+    history: list[tuple[int, bool]]
+    """(ts, normal) of the readings from ``opened_at`` on, sorted by ts; only
+    readings before the repair time are added once the case is repaired."""
+    state: str = "open"
+    run_repair_at: int | None = None
+    repair_evidence: dict[str, Any] | None = None
+    officer_close_at: int | None = None
+    close_evidence: dict[str, Any] | None = None
+    hours_booked: int = 0
+    reversed_hours: list[int] = field(default_factory=list)
+    escalated: bool = False
+    acknowledged_at: int | None = None
+    acknowledged_by: str | None = None
+    accident_at: int | None = None
+    notes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def repair_at(self) -> int | None:
+        a, b = self.run_repair_at, self.officer_close_at
+        if a is None:
+            return b
+        return a if b is None or a <= b else b
+
+
+@dataclass(slots=True)
+class ManholeState:
+    max_ts: int = NEVER
+    """Newest event time seen from the device (a reading at exactly this ts is a redelivery)."""
+    case: ManholeCase | None = None
+    pending: list[ManholeCase] = field(default_factory=list)
+    """Earlier, repaired cases with hours still owed but not yet reached by the
+    watermark (a new case opened before the clock caught up with the old one)."""
+    streak: int = 0
+    """Consecutive normal readings at the end of the open case's history."""
+    streak_start: int = 0
+
+
+def _ts(item: tuple[int, bool]) -> int:
+    return item[0]
+
+
+def _first_run(history: list[tuple[int, bool]], n: int) -> int | None:
+    """Event time of the first reading of the first run of ``n`` normal readings."""
+    run = 0
+    start = 0
+    for ts, ok in history:
+        if ok:
+            if run == 0:
+                start = ts
+            run += 1
+            if run >= n:
+                return start
+        else:
+            run = 0
+    return None
+
+
+class ManholeRule:
+    """Dispatch target of the detector for ``manhole`` devices."""
+
+    kind = "manhole"
+
+    def __init__(self, rules: ManholeRules) -> None:
+        self.rules = rules
+        self.threshold = rules.tilt_threshold_deg
+        self.normal_run = rules.normal_run
+        self.per_hour = rules.penalty_per_hour_yuan
+
+    def new_state(self, dev: Device) -> ManholeState:
+        return ManholeState()
+
+    # ------------------------------------------------------------------ readings
+
+    def on_reading(self, st: ManholeState, r: Reading, dev: Device, ctx: Context) -> bool:
+        """Apply one reading; True if the device's state changed."""
+        f = r.fields
+        tilt = f.get("tilt_deg")
+        normal = f.get("open") is not True and (tilt is None or tilt < self.threshold)
+        ts = r.ts
+        case = st.case
+        if ts > st.max_ts:
+            st.max_ts = ts
+            if case is not None:
+                rep = case.repair_at
+                if rep is None:  # the hot path of an open case: readings in order
+                    case.history.append((ts, normal))
+                    if normal:
+                        if st.streak == 0:
+                            st.streak_start = ts
+                        st.streak += 1
+                        if st.streak >= self.normal_run:
+                            self._set_repair(
+                                case, st.streak_start, None, reading_evidence(r), dev, ctx
+                            )
+                    else:
+                        st.streak = 0
+                    return True
+                if ts < rep:  # before an officer's close time
+                    self._in_span(st, case, ts, normal, r, dev, ctx)
+                    return True
+                if ts == rep:
+                    return True
+            if not normal:
+                self._open(st, r, dev, ctx)
+            return True
+        if ts == st.max_ts or case is None:
+            return False
+        rep = case.repair_at
+        if ts <= case.opened_at or (rep is not None and ts >= rep):
+            return False
+        return self._in_span(st, case, ts, normal, r, dev, ctx)
+
+    def _open(self, st: ManholeState, r: Reading, dev: Device, ctx: Context) -> None:
+        t0 = r.ts
+        ev = reading_evidence(r)
+        case = ManholeCase(
+            case_id=f"{RULE}:{dev.device_id}:{t0}",
+            opened_at=t0,
+            deadline=t0 + self.rules.grace_for(dev.road_class),
+            open_evidence=ev,
+            district=dev.district,
+            unit=dev.unit,
+            history=[(t0, False)],
+        )
+        old = st.case
+        if old is not None and self._case_due(old) is not None:
+            st.pending.append(old)
+        st.case = case
+        st.streak = 0
+        ctx.out.append(self._event(case, dev, t0))
+
+    def _in_span(
+        self, st: ManholeState, case: ManholeCase, ts: int, normal: bool,
+        r: Reading, dev: Device, ctx: Context,
+    ) -> bool:  # fmt: skip
+        """A reading inside the case's span that is not the newest: late, or before an officer close."""
+        h = case.history
+        i = bisect_left(h, ts, key=_ts)
+        if i < len(h) and h[i][0] == ts:
+            return False  # redelivery
+        h.insert(i, (ts, normal))
+        if normal:
+            start = _first_run(h, self.normal_run)
+            rep = case.repair_at
+            if start is not None and (rep is None or start < rep):
+                self._set_repair(case, start, None, reading_evidence(r), dev, ctx)
+        if case.repair_at is None:
+            n, start = 0, 0
+            for t, ok in reversed(h):
+                if not ok:
+                    break
+                n, start = n + 1, t
+            st.streak, st.streak_start = n, start
+        return True
+
+    def _set_repair(
+        self, case: ManholeCase, at: int, officer: OfficerAction | None,
+        evidence: dict[str, Any], dev: Device, ctx: Context,
+    ) -> None:  # fmt: skip
+        """Record a repair (reading run or officer close) and reverse what it un-owes."""
+        old = case.repair_at
+        if officer is None:
+            case.run_repair_at = at
+            case.repair_evidence = evidence
+        else:
+            case.officer_close_at = max(at, case.opened_at)
+            case.close_evidence = evidence
+        new = case.repair_at
+        assert new is not None
+        if old is not None and new >= old:
+            return  # an officer closing a case its sensor already proved repaired
+        case.state = "repaired" if new == case.run_repair_at else "closed"
+        if self.per_hour:
+            for k in range(1, case.hours_booked + 1):
+                if case.deadline + k * HOUR_MS > new and k not in case.reversed_hours:
+                    ctx.out.append(reversal_of(self._hour_entry(case, k, dev), ctx.wm, [evidence]))
+                    case.reversed_hours.append(k)
+        ctx.out.append(self._event(case, dev, new, [evidence]))
+
+    # ------------------------------------------------------------------ clock
+
+    @staticmethod
+    def _case_due(case: ManholeCase) -> int | None:
+        """When the case next needs the clock: its deadline, or its next owed hour."""
+        rep = case.repair_at
+        if rep is None and not case.escalated:
+            return case.deadline
+        t = case.deadline + (case.hours_booked + 1) * HOUR_MS
+        if rep is None or t <= rep:
+            return t
+        return None
+
+    def next_due(self, st: ManholeState) -> int | None:
+        """The next instant the watermark must wake this device."""
+        case = st.case
+        due = None if case is None else self._case_due(case)
+        for old in st.pending:
+            t = self._case_due(old)
+            if t is not None and (due is None or t < due):
+                due = t
+        return due
+
+    def on_clock(self, st: ManholeState, due: int, dev: Device, ctx: Context) -> None:
+        case = None
+        for old in st.pending:  # older cases first, so equal instants book in case order
+            if self._case_due(old) == due:
+                case = old
+                break
+        if case is None:
+            case = st.case
+        assert case is not None and self._case_due(case) == due
+        self._tick(case, due, dev, ctx)
+        if st.pending:
+            st.pending = [c for c in st.pending if self._case_due(c) is not None]
+
+    def _tick(self, case: ManholeCase, due: int, dev: Device, ctx: Context) -> None:
+        if due == case.deadline and not case.escalated and case.repair_at is None:
+            case.escalated = True
+            case.state = "escalated"
+            ctx.out.append(self._event(case, dev, due, [clock_evidence(due)]))
+            return
+        case.hours_booked += 1
+        if self.per_hour:
+            ctx.out.append(self._hour_entry(case, case.hours_booked, dev))
+
+    def _hour_entry(self, case: ManholeCase, k: int, dev: Device) -> LedgerEntry:
+        return self._entry(
+            case, dev, f"hour:{k}", RULE, self.rules.payer_type, self.per_hour,
+            case.deadline + k * HOUR_MS, [case.open_evidence], hour_index=k,
+        )  # fmt: skip
+
+    @staticmethod
+    def _entry(
+        case: ManholeCase, dev: Device, suffix: str, rule: str, payer_type: str, amount: int,
+        at: int, evidence: list[dict[str, Any]], hour_index: int | None = None,
+    ) -> LedgerEntry:  # fmt: skip
+        """An entry ``<case_id>:<suffix>`` paid by the parties of the case's opening."""
+        return LedgerEntry(
+            id=f"{case.case_id}:{suffix}",
+            case_id=case.case_id,
+            rule=rule,
+            device=dev.device_id,
+            payer=case.district if payer_type == "district_government" else case.unit,
+            payer_type=payer_type,
+            district=case.district,
+            amount_yuan=amount,
+            accrued_at=at,
+            hour_index=hour_index,
+            reverses=None,
+            evidence=evidence,
+        )
+
+    # ------------------------------------------------------------------ officer actions
+
+    def on_action(self, st: ManholeState, a: OfficerAction, dev: Device, ctx: Context) -> bool:
+        """Apply an action to the device's most recent case; False if it is not for it."""
+        case = st.case
+        if case is None or (a.case_id is not None and a.case_id != case.case_id):
+            return False
+        is_open = case.repair_at is None
+        if a.action == "accident":
+            if case.accident_at is None:
+                case.accident_at = a.at
+                ev = [action_evidence(a)]
+                r = self.rules
+                for payer_type, amount in (("district_government", r.accident_district_government_yuan),
+                                           ("property_unit", r.accident_property_unit_yuan)):  # fmt: skip
+                    if amount:
+                        ctx.out.append(self._entry(case, dev, f"accident:{payer_type}",
+                                                   ACCIDENT_RULE, payer_type, amount, a.at, ev))  # fmt: skip
+                ctx.out.append(self._event(case, dev, a.at, ev))
+            return True
+        if a.case_id is None and not is_open and a.action != "note":
+            return False  # "the open case of the device": this one is over
+        if a.action == "ack":
+            if is_open and case.acknowledged_at is None:
+                case.acknowledged_at, case.acknowledged_by = a.at, a.officer
+                if case.state == "open":
+                    case.state = "acknowledged"
+                ctx.out.append(self._event(case, dev, a.at, [action_evidence(a)]))
+        elif a.action == "close":
+            if case.officer_close_at is None:
+                self._set_repair(case, a.at, a, action_evidence(a), dev, ctx)
+        elif a.action == "note":
+            n = {"at": a.at, "officer": a.officer, "note": a.note}
+            if n not in case.notes:
+                case.notes.append(n)
+                ctx.out.append(self._event(case, dev, a.at, [action_evidence(a)]))
+        return True
+
+    # ------------------------------------------------------------------ output
+
+    def _event(self, case: ManholeCase, dev: Device, at: int,
+               evidence: list[dict[str, Any]] | None = None) -> CaseEvent:  # fmt: skip
+        rep = case.repair_at
+        detail: dict[str, Any] = {
+            "road_class": dev.road_class,
+            "repair_at": rep,
+            "repaired_by": None
+            if rep is None
+            else ("reading" if rep == case.run_repair_at else "officer"),
+            "escalated": case.escalated,
+            "acknowledged_at": case.acknowledged_at,
+            "acknowledged_by": case.acknowledged_by,
+            "officer_close_at": case.officer_close_at,
+            "accident_at": case.accident_at,
+        }
+        if case.reversed_hours:
+            detail["reversed_hours"] = sorted(case.reversed_hours)
+        if case.notes:
+            detail["notes"] = list(case.notes)
+        return CaseEvent(
+            case_id=case.case_id,
+            kind="manhole",
+            rule=RULE,
+            device=dev.device_id,
+            district=case.district,
+            grid=dev.grid,
+            unit=case.unit,
+            severity="critical" if case.accident_at is not None else "major",
+            state=case.state,
+            at=at,
+            opened_at=case.opened_at,
+            deadline=case.deadline,
+            evidence=[case.open_evidence, *(evidence or [])],
+            component_code=dev.component_code,
+            address=dev.address,
+            detail=detail,
+        )
+
+    # ------------------------------------------------------------------ export / import
+
+    def export(self, st: ManholeState) -> dict[str, Any]:
+        return {
+            "max_ts": st.max_ts,
+            "streak": st.streak,
+            "streak_start": st.streak_start,
+            "case": None if st.case is None else _case_to_dict(st.case),
+            "pending": [_case_to_dict(c) for c in st.pending],
+        }
+
+    def restore(self, dev: Device, d: dict[str, Any]) -> ManholeState:
+        return ManholeState(
+            max_ts=d["max_ts"],
+            case=None if d["case"] is None else _case_from_dict(d["case"]),
+            pending=[_case_from_dict(c) for c in d["pending"]],
+            streak=d["streak"],
+            streak_start=d["streak_start"],
+        )
+
+
+def _case_to_dict(c: ManholeCase) -> dict[str, Any]:
+    return {
+        "case_id": c.case_id, "opened_at": c.opened_at, "deadline": c.deadline,
+        "open_evidence": c.open_evidence, "district": c.district, "unit": c.unit,
+        "history": [[t, ok] for t, ok in c.history],
+        "state": c.state, "run_repair_at": c.run_repair_at,
+        "repair_evidence": c.repair_evidence, "officer_close_at": c.officer_close_at,
+        "close_evidence": c.close_evidence, "hours_booked": c.hours_booked,
+        "reversed_hours": list(c.reversed_hours), "escalated": c.escalated,
+        "acknowledged_at": c.acknowledged_at, "acknowledged_by": c.acknowledged_by,
+        "accident_at": c.accident_at, "notes": [dict(n) for n in c.notes],
+    }  # fmt: skip
+
+
+def _case_from_dict(c: dict[str, Any]) -> ManholeCase:
+    return ManholeCase(
+        case_id=c["case_id"], opened_at=c["opened_at"], deadline=c["deadline"],
+        open_evidence=c["open_evidence"], district=c["district"], unit=c["unit"],
+        history=[(t, ok) for t, ok in c["history"]],
+        state=c["state"], run_repair_at=c["run_repair_at"],
+        repair_evidence=c["repair_evidence"], officer_close_at=c["officer_close_at"],
+        close_evidence=c["close_evidence"], hours_booked=c["hours_booked"],
+        reversed_hours=list(c["reversed_hours"]), escalated=c["escalated"],
+        acknowledged_at=c["acknowledged_at"], acknowledged_by=c["acknowledged_by"],
+        accident_at=c["accident_at"], notes=[dict(n) for n in c["notes"]],
+    )  # fmt: skip

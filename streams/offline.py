@@ -1,0 +1,157 @@
+"""Offline devices and suspected tampering with dust monitors.
+
+Rules-file section ``rules.offline`` (docs/rules.md#offline). DESIGN §1:
+
+* Every device that has sent at least one reading is watched: silent for longer
+  than its kind's heartbeat allowance (``last received_at + allowance``, judged
+  on the watermark) opens ``offline:<device>:<that instant>`` (severity minor,
+  no money unless ``penalty_yuan`` is set). The next reading that *arrives*
+  later (larger ``received_at``) repairs it. Arrival time, not event time, is
+  what counts here: offline is about the device reaching us, and a redelivered
+  old message (same ``received_at``) proves nothing.
+* A dust monitor offline during working hours (local ``dust_working_hours``)
+  gets ``suspected_tampering: true`` and severity major: at once if it went
+  silent inside working hours, else when the watermark reaches the next
+  working-hours start while it is still silent (sites switch monitors off to
+  hide dust).
+* Offline cases sit beside the kind's own cases: an open manhole case keeps
+  its penalty clock (that clock runs on the watermark, never on the sensor).
+* Devices that never sent anything are not watched (a partition's detector
+  only knows the devices routed to it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from streams.model import (
+    CaseRecord,
+    Context,
+    OfficerAction,
+    action_evidence,
+    clock_evidence,
+    penalty_entry,
+    reading_evidence,
+)
+from streams.rules import LocalClock, OfflineRules, in_daily_window
+
+if TYPE_CHECKING:
+    from ingest.reading import Reading
+    from ingest.registry import Device
+
+RULE = "offline"
+NEVER = -(1 << 62)
+
+
+@dataclass(slots=True)
+class OfflineState:
+    last_received: int = NEVER
+    rec: CaseRecord | None = None
+    """The open offline case, if any."""
+    last_opened_at: int = NEVER
+    """Opening instant of the device's last offline case (never open the same one twice)."""
+    tamper_at: int | None = None
+    """When to flag the open case of a dust monitor as suspected tampering."""
+
+
+class OfflineRule:
+    """Watches every device, beside its kind's own rule."""
+
+    def __init__(self, rules: OfflineRules, clock: LocalClock) -> None:
+        self.rules = rules
+        self.clock = clock
+        self.heartbeat = rules.heartbeat_ms
+
+    def new_state(self, dev: Device) -> OfflineState:
+        return OfflineState()
+
+    def on_reading(self, st: OfflineState, r: Reading, dev: Device, ctx: Context) -> bool:
+        ra = r.received_at
+        if ra <= st.last_received:
+            return False
+        st.last_received = ra
+        rec = st.rec
+        if rec is not None:
+            rec.end("repaired", ra, "reading")
+            ctx.out.append(rec.event(dev, rec.closed_at or ra, [reading_evidence(r)]))
+            st.rec = None
+            st.tamper_at = None
+        return True
+
+    def next_due(self, st: OfflineState, dev: Device) -> int | None:
+        if st.rec is not None:
+            return st.tamper_at
+        if st.last_received == NEVER:
+            return None
+        due = st.last_received + self.heartbeat.get(dev.kind, 30 * 60_000)
+        return due if due > st.last_opened_at else None
+
+    def on_clock(self, st: OfflineState, due: int, dev: Device, ctx: Context) -> None:
+        if st.rec is not None:
+            if st.tamper_at == due:
+                st.tamper_at = None
+                self._flag(st.rec, due)
+                ctx.out.append(st.rec.event(dev, due, [clock_evidence(due)]))
+            return
+        rec = CaseRecord(
+            case_id=f"{RULE}:{dev.device_id}:{due}",
+            rule=RULE,
+            opened_at=due,
+            severity="minor",
+            evidence=[clock_evidence(due)],
+            extra={
+                "last_received_at": st.last_received,
+                "heartbeat_minutes": self.heartbeat.get(dev.kind, 30 * 60_000) / 60_000,
+            },  # fmt: skip
+        )
+        st.rec, st.last_opened_at = rec, due
+        if dev.kind == "dust":
+            r = self.rules
+            if in_daily_window(
+                self.clock.minute_of_day(due), r.dust_working_start, r.dust_working_end
+            ):
+                self._flag(rec, due)
+            else:
+                st.tamper_at = self.clock.next_at(due, r.dust_working_start)
+        ctx.out.append(rec.event(dev, due))
+        if self.rules.penalty_yuan:
+            ctx.out.append(penalty_entry(dev, rec.case_id, "offline", RULE, self.rules.payer_type,
+                                         self.rules.penalty_yuan, due, [clock_evidence(due)]))  # fmt: skip
+
+    @staticmethod
+    def _flag(rec: CaseRecord, at: int) -> None:
+        rec.severity = "major"
+        rec.extra["suspected_tampering"] = True
+        rec.extra["reason"] = "offline_in_working_hours"
+        rec.extra["flagged_at"] = at
+
+    def on_action(self, st: OfflineState, a: OfficerAction, dev: Device, ctx: Context) -> bool:
+        rec = st.rec
+        if (
+            a.action == "accident"
+            or rec is None
+            or (a.case_id is not None and a.case_id != rec.case_id)
+        ):
+            return False
+        if rec.apply(a):
+            ctx.out.append(rec.event(dev, a.at, [action_evidence(a)]))
+            if not rec.is_open:
+                st.rec, st.tamper_at = None, None
+        return True
+
+    def export(self, st: OfflineState) -> dict[str, Any]:
+        return {
+            "last_received": st.last_received,
+            "rec": None if st.rec is None else st.rec.to_dict(),
+            "last_opened_at": st.last_opened_at,
+            "tamper_at": st.tamper_at,
+        }
+
+    def restore(self, dev: Device, d: dict[str, Any]) -> OfflineState:
+        return OfflineState(
+            last_received=d["last_received"],
+            rec=CaseRecord.from_dict(d["rec"]),
+            last_opened_at=d["last_opened_at"],
+            tamper_at=d["tamper_at"],
+        )

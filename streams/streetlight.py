@@ -1,0 +1,164 @@
+"""Streetlights: dark lamps at night (fault) and leakage current (safety).
+
+Rules-file section ``rules.streetlight`` (docs/rules.md#streetlight). DESIGN §1:
+
+* Lamp fault (``streetlight.fault``, severity minor): a reading whose event
+  time is inside the district's lamp-on period (local time; an on-time after
+  the off-time spans midnight, the default 18:30 -> 06:30) and that shows no
+  light: ``on: false``, or ``current_a`` below ``current_threshold_a``. It is
+  repaired by the first reading that shows current again (``current_a`` at or
+  above the threshold, or ``on: true`` when the lamp reports no current). A
+  dark lamp in the daytime is no fault (and no repair either).
+* Leakage (``streetlight.leakage``, severity critical: electric-shock risk):
+  ``leakage_ma`` at or above ``leakage_threshold_ma`` opens it at once;
+  repaired by a reading below the threshold.
+* No money unless the rules file sets ``fault.penalty_yuan`` /
+  ``leakage.penalty_yuan``: then ``<case_id>:penalty`` is booked once, when the
+  case opens.
+* Only readings newer than everything seen from the lamp are judged (the lamp's
+  state now is what matters); older ones and redeliveries change nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from streams.model import (
+    CaseRecord,
+    Context,
+    OfficerAction,
+    action_evidence,
+    penalty_entry,
+    reading_evidence,
+)
+from streams.rules import LocalClock, StreetlightRules, in_daily_window
+
+if TYPE_CHECKING:
+    from ingest.reading import Reading
+    from ingest.registry import Device
+
+FAULT_RULE = "streetlight.fault"
+LEAKAGE_RULE = "streetlight.leakage"
+NEVER = -(1 << 62)
+
+
+@dataclass(slots=True)
+class LampState:
+    max_ts: int = NEVER
+    fault: CaseRecord | None = None
+    leakage: CaseRecord | None = None
+
+
+class StreetlightRule:
+    """Dispatch target of the detector for ``streetlight`` devices."""
+
+    kind = "streetlight"
+
+    def __init__(self, rules: StreetlightRules, clock: LocalClock) -> None:
+        self.rules = rules
+        self.clock = clock
+        self.current_threshold = rules.current_threshold_a
+        self.leak_threshold = rules.leakage_threshold_ma
+
+    def new_state(self, dev: Device) -> LampState:
+        return LampState()
+
+    def should_be_on(self, district: str, ts: int) -> bool:
+        on, off = self.rules.schedule_for(district)
+        return in_daily_window(self.clock.minute_of_day(ts), on, off)
+
+    def on_reading(self, st: LampState, r: Reading, dev: Device, ctx: Context) -> bool:
+        ts = r.ts
+        if ts <= st.max_ts:
+            return False
+        st.max_ts = ts
+        f = r.fields
+        cur = f.get("current_a")
+        on = f.get("on")
+        if cur is not None:
+            lit = cur >= self.current_threshold and on is not False
+        else:
+            lit = on is True
+        dark = on is False or (cur is not None and cur < self.current_threshold)
+        if st.fault is not None:
+            if lit:
+                st.fault.end("repaired", ts, "reading")
+                ctx.out.append(st.fault.event(dev, ts, [reading_evidence(r)]))
+                st.fault = None
+        elif dark and self.should_be_on(dev.district, ts):
+            st.fault = self._open(FAULT_RULE, "minor", r, dev, ctx, self.rules.fault_penalty_yuan,
+                                  self.rules.fault_payer_type, {"schedule": self._schedule_text(dev)})  # fmt: skip
+        leak = f.get("leakage_ma")
+        if leak is not None:
+            if leak >= self.leak_threshold:
+                if st.leakage is None:
+                    st.leakage = self._open(
+                        LEAKAGE_RULE,
+                        "critical",
+                        r,
+                        dev,
+                        ctx,
+                        self.rules.leakage_penalty_yuan,
+                        self.rules.leakage_payer_type,
+                        {"leakage_ma": leak, "threshold_ma": self.leak_threshold},
+                    )
+            elif st.leakage is not None:
+                st.leakage.end("repaired", ts, "reading")
+                ctx.out.append(st.leakage.event(dev, ts, [reading_evidence(r)]))
+                st.leakage = None
+        return True
+
+    def _schedule_text(self, dev: Device) -> str:
+        on, off = self.rules.schedule_for(dev.district)
+        return f"{on // 60:02d}:{on % 60:02d}-{off // 60:02d}:{off % 60:02d}"
+
+    def _open(
+        self, rule: str, severity: str, r: Reading, dev: Device, ctx: Context,
+        penalty: int, payer_type: str, extra: dict[str, Any],
+    ) -> CaseRecord:  # fmt: skip
+        ev = reading_evidence(r)
+        rec = CaseRecord(
+            case_id=f"{rule}:{dev.device_id}:{r.ts}", rule=rule, opened_at=r.ts,
+            severity=severity, evidence=[ev], extra=extra,
+        )  # fmt: skip
+        ctx.out.append(rec.event(dev, r.ts))
+        if penalty:
+            ctx.out.append(
+                penalty_entry(dev, rec.case_id, "penalty", rule, payer_type, penalty, r.ts, [ev])
+            )
+        return rec
+
+    def next_due(self, st: LampState) -> int | None:
+        return None
+
+    def on_clock(self, st: LampState, due: int, dev: Device, ctx: Context) -> None:
+        return None
+
+    def on_action(self, st: LampState, a: OfficerAction, dev: Device, ctx: Context) -> bool:
+        """ack/close/note on the leakage case first (it is the dangerous one), else the fault."""
+        if a.action == "accident":
+            return False
+        for attr in ("leakage", "fault"):
+            rec: CaseRecord | None = getattr(st, attr)
+            if rec is not None and (a.case_id is None or a.case_id == rec.case_id):
+                if rec.apply(a):
+                    ctx.out.append(rec.event(dev, a.at, [action_evidence(a)]))
+                    if not rec.is_open:
+                        setattr(st, attr, None)
+                return True
+        return False
+
+    def export(self, st: LampState) -> dict[str, Any]:
+        return {
+            "max_ts": st.max_ts,
+            "fault": None if st.fault is None else st.fault.to_dict(),
+            "leakage": None if st.leakage is None else st.leakage.to_dict(),
+        }
+
+    def restore(self, dev: Device, d: dict[str, Any]) -> LampState:
+        return LampState(
+            max_ts=d["max_ts"],
+            fault=CaseRecord.from_dict(d["fault"]),
+            leakage=CaseRecord.from_dict(d["leakage"]),
+        )

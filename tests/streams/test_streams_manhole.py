@@ -1,0 +1,318 @@
+"""Manhole rule (DESIGN §1 "Manhole", "Accident"), table-driven like docs/rules.md#manhole."""
+
+from __future__ import annotations
+
+import pytest
+from streams_testkit import T0, H, M, Run, rules_with
+
+CASE = f"manhole:MH-MAIN:{T0}"
+DEADLINE = T0 + 2 * H
+
+
+def hours_owed(repair_at: int, deadline: int = DEADLINE) -> int:
+    return max(0, (repair_at - deadline) // H)
+
+
+@pytest.mark.parametrize(
+    "repair_at, expected_entries",
+    [
+        (T0 + 30 * M, 0),  # before the deadline
+        (DEADLINE, 0),  # at the deadline
+        (DEADLINE + H - 1, 0),  # one ms before the first full hour
+        (DEADLINE + H, 1),  # exactly at the first full hour: "closed before that instant" is false
+        (DEADLINE + 2 * H - 1, 1),  # one ms before the second full hour
+        (DEADLINE + 5 * H + 17 * M, 5),
+    ],
+)
+def test_repair_by_normal_reading_owes_floor_hours_after_deadline(
+    repair_at: int, expected_entries: int
+) -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.read("MH-MAIN", repair_at, open=False, tilt_deg=0.5)
+    run.tick(repair_at + 10 * H)  # long after: nothing more may accrue
+    hourly = [e for e in run.ledger if e.rule == "manhole"]
+    assert len(hourly) == expected_entries == hours_owed(repair_at)
+    assert [e.id for e in hourly] == [f"{CASE}:hour:{k}" for k in range(1, expected_entries + 1)]
+    assert [e.accrued_at for e in hourly] == [
+        DEADLINE + k * H for k in range(1, expected_entries + 1)
+    ]
+    assert all(e.amount_yuan == 10_000 and type(e.amount_yuan) is int for e in hourly)
+    assert all(e.payer == "市政工程管理处" and e.payer_type == "property_unit" for e in hourly)
+    case = run.cases[CASE]
+    assert case.state == "repaired" and case.detail["repair_at"] == repair_at
+
+
+def test_repair_before_deadline_owes_nothing() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, tilt_deg=40.0)
+    run.read("MH-MAIN", T0 + H, tilt_deg=2.0)
+    run.tick(T0 + 48 * H)
+    assert list(run.ledger) == []
+    assert run.cases[CASE].state == "repaired"
+    assert run.cases[CASE].detail["escalated"] is False
+
+
+def test_repair_one_ms_before_full_hour_owes_previous_hours_only() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.tick(DEADLINE + 2 * H - 1)  # watermark just before hour 2
+    assert run.amounts() == [10_000]
+    run.read("MH-MAIN", DEADLINE + 2 * H - 1, open=False)
+    run.tick(DEADLINE + 9 * H)
+    assert run.amounts() == [10_000]
+
+
+def test_cover_silent_after_theft_keeps_accruing() -> None:
+    """The cover (with its sensor) is stolen: no more readings, only watermarks."""
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    for k in range(1, 8):  # the rest of the city keeps the watermark moving
+        run.tick(DEADLINE + k * H)
+        assert len([e for e in run.ledger if e.rule == "manhole"]) == k
+    closed = DEADLINE + 7 * H + 59 * M
+    run.act("close", "MH-MAIN", closed)
+    run.tick(closed + 24 * H)
+    hourly = [e for e in run.ledger if e.rule == "manhole"]
+    assert len(hourly) == (closed - DEADLINE) // H == 7
+    assert sum(e.amount_yuan for e in hourly) == 70_000
+    assert run.cases[CASE].state == "closed"
+    assert run.cases[CASE].detail["repaired_by"] == "officer"
+    # the offline case was opened beside it and the manhole clock never paused
+    assert [c.state for c in run.of_rule("offline")] == ["open"]
+
+
+def test_officer_close_before_watermark_books_hours_up_to_close() -> None:
+    """An officer's close lies ahead of the watermark: hours before it still book as time passes."""
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.act("close", "MH-MAIN", DEADLINE + 3 * H)
+    assert run.amounts() == []
+    run.tick(DEADLINE + 10 * H)
+    assert run.amounts() == [10_000] * 3
+
+
+@pytest.mark.parametrize(
+    "device, grace_hours",
+    [("MH-MAIN", 3), ("MH-SEC", 5), ("MH-OTHER", 6), ("MH-NONE", 4)],
+)
+def test_grace_per_road_class(device: str, grace_hours: int) -> None:
+    rules = rules_with(
+        manhole={"grace_ms": {"main": 3 * H, "secondary": 5 * H, "other": 6 * H, "default": 4 * H}}
+    )
+    run = Run(rules)
+    run.read(device, T0, open=True)
+    case = run.cases[f"manhole:{device}:{T0}"]
+    assert case.deadline == T0 + grace_hours * H
+    run.tick(T0 + grace_hours * H + H - 1)
+    assert run.amounts() == []
+    run.tick(T0 + grace_hours * H + H)
+    assert run.amounts() == [10_000]
+
+
+def test_default_grace_is_two_hours_for_every_road_class() -> None:
+    run = Run()
+    for device in ("MH-MAIN", "MH-SEC", "MH-OTHER", "MH-NONE"):
+        run.read(device, T0, open=True)
+    assert {c.deadline for c in run.cases.values()} == {T0 + 2 * H}
+
+
+@pytest.mark.parametrize(
+    "fields, abnormal",
+    [
+        ({"open": True}, True),
+        ({"open": False}, False),
+        ({"tilt_deg": 15.0}, True),  # "at or above the threshold"
+        ({"tilt_deg": 14.99}, False),
+        ({"open": False, "tilt_deg": 80.0}, True),
+        ({"open": True, "tilt_deg": 0.0}, True),
+        ({"water_level_cm": 30}, False),
+    ],
+)
+def test_abnormal_is_open_or_tilt_at_threshold(fields: dict, abnormal: bool) -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, **fields)
+    assert bool(run.of_rule("manhole")) is abnormal
+
+
+def test_escalated_at_deadline_then_acknowledged_state_kept() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.act("ack", "MH-MAIN", T0 + 10 * M)
+    assert run.cases[CASE].state == "acknowledged"
+    run.tick(DEADLINE)
+    assert run.cases[CASE].state == "escalated"
+    assert run.cases[CASE].detail["acknowledged_by"] == "grid-07"
+
+
+def test_accident_booked_once_even_if_reported_twice() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.act("accident", "MH-MAIN", T0 + 20 * M, officer="grid-07")
+    run.act(
+        "accident", "MH-MAIN", T0 + 25 * M, officer="grid-09"
+    )  # a second officer reports it too
+    run.act("accident", "MH-MAIN", T0 + 20 * M, officer="grid-07")  # and the API retries the first
+    acc = [e for e in run.ledger if e.rule == "manhole.accident"]
+    assert [(e.id, e.payer_type, e.payer, e.amount_yuan, e.accrued_at) for e in acc] == [
+        (
+            f"{CASE}:accident:district_government",
+            "district_government",
+            "jinshui",
+            500_000,
+            T0 + 20 * M,
+        ),
+        (
+            f"{CASE}:accident:property_unit",
+            "property_unit",
+            "市政工程管理处",
+            1_000_000,
+            T0 + 20 * M,
+        ),
+    ]
+    assert run.cases[CASE].severity == "critical"
+    assert run.rejected == []
+
+
+def test_accident_on_repaired_case_goes_to_most_recent_case() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.read("MH-MAIN", T0 + H, open=False)
+    run.act("accident", "MH-MAIN", T0 + 2 * H)
+    assert sum(run.amounts("manhole.accident")) == 1_500_000
+
+
+def test_accident_without_case_is_rejected() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=False)
+    run.act("accident", "MH-MAIN", T0 + H)
+    assert list(run.ledger) == []
+    assert len(run.rejected) == 1 and "no manhole case" in run.rejected[0].reason
+
+
+def test_late_normal_reading_reverses_hours_after_repair() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.tick(DEADLINE + 4 * H)  # 4 hours booked while the repair reading was stuck somewhere
+    assert run.amounts() == [10_000] * 4
+    late_ts = DEADLINE + H + 30 * M
+    run.read("MH-MAIN", late_ts, received_at=DEADLINE + 4 * H + 5 * M, open=False)
+    entries = run.ledger.entries()
+    reversals = [e for e in entries if e.reverses]
+    assert [e.id for e in reversals] == [f"{CASE}:hour:{k}:reversal" for k in (2, 3, 4)]
+    assert [e.reverses for e in reversals] == [f"{CASE}:hour:{k}" for k in (2, 3, 4)]
+    assert all(e.amount_yuan == -10_000 for e in reversals)
+    assert all(e.accrued_at == DEADLINE + 4 * H for e in reversals)  # the watermark when booked
+    assert all(e.evidence[0]["ts"] == late_ts for e in reversals)
+    assert run.ledger.net() == 10_000 * hours_owed(late_ts)
+    # the originals are untouched
+    assert [e.amount_yuan for e in entries if e.reverses is None] == [10_000] * 4
+    run.tick(DEADLINE + 20 * H)
+    assert run.ledger.net() == 10_000
+    assert run.cases[CASE].detail["repair_at"] == late_ts
+
+
+def test_late_normal_before_officer_close_moves_repair_earlier() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.act("close", "MH-MAIN", DEADLINE + 3 * H)
+    run.tick(DEADLINE + 3 * H)
+    assert run.ledger.net() == 30_000
+    run.read("MH-MAIN", DEADLINE + 30 * M, received_at=DEADLINE + 3 * H + M, open=False)
+    assert run.ledger.net() == 0
+    assert run.cases[CASE].state == "repaired"
+
+
+def test_late_abnormal_reading_superseded_by_newer_normal_opens_no_case() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0 + 10 * M, open=False)
+    run.read(
+        "MH-MAIN", T0, received_at=T0 + 11 * M, open=True
+    )  # late, and a newer reading says normal
+    run.tick(T0 + 24 * H)
+    assert run.of_rule("manhole") == [] and list(run.ledger) == []
+
+
+def test_late_normal_reading_after_repair_changes_nothing() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.read("MH-MAIN", DEADLINE + 2 * H, open=False)
+    run.read("MH-MAIN", DEADLINE + 5 * H, open=False)
+    before = run.ledger.entries()
+    run.read("MH-MAIN", DEADLINE + 3 * H, received_at=DEADLINE + 6 * H, open=False)
+    assert run.ledger.entries() == before
+
+
+def test_normal_run_repair_time_is_first_of_run() -> None:
+    run = Run(rules_with(manhole={"normal_run": 3}))
+    run.read("MH-MAIN", T0, open=True)
+    run.read("MH-MAIN", DEADLINE + 30 * M, open=False)
+    run.read("MH-MAIN", DEADLINE + 40 * M, open=True)  # the run breaks
+    run.read("MH-MAIN", DEADLINE + 50 * M, open=False)  # run starts here
+    run.read("MH-MAIN", DEADLINE + 3 * H, open=False)
+    run.tick(DEADLINE + 4 * H)
+    assert run.cases[CASE].state == "escalated"  # only two normal readings so far
+    run.read("MH-MAIN", DEADLINE + 5 * H, open=False)  # third: repaired at the first of the run
+    assert run.cases[CASE].detail["repair_at"] == DEADLINE + 50 * M
+    assert run.ledger.net() == 0  # hours 1..4 were booked and are now reversed
+    assert len([e for e in run.ledger if e.reverses]) == 4
+
+
+def test_duplicate_reading_changes_nothing() -> None:
+    run = Run()
+    first = run.read("MH-MAIN", T0, open=True)
+    assert run.det.take_dirty() == {"MH-MAIN"}
+    state = run.det.export_device("MH-MAIN")
+    assert run.read("MH-MAIN", T0, open=True) == []
+    assert run.det.export_device("MH-MAIN") == state and run.det.take_dirty() == set()
+    run.read("MH-MAIN", DEADLINE + 2 * H, open=False)
+    # late redelivery of the opening reading and of the repair
+    assert run.read("MH-MAIN", T0, received_at=T0, open=True) == []
+    assert run.read("MH-MAIN", DEADLINE + 2 * H, open=False) == []
+    assert len(first) == 1 and run.ledger.net() == 20_000
+
+
+def test_repeated_close_and_ack_change_nothing() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.act("ack", "MH-MAIN", T0 + M)
+    assert run.act("ack", "MH-MAIN", T0 + 2 * M) == []
+    run.act("close", "MH-MAIN", DEADLINE + 90 * M)
+    run.tick(DEADLINE + 5 * H)
+    assert run.act("close", "MH-MAIN", DEADLINE + 3 * H, case_id=CASE) == []
+    assert run.ledger.net() == 10_000
+
+
+def test_new_abnormality_after_repair_is_new_case_with_new_grace() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.read("MH-MAIN", T0 + H, open=False)
+    run.read("MH-MAIN", T0 + 5 * H, tilt_deg=30.0)
+    cases = run.of_rule("manhole")
+    assert [c.case_id for c in cases] == [CASE, f"manhole:MH-MAIN:{T0 + 5 * H}"]
+    assert cases[1].deadline == T0 + 7 * H
+
+
+def test_abnormal_reading_before_officer_close_opens_no_new_case() -> None:
+    """Sensor readings lag behind an officer's close: they belong to the closed case."""
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.act("close", "MH-MAIN", T0 + H)
+    run.read("MH-MAIN", T0 + 50 * M, open=True)
+    assert len(run.of_rule("manhole")) == 1
+    run.read("MH-MAIN", T0 + 2 * H, open=True)
+    assert len(run.of_rule("manhole")) == 2
+
+
+def test_new_case_before_clock_caught_up_still_books_old_hours() -> None:
+    """Found by hypothesis: closed at deadline+1h ahead of the watermark, then a new case opens."""
+    run = Run()
+    run.read("MH-SEC", T0, open=True)
+    run.act("close", "MH-SEC", T0 + 3 * H)  # the watermark is still at T0
+    run.read("MH-SEC", T0 + 3 * H + M, received_at=T0 + M, open=True)  # a new case
+    run.tick(T0 + 24 * H)
+    by_case = run.ledger.net_by_case()
+    assert by_case == {
+        f"manhole:MH-SEC:{T0}": 10_000,  # floor((3h - 2h) / 1h)
+        f"manhole:MH-SEC:{T0 + 3 * H + M}": 10_000 * ((24 * H - (3 * H + M) - 2 * H) // H),
+    }
