@@ -128,10 +128,13 @@ def cmd_bridge(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
+    from ingest.kafka import ensure_topics
     from streams.worker import build_app
 
     settings = _settings(args)
     setup_logging(settings.log.level)
+    k = settings.kafka
+    asyncio.run(ensure_topics(k.bootstrap, k.topic_prefix, k.partitions))
     app = build_app(settings, live_clock=not args.simulation, session_timeout_s=args.session_timeout)
     worker = faust.Worker(app, loglevel=settings.log.level, quiet=True)
     worker.execute_from_commandline()
@@ -148,6 +151,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise CitywatchError(f"{args.file}: no such replay file")
     result = replay_file(args.file, load_rules(settings.paths.rules), load_registry(settings.paths.registry))
     sys.stdout.write(format_json(result) if args.format == "json" else format_table(result))
+    return 0
+
+
+def cmd_grafana_push(args: argparse.Namespace) -> int:
+    from citywatch.grafana.push import main_push
+
+    return main_push(args, settings=_settings(args))
+
+
+def cmd_grafana_generate(args: argparse.Namespace) -> int:
+    from citywatch.grafana.dashboards import write_all
+
+    write_all(args.out)
+    print(f"dashboards and provisioning files written under {args.out}")
     return 0
 
 
@@ -202,6 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", help="device registry file (overrides settings)")
     p.add_argument("--rules", help="rules file (overrides settings)")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("grafana", help="Grafana dashboards as code")
+    gsub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser, required=True)
+    q = gsub.add_parser("push", help="create or update the folder, datasource and dashboards in a Grafana")
+    from citywatch.grafana.push import add_push_arguments
+
+    add_push_arguments(q)
+    q.set_defaults(func=cmd_grafana_push)
+    q = gsub.add_parser("generate", help="regenerate deploy/grafana from the generator")
+    q.add_argument("--out", default="deploy/grafana")
+    q.set_defaults(func=cmd_grafana_generate)
 
     return parser
 
