@@ -157,7 +157,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_grafana_push(args: argparse.Namespace) -> int:
     from citywatch.grafana.push import main_push
 
-    return main_push(args, settings=_settings(args))
+    try:
+        return main_push(args, settings=_settings(args))
+    except CitywatchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - HTTP client errors become one line for the operator
+        if type(exc).__module__.split(".")[0] in ("niquests", "requests", "urllib3", "grafana_client"):
+            raise CitywatchError(f"Grafana at {args.url} could not be reached or refused the push: {exc}") from None
+        raise
 
 
 def cmd_grafana_generate(args: argparse.Namespace) -> int:

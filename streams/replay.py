@@ -22,18 +22,22 @@ byte-identical ``format_json`` output.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import orjson
 
+from ingest.reading import Reading
 from streams.detector import Detector, RegistryLike
 from streams.ledger import Ledger
 from streams.model import ActionRejected, CaseEvent, LedgerEntry, OfficerAction
 from streams.rules import Rules
 
-__all__ = ["ReplayResult", "format_json", "format_table", "replay", "replay_file"]
+__all__ = [
+    "BadLine", "ReplayResult", "Watermark", "format_json", "format_table", "item_time",
+    "parse_lines", "replay", "replay_file",
+]  # fmt: skip
 
 
 @dataclass
@@ -49,15 +53,117 @@ class ReplayResult:
     watermark: int | None = None
 
 
-def replay(
-    lines: Iterable[str | bytes | dict[str, Any]], rules: Rules, registry: RegistryLike
-) -> ReplayResult:
-    """Run ``lines`` (JSON text lines or already-parsed dicts) through a fresh ``Detector``."""
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """Time passes with no reading (a silent city)."""
+
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    line: int
+    code: str
+    message: str
+    topic: str | None = None
+    at: int | None = None
+    """A rejected reading's receive time: the end-of-input watermark still counts it."""
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"line": self.line, "code": self.code, "message": self.message}
+        if self.topic is not None:
+            d["topic"] = self.topic
+        return d
+
+
+JournalItem = Reading | OfficerAction | Watermark
+
+
+def parse_lines(
+    lines: Iterable[str | bytes | dict[str, Any]], registry: RegistryLike
+) -> Iterator[tuple[int, JournalItem | BadLine]]:
+    """The replay file's lines as detector input, in file order, with their line numbers.
+
+    One parser for ``citywatch replay`` and for loading a file into a live
+    pipeline's journal, so both feed the detector the very same items.
+    """
     from ingest.validate import (  # lazy: keeps the pure core importable alone
         Rejection,
         parse_message,
     )
 
+    for lineno, line in enumerate(lines, 1):
+        if isinstance(line, dict):
+            obj: Any = line
+        else:
+            if not line.strip():
+                continue
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                yield lineno, BadLine(lineno, "not_json", f"not a JSON line: {exc}")
+                continue
+        if not isinstance(obj, dict):
+            yield lineno, BadLine(lineno, "bad_line", "expected a JSON object")
+            continue
+        if "topic" in obj:
+            received_at = obj.get("received_at")
+            if type(received_at) is not int:
+                yield lineno, BadLine(
+                    lineno, "bad_line",
+                    f"a reading needs integer 'received_at' (epoch ms), got {received_at!r}",
+                )  # fmt: skip
+                continue
+            if "payload" in obj:
+                payload = orjson.dumps(obj["payload"])
+            elif isinstance(obj.get("raw"), str):
+                payload = obj["raw"].encode("utf-8")
+            else:
+                yield lineno, BadLine(lineno, "bad_line", "a reading needs 'payload' (JSON) or 'raw' (a string)")
+                continue
+            topic = obj["topic"]
+            # cast: ingest's _DeviceLike protocol declares mutable attributes; Device is frozen
+            res = parse_message(
+                topic if isinstance(topic, str) else repr(topic),
+                payload,
+                received_at,
+                cast(Any, registry),
+            )
+            if isinstance(res, Rejection):
+                yield lineno, BadLine(lineno, res.code, res.message, res.topic, received_at)
+                continue
+            yield lineno, res
+        elif "action" in obj:
+            try:
+                action = OfficerAction(
+                    action=obj["action"], device=obj["device"], at=obj["at"],
+                    officer=str(obj.get("officer") or ""), case_id=obj.get("case_id"), note=obj.get("note"),
+                )  # fmt: skip
+            except (KeyError, ValueError, TypeError) as exc:
+                yield lineno, BadLine(lineno, "bad_action", f"bad officer action: {exc}")
+                continue
+            yield lineno, action
+        elif "watermark" in obj:
+            wm = obj["watermark"]
+            if type(wm) is not int:
+                yield lineno, BadLine(lineno, "bad_line", f"'watermark' must be integer epoch ms, got {wm!r}")
+                continue
+            yield lineno, Watermark(wm)
+        else:
+            yield lineno, BadLine(lineno, "bad_line", "not a reading (topic), an action or a watermark")
+
+
+def item_time(item: JournalItem) -> int:
+    """The instant a journal item names (for the end-of-input watermark)."""
+    if isinstance(item, Reading):
+        return item.received_at
+    return item.at
+
+
+def replay(
+    lines: Iterable[str | bytes | dict[str, Any]], rules: Rules, registry: RegistryLike
+) -> ReplayResult:
+    """Run ``lines`` (JSON text lines or already-parsed dicts) through a fresh ``Detector``."""
     det = Detector(rules, registry)
     ledger = Ledger()
     latest: dict[str, CaseEvent] = {}
@@ -76,74 +182,20 @@ def replay(
                 rejected.append({"line": lineno, "code": "no_case", "message": o.reason,
                                  "device": o.action.device})  # fmt: skip
 
-    def bad(lineno: int, code: str, message: str) -> None:
-        rejected.append({"line": lineno, "code": code, "message": message})
-
-    for lineno, line in enumerate(lines, 1):
-        if isinstance(line, dict):
-            obj: Any = line
-        else:
-            if not line.strip():
-                continue
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                bad(lineno, "not_json", f"not a JSON line: {exc}")
-                continue
-        if not isinstance(obj, dict):
-            bad(lineno, "bad_line", "expected a JSON object")
+    for lineno, item in parse_lines(lines, registry):
+        if isinstance(item, BadLine):
+            rejected.append(item.to_dict())
+            if item.at is not None:
+                end = item.at if end is None else max(end, item.at)
             continue
-        if "topic" in obj:
-            received_at = obj.get("received_at")
-            if type(received_at) is not int:
-                bad(
-                    lineno,
-                    "bad_line",
-                    f"a reading needs integer 'received_at' (epoch ms), got {received_at!r}",
-                )
-                continue
-            if "payload" in obj:
-                payload = orjson.dumps(obj["payload"])
-            elif isinstance(obj.get("raw"), str):
-                payload = obj["raw"].encode("utf-8")
-            else:
-                bad(lineno, "bad_line", "a reading needs 'payload' (JSON) or 'raw' (a string)")
-                continue
-            topic = obj["topic"]
-            # cast: ingest's _DeviceLike protocol declares mutable attributes; Device is frozen
-            res = parse_message(
-                topic if isinstance(topic, str) else repr(topic),
-                payload,
-                received_at,
-                cast(Any, registry),
-            )
-            end = received_at if end is None else max(end, received_at)
-            if isinstance(res, Rejection):
-                rejected.append(
-                    {"line": lineno, "code": res.code, "message": res.message, "topic": res.topic}
-                )
-                continue
-            take(det.on_reading(res), lineno)
-        elif "action" in obj:
-            try:
-                action = OfficerAction(
-                    action=obj["action"], device=obj["device"], at=obj["at"],
-                    officer=str(obj.get("officer") or ""), case_id=obj.get("case_id"), note=obj.get("note"),
-                )  # fmt: skip
-            except (KeyError, ValueError, TypeError) as exc:
-                bad(lineno, "bad_action", f"bad officer action: {exc}")
-                continue
-            end = action.at if end is None else max(end, action.at)
-            take(det.on_action(action), lineno)
-        elif "watermark" in obj:
-            wm = obj["watermark"]
-            if type(wm) is not int:
-                bad(lineno, "bad_line", f"'watermark' must be integer epoch ms, got {wm!r}")
-                continue
-            end = wm if end is None else max(end, wm)
-            take(det.on_watermark(wm), lineno)
+        at = item_time(item)
+        end = at if end is None else max(end, at)
+        if isinstance(item, Reading):
+            take(det.on_reading(item), lineno)
+        elif isinstance(item, OfficerAction):
+            take(det.on_action(item), lineno)
         else:
-            bad(lineno, "bad_line", "not a reading (topic), an action or a watermark")
+            take(det.on_watermark(item.at), lineno)
     if end is not None:
         take(det.on_watermark(end), 0)
     cases = sorted(latest.values(), key=lambda c: (c.opened_at, c.case_id))
