@@ -1,0 +1,702 @@
+"""The sensor-fleet simulator: a synthetic Zhengzhou publishing the real MQTT contract.
+
+Public API (what ``citywatch simulate`` and ``citywatch run`` call)::
+
+    from ingest.simulator import (
+        build_city, split_devices, load_scenario_file, load_scenarios, parse_scenario_flag,
+        Simulation, run_publisher, run_load, DEFAULT_START_MS,
+    )
+
+    city = build_city(seed=7, *split_devices(300))        # or n_dust, n_manhole, n_streetlight
+    city.write_registry("state/registry.csv")             # DESIGN §8 CSV, header row
+    scenarios = load_scenarios("config/scenarios/default.yaml")   # ConfigError(file, line, msg)
+    sim = Simulation(city, scenarios, seed=7, start_ms=DEFAULT_START_MS, garbage_share=0.005)
+    for due_ms, topic, payload in sim.events(until_ms=sim.start_ms + 3_600_000): ...
+    stats = run_publisher(sim.events(end_ms), "127.0.0.1", 1883, client_id="cw-sim",
+                          speed=600, on_progress=print, stop_event=stop)   # -> PublishStats
+    hint = sim.expected_ledger_hint(until_ms=end_ms, rules=rules)          # expected vs actual
+    load = run_load(rate=5000, duration_s=10, processes=2, host="127.0.0.1", port=1883,
+                    city=city)                                             # -> LoadStats
+
+* ``build_city`` / ``City`` / ``split_devices``: ``ingest.sim_city``.
+* Scenarios (file format, kinds, flags, ``auto`` devices): ``ingest.sim_scenarios``.
+* Publishing, time warp, back-pressure, load mode: ``ingest.sim_publish``.
+
+``Simulation`` turns a city and its scenarios into the sequence of messages
+the fleet would send, in sim-time order: ``events(until_ms)`` yields
+``(due_ms, topic, payload_bytes)`` with ``due_ms < until_ms`` (``None``: no
+end) and can be called again to continue where it stopped. ``ts`` in every
+payload is the sim time in epoch ms (= ``due_ms``). A fixed seed, city and
+scenario list give the same sequence byte for byte; no wall clock, no global
+random state is read.
+
+Signals (all local times Asia/Shanghai, UTC+8 without DST):
+
+* dust, every ``Cadence.dust_s`` (60 s): PM10 = the district's ambient level
+  (shared by its sites: a morning peak, a slow wave, rain washes it out, a
+  dust storm lifts it) + the site's own contribution (higher 07:00-20:00 when
+  the site works, more with wind); PM2.5, TSP, noise, wind, temperature and
+  humidity to match. Normal levels stay below the 150 µg/m³ warning.
+* manhole covers, heartbeat every ``Cadence.manhole_s`` (10 min): closed,
+  tilt under 3°, water level (rain raises it), battery draining per message
+  (alarms cost more), RSSI. Alarms are sent when they happen, not on the beat.
+* streetlights, every ``Cadence.streetlight_s`` (5 min): lit from a few minutes
+  before ``lamp_on`` (18:30) to a few after ``lamp_off`` (06:30), so a healthy
+  lamp is never dark inside the schedule; 0.5-1.2 A when lit, dimmed to 60 %
+  from 23:30 to 05:00, 0 A by day; leakage of a few mA (more in rain).
+* vendor garbage: a share (``garbage_share``, default 0.5 %) of routine
+  messages is replaced by a malformed payload (``GARBAGE_VARIANTS``: not JSON,
+  missing ts, a number as a string, NaN, epoch seconds, out-of-range sensor
+  error value, 0/1 for a boolean, another device's id, a JSON array, a ts
+  without offset), each of which ``ingest.validate.parse_message`` rejects.
+  Scenario messages (alarms, repairs) are never garbled.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+
+from ingest.sim_city import DISTRICTS, City, SimDevice, build_city, split_devices
+from ingest.sim_publish import LoadStats, PublishStats, run_load, run_publisher
+from ingest.sim_scenarios import (
+    HOUR_MS,
+    MINUTE_MS,
+    SCENARIO_KINDS,
+    Scenario,
+    ScenarioFile,
+    format_span,
+    load_scenario_file,
+    load_scenarios,
+    parse_scenario_flag,
+    parse_span,
+    resolve_scenarios,
+)
+from ingest.topics import telemetry_topic
+
+__all__ = [
+    "DEFAULT_START_MS",
+    "GARBAGE_VARIANTS",
+    "SCENARIO_KINDS",
+    "Cadence",
+    "City",
+    "LoadStats",
+    "PublishStats",
+    "Scenario",
+    "ScenarioFile",
+    "Simulation",
+    "build_city",
+    "default_city",
+    "format_span",
+    "load_scenario_file",
+    "load_scenarios",
+    "local_minute",
+    "parse_scenario_flag",
+    "parse_span",
+    "resolve_scenarios",
+    "run_load",
+    "run_publisher",
+    "split_devices",
+]
+
+DEFAULT_START_MS = 1_793_577_600_000
+"""2026-11-02T08:00:00+08:00 (a Monday morning): runs are reproducible by default."""
+
+TZ_OFFSET_MS = 8 * HOUR_MS
+"""Asia/Shanghai is UTC+8 all year (no DST since 1991)."""
+
+Event = tuple[int, str, bytes]
+TaggedEvent = tuple[int, str, bytes, str]
+
+
+def local_minute(ts_ms: int) -> int:
+    """Minutes after local (Asia/Shanghai) midnight of an epoch-ms instant."""
+    return ((ts_ms + TZ_OFFSET_MS) // MINUTE_MS) % 1440
+
+
+def _hm(text: str) -> int:
+    h, _, m = text.partition(":")
+    if not (h.isdigit() and m.isdigit() and int(h) < 24 and int(m) < 60):
+        raise ValueError(f'Invalid local time {text!r}; expected "HH:MM" such as "18:30"')
+    return int(h) * 60 + int(m)
+
+
+def _in_window(minute: int, start: int, end: int) -> bool:
+    """``start <= minute < end`` on a clock face (spans midnight when end < start)."""
+    return start <= minute < end if start <= end else minute >= start or minute < end
+
+
+@dataclass(frozen=True, slots=True)
+class Cadence:
+    """Seconds between routine reports, per kind (sim time)."""
+
+    dust_s: float = 60.0
+    manhole_s: float = 600.0
+    streetlight_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        for name in ("dust_s", "manhole_s", "streetlight_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not v >= 1:
+                raise ValueError(f"Invalid {name!r} {v!r}; expected seconds >= 1")
+
+    def ms(self, kind: str) -> int:
+        return int(1000 * {"dust": self.dust_s, "manhole": self.manhole_s,
+                           "streetlight": self.streetlight_s}[kind])  # fmt: skip
+
+
+# --------------------------------------------------------------------------- garbage
+
+GARBAGE_VARIANTS = (
+    "not_json", "missing_ts", "string_number", "nan", "epoch_seconds",
+    "sensor_error", "int_bool", "other_device", "array", "naive_ts",
+)  # fmt: skip
+"""The malformed payloads vendors send, in the order they are drawn from."""
+
+_NUMBER_FIELD = {"dust": "pm10", "manhole": "tilt_deg", "streetlight": "voltage_v"}
+_ERROR_VALUE = {"dust": ("pm10", 65535), "manhole": ("battery_pct", 255),
+                "streetlight": ("voltage_v", 655.35)}  # fmt: skip
+
+
+def _garble(variant: str, kind: str, device_id: str, p: dict[str, Any]) -> bytes:
+    """A malformed version of payload ``p`` that validation must reject."""
+    ts = p["ts"]
+    if variant == "not_json":
+        return orjson.dumps(p)[:-7] + b"\x00\xff"
+    if variant == "missing_ts":
+        return orjson.dumps({k: v for k, v in p.items() if k != "ts"})
+    if variant == "string_number":
+        f = _NUMBER_FIELD[kind]
+        return orjson.dumps({**p, f: str(p.get(f, 1.0))})
+    if variant == "nan":
+        return json.dumps({**p, _NUMBER_FIELD[kind]: float("nan")}).encode()
+    if variant == "epoch_seconds":
+        return orjson.dumps({**p, "ts": ts // 1000})
+    if variant == "sensor_error":
+        f, v = _ERROR_VALUE[kind]
+        return orjson.dumps({**p, f: v})
+    if variant == "int_bool":
+        if kind == "dust":  # no booleans: the required pm10 is "not measured"
+            return orjson.dumps({**p, "pm10": None})
+        f = "open" if kind == "manhole" else "on"
+        return orjson.dumps({**p, f: int(bool(p.get(f)))})
+    if variant == "other_device":
+        return orjson.dumps({"device_id": device_id + "X", **p})
+    if variant == "array":
+        return orjson.dumps([p])
+    if variant == "naive_ts":
+        local = (ts + TZ_OFFSET_MS) // 1000
+        d, s = divmod(local, 86400)
+        import datetime as _dt
+
+        day = _dt.date(1970, 1, 1) + _dt.timedelta(days=d)
+        return orjson.dumps(
+            {**p, "ts": f"{day.isoformat()}T{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"}
+        )
+    raise ValueError(f"unknown garbage variant {variant!r}")
+
+
+# --------------------------------------------------------------------------- the simulation
+
+_DUST, _MANHOLE, _LAMP = 0, 1, 2
+_KIND_CODE = {"dust": _DUST, "manhole": _MANHOLE, "streetlight": _LAMP}
+_TWO_PI = 2 * math.pi
+_RAMP_MS = 5 * MINUTE_MS
+_STORM_RAMP_MS = 20 * MINUTE_MS
+_RAIN_RAMP_MS = 15 * MINUTE_MS
+
+
+class _Dev:
+    """Mutable per-device state of a running simulation."""
+
+    __slots__ = (
+        "sd", "kind", "topic", "d", "interval", "battery", "silent", "abnormal",
+        "episodes", "failures", "leaks", "events_at", "on_early", "off_late",
+    )  # fmt: skip
+
+    def __init__(self, sd: SimDevice, interval: int, d: int) -> None:
+        self.sd = sd
+        self.kind = _KIND_CODE[sd.kind]
+        self.topic = telemetry_topic(sd.district, sd.kind, sd.device_id)
+        self.d = d
+        self.interval = interval
+        self.battery = sd.battery0
+        self.silent: list[tuple[int, int | None]] = []
+        self.abnormal: list[tuple[int, int | None, str, float]] = []
+        self.episodes: list[tuple[int, int, float]] = []
+        self.failures: list[tuple[int, int | None]] = []
+        self.leaks: list[tuple[int, int, float]] = []
+        self.events_at: set[int] = set()
+        # a photocell switches a little early at dusk and a little late at dawn
+        self.on_early = 1 + int(sd.phase * 5)
+        self.off_late = 1 + int((sd.phase * 7) % 1 * 5)
+
+
+def _active(intervals: Iterable[tuple[Any, ...]], t: int) -> tuple[Any, ...] | None:
+    for iv in intervals:
+        if iv[0] <= t and (iv[1] is None or t < iv[1]):
+            return iv
+    return None
+
+
+def _ramp(t: int, start: int, end: int | None, ramp: int) -> float:
+    """0..1: rises over ``ramp`` after ``start``, falls over ``ramp`` before ``end``."""
+    r = min(1.0, (t - start + 1) / ramp)
+    if end is not None:
+        r = min(r, (end - t) / ramp)
+    return max(0.0, r)
+
+
+class Simulation:
+    """The messages a city's fleet sends, in sim-time order (see the module doc).
+
+    city: the fleet (``build_city``).
+    scenarios: ``Scenario`` list (from ``load_scenarios`` / ``parse_scenario_flag``);
+        ``auto`` devices are resolved here (``ConfigError`` with the file's line
+        for an unknown or wrong-kind device). The resolved list is ``self.scenarios``.
+    seed: seeds the signals and the garbage (the city has its own seed).
+    start_ms: sim time of the first instant, epoch ms (``DEFAULT_START_MS``).
+    speed: sim seconds per wall second for ``run_publisher`` (0 = as fast as
+        possible); kept here so a caller can pass one object around.
+    garbage_share: share of routine messages replaced by malformed payloads (0..1).
+    cadence: report intervals per kind (``Cadence``).
+    lamp_on / lamp_off: local ``"HH:MM"`` the lamps should be lit between
+        (match the rules file's streetlight schedule).
+    """
+
+    def __init__(
+        self,
+        city: City,
+        scenarios: Iterable[Scenario] = (),
+        seed: int = 0,
+        start_ms: int = DEFAULT_START_MS,
+        speed: float = 60.0,
+        garbage_share: float = 0.005,
+        cadence: Cadence | None = None,
+        lamp_on: str = "18:30",
+        lamp_off: str = "06:30",
+    ) -> None:
+        if isinstance(start_ms, bool) or not isinstance(start_ms, int) or start_ms < 0:
+            raise ValueError(f"Invalid start_ms {start_ms!r}; expected epoch milliseconds >= 0")
+        if isinstance(speed, bool) or not isinstance(speed, int | float) or not speed >= 0:
+            raise ValueError(f"Invalid speed {speed!r}; expected >= 0 (0 = as fast as possible)")
+        if (
+            isinstance(garbage_share, bool)
+            or not isinstance(garbage_share, int | float)
+            or not 0 <= garbage_share <= 1
+        ):
+            raise ValueError(
+                f"Invalid garbage_share {garbage_share!r}; expected 0..1 (0.005 = 0.5 %)"
+            )
+        self.city = city
+        self.seed = seed
+        self.start_ms = start_ms
+        self.speed = float(speed)
+        self.garbage_share = float(garbage_share)
+        self.cadence = cadence or Cadence()
+        self.lamp_on = _hm(lamp_on)
+        self.lamp_off = _hm(lamp_off)
+        self.scenarios = resolve_scenarios(scenarios, city)
+        self.counts = {"messages": 0, "garbage": 0, "scenario": 0}
+        """Messages yielded so far; ``garbage`` and ``scenario`` are subsets."""
+        self.now_ms = start_ms
+        """Sim time of the last yielded event (the start before any)."""
+
+        self._rng = random.Random(f"citywatch-sim:{seed}")
+        drng = random.Random(f"citywatch-sim-districts:{seed}")
+        self._dist_index = {d.id: i for i, d in enumerate(DISTRICTS)}
+        nd = len(DISTRICTS)
+        self._amb_base = [drng.uniform(55.0, 80.0) for _ in range(nd)]
+        self._ph = [[drng.uniform(0, _TWO_PI) for _ in range(nd)] for _ in range(3)]
+        self._rain: list[list[tuple[int, int | None]]] = [[] for _ in range(nd)]
+        self._storms: list[tuple[int, int | None, float]] = []
+        self._devs = [
+            _Dev(sd, self.cadence.ms(sd.kind), self._dist_index[sd.district]) for sd in city
+        ]
+        by_id = {dv.sd.device_id: i for i, dv in enumerate(self._devs)}
+        self._heap: list[tuple[int, int, int, str]] = []
+        self._seq = 0
+        for i, dv in enumerate(self._devs):
+            self._push(start_ms + int(dv.sd.phase * dv.interval), i, "")
+        for s in self.scenarios:
+            self._install(s, [by_id[d] for d in s.devices])
+
+    # ------------------------------------------------------------------ setup
+
+    def _push(self, due: int, i: int, action: str) -> None:
+        heapq.heappush(self._heap, (due, self._seq, i, action))
+        self._seq += 1
+
+    def _install(self, s: Scenario, idx: list[int]) -> None:
+        t0 = self.start_ms + s.at_ms
+        t1 = None if s.end_ms is None else self.start_ms + s.end_ms
+        p = s.params
+        k = s.kind
+        if k == "dust_storm":
+            self._storms.append((t0, t1, p["pm10"]))
+        elif k == "rain":
+            for d in [self._dist_index[s.district]] if s.district else range(len(DISTRICTS)):
+                self._rain[d].append((t0, t1))
+        for i in idx:
+            dv = self._devs[i]
+            if k == "dust_episode":
+                assert t1 is not None
+                dv.episodes.append((t0, t1, p["pm10"]))
+            elif k == "dust_off":
+                dv.silent.append((t0, t1))
+            elif k == "cover_stolen":
+                dv.abnormal.append((t0, None, "open", 0.0))
+                dv.silent.append((t0 + 1, None))
+                self._event(i, t0, "alarm")
+            elif k in ("cover_open", "cover_tilted"):
+                mode = "open" if k == "cover_open" else "tilt"
+                dv.abnormal.append((t0, t1, mode, p.get("tilt_deg", 0.0)))
+                self._event(i, t0, "alarm")
+                assert t1 is not None
+                self._event(i, t1, "restore")
+            elif k == "lamp_failure":
+                dv.failures.append((t0, t1))
+            elif k == "lamp_leakage":
+                assert t1 is not None
+                dv.leaks.append((t0, t1, p["leakage_ma"]))
+                self._event(i, t0, "alarm")
+                if p.get("rain"):
+                    self._rain[dv.d].append((t0, t1))
+
+    def _event(self, i: int, t: int, action: str) -> None:
+        self._devs[i].events_at.add(t)
+        self._push(t, i, action)
+
+    # ------------------------------------------------------------------ the stream
+
+    def events(self, until_ms: int | None = None, tagged: bool = False) -> Iterator[Any]:
+        """Yield ``(due_ms, topic, payload)`` for every message due before ``until_ms``.
+
+        until_ms: exclusive end (epoch ms of sim time); None runs forever.
+        tagged: yield ``(due_ms, topic, payload, tag)`` instead, ``tag`` being
+            ``""`` (routine), ``"scenario"`` or ``"garbage:<variant>"``.
+        Calling it again continues after the last yielded message.
+        """
+        heap = self._heap
+        devs = self._devs
+        rng = self._rng
+        share = self.garbage_share
+        counts = self.counts
+        dumps = orjson.dumps
+        while heap:
+            due, _, i, action = heap[0]
+            if until_ms is not None and due >= until_ms:
+                return
+            heapq.heappop(heap)
+            dv = devs[i]
+            tag = ""
+            if action:
+                payload = self._payload(dv, due, action)
+                body = dumps(payload)
+                tag = "scenario"
+                counts["scenario"] += 1
+            else:
+                self._push(due + dv.interval, i, "")
+                if dv.silent and _active(dv.silent, due) is not None:
+                    continue
+                if due in dv.events_at:
+                    continue  # the scenario's own message stands in for this beat
+                payload = self._payload(dv, due, "")
+                if share and rng.random() < share:
+                    variant = GARBAGE_VARIANTS[rng.randrange(len(GARBAGE_VARIANTS))]
+                    body = _garble(variant, dv.sd.kind, dv.sd.device_id, payload)
+                    tag = "garbage:" + variant
+                    counts["garbage"] += 1
+                else:
+                    body = dumps(payload)
+            counts["messages"] += 1
+            self.now_ms = due
+            if tagged:
+                yield due, dv.topic, body, tag
+            else:
+                yield due, dv.topic, body
+
+    # ------------------------------------------------------------------ signals
+
+    def _payload(self, dv: _Dev, t: int, action: str) -> dict[str, Any]:
+        if dv.kind == _DUST:
+            return self._dust(dv, t)
+        if dv.kind == _MANHOLE:
+            return self._manhole(dv, t, action)
+        return self._lamp(dv, t, action)
+
+    def _raining(self, d: int, t: int) -> float:
+        iv = _active(self._rain[d], t)
+        return 0.0 if iv is None else _ramp(t, iv[0], iv[1], _RAIN_RAMP_MS)
+
+    def ambient(self, district: str, t: int) -> float:
+        """The district's ambient PM10 at ``t`` (µg/m³), noise-free."""
+        d = self._dist_index[district]
+        h = (t + TZ_OFFSET_MS) % 86_400_000 / HOUR_MS
+        level = self._amb_base[d] * (
+            1
+            + 0.18 * math.cos(_TWO_PI * (h - 8) / 24)
+            + 0.08 * math.sin(_TWO_PI * t / (7.3 * HOUR_MS) + self._ph[0][d])
+        )
+        level *= 1 - 0.4 * self._raining(d, t)
+        for s0, s1, extra in self._storms:
+            if s0 <= t and (s1 is None or t < s1):
+                level += extra * _ramp(t, s0, s1, _STORM_RAMP_MS)
+        return level
+
+    def _storm(self, t: int) -> float:
+        r = 0.0
+        for s0, s1, _ in self._storms:
+            if s0 <= t and (s1 is None or t < s1):
+                r = max(r, _ramp(t, s0, s1, _STORM_RAMP_MS))
+        return r
+
+    def _dust(self, dv: _Dev, t: int) -> dict[str, Any]:
+        g = self._rng.gauss
+        d = dv.d
+        sd = dv.sd
+        amb = self.ambient(sd.district, t)
+        storm = self._storm(t)
+        rain = self._raining(d, t)
+        wind = max(0.2, 2.2 + 1.2 * math.sin(_TWO_PI * t / (9.1 * HOUR_MS) + self._ph[1][d])
+                   + 7.0 * storm + g(0, 0.3))  # fmt: skip
+        wdir = (self._ph[2][d] * 57.3 + 40 * math.sin(_TWO_PI * t / (13 * HOUR_MS)) + g(0, 8)) % 360
+        minute = local_minute(t)
+        working = 420 <= minute < 1200
+        site = sd.base * (1.0 if working else 0.15) * (1 + 0.08 * min(wind, 6.0)) * (1 - 0.5 * rain)
+        pm10 = amb * (1 + g(0, 0.03)) + site * (1 + g(0, 0.12))
+        ep = _active(dv.episodes, t)
+        if ep is not None:
+            r = _ramp(t, ep[0], ep[1], _RAMP_MS)
+            pm10 = (1 - r) * pm10 + r * ep[2] * (1 + g(0, 0.05))
+        pm10 = max(1.0, pm10)
+        pm25_share = 0.5 - 0.2 * storm
+        h = (t + TZ_OFFSET_MS) % 86_400_000 / HOUR_MS
+        temp = 11 + 5 * math.sin(_TWO_PI * (h - 9) / 24) - 3 * rain + g(0, 0.3)
+        hum = 55 - 15 * math.sin(_TWO_PI * (h - 9) / 24) + g(0, 2)
+        hum += (97 - hum) * rain
+        return {
+            "ts": t,
+            "pm25": round(pm10 * pm25_share * (1 + g(0, 0.05)), 1),
+            "pm10": round(pm10, 1),
+            "tsp": round(pm10 * 1.7 * (1 + g(0, 0.05)), 1),
+            "noise_db": round(max(30.0, 52 + (16 if working else 0) + g(0, 2)), 1),
+            "wind_speed": round(min(wind, 74.0), 1),
+            "wind_dir": round(wdir),
+            "temp_c": round(temp, 1),
+            "humidity": round(min(100.0, max(5.0, hum)), 1),
+        }
+
+    def _manhole(self, dv: _Dev, t: int, action: str) -> dict[str, Any]:
+        g = self._rng.gauss
+        dv.battery = max(0.0, dv.battery - (0.05 if action else 0.01))
+        ab = _active(dv.abnormal, t)
+        p: dict[str, Any] = {"ts": t}
+        if ab is not None and ab[2] == "open":
+            p["open"] = True
+            p["tilt_deg"] = round(min(180.0, 70 + abs(g(0, 10))), 1)
+        elif ab is not None:
+            p["open"] = False
+            p["tilt_deg"] = round(min(180.0, max(0.0, ab[3] + g(0, 0.5))), 1)
+        else:
+            p["open"] = False
+            p["tilt_deg"] = round(min(3.0, abs(g(0, 0.8))), 1)
+        p["water_level_cm"] = round(max(0.0, dv.sd.base + 45 * self._raining(dv.d, t) + g(0, 1)), 1)
+        p["battery_pct"] = round(dv.battery, 1)
+        p["rssi"] = int(min(-45, max(-120, round(-78 + g(0, 6)))))
+        if action:
+            p["event"] = "alarm" if action == "alarm" else "restore"
+        return p
+
+    def lamp_should_be_lit(self, dv_or_id: Any, t: int) -> bool:
+        """Whether the simulated lamp switches itself on at ``t`` (its photocell window)."""
+        dv = dv_or_id if isinstance(dv_or_id, _Dev) else self._devs[self._index(dv_or_id)]
+        return _in_window(
+            local_minute(t),
+            (self.lamp_on - dv.on_early) % 1440,
+            (self.lamp_off + dv.off_late) % 1440,
+        )
+
+    def _index(self, device_id: str) -> int:
+        for i, dv in enumerate(self._devs):
+            if dv.sd.device_id == device_id:
+                return i
+        raise KeyError(device_id)
+
+    def _lamp(self, dv: _Dev, t: int, action: str) -> dict[str, Any]:
+        g = self._rng.gauss
+        rain = self._raining(dv.d, t)
+        lit = self.lamp_should_be_lit(dv, t)
+        volt = 220 + g(0, 3)
+        leak_iv = _active(dv.leaks, t)
+        leak = 0.8 + abs(g(0, 0.4)) + 4 * rain
+        if leak_iv is not None:
+            leak = max(leak_iv[2] * 0.9, leak_iv[2] + g(0, 2))
+        p: dict[str, Any] = {"ts": t, "on": lit}
+        if lit:
+            minute = local_minute(t)
+            dim = 60 if _in_window(minute, 23 * 60 + 30, 5 * 60) else 100
+            failed = _active(dv.failures, t) is not None
+            cur = 0.0 if failed else dv.sd.base * dim / 100 * (1 + g(0, 0.02))
+            p.update(voltage_v=round(volt, 1), current_a=round(cur, 3),
+                     power_w=round(volt * cur * 0.95, 1), leakage_ma=round(leak, 1), dim_pct=dim)  # fmt: skip
+        else:
+            p.update(voltage_v=round(volt, 1), current_a=0.0, power_w=0.0,
+                     leakage_ma=round(leak if leak_iv else leak * 0.3, 1), dim_pct=0)  # fmt: skip
+        if action:
+            p["event"] = "alarm"
+        return p
+
+    # ------------------------------------------------------------------ expected ledger
+
+    def expected_ledger_hint(self, until_ms: int, rules: Any = None) -> dict[str, Any]:
+        """What the ledger should hold after the run, where that is computable.
+
+        until_ms: the pipeline's final watermark (sim time, epoch ms), normally
+            the run's end; a silent (stolen) cover accrues until it.
+        rules: a ``streams.rules.Rules`` (duck-typed: ``rules.manhole.grace_for``,
+            ``.penalty_per_hour_yuan``, ``.tilt_threshold_deg``, ``.payer_type``;
+            ``rules.dust.penalty_yuan``, ``.violation``, ``.window_ms``, ``.mode``,
+            ``.background_violation``, ``.background_min_sites``, ``.payer_type``);
+            None = DESIGN §1 defaults.
+
+        Returns ``{"until_ms", "total_yuan", "items": [...], "by_scenario": [...],
+        "notes": [...]}`` (``by_scenario`` sums the items per scenario);
+        each item: ``scenario`` (text), ``rule`` (``manhole``/``dust``),
+        ``device``, ``payer``, ``payer_type``, ``district``, ``entries``,
+        ``amount_yuan``, ``exact`` (False for dust: rolling means of noisy
+        signals are estimated). Scenarios with no penalty under the rules
+        (lamps, offline, a cover repaired in time) are listed with 0.
+        """
+        r = rules if rules is not None else _DEFAULT_RULES
+        mh, du = r.manhole, r.dust
+        items: list[dict[str, Any]] = []
+        notes: list[str] = []
+        dust_sites = self.city.of_kind("dust")
+
+        def item(s: Scenario, rule: str, sd: SimDevice, payer_type: str, entries: int,
+                 amount: int, exact: bool = True) -> None:  # fmt: skip
+            items.append({
+                "scenario": s.describe(), "rule": rule, "device": sd.device_id,
+                "payer": sd.district if payer_type == "district_government" else sd.unit,
+                "payer_type": payer_type, "district": sd.district, "entries": entries,
+                "amount_yuan": entries * amount, "exact": exact,
+            })  # fmt: skip
+
+        for s in self.scenarios:
+            t0 = self.start_ms + s.at_ms
+            t1 = None if s.end_ms is None else self.start_ms + s.end_ms
+            if s.kind in ("cover_open", "cover_tilted", "cover_stolen"):
+                for did in s.devices:
+                    sd = self.city.by_id[did]
+                    abnormal = (
+                        s.kind != "cover_tilted" or s.params["tilt_deg"] >= mh.tilt_threshold_deg
+                    )
+                    deadline = t0 + mh.grace_for(sd.road_class or None)
+                    closed = until_ms if t1 is None or t1 > until_ms else t1
+                    n = max(0, (closed - deadline) // HOUR_MS) if abnormal and t0 < until_ms else 0
+                    item(s, "manhole", sd, mh.payer_type, n, mh.penalty_per_hour_yuan)
+            elif s.kind == "dust_episode":
+                for did in s.devices:
+                    sd = self.city.by_id[did]
+                    hit = self._dust_mean_exceeds(s.params["pm10"], t0, t1, until_ms, du,
+                                                  sd.district, relative=du.mode == "background")  # fmt: skip
+                    item(s, "dust", sd, du.payer_type, int(hit), du.penalty_yuan, exact=False)
+            elif s.kind == "dust_storm":
+                level = s.params["pm10"]
+                for sd in dust_sites:
+                    silent = any(x.kind == "dust_off" and sd.device_id in x.devices
+                                 and self._overlaps(x, t0, t1) for x in self.scenarios)  # fmt: skip
+                    if silent:
+                        continue
+                    others = sum(1 for x in dust_sites if x.district == sd.district) - 1
+                    judged_absolute = du.mode != "background" or others < du.background_min_sites
+                    hit = judged_absolute and self._dust_mean_exceeds(
+                        level + self._amb_base[self._dist_index[sd.district]],
+                        t0,
+                        t1,
+                        until_ms,
+                        du,
+                        sd.district,
+                        relative=False,
+                    )
+                    item(s, "dust", sd, du.payer_type, int(hit), du.penalty_yuan, exact=False)
+                if du.mode == "background":
+                    notes.append("dust_storm: background mode judges site minus district "
+                                 "ambient, so only sites without enough neighbours are fined")  # fmt: skip
+                if any(
+                    x.kind == "dust_episode" and self._overlaps(x, t0, t1) for x in self.scenarios
+                ):
+                    notes.append("a dust episode overlaps the storm: their cases may merge")
+            else:
+                for did in s.devices:
+                    sd = self.city.by_id[did]
+                    items.append({
+                        "scenario": s.describe(), "rule": _CASE_RULE.get(s.kind, s.kind),
+                        "device": did, "payer": sd.unit, "payer_type": "property_unit",
+                        "district": sd.district, "entries": 0, "amount_yuan": 0, "exact": True,
+                    })  # fmt: skip
+        by_scenario: dict[str, dict[str, Any]] = {}
+        for it in items:
+            row = by_scenario.setdefault(
+                it["scenario"], {"scenario": it["scenario"], "rule": it["rule"], "devices": 0,
+                                 "entries": 0, "amount_yuan": 0, "exact": True},
+            )  # fmt: skip
+            row["devices"] += 1
+            row["entries"] += it["entries"]
+            row["amount_yuan"] += it["amount_yuan"]
+            row["exact"] = row["exact"] and it["exact"]
+        return {
+            "until_ms": until_ms,
+            "total_yuan": sum(i["amount_yuan"] for i in items),
+            "items": items,
+            "by_scenario": list(by_scenario.values()),
+            "notes": notes,
+        }
+
+    def _overlaps(self, s: Scenario, t0: int, t1: int | None) -> bool:
+        a0 = self.start_ms + s.at_ms
+        a1 = None if s.end_ms is None else self.start_ms + s.end_ms
+        return (t1 is None or a0 < t1) and (a1 is None or t0 < a1)
+
+    def _dust_mean_exceeds(self, level: float, t0: int, t1: int | None, until: int, du: Any,
+                           district: str, relative: bool) -> bool:  # fmt: skip
+        """Whether a plateau at ``level`` from t0 to t1 lifts the rolling mean over the limit."""
+        end = min(t1 if t1 is not None else until, until)
+        if end <= t0:
+            return False
+        base = self.ambient(district, t0)
+        w = du.window_ms
+        span = min(end - t0, w)
+        if relative:
+            return (level - base) * span / w > du.background_violation
+        mean = (level * span + (base + 30) * (w - span)) / w
+        return mean > du.violation
+
+
+_CASE_RULE = {"dust_off": "offline", "lamp_failure": "streetlight_fault",
+              "lamp_leakage": "streetlight_leakage", "rain": "none"}  # fmt: skip
+
+_DEFAULT_RULES = SimpleNamespace(
+    manhole=SimpleNamespace(
+        tilt_threshold_deg=15.0, penalty_per_hour_yuan=10_000, payer_type="property_unit",
+        grace_for=lambda road_class: 2 * HOUR_MS,
+    ),
+    dust=SimpleNamespace(
+        penalty_yuan=100_000, violation=200.0, window_ms=60 * MINUTE_MS, mode="absolute",
+        background_violation=80.0, background_min_sites=1, payer_type="district_government",
+    ),
+)  # fmt: skip
+
+
+def default_city(devices: int = 300, seed: int = 7) -> City:
+    """``build_city(seed, *split_devices(devices))``: the CLI's default fleet."""
+    return build_city(seed, *split_devices(devices))
