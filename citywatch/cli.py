@@ -154,6 +154,121 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_instant(text: str | None) -> int:
+    """Epoch milliseconds or RFC 3339 with an offset; None means now."""
+    import time
+    from datetime import datetime
+
+    if text is None:
+        return time.time_ns() // 1_000_000
+    if text.isdigit():
+        return int(text)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CitywatchError(f"--at {text!r}: expected epoch milliseconds or a time like 2026-10-05T14:30+08:00") from None
+    if parsed.tzinfo is None:
+        raise CitywatchError(f"--at {text!r}: give the offset, e.g. {text}+08:00")
+    return int(parsed.timestamp() * 1000)
+
+
+def cmd_case_action(args: argparse.Namespace) -> int:
+    from alerts.acks import submit
+    from streams.model import OfficerAction
+
+    settings = _settings(args)
+    action = OfficerAction(
+        action=args.verb, device=args.device, at=_parse_instant(args.at), officer=args.officer,
+        case_id=args.case, note=args.note,
+    )
+    asyncio.run(submit(settings, action))
+    print(f"{args.verb} on {args.device} by {args.officer} at {action.at} sent to the pipeline")
+    return 0
+
+
+def _case_rows(settings: Settings, where: str = "") -> list[dict]:
+    from streams.influx import InfluxQueryError, query
+
+    try:
+        return query(settings, None, f"SELECT * FROM case_event {where} GROUP BY case_id ORDER BY time DESC LIMIT 1")
+    except InfluxQueryError as exc:
+        if "database not found" in str(exc):
+            return []
+        raise CitywatchError(str(exc)) from None
+
+
+def cmd_case_list(args: argparse.Namespace) -> int:
+    from streams.replay import _iso
+
+    settings = _settings(args)
+    conditions = []
+    if args.district:
+        conditions.append(f"district = '{args.district}'")
+    if args.kind:
+        conditions.append(f"kind = '{args.kind}'")
+    rows = _case_rows(settings, ("WHERE " + " AND ".join(conditions)) if conditions else "")
+    if not args.all:
+        rows = [r for r in rows if r.get("open") == 1]
+    rows.sort(key=lambda r: (r.get("opened_at") or 0, r["case_id"]))
+    print(f"{len(rows)} {'cases' if args.all else 'open cases'}")
+    for r in rows:
+        print(
+            f"{r['case_id']:<44} {r.get('rule', ''):<20} {r.get('state', ''):<13} {r.get('severity', ''):<9}"
+            f" {r.get('district', ''):<10} opened {_iso(r.get('opened_at'))}  {r.get('address', '')}"
+        )
+    return 0
+
+
+def cmd_case_show(args: argparse.Namespace) -> int:
+    from streams.influx import query
+    from streams.replay import _iso
+
+    settings = _settings(args)
+    safe = args.case_id.replace("'", "")
+    events = query(settings, None, f"SELECT * FROM case_event WHERE case_id = '{safe}' ORDER BY time")
+    if not events:
+        raise CitywatchError(f"no case {args.case_id!r} in {settings.influx.database}; `citywatch case list --all` shows the ids")
+    entries = query(settings, None, f"SELECT * FROM penalty WHERE case_id = '{safe}' ORDER BY time")
+    first = events[0]
+    print(f"case {args.case_id}: {first.get('rule')} on {first.get('device')} at {first.get('address')} ({first.get('district')})")
+    for e in events:
+        print(f"  {_iso(e['time'])}  {e.get('state'):<13} {e.get('severity')}")
+    total = sum(int(e["amount_yuan"]) for e in entries)
+    print(f"ledger: {len(entries)} entries, net {total:,} yuan")
+    for e in entries:
+        rev = f"  reverses {e['reverses']}" if e.get("reverses") else ""
+        print(f"  {_iso(e['time'])}  {e['entry_id']:<56} {e['payer']:<24} {int(e['amount_yuan']):>12,}{rev}")
+    return 0
+
+
+def cmd_journal_load(args: argparse.Namespace) -> int:
+    from ingest.registry import load_registry
+    from streams.journal import load
+
+    settings = _settings(args)
+    if not os.path.exists(args.file):
+        raise CitywatchError(f"{args.file}: no such replay file")
+    k = settings.kafka
+    bad = []
+    with open(args.file, "rb") as f:
+        n = asyncio.run(load(f, load_registry(settings.paths.registry), k.bootstrap, k.topic_prefix, k.partitions,
+                             on_bad=bad.append))
+    print(f"{n} records written to {k.topic_prefix}.telemetry; {len(bad)} lines rejected")
+    for b in bad[:20]:
+        print(f"  line {b.line}: {b.code}: {b.message}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from citywatch.run import run
+
+    settings = _settings(args)
+    setup_logging("WARNING")
+    run(settings, duration_s=args.duration, devices=args.devices, seed=args.seed,
+        scenario_file=args.scenarios, keep_services=args.keep_services, live=sys.stdout.isatty())
+    return 0
+
+
 def cmd_grafana_push(args: argparse.Namespace) -> int:
     from citywatch.grafana.push import main_push
 
@@ -226,6 +341,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", help="device registry file (overrides settings)")
     p.add_argument("--rules", help="rules file (overrides settings)")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("run", help="the main job: a simulated city through the whole pipeline")
+    p.add_argument("--duration", type=float, default=150.0, metavar="SECONDS",
+                   help="wall time the scenario's city time is squeezed into (default 150)")
+    p.add_argument("--devices", type=int, default=300, help="size of the simulated city (default 300)")
+    p.add_argument("--seed", type=int, help="random seed (default: the scenario file's)")
+    p.add_argument("--scenarios", default="config/scenarios/default.yaml", help="scenario file")
+    p.add_argument("--rules", help="rules file (overrides settings)")
+    p.add_argument("--keep-services", action="store_true", help="leave the services running afterwards")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("case", help="list, show and act on cases")
+    csub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser, required=True)
+    for verb, text in (("ack", "acknowledge the device's open case"), ("close", "close it as repaired"),
+                       ("accident", "report an accident caused by it"), ("note", "add a note")):
+        q = csub.add_parser(verb, help=text)
+        q.add_argument("device", help="device id, e.g. MH-JS-0001")
+        q.add_argument("--officer", required=True, help="who acts (officer id)")
+        q.add_argument("--at", help="when (epoch ms or RFC 3339 with offset; default now)")
+        q.add_argument("--case", help="case id, when the device has more than one")
+        q.add_argument("--note", help="free text kept with the case")
+        q.set_defaults(func=cmd_case_action)
+    q = csub.add_parser("list", help="open cases (from InfluxDB)")
+    q.add_argument("--all", action="store_true", help="closed ones too")
+    q.add_argument("--district")
+    q.add_argument("--kind", choices=("dust", "manhole", "streetlight"))
+    q.set_defaults(func=cmd_case_list)
+    q = csub.add_parser("show", help="one case: its events and ledger entries")
+    q.add_argument("case_id")
+    q.set_defaults(func=cmd_case_show)
+
+    p = sub.add_parser("journal", help="the detector's input log on Kafka")
+    jsub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser, required=True)
+    q = jsub.add_parser("load", help="write a replay file into the live pipeline's journal")
+    q.add_argument("file")
+    q.add_argument("--registry", help="device registry file (overrides settings)")
+    q.set_defaults(func=cmd_journal_load)
 
     p = sub.add_parser("grafana", help="Grafana dashboards as code")
     gsub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser, required=True)

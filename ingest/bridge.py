@@ -192,7 +192,7 @@ class Bridge:
         result = parse_message(topic, payload, received_at, self.registry, self.limits)
         if isinstance(result, Rejection):
             self.stats.rejected[result.code] += 1
-            log.info("dead letter %s on %s: %s", result.code, topic, result.message)
+            log.debug("dead letter %s on %s: %s", result.code, topic, result.message)
             key = result.device.encode() if result.device else None
             return self.topics.deadletter, key, orjson.dumps(result.to_record())
         record = result.to_record()

@@ -1,0 +1,400 @@
+"""``citywatch run`` (what ``make run`` calls): a simulated city through the whole pipeline.
+
+Brings the services up, writes the simulated city's device registry, starts a
+bridge (``--event-time``) and a worker (``--simulation``) as the operator
+would, publishes the city at a time warp so hourly penalty clocks visibly run
+within minutes, shows a live view (messages per second, dead letters, open
+cases, penalties by district, the latest cases), waits for the pipeline to
+drain, prints the ledger against what the scenarios should cost, and stops
+everything it started.
+
+The city's clock starts on the Monday 08:00 (Asia/Shanghai) of last week:
+recent enough for InfluxDB's raw retention, and always a Monday, so a seed
+gives the same city, the same messages and the same amounts on every run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from citywatch import services
+from citywatch.errors import CitywatchError
+from citywatch.settings import Settings
+
+CITY_TZ = ZoneInfo("Asia/Shanghai")
+METRICS_PORT = 19109
+
+
+def last_weeks_monday(now: datetime | None = None) -> int:
+    """Epoch ms of Monday 08:00 city time, 7 to 13 days before ``now``."""
+    now = (now or datetime.now(CITY_TZ)).astimezone(CITY_TZ)
+    monday = (now - timedelta(days=now.weekday() + 7)).replace(hour=8, minute=0, second=0, microsecond=0)
+    return int(monday.timestamp() * 1000)
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    """The environment that makes a citywatch subprocess use exactly these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYWATCH_")}
+    for section in ("mqtt", "kafka", "influx", "paths", "log"):
+        for name, value in vars(getattr(s, section)).items():
+            env[f"CITYWATCH_{section.upper()}_{name.upper()}"] = str(value)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, n: int = 1500) -> str:
+        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def spawn(name: str, args: list[str], settings: Settings, logdir: Path) -> Child:
+    log = logdir / f"{name}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "citywatch", *args], env=settings_env(settings),
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,  # noqa: SIM115
+    )
+    return Child(name, proc, log)
+
+
+@dataclass
+class Snapshot:
+    """What the live view shows, read from the bridge's metrics and from InfluxDB."""
+
+    published: int = 0
+    rate: float = 0.0
+    sim_ms: int | None = None
+    forwarded: int = 0
+    dead: dict[str, int] = field(default_factory=dict)
+    open_cases: dict[str, int] = field(default_factory=dict)
+    penalties: dict[str, int] = field(default_factory=dict)
+    latest: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _bridge_metrics() -> tuple[int, dict[str, int]]:
+    import urllib.request
+
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=1).read().decode()
+    except OSError:
+        return 0, {}
+    forwarded, dead = 0, {}
+    for line in text.splitlines():
+        if line.startswith("citywatch_bridge_forwarded_total"):
+            forwarded = int(float(line.split()[-1]))
+        elif line.startswith("citywatch_bridge_rejected_total{"):
+            reason = line.split('reason="')[1].split('"')[0]
+            dead[reason] = int(float(line.split()[-1]))
+    return forwarded, dead
+
+
+def _influx_view(settings: Settings, snap: Snapshot) -> None:
+    from streams.influx import InfluxQueryError, query
+
+    try:
+        latest = query(settings, None, "SELECT * FROM case_event GROUP BY case_id ORDER BY time DESC LIMIT 1")
+        pen = query(settings, None, "SELECT sum(amount_yuan) FROM penalty GROUP BY district")
+    except (InfluxQueryError, OSError):
+        return
+    opened: dict[str, int] = {}
+    for row in latest:
+        if row.get("open") == 1:
+            opened[row.get("rule", "?")] = opened.get(row.get("rule", "?"), 0) + 1
+    snap.open_cases = dict(sorted(opened.items()))
+    snap.penalties = {r["district"]: int(r["sum"]) for r in pen}
+    snap.latest = sorted(latest, key=lambda r: r["time"], reverse=True)[:6]
+
+
+def _fmt_time(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, CITY_TZ).strftime("%a %m-%d %H:%M")
+
+
+def _render(snap: Snapshot, end_ms: int, phase: str):  # noqa: ANN202
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+
+    head = Table.grid(padding=(0, 3))
+    head.add_row(
+        f"[b]{phase}[/b]", f"city time [b]{_fmt_time(snap.sim_ms)}[/b] → {_fmt_time(end_ms)}",
+        f"published {snap.published:,} ({snap.rate:,.0f}/s)", f"into Kafka {snap.forwarded:,}",
+        f"dead letters {sum(snap.dead.values()):,}",
+    )
+    cases = Table(title="open cases 未结案件", show_edge=False)
+    cases.add_column("rule")
+    cases.add_column("open", justify="right")
+    for rule, n in snap.open_cases.items():
+        cases.add_row(rule, str(n))
+    pen = Table(title="penalties 扣款 (yuan)", show_edge=False)
+    pen.add_column("district")
+    pen.add_column("yuan", justify="right")
+    for district, amount in sorted(snap.penalties.items(), key=lambda kv: -kv[1]):
+        pen.add_row(district, f"{amount:,}")
+    latest = Table(title="latest case events 最新案件", show_edge=False)
+    for col in ("time", "rule", "state", "device", "district"):
+        latest.add_column(col)
+    for row in snap.latest:
+        latest.add_row(_fmt_time(row["time"]), row.get("rule", ""), row.get("state", ""),
+                       row.get("device", ""), row.get("district", ""))
+    body = Table.grid(padding=(0, 4))
+    body.add_row(cases, pen)
+    return Panel(Group(head, body, latest), title="citywatch — simulated Zhengzhou 郑州")
+
+
+async def _lag(settings: Settings) -> int | None:
+    """Journal records the worker has not committed yet (None: cannot tell yet)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from ingest.topics import KafkaTopics
+
+    k = settings.kafka
+    topic = KafkaTopics(k.topic_prefix).telemetry
+    consumer = AIOKafkaConsumer(bootstrap_servers=k.bootstrap, group_id=f"{k.topic_prefix}-worker",
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(k.partitions)]
+        ends = await consumer.end_offsets(tps)
+        lag = 0
+        for tp in tps:
+            committed = await consumer.committed(tp)
+            if committed is None:
+                return None
+            lag += max(0, ends[tp] - committed)
+        return lag
+    finally:
+        await consumer.stop()
+
+
+def run(
+    settings: Settings,
+    *,
+    duration_s: float = 150.0,
+    devices: int = 300,
+    seed: int | None = None,
+    scenario_file: str = "config/scenarios/default.yaml",
+    keep_services: bool = False,
+    live: bool = True,
+) -> dict[str, Any]:
+    """The main job; returns the summary it printed (tests read it)."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from ingest.simulator import Simulation, build_city, load_scenario_file, split_devices
+    from streams.rules import load_rules
+
+    console = Console(stderr=False, force_terminal=None)
+    state = Path(settings.paths.state_dir).resolve()
+    logdir = state / "run"
+    logdir.mkdir(parents=True, exist_ok=True)
+    rules = load_rules(settings.paths.rules)
+    scen = load_scenario_file(scenario_file)
+    seed = scen.seed if seed is None else seed
+    start_ms = last_weeks_monday()
+    end_ms = start_ms + scen.run_for_ms
+    speed = scen.run_for_ms / 1000 / duration_s
+
+    city = build_city(seed, *split_devices(devices))
+    registry = logdir / "registry.csv"
+    city.write_registry(registry)
+    run_tag = f"run-{datetime.now(CITY_TZ):%Y%m%d-%H%M%S}"
+    settings = settings.replace("paths", registry=str(registry))
+    settings = settings.replace("kafka", topic_prefix=f"{settings.kafka.topic_prefix}-{run_tag}")
+    settings = settings.replace("mqtt", client_id=run_tag, shared_group=run_tag, session_expiry_s=60)
+    settings = settings.replace("influx", database=f"{settings.influx.database}_{run_tag.replace('-', '_')}")
+
+    console.print(f"[b]citywatch run[/b]: {len(city.devices)} devices, seed {seed}, "
+                  f"{scen.run_for_ms / 3_600_000:.0f} h of city time in {duration_s:.0f} s ({speed:.0f}x)")
+    statuses = services.up(settings, log=lambda line: console.print(f"  {line}"))
+    started = {s.name for s in statuses if s.detail == "started"}
+    for st in statuses:
+        console.print(f"  {st.line()}")
+    children: list[Child] = []
+    summary: dict[str, Any] = {}
+    try:
+        from ingest.kafka import ensure_topics
+
+        k = settings.kafka
+        asyncio.run(ensure_topics(k.bootstrap, k.topic_prefix, k.partitions))
+        children.append(spawn("worker", ["worker", "--simulation"], settings, logdir))
+        children.append(spawn("bridge", ["bridge", "--event-time", "--metrics-port", str(METRICS_PORT),
+                                         "--stats-every", "10"], settings, logdir))
+        _wait_for(lambda: "MQTT connected" in children[1].tail(10**9), children, 30, "the bridge to connect")
+
+        sim = Simulation(city, scen.scenarios, seed=seed, start_ms=start_ms, speed=speed,
+                         garbage_share=scen.garbage_share)
+        snap = Snapshot()
+        stop = threading.Event()
+
+        def progress(stats: Any) -> None:
+            snap.published, snap.rate, snap.sim_ms = stats.acked, stats.rate, stats.sim_ms
+
+        from ingest.simulator import run_publisher
+
+        m = settings.mqtt
+        publisher = threading.Thread(
+            target=run_publisher, args=(sim.events(end_ms), m.host, m.port, f"citywatch-sim-{run_tag}", speed),
+            kwargs={"on_progress": progress, "stop_event": stop, "start_ms": start_ms,
+                    "username": m.username or None, "password": m.password or None, "ca_file": m.ca_file or None},
+            daemon=True,
+        )
+        publisher.start()
+        phase = "publishing"
+        with Live(_render(snap, end_ms, phase), console=console, refresh_per_second=2, transient=not live) as view:
+            last_poll = 0.0
+            drained_since = None
+            while True:
+                time.sleep(0.5)
+                for child in children:
+                    if not child.alive():
+                        raise CitywatchError(f"the {child.name} stopped unexpectedly; its log ends:\n{child.tail()}")
+                if time.monotonic() - last_poll > 2:
+                    last_poll = time.monotonic()
+                    snap.forwarded, snap.dead = _bridge_metrics()
+                    _influx_view(settings, snap)
+                    if not publisher.is_alive():
+                        phase = "draining"
+                        lag = asyncio.run(_lag(settings))
+                        if lag == 0 and snap.forwarded + sum(snap.dead.values()) >= snap.published:
+                            drained_since = drained_since or time.monotonic()
+                            if time.monotonic() - drained_since > 3:  # sinks flush within a second
+                                _influx_view(settings, snap)
+                                break
+                        else:
+                            drained_since = None
+                view.update(_render(snap, end_ms, phase))
+        hint = sim.expected_ledger_hint(end_ms, rules=rules)
+        summary = _summary(settings, snap, hint)
+        _print_summary(console, settings, summary)
+    finally:
+        for child in reversed(children):
+            child.stop()
+        if started and not keep_services:
+            services.down(settings, log=lambda line: console.print(f"  {line}"), only=started)
+    return summary
+
+
+def _wait_for(check: Any, children: list[Child], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        for child in children:
+            if not child.alive():
+                raise CitywatchError(f"the {child.name} stopped while waiting for {what}; its log ends:\n{child.tail()}")
+        if time.monotonic() > deadline:
+            raise CitywatchError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def _summary(settings: Settings, snap: Snapshot, hint: dict[str, Any]) -> dict[str, Any]:
+    from streams.influx import query
+
+    by_payer = query(settings, None, "SELECT sum(amount_yuan) FROM penalty GROUP BY payer_type, payer")
+    by_rule = query(settings, None, "SELECT count(amount_yuan), sum(amount_yuan) FROM penalty GROUP BY rule")
+    entries = query(settings, None, "SELECT amount_yuan, device FROM penalty")
+    actual_by_device: dict[str, int] = {}
+    for r in entries:
+        actual_by_device[r["device"]] = actual_by_device.get(r["device"], 0) + int(r["amount_yuan"])
+    cases = query(settings, None, "SELECT * FROM case_event GROUP BY case_id ORDER BY time DESC LIMIT 1")
+    counts = query(settings, None, "SELECT count(pm10) FROM dust; SELECT count(tilt_deg) FROM manhole; "
+                                   "SELECT count(voltage_v) FROM streetlight")
+    return {
+        "database": settings.influx.database,
+        "published": snap.published,
+        "forwarded": snap.forwarded,
+        "dead_letters": snap.dead,
+        "telemetry_points": {r["_series"]: r["count"] for r in counts},
+        "cases": len(cases),
+        "cases_by_rule": _count_by(cases, "rule"),
+        "ledger_total": sum(int(r["sum"]) for r in by_payer),
+        "ledger_by_payer": [(r["payer_type"], r["payer"], int(r["sum"])) for r in by_payer],
+        "ledger_by_rule": {r["rule"]: (r["count"], int(r["sum"])) for r in by_rule},
+        "actual_by_device": actual_by_device,
+        "expected": hint,
+    }
+
+
+def _count_by(rows: list[dict[str, Any]], key: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in rows:
+        out[r.get(key, "?")] = out.get(r.get(key, "?"), 0) + 1
+    return dict(sorted(out.items()))
+
+
+def expected_vs_actual(items: list[dict[str, Any]], actual_by_device: dict[str, int]) -> list[dict[str, Any]]:
+    """One row per scenario: what it should cost, what the ledger booked for its devices."""
+    rows: dict[str, dict[str, Any]] = {}
+    for item in items:
+        row = rows.setdefault(item["scenario"], {"scenario": item["scenario"], "devices": [], "expected": 0,
+                                                 "actual": 0, "exact": True})
+        row["devices"].append(item["device"])
+        row["expected"] += item["amount_yuan"]
+        row["actual"] += actual_by_device.get(item["device"], 0)
+        row["exact"] = row["exact"] and item.get("exact", True)
+    out = []
+    for row in rows.values():
+        row["mark"] = "✓" if row["actual"] == row["expected"] else ("≈" if not row["exact"] else "✗")
+        devs = row["devices"]
+        row["devices"] = devs[0] if len(devs) == 1 else f"{len(devs)} devices"
+        out.append(row)
+    return out
+
+
+def _print_summary(console: Any, settings: Settings, s: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console.print()
+    console.print(f"[b]Summary[/b]: {s['published']:,} messages published, {s['forwarded']:,} forwarded, "
+                  f"{sum(s['dead_letters'].values()):,} dead letters ({', '.join(f'{k} {v}' for k, v in s['dead_letters'].items()) or 'none'})")
+    console.print(f"telemetry points in InfluxDB: {s['telemetry_points']}")
+    console.print(f"cases: {s['cases']} ({', '.join(f'{k} {v}' for k, v in s['cases_by_rule'].items())})")
+    t = Table(title="ledger by payer 按缴款单位")
+    t.add_column("payer type")
+    t.add_column("payer")
+    t.add_column("yuan", justify="right")
+    for payer_type, payer, amount in sorted(s["ledger_by_payer"], key=lambda r: -r[2]):
+        t.add_row(payer_type, payer, f"{amount:,}")
+    console.print(t)
+    e = Table(title="expected (from the scenarios) vs actual (from the ledger)")
+    for col in ("scenario", "devices", "expected yuan", "actual yuan", ""):
+        e.add_column(col, justify="right" if "yuan" in col else "left")
+    for row in expected_vs_actual(s["expected"]["items"], s["actual_by_device"]):
+        e.add_row(row["scenario"][:48], row["devices"], f"{row['expected']:,}", f"{row['actual']:,}", row["mark"])
+    console.print(e)
+    console.print(f"ledger total [b]{s['ledger_total']:,}[/b] yuan; scenarios expect {s['expected']['total_yuan']:,}")
+    db = settings.influx.database
+    console.print(
+        f"\nThe data stays in InfluxDB {settings.influx.url}, database [b]{db}[/b]; try\n"
+        f"  curl -sG {settings.influx.url}/query --data-urlencode db={db} "
+        f"--data-urlencode \"q=SELECT sum(amount_yuan) FROM penalty GROUP BY district\"\n"
+        f"Dashboards: deploy/grafana (docs/grafana.md), or `citywatch grafana push --url URL --token TOKEN "
+        f"--database {db}`.\nServices started by this run were stopped; `citywatch run --keep-services` keeps them."
+    )

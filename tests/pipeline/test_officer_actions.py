@@ -1,0 +1,88 @@
+"""An officer acts through the CLI; the case changes on the cases topic and in InfluxDB."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+import sys
+from pathlib import Path
+
+import pytest
+
+from citywatch.settings import Settings
+from ingest.registry import load_registry
+from ingest.topics import KafkaTopics
+from streams import journal
+from streams.influx import InfluxQueryError, query
+from tests.conftest import settings_env
+from tests.kit.kafka import read_topic_sync
+from tests.kit.procs import Proc, wait_until
+
+pytestmark = pytest.mark.services
+H, M = 3_600_000, 60_000
+T0 = (time.time_ns() // 1_000_000 // H - 10) * H  # recent: the raw retention policy keeps 30 days
+
+
+def _cli(s: Settings, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "citywatch", *args], env=settings_env(s),
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_officer_closes_a_case_from_the_cli_and_the_clock_stops(
+    settings: Settings, registry_file: Path, unique: str, tmp_path: Path
+) -> None:
+    s = settings.replace("paths", registry=str(registry_file))
+    mh = f"MH-{unique}-1"
+    reg = load_registry(s.paths.registry)
+    opening = [
+        {"topic": f"city/jinshui/manhole/{mh}/telemetry", "payload": {"ts": T0, "open": True}, "received_at": T0},
+        {"watermark": T0 + 5 * H},
+    ]
+    asyncio.run(journal.load(opening, reg, s.kafka.bootstrap, s.kafka.topic_prefix, final_watermark=False))
+    worker = Proc(["worker", "--simulation", "--session-timeout", "3"], s, tmp_path / "worker.log")
+    penalties = KafkaTopics(s.kafka.topic_prefix).penalties
+    cases = KafkaTopics(s.kafka.topic_prefix).cases
+    try:
+        wait_until(lambda: len({r["id"] for r in read_topic_sync(s.kafka.bootstrap, penalties, 3, 1)}) == 3,
+                   what="3 hourly entries (deadline at 2 h, entries at 3, 4 and 5 h)")
+        done = _cli(s, "case", "close", mh, "--officer", "grid-07", "--at", str(T0 + 5 * H + 30 * M))
+        assert done.returncode == 0, done.stderr
+        journal_topic = KafkaTopics(s.kafka.topic_prefix).telemetry
+        wait_until(lambda: any(r.get("type") == "action" for r in read_topic_sync(s.kafka.bootstrap, journal_topic, 10**6, 1)),
+                   what="the officer's close forwarded into the journal")
+        # time goes on: no entry may accrue after the close
+        asyncio.run(journal.load([{"watermark": T0 + 9 * H}], reg, s.kafka.bootstrap, s.kafka.topic_prefix))
+
+        def closed() -> bool:
+            return any(r["state"] == "closed" for r in read_topic_sync(s.kafka.bootstrap, cases, 10**6, 1))
+
+        wait_until(closed, what="the case closed on the cases topic")
+
+        def in_influx() -> list | None:
+            try:
+                return query(s, None, f"SELECT * FROM penalty WHERE device = '{mh}'") or None
+            except InfluxQueryError:
+                return None
+
+        entries = wait_until(lambda: (rows := in_influx()) and len(rows) == 3 and rows, what="penalties in InfluxDB")
+        assert sum(e["amount_yuan"] for e in entries) == 30_000
+        wait_until(lambda: "closed" in _cli(s, "case", "list", "--all").stdout, what="case list shows it closed")
+    finally:
+        worker.stop()
+    ids = {r["id"] for r in read_topic_sync(s.kafka.bootstrap, penalties, 10**6, 1)}
+    assert len(ids) == 3, "an hour accrued after the officer's close"
+    listing = _cli(s, "case", "list", "--all").stdout
+    case_id = next(line.split()[0] for line in listing.splitlines() if mh in line)
+    shown = _cli(s, "case", "show", case_id)
+    assert shown.returncode == 0, shown.stderr
+    assert "net 30,000 yuan" in shown.stdout
+
+
+def test_case_show_of_an_unknown_case_says_how_to_find_one(settings: Settings) -> None:
+    from streams.influx import ensure_database
+
+    ensure_database(s := settings)
+    done = _cli(s, "case", "show", "manhole:NOPE:1")
+    assert done.returncode == 2
+    assert "no case 'manhole:NOPE:1'" in done.stderr and "Traceback" not in done.stderr

@@ -1,0 +1,203 @@
+"""The Faust pipeline's ledger is the replay's ledger: uninterrupted, killed mid-stream, or random.
+
+The input is a replay file (DESIGN §7). ``citywatch replay`` runs it through
+the detector in-process; the live path writes the same file into the journal
+topic (``streams.journal.load``) and a real ``citywatch worker`` (Faust, on the
+real Kafka-protocol broker) books the ledger onto ``<prefix>.penalties``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from citywatch.settings import Settings
+from ingest.registry import load_registry
+from ingest.topics import KafkaTopics
+from streams import journal
+from streams.replay import replay
+from streams.rules import load_rules
+from tests.kit.kafka import read_topic_sync
+from tests.kit.procs import Proc, wait_until
+
+pytestmark = pytest.mark.services
+
+H = 3_600_000
+M = 60_000
+T0 = 1_793_000_000_000  # 2026-10-26T09:33:20Z
+
+
+def theft_and_dust_day(u: str) -> list[dict[str, Any]]:
+    """A stolen cover (silent, closed by an officer), a late repair proved by a late reading,
+    an accident reported twice, and a dust episode with oscillation."""
+    mh1, mh2, ds = f"MH-{u}-1", f"MH-{u}-2", f"DS-{u}-1"
+    t = lambda dev, kind, district="jinshui": f"city/{district}/{kind}/{dev}/telemetry"  # noqa: E731
+    lines: list[dict[str, Any]] = []
+    lines.append({"topic": t(mh1, "manhole"), "payload": {"ts": T0, "open": False, "tilt_deg": 1}, "received_at": T0})
+    lines.append({"topic": t(mh1, "manhole"), "payload": {"ts": T0 + 10 * M, "open": True}, "received_at": T0 + 10 * M})
+    # the cover is stolen with its sensor: silence, time passes
+    for k in range(1, 9):
+        lines.append({"watermark": T0 + 10 * M + k * H})
+    lines.append({"action": "accident", "device": mh1, "at": T0 + 6 * H, "officer": "grid-07"})
+    lines.append({"action": "accident", "device": mh1, "at": T0 + 6 * H + M, "officer": "grid-07"})
+    lines.append({"action": "close", "device": mh1, "at": T0 + 8 * H + 40 * M, "officer": "grid-07"})
+    # second cover: opened, hours accrue, then a late reading proves it was repaired earlier
+    lines.append({"topic": t(mh2, "manhole", "erqi"), "payload": {"ts": T0 + H, "tilt_deg": 30.0}, "received_at": T0 + H})
+    lines.append({"watermark": T0 + 9 * H})
+    lines.append({"topic": t(mh2, "manhole", "erqi"), "payload": {"ts": T0 + 4 * H + 30 * M, "tilt_deg": 2.0},
+                  "received_at": T0 + 9 * H + M})
+    # dust: rises above 200, oscillates around it, recovers
+    for i in range(0, 240, 5):
+        pm10 = 120 if i < 30 else (260 if i < 120 else (195 if i % 10 else 205) if i < 180 else 90)
+        ts = T0 + i * M
+        lines.append({"topic": t(ds, "dust"), "payload": {"ts": ts, "pm10": pm10}, "received_at": T0 + 9 * H + 2 * M + i})
+    lines.append({"topic": t(mh1, "manhole"), "raw": "{broken", "received_at": T0 + 9 * H + 5 * M})
+    lines.append({"watermark": T0 + 12 * H})
+    return lines
+
+
+def _replay_ledger(lines: list[dict[str, Any]], s: Settings) -> list[dict[str, Any]]:
+    result = replay(lines, load_rules(s.paths.rules), load_registry(s.paths.registry))
+    return result.ledger.to_json_list()
+
+
+def _replay_case_events(lines: list[dict[str, Any]], s: Settings) -> set[bytes]:
+    result = replay(lines, load_rules(s.paths.rules), load_registry(s.paths.registry))
+    return {orjson.dumps(e.to_dict(), option=orjson.OPT_SORT_KEYS) for e in result.case_events}
+
+
+def _wait_case_events(s: Settings, expected: set[bytes], timeout: float = 90) -> None:
+    """Every case event of the replay is on the cases topic: the worker has processed the journal."""
+    topic = KafkaTopics(s.kafka.topic_prefix).cases
+
+    def poll() -> bool:
+        records = read_topic_sync(s.kafka.bootstrap, topic, want=10**9, timeout_s=1.0)
+        got = {orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in records}
+        assert got <= expected, f"case events the replay did not make: {sorted(got - expected)[:3]}"
+        return got == expected
+
+    wait_until(poll, timeout=timeout, every=0.2, what=f"{len(expected)} case events on {topic}")
+
+
+def _live_ledger(s: Settings, want: int, timeout: float = 90) -> dict[str, dict[str, Any]]:
+    topic = KafkaTopics(s.kafka.topic_prefix).penalties
+    got: dict[str, dict[str, Any]] = {}
+
+    def poll() -> bool:
+        records = read_topic_sync(s.kafka.bootstrap, topic, want=10**9, timeout_s=1.0)
+        for rec in records:
+            prior = got.setdefault(rec["id"], rec)
+            assert prior == rec, f"entry {rec['id']} booked twice with different content"
+        return len(got) >= want
+
+    wait_until(poll, timeout=timeout, every=0.2, what=f"{want} ledger entries on {topic}")
+    poll()  # one more look: nothing beyond the replay's entries may appear
+    return got
+
+
+def _load(s: Settings, lines: list[dict[str, Any]]) -> int:
+    return asyncio.run(journal.load(lines, load_registry(s.paths.registry), s.kafka.bootstrap, s.kafka.topic_prefix))
+
+
+@pytest.fixture
+def pipeline_settings(settings: Settings, registry_file: Path) -> Settings:
+    return settings.replace("paths", registry=str(registry_file))
+
+
+def test_live_ledger_equals_replay_ledger(pipeline_settings: Settings, unique: str, tmp_path: Path) -> None:
+    s = pipeline_settings
+    lines = theft_and_dust_day(unique)
+    expected = _replay_ledger(lines, s)
+    assert {e["rule"] for e in expected} >= {"manhole", "manhole.accident", "dust"}
+    assert any(e["reverses"] for e in expected), "the scenario must exercise a reversal"
+    _load(s, lines)
+    worker = Proc(["worker", "--simulation", "--session-timeout", "3"], s, tmp_path / "worker.log")
+    try:
+        live = _live_ledger(s, len(expected))
+        _wait_case_events(s, _replay_case_events(lines, s))
+    finally:
+        worker.stop()
+    assert sorted(live) == sorted(e["id"] for e in expected)
+    assert all(live[e["id"]] == e for e in expected)
+
+
+def test_worker_killed_mid_stream_books_the_same_ledger(pipeline_settings: Settings, unique: str, tmp_path: Path) -> None:
+    s = pipeline_settings
+    lines = theft_and_dust_day(unique)
+    expected = _replay_ledger(lines, s)
+    half = len(lines) // 2
+    _load(s, lines[:half])
+    worker = Proc(["worker", "--simulation", "--session-timeout", "3"], s, tmp_path / "worker.log")
+    try:
+        first = _live_ledger(s, 3)  # the worker has booked part of the ledger
+        worker.kill()
+        _load(s, lines[half:])
+        worker.restart()
+        live = _live_ledger(s, len(expected))
+    finally:
+        worker.stop()
+    assert len(first) >= 3
+    assert sorted(live) == sorted(e["id"] for e in expected)
+    assert all(live[e["id"]] == e for e in expected)
+
+
+# ---------------------------------------------------------------- property: random covers, same ledger
+
+STEP = st.one_of(
+    st.tuples(st.just("reading"), st.integers(1, 240), st.booleans(), st.integers(0, 40)),
+    st.tuples(st.just("silence"), st.integers(30, 600)),
+    st.tuples(st.just("close"), st.integers(1, 300)),
+    st.tuples(st.just("accident"), st.integers(1, 60)),
+)
+
+
+def _script_lines(u: str, scripts: list[list[tuple]]) -> list[dict[str, Any]]:
+    devices = [(f"MH-{u}-1", "jinshui"), (f"MH-{u}-2", "erqi")]
+    clock = T0
+    lines: list[dict[str, Any]] = []
+    for i, step in enumerate(s for script in scripts for s in script):
+        dev, district = devices[i % 2]
+        kind = step[0]
+        clock += step[1] * M
+        if kind == "reading":
+            payload = {"ts": clock, "open": step[2], "tilt_deg": float(step[3])}
+            lines.append({"topic": f"city/{district}/manhole/{dev}/telemetry", "payload": payload, "received_at": clock})
+        elif kind == "silence":
+            lines.append({"watermark": clock})
+        else:
+            lines.append({"action": kind, "device": dev, "at": clock, "officer": "duty"})
+    return lines
+
+
+@hsettings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@given(scripts=st.lists(st.lists(STEP, min_size=3, max_size=25), min_size=2, max_size=4))
+def test_random_cover_histories_book_the_same_ledger_live_and_replayed(
+    pipeline_settings: Settings, unique: str, tmp_path_factory: pytest.TempPathFactory, scripts: list
+) -> None:
+    import uuid
+
+    s = pipeline_settings.replace("kafka", topic_prefix=f"{pipeline_settings.kafka.topic_prefix}-{uuid.uuid4().hex[:6]}")
+    lines = _script_lines(unique, scripts)
+    expected = _replay_ledger(lines, s)
+    ids = [e["id"] for e in expected]
+    assert len(ids) == len(set(ids)), "an entry id appears twice in the replay ledger"
+    _load(s, lines)
+    worker = Proc(["worker", "--simulation", "--session-timeout", "3"], s, tmp_path_factory.mktemp("w") / "worker.log")
+    try:
+        _wait_case_events(s, _replay_case_events(lines, s))
+        live = _live_ledger(s, len(expected))
+    finally:
+        worker.stop()
+    assert sorted(live) == sorted(ids)
+    assert all(live[e["id"]] == e for e in expected)
+    assert all(isinstance(e["amount_yuan"], int) for e in live.values())
+
+
+def test_the_scenario_file_is_valid_json_lines(unique: str) -> None:
+    for line in theft_and_dust_day(unique):
+        assert orjson.loads(orjson.dumps(line)) == line
