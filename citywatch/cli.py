@@ -187,10 +187,10 @@ def cmd_case_action(args: argparse.Namespace) -> int:
 
 
 def _case_rows(settings: Settings, where: str = "") -> list[dict]:
-    from streams.influx import InfluxQueryError, query
+    from streams.influx import CASE_EVENT, InfluxQueryError, query
 
     try:
-        return query(settings, None, f"SELECT * FROM case_event {where} GROUP BY case_id ORDER BY time DESC LIMIT 1")
+        return query(settings, None, f"SELECT * FROM {CASE_EVENT} {where} GROUP BY case_id ORDER BY time DESC LIMIT 1")
     except InfluxQueryError as exc:
         if "database not found" in str(exc):
             return []
@@ -220,15 +220,15 @@ def cmd_case_list(args: argparse.Namespace) -> int:
 
 
 def cmd_case_show(args: argparse.Namespace) -> int:
-    from streams.influx import query
+    from streams.influx import CASE_EVENT, PENALTY, query
     from streams.replay import _iso
 
     settings = _settings(args)
     safe = args.case_id.replace("'", "")
-    events = query(settings, None, f"SELECT * FROM case_event WHERE case_id = '{safe}' ORDER BY time")
+    events = query(settings, None, f"SELECT * FROM {CASE_EVENT} WHERE case_id = '{safe}' ORDER BY time")
     if not events:
         raise CitywatchError(f"no case {args.case_id!r} in {settings.influx.database}; `citywatch case list --all` shows the ids")
-    entries = query(settings, None, f"SELECT * FROM penalty WHERE case_id = '{safe}' ORDER BY time")
+    entries = query(settings, None, f"SELECT * FROM {PENALTY} WHERE case_id = '{safe}' ORDER BY time")
     first = events[0]
     print(f"case {args.case_id}: {first.get('rule')} on {first.get('device')} at {first.get('address')} ({first.get('district')})")
     for e in events:
@@ -257,6 +257,14 @@ def cmd_journal_load(args: argparse.Namespace) -> int:
     for b in bad[:20]:
         print(f"  line {b.line}: {b.code}: {b.message}")
     return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from alerts.service import main as alerts_main
+
+    settings = _settings(args)
+    setup_logging(settings.log.level)
+    return alerts_main(args, settings)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -334,6 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", help="device registry file (overrides settings)")
     p.add_argument("--rules", help="rules file (overrides settings)")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("alerts", help="run the alerts service: routing, pushes, escalation, ack links")
+    from alerts.service import add_arguments as add_alerts_arguments
+
+    add_alerts_arguments(p)
+    p.set_defaults(func=cmd_alerts)
 
     p = sub.add_parser("replay", help="run a recorded JSON Lines file through the rules")
     p.add_argument("file")

@@ -96,6 +96,8 @@ class Snapshot:
     open_cases: dict[str, int] = field(default_factory=dict)
     penalties: dict[str, int] = field(default_factory=dict)
     latest: list[dict[str, Any]] = field(default_factory=list)
+    pushes: list[dict[str, Any]] = field(default_factory=list)
+    push_count: int = 0
 
 
 def _bridge_metrics() -> tuple[int, dict[str, int]]:
@@ -116,11 +118,11 @@ def _bridge_metrics() -> tuple[int, dict[str, int]]:
 
 
 def _influx_view(settings: Settings, snap: Snapshot) -> None:
-    from streams.influx import InfluxQueryError, query
+    from streams.influx import CASE_EVENT, PENALTY, InfluxQueryError, query
 
     try:
-        latest = query(settings, None, "SELECT * FROM case_event GROUP BY case_id ORDER BY time DESC LIMIT 1")
-        pen = query(settings, None, "SELECT sum(amount_yuan) FROM penalty GROUP BY district")
+        latest = query(settings, None, f"SELECT * FROM {CASE_EVENT} GROUP BY case_id ORDER BY time DESC LIMIT 1")
+        pen = query(settings, None, f"SELECT sum(amount_yuan) FROM {PENALTY} GROUP BY district")
     except (InfluxQueryError, OSError):
         return
     opened: dict[str, int] = {}
@@ -167,7 +169,55 @@ def _render(snap: Snapshot, end_ms: int, phase: str):  # noqa: ANN202
                        row.get("device", ""), row.get("district", ""))
     body = Table.grid(padding=(0, 4))
     body.add_row(cases, pen)
-    return Panel(Group(head, body, latest), title="citywatch — simulated Zhengzhou 郑州")
+    pushes = Table(title=f"latest alerts 最新推送 ({snap.push_count:,} sent)", show_edge=False)
+    for col in ("receiver", "channel", "status", "title"):
+        pushes.add_column(col)
+    for rec in snap.pushes[-5:][::-1]:
+        pushes.add_row(rec.get("receiver", ""), rec.get("channel", ""), rec.get("status", ""),
+                       str(rec.get("title", ""))[:60])
+    return Panel(Group(head, body, latest, pushes), title="citywatch — simulated Zhengzhou 郑州")
+
+
+def _tail_alerts(settings: Settings, snap: Snapshot, stop: threading.Event) -> None:
+    """Follow <prefix>.alerts (one record per push) for the live view."""
+    import orjson
+    from aiokafka import AIOKafkaConsumer
+
+    from ingest.topics import KafkaTopics
+
+    async def follow() -> None:
+        consumer = AIOKafkaConsumer(KafkaTopics(settings.kafka.topic_prefix).alerts,
+                                    bootstrap_servers=settings.kafka.bootstrap, group_id=None,
+                                    auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    for r in records:
+                        snap.pushes.append(orjson.loads(r.value))
+                        snap.push_count += 1
+                del snap.pushes[:-20]
+        finally:
+            await consumer.stop()
+
+    asyncio.run(follow())
+
+
+async def _final_watermark(settings: Settings, at: int) -> None:
+    """The city's time reached ``at``: clocks due by then are booked (as ``replay`` does at its end)."""
+    from ingest.kafka import make_producer
+    from ingest.topics import KafkaTopics
+    from streams.journal import encode
+
+    producer = make_producer(settings.kafka.bootstrap, client_id="citywatch-run")
+    await producer.start()
+    try:
+        for p in range(settings.kafka.partitions):
+            await producer.send_and_wait(KafkaTopics(settings.kafka.topic_prefix).telemetry,
+                                         encode({"type": "watermark", "at": at}), partition=p)
+    finally:
+        await producer.stop()
 
 
 async def _lag(settings: Settings) -> int | None:
@@ -248,6 +298,8 @@ def run(
         children.append(spawn("worker", ["worker", "--simulation"], settings, logdir))
         children.append(spawn("bridge", ["bridge", "--event-time", "--metrics-port", str(METRICS_PORT),
                                          "--stats-every", "10"], settings, logdir))
+        children.append(spawn("alerts", ["alerts", "--state-dir", str(logdir / f"alerts-{run_tag}"),
+                                         "--listen", "127.0.0.1:18787"], settings, logdir))
         _wait_for(lambda: "MQTT connected" in children[1].tail(10**9), children, 30, "the bridge to connect")
 
         sim = Simulation(city, scen.scenarios, seed=seed, start_ms=start_ms, speed=speed,
@@ -268,6 +320,8 @@ def run(
             daemon=True,
         )
         publisher.start()
+        follower = threading.Thread(target=_tail_alerts, args=(settings, snap, stop), daemon=True)
+        follower.start()
         phase = "publishing"
         with Live(_render(snap, end_ms, phase), console=console, refresh_per_second=2, transient=not live) as view:
             last_poll = 0.0
@@ -282,6 +336,8 @@ def run(
                     snap.forwarded, snap.dead = _bridge_metrics()
                     _influx_view(settings, snap)
                     if not publisher.is_alive():
+                        if phase == "publishing":  # the city's clock reached the end: say so to the pipeline
+                            asyncio.run(_final_watermark(settings, end_ms))
                         phase = "draining"
                         lag = asyncio.run(_lag(settings))
                         if lag == 0 and snap.forwarded + sum(snap.dead.values()) >= snap.published:
@@ -292,6 +348,7 @@ def run(
                         else:
                             drained_since = None
                 view.update(_render(snap, end_ms, phase))
+        stop.set()
         hint = sim.expected_ledger_hint(end_ms, rules=rules)
         summary = _summary(settings, snap, hint)
         _print_summary(console, settings, summary)
@@ -315,15 +372,15 @@ def _wait_for(check: Any, children: list[Child], timeout: float, what: str) -> N
 
 
 def _summary(settings: Settings, snap: Snapshot, hint: dict[str, Any]) -> dict[str, Any]:
-    from streams.influx import query
+    from streams.influx import CASE_EVENT, PENALTY, query
 
-    by_payer = query(settings, None, "SELECT sum(amount_yuan) FROM penalty GROUP BY payer_type, payer")
-    by_rule = query(settings, None, "SELECT count(amount_yuan), sum(amount_yuan) FROM penalty GROUP BY rule")
-    entries = query(settings, None, "SELECT amount_yuan, device FROM penalty")
+    by_payer = query(settings, None, f"SELECT sum(amount_yuan) FROM {PENALTY} GROUP BY payer_type, payer")
+    by_rule = query(settings, None, f"SELECT count(amount_yuan), sum(amount_yuan) FROM {PENALTY} GROUP BY rule")
+    entries = query(settings, None, f"SELECT amount_yuan, device FROM {PENALTY}")
     actual_by_device: dict[str, int] = {}
     for r in entries:
         actual_by_device[r["device"]] = actual_by_device.get(r["device"], 0) + int(r["amount_yuan"])
-    cases = query(settings, None, "SELECT * FROM case_event GROUP BY case_id ORDER BY time DESC LIMIT 1")
+    cases = query(settings, None, f"SELECT * FROM {CASE_EVENT} GROUP BY case_id ORDER BY time DESC LIMIT 1")
     counts = query(settings, None, "SELECT count(pm10) FROM dust; SELECT count(tilt_deg) FROM manhole; "
                                    "SELECT count(voltage_v) FROM streetlight")
     return {
@@ -339,6 +396,7 @@ def _summary(settings: Settings, snap: Snapshot, hint: dict[str, Any]) -> dict[s
         "ledger_by_rule": {r["rule"]: (r["count"], int(r["sum"])) for r in by_rule},
         "actual_by_device": actual_by_device,
         "expected": hint,
+        "alerts_sent": snap.push_count,
     }
 
 
@@ -350,21 +408,34 @@ def _count_by(rows: list[dict[str, Any]], key: str) -> dict[str, int]:
 
 
 def expected_vs_actual(items: list[dict[str, Any]], actual_by_device: dict[str, int]) -> list[dict[str, Any]]:
-    """One row per scenario: what it should cost, what the ledger booked for its devices."""
-    rows: dict[str, dict[str, Any]] = {}
+    """Expected against booked, per group of devices that share the same scenarios.
+
+    A device can take part in several scenarios (a site with its own dust
+    episode is also caught in the city-wide storm); its ledger cannot be split
+    between them, so devices are grouped by the set of scenarios they are in.
+    """
+    per_device: dict[str, dict[str, Any]] = {}
     for item in items:
-        row = rows.setdefault(item["scenario"], {"scenario": item["scenario"], "devices": [], "expected": 0,
-                                                 "actual": 0, "exact": True})
-        row["devices"].append(item["device"])
-        row["expected"] += item["amount_yuan"]
-        row["actual"] += actual_by_device.get(item["device"], 0)
-        row["exact"] = row["exact"] and item.get("exact", True)
+        d = per_device.setdefault(item["device"], {"scenarios": [], "expected": 0, "exact": True})
+        name = item["scenario"].split(" at ")[0]
+        if name not in d["scenarios"]:
+            d["scenarios"].append(name)
+        d["expected"] += item["amount_yuan"]
+        d["exact"] = d["exact"] and item.get("exact", True)
+    groups: dict[str, dict[str, Any]] = {}
+    for device, d in per_device.items():
+        label = " + ".join(d["scenarios"])
+        g = groups.setdefault(label, {"scenario": label, "devices": [], "expected": 0, "actual": 0, "exact": True})
+        g["devices"].append(device)
+        g["expected"] += d["expected"]
+        g["actual"] += actual_by_device.get(device, 0)
+        g["exact"] = g["exact"] and d["exact"]
     out = []
-    for row in rows.values():
-        row["mark"] = "✓" if row["actual"] == row["expected"] else ("≈" if not row["exact"] else "✗")
-        devs = row["devices"]
-        row["devices"] = devs[0] if len(devs) == 1 else f"{len(devs)} devices"
-        out.append(row)
+    for g in groups.values():
+        g["mark"] = "✓" if g["actual"] == g["expected"] else ("≈" if not g["exact"] else "✗")
+        devs = g["devices"]
+        g["devices"] = devs[0] if len(devs) == 1 else f"{len(devs)} devices"
+        out.append(g)
     return out
 
 
@@ -376,6 +447,7 @@ def _print_summary(console: Any, settings: Settings, s: dict[str, Any]) -> None:
                   f"{sum(s['dead_letters'].values()):,} dead letters ({', '.join(f'{k} {v}' for k, v in s['dead_letters'].items()) or 'none'})")
     console.print(f"telemetry points in InfluxDB: {s['telemetry_points']}")
     console.print(f"cases: {s['cases']} ({', '.join(f'{k} {v}' for k, v in s['cases_by_rule'].items())})")
+    console.print(f"alerts pushed: {s['alerts_sent']:,} (see .state/run/alerts.log for the console channel)")
     t = Table(title="ledger by payer 按缴款单位")
     t.add_column("payer type")
     t.add_column("payer")
@@ -390,11 +462,13 @@ def _print_summary(console: Any, settings: Settings, s: dict[str, Any]) -> None:
         e.add_row(row["scenario"][:48], row["devices"], f"{row['expected']:,}", f"{row['actual']:,}", row["mark"])
     console.print(e)
     console.print(f"ledger total [b]{s['ledger_total']:,}[/b] yuan; scenarios expect {s['expected']['total_yuan']:,}")
+    from streams.influx import PENALTY
+
     db = settings.influx.database
     console.print(
         f"\nThe data stays in InfluxDB {settings.influx.url}, database [b]{db}[/b]; try\n"
         f"  curl -sG {settings.influx.url}/query --data-urlencode db={db} "
-        f"--data-urlencode \"q=SELECT sum(amount_yuan) FROM penalty GROUP BY district\"\n"
+        f"--data-urlencode 'q=SELECT sum(amount_yuan) FROM {PENALTY} GROUP BY district'\n"
         f"Dashboards: deploy/grafana (docs/grafana.md), or `citywatch grafana push --url URL --token TOKEN "
         f"--database {db}`.\nServices started by this run were stopped; `citywatch run --keep-services` keeps them."
     )

@@ -69,6 +69,14 @@ __all__ = [
 ]
 
 
+LEDGER_RP = "ledger"
+"""Retention policy of ``penalty`` and ``case_event`` (infinite; see ``ensure_database``)."""
+
+PENALTY = f'"{LEDGER_RP}"."penalty"'
+CASE_EVENT = f'"{LEDGER_RP}"."case_event"'
+"""Qualified measurement names for InfluxQL ``FROM`` clauses."""
+
+
 class InfluxError(Exception):
     """A writer or setup failure that the caller has to act on."""
 
@@ -642,15 +650,20 @@ def ensure_database(
     raw_duration: str = "30d",
     long_rp: str = "long",
     long_duration: str = "730d",
+    ledger_rp: str = "ledger",
+    ledger_duration: str = "INF",
     every: str = "1m",
     downsample: Mapping[str, Sequence[str]] | None = None,
     token: str | None = None,
 ) -> None:
     """Create (or bring up to date) the database, its retention policies and CQs. Idempotent.
 
-    * ``raw_rp`` (default ``raw``, 30 days) is the DEFAULT RP: every write lands there.
-    * ``long_rp`` (default ``long``, 730 days = 2 years) receives the downsampled telemetry
-      (and is where ledger/case writers may write with ``retention_policy=long_rp``).
+    * ``raw_rp`` (default ``raw``, 30 days) is the DEFAULT RP: telemetry and dead letters land there.
+    * ``long_rp`` (default ``long``, 730 days = 2 years) receives the downsampled telemetry.
+    * ``ledger_rp`` (default ``ledger``, kept forever) holds ``penalty`` and
+      ``case_event``: money and the evidence behind it are settled months later
+      and disputed for years, so they never expire with the telemetry. Query
+      them qualified: ``FROM "ledger"."penalty"`` (``LEDGER_RP``).
     * one continuous query per measurement in ``downsample`` (default: the number
       fields of each telemetry kind) writing ``mean(f) AS f`` per ``every`` and per
       series (``GROUP BY time(every), *``) from raw into long. A CQ's name carries
@@ -665,21 +678,29 @@ def ensure_database(
     for name, value in (
         ("raw_duration", raw_duration),
         ("long_duration", long_duration),
+        ("ledger_duration", ledger_duration),
         ("every", every),
     ):
         if not _duration_ok(value):
             raise ValueError(
                 f"Invalid {name!r} argument {value!r}; expected an InfluxQL duration like '30d', '1m', '104w' or 'INF'"
             )
-    if raw_rp == long_rp:
-        raise ValueError(f"Invalid 'long_rp' argument {long_rp!r}: must differ from raw_rp")
+    if len({raw_rp, long_rp, ledger_rp}) != 3:
+        raise ValueError(
+            f"Invalid retention policy names raw_rp={raw_rp!r}, long_rp={long_rp!r}, ledger_rp={ledger_rp!r}: "
+            "they must differ"
+        )
     url, db, tok = _target(settings_or_url, database, token)
     if not db:
         raise ValueError("Invalid 'database' argument None; pass a database name or Settings")
     q = lambda text: query(url, db, text, token=tok)  # noqa: E731
     q(f"CREATE DATABASE {_ident(db)}")
     existing = {r["name"]: r for r in q(f"SHOW RETENTION POLICIES ON {_ident(db)}")}
-    for rp, duration, default in ((raw_rp, raw_duration, True), (long_rp, long_duration, False)):
+    for rp, duration, default in (
+        (raw_rp, raw_duration, True),
+        (long_rp, long_duration, False),
+        (ledger_rp, ledger_duration, False),
+    ):
         verb = "ALTER" if rp in existing else "CREATE"
         rep = "" if verb == "ALTER" else " REPLICATION 1"
         q(

@@ -36,7 +36,7 @@ from ingest.registry import RegistryWatcher
 from ingest.topics import KafkaTopics
 from streams import journal, points
 from streams.detector import Detector
-from streams.influx import InfluxWriter, ensure_database
+from streams.influx import LEDGER_RP, InfluxWriter, ensure_database
 from streams.model import CaseEvent, LedgerEntry, OfficerAction
 from streams.rules import Rules, load_rules
 
@@ -175,16 +175,20 @@ def build_app(
     influx = settings.influx
     writer_ready = asyncio.Event()
     writer = InfluxWriter(influx.url, influx.database, token=influx.token, org=influx.org)
+    ledger_writer = InfluxWriter(influx.url, influx.database, token=influx.token, org=influx.org,
+                                 retention_policy=LEDGER_RP)
 
     @app.task(on_leader=False)
     async def start_writer() -> None:
         await asyncio.to_thread(ensure_database, influx.url, influx.database, token=influx.token)
         await writer.start()
+        await ledger_writer.start()
         writer_ready.set()
 
     @app.on_before_shutdown.connect
     async def stop_writer(app: faust.App, **kwargs: Any) -> None:
         await writer.stop()
+        await ledger_writer.stop()
 
     @app.on_partitions_revoked.connect
     async def forget_partitions(app: faust.App, revoked: set, **kwargs: Any) -> None:
@@ -211,7 +215,7 @@ def build_app(
             fut = await journal_topic.send(key=key, value=journal.encode(body))
             await fut
 
-    async def sink(stream: faust.StreamT, to_line: Any) -> None:
+    async def sink(stream: faust.StreamT, to_line: Any, writer: InfluxWriter = writer) -> None:
         await writer_ready.wait()
         async for values in stream.take(SINK_BATCH, within=SINK_WITHIN_S):
             lines = []
@@ -234,11 +238,11 @@ def build_app(
 
     @app.agent(cases, name="sink-cases")
     async def sink_cases(stream: faust.StreamT) -> None:
-        await sink(stream, points.case_event_line)
+        await sink(stream, points.case_event_line, ledger_writer)
 
     @app.agent(penalties, name="sink-penalties")
     async def sink_penalties(stream: faust.StreamT) -> None:
-        await sink(stream, points.penalty_line)
+        await sink(stream, points.penalty_line, ledger_writer)
 
     @app.agent(deadletter, name="sink-deadletter")
     async def sink_deadletter(stream: faust.StreamT) -> None:

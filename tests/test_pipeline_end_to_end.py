@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from citywatch.settings import Settings
-from streams.influx import InfluxQueryError, query
+from streams.influx import CASE_EVENT, InfluxQueryError, query
 from tests.kit.mqtt import Publisher, drop_session, now_ms
 from tests.kit.procs import Proc, wait_until
 
@@ -41,12 +41,12 @@ def test_readings_published_over_mqtt_arrive_in_influxdb_through_kafka_and_faust
             rows = query(s, None, "SELECT count(pm10) FROM dust; SELECT count(tilt_deg) FROM manhole")
             dust = next((r["count"] for r in rows if r["_series"] == "dust"), 0)
             manhole = next((r["count"] for r in rows if r["_series"] == "manhole"), 0)
-            cases = query(s, None, f"SELECT * FROM case_event WHERE device = '{mh}'")
+            cases = query(s, None, f"SELECT * FROM {CASE_EVENT} WHERE device = '{mh}'")
             dead = query(s, None, "SELECT * FROM deadletter")
             return dust, manhole, len(cases), len(dead)
 
         wait_until(lambda: counts() == (30, 30, 1, 1), timeout=90, what="all points in InfluxDB")
-        case = query(s, None, f"SELECT * FROM case_event WHERE device = '{mh}'")[0]
+        case = query(s, None, f"SELECT * FROM {CASE_EVENT} WHERE device = '{mh}'")[0]
         assert case["state"] == "open" and case["opened_at"] == t0 + 20_000
         assert case["deadline"] == t0 + 20_000 + 2 * 3_600_000  # default grace on every road class
         mean = query(s, None, f"SELECT mean(pm10) FROM dust WHERE device = '{ds}'")[0]["mean"]

@@ -306,7 +306,7 @@ def open_cases_rows(fields: Sequence[str], *conditions: str) -> InfluxQL:
 
 
 def penalty_sum(*conditions: str, group_by: Sequence[str] = (), alias: str = "yuan") -> InfluxQL:
-    q = f'SELECT sum("amount_yuan") AS "{alias}" FROM "penalty" WHERE {where(TIME, DISTRICT, *conditions)}'
+    q = f'SELECT sum("amount_yuan") AS "{alias}" FROM "ledger"."penalty" WHERE {where(TIME, DISTRICT, *conditions)}'
     if group_by:
         q += " GROUP BY " + ", ".join(f'"{g}"' for g in group_by)
     return InfluxQL(q)
@@ -588,7 +588,7 @@ def dust() -> dict:
         "扬尘违规 · Violations opened",
         [
             InfluxQL(
-                f'SELECT count("open") AS "violations" FROM "case_event" WHERE {DUST_VIOLATION_OPENED} AND {UNIT}'
+                f'SELECT count("open") AS "violations" FROM "ledger"."case_event" WHERE {DUST_VIOLATION_OPENED} AND {UNIT}'
             )
         ],
         w=4,
@@ -634,7 +634,7 @@ def dust() -> dict:
         "扬尘案件动态 · Dust case events",
         [
             InfluxQL(
-                'SELECT "device", "rule", "state", "severity", "address" FROM "case_event" '
+                'SELECT "device", "rule", "state", "severity", "address" FROM "ledger"."case_event" '
                 f"WHERE {where(TIME, rule_is('dust_any'), DISTRICT, UNIT)} ORDER BY time DESC LIMIT 500"
             )
         ],
@@ -654,7 +654,7 @@ def dust() -> dict:
         annotations=[
             annotation(
                 "扬尘违规 · Dust violations",
-                f'SELECT "device", "address" FROM "case_event" WHERE {DUST_VIOLATION_OPENED}',
+                f'SELECT "device", "address" FROM "ledger"."case_event" WHERE {DUST_VIOLATION_OPENED}',
                 color="red",
                 text="address",
                 tags="device",
@@ -699,7 +699,7 @@ def manhole() -> dict:
             open_cases_rows(case_fields, MANHOLE),
             InfluxQL(
                 'SELECT sum("amount_yuan") AS "yuan_so_far", max("hour_index") AS "hours_billed" '
-                f'FROM "penalty" WHERE {where(TIME, DISTRICT)} GROUP BY "case_id"'
+                f'FROM "ledger"."penalty" WHERE {where(TIME, DISTRICT)} GROUP BY "case_id"'
             ),
         ],
         w=24,
@@ -732,7 +732,7 @@ def manhole() -> dict:
         time_from=OPEN_CASE_LOOKBACK,
     )
     repair = (
-        'SELECT elapsed("open", 1m) AS "minutes", difference("open") AS "closing" FROM "case_event" '
+        'SELECT elapsed("open", 1m) AS "minutes", difference("open") AS "closing" FROM "ledger"."case_event" '
         f"WHERE {where(TIME, MANHOLE, OPENING_OR_ENDING, DISTRICT, UNIT)} "
         'GROUP BY "case_id"'
     )
@@ -773,7 +773,7 @@ def manhole() -> dict:
         "各单位案件数 · Cases opened per unit",
         [
             InfluxQL(
-                'SELECT count("open") AS "cases_opened" FROM "case_event" '
+                'SELECT count("open") AS "cases_opened" FROM "ledger"."case_event" '
                 f"WHERE {where(TIME, MANHOLE, OPENED, DISTRICT, UNIT)} "
                 'GROUP BY "unit"'
             )
@@ -896,7 +896,7 @@ def streetlight() -> dict:
         "漏电事件 · Leakage events",
         [
             InfluxQL(
-                'SELECT "device", "address", "severity" FROM "case_event" '
+                'SELECT "device", "address", "severity" FROM "ledger"."case_event" '
                 f"WHERE {where(TIME, rule_is('streetlight_leakage'), OPENED, DISTRICT, UNIT)} "
                 "ORDER BY time DESC"
             )
@@ -942,7 +942,7 @@ def penalties() -> dict:
         thresholds_=thresholds("blue"),
         options=stat_options(),
     )
-    by_district = f'SELECT sum("amount_yuan") AS "yuan" FROM "penalty" WHERE {where(TIME, DISTRICT)} GROUP BY "district"'
+    by_district = f'SELECT sum("amount_yuan") AS "yuan" FROM "ledger"."penalty" WHERE {where(TIME, DISTRICT)} GROUP BY "district"'
     L.add(
         "table",
         "黑榜（扣款最多的区） · Black list: most deducted districts",
@@ -969,7 +969,7 @@ def penalties() -> dict:
         "月排名（按付款方） · Ranking by payer",
         [
             InfluxQL(
-                'SELECT sum("amount_yuan") AS "yuan", count("amount_yuan") AS "entries" FROM "penalty" '
+                'SELECT sum("amount_yuan") AS "yuan", count("amount_yuan") AS "entries" FROM "ledger"."penalty" '
                 f'WHERE {where(TIME, DISTRICT)} GROUP BY "payer_type", "payer"'
             )
         ],
@@ -996,7 +996,7 @@ def penalties() -> dict:
         "每日扣款 · Daily penalties",
         [
             InfluxQL(
-                f'SELECT sum("amount_yuan") AS "yuan" FROM "penalty" WHERE {where(TIME, DISTRICT)} '
+                f'SELECT sum("amount_yuan") AS "yuan" FROM "ledger"."penalty" WHERE {where(TIME, DISTRICT)} '
                 f"GROUP BY time(1d), \"payer_type\" fill(0) tz('{TIMEZONE}')",
                 format="time_series",
                 alias="$tag_payer_type",
@@ -1014,7 +1014,7 @@ def penalties() -> dict:
         [
             InfluxQL(
                 'SELECT "entry_id", "case_id", "rule", "payer_type", "payer", "district", "device", '
-                '"amount_yuan", "hour_index", "reverses" FROM "penalty" '
+                '"amount_yuan", "hour_index", "reverses" FROM "ledger"."penalty" '
                 f"WHERE {where(TIME, DISTRICT)} ORDER BY time DESC LIMIT 1000"
             )
         ],

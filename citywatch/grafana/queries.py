@@ -93,7 +93,7 @@ def latest_per_case(fields: Sequence[str], *conditions: str, group_by: Sequence[
     and the named fields/tags of that same event."""
     cols = ", ".join(['last("open") AS "open"', *(f'"{f}"' for f in fields)])
     groups = ", ".join(f'"{g}"' for g in ("case_id", *group_by))
-    return f'SELECT {cols} FROM "case_event" WHERE {where(TIME, *conditions)} GROUP BY {groups}'
+    return f'SELECT {cols} FROM "ledger"."case_event" WHERE {where(TIME, *conditions)} GROUP BY {groups}'
 
 
 def lit_indicator() -> str:

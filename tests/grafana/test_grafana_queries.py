@@ -516,11 +516,16 @@ def influx_query(settings, q: str) -> list[dict]:
 
 @pytest.fixture
 def city(settings):
-    _post(
-        f"{settings.influx.url}/query", {"q": f'CREATE DATABASE "{settings.influx.database}"'}, b""
-    )
-    body = "\n".join(scenario()).encode()
-    _post(f"{settings.influx.url}/write", {"db": settings.influx.database, "precision": "ms"}, body)
+    """The scenario written as the worker writes it: ledger measurements into the ledger RP."""
+    from streams.influx import LEDGER_RP, ensure_database
+
+    ensure_database(settings, raw_duration="INF")  # the scenario's "now" lies in 2025
+    lines = scenario()
+    ledger = [line for line in lines if line.startswith(("penalty,", "case_event,"))]
+    rest = [line for line in lines if not line.startswith(("penalty,", "case_event,"))]
+    db = settings.influx.database
+    _post(f"{settings.influx.url}/write", {"db": db, "precision": "ms"}, "\n".join(rest).encode())
+    _post(f"{settings.influx.url}/write", {"db": db, "precision": "ms", "rp": LEDGER_RP}, "\n".join(ledger).encode())
     return settings
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from citywatch.settings import Settings
 from ingest.registry import load_registry
 from ingest.topics import KafkaTopics
 from streams import journal
-from streams.influx import InfluxQueryError, query
+from streams.influx import PENALTY, InfluxQueryError, query
 from tests.conftest import settings_env
 from tests.kit.kafka import read_topic_sync
 from tests.kit.procs import Proc, wait_until
@@ -61,7 +61,7 @@ def test_officer_closes_a_case_from_the_cli_and_the_clock_stops(
 
         def in_influx() -> list | None:
             try:
-                return query(s, None, f"SELECT * FROM penalty WHERE device = '{mh}'") or None
+                return query(s, None, f"SELECT * FROM {PENALTY} WHERE device = '{mh}'") or None
             except InfluxQueryError:
                 return None
 

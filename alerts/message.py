@@ -1,0 +1,353 @@
+"""What an officer reads: notices about cases, rendered bilingual (Chinese first, English below).
+
+A ``Notice`` is one meaningful change of one case for one receiver (opened,
+deadline passed, accident, repaired/closed, N hours overdue, escalated to a
+level, still unacknowledged). The group stage collects notices of one group
+into one ``Message``; every channel sends a ``Message``: WeCom and DingTalk
+the markdown, e-mail the subject and plain text, the JSON webhook ``data``.
+
+Times are shown in Asia/Shanghai (UTC+8, no daylight saving); the map link is
+Amap's marker URL from the registry's lat/lon.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+CST = timezone(timedelta(hours=8), "CST")
+HOUR_MS = 3_600_000
+
+RULE_NAMES: dict[str, tuple[str, str]] = {
+    "manhole": ("井盖缺失或破损", "Manhole cover missing or damaged"),
+    "manhole.accident": ("井盖事故", "Manhole cover accident"),
+    "dust": ("工地扬尘超标", "Construction-site dust violation"),
+    "dust.warning": ("工地扬尘预警", "Construction-site dust warning"),
+    "dust.flatline": ("扬尘监测数据异常", "Dust monitor flatline (data suspect)"),
+    "streetlight.fault": ("路灯故障", "Streetlight fault"),
+    "streetlight.leakage": ("路灯漏电（触电危险）", "Streetlight leakage (electric-shock risk)"),
+    "offline": ("设备离线", "Device offline"),
+}
+SEVERITY_NAMES = {
+    "info": ("提示", "info"), "warning": ("预警", "warning"), "minor": ("一般", "minor"),
+    "major": ("重大", "major"), "critical": ("紧急", "critical"),
+}  # fmt: skip
+CHANGE_NAMES = {
+    "open": ("新案件", "new case"),
+    "reopened": ("重新打开", "reopened"),
+    "escalated": ("已超过处置时限", "past its repair deadline"),
+    "accident": ("发生事故", "accident reported"),
+    "repaired": ("已修复", "repaired"),
+    "closed": ("已结案", "closed"),
+    "overdue": ("超期未修复", "still overdue"),
+    "escalation": ("未确认，升级", "unacknowledged, escalated"),
+    "reminder": ("仍未确认", "still unacknowledged"),
+}
+
+
+@dataclass
+class CaseInfo:
+    """What the alerts service knows of a case: its latest snapshot plus the money seen for it."""
+
+    case_id: str
+    snapshot: dict[str, Any]
+    yuan: int = 0
+    hours_booked: int = 0
+    last_state: str | None = None
+    """Last pushed lifecycle state (open/escalated/repaired/closed/reopened)."""
+    accident: bool = False
+    escalation: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per route id: ``{"level": levels reached, "reminders": reminders sent}``."""
+
+    @property
+    def acknowledged(self) -> bool:
+        d = self.snapshot.get("detail") or {}
+        return d.get("acknowledged_at") is not None or self.snapshot.get("state") == "acknowledged"
+
+    @property
+    def ended(self) -> bool:
+        return self.snapshot.get("state") in ("repaired", "closed")
+
+    def labels(self) -> dict[str, str]:
+        s = self.snapshot
+        return {k: str(s.get(k) or "") for k in ("kind", "rule", "severity", "district", "grid", "unit", "device")} | {
+            "case_id": self.case_id
+        }
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "snapshot": self.snapshot, "yuan": self.yuan, "hours_booked": self.hours_booked,
+            "last_state": self.last_state, "accident": self.accident, "escalation": self.escalation,
+        }  # fmt: skip
+
+    @classmethod
+    def from_row(cls, case_id: str, d: dict[str, Any]) -> CaseInfo:
+        return cls(case_id=case_id, snapshot=d["snapshot"], yuan=d["yuan"], hours_booked=d["hours_booked"],
+                   last_state=d["last_state"], accident=d["accident"], escalation=d["escalation"])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One thing to tell one receiver about one case."""
+
+    key: str
+    """Idempotency key of the change (``case_id:state:at``, ``entry id``, ``case_id:esc:route:level``)."""
+    case_id: str
+    change: str
+    at: int
+    route_id: str
+    receiver: str
+    group_key: str
+    level_name: str = ""
+    hours: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "case_id": self.case_id, "change": self.change, "at": self.at,
+                "route_id": self.route_id, "receiver": self.receiver, "group_key": self.group_key,
+                "level_name": self.level_name, "hours": self.hours}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Notice:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One push to one receiver: rendered once, stored in the outbox, sent by every channel of it."""
+
+    key: str
+    """Idempotency key of the push (stable across retries and restarts)."""
+    receiver: str
+    title: str
+    markdown: str
+    text: str
+    data: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "receiver": self.receiver, "title": self.title, "markdown": self.markdown,
+                "text": self.text, "data": self.data}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Message:
+        return cls(**d)
+
+
+def fmt_time(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=CST).strftime("%Y-%m-%d %H:%M")
+
+
+def map_link(lat: float | None, lon: float | None, name: str = "") -> str | None:
+    if lat is None or lon is None:
+        return None
+    from urllib.parse import quote
+
+    link = f"https://uri.amap.com/marker?position={lon:.6f},{lat:.6f}"
+    return link + (f"&name={quote(name)}" if name else "")
+
+
+def _yuan(n: int) -> str:
+    return f"{n:,}"
+
+
+@dataclass
+class Renderer:
+    """Renders a group of notices into one ``Message``.
+
+    ``locate(device)`` gives (lat, lon) from the registry; ``ack_link(case_id,
+    device, action, officer)`` a signed link; ``now()`` the clock (epoch ms).
+    """
+
+    locate: Callable[[str], tuple[float | None, float | None]]
+    ack_link: Callable[[str, str, str, str], str]
+    now: Callable[[], int]
+    district_names: dict[str, str] = field(default_factory=dict)
+    max_cases: int = 10
+
+    def district(self, d: str) -> str:
+        name = self.district_names.get(d)
+        return f"{name}（{d}）" if name else d
+
+    def render(self, key: str, receiver: str, officer: str, notices: Sequence[Notice],
+               cases: dict[str, CaseInfo], receiver_label: str = "") -> Message:  # fmt: skip
+        now = self.now()
+        items = []
+        for n in notices:
+            info = cases.get(n.case_id)
+            s = info.snapshot if info else {}
+            device = str(s.get("device") or "")
+            lat, lon = self.locate(device) if device else (None, None)
+            deadline = s.get("deadline")
+            overdue_h = max(0, (now - deadline) // HOUR_MS) if deadline is not None and not (info and info.ended) else None
+            if info and info.ended and deadline is not None:
+                end = (s.get("detail") or {}).get("repair_at") or s.get("at")
+                overdue_h = max(0, (int(end) - deadline) // HOUR_MS)
+            items.append({
+                "notice": n, "snapshot": s, "info": info, "device": device, "lat": lat, "lon": lon,
+                "overdue_h": overdue_h,
+                "ack": self.ack_link(n.case_id, device, "ack", officer) if device else None,
+                "close": self.ack_link(n.case_id, device, "close", officer) if device else None,
+            })
+        title_zh, title_en = self._titles(items)
+        md = self._markdown(items, title_zh, title_en)
+        text = self._text(items, title_zh, title_en)
+        data = {
+            "id": key,
+            "receiver": receiver,
+            "receiver_label": receiver_label,
+            "title": f"{title_zh} / {title_en}",
+            "created_at": now,
+            "cases": [self._case_data(it) for it in items],
+        }
+        return Message(key=key, receiver=receiver, title=f"{title_zh} / {title_en}", markdown=md, text=text, data=data)
+
+    # ------------------------------------------------------------------ pieces
+
+    def _titles(self, items: list[dict[str, Any]]) -> tuple[str, str]:
+        if len(items) == 1:
+            it = items[0]
+            s, n = it["snapshot"], it["notice"]
+            rz, re_ = RULE_NAMES.get(s.get("rule", ""), (s.get("rule", "案件"), s.get("rule", "case")))
+            cz, ce = self._change(n)
+            where = s.get("address") or it["device"] or n.case_id
+            return f"【{rz}·{cz}】{where}", f"{re_}: {ce} at {where}"
+        rules = Counter(it["snapshot"].get("rule", "") for it in items)
+        districts = sorted({it["snapshot"].get("district", "") for it in items} - {""})
+        where_zh = "、".join(self.district(d) for d in districts[:3]) or "多个区域"
+        where_en = ", ".join(districts[:3]) or "several districts"
+        parts_zh = "，".join(f"{RULE_NAMES.get(r, (r, r))[0]} {c} 起" for r, c in rules.most_common())
+        parts_en = ", ".join(f"{c} × {RULE_NAMES.get(r, (r, r))[1].lower()}" for r, c in rules.most_common())
+        return f"【城市管理告警】{where_zh}：{parts_zh}", f"citywatch: {parts_en} in {where_en}"
+
+    @staticmethod
+    def _change(n: Notice) -> tuple[str, str]:
+        cz, ce = CHANGE_NAMES.get(n.change, (n.change, n.change))
+        if n.change == "overdue" and n.hours is not None:
+            return f"超期 {n.hours} 小时未修复", f"{n.hours} h past the deadline"
+        if n.change in ("escalation", "reminder") and n.level_name:
+            zh, _, en = n.level_name.partition(" / ")
+            return f"{cz}至{zh}", f"{ce} to {en or zh}"
+        return cz, ce
+
+    def _clock_zh(self, it: dict[str, Any]) -> str:
+        info, s = it["info"], it["snapshot"]
+        parts = []
+        if s.get("deadline") is not None:
+            if it["overdue_h"]:
+                parts.append(f"已超时限 {it['overdue_h']} 小时")
+            else:
+                parts.append(f"处置时限 {fmt_time(s['deadline'])}")
+        if info and info.yuan:
+            parts.append(f"累计扣罚 {_yuan(info.yuan)} 元")
+        return "，".join(parts)
+
+    def _clock_en(self, it: dict[str, Any]) -> str:
+        info, s = it["info"], it["snapshot"]
+        parts = []
+        if s.get("deadline") is not None:
+            if it["overdue_h"]:
+                parts.append(f"{it['overdue_h']} h past the deadline")
+            else:
+                parts.append(f"repair by {fmt_time(s['deadline'])}")
+        if info and info.yuan:
+            parts.append(f"{_yuan(info.yuan)} yuan so far")
+        return ", ".join(parts)
+
+    def _markdown(self, items: list[dict[str, Any]], tz: str, te: str) -> str:
+        shown = items[: self.max_cases]
+        more = len(items) - len(shown)
+        zh = [f"### {tz}"]
+        for it in shown:
+            s, n = it["snapshot"], it["notice"]
+            cz, _ = self._change(n)
+            sz = SEVERITY_NAMES.get(s.get("severity", ""), (s.get("severity", ""), ""))[0]
+            rz = RULE_NAMES.get(s.get("rule", ""), (s.get("rule", ""), ""))[0]
+            link = map_link(it["lat"], it["lon"], s.get("address", ""))
+            where = s.get("address") or it["device"]
+            zh.append(f"> **{rz}·{cz}**（{sz}）")
+            zh.append(f"> 地点：{where}（{self.district(s.get('district', ''))}，网格 {s.get('grid', '-')}）"
+                      + (f" [地图]({link})" if link else ""))
+            zh.append(f"> 设备：{it['device']}，责任单位：{s.get('unit', '-')}")
+            zh.append(f"> 开始：{fmt_time(s.get('opened_at'))}（北京时间）")
+            clock = self._clock_zh(it)
+            if clock:
+                zh.append(f"> 计时：{clock}")
+            if it["ack"] and n.change not in ("repaired", "closed"):
+                zh.append(f"> [确认收到]({it['ack']})　[已修复结案]({it['close']})")
+            zh.append("")
+        if more:
+            zh.append(f"……另有 {more} 起，详见指挥中心大屏。")
+        en = ["---", f"**{te}**"]
+        for it in shown:
+            s, n = it["snapshot"], it["notice"]
+            _, ce = self._change(n)
+            se = SEVERITY_NAMES.get(s.get("severity", ""), ("", s.get("severity", "")))[1]
+            re_ = RULE_NAMES.get(s.get("rule", ""), ("", s.get("rule", "")))[1]
+            where = s.get("address") or it["device"]
+            line = f"- {re_}: {ce} ({se}) at {where}, {s.get('district', '')} grid {s.get('grid', '-')}, since {fmt_time(s.get('opened_at'))} (Asia/Shanghai)"
+            clock = self._clock_en(it)
+            if clock:
+                line += f"; {clock}"
+            if it["ack"] and n.change not in ("repaired", "closed"):
+                line += f". [Acknowledge]({it['ack']})"
+            en.append(line)
+        if more:
+            en.append(f"... and {more} more.")
+        return "\n".join(zh + en)
+
+    def _text(self, items: list[dict[str, Any]], tz: str, te: str) -> str:
+        shown = items[: self.max_cases]
+        more = len(items) - len(shown)
+        zh = [tz, ""]
+        en = [te, ""]
+        for it in shown:
+            s, n = it["snapshot"], it["notice"]
+            cz, ce = self._change(n)
+            rz, re_ = RULE_NAMES.get(s.get("rule", ""), (s.get("rule", ""), s.get("rule", "")))
+            sz, se = SEVERITY_NAMES.get(s.get("severity", ""), (s.get("severity", ""), s.get("severity", "")))
+            where = s.get("address") or it["device"]
+            link = map_link(it["lat"], it["lon"])
+            zh.append(f"* {rz}·{cz}（{sz}）")
+            zh.append(f"  地点：{where}（{self.district(s.get('district', ''))}，网格 {s.get('grid', '-')}）")
+            if link:
+                zh.append(f"  地图：{link}")
+            zh.append(f"  开始：{fmt_time(s.get('opened_at'))}（北京时间）")
+            if self._clock_zh(it):
+                zh.append(f"  计时：{self._clock_zh(it)}")
+            if it["ack"] and n.change not in ("repaired", "closed"):
+                zh.append(f"  确认收到：{it['ack']}")
+            en.append(f"* {re_}: {ce} ({se})")
+            en.append(f"  Where: {where} ({s.get('district', '')}, grid {s.get('grid', '-')})")
+            if link:
+                en.append(f"  Map: {link}")
+            en.append(f"  Since: {fmt_time(s.get('opened_at'))} (Asia/Shanghai)")
+            if self._clock_en(it):
+                en.append(f"  Clock: {self._clock_en(it)}")
+            if it["ack"] and n.change not in ("repaired", "closed"):
+                en.append(f"  Acknowledge: {it['ack']}")
+        if more:
+            zh.append(f"……另有 {more} 起。")
+            en.append(f"... and {more} more.")
+        return "\n".join(zh + ["", "-" * 40, ""] + en) + "\n"
+
+    @staticmethod
+    def _case_data(it: dict[str, Any]) -> dict[str, Any]:
+        s, n, info = it["snapshot"], it["notice"], it["info"]
+        return {
+            "case_id": n.case_id, "change": n.change, "notice_key": n.key, "at": n.at,
+            "rule": s.get("rule"), "kind": s.get("kind"), "state": s.get("state"), "severity": s.get("severity"),
+            "device": it["device"], "district": s.get("district"), "grid": s.get("grid"), "unit": s.get("unit"),
+            "address": s.get("address"), "lat": it["lat"], "lon": it["lon"],
+            "map": map_link(it["lat"], it["lon"]),
+            "opened_at": s.get("opened_at"), "deadline": s.get("deadline"),
+            "hours_past_deadline": it["overdue_h"], "yuan_so_far": info.yuan if info else 0,
+            "level": n.level_name or None, "ack_url": it["ack"],
+        }  # fmt: skip
+
+
+def iso_utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat()

@@ -1,0 +1,418 @@
+"""The alerts service: case events and ledger entries in, pushes out.
+
+::
+
+    <prefix>.cases ─┐                                                        ┌─► WeCom / DingTalk / webhook / e-mail / log
+    <prefix>.penalties ─► changes ─► route ─► notices (sqlite) ─► group ─► outbox (sqlite) ─► deliver (retry, backoff)
+                                      ▲                     escalate ─┘                         └─► <prefix>.alerts (a record per push)
+           officers ─► /ack (signed link | bearer) ─► <prefix>.acks ─► worker ─► case event "acknowledged" stops escalation
+
+* A *meaningful change* of a case is a push: opened, deadline passed
+  (``escalated``), accident, repaired/closed, every ``notify.overdue_every_hours``
+  hours past the deadline (from the ledger's hour entries). Acknowledgements
+  and notes are not pushed; they stop escalation.
+* Idempotency keys: ``case_id:state:at`` for a state change,
+  ``case_id:accident``, the ledger entry id for an overdue notice,
+  ``case_id:esc:<route>:<level>`` for an escalation. A redelivered Kafka
+  record inserts nothing new (``notices`` primary key).
+* Kafka offsets are committed after the notices they produced are committed
+  to sqlite: a crash repeats records (deduplicated), never loses them.
+
+The consumer reads every partition of both topics itself (``assign``), and
+commits its offsets under the consumer group ``<prefix>.alerts`` (so lag is
+visible to the usual Kafka tools). Run one alerts process per city: the
+outbox and the escalation timers are its local state.
+
+CLI wiring: ``add_arguments(parser)`` and ``main(args, settings)``;
+``python -m alerts.service`` runs it with settings from the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from alerts import escalate
+from alerts.channels import Channel, Result, make_channel
+from alerts.group import Grouper, group_key
+from alerts.http import AckEndpoint, make_link
+from alerts.message import CaseInfo, Notice, Renderer
+from alerts.outbox import Deliverer, OutboxRow, Store, message_key
+from alerts.route import RoutingConfig, load_routes
+from citywatch.settings import Settings
+from streams.model import OfficerAction
+
+log = logging.getLogger("citywatch.alerts")
+
+PUSH_STATES = ("open", "reopened", "escalated", "repaired", "closed")
+FORGET_AFTER_MS = 7 * 24 * 3600_000
+"""Ended cases, sent notices and finished outbox rows are kept this long (a late repeat is still recognised)."""
+PRUNE_EVERY_S = 600
+FETCH_MAX_WAIT_MS = 50
+"""How long the broker may hold a fetch for more data: the floor of the push latency (aiokafka's default is 500)."""
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class AlertsService:
+    """One alerts process.
+
+    ``settings``: Kafka bootstrap and topic prefix, registry path (for map links).
+    ``routes_path``: the routing file (validated here: ``ConfigError`` on a mistake).
+    ``state_dir``: where ``alerts.sqlite`` (the outbox) lives.
+    ``clock``: epoch ms; everything timed (group_wait, escalation, retries, link expiry) reads it.
+    ``http_port``: override the routing file's ``ack.listen`` port (0: any free port; -1: no endpoint;
+    None: as configured).
+    ``submit``: how an acknowledgement is published (default ``alerts.acks.submit``).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        routes_path: str | Path,
+        state_dir: str | Path,
+        clock: Callable[[], int] = wall_clock_ms,
+        registry: Any = None,
+        http_port: int | None = None,
+        http_host: str | None = None,
+        submit: Callable[[OfficerAction], Any] | None = None,
+        poll_ms: int = 50,
+    ):
+        self.settings = settings
+        self.config: RoutingConfig = load_routes(routes_path)
+        self.clock = clock
+        self.poll_ms = poll_ms
+        self.registry = registry if registry is not None else _load_registry(settings)
+        self.store = Store(Path(state_dir) / "alerts.sqlite")
+        self.cases: dict[str, CaseInfo] = self.store.load_cases()
+        self.grouper = Grouper()
+        self.channels: dict[tuple[str, int], Channel] = {
+            (r.name, i): make_channel(spec, self.config.delivery.timeout_ms)
+            for r in self.config.receivers.values()
+            for i, spec in enumerate(r.channels)
+        }
+        self.deliverer = Deliverer(self.store, self.channels, self.config.delivery, clock, on_done=self._pushed)
+        self.renderer = Renderer(
+            locate=self._locate,
+            ack_link=lambda case, dev, action, officer: make_link(self.config.ack, case, dev, action, officer,
+                                                                  self.clock()),  # fmt: skip
+            now=clock, district_names=self.config.district_names, max_cases=self.config.max_cases_in_message,
+        )
+        self.http_port = http_port
+        self.http_host = http_host
+        self._submit = submit
+        self.records: list[dict[str, Any]] = []
+        """Pushes finished since the last produce to ``<prefix>.alerts``."""
+        self.esc_due: dict[str, int] = {}
+        self.stats = {"events": 0, "entries": 0, "notices": 0, "messages": 0}
+        self.http: AckEndpoint | None = None
+        self._restore()
+
+    # ------------------------------------------------------------------ start-up
+
+    def _restore(self) -> None:
+        now = self.clock()
+        for info in self.cases.values():
+            self._schedule(info)
+        routes = {r.id: r for r in self.config.routes()}
+        restored = 0
+        for n, created in self.store.pending_notices():
+            route = routes.get(n.route_id)
+            if route is None or n.receiver not in self.config.receivers:
+                log.warning("notice %s for route %s / receiver %s: no longer in the routing file, sending it to the"
+                            " default receiver", n.key, n.route_id, n.receiver)  # fmt: skip
+                route = self.config.root
+            wait = max(0, created + route.group_wait_ms - now)
+            self.grouper.add(n, wait, route.group_interval_ms, now)
+            restored += 1
+        if restored:
+            log.info("restored %d notices not yet pushed; outbox: %s", restored, self.store.counts())
+
+    def _locate(self, device: str) -> tuple[float | None, float | None]:
+        dev = self.registry.get(device) if self.registry is not None else None
+        return (dev.lat, dev.lon) if dev is not None else (None, None)
+
+    # ------------------------------------------------------------------ the stages, callable without Kafka
+
+    def accept(self, records: list[tuple[str, dict[str, Any]]]) -> int:
+        """Take a batch of (``cases``|``penalties``, record) in one transaction; return notices accepted."""
+        n = 0
+        with self.store.transaction():
+            for kind, rec in records:
+                n += self.on_case_event(rec) if kind == "cases" else self.on_entry(rec)
+        return n
+
+    def on_case_event(self, ev: dict[str, Any]) -> int:
+        self.stats["events"] += 1
+        cid = ev["case_id"]
+        now = self.clock()
+        info = self.cases.get(cid)
+        if info is None:
+            info = self.cases[cid] = CaseInfo(cid, snapshot=ev)
+        elif int(ev.get("at") or 0) >= int(info.snapshot.get("at") or 0) or info.snapshot.get("_partial"):
+            info.snapshot = ev
+        else:
+            return 0  # older than what we know (a redelivery after newer events): nothing new in it
+        changes: list[tuple[str, str, int | None]] = []
+        state = ev.get("state")
+        if state in PUSH_STATES and state != info.last_state:
+            changes.append((state, f"{cid}:{state}:{ev['at']}", None))
+            info.last_state = state
+        if (ev.get("detail") or {}).get("accident_at") is not None and not info.accident:
+            info.accident = True
+            changes.append(("accident", f"{cid}:accident", None))
+        accepted = sum(self._notify(info, change, key, int(ev["at"]), hours, now) for change, key, hours in changes)
+        self.store.save_case(info, now)
+        self._schedule(info)
+        return accepted
+
+    def on_entry(self, e: dict[str, Any]) -> int:
+        self.stats["entries"] += 1
+        cid = e["case_id"]
+        if not self.store.add_entry(e["id"], cid, int(e["amount_yuan"])):
+            return 0
+        now = self.clock()
+        info = self.cases.get(cid)
+        if info is None:  # the entry overtook its case event (another topic): keep what it says
+            info = self.cases[cid] = CaseInfo(cid, snapshot={
+                "case_id": cid, "rule": str(e.get("rule", "")).split(".")[0], "kind": str(e.get("rule", "")).split(".")[0],
+                "device": e.get("device"), "district": e.get("district"), "severity": "major", "state": "open",
+                "at": 0, "opened_at": None, "deadline": None, "detail": {}, "_partial": True,
+            })  # fmt: skip
+        info.yuan += int(e["amount_yuan"])
+        accepted = 0
+        k = e.get("hour_index")
+        if k is not None and e.get("reverses") is None:
+            info.hours_booked = max(info.hours_booked, int(k))
+            if int(k) % self.config.overdue_every_hours == 0:
+                accepted = self._notify(info, "overdue", e["id"], int(e["accrued_at"]), int(k), now)
+        self.store.save_case(info, now)
+        return accepted
+
+    def _notify(self, info: CaseInfo, change: str, key: str, at: int, hours: int | None, now: int) -> int:
+        labels = info.labels()
+        accepted = 0
+        for route in self.config.match(labels):
+            gk = group_key(labels, route.group_by)
+            for receiver in escalate.reached_receivers(info, route, self.config):
+                n = Notice(key=key, case_id=info.case_id, change=change, at=at, route_id=route.id,
+                           receiver=receiver, group_key=gk, hours=hours)  # fmt: skip
+                accepted += self._accept(n, route.group_wait_ms, route.group_interval_ms, now)
+        return accepted
+
+    def _accept(self, n: Notice, wait_ms: int, interval_ms: int, now: int) -> int:
+        if not self.store.add_notice(n, now):
+            return 0
+        self.grouper.add(n, wait_ms, interval_ms, now)
+        self.stats["notices"] += 1
+        return 1
+
+    def _schedule(self, info: CaseInfo) -> None:
+        if info.acknowledged or info.ended:
+            self.esc_due.pop(info.case_id, None)
+            return
+        due = escalate.next_due(info, self.config.match(info.labels()), self.config)
+        if due is None:
+            self.esc_due.pop(info.case_id, None)
+        else:
+            self.esc_due[info.case_id] = due
+
+    def tick(self) -> int:
+        """Fire due escalations, push due groups into the outbox, start deliveries. Returns messages made."""
+        now = self.clock()
+        made = 0
+        with self.store.transaction():
+            for cid, due in list(self.esc_due.items()):
+                if due > now:
+                    continue
+                info = self.cases[cid]
+                routes = self.config.match(info.labels())
+                for step in escalate.due_steps(info, routes, self.config, now):
+                    gk = group_key(info.labels(), step.route.group_by)
+                    n = Notice(key=step.key, case_id=cid, change=step.change, at=step.due_ms, route_id=step.route.id,
+                               receiver=step.receiver, group_key=gk, level_name=step.level_name)  # fmt: skip
+                    self._accept(n, step.route.group_wait_ms, step.route.group_interval_ms, now)
+                    log.info("case %s: %s to %s", cid, step.change, step.receiver)
+                self.store.save_case(info, now)
+                self._schedule(info)
+            for (_route_id, receiver_name, _gk), notices in self.grouper.due(now):
+                receiver = self.config.receivers.get(receiver_name) or self.config.receivers[self.config.root.receiver]
+                key = message_key(receiver.name, (f"{n.route_id}|{n.key}" for n in notices))
+                msg = self.renderer.render(key, receiver.name, receiver.officer, notices, self.cases, receiver.label)
+                self.store.enqueue(notices, msg, [(c.type, c.target) for c in receiver.channels], now)
+                made += 1
+        self.stats["messages"] += made
+        self.deliverer.pump()
+        return made
+
+    def prune(self) -> int:
+        """Forget cases that ended more than ``FORGET_AFTER_MS`` ago (by the clock)."""
+        before = self.clock() - FORGET_AFTER_MS
+        n = self.store.prune(before)
+        if n:
+            for cid in [c for c, i in self.cases.items() if i.ended and int(i.snapshot.get("at") or 0) < before]:
+                if not self.store.db.execute("SELECT 1 FROM cases WHERE case_id=?", (cid,)).fetchone():
+                    del self.cases[cid]
+        return n
+
+    def _pushed(self, row: OutboxRow, result: Result, attempts: int) -> None:
+        m = row.message
+        self.records.append({
+            "id": row.key, "message": m.key, "receiver": row.receiver, "channel": row.channel_type,
+            "status": result.status, "detail": result.detail, "attempts": attempts, "title": m.title,
+            "cases": [{"case_id": c["case_id"], "change": c["change"]} for c in m.data.get("cases", [])],
+            "at": self.clock(),
+        })  # fmt: skip
+
+    # ------------------------------------------------------------------ the Kafka loop
+
+    async def run(self, stop: asyncio.Event) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from ingest.kafka import ensure_topics, make_producer
+        from ingest.topics import KafkaTopics
+
+        k = self.settings.kafka
+        topics = KafkaTopics(k.topic_prefix)
+        await ensure_topics(k.bootstrap, k.topic_prefix, k.partitions)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=k.bootstrap, group_id=f"{k.topic_prefix}.alerts", client_id="citywatch-alerts",
+            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=2000,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        )
+        producer = make_producer(k.bootstrap, client_id="citywatch-alerts", linger_ms=5)
+        await consumer.start()
+        await producer.start()
+        try:
+            await consumer.topics()
+            tps = [TopicPartition(t, p) for t in (topics.cases, topics.penalties)
+                   for p in sorted(consumer.partitions_for_topic(t) or {0})]  # fmt: skip
+            consumer.assign(tps)
+            if self.http_port != -1:
+                self.http = AckEndpoint(self.config.ack, self._submit_action, self.clock)
+                port = await self.http.start(self.http_host or self.config.ack.listen_host,
+                                             self.config.ack.listen_port if self.http_port is None else self.http_port)
+                log.info("ack endpoint on http://%s:%d/ack", self.http_host or self.config.ack.listen_host, port)
+            names = {topics.cases: "cases", topics.penalties: "penalties"}
+            log.info("alerts service ready: %d routes, %d receivers, outbox %s",
+                     len(self.config.routes()), len(self.config.receivers), self.store.counts())  # fmt: skip
+            self.tick()
+            pruned_at = time.monotonic()
+            while not stop.is_set():
+                if time.monotonic() - pruned_at > PRUNE_EVERY_S:
+                    pruned_at = time.monotonic()
+                    self.prune()
+                batch = await consumer.getmany(timeout_ms=self.poll_ms)
+                if batch:
+                    records = [(names[tp.topic], orjson.loads(r.value)) for tp, rs in batch.items() for r in rs
+                               if r.value is not None]  # fmt: skip
+                    accepted = self.accept(records)
+                    await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
+                    if accepted:
+                        log.info("accepted %d notices from %d records", accepted, len(records))
+                self.tick()
+                if self.records:
+                    recs, self.records = self.records, []
+                    for rec in recs:
+                        await producer.send(topics.alerts, orjson.dumps(rec), key=rec["message"].encode())
+        finally:
+            try:
+                await producer.stop()
+                await consumer.stop()
+            finally:
+                await self.close()
+
+    async def close(self) -> None:
+        """Stop deliveries (unsent rows stay pending in the outbox), the endpoint and the channels."""
+        await self.deliverer.close()
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
+        for ch in self.channels.values():
+            await ch.close()
+        self.store.close()
+
+    async def _submit_action(self, action: OfficerAction) -> None:
+        if self._submit is not None:
+            await self._submit(action)
+            return
+        from alerts.acks import submit
+
+        await submit(self.settings, action)
+
+
+def _load_registry(settings: Settings) -> Any:
+    from ingest.registry import load_registry
+
+    path = settings.paths.registry
+    if not path or not Path(path).exists():
+        return None
+    return load_registry(path)
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--routes", default="config/routes.yaml", help="routing file (default config/routes.yaml)")
+    parser.add_argument("--state-dir", default=None,
+                        help="where the outbox file lives (default <paths.state_dir>/alerts)")
+    parser.add_argument("--listen", default=None, metavar="HOST:PORT",
+                        help="address of the ack endpoint (overrides ack.listen of the routing file)")
+    parser.add_argument("--registry", help="device registry file, for map links (overrides settings)")
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    """``citywatch alerts``: run until SIGINT/SIGTERM."""
+    import signal
+
+    from citywatch.errors import CitywatchError
+
+    if getattr(args, "registry", None):
+        settings = settings.replace("paths", registry=args.registry)
+    host = port = None
+    if args.listen:
+        h, _, p = args.listen.rpartition(":")
+        if not h or not p.isdigit():
+            raise CitywatchError(f"--listen {args.listen!r}: expected HOST:PORT, e.g. 127.0.0.1:8787")
+        host, port = h, int(p)
+    state_dir = args.state_dir or str(Path(settings.paths.state_dir) / "alerts")
+    service = AlertsService(settings, args.routes, state_dir, http_host=host, http_port=port)
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await service.run(stop)
+
+    asyncio.run(runner())
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from citywatch.cli import setup_logging
+    from citywatch.errors import CitywatchError
+    from citywatch.settings import load_settings
+
+    _parser = argparse.ArgumentParser(prog="python -m alerts.service")
+    add_arguments(_parser)
+    _args = _parser.parse_args()
+    try:
+        _settings = load_settings(None)
+        setup_logging(_settings.log.level)
+        sys.exit(main(_args, _settings))
+    except CitywatchError as _exc:
+        print(f"citywatch: {_exc}", file=sys.stderr)
+        sys.exit(2)

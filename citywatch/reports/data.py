@@ -1,0 +1,442 @@
+"""What every report reads: a period of the city's calendar, and the ledger
+entries and case events of that period from InfluxDB (docs/reports.md).
+
+* Periods are months (``2026-10``) and ISO weeks (``2026-W44``) in the city's
+  time zone (Asia/Shanghai unless the rules file says otherwise): October 2026
+  is ``[2026-10-01T00:00+08:00, 2026-11-01T00:00+08:00)``, so an entry that
+  accrued at 2026-10-31T23:30+08:00 (15:30Z) belongs to October. A period that
+  has not begun is refused; the current one is reported "as of now" and marked
+  provisional.
+* Ledger entries are the ``penalty`` points whose time (= ``accrued_at``; a
+  reversal's time is the instant it was booked) lies in the period. Their sum
+  is the ledger's net for the period (DESIGN §5), the same number
+  ``sum(amount_yuan)`` gives in Grafana. A reversal booked in November of an
+  hour that accrued in October is November's, and it is shown against the
+  entry it reverses (fetched by id wherever it lies).
+* Cases are rebuilt from their ``case_event`` snapshots with time before the
+  period's end: the last snapshot is the case as of the period's end (so a
+  report on a closed month never changes). Cases referenced by the period's
+  ledger but opened earlier are fetched by id, all their events.
+
+Both measurements live in the ``ledger`` retention policy (``LEDGER_RP``,
+kept forever), never in the 30-day default one.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from citywatch.errors import CitywatchError
+
+try:  # the one place the retention policy's name lives
+    from streams.influx import LEDGER_RP as _RP
+except ImportError:  # pragma: no cover - older streams.influx
+    _RP = "ledger"
+
+__all__ = [
+    "CITY_TZ",
+    "FINAL_STATES",
+    "LEDGER_RP",
+    "Case",
+    "Entry",
+    "Period",
+    "PeriodData",
+    "district_name",
+    "fmt_iso",
+    "fmt_local",
+    "load_period",
+    "parse_month",
+    "parse_period",
+    "parse_week",
+]
+
+LEDGER_RP: str = _RP
+"""Retention policy holding ``penalty`` and ``case_event`` (infinite duration)."""
+CITY_TZ = "Asia/Shanghai"
+"""Default city time zone (the rules file's ``timezone`` overrides it in the CLI)."""
+FINAL_STATES = frozenset({"repaired", "closed"})
+HOUR_MS = 3_600_000
+_ID_CHUNK = 100
+"""Ids per ``OR`` query when fetching entries or cases by id."""
+
+
+# ------------------------------------------------------------------ periods
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """A month or ISO week of the city's calendar: ``[start_ms, end_ms)``."""
+
+    kind: str
+    """``month`` or ``week``."""
+    label: str
+    """``2026-10`` or ``2026-W44``."""
+    tz: str
+    start_ms: int
+    end_ms: int
+    now_ms: int
+    """When the report is made (what "future" and "provisional" are judged against)."""
+
+    @property
+    def complete(self) -> bool:
+        """The period is over: its report is final."""
+        return self.now_ms >= self.end_ms
+
+    @property
+    def as_of_ms(self) -> int:
+        """The instant the report describes: the period's end, or now for the current period."""
+        return min(self.end_ms, self.now_ms)
+
+    @property
+    def start_date(self) -> date:
+        return datetime.fromtimestamp(self.start_ms / 1000, ZoneInfo(self.tz)).date()
+
+    @property
+    def last_date(self) -> date:
+        return datetime.fromtimestamp((self.end_ms - 1) / 1000, ZoneInfo(self.tz)).date()
+
+    @property
+    def title_zh(self) -> str:
+        d = self.start_date
+        if self.kind == "month":
+            return f"{d.year}年{d.month}月"
+        y, w, _ = d.isocalendar()
+        return f"{y}年第{w}周（{d:%m月%d日}—{self.last_date:%m月%d日}）"
+
+    def previous(self) -> Period:
+        """The period before this one (same kind, same zone)."""
+        d = self.start_date
+        if self.kind == "month":
+            y, m = (d.year, d.month - 1) if d.month > 1 else (d.year - 1, 12)
+            return _month(y, m, self.tz, self.now_ms)
+        p = d - timedelta(days=7)
+        y, w, _ = p.isocalendar()
+        return _week(y, w, self.tz, self.now_ms)
+
+
+def _ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def _month(y: int, m: int, tz: str, now_ms: int) -> Period:
+    z = ZoneInfo(tz)
+    start = datetime(y, m, 1, tzinfo=z)
+    end = datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=z)
+    return Period("month", f"{y:04d}-{m:02d}", tz, _ms(start), _ms(end), now_ms)
+
+
+def _week(y: int, w: int, tz: str, now_ms: int) -> Period:
+    z = ZoneInfo(tz)
+    d = date.fromisocalendar(y, w, 1)
+    start = datetime(d.year, d.month, d.day, tzinfo=z)
+    e = d + timedelta(days=7)
+    end = datetime(e.year, e.month, e.day, tzinfo=z)
+    return Period("week", f"{y:04d}-W{w:02d}", tz, _ms(start), _ms(end), now_ms)
+
+
+def _now(now_ms: int | None) -> int:
+    return time.time_ns() // 1_000_000 if now_ms is None else int(now_ms)
+
+
+def _refuse_future(p: Period, what: str) -> Period:
+    if p.start_ms > p.now_ms:
+        raise CitywatchError(
+            f"{what} {p.label} has not begun yet (it starts {fmt_local(p.start_ms, p.tz)} {p.tz}; "
+            f"now is {fmt_local(p.now_ms, p.tz)}): reports cover a period that has begun, e.g. "
+            f"{_month_of(p.now_ms, p.tz)}"
+        )
+    return p
+
+
+def _month_of(ms: int, tz: str) -> str:
+    d = datetime.fromtimestamp(ms / 1000, ZoneInfo(tz))
+    return f"--month {d.year:04d}-{d.month:02d}"
+
+
+def parse_month(text: str, tz: str = CITY_TZ, now_ms: int | None = None) -> Period:
+    """``YYYY-MM`` -> the month in zone ``tz``; CitywatchError if malformed or in the future."""
+    m = re.fullmatch(r"(\d{4})-(\d{2})", text.strip())
+    if not m or not 1 <= int(m.group(2)) <= 12 or int(m.group(1)) < 1970:
+        raise CitywatchError(f"--month {text!r}: expected a month like 2026-10 (YYYY-MM)")
+    return _refuse_future(_month(int(m.group(1)), int(m.group(2)), tz, _now(now_ms)), "month")
+
+
+def parse_week(text: str, tz: str = CITY_TZ, now_ms: int | None = None) -> Period:
+    """``YYYY-Www`` (ISO week, Monday first) -> the week in zone ``tz``."""
+    m = re.fullmatch(r"(\d{4})-?W(\d{1,2})", text.strip(), re.IGNORECASE)
+    if not m or int(m.group(1)) < 1970:
+        raise CitywatchError(f"--week {text!r}: expected an ISO week like 2026-W44 (YYYY-Www)")
+    try:
+        p = _week(int(m.group(1)), int(m.group(2)), tz, _now(now_ms))
+    except ValueError:
+        raise CitywatchError(
+            f"--week {text!r}: {m.group(1)} has no ISO week {int(m.group(2))} (weeks run 01 to 52 or 53)"
+        ) from None
+    return _refuse_future(p, "week")
+
+
+def parse_period(month: str | None = None, week: str | None = None, tz: str = CITY_TZ,
+                 now_ms: int | None = None) -> Period:  # fmt: skip
+    if (month is None) == (week is None):
+        raise CitywatchError("give exactly one of --month YYYY-MM or --week YYYY-Www")
+    return parse_month(month, tz, now_ms) if month is not None else parse_week(week or "", tz, now_ms)
+
+
+def fmt_local(ms: int | None, tz: str = CITY_TZ, seconds: bool = False) -> str:
+    """``2026-10-31 23:30`` in the city's time ("" for None)."""
+    if ms is None:
+        return ""
+    d = datetime.fromtimestamp(ms / 1000, ZoneInfo(tz))
+    return d.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+
+
+def fmt_iso(ms: int | None, tz: str = CITY_TZ) -> str:
+    """``2026-10-31T23:30:00+08:00`` (milliseconds only when not zero; "" for None)."""
+    if ms is None:
+        return ""
+    d = datetime.fromtimestamp(ms / 1000, ZoneInfo(tz))
+    return d.isoformat(timespec="milliseconds" if ms % 1000 else "seconds")
+
+
+_DISTRICT_NAMES: dict[str, str] | None = None
+
+
+def district_name(district: str) -> str:
+    """Chinese name of a district id when known (``jinshui`` -> ``金水区``), else the id."""
+    global _DISTRICT_NAMES
+    if _DISTRICT_NAMES is None:
+        try:
+            from ingest.sim_city import DISTRICTS
+
+            _DISTRICT_NAMES = {d.id: d.name for d in DISTRICTS}
+        except Exception:  # noqa: BLE001 - names are a nicety
+            _DISTRICT_NAMES = {}
+    return _DISTRICT_NAMES.get(district, district)
+
+
+# ------------------------------------------------------------------ records
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One ledger entry as stored in the ``penalty`` measurement."""
+
+    id: str
+    case_id: str
+    rule: str
+    device: str
+    payer: str
+    payer_type: str
+    district: str
+    amount_yuan: int
+    accrued_at: int
+    hour_index: int | None
+    reverses: str | None
+    unit: str = ""
+
+    @classmethod
+    def from_row(cls, r: Mapping[str, Any]) -> Entry:
+        hour = r.get("hour_index")
+        return cls(
+            id=str(r["entry_id"]),
+            case_id=str(r.get("case_id") or ""),
+            rule=str(r.get("rule") or ""),
+            device=str(r.get("device") or ""),
+            payer=str(r.get("payer") or ""),
+            payer_type=str(r.get("payer_type") or ""),
+            district=str(r.get("district") or ""),
+            amount_yuan=int(r["amount_yuan"]),
+            accrued_at=int(r["time"]),
+            hour_index=None if hour is None or int(hour) < 0 else int(hour),
+            reverses=(r.get("reverses") or None),
+            unit=str(r.get("unit") or ""),
+        )
+
+
+@dataclass(slots=True)
+class Case:
+    """A case as of the period's end, rebuilt from its ``case_event`` snapshots."""
+
+    case_id: str
+    kind: str
+    rule: str
+    device: str
+    district: str
+    grid: str
+    unit: str
+    address: str
+    component_code: str
+    severity: str
+    state: str
+    opened_at: int
+    deadline: int | None
+    detail: dict[str, Any]
+    events: list[tuple[int, str]] = field(default_factory=list)
+    """(time, state) of every snapshot up to the period's end, in time order."""
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def ended_at(self) -> int | None:
+        """When the case ended (repair proved by a reading, officer close, recovery); None if open."""
+        if not self.is_final:
+            return None
+        d = self.detail
+        for key in ("repair_at", "closed_at"):
+            v = d.get(key)
+            if isinstance(v, int) and not isinstance(v, bool):
+                return v
+        return self.events[-1][0] if self.events else self.opened_at
+
+    @property
+    def ttr_ms(self) -> int | None:
+        """Time to repair (end - opening), None while open."""
+        e = self.ended_at
+        return None if e is None else max(0, e - self.opened_at)
+
+    def due_by(self, as_of: int) -> bool:
+        """Has a deadline that was due by ``as_of`` or the case ended: it counts in the on-time share."""
+        return self.deadline is not None and (self.is_final or self.deadline <= as_of)
+
+    @property
+    def on_time(self) -> bool:
+        """Ended at or before its deadline."""
+        e = self.ended_at
+        return self.deadline is not None and e is not None and e <= self.deadline
+
+
+def _case_from_events(case_id: str, rows: list[dict[str, Any]]) -> Case:
+    rows.sort(key=lambda r: r["time"])
+    last = rows[-1]
+    detail_text = last.get("detail")
+    try:
+        detail = orjson.loads(detail_text) if detail_text else {}
+    except orjson.JSONDecodeError:
+        detail = {}
+    if not isinstance(detail, dict):
+        detail = {}
+    deadline = last.get("deadline")
+    return Case(
+        case_id=case_id,
+        kind=str(last.get("kind") or ""),
+        rule=str(last.get("rule") or ""),
+        device=str(last.get("device") or ""),
+        district=str(last.get("district") or ""),
+        grid=str(last.get("grid") or ""),
+        unit=str(last.get("unit") or ""),
+        address=str(last.get("address") or ""),
+        component_code=str(last.get("component_code") or ""),
+        severity=str(last.get("severity") or ""),
+        state=str(last.get("state") or ""),
+        opened_at=int(last.get("opened_at") if last.get("opened_at") is not None else rows[0]["time"]),
+        deadline=None if deadline is None else int(deadline),
+        detail=detail,
+        events=[(int(r["time"]), str(r.get("state") or "")) for r in rows],
+    )
+
+
+def cases_from_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, Case]:
+    """``case_event`` rows (any order) -> cases by id."""
+    by_case: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_case.setdefault(str(r["case_id"]), []).append(dict(r))
+    return {cid: _case_from_events(cid, rs) for cid, rs in by_case.items()}
+
+
+# ------------------------------------------------------------------ loading
+
+
+@dataclass
+class PeriodData:
+    """Everything one report needs from InfluxDB for one period."""
+
+    period: Period
+    entries: list[Entry]
+    """Entries accrued (reversals: booked) in the period, by (accrued_at, id)."""
+    cases: dict[str, Case]
+    """Cases with an event in the period, plus cases the period's entries refer to."""
+    originals: dict[str, Entry]
+    """Entries reversed by a reversal of the period, by id (wherever they lie in time)."""
+
+    def opened_in_period(self) -> list[Case]:
+        p = self.period
+        return sorted(
+            (c for c in self.cases.values() if p.start_ms <= c.opened_at < p.end_ms),
+            key=lambda c: (c.opened_at, c.case_id),
+        )
+
+
+def _lit(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _run(settings: Any, influxql: str) -> list[dict[str, Any]]:
+    from streams.influx import InfluxError, InfluxQueryError, query
+
+    try:
+        return query(settings, None, influxql)
+    except InfluxQueryError as exc:
+        text = str(exc)
+        db = settings.influx.database
+        if "database not found" in text:
+            raise CitywatchError(
+                f"InfluxDB at {settings.influx.url} has no database {db!r}; check [influx] database "
+                "(CITYWATCH_INFLUX_DATABASE) — the worker creates it when it starts"
+            ) from None
+        if "retention policy not found" in text:
+            raise CitywatchError(
+                f"database {db!r} has no retention policy {LEDGER_RP!r}, where the worker keeps the "
+                "ledger and case events; start the worker once (it runs ensure_database) and try again"
+            ) from None
+        raise CitywatchError(text) from None
+    except InfluxError as exc:
+        raise CitywatchError(str(exc)) from None
+
+
+def _m(measurement: str) -> str:
+    return f'"{LEDGER_RP}"."{measurement}"'
+
+
+def _by_ids(settings: Any, measurement: str, tag: str, ids: list[str], extra: str = "") -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for i in range(0, len(ids), _ID_CHUNK):
+        chunk = ids[i : i + _ID_CHUNK]
+        cond = " OR ".join(f'"{tag}" = {_lit(x)}' for x in chunk)
+        rows += _run(settings, f"SELECT * FROM {_m(measurement)} WHERE ({cond}){extra}")
+    return rows
+
+
+def load_entries(settings: Any, start_ms: int, end_ms: int) -> list[Entry]:
+    rows = _run(settings, f"SELECT * FROM {_m('penalty')} WHERE time >= {start_ms}ms AND time < {end_ms}ms")
+    return sorted((Entry.from_row(r) for r in rows), key=lambda e: (e.accrued_at, e.id))
+
+
+def load_period(settings: Any, period: Period) -> PeriodData:
+    """The period's ledger entries, cases and reversed originals (see the module doc)."""
+    start, end = period.start_ms, period.end_ms
+    entries = load_entries(settings, start, end)
+    in_period = {e.id: e for e in entries}
+    wanted = sorted({e.reverses for e in entries if e.reverses and e.reverses not in in_period})
+    originals = {e.id: e for e in entries if e.id in {x.reverses for x in entries}}
+    for r in _by_ids(settings, "penalty", "entry_id", wanted):
+        originals[str(r["entry_id"])] = Entry.from_row(r)
+
+    rows = _run(settings, f"SELECT * FROM {_m('case_event')} WHERE time >= {start}ms AND time < {end}ms")
+    cases = cases_from_rows(rows)
+    # cases opened before the period (history partly outside it) or only named by the ledger
+    partial = [cid for cid, c in cases.items() if c.events and c.events[0][0] > c.opened_at]
+    missing = sorted({e.case_id for e in entries if e.case_id and e.case_id not in cases} | set(partial))
+    if missing:
+        more = _by_ids(settings, "case_event", "case_id", missing, f" AND time < {end}ms")
+        cases.update(cases_from_rows(more))
+    return PeriodData(period, entries, cases, originals)

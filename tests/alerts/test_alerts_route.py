@@ -1,0 +1,141 @@
+"""The routing file: the default loads, matching follows the tree, and every mistake names its line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from alerts.route import load_routes, parse_duration_ms, parse_routes
+from citywatch.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+BASE = """\
+receivers:
+  - name: grid
+    console: {}
+  - name: duty
+    webhook: {url: "http://127.0.0.1:1/hook", secret: s3cret}
+  - name: command
+    email: {host: 127.0.0.1, port: 2525, from: cw@example.org, to: [a@example.org, b@example.org]}
+escalations:
+  std:
+    - {receiver: duty, after: {critical: 5m, major: 30m}}
+    - {receiver: command, after: {critical: 15m, major: 2h}}
+route:
+  receiver: grid
+  escalation: std
+  routes:
+    - match: {kind: manhole}
+      group_by: [case_id]
+      group_wait: 5s
+      routes:
+        - match_re: {district: "jin.*"}
+          receiver: duty
+    - match: {severity: [critical]}
+      receiver: command
+      continue: true
+    - match: {severity: critical}
+      receiver: duty
+    - match: {rule: streetlight.fault}
+      escalation: null
+"""
+
+
+def labels(**kw: str) -> dict[str, str]:
+    base = {"kind": "streetlight", "rule": "streetlight.fault", "severity": "minor", "district": "erqi",
+            "grid": "G1", "unit": "u", "device": "SL-1"}  # fmt: skip
+    return base | kw
+
+
+def test_the_default_file_loads_and_routes_every_kind() -> None:
+    cfg = load_routes(ROOT / "config" / "routes.yaml")
+    assert cfg.root.receiver == "grid-officer"
+    lv = cfg.escalations["standard"].levels
+    assert [lv[0].after_ms["critical"], lv[1].after_ms["critical"]] == [5 * 60_000, 15 * 60_000]
+    assert [lv[0].after_ms["major"], lv[1].after_ms["major"]] == [30 * 60_000, 2 * 3_600_000]
+    for rule in ("manhole", "dust", "dust.warning", "streetlight.fault", "streetlight.leakage", "offline"):
+        assert cfg.match(labels(rule=rule, kind=rule.split(".")[0]))
+
+
+def test_matching_descends_inherits_and_continues() -> None:
+    cfg = parse_routes(BASE, "routes.yaml")
+    manhole_jinshui = cfg.match(labels(kind="manhole", rule="manhole", severity="major", district="jinshui"))
+    assert [(r.id, r.receiver, r.group_by, r.group_wait_ms) for r in manhole_jinshui] == [
+        ("root.0.0", "duty", ("case_id",), 5000)]  # inherits group_by/group_wait from its parent
+    manhole_erqi = cfg.match(labels(kind="manhole", rule="manhole", severity="major"))
+    assert [r.id for r in manhole_erqi] == ["root.0"]
+    critical = cfg.match(labels(kind="streetlight", rule="streetlight.leakage", severity="critical"))
+    assert [r.receiver for r in critical] == ["command", "duty"]  # continue: true goes on to the next sibling
+    fault = cfg.match(labels())
+    assert [(r.id, r.escalation) for r in fault] == [("root.3", None)]
+    dust = cfg.match(labels(kind="dust", rule="dust", severity="major"))
+    assert [(r.id, r.receiver, r.escalation) for r in dust] == [("root", "grid", "std")]  # the default
+
+
+def test_channels_are_validated() -> None:
+    cfg = parse_routes(BASE)
+    (hook,) = cfg.receivers["duty"].channels
+    assert hook.type == "webhook" and hook.options == {"url": "http://127.0.0.1:1/hook", "secret": "s3cret"}
+    (mail,) = cfg.receivers["command"].channels
+    assert mail.options["to"] == ["a@example.org", "b@example.org"] and mail.options["port"] == 2525
+
+
+def test_durations() -> None:
+    assert [parse_duration_ms(x) for x in ("30s", "5m", "2h", "1h30m", "500ms", 90, "0s")] == [
+        30_000, 300_000, 7_200_000, 5_400_000, 500, 90_000, 0]
+    assert [parse_duration_ms(x) for x in ("", "5 minutes", "-1", True, "m")] == [None] * 5
+
+
+def test_environment_variables_fill_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CW_TEST_SECRET", "from-env")
+    text = BASE.replace("secret: s3cret", "secret: \"${CW_TEST_SECRET}\"")
+    assert parse_routes(text).receivers["duty"].channels[0].options["secret"] == "from-env"
+    monkeypatch.delenv("CW_TEST_SECRET")
+    with pytest.raises(ConfigError, match=r"routes.yaml:5: environment variable CW_TEST_SECRET is not set"):
+        parse_routes(text, "routes.yaml")
+
+
+ERRORS = [
+    # (replace this, with this, expected line, message fragment)
+    ("    console: {}", "    consol: {}", 3, "unknown key 'consol' in a receiver (did you mean 'console'?)"),
+    ("      receiver: duty\n    - match: {severity: [critical]}", "      receiver: nobody\n    - match: {severity: [critical]}",
+     21, "unknown receiver 'nobody'"),
+    ("      group_wait: 5s", "      group_wait: 5 minutes", 18, "bad duration '5 minutes'"),
+    ('match_re: {district: "jin.*"}', 'match_re: {district: "jin(.*"}', 20, "bad regular expression"),
+    ("match: {severity: [critical]}", "match: {severity: [urgent]}", 22, "unknown severity 'urgent'"),
+    ("match: {rule: streetlight.fault}", "match: {colour: red}", 27, "unknown label 'colour'"),
+    ("after: {critical: 15m, major: 2h}", "after: {critical: 15m, major: 20m}", 11,
+     "a level must come later than the one before it"),
+    ("  escalation: std\n", "  escalation: fast\n", 14, "unknown escalation 'fast'"),
+    ("port: 2525, from: cw@example.org", "port: 2525, from: nobody", 7, "from must be an e-mail address"),
+    ('url: "http://127.0.0.1:1/hook"', 'url: "ftp://x"', 5, "must be an http(s):// URL"),
+    ("      group_by: [case_id]", "      group_by: [colour]", 17, "group_by: unknown label 'colour'"),
+    ("  - name: duty\n", "  - name: grid\n", 4, "receiver 'grid' is defined twice"),
+    ("route:\n  receiver: grid\n", "route:\n  match: {kind: dust}\n  receiver: grid\n", 13,
+     "the root route matches everything"),
+    ("      continue: true", "      continue: yes please", 24, "continue must be true or false"),
+    ("      group_wait: 5s", "      group_wait: [5s", 19, "not valid YAML"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "line", "fragment"), ERRORS, ids=[e[3][:40] for e in ERRORS])
+def test_mistakes_name_file_and_line(old: str, new: str, line: int, fragment: str) -> None:
+    assert old in BASE
+    with pytest.raises(ConfigError) as err:
+        parse_routes(BASE.replace(old, new, 1), "routes.yaml")
+    assert err.value.file == "routes.yaml"
+    assert fragment in err.value.message, str(err.value)
+    assert err.value.line == line, str(err.value)
+
+
+def test_missing_sections_and_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="needs 'route'"):
+        parse_routes("receivers:\n  - {name: a, console: {}}\n")
+    with pytest.raises(ConfigError, match="has no channel"):
+        parse_routes("receivers:\n  - {name: a}\nroute: {receiver: a}\n")
+    with pytest.raises(ConfigError, match="empty"):
+        parse_routes("")
+    with pytest.raises(ConfigError, match="cannot read routing file"):
+        load_routes(tmp_path / "nope.yaml")

@@ -1,0 +1,191 @@
+"""The alerts service on the real Kafka-protocol broker: cases in, pushes out, acks back, SIGKILL survived."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import aiohttp
+import orjson
+import pytest
+
+from alerts.http import make_link
+from alerts.service import AlertsService
+from citywatch.settings import Settings
+from ingest.kafka import ensure_topics, make_producer
+from ingest.topics import KafkaTopics
+from tests.alerts.test_alerts_support import T0, HttpStandIn, case_event, hour_entry, wait_for
+from tests.conftest import settings_env
+from tests.kit.kafka import read_topic
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def routes_file(tmp_path: Path, url: str, group_wait: str = "0s") -> Path:
+    p = tmp_path / "routes.yaml"
+    p.write_text(f"""
+receivers:
+  - {{name: grid, officer: grid-07, webhook: {{url: "{url}", secret: hook-secret, timeout: 1s}}}}
+route: {{receiver: grid, group_by: [case_id], group_wait: {group_wait}, group_interval: 0s, repeat_interval: 0s}}
+ack: {{base_url: "http://127.0.0.1:1", secret: link-secret, link_ttl: 10m, tokens: [integration-token]}}
+delivery: {{retry_initial: 100ms, retry_max: 300ms}}
+notify: {{overdue_every_hours: 2}}
+""", encoding="utf-8")
+    return p
+
+
+async def produce(settings: Settings, records: list[tuple[str, dict]]) -> None:
+    k = settings.kafka
+    await ensure_topics(k.bootstrap, k.topic_prefix, k.partitions)
+    topics = KafkaTopics(k.topic_prefix)
+    producer = make_producer(k.bootstrap, linger_ms=0)
+    await producer.start()
+    try:
+        for kind, rec in records:
+            await producer.send_and_wait(getattr(topics, kind), orjson.dumps(rec), key=rec["case_id"].encode())
+    finally:
+        await producer.stop()
+
+
+@pytest.fixture
+def hook():
+    s = HttpStandIn(ok_body={"ok": True}, dedup_header="Idempotency-Key")
+    yield s
+    s.close()
+
+
+def test_case_events_on_kafka_become_pushes_and_alert_records(settings: Settings, tmp_path: Path,
+                                                              hook: HttpStandIn) -> None:  # fmt: skip
+    opened = case_event(1, detail={"acknowledged_at": T0 + 1})
+    # a case opened a year "ago" by this machine's clock: acknowledged so it is not escalated at once
+    closed = case_event(1, state="closed", at=T0 + 3 * 3_600_000, opened_at=T0, detail={"acknowledged_at": T0 + 1})
+
+    async def go() -> list[dict]:
+        await produce(settings, [("cases", opened), ("penalties", hour_entry(opened, 1)),
+                                 ("penalties", hour_entry(opened, 1)), ("cases", closed)])  # fmt: skip
+        svc = AlertsService(settings, routes_file(tmp_path, hook.url), tmp_path / "state", http_port=-1)
+        stop = asyncio.Event()
+        task = asyncio.create_task(svc.run(stop))
+        try:
+            for _ in range(300):
+                if len(hook.delivered) >= 1 and svc.stats["entries"] >= 2 and not svc.records:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 20)
+        return await read_topic(settings.kafka.bootstrap, KafkaTopics(settings.kafka.topic_prefix).alerts, 1, 10)
+
+    records = asyncio.run(go())
+    (push,) = hook.delivered  # opened and closed arrived together: one push, grouped by case
+    body = push.json()
+    assert [(c["case_id"], c["change"]) for c in body["cases"]] == [(opened["case_id"], "open"),
+                                                                    (opened["case_id"], "closed")]  # fmt: skip
+    assert body["cases"][0]["yuan_so_far"] == 10_000  # the entry came twice, counted once
+    (rec,) = records
+    assert rec["status"] == "delivered" and rec["message"] == push.headers["Idempotency-Key"]
+    assert rec["cases"] == [{"case_id": opened["case_id"], "change": "open"},
+                            {"case_id": opened["case_id"], "change": "closed"}]  # fmt: skip
+
+
+def test_ack_links_and_tokens(settings: Settings, tmp_path: Path, hook: HttpStandIn) -> None:
+    async def go() -> tuple[list[tuple[int, str]], list[dict]]:
+        svc = AlertsService(settings, routes_file(tmp_path, hook.url), tmp_path / "state", http_port=0,
+                            http_host="127.0.0.1")  # fmt: skip
+        stop = asyncio.Event()
+        task = asyncio.create_task(svc.run(stop))
+        out: list[tuple[int, str]] = []
+        try:
+            for _ in range(200):
+                if svc.http is not None and svc.http.port:
+                    break
+                await asyncio.sleep(0.05)
+            base = f"http://127.0.0.1:{svc.http.port}"
+            now = int(time.time() * 1000)
+            cfg = svc.config.ack
+            good = make_link(cfg, "manhole:MH-1:1", "MH-1", "ack", "grid-07", now).replace(cfg.base_url, base)
+            q = dict(parse_qsl(urlsplit(good).query))
+            forged = f"{base}/ack?{urlencode(q | {'officer': 'someone-else'})}"
+            expired = make_link(cfg, "manhole:MH-1:1", "MH-1", "close", "grid-07", now - 11 * 60_000).replace(
+                cfg.base_url, base)
+            async with aiohttp.ClientSession() as http:
+                for method, url in (("GET", good), ("POST", good), ("POST", forged), ("GET", expired),
+                                    ("POST", expired), ("POST", f"{base}/ack?case=x")):  # fmt: skip
+                    async with http.request(method, url) as r:
+                        out.append((r.status, await r.text()))
+                body = {"case": "manhole:MH-2:1", "device": "MH-2", "action": "close", "officer": "ops-bot"}
+                async with http.post(f"{base}/ack", json=body, headers={"Authorization": "Bearer integration-token"}) as r:
+                    out.append((r.status, await r.text()))
+                async with http.post(f"{base}/ack", json=body, headers={"Authorization": "Bearer guess"}) as r:
+                    out.append((r.status, await r.text()))
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 20)
+        acks = await read_topic(settings.kafka.bootstrap, KafkaTopics(settings.kafka.topic_prefix).acks, 2, 10)
+        return out, acks
+
+    out, acks = asyncio.run(go())
+    statuses = [s for s, _ in out]
+    assert statuses == [200, 200, 403, 410, 410, 400, 200, 401]
+    assert "请确认" in out[0][1] and "<form method='post'" in out[0][1]  # GET only asks; a preview bot acks nothing
+    assert "已记录" in out[1][1] and "Recorded: acknowledge" in out[1][1]
+    assert "链接无效" in out[2][1] and "signature does not match" in out[2][1]
+    assert "链接已过期" in out[3][1] and "expired" in out[3][1]
+    assert [(a["action"], a["device"], a["officer"], a["case_id"]) for a in acks] == [
+        ("ack", "MH-1", "grid-07", "manhole:MH-1:1"), ("close", "MH-2", "ops-bot", "manhole:MH-2:1")]
+    assert all(isinstance(a["at"], int) for a in acks)
+
+
+def test_sigkill_between_accept_and_delivery_loses_nothing(settings: Settings, tmp_path: Path,
+                                                           hook: HttpStandIn) -> None:  # fmt: skip
+    hook.down = True  # the robot is down: pushes are accepted but cannot be delivered
+    routes = routes_file(tmp_path, hook.url)
+    state = tmp_path / "state"
+    log = tmp_path / "alerts.log"
+    events = [case_event(i, detail={"acknowledged_at": T0 + 1}) for i in range(20)]
+    asyncio.run(produce(settings, [("cases", e) for e in events]))
+    env = settings_env(settings)
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "alerts.service", "--routes", str(routes), "--state-dir", str(state),
+             "--listen", "127.0.0.1:0"],
+            cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,  # noqa: SIM115
+        )  # fmt: skip
+
+    def pending() -> int:
+        if not (state / "alerts.sqlite").exists():
+            return 0
+        with sqlite3.connect(state / "alerts.sqlite") as db:
+            try:
+                return db.execute("SELECT COUNT(*) FROM outbox WHERE state='pending'").fetchone()[0]
+            except sqlite3.OperationalError:
+                return 0
+
+    proc = start()
+    try:
+        wait_for(lambda: pending() >= 20 and hook.seen, 30, "20 pushes accepted and a first failed attempt")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        assert not hook.delivered
+        hook.down = False
+        proc = start()
+        wait_for(lambda: len(hook.delivered) >= 20, 30, "20 deliveries after the restart")
+        time.sleep(0.5)  # anything more would be a duplicate
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+    delivered = sorted(c["case_id"] for s in hook.delivered for c in s.json()["cases"])
+    assert delivered == sorted(e["case_id"] for e in events), log.read_text()[-3000:]
+    assert pending() == 0
