@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 
 from ingest.topics import (
     SHARED_SUBSCRIPTION,
-    TELEMETRY_FILTER,
     KafkaTopics,
     TopicParts,
     parse_topic,
