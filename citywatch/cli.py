@@ -393,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--registry", help="device registry file (overrides settings)")
     q.set_defaults(func=cmd_journal_load)
 
+    from citywatch.reports.cli import add_arguments as add_report_arguments
+
+    add_report_arguments(sub, _settings, parser_class=_Parser)
+
     p = sub.add_parser("grafana", help="Grafana dashboards as code")
     gsub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser, required=True)
     q = gsub.add_parser("push", help="create or update the folder, datasource and dashboards in a Grafana")

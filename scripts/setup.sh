@@ -8,11 +8,12 @@ VENV=${CITYWATCH_VENV:-.venv}
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 
-# System packages: the MQTT broker, InfluxDB 1.x, and poppler (PDF pages to PNG in report tests).
+# System packages: the MQTT broker, InfluxDB 1.x, poppler (PDF pages to PNG in report tests), a CJK font.
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v influxd >/dev/null 2>&1 || [ -x /usr/bin/influxd ] || need+=(influxdb)
 command -v pdftoppm >/dev/null 2>&1 || need+=(poppler-utils)
+dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need+=(fonts-noto-cjk)   # Chinese in the report PDFs
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null 2>&1; then
     echo "setup: missing ${need[*]}; install them as root: apt-get install -y ${need[*]}" >&2

@@ -25,6 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -145,6 +146,8 @@ def build_app(
     """
     k = settings.kafka
     topics = KafkaTopics(k.topic_prefix)
+    datadir = Path(settings.paths.state_dir) / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{k.topic_prefix}-worker",
         broker=f"kafka://{k.bootstrap}",
@@ -161,7 +164,7 @@ def build_app(
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         table_standby_replicas=0,
-        datadir=f"{settings.paths.state_dir}/faust",
+        datadir=str(datadir),
     )
     registry = RegistryWatcher(settings.paths.registry)
     pipeline = Pipeline(app, load_rules(settings.paths.rules), registry, topics)

@@ -133,7 +133,7 @@ def test_bridge_killed_with_messages_in_flight_loses_none(
     # The broker keeps what arrives while the bridge is down in the bridge's session queue;
     # Debian's mosquitto caps it at 1000 messages (max_queued_messages; the broker citywatch
     # starts itself allows 100000), so the bridge is down for fewer messages than that here.
-    n = 2400
+    n = 2000
     try:
         _wait_subscribed(log)
         pub = Publisher(s.mqtt.host, s.mqtt.port, f"pub-{unique}")
@@ -146,7 +146,7 @@ def test_bridge_killed_with_messages_in_flight_loses_none(
             if i == n // 3:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
-            if i == n // 3 + 600:
+            if i == n // 3 + 300:
                 proc = _spawn_bridge(s, "k", log)
                 _wait_subscribed(log, count=2)
         for info in infos:

@@ -1,0 +1,521 @@
+"""PDF rendering of the reports with matplotlib (``PdfPages``), Chinese first.
+
+Chinese needs a CJK font: the first installed of ``CJK_FONTS`` (Debian:
+``apt-get install fonts-noto-cjk``), found through ``matplotlib.font_manager``.
+Fonts are embedded as Type 3 subsets (``pdf.fonttype`` 3): embedding the
+large CFF-based Noto CJK collection as Type 42 costs ~0.7 s per file, which a
+settlement of many payers cannot afford.
+
+Pages are A4 portrait. Text pages are laid out first (so every page knows the
+page count for its footer), then drawn.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from citywatch.errors import CitywatchError
+from citywatch.reports.data import district_name, fmt_local
+
+__all__ = ["CJK_FONTS", "cjk_font", "render_cases", "render_ranking", "render_settlement", "render_settlement_summary"]
+
+CJK_FONTS = (
+    "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "Source Han Sans CN", "WenQuanYi Zen Hei",
+    "WenQuanYi Micro Hei", "Noto Serif CJK SC", "AR PL UMing CN", "Droid Sans Fallback",
+)  # fmt: skip
+W, H = 8.27, 11.69  # A4 in inches
+LEFT, RIGHT, TOP, BOTTOM = 0.55, 0.55, 0.6, 0.75
+
+_font: str | None = None
+
+
+def cjk_font() -> str:
+    """The family name of an installed CJK font; CitywatchError naming the package if none."""
+    global _font
+    if _font is not None:
+        return _font
+    from matplotlib import font_manager as fm
+
+    def pick() -> str | None:
+        have = {f.name for f in fm.fontManager.ttflist}
+        return next((n for n in CJK_FONTS if n in have), None)
+
+    name = pick()
+    if name is None:  # installed after matplotlib cached its font list
+        for path in fm.findSystemFonts():
+            base = os.path.basename(path).lower()
+            if any(k in base for k in ("cjk", "wqy", "sourcehan", "droidsansfallback", "uming")):
+                try:
+                    fm.fontManager.addfont(path)
+                except Exception:  # noqa: BLE001,S112 - a broken font file is skipped
+                    continue
+        name = pick()
+    if name is None:
+        raise CitywatchError(
+            "no Chinese (CJK) font found for the PDF reports; install one, e.g. "
+            "`apt-get install fonts-noto-cjk` (Debian/Ubuntu), then run the report again"
+        )
+    _font = name
+    return name
+
+
+@contextmanager
+def _style() -> Iterator[None]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    family = cjk_font()
+    with plt.rc_context({
+        "font.family": [family, "DejaVu Sans"], "pdf.fonttype": 3, "axes.unicode_minus": False,
+        "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
+    }):  # fmt: skip
+        yield
+
+
+def _metadata(title: str) -> dict[str, Any]:
+    # no CreationDate: the same data gives the same bytes (docs/examples stay stable)
+    return {"Title": title, "Creator": "citywatch", "Producer": "citywatch (matplotlib)", "CreationDate": None}
+
+
+# ------------------------------------------------------------------ text flow
+
+
+def _width(text: str, size: float) -> float:
+    """Rough width in inches: CJK and full-width glyphs ~1 em, others ~0.55 em."""
+    em = size / 72
+    return sum(em if ord(ch) > 0x2E80 else 0.56 * em for ch in text)
+
+
+def fit(text: str, width_in: float, size: float) -> str:
+    if _width(text, size) <= width_in:
+        return text
+    out = ""
+    for ch in text:
+        if _width(out + ch + "…", size) > width_in:
+            break
+        out += ch
+    return out + "…"
+
+
+def wrap(text: str, width_in: float, size: float) -> list[str]:
+    lines, cur = [], ""
+    for ch in text:
+        if _width(cur + ch, size) > width_in and cur:
+            lines.append(cur)
+            cur = ""
+        cur += ch
+    return lines + ([cur] if cur else [])
+
+
+@dataclass(frozen=True, slots=True)
+class Col:
+    title: str
+    width: float
+    align: str = "left"
+
+
+@dataclass
+class Flow:
+    """Ops per page, positions in inches from the top-left corner."""
+
+    pages: list[list[tuple[Any, ...]]] = field(default_factory=lambda: [[]])
+    y: float = TOP
+
+    @property
+    def room(self) -> float:
+        return H - BOTTOM - self.y
+
+    def new_page(self) -> None:
+        self.pages.append([])
+        self.y = TOP
+
+    def need(self, inches: float) -> None:
+        if self.room < inches:
+            self.new_page()
+
+    def text(self, s: str, size: float = 8, x: float = LEFT, bold: bool = False, ha: str = "left",
+             color: str = "black", advance: float | None = None) -> None:  # fmt: skip
+        h = advance if advance is not None else size * 1.6 / 72
+        self.need(h)
+        self.pages[-1].append(("text", x, self.y, s, size, bold, ha, color))
+        self.y += h
+
+    def rule(self, x0: float = LEFT, x1: float = W - RIGHT, width: float = 0.6, gap: float = 0.06) -> None:
+        self.pages[-1].append(("line", x0, x1, self.y, width))
+        self.y += gap
+
+    def space(self, inches: float) -> None:
+        self.y += inches
+
+    def table(self, cols: list[Col], rows: list[list[str]], size: float = 7, bold_rows: set[int] | None = None,
+              repeat_header: bool = True) -> None:  # fmt: skip
+        lh = size * 1.75 / 72
+
+        def header() -> None:
+            self.need(lh * 3)
+            x = LEFT
+            for c in cols:
+                self.pages[-1].append(("text", x if c.align == "left" else x + c.width - 0.04, self.y, c.title,
+                                       size, True, c.align, "black"))  # fmt: skip
+                x += c.width
+            self.y += lh
+            self.rule(width=0.5, gap=0.04)
+
+        header()
+        for i, row in enumerate(rows):
+            if self.room < lh:
+                self.new_page()
+                if repeat_header:
+                    header()
+            x = LEFT
+            for c, cell in zip(cols, row, strict=True):
+                s = fit(cell, c.width - 0.06, size)
+                self.pages[-1].append(("text", x if c.align == "left" else x + c.width - 0.04, self.y, s, size,
+                                       bool(bold_rows and i in bold_rows), c.align, "black"))  # fmt: skip
+                x += c.width
+            self.y += lh
+
+
+def _draw_page(fig: Any, ops: list[tuple[Any, ...]]) -> None:
+    from matplotlib.lines import Line2D
+
+    for op in ops:
+        if op[0] == "text":
+            _, x, y, s, size, bold, ha, color = op
+            fig.text(x / W, 1 - y / H, s, fontsize=size, fontweight="bold" if bold else "normal", ha=ha,
+                     va="top", color=color)  # fmt: skip
+        elif op[0] == "line":
+            _, x0, x1, y, width = op
+            fig.add_artist(Line2D([x0 / W, x1 / W], [1 - y / H, 1 - y / H], linewidth=width, color="black"))
+
+
+def _render_flow(flow: Flow, path: str | os.PathLike[str], title: str, footer: str) -> int:
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    pages = [p for p in flow.pages if p] or [[]]
+    with PdfPages(path, metadata=_metadata(title)) as pdf:
+        for i, ops in enumerate(pages, 1):
+            fig = plt.figure(figsize=(W, H))
+            _draw_page(fig, ops)
+            fig.text(0.5, 0.35 / H, f"{footer}    第 {i} / {len(pages)} 页", ha="center", fontsize=7, color="#555555")
+            pdf.savefig(fig)
+            plt.close(fig)
+    return len(pages)
+
+
+def _yuan(n: int) -> str:
+    return f"{n:,}"
+
+
+def _title_block(flow: Flow, title_zh: str, title_en: str, pairs: list[tuple[str, str]]) -> None:
+    flow.text(title_zh, 17, x=W / 2, bold=True, ha="center", advance=0.36)
+    flow.text(title_en, 9, x=W / 2, ha="center", color="#444444", advance=0.3)
+    flow.rule(width=1.2, gap=0.12)
+    half = (len(pairs) + 1) // 2
+    y0 = flow.y
+    for col, chunk in enumerate((pairs[:half], pairs[half:])):
+        flow.y = y0
+        for k, v in chunk:
+            x = LEFT + col * (W - LEFT - RIGHT) / 2
+            flow.pages[-1].append(("text", x, flow.y, k, 8.5, True, "left", "black"))
+            flow.pages[-1].append(("text", x + 1.35, flow.y, v, 8.5, False, "left", "black"))
+            flow.y += 0.2
+    flow.y = y0 + 0.2 * half + 0.06
+    flow.rule(width=0.6, gap=0.12)
+
+
+# ------------------------------------------------------------------ settlement
+
+
+def _period_text(period: Any) -> str:
+    end = fmt_local(period.end_ms, period.tz)
+    return f"{fmt_local(period.start_ms, period.tz)} 至 {end}（不含）"
+
+
+def render_settlement(settlement: Any, statement: Any, path: str | os.PathLike[str]) -> int:
+    """One payer's statement; returns the number of pages."""
+    from citywatch.reports.settlement import (
+        PAYER_TYPE_NAMES,
+        describe_entry,
+        evidence_items,
+        rule_name,
+    )
+
+    p = settlement.period
+    tz = p.tz
+    st = statement
+    city = settlement.city
+    flow = Flow()
+    pairs = [
+        ("城市 City", city or "—"),
+        ("结算月份 Month", f"{p.title_zh}（{p.label}）"),
+        ("付款单位 Payer", fit(st.payer_label, 2.1, 8.5)),
+        ("单位类型 Payer type", PAYER_TYPE_NAMES.get(st.payer_type, st.payer_type)),
+        ("编制日期 Prepared", fmt_local(settlement.prepared_ms, tz)[:10]),
+        ("统计区间 Period", f"{fmt_local(p.start_ms, tz)[:10]} — {fmt_local(p.end_ms - 1, tz)[:10]}"),
+        ("时区 Time zone", tz),
+        ("扣款条目 Entries", str(len(st.lines))),
+    ]
+    with _style():
+        _title_block(flow, f"{city}城市管理扣款结算单", "Settlement of city-management deductions", pairs)
+        if not p.complete:
+            flow.text(f"本月尚未结束，本结算单截至 {fmt_local(p.as_of_ms, tz)}，仅供核对（provisional）。", 8,
+                      color="#b00000")  # fmt: skip
+        flow.text(f"本月应扣款合计 Total to deduct：{_yuan(st.total)} 元", 12, bold=True, advance=0.32)
+        flow.text("一、扣款明细 Entries（时间为城市时间 city time）", 9.5, bold=True, advance=0.26)
+        cols = [Col("序号", 0.3), Col("计费时间", 0.95), Col("案件编号 / 设备", 2.05), Col("地址", 1.45),
+                Col("事项", 1.72), Col("金额(元)", 0.7, "right")]  # fmt: skip
+        rows = [[str(ln.seq), fmt_local(ln.entry.accrued_at, tz), ln.entry.case_id, ln.address,
+                 describe_entry(ln, tz), _yuan(ln.entry.amount_yuan)] for ln in st.lines]  # fmt: skip
+        flow.table(cols, rows)
+        flow.space(0.12)
+        flow.text("二、分项小计 Subtotals by rule", 9.5, bold=True, advance=0.26)
+        sub_rows = [[rule_name(r), r, str(n), _yuan(a)] for r, n, a in st.subtotals]
+        sub_rows.append(["合计 Total", "", str(len(st.lines)), _yuan(st.total)])
+        flow.table([Col("事项", 2.4), Col("规则 rule", 2.2), Col("条数", 0.8, "right"), Col("金额(元)", 1.2, "right")],
+                   sub_rows, size=8, bold_rows={len(sub_rows) - 1})  # fmt: skip
+        flow.space(0.12)
+        flow.text("三、案件证据 Evidence per case（立案、确认、事故、修复/结案）", 9.5, bold=True, advance=0.26)
+        for c in st.cases:
+            items = evidence_items(c, tz, p.as_of_ms)
+            lines = wrap("；".join(items), W - LEFT - RIGHT - 0.3, 7)
+            flow.need(0.17 * (len(lines) + 1) + 0.05)
+            flow.text(fit(f"{c.case_id}　{c.device}　{c.address}", W - LEFT - RIGHT, 7.5), 7.5, bold=True,
+                      advance=0.17)  # fmt: skip
+            for ln in lines:
+                flow.text(ln, 7, x=LEFT + 0.25, advance=0.16)
+            flow.space(0.04)
+        for cid in st.missing_cases:
+            flow.text(f"{cid}：InfluxDB 中无此案件事件记录", 7, color="#b00000")
+        flow.need(2.3)
+        flow.space(0.25)
+        flow.text("以上扣款依据《城市管理考核扣款规则》及案件证据核定。", 8, advance=0.4)
+        for label in ("编制人 Prepared by", "审核人 Reviewed by", "付款单位确认 Payer"):
+            y = flow.y
+            flow.pages[-1].append(("text", LEFT, y, f"{label}（签字）：", 8.5, False, "left", "black"))
+            flow.pages[-1].append(("line", LEFT + 2.0, LEFT + 4.2, y + 0.17, 0.6))
+            flow.pages[-1].append(("text", LEFT + 4.5, y, "日期：", 8.5, False, "left", "black"))
+            flow.pages[-1].append(("line", LEFT + 5.0, W - RIGHT, y + 0.17, 0.6))
+            flow.y += 0.45
+        flow.text("（盖章 Seal）", 8.5, x=W - RIGHT - 1.2)
+        return _render_flow(flow, path, f"{city}城市管理扣款结算单 {p.label} {st.payer}",
+                            f"{st.payer} · {p.label} 扣款结算单")  # fmt: skip
+
+
+def render_settlement_summary(settlement: Any, path: str | os.PathLike[str]) -> int:
+    """All payers on one page (more if many); states "no deductions" for an empty month."""
+    from citywatch.reports.settlement import PAYER_TYPE_NAMES
+
+    p = settlement.period
+    tz = p.tz
+    city = settlement.city
+    flow = Flow()
+    with _style():
+        _title_block(flow, f"{city}城市管理扣款结算汇总表", "Settlement summary: deductions per payer", [
+            ("城市 City", city or "—"), ("结算月份 Month", f"{p.title_zh}（{p.label}）"),
+            ("编制日期 Prepared", fmt_local(settlement.prepared_ms, tz)[:10]), ("时区 Time zone", tz),
+        ])  # fmt: skip
+        if not p.complete:
+            flow.text(f"本月尚未结束，截至 {fmt_local(p.as_of_ms, tz)}（provisional）。", 8, color="#b00000")
+        if not settlement.statements:
+            flow.space(0.3)
+            flow.text("本月无扣款记录。", 14, bold=True, advance=0.35)
+            flow.text("No deductions this month: the ledger has no entry in this period.", 9)
+        else:
+            rows = [[st.payer_label, PAYER_TYPE_NAMES.get(st.payer_type, st.payer_type), str(len(st.lines)),
+                     _yuan(st.total)] for st in settlement.statements]  # fmt: skip
+            rows.append(["合计 Total", "", str(sum(len(s.lines) for s in settlement.statements)), _yuan(settlement.total)])
+            flow.table([Col("付款单位 Payer", 3.3), Col("类型", 1.6), Col("条目", 0.9, "right"),
+                        Col("扣款合计(元)", 1.37, "right")], rows, size=8, bold_rows={len(rows) - 1})  # fmt: skip
+        return _render_flow(flow, path, f"{city}城市管理扣款结算汇总表 {p.label}", f"{p.label} 扣款结算汇总表")
+
+
+# ------------------------------------------------------------------ charts
+
+
+def _chart_page(title_zh: str, title_en: str, sub: str) -> Any:
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(W, H))
+    fig.text(0.5, 1 - 0.45 / H, title_zh, ha="center", va="top", fontsize=16, fontweight="bold")
+    fig.text(0.5, 1 - 0.8 / H, title_en, ha="center", va="top", fontsize=9, color="#444444")
+    fig.text(0.5, 1 - 1.02 / H, sub, ha="center", va="top", fontsize=8, color="#444444")
+    return fig
+
+
+def _text_table(fig: Any, top_in: float, cols: list[Col], rows: list[list[str]], size: float = 7,
+                colors: list[str] | None = None) -> float:  # fmt: skip
+    lh = size * 1.7 / 72
+    y = top_in
+    x = LEFT
+    for c in cols:
+        fig.text((x if c.align == "left" else x + c.width - 0.04) / W, 1 - y / H, c.title, ha=c.align, va="top",
+                 fontsize=size, fontweight="bold")  # fmt: skip
+        x += c.width
+    y += lh
+    for i, row in enumerate(rows):
+        x = LEFT
+        for c, cell in zip(cols, row, strict=True):
+            fig.text((x if c.align == "left" else x + c.width - 0.04) / W, 1 - y / H, fit(cell, c.width - 0.05, size),
+                     ha=c.align, va="top", fontsize=size, color=(colors[i] if colors else "black"))  # fmt: skip
+            x += c.width
+        y += lh
+    return y
+
+
+def _f(v: float | None, digits: int = 1, suffix: str = "") -> str:
+    return "—" if v is None else f"{v:.{digits}f}{suffix}"
+
+
+def render_ranking(rk: Any, path: str | os.PathLike[str], city: str = "") -> int:
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    p = rk.period
+    with _style(), PdfPages(path, metadata=_metadata(f"{city}城市管理月度排名 {p.label}")) as pdf:
+        note = "" if p.complete else f"（截至 {fmt_local(p.as_of_ms, p.tz)}，本月未结束）"
+        fig = _chart_page(f"{city}城市管理月度排名与红黑榜", "District ranking, red and black lists",
+                          f"{p.title_zh}（{p.label}，{p.tz}）{note}")  # fmt: skip
+        cols = [Col("名次", 0.4, "right"), Col("区域", 1.3), Col("设备", 0.55, "right"), Col("案件", 0.5, "right"),
+                Col("每千台", 0.6, "right"), Col("扣款(元)", 0.95, "right"), Col("修复中位(h)", 0.8, "right"),
+                Col("按期率", 0.6, "right"), Col("得分", 0.6, "right"), Col("较上月", 0.7, "right")]  # fmt: skip
+        rows, colors = [], []
+        for r in rk.rows:
+            ch = "—" if r.rank_change is None else (f"↑{r.rank_change}" if r.rank_change > 0 else
+                                                     f"↓{-r.rank_change}" if r.rank_change < 0 else "0")  # fmt: skip
+            rows.append([str(r.rank), r.name, str(r.devices), str(r.cases), _f(r.cases_per_1000, 2),
+                         f"{r.penalty_yuan:,}", _f(r.median_ttr_h), _f(None if r.share_on_time is None else
+                         100 * r.share_on_time, 0, "%"), f"{r.score:.2f}", ch])  # fmt: skip
+            colors.append({"red": "#b00000", "black": "#000000"}.get(r.list, "#333333"))
+        y = _text_table(fig, 1.35, cols, rows, size=7.5, colors=colors)
+        y += 0.15
+        red = "、".join(f"{r.name}（{r.score:.2f}）" for r in rk.red) or "—"
+        black = "、".join(f"{r.name}（{r.score:.2f}）" for r in rk.black) or "—"
+        fig.text(LEFT / W, 1 - y / H, fit(f"红榜 Red list（最好）：{red}", W - 1.2, 9), color="#b00000", fontsize=9,
+                 fontweight="bold", va="top")  # fmt: skip
+        fig.text(LEFT / W, 1 - (y + 0.25) / H, fit(f"黑榜 Black list（最差）：{black}", W - 1.2, 9), fontsize=9,
+                 fontweight="bold", va="top")  # fmt: skip
+        y += 0.6
+        names = [r.name for r in rk.rows]
+        chart_top = y + 0.2
+        ax1 = fig.add_axes((LEFT / W + 0.05, 1 - (chart_top + 2.7) / H, 0.38, 2.5 / H))
+        ax1.barh(names[::-1], [r.penalty_yuan / 10_000 for r in rk.rows][::-1], color="#c0392b")
+        ax1.set_title("各区扣款（万元）Penalties per district")
+        ax1.tick_params(axis="y", labelsize=7)
+        ax2 = fig.add_axes((0.6, 1 - (chart_top + 2.7) / H, 0.35, 2.5 / H))
+        data = [r.ttr_h for r in rk.rows if r.ttr_h]
+        if data:
+            labels = [r.name for r in rk.rows if r.ttr_h][::-1]
+            try:  # matplotlib >= 3.10
+                ax2.boxplot(data[::-1], orientation="horizontal", tick_labels=labels)
+            except TypeError:  # 3.8, 3.9
+                ax2.boxplot(data[::-1], vert=False, tick_labels=labels)
+            ax2.set_xlabel("小时 hours")
+        else:
+            ax2.text(0.5, 0.5, "本月无已修复案件", ha="center", va="center", transform=ax2.transAxes)
+            ax2.set_yticks([])
+        ax2.set_title("修复时长分布 Time to repair")
+        ax2.tick_params(axis="y", labelsize=7)
+        fy = chart_top + 3.2
+        for line in (
+            "得分 Score = 100 − 25·min(1, 每千台设备案件数/10) − 25·min(1, 每千台设备扣款/1,000,000元)",
+            "               − 25·min(1, 修复时长中位数/24h) − 25·(1 − 按期处置率)；越高越好。详见 docs/reports.md。",
+            "案件：当月立案（不含扬尘预警）；扣款：当月发生于该区的全部扣款条目净额（含产权单位）；按期：在修复时限内修复/结案。",
+            "红榜为得分最高的 3 个区，黑榜为得分最低的 3 个区（少于 6 个区时各取 n//2）；较上月：名次变化（↑ 上升）。",
+        ):
+            fig.text(LEFT / W, 1 - fy / H, line, fontsize=7, va="top", color="#333333")
+            fy += 0.2
+        fig.text(0.5, 0.35 / H, f"{p.label} 月度排名    第 1 / 1 页", ha="center", fontsize=7, color="#555555")
+        pdf.savefig(fig)
+        plt.close(fig)
+    return 1
+
+
+def render_cases(cs: Any, path: str | os.PathLike[str], city: str = "") -> int:
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    p = cs.period
+    t = cs.total
+    with _style(), PdfPages(path, metadata=_metadata(f"{city}城市管理案件统计 {p.label}")) as pdf:
+        note = "" if p.complete else f"（截至 {fmt_local(p.as_of_ms, p.tz)}，未结束）"
+        fig = _chart_page(f"{city}城市管理案件统计", "Case statistics", f"{p.title_zh}（{p.label}，{p.tz}）{note}")
+        share = "—" if t.share_on_time is None else f"{100 * t.share_on_time:.1f}%"
+        figures = [("立案 Cases", str(t.cases)), ("结案 Ended", str(t.ended)), ("在办 Open", str(t.open)),
+                   ("按期结案率 On time", share), ("修复中位 Median", _f(t.median_h, 1, " h")),
+                   ("修复 P90", _f(t.p90_h, 1, " h"))]  # fmt: skip
+        for i, (k, v) in enumerate(figures):
+            x = (LEFT + i * (W - LEFT - RIGHT) / 6) / W
+            fig.text(x, 1 - 1.35 / H, k, fontsize=7.5, va="top", color="#444444")
+            fig.text(x, 1 - 1.55 / H, v, fontsize=14, va="top", fontweight="bold")
+        top = 2.2
+        ax = fig.add_axes((0.19, 1 - (top + 2.3) / H, 0.3, 2.2 / H))
+        if cs.by_rule:
+            names = [g.name for g in cs.by_rule][::-1]
+            ax.barh(names, [g.ended for g in cs.by_rule][::-1], color="#27ae60", label="已结案 ended")
+            ax.barh(names, [g.open for g in cs.by_rule][::-1], left=[g.ended for g in cs.by_rule][::-1],
+                    color="#e67e22", label="在办 open")  # fmt: skip
+            ax.legend(fontsize=6, loc="lower right")
+        else:
+            ax.text(0.5, 0.5, "本期无案件 No cases", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title("按类型 By rule")
+        ax.tick_params(axis="y", labelsize=6.5)
+        ax = fig.add_axes((0.6, 1 - (top + 2.3) / H, 0.35, 2.2 / H))
+        if cs.by_district:
+            ax.barh([g.name for g in cs.by_district][::-1], [g.cases for g in cs.by_district][::-1], color="#2980b9")
+        else:
+            ax.text(0.5, 0.5, "本期无案件 No cases", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title("按区域 By district")
+        ax.tick_params(axis="y", labelsize=6.5)
+        top2 = top + 2.85
+        ax = fig.add_axes((0.1, 1 - (top2 + 2.1) / H, 0.36, 2.0 / H))
+        if t.ttr_h:
+            ax.hist(t.ttr_h, bins=min(20, max(5, len(t.ttr_h))), color="#8e44ad")
+            for v, lab, style in ((t.median_h, "中位", "--"), (t.p90_h, "P90", ":")):
+                if v is not None:
+                    ax.axvline(v, color="black", linestyle=style, linewidth=1)
+                    ax.text(v, ax.get_ylim()[1] * 0.92, f" {lab} {v:.1f}h", fontsize=6.5)
+            ax.set_xlabel("小时 hours")
+        else:
+            ax.text(0.5, 0.5, "本期无已结案案件", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title("修复时长分布 Time to repair")
+        ax = fig.add_axes((0.6, 1 - (top2 + 2.1) / H, 0.35, 2.0 / H))
+        from citywatch.reports.settlement import STATE_NAMES
+
+        if cs.by_state:
+            ax.bar([STATE_NAMES.get(s, s) for s, _ in cs.by_state], [n for _, n in cs.by_state], color="#7f8c8d")
+        else:
+            ax.text(0.5, 0.5, "—", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title("处置状态（期末）Status at period end")
+        ax.tick_params(axis="x", labelsize=6.5)
+        y = top2 + 2.5
+        fig.text(LEFT / W, 1 - y / H, "高发网格 Grids with most cases", fontsize=8.5, fontweight="bold", va="top")
+        fig.text((LEFT + 3.7) / W, 1 - y / H, "重复报案设备 Recurring devices", fontsize=8.5, fontweight="bold",
+                 va="top")  # fmt: skip
+        grids = sorted(cs.by_grid, key=lambda g: (-g.cases, g.key))[:10]
+        lh = 7 * 1.7 / 72
+        yy = y + 0.25
+        for g in grids:
+            fig.text(LEFT / W, 1 - yy / H, fit(f"{g.key}", 1.6, 7), fontsize=7, va="top")
+            fig.text((LEFT + 2.2) / W, 1 - yy / H, f"{g.cases} 件", fontsize=7, va="top", ha="right")
+            fig.text((LEFT + 3.2) / W, 1 - yy / H, _f(g.median_h, 1, " h"), fontsize=7, va="top", ha="right")
+            yy += lh
+        yy = y + 0.25
+        for dev, n, address, district in cs.top_devices:
+            fig.text((LEFT + 3.7) / W, 1 - yy / H, fit(f"{dev} {district_name(district)} {address}", 3.0, 7),
+                     fontsize=7, va="top")  # fmt: skip
+            fig.text((W - RIGHT) / W, 1 - yy / H, f"{n} 件", fontsize=7, va="top", ha="right")
+            yy += lh
+        if not cs.top_devices:
+            fig.text((LEFT + 3.7) / W, 1 - yy / H, "无（本期没有设备重复报案）", fontsize=7, va="top")
+        fig.text(0.5, 0.35 / H, f"{p.label} 案件统计    第 1 / 1 页", ha="center", fontsize=7, color="#555555")
+        pdf.savefig(fig)
+        plt.close(fig)
+    return 1
