@@ -14,7 +14,7 @@ run: setup
 
 test: setup
 	@$(VENV)/bin/ruff check citywatch ingest streams alerts tests bench
-	@$(PY) -m pytest
+	@$(PY) -m pytest --durations=15
 
 lint: setup
 	@$(VENV)/bin/ruff check citywatch ingest streams alerts tests bench
