@@ -267,9 +267,24 @@ def _local(host: str) -> bool:
 
 
 def up(settings: Settings, log: Callable[[str], None] = print) -> list[Status]:
-    """Make every service answer: reuse what runs, start what does not, wait for health."""
+    """Make every service answer: reuse what runs, start what does not, wait for health.
+
+    All or nothing: when one service cannot be started, the ones this call
+    started are stopped again before the error is raised.
+    """
     state = Path(settings.paths.state_dir).resolve()
-    result = []
+    result: list[Status] = []
+    try:
+        _up(settings, state, result, log)
+    except BaseException:
+        started = {s.name for s in result if s.detail == "started"}
+        if started:
+            down(settings, log=log, only=started)
+        raise
+    return result
+
+
+def _up(settings: Settings, state: Path, result: list[Status], log: Callable[[str], None]) -> None:
     for service in services_for(settings):
         if service.healthy(service.host, service.port):
             pid = _owned_pid(state, service)
@@ -299,6 +314,7 @@ def up(settings: Settings, log: Callable[[str], None] = print) -> list[Status]:
         logfile.close()
         _pid_file(state, service.name).write_text(json.dumps({"pid": proc.pid, "binary": argv[0]}))
         log(f"starting {service.name} on {service.address} (pid {proc.pid}, log {data / 'service.log'})")
+        result.append(Status(service.name, service.address, False, True, proc.pid, "started"))
         deadline = time.monotonic() + service.start_timeout
         while not service.healthy(service.host, service.port):
             if proc.poll() is not None:
@@ -310,8 +326,7 @@ def up(settings: Settings, log: Callable[[str], None] = print) -> list[Status]:
                     f"within {service.start_timeout:.0f}s; see {data / 'service.log'}"
                 )
             time.sleep(0.1)
-        result.append(Status(service.name, service.address, True, True, proc.pid, "started"))
-    return result
+        result[-1] = Status(service.name, service.address, True, True, proc.pid, "started")
 
 
 def status(settings: Settings) -> list[Status]:
