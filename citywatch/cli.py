@@ -267,6 +267,51 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return alerts_main(args, settings)
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Publish a simulated city over MQTT: scenario mode (time-warped) or load mode (--rate)."""
+    import threading
+
+    from citywatch.run import last_weeks_monday
+    from ingest.simulator import (
+        Simulation, build_city, load_scenario_file, parse_scenario_flag, run_load, run_publisher, split_devices,
+    )
+
+    settings = _settings(args)
+    m = settings.mqtt
+    scen = load_scenario_file(args.scenarios)
+    seed = args.seed if args.seed is not None else (scen.seed if scen.seed is not None else 7)
+    city = build_city(seed, *split_devices(args.devices))
+    city.write_registry(args.registry_out)
+    print(f"{len(city.devices)} devices; registry written to {args.registry_out} "
+          f"(start bridges with --registry {args.registry_out})")
+    stop = threading.Event()
+    if args.rate:
+        def show_load(st: object) -> None:
+            print(f"\r{st.acked:,} acked, {st.achieved_rate:,.0f} msgs/s", end="", flush=True)  # type: ignore[attr-defined]
+
+        stats = run_load(args.rate, args.duration, args.processes, m.host, m.port, city, seed=seed,
+                         on_progress=show_load)
+        print(f"\nload: target {args.rate:,.0f} msgs/s, achieved {stats.achieved_rate:,.0f} msgs/s "
+              f"over {stats.wall_s:.1f} s with {args.processes} process(es), {stats.acked:,} acknowledged")
+        return 0
+    scenarios = list(scen.scenarios) + [parse_scenario_flag(flag) for flag in args.scenario or ()]
+    start_ms = scen.start_ms if args.fixed_start and scen.start_ms else last_weeks_monday()
+    run_for = scen.run_for_ms or 30 * 3_600_000
+    garbage = args.garbage if args.garbage is not None else (scen.garbage_share if scen.garbage_share is not None else 0.005)
+    sim = Simulation(city, scenarios, seed=seed, start_ms=start_ms, speed=args.speed, garbage_share=garbage)
+
+    def show(st: object) -> None:
+        from citywatch.run import _fmt_time
+
+        print(f"\rcity time {_fmt_time(st.sim_ms)}  {st.acked:,} acked  {st.rate:,.0f} msgs/s", end="", flush=True)  # type: ignore[attr-defined]
+
+    stats = run_publisher(sim.events(start_ms + run_for), m.host, m.port, "citywatch-simulate", args.speed,
+                          on_progress=show, stop_event=stop, start_ms=start_ms,
+                          username=m.username or None, password=m.password or None, ca_file=m.ca_file or None)
+    print(f"\npublished {stats.acked:,} messages; the city's clock reached its end")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from citywatch.run import run
 
@@ -355,6 +400,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", help="device registry file (overrides settings)")
     p.add_argument("--rules", help="rules file (overrides settings)")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("simulate", help="publish a simulated city over MQTT (scenarios or load)")
+    p.add_argument("--devices", type=int, default=300, help="size of the city (default 300)")
+    p.add_argument("--seed", type=int, help="random seed (default: the scenario file's, else 7)")
+    p.add_argument("--scenarios", default="config/scenarios/default.yaml", help="scenario file")
+    p.add_argument("--scenario", action="append", metavar="SPEC",
+                   help="add a scenario, e.g. cover_open:MH-ZY-0001@1h/5h20m (repeatable)")
+    p.add_argument("--speed", type=float, default=600.0, help="city seconds per wall second (0: no waiting)")
+    p.add_argument("--garbage", type=float, help="share of malformed vendor payloads (default 0.005)")
+    p.add_argument("--fixed-start", action="store_true", help="use the scenario file's start instead of last week's Monday")
+    p.add_argument("--rate", type=float, help="load mode: sustain this many msgs/s instead of playing scenarios")
+    p.add_argument("--processes", type=int, default=1, help="load mode: publisher processes")
+    p.add_argument("--duration", type=float, default=10.0, help="load mode: seconds")
+    p.add_argument("--registry-out", default=".state/simulated-registry.csv", help="where to write the city's registry")
+    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("run", help="the main job: a simulated city through the whole pipeline")
     p.add_argument("--duration", type=float, default=150.0, metavar="SECONDS",

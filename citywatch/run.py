@@ -268,10 +268,12 @@ def run(
     logdir.mkdir(parents=True, exist_ok=True)
     rules = load_rules(settings.paths.rules)
     scen = load_scenario_file(scenario_file)
-    seed = scen.seed if seed is None else seed
+    seed = (scen.seed if scen.seed is not None else 7) if seed is None else seed
+    run_for_ms = scen.run_for_ms or 30 * 3_600_000
+    garbage_share = 0.005 if scen.garbage_share is None else scen.garbage_share
     start_ms = last_weeks_monday()
-    end_ms = start_ms + scen.run_for_ms
-    speed = scen.run_for_ms / 1000 / duration_s
+    end_ms = start_ms + run_for_ms
+    speed = run_for_ms / 1000 / duration_s
 
     city = build_city(seed, *split_devices(devices))
     registry = logdir / "registry.csv"
@@ -283,7 +285,7 @@ def run(
     settings = settings.replace("influx", database=f"{settings.influx.database}_{run_tag.replace('-', '_')}")
 
     console.print(f"[b]citywatch run[/b]: {len(city.devices)} devices, seed {seed}, "
-                  f"{scen.run_for_ms / 3_600_000:.0f} h of city time in {duration_s:.0f} s ({speed:.0f}x)")
+                  f"{run_for_ms / 3_600_000:.0f} h of city time in {duration_s:.0f} s ({speed:.0f}x)")
     statuses = services.up(settings, log=lambda line: console.print(f"  {line}"))
     started = {s.name for s in statuses if s.detail == "started"}
     for st in statuses:
@@ -303,7 +305,7 @@ def run(
         _wait_for(lambda: "MQTT connected" in children[1].tail(10**9), children, 30, "the bridge to connect")
 
         sim = Simulation(city, scen.scenarios, seed=seed, start_ms=start_ms, speed=speed,
-                         garbage_share=scen.garbage_share)
+                         garbage_share=garbage_share)
         snap = Snapshot()
         stop = threading.Event()
 
