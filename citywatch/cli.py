@@ -273,7 +273,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     from citywatch.run import last_weeks_monday
     from ingest.simulator import (
-        Simulation, build_city, load_scenario_file, parse_scenario_flag, run_load, run_publisher, split_devices,
+        Simulation,
+        build_city,
+        load_scenario_file,
+        parse_scenario_flag,
+        run_load,
+        run_publisher,
+        split_devices,
     )
 
     settings = _settings(args)
