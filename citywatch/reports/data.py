@@ -281,6 +281,8 @@ class Case:
     detail: dict[str, Any]
     events: list[tuple[int, str]] = field(default_factory=list)
     """(time, state) of every snapshot up to the period's end, in time order."""
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+    """The readings and officer actions that proved each change (``CaseEvent.evidence``), deduplicated."""
 
     @property
     def is_final(self) -> bool:
@@ -342,7 +344,24 @@ def _case_from_events(case_id: str, rows: list[dict[str, Any]]) -> Case:
         deadline=None if deadline is None else int(deadline),
         detail=detail,
         events=[(int(r["time"]), str(r.get("state") or "")) for r in rows],
+        evidence=_evidence(rows),
     )
+
+
+def _evidence(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: set[bytes] = set()
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        try:
+            items = orjson.loads(r["evidence"]) if r.get("evidence") else []
+        except orjson.JSONDecodeError:
+            continue
+        for item in items if isinstance(items, list) else []:
+            key = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+            if isinstance(item, dict) and key not in seen:
+                seen.add(key)
+                out.append(item)
+    return out
 
 
 def cases_from_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, Case]:

@@ -65,7 +65,7 @@ CSV_COLUMNS = (
 
 EVIDENCE_COLUMNS = (
     "payer_type", "payer", "case_id", "rule", "device", "address", "grid", "opened_at", "deadline",
-    "state", "ended_at", "ended_by", "acknowledged_by", "accident_at", "events",
+    "state", "ended_at", "ended_by", "acknowledged_by", "accident_at", "events", "proof",
 )  # fmt: skip
 
 
@@ -207,6 +207,13 @@ def evidence_items(c: Case, tz: str, as_of: int | None = None) -> list[str]:
         out.append(f"截至期末：{STATE_NAMES.get(c.state, c.state)}")
     if d.get("reversed_hours"):
         out.append("补报读数证明更早修复，冲销第 " + "、".join(str(h) for h in d["reversed_hours"]) + " 小时")
+    for ev in c.evidence:
+        if ev.get("type") == "reading" and ev.get("ts") is not None:
+            values = "，".join(f"{k}={v}" for k, v in sorted((ev.get("fields") or {}).items()))
+            out.append(f"{fmt_local(int(ev['ts']), tz)} 读数 reading：{values}")
+        elif ev.get("type") == "action" and ev.get("at") is not None:
+            note = f"（{ev['note']}）" if ev.get("note") else ""
+            out.append(f"{fmt_local(int(ev['at']), tz)} 执法人员 {ev.get('officer') or '—'}：{ev.get('action')}{note}")
     return out
 
 
@@ -251,7 +258,18 @@ def write_evidence_csv(s: Settlement, path: str | os.PathLike[str]) -> None:
                     fmt_iso(c.opened_at, tz), fmt_iso(c.deadline, tz), c.state, fmt_iso(c.ended_at, tz),
                     _ended_by(c), d.get("acknowledged_by") or "", fmt_iso(d.get("accident_at"), tz),
                     "; ".join(f"{fmt_iso(t, tz)} {state}" for t, state in c.events),
+                    "; ".join(_proof(ev, tz) for ev in c.evidence),
                 ])  # fmt: skip
+
+
+def _proof(ev: dict, tz: str) -> str:
+    """One reading or officer action that proved a change of the case, as a CSV cell part."""
+    if ev.get("type") == "reading" and ev.get("ts") is not None:
+        values = " ".join(f"{k}={v}" for k, v in sorted((ev.get("fields") or {}).items()))
+        return f"{fmt_iso(int(ev['ts']), tz)} reading {values}"
+    if ev.get("type") == "action" and ev.get("at") is not None:
+        return f"{fmt_iso(int(ev['at']), tz)} {ev.get('action')} by {ev.get('officer') or '-'}"
+    return ""
 
 
 def totals(statements: Iterable[Statement]) -> dict[tuple[str, str], int]:

@@ -102,6 +102,9 @@ def test_settlement_october_every_total(settings, scenario, tmp_path):
     assert (b["opened_at"], b["deadline"], b["accident_at"], b["ended_at"], b["ended_by"], b["state"]) == (
         "2026-10-10T08:00:00+08:00", "2026-10-10T10:00:00+08:00", "2026-10-10T09:00:00+08:00",
         "2026-10-10T09:30:00+08:00", "officer", "closed")  # fmt: skip
+    # the proof: the reading that opened it and the officer actions, quoted from the case events
+    assert "2026-10-10T08:00:00+08:00 reading" in b["proof"]
+    assert "accident by" in b["proof"] and "close by" in b["proof"]
     # case E as of the end of October: opened, not yet repaired
     e = next(r for r in ev if r["device"] == "MH-GC-0001")
     assert (e["state"], e["ended_at"]) == ("open", "")

@@ -151,7 +151,8 @@ def test_case_event_line_open_flag_deadline_and_detail():
     assert f"opened_at={NOW - 7_200_000}i,deadline={NOW}i," in line
     assert 'address="No. 1 \\"East\\" Rd"' in line and "lat=34.7,lon=113.6" in line
     assert 'detail="{\\"reason\\":\\"tilt\\",\\"tilt_deg\\":20}"' in line
-    assert "component_code" not in line and "evidence" not in line
+    assert "component_code" not in line
+    assert 'evidence="[{\\"x\\":1}]"' in line  # the proof travels with the case event
     closed = points.case_event_line(dict(ev, state="repaired", deadline=None))
     assert " open=0i," in closed and "deadline" not in closed
     minimal = points.case_event_line({"case_id": "c", "state": "open", "at": NOW})
