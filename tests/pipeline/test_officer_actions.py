@@ -86,3 +86,59 @@ def test_case_show_of_an_unknown_case_says_how_to_find_one(settings: Settings) -
     done = _cli(s, "case", "show", "manhole:NOPE:1")
     assert done.returncode == 2
     assert "no case 'manhole:NOPE:1'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_signed_ack_link_acknowledges_the_case_on_the_cases_topic(
+    settings: Settings, registry_file: Path, unique: str, tmp_path: Path
+) -> None:
+    """Officer's phone -> alerts HTTP endpoint -> acks topic -> worker journal -> case acknowledged."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit
+
+    import aiohttp
+
+    from alerts.http import make_link
+    from alerts.service import AlertsService
+
+    s = settings.replace("paths", registry=str(registry_file))
+    mh = f"MH-{unique}-2"
+    reg = load_registry(s.paths.registry)
+    opening = [{"topic": f"city/erqi/manhole/{mh}/telemetry", "payload": {"ts": T0, "tilt_deg": 40.0}, "received_at": T0},
+               {"watermark": T0 + H}]
+    asyncio.run(journal.load(opening, reg, s.kafka.bootstrap, s.kafka.topic_prefix, final_watermark=False))
+    worker = Proc(["worker", "--simulation", "--session-timeout", "3"], s, tmp_path / "worker.log")
+    cases = KafkaTopics(s.kafka.topic_prefix).cases
+    try:
+        opened = wait_until(lambda: [r for r in read_topic_sync(s.kafka.bootstrap, cases, 1, 1) if r["device"] == mh],
+                            what="the case opened")
+        case_id = opened[0]["case_id"]
+
+        async def click() -> tuple[int, str]:
+            svc = AlertsService(s, "config/routes.yaml", tmp_path / "alerts", http_port=0, http_host="127.0.0.1")
+            stop = asyncio.Event()
+            task = asyncio.create_task(svc.run(stop))
+            try:
+                for _ in range(200):
+                    if svc.http is not None and svc.http.port:
+                        break
+                    await asyncio.sleep(0.05)
+                cfg = svc.config.ack
+                link = make_link(cfg, case_id, mh, "ack", "grid-03", T0 + 30 * M + 10 * H)
+                query = dict(parse_qsl(urlsplit(link).query))
+                async with aiohttp.ClientSession() as http, \
+                        http.post(f"http://127.0.0.1:{svc.http.port}/ack?{urlencode(query)}") as r:
+                    return r.status, await r.text()
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 20)
+
+        status, page = asyncio.run(click())
+        assert status == 200, page
+
+        def acknowledged() -> list:
+            return [r for r in read_topic_sync(s.kafka.bootstrap, cases, 10**6, 1)
+                    if r["case_id"] == case_id and r["state"] == "acknowledged"]
+
+        event = wait_until(acknowledged, what="the case acknowledged on the cases topic")[0]
+        assert event["detail"]["acknowledged_by"] == "grid-03"
+    finally:
+        worker.stop()
