@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from citywatch import services
+from citywatch.run import settings_env  # noqa: F401 - tests import it from here
 from citywatch.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,16 +62,6 @@ def _influx_query(settings: Settings, q: str) -> None:
         urllib.request.urlopen(f"{settings.influx.url}/query", data=data, timeout=10).read()
     except OSError:
         pass
-
-
-def settings_env(s: Settings) -> dict[str, str]:
-    """Environment for a citywatch subprocess that should use exactly these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYWATCH_")}
-    for section in ("mqtt", "kafka", "influx", "paths", "log"):
-        for name, value in vars(getattr(s, section)).items():
-            env[f"CITYWATCH_{section.upper()}_{name.upper()}"] = str(value)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 @pytest.fixture
