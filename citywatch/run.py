@@ -221,28 +221,43 @@ async def _final_watermark(settings: Settings, at: int) -> None:
 
 
 async def _lag(settings: Settings) -> int | None:
-    """Journal records the worker has not committed yet (None: cannot tell yet)."""
+    """Journal records the worker has not committed yet (None: cannot tell yet).
+
+    The end of each partition is found by reading its last batch: tansu
+    answers ListOffsets with the first offset of the last batch plus one, not
+    the true end, so ``end_offsets`` alone would declare the journal drained
+    too early.
+    """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from ingest.topics import KafkaTopics
 
     k = settings.kafka
     topic = KafkaTopics(k.topic_prefix).telemetry
-    consumer = AIOKafkaConsumer(bootstrap_servers=k.bootstrap, group_id=f"{k.topic_prefix}-worker",
-                                enable_auto_commit=False)
-    await consumer.start()
+    tps = [TopicPartition(topic, p) for p in range(k.partitions)]
+    group = AIOKafkaConsumer(bootstrap_servers=k.bootstrap, group_id=f"{k.topic_prefix}-worker",
+                             enable_auto_commit=False)
+    reader = AIOKafkaConsumer(bootstrap_servers=k.bootstrap, group_id=None, enable_auto_commit=False)
+    await group.start()
+    await reader.start()
     try:
-        tps = [TopicPartition(topic, p) for p in range(k.partitions)]
-        ends = await consumer.end_offsets(tps)
+        reader.assign(tps)
+        reported = await reader.end_offsets(tps)
         lag = 0
         for tp in tps:
-            committed = await consumer.committed(tp)
+            end = reported[tp]
+            if end > 0:
+                reader.seek(tp, end - 1)
+                while batch := (await reader.getmany(tp, timeout_ms=300)).get(tp):
+                    end = max(end, batch[-1].offset + 1)
+            committed = await group.committed(tp)
             if committed is None:
-                return None
-            lag += max(0, ends[tp] - committed)
+                return None if end else 0
+            lag += max(0, end - committed)
         return lag
     finally:
-        await consumer.stop()
+        await group.stop()
+        await reader.stop()
 
 
 def run(

@@ -128,6 +128,27 @@ class Pipeline:
             await asyncio.gather(*futures)
 
 
+def faust_config(bootstrap: str, partitions: int, session_timeout_s: float, datadir: Path) -> dict[str, Any]:
+    """The worker's Faust settings (the streams benchmark runs its no-op ceiling with the same)."""
+    return {
+        "broker": f"kafka://{bootstrap}",
+        "store": "memory://",
+        "processing_guarantee": "at_least_once",
+        "topic_partitions": partitions,
+        "topic_replication_factor": 1,
+        "broker_session_timeout": session_timeout_s,
+        "broker_rebalance_timeout": session_timeout_s,
+        "broker_heartbeat_interval": min(1.0, session_timeout_s / 3),
+        "broker_commit_every": 1000,
+        "broker_commit_interval": 1.0,
+        "producer_linger": 0.005,
+        "consumer_auto_offset_reset": "earliest",
+        "web_enabled": False,
+        "table_standby_replicas": 0,
+        "datadir": str(datadir),
+    }
+
+
 def build_app(
     settings: Settings,
     *,
@@ -148,24 +169,7 @@ def build_app(
     topics = KafkaTopics(k.topic_prefix)
     datadir = Path(settings.paths.state_dir) / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        f"{k.topic_prefix}-worker",
-        broker=f"kafka://{k.bootstrap}",
-        store="memory://",
-        processing_guarantee="at_least_once",
-        topic_partitions=k.partitions,
-        topic_replication_factor=1,
-        broker_session_timeout=session_timeout_s,
-        broker_rebalance_timeout=session_timeout_s,
-        broker_heartbeat_interval=min(1.0, session_timeout_s / 3),
-        broker_commit_every=1000,
-        broker_commit_interval=1.0,
-        producer_linger=0.005,
-        consumer_auto_offset_reset="earliest",
-        web_enabled=False,
-        table_standby_replicas=0,
-        datadir=str(datadir),
-    )
+    app = faust.App(f"{k.topic_prefix}-worker", **faust_config(k.bootstrap, k.partitions, session_timeout_s, datadir))
     registry = RegistryWatcher(settings.paths.registry)
     pipeline = Pipeline(app, load_rules(settings.paths.rules), registry, topics)
     app.citywatch_pipeline = pipeline  # type: ignore[attr-defined]
