@@ -1,0 +1,438 @@
+"""Events per second of the detection core and of the Faust worker, against a Faust no-op ceiling measured in the same run.
+
+    .venv/bin/python bench/streams.py [--devices 3000] [--hours 3] [--records 100000]
+                                      [--profile-worker FILE]
+
+Rows, all over the same simulated city (``build_city``, default scenarios,
+absolute dust mode of ``config/rules.yaml``):
+
+1. core: ``streams.detector.Detector.on_reading`` over pre-built ``Reading``s
+   in memory (a few sim hours of every device; parsing is done up front and
+   not timed); best of three passes, each on a fresh detector;
+2. core + what the worker adds per event outside Faust: ``orjson.loads`` of
+   the journal record, ``journal.from_record``, and the per-event state export
+   (``take_dirty``/``export_device``/``export_clock``) -- still in memory;
+3. Faust no-op agent: a tiny ``faust.App`` with the worker's broker settings
+   (at_least_once, memory store, 3 s session/rebalance timeouts, linger 5 ms)
+   whose one agent iterates ``stream.events()`` and does nothing; a subprocess
+   (``bench/streams.py --noop-agent PREFIX N``): the ceiling of Faust on tansu;
+4. the worker end to end: ``citywatch worker --simulation`` (detection, tables
+   with changelogs, case/penalty outputs, InfluxDB telemetry sink) as a
+   subprocess.
+
+Rows 3 and 4 consume the same ``--records`` journal records (the first ones of
+the same simulation) from one fresh topic, each under its own consumer group,
+and are measured alike: the parent polls the group's committed offset
+(``AIOKafkaConsumer.committed``; tansu's admin OffsetFetch is broken) and
+times from the first commit to the commit reaching the end of the topic;
+rate = records committed in that span / its duration. Start-up (process
+start to first commit) and the process's CPU use over the span (all threads,
+from /proc; 100 % = one core) are printed apart; ``--profile-worker`` records
+the worker with py-spy (``pip install py-spy``). Services are brought up with
+``citywatch.services.up`` and only what this run started is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ingest.topics import KafkaTopics  # noqa: E402
+
+RULES = ROOT / "config" / "rules.yaml"
+SCENARIOS = ROOT / "config" / "scenarios" / "default.yaml"
+HOUR_MS = 3_600_000
+SESSION_TIMEOUT_S = 3.0
+
+
+# --------------------------------------------------------------------------- the no-op agent (subprocess mode)
+
+
+def noop_agent(prefix: str, n: int, bootstrap: str, datadir: str) -> None:
+    """A Faust app with the worker's broker settings and one agent that does nothing.
+
+    Prints one JSON line when it has seen ``n`` events (its in-process view,
+    a cross-check of the commit-based figure), then runs until SIGTERM.
+    """
+    import faust
+
+    from streams.worker import faust_config
+
+    app = faust.App(f"{prefix}-noop", **faust_config(bootstrap, 1, SESSION_TIMEOUT_S, Path(datadir)))
+    topic = app.topic(KafkaTopics(prefix).telemetry, key_serializer="raw", value_serializer="raw")
+    seen = {"n": 0, "first": 0.0}
+
+    @app.agent(topic, name="noop")
+    async def noop(stream: Any) -> None:
+        async for _event in stream.events():
+            seen["n"] += 1
+            if seen["n"] == 1:
+                seen["first"] = time.perf_counter()
+            elif seen["n"] == n:
+                dt = time.perf_counter() - seen["first"]
+                # fd 1, not print(): the Faust worker redirects sys.stdout into its logger
+                os.write(1, orjson.dumps({"events": n, "seconds": dt}) + b"\n")
+
+    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+
+
+# --------------------------------------------------------------------------- input
+
+
+def build_input(devices: int, hours: float) -> tuple[Any, list[Any], int]:
+    """(city, readings in arrival order, rejected count) of ``hours`` sim hours."""
+    from ingest.reading import Reading
+    from ingest.sim_city import build_city, split_devices
+    from ingest.sim_scenarios import load_scenario_file
+    from ingest.simulator import DEFAULT_START_MS, Simulation
+    from ingest.validate import parse_message
+
+    sf = load_scenario_file(SCENARIOS)
+    city = build_city(7, *split_devices(devices))
+    sim = Simulation(city, sf.scenarios, seed=7)
+    registry = city.registry()
+    readings: list[Reading] = []
+    rejected = 0
+    for due, topic, payload in sim.events(DEFAULT_START_MS + int(hours * HOUR_MS)):
+        r = parse_message(topic, payload, due, registry)
+        if isinstance(r, Reading):
+            readings.append(r)
+        else:
+            rejected += 1
+    return city, readings, rejected
+
+
+# --------------------------------------------------------------------------- in-memory rows
+
+
+def bench_core(readings: list[Any], registry: Any, rules: Any, repeats: int = 3) -> tuple[float, int]:
+    """Best events/s of ``Detector.on_reading`` over ``readings``; and the outputs of one pass."""
+    from streams.detector import Detector
+
+    best, outputs = 0.0, 0
+    for _ in range(repeats):
+        det = Detector(rules, registry)
+        on_reading = det.on_reading
+        n_out = 0
+        t = time.perf_counter()
+        for r in readings:
+            n_out += len(on_reading(r))
+        dt = time.perf_counter() - t
+        best = max(best, len(readings) / dt)
+        outputs = n_out
+    return best, outputs
+
+
+def bench_core_plus(records: list[bytes], registry: Any, rules: Any, repeats: int = 3) -> float:
+    """Best events/s of what ``Pipeline.handle`` does per event, without Faust and Kafka."""
+    from ingest.reading import Reading
+    from streams import journal
+    from streams.detector import Detector
+
+    best = 0.0
+    for _ in range(repeats):
+        det = Detector(rules, registry)
+        devices: dict[str, Any] = {}
+        clocks: dict[str, Any] = {}
+        t = time.perf_counter()
+        for raw in records:
+            item = journal.from_record(orjson.loads(raw))
+            if isinstance(item, Reading):
+                det.on_reading(item)
+            for device_id in det.take_dirty():
+                devices[device_id] = {"p": 0, "s": det.export_device(device_id)}
+            clocks["clock:0"] = det.export_clock()
+        best = max(best, len(records) / (time.perf_counter() - t))
+    return best
+
+
+# --------------------------------------------------------------------------- Kafka side
+
+
+async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> int:
+    """Write the records into partition 0 of ``topic``; return the end offset (last offset + 1).
+
+    The end comes from the produce acks, not from ``end_offsets``: tansu's
+    ListOffsets(latest) answers the last *batch's* base offset + 1, short of the
+    real end by the batch's size - 1.
+    """
+    from ingest.kafka import make_producer
+
+    producer = make_producer(bootstrap, client_id="bench-streams-load")
+    await producer.start()
+    last = -1
+    try:
+        for chunk in range(0, len(records), 5000):
+            futures = [await producer.send(topic, value, key=key, partition=0)
+                       for key, value in records[chunk:chunk + 5000]]
+            last = max(last, max(m.offset for m in await asyncio.gather(*futures)))
+    finally:
+        await producer.stop()
+    return last + 1
+
+
+async def follow_commits(bootstrap: str, group: str, topic: str, end: int, proc: subprocess.Popen,
+                         log: Path, timeout: float) -> dict[str, float]:
+    """Poll the group's committed offset until it reaches ``end``; the timings of the run."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    started = time.perf_counter()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    tp = TopicPartition(topic, 0)
+    first: tuple[float, int] | None = None
+    last_seen = None
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{group}: the process exited with {proc.returncode}; its log ends:\n"
+                                   + _tail(log))
+            if time.perf_counter() - started > timeout:
+                raise RuntimeError(f"{group}: committed offset {last_seen} of {end} after {timeout:.0f} s; "
+                                   "its log ends:\n" + _tail(log))
+            committed = await consumer.committed(tp)
+            now = time.perf_counter()
+            last_seen = committed
+            if committed:  # None: no commit yet; 0: a commit before the first event
+                if first is None:
+                    first = (now, committed)
+                    cpu0 = _cpu_seconds(proc.pid)
+                if committed >= end:
+                    return {
+                        "startup_s": first[0] - proc_started(proc),
+                        "first_offset": first[1],
+                        "seconds": now - first[0],
+                        "records": committed - first[1],
+                        "cpu": (_cpu_seconds(proc.pid) - cpu0) / (now - first[0]),
+                    }
+            await asyncio.sleep(0.02)
+    finally:
+        await consumer.stop()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, all threads (Linux /proc; nan elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+_STARTED: dict[int, float] = {}
+
+
+def proc_started(proc: subprocess.Popen) -> float:
+    return _STARTED[proc.pid]
+
+
+def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    out = open(log, "wb")  # noqa: SIM115 - closed by the child's exit, kept for the tail
+    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    _STARTED[proc.pid] = time.perf_counter()
+    out.close()
+    return proc
+
+
+def stop(proc: subprocess.Popen | None, grace: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        print(f"  warning: pid {proc.pid} ignored SIGTERM for {grace:.0f} s; killing it", file=sys.stderr)
+        proc.kill()
+        proc.wait(5)
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _influx(url: str, q: str) -> None:
+    data = urllib.parse.urlencode({"q": q}).encode()
+    try:
+        urllib.request.urlopen(f"{url}/query", data=data, timeout=10).read()
+    except OSError:
+        pass
+
+
+def measure(label: str, argv: list[str], env: dict[str, str], bootstrap: str, group: str, topic: str,
+            end: int, log: Path, timeout: float, profile: str | None = None) -> dict[str, float]:
+    proc = spawn(argv, env, log)
+    spy = None
+    try:
+        if profile:
+            spy = subprocess.Popen(["py-spy" if shutil.which("py-spy") else str(Path(sys.executable).parent / "py-spy"),
+                                    "record", "--pid", str(proc.pid), "--rate", "200", "--nonblocking",
+                                    "--format", "raw", "--output", profile],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        result = asyncio.run(follow_commits(bootstrap, group, topic, end, proc, log, timeout))
+    finally:
+        if spy is not None and spy.poll() is None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            try:
+                spy.wait(20)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+        stop(proc)
+    result["log"] = str(log)
+    if label == "noop":
+        for line in log.read_text(errors="replace").splitlines():
+            if '{"events"' in line:  # after the spinner's terminal escapes
+                d = orjson.loads(line[line.index('{"events"'):])
+                result["inproc_rate"] = d["events"] / d["seconds"]
+    return result
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--devices", type=int, default=3000, help="simulated city size (default 3000)")
+    ap.add_argument("--hours", type=float, default=3.0, help="sim hours of readings for the core rows (default 3)")
+    ap.add_argument("--records", type=int, default=100_000,
+                    help="journal records for the Faust rows (default 100000; the last commit can wait up to the "
+                         "1 s commit interval, so fewer records bias the fast no-op row)")
+    ap.add_argument("--timeout", type=float, default=90.0, help="seconds allowed per Faust run (default 90)")
+    ap.add_argument("--profile-worker", metavar="FILE",
+                    help="also record the worker with py-spy (raw collapsed stacks into FILE; slows it a little)")
+    ap.add_argument("--noop-agent", nargs=2, metavar=("PREFIX", "N"), help=argparse.SUPPRESS)
+    ap.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    ap.add_argument("--datadir", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.noop_agent:
+        noop_agent(args.noop_agent[0], int(args.noop_agent[1]), args.bootstrap, args.datadir)
+        return
+
+    from citywatch import services
+    from citywatch.settings import load_settings
+    from ingest.kafka import ensure_topics
+    from streams import journal
+    from streams.rules import load_rules
+
+    settings = load_settings(env={k: v for k, v in os.environ.items() if k.startswith("CITYWATCH_")})
+    settings = settings.replace("paths", state_dir=str(ROOT / ".state" / "bench"))
+    rules = load_rules(RULES)
+    print(f"citywatch streams benchmark: {platform.node()} {os.cpu_count()} cpus, Python {platform.python_version()}, "
+          f"faust-streaming {version('faust-streaming')}, aiokafka {version('aiokafka')}, orjson {version('orjson')}")
+
+    t = time.perf_counter()
+    city, readings, rejected = build_input(args.devices, args.hours)
+    counts: dict[str, int] = {}
+    for r in readings:
+        counts[r.kind] = counts.get(r.kind, 0) + 1
+    mix = ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items()))
+    print(f"input: {len(city)} devices {city.counts()}, {args.hours:g} sim h, default scenarios, "
+          f"dust mode {rules.dust.mode}: {len(readings):,} readings ({mix}; {rejected} garbage rejected), "
+          f"built in {time.perf_counter() - t:.1f} s (untimed)")
+
+    registry = city.registry()
+    core, outputs = bench_core(readings, registry, rules)
+    encoded = [journal.encode(journal.to_record(r)[1]) for r in readings]
+    core_plus = bench_core_plus(encoded, registry, rules)
+    n = min(args.records, len(readings))
+    records = [(r.device.encode(), raw) for r, raw in zip(readings[:n], encoded[:n], strict=True)]
+    span_min = (readings[n - 1].received_at - readings[0].received_at) / 60_000
+    del encoded
+
+    started = {s.name for s in services.up(settings, log=lambda _: None) if s.detail == "started"}
+    tag = uuid.uuid4().hex[:8]
+    prefix = f"bench-streams-{tag}"
+    database = f"bench_streams_{tag}"
+    bootstrap = settings.kafka.bootstrap
+    topic = KafkaTopics(prefix).telemetry
+    tmp = Path(tempfile.mkdtemp(prefix="bench-streams-"))
+    try:
+        asyncio.run(ensure_topics(bootstrap, prefix, 1))
+        end = asyncio.run(produce(bootstrap, topic, records))
+        print(f"journal: {end:,} records ({span_min:.0f} sim min of the same city) in {topic} (1 partition), "
+              f"Kafka {bootstrap}, InfluxDB {settings.influx.url} db {database}")
+        registry_file = tmp / "registry.csv"
+        city.write_registry(registry_file)
+
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("CITYWATCH_")}
+        base_env["PYTHONUNBUFFERED"] = "1"
+        noop = measure(
+            "noop",
+            [sys.executable, str(Path(__file__).resolve()), "--noop-agent", prefix, str(end),
+             "--bootstrap", bootstrap, "--datadir", str(tmp / "noop")],
+            base_env, bootstrap, f"{prefix}-noop", topic, end, tmp / "noop.log", args.timeout,
+        )
+        env = base_env | {
+            "CITYWATCH_KAFKA_BOOTSTRAP": bootstrap,
+            "CITYWATCH_KAFKA_TOPIC_PREFIX": prefix,
+            "CITYWATCH_INFLUX_URL": settings.influx.url,
+            "CITYWATCH_INFLUX_DATABASE": database,
+            "CITYWATCH_PATHS_REGISTRY": str(registry_file),
+            "CITYWATCH_PATHS_RULES": str(RULES),
+            "CITYWATCH_PATHS_STATE_DIR": str(tmp / "worker"),
+            "CITYWATCH_LOG_LEVEL": "WARNING",
+        }
+        worker = measure(
+            "worker",
+            [sys.executable, "-m", "citywatch", "worker", "--simulation", "--session-timeout", str(SESSION_TIMEOUT_S)],
+            env, bootstrap, f"{prefix}-worker", topic, end, tmp / "worker.log", args.timeout,
+            profile=args.profile_worker,
+        )
+    except BaseException:
+        for name in ("noop.log", "worker.log"):
+            if (tmp / name).exists():
+                print(f"--- {name}\n{_tail(tmp / name)}", file=sys.stderr)
+        raise
+    finally:
+        _influx(settings.influx.url, f'DROP DATABASE "{database}"')
+        shutil.rmtree(tmp, ignore_errors=True)
+        if started:
+            services.down(settings, log=lambda _: None, only=started)
+
+    ceiling = noop["records"] / noop["seconds"]
+    worker_rate = worker["records"] / worker["seconds"]
+    rows: list[tuple[str, float, str]] = [
+        (f"core: Detector.on_reading, in memory ({len(readings):,} ev)", core, f"{outputs} outputs"),
+        ("core + record decode + state export (handle w/o Faust)", core_plus, ""),
+        ("Faust no-op agent, at_least_once (ceiling)", ceiling,
+         f"{noop['records']:,.0f} rec in {noop['seconds']:.2f} s, cpu {noop['cpu']:.0%}, start {noop['startup_s']:.1f} s; "
+         f"counted in-process: {noop.get('inproc_rate', float('nan')):,.0f} ev/s"),
+        ("citywatch worker --simulation, end to end", worker_rate,
+         f"{worker['records']:,.0f} rec in {worker['seconds']:.2f} s, cpu {worker['cpu']:.0%}, "
+         f"start {worker['startup_s']:.1f} s"),
+    ]
+    print(f"{'path':58} {'events/s':>10} {'vs no-op':>9} {'vs worker':>10}  note")
+    for name, rate, note in rows:
+        print(f"{name:58} {rate:10,.0f} {rate / ceiling:8.2f}x {rate / worker_rate:9.1f}x  {note}")
+    print(f"Faust rows: from the first commit to the commit reaching offset {end:,}; "
+          f"first commits at offsets {noop['first_offset']:,.0f} (no-op) / {worker['first_offset']:,.0f} (worker)")
+    if args.profile_worker:
+        print(f"worker profile (py-spy raw stacks): {args.profile_worker}")
+
+
+if __name__ == "__main__":
+    main()
