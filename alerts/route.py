@@ -24,12 +24,11 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from citywatch.errors import ConfigError
+from citywatch.errors import ConfigError, read_config_text
 
 LABELS = ("kind", "rule", "severity", "district", "grid", "unit", "device")
 """What a route can match on."""
@@ -331,11 +330,7 @@ CHANNEL_OPTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 def load_routes(path: str | os.PathLike[str]) -> RoutingConfig:
     """Read and validate a routing file; ``ConfigError(file, line, reason)`` on the first mistake."""
-    file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(file, None, f"cannot read routing file: {exc.strerror}") from None
+    file, text = read_config_text(path, "routing file")
     return parse_routes(text, file)
 
 

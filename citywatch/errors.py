@@ -34,3 +34,21 @@ class ConfigError(CitywatchError):
             if self.column is not None:
                 where += f":{self.column}"
         return f"{where}: {self.message}"
+
+
+def read_config_text(path: object, what: str) -> tuple[str, str]:
+    """(file name, text) of a UTF-8 file a city edits; ``ConfigError`` naming ``what`` otherwise.
+
+    A BOM (left by Windows editors) is accepted; anything not UTF-8 is refused
+    with the fix, not decoded by guesswork.
+    """
+    import os
+
+    name = os.fspath(path)  # type: ignore[arg-type]
+    try:
+        with open(name, encoding="utf-8-sig") as f:
+            return name, f.read()
+    except OSError as exc:
+        raise ConfigError(name, None, f"cannot read the {what}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(name, None, f"the {what} is not UTF-8; save it as UTF-8") from None

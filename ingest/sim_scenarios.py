@@ -62,7 +62,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from citywatch.errors import ConfigError
+from citywatch.errors import ConfigError, read_config_text
 
 __all__ = [
     "SCENARIO_KINDS",
@@ -299,16 +299,7 @@ def load_scenarios(path: str | os.PathLike[str]) -> list[Scenario]:
 
 def load_scenario_file(path: str | os.PathLike[str]) -> ScenarioFile:
     """The whole scenario file: scenarios and the optional run defaults."""
-    name = os.fspath(path)
-    try:
-        with open(name, encoding="utf-8-sig") as f:
-            text = f.read()
-    except OSError as exc:
-        raise ConfigError(
-            name, None, f"cannot read the scenario file: {exc.strerror or exc}"
-        ) from None
-    except UnicodeDecodeError:
-        raise ConfigError(name, None, "not UTF-8; save the scenario file as UTF-8") from None
+    name, text = read_config_text(path, "scenario file")
     return parse_scenario_text(text, name)
 
 

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
-from citywatch.errors import ConfigError
+from citywatch.errors import ConfigError, read_config_text
 
 __all__ = [
     "HOUR_MS",
@@ -205,16 +205,7 @@ class LocalClock:
 
 def load_rules(path: str | os.PathLike[str]) -> Rules:
     """Load and validate a rules file; ``ConfigError`` with the line on any mistake."""
-    name = os.fspath(path)
-    try:
-        with open(name, encoding="utf-8-sig") as f:
-            text = f.read()
-    except OSError as exc:
-        raise ConfigError(
-            name, None, f"cannot read the rules file: {exc.strerror or exc}"
-        ) from None
-    except UnicodeDecodeError:
-        raise ConfigError(name, None, "the rules file is not UTF-8") from None
+    name, text = read_config_text(path, "rules file")
     return parse_rules(text, name)
 
 

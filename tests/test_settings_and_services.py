@@ -153,3 +153,12 @@ def test_a_port_taken_by_something_else_is_refused_clearly(tmp_path: Path) -> No
     assert f"port 127.0.0.1:{port} is taken by something that is not influxdb" in done.stderr
     assert "stopped kafka" in done.stdout, "all or nothing: the broker this call started is stopped again"
     assert not services.kafka_healthy("127.0.0.1", 19492)
+
+
+@pytest.mark.parametrize(("command", "what"), [("rules", "rules file"), ("registry", "device registry")])
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path: Path, command: str, what: str) -> None:
+    bad = tmp_path / "gbk.yaml"
+    bad.write_bytes("规则".encode("gbk"))
+    done = _cli(command, "check", str(bad))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert str(bad) in done.stderr and "UTF-8" in done.stderr

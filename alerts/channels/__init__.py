@@ -141,3 +141,31 @@ def http_failure(status: int, body: str, retry_after: str | None = None) -> Resu
     if status == 429 or status == 408 or status >= 500:
         return Result.retry(f"HTTP {status}: {body[:200]}", after)
     return Result.give_up(f"HTTP {status}: {body[:200]}")
+
+
+def robot_answer(
+    status: int, text: str, bucket: TokenBucket, throttled: frozenset[int], throttle_s: float,
+    retryable: frozenset[int], throttle_note: str = "",
+) -> Result:
+    """Judge a chat robot's JSON answer (WeCom and DingTalk speak the same ``errcode`` dialect).
+
+    errcode 0 is delivered; a throttling code penalizes the robot's token
+    bucket and retries after ``throttle_s``; ``retryable`` codes retry with
+    backoff; anything else (bad key, bad signature, blocked keyword) gives up.
+    """
+    import orjson
+
+    try:
+        answer = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return Result.retry(f"HTTP {status} with a body that is not JSON: {text[:200]}")
+    code = answer.get("errcode")
+    if code == 0:
+        return Result.delivered("errcode 0")
+    detail = f"errcode {code}: {answer.get('errmsg', '')}"
+    if code in throttled:
+        bucket.penalize(throttle_s)
+        return Result.retry(detail + throttle_note, throttle_s)
+    if code in retryable:
+        return Result.retry(detail)
+    return Result.give_up(detail)

@@ -26,7 +26,7 @@ import urllib.parse
 
 import orjson
 
-from alerts.channels import Result, TokenBucket
+from alerts.channels import Result, TokenBucket, robot_answer
 from alerts.channels._http import HttpPoster
 from alerts.channels.wecom import cut
 from alerts.message import Message
@@ -70,20 +70,9 @@ class DingTalkChannel:
         status, text, failure = await self.http.post(self.signed_url(), body, {"Content-Type": "application/json"})
         if failure is not None:
             return failure
-        try:
-            answer = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            return Result.retry(f"HTTP {status} with a body that is not JSON: {text[:200]}")
-        code = answer.get("errcode")
-        if code == 0:
-            return Result.delivered("errcode 0")
-        detail = f"errcode {code}: {answer.get('errmsg', '')}"
-        if code == THROTTLED:
-            self.bucket.penalize(THROTTLE_S)
-            return Result.retry(detail + " (robot throttled for 10 minutes)", THROTTLE_S)
-        if code == -1:  # system busy
-            return Result.retry(detail)
-        return Result.give_up(detail)  # 310000 bad signature/keyword/IP, 300001 bad token, ...
+        # 310000 bad signature/keyword/IP, 300001 bad token, ...: give up; -1 system busy: retry
+        return robot_answer(status, text, self.bucket, frozenset({THROTTLED}), THROTTLE_S, frozenset({-1}),
+                            " (robot throttled for 10 minutes)")
 
     async def close(self) -> None:
         await self.http.close()

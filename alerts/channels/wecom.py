@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import orjson
 
-from alerts.channels import Result, TokenBucket
+from alerts.channels import Result, TokenBucket, robot_answer
 from alerts.channels._http import HttpPoster
 from alerts.message import Message
 
@@ -57,20 +57,7 @@ class WeComChannel:
         status, text, failure = await self.http.post(self.url, body, {"Content-Type": "application/json"})
         if failure is not None:
             return failure
-        try:
-            answer = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            return Result.retry(f"HTTP {status} with a body that is not JSON: {text[:200]}")
-        code = answer.get("errcode")
-        if code == 0:
-            return Result.delivered("errcode 0")
-        detail = f"errcode {code}: {answer.get('errmsg', '')}"
-        if code in THROTTLED:
-            self.bucket.penalize(60)
-            return Result.retry(detail, 60)
-        if code in RETRYABLE:
-            return Result.retry(detail)
-        return Result.give_up(detail)
+        return robot_answer(status, text, self.bucket, frozenset(THROTTLED), 60, frozenset(RETRYABLE))
 
     async def close(self) -> None:
         await self.http.close()

@@ -137,5 +137,5 @@ def test_missing_sections_and_files(tmp_path: Path) -> None:
         parse_routes("receivers:\n  - {name: a}\nroute: {receiver: a}\n")
     with pytest.raises(ConfigError, match="empty"):
         parse_routes("")
-    with pytest.raises(ConfigError, match="cannot read routing file"):
+    with pytest.raises(ConfigError, match="cannot read the routing file"):
         load_routes(tmp_path / "nope.yaml")

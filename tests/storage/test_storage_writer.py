@@ -339,8 +339,9 @@ class PrivateInfluxd:
 
 @pytest.fixture
 def private_influxd(tmp_path):
-    if not (shutil.which("influxd") or os.access("/usr/bin/influxd", os.X_OK)):
-        pytest.skip("influxd not installed (apt-get install -y influxdb)")
+    assert shutil.which("influxd") or os.access("/usr/bin/influxd", os.X_OK), (
+        "influxd not installed: `make test` installs it (scripts/setup.sh), or apt-get install -y influxdb"
+    )
     server = PrivateInfluxd(tmp_path)
     yield server
     server.kill()
