@@ -48,6 +48,7 @@ from streams.model import (
     OfficerAction,
     action_evidence,
     clock_evidence,
+    penalty_entry,
     reading_evidence,
     reversal_of,
 )
@@ -310,20 +311,8 @@ class ManholeRule:
         at: int, evidence: list[dict[str, Any]], hour_index: int | None = None,
     ) -> LedgerEntry:  # fmt: skip
         """An entry ``<case_id>:<suffix>`` paid by the parties of the case's opening."""
-        return LedgerEntry(
-            id=f"{case.case_id}:{suffix}",
-            case_id=case.case_id,
-            rule=rule,
-            device=dev.device_id,
-            payer=case.district if payer_type == "district_government" else case.unit,
-            payer_type=payer_type,
-            district=case.district,
-            amount_yuan=amount,
-            accrued_at=at,
-            hour_index=hour_index,
-            reverses=None,
-            evidence=evidence,
-        )
+        return penalty_entry(dev, case.case_id, suffix, rule, payer_type, amount, at, evidence, hour_index,
+                             district=case.district, unit=case.unit)
 
     # ------------------------------------------------------------------ officer actions
 

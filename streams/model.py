@@ -261,12 +261,6 @@ def clock_evidence(at: int) -> dict[str, Any]:
     return {"type": "clock", "at": at}
 
 
-def payer_of(dev: Device, payer_type: str) -> str:
-    """DESIGN §8: district government entries are paid by the district id,
-    property-unit entries by the device's unit."""
-    return dev.district if payer_type == "district_government" else dev.unit
-
-
 class Context:
     """What a rule module needs from the detector while handling one input:
     the current watermark (for reversals) and the list to append outputs to."""
@@ -396,16 +390,23 @@ class CaseRecord:
 def penalty_entry(
     dev: Device, case_id: str, suffix: str, rule: str, payer_type: str, amount: int,
     at: int, evidence: list[dict[str, Any]], hour_index: int | None = None,
+    *, district: str | None = None, unit: str | None = None,
 ) -> LedgerEntry:  # fmt: skip
-    """A fresh (non-reversal) ledger entry with id ``<case_id>:<suffix>``."""
+    """A fresh (non-reversal) ledger entry with id ``<case_id>:<suffix>``.
+
+    ``district`` / ``unit`` override the registry's parties when a case fixed
+    them at its opening (a registry reload must not move a running clock's payer).
+    """
+    district = dev.district if district is None else district
+    unit = dev.unit if unit is None else unit
     return LedgerEntry(
         id=f"{case_id}:{suffix}",
         case_id=case_id,
         rule=rule,
         device=dev.device_id,
-        payer=payer_of(dev, payer_type),
+        payer=district if payer_type == "district_government" else unit,
         payer_type=payer_type,
-        district=dev.district,
+        district=district,
         amount_yuan=amount,
         accrued_at=at,
         hour_index=hour_index,
