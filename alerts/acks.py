@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import orjson
 
-from citywatch.settings import Settings
-from ingest.kafka import ensure_topics, make_producer
-from ingest.topics import KafkaTopics
-from streams.model import OfficerAction
+from bus.kafka import ensure_topics, make_producer
+from contract.cases import OfficerAction
+from contract.topics import KafkaTopics
+from foundation.settings import Settings
 
 
 async def submit(settings: Settings, action: OfficerAction) -> None:

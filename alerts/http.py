@@ -31,7 +31,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from alerts.route import AckConfig
-from streams.model import OfficerAction
+from contract.cases import OfficerAction
 
 log = logging.getLogger("citywatch.alerts.http")
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from citywatch.errors import ConfigError, read_config_text
+from foundation.errors import ConfigError, read_config_text
 
 LABELS = ("kind", "rule", "severity", "district", "grid", "unit", "device")
 """What a route can match on."""

@@ -46,8 +46,8 @@ from alerts.http import AckEndpoint, make_link
 from alerts.message import CaseInfo, Notice, Renderer
 from alerts.outbox import Deliverer, OutboxRow, Store, message_key
 from alerts.route import RoutingConfig, load_routes
-from citywatch.settings import Settings
-from streams.model import OfficerAction
+from contract.cases import OfficerAction
+from foundation.settings import Settings
 
 log = logging.getLogger("citywatch.alerts")
 
@@ -278,8 +278,8 @@ class AlertsService:
     async def run(self, stop: asyncio.Event) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        from ingest.kafka import ensure_topics, make_producer
-        from ingest.topics import KafkaTopics
+        from bus.kafka import ensure_topics, make_producer
+        from contract.topics import KafkaTopics
 
         k = self.settings.kafka
         topics = KafkaTopics(k.topic_prefix)
@@ -351,7 +351,7 @@ class AlertsService:
 
 
 def _load_registry(settings: Settings) -> Any:
-    from ingest.registry import load_registry
+    from registry.devices import load_registry
 
     path = settings.paths.registry
     if not path or not Path(path).exists():
@@ -375,7 +375,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     """``citywatch alerts``: run until SIGINT/SIGTERM."""
     import signal
 
-    from citywatch.errors import CitywatchError
+    from foundation.errors import CitywatchError
 
     if getattr(args, "registry", None):
         settings = settings.replace("paths", registry=args.registry)
@@ -402,9 +402,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 if __name__ == "__main__":
     import sys
 
-    from citywatch.cli import setup_logging
-    from citywatch.errors import CitywatchError
-    from citywatch.settings import load_settings
+    from foundation.errors import CitywatchError
+    from foundation.logs import setup_logging
+    from foundation.settings import load_settings
 
     _parser = argparse.ArgumentParser(prog="python -m alerts.service")
     add_arguments(_parser)

@@ -40,8 +40,8 @@ from aiohttp import web  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 
 from alerts.service import FETCH_MAX_WAIT_MS  # noqa: E402
-from ingest.kafka import ensure_topics, make_producer  # noqa: E402
-from ingest.topics import KafkaTopics  # noqa: E402
+from bus.kafka import ensure_topics, make_producer  # noqa: E402
+from contract.topics import KafkaTopics  # noqa: E402
 
 
 def pct(values: list[float], p: float) -> float:

@@ -4,7 +4,7 @@
 
 Prints points/s for:
 
-* line building: ``streams.points.telemetry_line`` (f-string builder) vs
+* line building: ``store.points.telemetry_line`` (f-string builder) vs
   influxdb-client's ``Point(...).to_line_protocol()`` for the same readings;
 * baseline: raw aiohttp POSTs of pre-built 5,000-line bodies, one connection,
   one request at a time (DESIGN §9 measured ~346k points/s this way);
@@ -30,10 +30,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import aiohttp  # noqa: E402
 
-from ingest.reading import Reading  # noqa: E402
-from ingest.registry import Device  # noqa: E402
-from streams import points  # noqa: E402
-from streams.influx import InfluxWriter, query  # noqa: E402
+from contract.reading import Reading  # noqa: E402
+from registry.devices import Device  # noqa: E402
+from store import points  # noqa: E402
+from store.influx import InfluxWriter, query  # noqa: E402
 
 BATCH = 5000
 

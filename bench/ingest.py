@@ -37,10 +37,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bus.kafka import ensure_topics  # noqa: E402
 from citywatch import services  # noqa: E402
-from citywatch.settings import load_settings  # noqa: E402
-from ingest.kafka import ensure_topics  # noqa: E402
-from ingest.topics import KafkaTopics  # noqa: E402
+from contract.topics import KafkaTopics  # noqa: E402
+from foundation.settings import load_settings  # noqa: E402
 
 DEVICES = 200
 

@@ -1,6 +1,6 @@
 """A month's settlement for a 10,000-device simulated city: load + CSV + PDF (issue 8).
 
-Builds the simulated Zhengzhou fleet (``ingest.sim_city.build_city``), makes a
+Builds the simulated Zhengzhou fleet (``sim.city.build_city``), makes a
 month (October 2026, Asia/Shanghai) of cases and ledger entries for it with
 deliberately generous, seeded counts (see ``RATES``), writes them as the
 pipeline does (``points.penalty_line`` / ``points.case_event_line``, retention
@@ -34,10 +34,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from citywatch.reports.cli import produce_settlement  # noqa: E402
 from citywatch.reports.data import LEDGER_RP, load_period, parse_month  # noqa: E402
 from citywatch.reports.examples import t, write_lines  # noqa: E402
-from citywatch.settings import load_settings  # noqa: E402
-from ingest.sim_city import build_city, split_devices  # noqa: E402
-from streams import points  # noqa: E402
-from streams.influx import ensure_database, query  # noqa: E402
+from foundation.settings import load_settings  # noqa: E402
+from sim.city import build_city, split_devices  # noqa: E402
+from store import points  # noqa: E402
+from store.influx import ensure_database, query  # noqa: E402
 
 H = 3_600_000
 RATES = {

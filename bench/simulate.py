@@ -30,8 +30,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from ingest.sim_city import build_city, split_devices  # noqa: E402
-from ingest.simulator import Simulation, run_load, run_publisher  # noqa: E402
+from sim.city import build_city, split_devices  # noqa: E402
+from sim.publish import run_load, run_publisher  # noqa: E402
+from sim.simulator import Simulation  # noqa: E402
 
 
 def raw_ceiling(host: str, port: int, n: int) -> float:

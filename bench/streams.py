@@ -56,7 +56,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ingest.topics import KafkaTopics  # noqa: E402
+from contract.topics import KafkaTopics  # noqa: E402
 
 RULES = ROOT / "config" / "rules.yaml"
 SCENARIOS = ROOT / "config" / "scenarios" / "default.yaml"
@@ -100,11 +100,11 @@ def noop_agent(prefix: str, n: int, bootstrap: str, datadir: str) -> None:
 
 def build_input(devices: int, hours: float) -> tuple[Any, list[Any], int]:
     """(city, readings in arrival order, rejected count) of ``hours`` sim hours."""
-    from ingest.reading import Reading
-    from ingest.sim_city import build_city, split_devices
-    from ingest.sim_scenarios import load_scenario_file
-    from ingest.simulator import DEFAULT_START_MS, Simulation
+    from contract.reading import Reading
     from ingest.validate import parse_message
+    from sim.city import build_city, split_devices
+    from sim.scenarios import load_scenario_file
+    from sim.simulator import DEFAULT_START_MS, Simulation
 
     sf = load_scenario_file(SCENARIOS)
     city = build_city(7, *split_devices(devices))
@@ -144,8 +144,8 @@ def bench_core(readings: list[Any], registry: Any, rules: Any, repeats: int = 3)
 
 def bench_core_plus(records: list[bytes], registry: Any, rules: Any, repeats: int = 3) -> float:
     """Best events/s of what ``Pipeline.handle`` does per event, without Faust and Kafka."""
-    from ingest.reading import Reading
-    from streams import journal
+    from contract import journal
+    from contract.reading import Reading
     from streams.detector import Detector
 
     best = 0.0
@@ -175,7 +175,7 @@ async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]
     ListOffsets(latest) answers the last *batch's* base offset + 1, short of the
     real end by the batch's size - 1.
     """
-    from ingest.kafka import make_producer
+    from bus.kafka import make_producer
 
     producer = make_producer(bootstrap, client_id="bench-streams-load")
     await producer.start()
@@ -332,10 +332,10 @@ def main() -> None:
         noop_agent(args.noop_agent[0], int(args.noop_agent[1]), args.bootstrap, args.datadir)
         return
 
+    from bus.kafka import ensure_topics
     from citywatch import services
-    from citywatch.settings import load_settings
-    from ingest.kafka import ensure_topics
-    from streams import journal
+    from contract import journal
+    from foundation.settings import load_settings
     from streams.rules import load_rules
 
     settings = load_settings(env={k: v for k, v in os.environ.items() if k.startswith("CITYWATCH_")})

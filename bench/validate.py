@@ -40,10 +40,10 @@ import msgspec  # noqa: E402
 import orjson  # noqa: E402
 
 import ingest.validate as validate  # noqa: E402
-from ingest.reading import Reading  # noqa: E402
-from ingest.registry import Device, Registry  # noqa: E402
-from ingest.topics import parse_topic, telemetry_topic  # noqa: E402
+from contract.reading import Reading  # noqa: E402
+from contract.topics import parse_topic, telemetry_topic  # noqa: E402
 from ingest.validate import parse_message, parse_ts  # noqa: E402
+from registry.devices import Device, Registry  # noqa: E402
 
 TRANSPORT_CEILING = 20_000  # msg/s, one bridge, QoS 1 (DESIGN §9)
 NOW = 1_763_800_000_000

@@ -15,24 +15,11 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from citywatch.errors import CitywatchError
-from citywatch.settings import Settings, describe, load_settings
+from foundation.errors import CitywatchError
+from foundation.logs import setup_logging
+from foundation.settings import Settings, describe, load_settings
 
 log = logging.getLogger("citywatch")
-
-QUIET_LOGGERS = ("aiokafka", "faust", "mode", "kafka", "aiohttp.access")
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # DESIGN §9: these libraries build debug records per event; keep them at warning.
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(max(logging.WARNING, getattr(logging, level)))
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line plus the usage, exit 2
@@ -84,7 +71,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_registry_check(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from ingest.registry import load_registry
+    from registry.devices import load_registry
 
     registry = load_registry(args.file)
     kinds = Counter(d.kind for d in registry)
@@ -128,7 +115,7 @@ def cmd_bridge(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
-    from ingest.kafka import ensure_topics
+    from bus.kafka import ensure_topics
     from streams.worker import build_app
 
     settings = _settings(args)
@@ -142,7 +129,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from ingest.registry import load_registry
+    from registry.devices import load_registry
     from streams.replay import format_json, format_table, replay_file
     from streams.rules import load_rules
 
@@ -174,7 +161,7 @@ def _parse_instant(text: str | None) -> int:
 
 def cmd_case_action(args: argparse.Namespace) -> int:
     from alerts.acks import submit
-    from streams.model import OfficerAction
+    from contract.cases import OfficerAction
 
     settings = _settings(args)
     action = OfficerAction(
@@ -187,7 +174,7 @@ def cmd_case_action(args: argparse.Namespace) -> int:
 
 
 def _case_rows(settings: Settings, where: str = "") -> list[dict]:
-    from streams.influx import CASE_EVENT, InfluxQueryError, query
+    from store.influx import CASE_EVENT, InfluxQueryError, query
 
     try:
         return query(settings, None, f"SELECT * FROM {CASE_EVENT} {where} GROUP BY case_id ORDER BY time DESC LIMIT 1")
@@ -220,7 +207,7 @@ def cmd_case_list(args: argparse.Namespace) -> int:
 
 
 def cmd_case_show(args: argparse.Namespace) -> int:
-    from streams.influx import CASE_EVENT, PENALTY, query
+    from store.influx import CASE_EVENT, PENALTY, query
     from streams.replay import _iso
 
     settings = _settings(args)
@@ -242,7 +229,7 @@ def cmd_case_show(args: argparse.Namespace) -> int:
 
 
 def cmd_journal_load(args: argparse.Namespace) -> int:
-    from ingest.registry import load_registry
+    from registry.devices import load_registry
     from streams.journal import load
 
     settings = _settings(args)
@@ -272,13 +259,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     import threading
 
     from citywatch.run import last_weeks_monday
-    from ingest.simulator import (
+    from sim.publish import run_load, run_publisher
+    from sim.simulator import (
         Simulation,
         build_city,
         load_scenario_file,
         parse_scenario_flag,
-        run_load,
-        run_publisher,
         split_devices,
     )
 

@@ -29,8 +29,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from citywatch import services
-from citywatch.errors import CitywatchError
-from citywatch.settings import Settings
+from foundation.errors import CitywatchError
+from foundation.settings import Settings
 
 CITY_TZ = ZoneInfo("Asia/Shanghai")
 METRICS_PORT = 19109
@@ -118,7 +118,7 @@ def _bridge_metrics() -> tuple[int, dict[str, int]]:
 
 
 def _influx_view(settings: Settings, snap: Snapshot) -> None:
-    from streams.influx import CASE_EVENT, PENALTY, InfluxQueryError, query
+    from store.influx import CASE_EVENT, PENALTY, InfluxQueryError, query
 
     try:
         latest = query(settings, None, f"SELECT * FROM {CASE_EVENT} GROUP BY case_id ORDER BY time DESC LIMIT 1")
@@ -183,7 +183,7 @@ def _tail_alerts(settings: Settings, snap: Snapshot, stop: threading.Event) -> N
     import orjson
     from aiokafka import AIOKafkaConsumer
 
-    from ingest.topics import KafkaTopics
+    from contract.topics import KafkaTopics
 
     async def follow() -> None:
         consumer = AIOKafkaConsumer(KafkaTopics(settings.kafka.topic_prefix).alerts,
@@ -206,9 +206,9 @@ def _tail_alerts(settings: Settings, snap: Snapshot, stop: threading.Event) -> N
 
 async def _final_watermark(settings: Settings, at: int) -> None:
     """The city's time reached ``at``: clocks due by then are booked (as ``replay`` does at its end)."""
-    from ingest.kafka import make_producer
-    from ingest.topics import KafkaTopics
-    from streams.journal import encode
+    from bus.kafka import make_producer
+    from contract.journal import encode
+    from contract.topics import KafkaTopics
 
     producer = make_producer(settings.kafka.bootstrap, client_id="citywatch-run")
     await producer.start()
@@ -230,7 +230,7 @@ async def _lag(settings: Settings) -> int | None:
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from ingest.topics import KafkaTopics
+    from contract.topics import KafkaTopics
 
     k = settings.kafka
     topic = KafkaTopics(k.topic_prefix).telemetry
@@ -274,7 +274,7 @@ def run(
     from rich.console import Console
     from rich.live import Live
 
-    from ingest.simulator import Simulation, build_city, load_scenario_file, split_devices
+    from sim.simulator import Simulation, build_city, load_scenario_file, split_devices
     from streams.rules import load_rules
 
     console = Console(stderr=False, force_terminal=None)
@@ -308,7 +308,7 @@ def run(
     children: list[Child] = []
     summary: dict[str, Any] = {}
     try:
-        from ingest.kafka import ensure_topics
+        from bus.kafka import ensure_topics
 
         k = settings.kafka
         asyncio.run(ensure_topics(k.bootstrap, k.topic_prefix, k.partitions))
@@ -327,7 +327,7 @@ def run(
         def progress(stats: Any) -> None:
             snap.published, snap.rate, snap.sim_ms = stats.acked, stats.rate, stats.sim_ms
 
-        from ingest.simulator import run_publisher
+        from sim.publish import run_publisher
 
         m = settings.mqtt
         publisher = threading.Thread(
@@ -389,7 +389,7 @@ def _wait_for(check: Any, children: list[Child], timeout: float, what: str) -> N
 
 
 def _summary(settings: Settings, snap: Snapshot, hint: dict[str, Any]) -> dict[str, Any]:
-    from streams.influx import CASE_EVENT, PENALTY, query
+    from store.influx import CASE_EVENT, PENALTY, query
 
     by_payer = query(settings, None, f"SELECT sum(amount_yuan) FROM {PENALTY} GROUP BY payer_type, payer")
     by_rule = query(settings, None, f"SELECT count(amount_yuan), sum(amount_yuan) FROM {PENALTY} GROUP BY rule")
@@ -479,7 +479,7 @@ def _print_summary(console: Any, settings: Settings, s: dict[str, Any]) -> None:
         e.add_row(row["scenario"][:48], row["devices"], f"{row['expected']:,}", f"{row['actual']:,}", row["mark"])
     console.print(e)
     console.print(f"ledger total [b]{s['ledger_total']:,}[/b] yuan; scenarios expect {s['expected']['total_yuan']:,}")
-    from streams.influx import PENALTY
+    from store.influx import PENALTY
 
     db = settings.influx.database
     console.print(

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from citywatch.errors import CitywatchError
-from citywatch.settings import Settings
+from foundation.errors import CitywatchError
+from foundation.settings import Settings
 
 
 class ServiceError(CitywatchError):

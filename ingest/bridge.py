@@ -34,11 +34,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from citywatch.settings import Settings
-from ingest.kafka import ensure_topics, make_producer
-from ingest.registry import RegistryWatcher
-from ingest.topics import KafkaTopics, shared_subscription
+from bus.kafka import ensure_topics, make_producer
+from contract.topics import KafkaTopics, shared_subscription
+from foundation.settings import Settings
 from ingest.validate import IngestLimits, Rejection, parse_message
+from registry.devices import RegistryWatcher
 
 log = logging.getLogger(__name__)
 

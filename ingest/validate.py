@@ -70,8 +70,8 @@ from typing import Annotated, Any, Protocol
 import msgspec
 import orjson
 
-from ingest.reading import KINDS, Reading
-from ingest.topics import parse_topic
+from contract.reading import KINDS, Reading
+from contract.topics import parse_topic
 
 __all__ = [
     "BOOL",

@@ -29,16 +29,17 @@ from dataclasses import dataclass
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any, Protocol
 
+from contract.cases import ActionRejected, OfficerAction, Output
+from streams.case import Context
 from streams.dust import DustRule
 from streams.manhole import ManholeRule
-from streams.model import ActionRejected, Context, OfficerAction, Output
 from streams.offline import OfflineRule
 from streams.rules import LocalClock, Rules
 from streams.streetlight import StreetlightRule
 
 if TYPE_CHECKING:
-    from ingest.reading import Reading
-    from ingest.registry import Device
+    from contract.reading import Reading
+    from registry.devices import Device
 
 __all__ = ["Detector", "RegistryLike"]
 

@@ -42,10 +42,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from streams.model import (
+from contract.cases import OfficerAction
+from streams.case import (
     CaseRecord,
     Context,
-    OfficerAction,
     action_evidence,
     clock_evidence,
     penalty_entry,
@@ -54,8 +54,8 @@ from streams.model import (
 from streams.rules import DustRules
 
 if TYPE_CHECKING:
-    from ingest.reading import Reading
-    from ingest.registry import Device
+    from contract.reading import Reading
+    from registry.devices import Device
 
 RULE = "dust"
 WARNING_RULE = "dust.warning"

@@ -1,8 +1,7 @@
 """The journal: the telemetry topic as the ordered input of the detector.
 
-Three record types travel on ``<prefix>.telemetry``: ``reading`` (from the
-bridges), ``action`` (officer actions, forwarded from ``<prefix>.acks``) and
-``watermark`` (time passing). ``citywatch journal load FILE`` writes a replay
+The record types and their codec are the contract (``contract.journal``).
+``citywatch journal load FILE`` writes a replay
 file (DESIGN §7) into a live pipeline's journal through the same parser as
 ``citywatch replay``, which is how a live run is checked against a replay of
 the same input: one source of truth, two ways of running it.
@@ -14,39 +13,12 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import orjson
-
-from ingest.kafka import ensure_topics, make_producer
-from ingest.reading import Reading
-from ingest.topics import KafkaTopics
+from bus.kafka import ensure_topics, make_producer
+from contract.journal import encode, to_record
+from contract.reading import Reading
+from contract.topics import KafkaTopics
 from streams.detector import RegistryLike
-from streams.model import OfficerAction
-from streams.replay import BadLine, JournalItem, Watermark, parse_lines
-
-
-def to_record(item: JournalItem) -> tuple[bytes | None, dict[str, Any]]:
-    """(Kafka key, record) of one journal item; readings and actions are keyed by device."""
-    if isinstance(item, Reading):
-        return item.device.encode(), item.to_record()
-    if isinstance(item, OfficerAction):
-        return item.device.encode(), item.to_dict() | {"type": "action"}
-    return None, {"type": "watermark", "at": item.at}
-
-
-def from_record(rec: dict[str, Any]) -> JournalItem:
-    """The inverse of ``to_record``; raises ValueError on a record of unknown type."""
-    kind = rec.get("type")
-    if kind == "reading":
-        return Reading.from_record(rec)
-    if kind == "action":
-        return OfficerAction.from_dict(rec)
-    if kind == "watermark":
-        return Watermark(int(rec["at"]))
-    raise ValueError(f"journal record of unknown type {kind!r}")
-
-
-def encode(rec: dict[str, Any]) -> bytes:
-    return orjson.dumps(rec, option=orjson.OPT_SORT_KEYS)
+from streams.replay import BadLine, parse_lines
 
 
 async def load(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from streams.model import LedgerEntry
+from contract.cases import LedgerEntry
 
 __all__ = ["Ledger", "LedgerConflict"]
 

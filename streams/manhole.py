@@ -41,11 +41,9 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from streams.model import (
-    CaseEvent,
+from contract.cases import CaseEvent, LedgerEntry, OfficerAction
+from streams.case import (
     Context,
-    LedgerEntry,
-    OfficerAction,
     action_evidence,
     clock_evidence,
     penalty_entry,
@@ -55,8 +53,8 @@ from streams.model import (
 from streams.rules import HOUR_MS, ManholeRules
 
 if TYPE_CHECKING:
-    from ingest.reading import Reading
-    from ingest.registry import Device
+    from contract.reading import Reading
+    from registry.devices import Device
 
 RULE = "manhole"
 ACCIDENT_RULE = "manhole.accident"

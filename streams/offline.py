@@ -25,10 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from streams.model import (
+from contract.cases import OfficerAction
+from streams.case import (
     CaseRecord,
     Context,
-    OfficerAction,
     action_evidence,
     clock_evidence,
     penalty_entry,
@@ -37,8 +37,8 @@ from streams.model import (
 from streams.rules import LocalClock, OfflineRules, in_daily_window
 
 if TYPE_CHECKING:
-    from ingest.reading import Reading
-    from ingest.registry import Device
+    from contract.reading import Reading
+    from registry.devices import Device
 
 RULE = "offline"
 NEVER = -(1 << 62)

@@ -28,10 +28,11 @@ from typing import Any, cast
 
 import orjson
 
-from ingest.reading import Reading
+from contract.cases import ActionRejected, CaseEvent, LedgerEntry, OfficerAction
+from contract.journal import JournalItem, Watermark
+from contract.reading import Reading
 from streams.detector import Detector, RegistryLike
 from streams.ledger import Ledger
-from streams.model import ActionRejected, CaseEvent, LedgerEntry, OfficerAction
 from streams.rules import Rules
 
 __all__ = [
@@ -54,13 +55,6 @@ class ReplayResult:
 
 
 @dataclass(frozen=True, slots=True)
-class Watermark:
-    """Time passes with no reading (a silent city)."""
-
-    at: int
-
-
-@dataclass(frozen=True, slots=True)
 class BadLine:
     line: int
     code: str
@@ -74,9 +68,6 @@ class BadLine:
         if self.topic is not None:
             d["topic"] = self.topic
         return d
-
-
-JournalItem = Reading | OfficerAction | Watermark
 
 
 def parse_lines(

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
-from citywatch.errors import ConfigError, read_config_text
+from foundation.errors import ConfigError, read_config_text
 
 __all__ = [
     "HOUR_MS",

@@ -24,19 +24,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from streams.model import (
-    CaseRecord,
-    Context,
-    OfficerAction,
-    action_evidence,
-    penalty_entry,
-    reading_evidence,
-)
+from contract.cases import OfficerAction
+from streams.case import CaseRecord, Context, action_evidence, penalty_entry, reading_evidence
 from streams.rules import LocalClock, StreetlightRules, in_daily_window
 
 if TYPE_CHECKING:
-    from ingest.reading import Reading
-    from ingest.registry import Device
+    from contract.reading import Reading
+    from registry.devices import Device
 
 FAULT_RULE = "streetlight.fault"
 LEAKAGE_RULE = "streetlight.leakage"

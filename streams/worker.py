@@ -31,15 +31,16 @@ from typing import Any
 import faust
 import orjson
 
-from citywatch.settings import Settings
-from ingest.reading import Reading
-from ingest.registry import RegistryWatcher
-from ingest.topics import KafkaTopics
-from streams import journal, points
+from contract import journal
+from contract.cases import CaseEvent, LedgerEntry, OfficerAction
+from contract.journal import Watermark
+from contract.reading import Reading
+from contract.topics import KafkaTopics
+from foundation.settings import Settings
+from registry.devices import RegistryWatcher
+from store import points
+from store.influx import LEDGER_RP, InfluxWriter, ensure_database
 from streams.detector import Detector
-from streams.influx import LEDGER_RP, InfluxWriter, ensure_database
-from streams.model import CaseEvent, LedgerEntry, OfficerAction
-from streams.replay import Watermark
 from streams.rules import Rules, load_rules
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import pytest
 
 from citywatch import services
 from citywatch.run import settings_env  # noqa: F401 - tests import it from here
-from citywatch.settings import Settings, load_settings
+from foundation.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from citywatch.run import expected_vs_actual, last_weeks_monday
-from citywatch.settings import Settings
-from ingest.registry import load_registry
-from ingest.simulator import Simulation, build_city, load_scenario_file, split_devices
+from foundation.settings import Settings
+from registry.devices import load_registry
+from sim.simulator import Simulation, build_city, load_scenario_file, split_devices
 from streams.replay import format_json, replay
 from streams.rules import load_rules
 from tests.conftest import settings_env

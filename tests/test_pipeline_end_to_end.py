@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from citywatch.settings import Settings
-from streams.influx import CASE_EVENT, InfluxQueryError, query
+from foundation.settings import Settings
+from store.influx import CASE_EVENT, InfluxQueryError, query
 from tests.kit.mqtt import Publisher, drop_session, now_ms
 from tests.kit.procs import Proc, wait_until
 

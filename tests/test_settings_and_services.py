@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from citywatch import services
-from citywatch.errors import ConfigError
-from citywatch.settings import load_settings
+from foundation.errors import ConfigError
+from foundation.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -28,7 +28,6 @@ from urllib.parse import urlparse, urlunparse
 from grafana_client import GrafanaApi
 from grafana_client.client import GrafanaClientError
 
-from citywatch.errors import CitywatchError, ConfigError
 from citywatch.grafana import (
     DATASOURCE_NAME,
     DATASOURCE_TYPE,
@@ -36,6 +35,7 @@ from citywatch.grafana import (
     FOLDER_TITLE,
     FOLDER_UID,
 )
+from foundation.errors import CitywatchError, ConfigError
 
 TOKEN_ENV = "GRAFANA_TOKEN"
 PUSH_MESSAGE = "citywatch grafana push"

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from citywatch.errors import CitywatchError
 from citywatch.reports.data import CITY_TZ, Period, load_period, parse_month, parse_period
+from foundation.errors import CitywatchError
 
 __all__ = [
     "DEFAULT_CITY",
@@ -102,7 +102,7 @@ def city_tz(rules_path: str | None) -> str:
 def _registry(path: str | None) -> Any:
     if not path:
         return None
-    from ingest.registry import load_registry
+    from registry.devices import load_registry
 
     return load_registry(path)
 

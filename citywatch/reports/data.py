@@ -34,11 +34,11 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from citywatch.errors import CitywatchError
+from foundation.errors import CitywatchError
 
 try:  # the one place the retention policy's name lives
-    from streams.influx import LEDGER_RP as _RP
-except ImportError:  # pragma: no cover - older streams.influx
+    from store.influx import LEDGER_RP as _RP
+except ImportError:  # pragma: no cover - older store.influx
     _RP = "ledger"
 
 __all__ = [
@@ -214,7 +214,7 @@ def district_name(district: str) -> str:
     global _DISTRICT_NAMES
     if _DISTRICT_NAMES is None:
         try:
-            from ingest.sim_city import DISTRICTS
+            from sim.city import DISTRICTS
 
             _DISTRICT_NAMES = {d.id: d.name for d in DISTRICTS}
         except Exception:  # noqa: BLE001 - names are a nicety
@@ -400,7 +400,7 @@ def _lit(s: str) -> str:
 
 
 def _run(settings: Any, influxql: str) -> list[dict[str, Any]]:
-    from streams.influx import InfluxError, InfluxQueryError, query
+    from store.influx import InfluxError, InfluxQueryError, query
 
     try:
         return query(settings, None, influxql)

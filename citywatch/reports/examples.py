@@ -136,7 +136,7 @@ def scenario_lines() -> list[str]:
 
 def run_replay(tmp: Path) -> tuple[Any, Path, Path]:
     """Replay the scenario; returns (ReplayResult, registry path, rules path)."""
-    from ingest.registry import load_registry
+    from registry.devices import load_registry
     from streams.replay import replay
     from streams.rules import load_rules
 
@@ -151,8 +151,8 @@ def seed(settings: Any, result: Any) -> int:
     """Write a replay's ledger entries and case events into ``settings.influx.database``,
     retention policy ``LEDGER_RP``, with the pipeline's own line functions. Returns the point count."""
     from citywatch.reports.data import LEDGER_RP
-    from streams import points
-    from streams.influx import ensure_database
+    from store import points
+    from store.influx import ensure_database
 
     ensure_database(settings.influx.url, settings.influx.database, token=settings.influx.token)
     lines = [points.penalty_line(e) for e in result.ledger.to_json_list()]
@@ -191,7 +191,7 @@ def generate(settings: Any, out: Path, now_ms: int | None = None) -> list[Path]:
 
     from citywatch.reports.cli import produce_cases, produce_ranking, produce_settlement
     from citywatch.reports.data import parse_month
-    from ingest.registry import load_registry
+    from registry.devices import load_registry
 
     with tempfile.TemporaryDirectory() as td:
         result, reg_path, _ = run_replay(Path(td))
@@ -213,7 +213,7 @@ def generate(settings: Any, out: Path, now_ms: int | None = None) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from citywatch.settings import load_settings
+    from foundation.settings import load_settings
 
     ap = argparse.ArgumentParser(prog="python -m citywatch.reports.examples", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="docs/examples")
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = load_settings(args.config)
     settings = settings.replace("influx", database=f"cw_examples_{uuid.uuid4().hex[:8]}")
-    from streams.influx import query
+    from store.influx import query
 
     try:
         files = generate(settings, Path(args.out))

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from citywatch.errors import CitywatchError
 from citywatch.reports.data import district_name, fmt_local
+from foundation.errors import CitywatchError
 
 __all__ = ["CJK_FONTS", "cjk_font", "render_cases", "render_ranking", "render_settlement", "render_settlement_summary"]
 

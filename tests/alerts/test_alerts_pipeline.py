@@ -14,8 +14,8 @@ import pytest
 
 from alerts.http import verify
 from alerts.service import AlertsService
-from citywatch.settings import Settings
-from ingest.registry import load_registry
+from foundation.settings import Settings
+from registry.devices import load_registry
 from tests.alerts.test_alerts_support import (
     T0,
     FakeClock,

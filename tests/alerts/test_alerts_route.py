@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from alerts.route import load_routes, parse_duration_ms, parse_routes
-from citywatch.errors import ConfigError
+from foundation.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,9 +18,9 @@ import pytest
 
 from alerts.http import make_link
 from alerts.service import AlertsService
-from citywatch.settings import Settings
-from ingest.kafka import ensure_topics, make_producer
-from ingest.topics import KafkaTopics
+from bus.kafka import ensure_topics, make_producer
+from contract.topics import KafkaTopics
+from foundation.settings import Settings
 from tests.alerts.test_alerts_support import T0, HttpStandIn, case_event, hour_entry, wait_for
 from tests.conftest import settings_env
 from tests.kit.kafka import read_topic

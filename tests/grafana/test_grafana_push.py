@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from citywatch.errors import CitywatchError
 from citywatch.grafana import DATASOURCE_UID, FOLDER_TITLE, FOLDER_UID
 from citywatch.grafana.dashboards import build_all
 from citywatch.grafana.push import add_push_arguments, main_push, push
+from foundation.errors import CitywatchError
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"

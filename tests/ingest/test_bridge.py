@@ -13,10 +13,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from citywatch.settings import Settings
+from bus.kafka import ensure_topics
+from contract.topics import KafkaTopics
+from foundation.settings import Settings
 from ingest.bridge import Bridge
-from ingest.kafka import ensure_topics
-from ingest.topics import KafkaTopics
 from tests.conftest import settings_env
 from tests.kit.kafka import read_topic, read_topic_sync
 from tests.kit.mqtt import Publisher, drop_session, now_ms

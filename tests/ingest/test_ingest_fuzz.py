@@ -13,8 +13,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.reading import Reading
-from ingest.registry import Device, Registry
+from contract.reading import Reading
 from ingest.validate import (
     _DEFAULT_LIMITS,
     CODES,
@@ -24,6 +23,7 @@ from ingest.validate import (
     check_fields,
     parse_message,
 )
+from registry.devices import Device, Registry
 
 NOW = 1_763_800_000_000
 REGISTRY = Registry(

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from citywatch.errors import ConfigError
-from ingest.registry import COLUMNS, Device, Registry, RegistryWatcher, load_registry
+from foundation.errors import ConfigError
 from ingest.validate import parse_message
+from registry.devices import COLUMNS, Device, Registry, RegistryWatcher, load_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "registry.example.csv"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.topics import (
+from contract.topics import (
     SHARED_SUBSCRIPTION,
     KafkaTopics,
     TopicParts,

@@ -13,9 +13,9 @@ import orjson
 import pytest
 
 import ingest.validate as validate
-from ingest.reading import Reading
-from ingest.registry import Device, Registry
+from contract.reading import Reading
 from ingest.validate import CODES, KIND_SPECS, IngestLimits, Rejection, parse_message, parse_ts
+from registry.devices import Device, Registry
 
 NOW = 1_763_800_000_000  # 2025-11-22T08:26:40Z = 16:26:40 Beijing time
 MIN = 60_000

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from citywatch.settings import Settings
+from foundation.settings import Settings
 from tests.conftest import settings_env
 
 

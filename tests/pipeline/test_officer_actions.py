@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from citywatch.settings import Settings
-from ingest.registry import load_registry
-from ingest.topics import KafkaTopics
+from contract.topics import KafkaTopics
+from foundation.settings import Settings
+from registry.devices import load_registry
+from store.influx import PENALTY, InfluxQueryError, query
 from streams import journal
-from streams.influx import PENALTY, InfluxQueryError, query
 from tests.conftest import settings_env
 from tests.kit.kafka import read_topic_sync
 from tests.kit.procs import Proc, wait_until
@@ -80,7 +80,7 @@ def test_officer_closes_a_case_from_the_cli_and_the_clock_stops(
 
 
 def test_case_show_of_an_unknown_case_says_how_to_find_one(settings: Settings) -> None:
-    from streams.influx import ensure_database
+    from store.influx import ensure_database
 
     ensure_database(s := settings)
     done = _cli(s, "case", "show", "manhole:NOPE:1")

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from citywatch.settings import Settings
-from ingest.registry import load_registry
-from ingest.topics import KafkaTopics
+from contract.topics import KafkaTopics
+from foundation.settings import Settings
+from registry.devices import load_registry
 from streams import journal
 from streams.replay import replay
 from streams.rules import load_rules

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from citywatch.errors import CitywatchError
 from citywatch.reports import pdf as pdfm
 from citywatch.reports.cli import add_arguments, produce_cases, produce_ranking, produce_settlement
 from citywatch.reports.data import parse_month, parse_week
 from citywatch.reports.examples import U_MUNI, U_POWER, generate, png_pages, run_replay, seed, t
-from ingest.registry import load_registry
+from foundation.errors import CitywatchError
+from registry.devices import load_registry
 
 NOW = t(11, 25, 12)
 

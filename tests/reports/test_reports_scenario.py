@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from citywatch.errors import CitywatchError
 from citywatch.reports import cases as cases_mod
 from citywatch.reports.cli import produce_cases, produce_ranking, produce_settlement
 from citywatch.reports.data import load_period, parse_month, parse_week
 from citywatch.reports.examples import U_MUNI, U_POWER, run_replay, seed, t
-from ingest.registry import load_registry
+from foundation.errors import CitywatchError
+from registry.devices import load_registry
 
 NOW = t(11, 25, 12)  # "today" for these tests: 2026-11-25 12:00 Beijing time
 OCT = parse_month("2026-10", now_ms=NOW)
@@ -273,7 +273,7 @@ def test_empty_month_is_an_empty_correct_report(settings, scenario, tmp_path):
 
 
 def test_missing_ledger_rp_or_database_is_one_clear_error(settings):
-    from streams.influx import query
+    from store.influx import query
 
     with pytest.raises(CitywatchError, match="has no database"):
         load_period(settings, OCT)

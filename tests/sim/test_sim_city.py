@@ -6,9 +6,9 @@ import csv
 
 import pytest
 
-from ingest.registry import COLUMNS, load_registry
-from ingest.sim_city import DISTRICTS, build_city, split_devices
-from ingest.topics import is_valid_segment
+from contract.topics import is_valid_segment
+from registry.devices import COLUMNS, load_registry
+from sim.city import DISTRICTS, build_city, split_devices
 
 
 def test_same_seed_same_city_byte_for_byte():

@@ -10,8 +10,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.sim_city import build_city
-from ingest.simulator import Simulation, run_load, run_publisher
+from sim.city import build_city
+from sim.publish import run_load, run_publisher
+from sim.simulator import Simulation
 
 pytestmark = pytest.mark.services
 

@@ -8,16 +8,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from citywatch.errors import ConfigError
-from ingest.sim_city import build_city, split_devices
-from ingest.sim_scenarios import (
+from foundation.errors import ConfigError
+from sim.city import build_city, split_devices
+from sim.scenarios import (
     format_span,
     load_scenario_file,
     parse_scenario_flag,
     parse_scenario_text,
     parse_span,
 )
-from ingest.simulator import DEFAULT_START_MS, Simulation, local_minute
+from sim.simulator import DEFAULT_START_MS, Simulation, local_minute
 from streams.rules import default_rules
 
 HOUR = 3_600_000

@@ -7,11 +7,11 @@ from collections import defaultdict
 import orjson
 import pytest
 
-from ingest.reading import Reading
-from ingest.registry import load_registry
-from ingest.sim_city import build_city, split_devices
-from ingest.simulator import DEFAULT_START_MS, GARBAGE_VARIANTS, Cadence, Simulation, local_minute
+from contract.reading import Reading
 from ingest.validate import Rejection, parse_message
+from registry.devices import load_registry
+from sim.city import build_city, split_devices
+from sim.simulator import DEFAULT_START_MS, GARBAGE_VARIANTS, Cadence, Simulation, local_minute
 
 HOUR = 3_600_000
 START = DEFAULT_START_MS  # 2026-11-02T08:00+08:00

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from ingest.reading import Reading
-from ingest.registry import Device
-from streams import points
-from streams.influx import InfluxWriter, query
+from contract.reading import Reading
+from registry.devices import Device
+from store import points
+from store.influx import InfluxWriter, query
 
 NOW = (int(time.time()) // 60) * 60_000  # recent: inside any retention policy
 
@@ -223,7 +223,7 @@ def _random_texts(n: int, seed: int = 7) -> list[str]:
 
 
 def _expected_tag(value: str) -> str:
-    """What 1.x stores for a tag value: see the module doc of streams.points."""
+    """What 1.x stores for a tag value: see the module doc of store.points."""
     import re
 
     v = re.sub(r"\\(?=[,= \n\r\t]|\Z)", "/", value)

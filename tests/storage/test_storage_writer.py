@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from ingest.reading import Reading
-from ingest.registry import Device
-from streams import points
-from streams.influx import InfluxError, InfluxWriter, ensure_database, query
+from contract.reading import Reading
+from registry.devices import Device
+from store import points
+from store.influx import InfluxError, InfluxWriter, ensure_database, query
 
 NOW = (int(time.time()) // 60) * 60_000 - 3_600_000  # an hour ago, on a minute
 
@@ -274,7 +274,7 @@ def test_ensure_database_refuses_bad_durations():
 
 
 def test_query_error_names_the_query(settings):
-    from streams.influx import InfluxQueryError
+    from store.influx import InfluxQueryError
 
     create_db(settings)
     with pytest.raises(InfluxQueryError, match="SELEKT"):

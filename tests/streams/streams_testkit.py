@@ -13,11 +13,11 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ingest.reading import Reading
-from ingest.registry import Device, Registry
+from contract.cases import ActionRejected, CaseEvent, LedgerEntry, OfficerAction
+from contract.reading import Reading
+from registry.devices import Device, Registry
 from streams.detector import Detector
 from streams.ledger import Ledger
-from streams.model import ActionRejected, CaseEvent, LedgerEntry, OfficerAction
 from streams.rules import Rules, default_rules
 
 SH = ZoneInfo("Asia/Shanghai")

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from streams_testkit import REG, T0, H, M, Run, action, reading, rules_with
 
+from contract.cases import CaseEvent, LedgerEntry
 from streams.detector import Detector
 from streams.ledger import Ledger
-from streams.model import CaseEvent, LedgerEntry
 from streams.rules import default_rules
 
 
@@ -184,7 +184,7 @@ def test_take_dirty_reports_changed_devices_once() -> None:
 
 
 def test_unknown_device_is_ignored_but_moves_the_watermark() -> None:
-    from ingest.reading import Reading
+    from contract.reading import Reading
 
     run = Run()
     run.read("MH-MAIN", T0, open=True)
@@ -214,7 +214,7 @@ def test_set_registry_keeps_the_payer_of_an_open_case() -> None:
     """The parties of a case are fixed when it opens, so reversals always hit the original payer."""
     from dataclasses import replace as dc_replace
 
-    from ingest.registry import Registry
+    from registry.devices import Registry
 
     run = Run()
     run.read("MH-MAIN", T0, open=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from contract.cases import CaseEvent, LedgerEntry, OfficerAction
 from streams.ledger import Ledger, LedgerConflict
-from streams.model import CaseEvent, LedgerEntry, OfficerAction
 
 
 def entry(

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from streams_testkit import REG, T0, H, M, action, reading, rules_with
 
+from contract.cases import CaseEvent, LedgerEntry
 from streams.detector import Detector
-from streams.model import CaseEvent, LedgerEntry
 from streams.rules import Rules, default_rules
 
 DEVICES = ("MH-MAIN", "MH-SEC", "DS-1", "DS-2", "SL-1")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streams_testkit import H, M
 
-from citywatch.errors import ConfigError
+from foundation.errors import ConfigError
 from streams.rules import LocalClock, default_rules, in_daily_window, load_rules, parse_rules
 
 ROOT = Path(__file__).resolve().parents[2]

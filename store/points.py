@@ -62,12 +62,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ingest.topics import parse_topic
+from contract.topics import parse_topic
 from ingest.validate import KIND_SPECS
 
 if TYPE_CHECKING:
-    from ingest.reading import Reading
-    from ingest.registry import Device
+    from contract.reading import Reading
+    from registry.devices import Device
 
 __all__ = [
     "CASE_EVENT",
@@ -92,7 +92,7 @@ PENALTY = "penalty"
 DEADLETTER = "deadletter"
 TELEMETRY_TAGS = ("device", "district", "grid", "unit")
 FINAL_STATES = frozenset({"repaired", "closed"})
-"""Same as ``streams.model.FINAL_STATES``: a case in one of these is not open."""
+"""Same as ``contract.cases.FINAL_STATES``: a case in one of these is not open."""
 
 _ESC_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\ ", "\r": r"\ ", "\t": r"\ "})
 _ESC_KEY = str.maketrans(
@@ -350,7 +350,7 @@ def record_line(record: Mapping[str, Any], device: Device | None = None) -> str 
     """
     kind = record.get("type")
     if kind == "reading":
-        from ingest.reading import Reading
+        from contract.reading import Reading
 
         return telemetry_line(Reading.from_record(dict(record)), device)
     if kind == "deadletter":

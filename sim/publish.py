@@ -249,7 +249,7 @@ def _load_worker(
     client_id: str, seed: int, start_ms: int, garbage_share: float,
     out: Any, ready: Any, go: Any, stop: Any,
 ) -> None:  # fmt: skip
-    from ingest.simulator import Simulation
+    from sim.simulator import Simulation
 
     try:
         sim = Simulation(city, (), seed=seed, start_ms=start_ms, garbage_share=garbage_share)
@@ -299,7 +299,7 @@ def run_load(
     on_progress: called with the running totals about once a second.
     Raises ``RuntimeError`` naming the process when a publisher fails.
     """
-    from ingest.simulator import DEFAULT_START_MS, default_city
+    from sim.simulator import DEFAULT_START_MS, default_city
 
     if not rate > 0 or not duration_s > 0:
         raise ValueError(f"Invalid rate {rate!r} / duration_s {duration_s!r}; expected > 0")

@@ -2,10 +2,11 @@
 
 Public API (what ``citywatch simulate`` and ``citywatch run`` call)::
 
-    from ingest.simulator import (
+    from sim.simulator import (
         build_city, split_devices, load_scenario_file, load_scenarios, parse_scenario_flag,
-        Simulation, run_publisher, run_load, DEFAULT_START_MS,
+        Simulation, DEFAULT_START_MS,
     )
+    from sim.publish import run_publisher, run_load
 
     city = build_city(seed=7, *split_devices(300))        # or n_dust, n_manhole, n_streetlight
     city.write_registry("state/registry.csv")             # DESIGN §8 CSV, header row
@@ -18,9 +19,9 @@ Public API (what ``citywatch simulate`` and ``citywatch run`` call)::
     load = run_load(rate=5000, duration_s=10, processes=2, host="127.0.0.1", port=1883,
                     city=city)                                             # -> LoadStats
 
-* ``build_city`` / ``City`` / ``split_devices``: ``ingest.sim_city``.
-* Scenarios (file format, kinds, flags, ``auto`` devices): ``ingest.sim_scenarios``.
-* Publishing, time warp, back-pressure, load mode: ``ingest.sim_publish``.
+* ``build_city`` / ``City`` / ``split_devices``: ``sim.city``.
+* Scenarios (file format, kinds, flags, ``auto`` devices): ``sim.scenarios``.
+* Publishing, time warp, back-pressure, load mode: ``sim.publish``.
 
 ``Simulation`` turns a city and its scenarios into the sequence of messages
 the fleet would send, in sim-time order: ``events(until_ms)`` yields
@@ -65,9 +66,9 @@ from typing import Any
 
 import orjson
 
-from ingest.sim_city import DISTRICTS, City, SimDevice, build_city, split_devices
-from ingest.sim_publish import LoadStats, PublishStats, run_load, run_publisher
-from ingest.sim_scenarios import (
+from contract.topics import telemetry_topic
+from sim.city import DISTRICTS, City, SimDevice, build_city, split_devices
+from sim.scenarios import (
     HOUR_MS,
     MINUTE_MS,
     SCENARIO_KINDS,
@@ -80,7 +81,6 @@ from ingest.sim_scenarios import (
     parse_span,
     resolve_scenarios,
 )
-from ingest.topics import telemetry_topic
 
 __all__ = [
     "DEFAULT_START_MS",
@@ -88,8 +88,6 @@ __all__ = [
     "SCENARIO_KINDS",
     "Cadence",
     "City",
-    "LoadStats",
-    "PublishStats",
     "Scenario",
     "ScenarioFile",
     "Simulation",
@@ -102,8 +100,6 @@ __all__ = [
     "parse_scenario_flag",
     "parse_span",
     "resolve_scenarios",
-    "run_load",
-    "run_publisher",
     "split_devices",
 ]
 

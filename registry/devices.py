@@ -35,9 +35,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from citywatch.errors import ConfigError
-from ingest.reading import KINDS
-from ingest.topics import is_valid_segment
+from contract.reading import KINDS
+from contract.topics import is_valid_segment
+from foundation.errors import ConfigError
 
 __all__ = [
     "COLUMNS",

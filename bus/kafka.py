@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from ingest.topics import KafkaTopics
+from contract.topics import KafkaTopics
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from citywatch.errors import ConfigError
+from foundation.errors import ConfigError
 
 ENV_PREFIX = "CITYWATCH_"
 DEFAULT_FILE = "citywatch.toml"

@@ -8,7 +8,7 @@ A topic *segment* (district, kind, device id) is 1 to 64 characters from
 ``A-Z a-z 0-9 _ . : -``. That excludes the MQTT wildcards ``+`` and ``#``, the
 level separator ``/``, whitespace and control characters, so every segment is
 also safe as a Kafka key, an InfluxDB tag value and a file name. The registry
-(``ingest.registry``) applies the same rule to device and district ids, so
+(``registry.devices``) applies the same rule to device and district ids, so
 every registered device is addressable on a topic.
 
 ``parse_topic`` checks the *shape* only: it returns the parts for any kind
@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ingest.reading import KINDS
+from contract.reading import KINDS
 
 __all__ = [
     "KINDS",

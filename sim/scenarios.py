@@ -48,7 +48,7 @@ rain                   (all)    rain in ``district`` (all districts if absent):
                                 humidity up, water in the covers
 =====================  =======  ==============================================
 
-Every mistake raises ``citywatch.errors.ConfigError(file, line, message)``
+Every mistake raises ``foundation.errors.ConfigError(file, line, message)``
 with the line of the bad entry.
 """
 
@@ -62,7 +62,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from citywatch.errors import ConfigError, read_config_text
+from foundation.errors import ConfigError, read_config_text
 
 __all__ = [
     "SCENARIO_KINDS",
@@ -506,7 +506,7 @@ def resolve_scenarios(scenarios: Iterable[Scenario], city: Any) -> list[Scenario
     ``ConfigError`` at the scenario's line for an unknown device, a device of
     the wrong kind, an unknown district, or no device left for ``auto``.
     """
-    from ingest.sim_city import DISTRICTS
+    from sim.city import DISTRICTS
 
     district_ids = [d.id for d in DISTRICTS]
     items = list(scenarios)

@@ -29,7 +29,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ingest.registry import COLUMNS, Device, Registry
+from registry.devices import COLUMNS, Device, Registry
 
 __all__ = [
     "DEFAULT_RATIO",
@@ -154,7 +154,7 @@ class SimDevice:
         ]  # fmt: skip
 
     def to_device(self) -> Device:
-        """The ``ingest.registry.Device`` the written registry holds for it."""
+        """The ``registry.devices.Device`` the written registry holds for it."""
         return Device(
             self.device_id, self.kind, self.district, self.grid, self.unit,
             self.road_class or None, self.address, round(self.lat, 5), round(self.lon, 5),
