@@ -19,18 +19,15 @@ whole yuan (ints: a float amount is an error, not a rounding).
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.nodes import MappingNode, Node
 
-from foundation.errors import ConfigError, read_config_text
+from foundation.cityfile import Document, Section
+from foundation.errors import read_config_text
 
 __all__ = [
     "HOUR_MS",
@@ -211,174 +208,19 @@ def load_rules(path: str | os.PathLike[str]) -> Rules:
 
 def parse_rules(text: str, file: str = "<rules>") -> Rules:
     """Validate rules YAML given as text (``file`` only names it in errors)."""
-    loader = yaml.SafeLoader(text)
-    try:
-        try:
-            root = loader.get_single_node()
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            raise ConfigError(
-                file, mark.line + 1 if mark else None,
-                f"not valid YAML: {exc.problem or exc.context}",
-                column=mark.column + 1 if mark else None,
-            ) from None  # fmt: skip
-        except yaml.YAMLError as exc:
-            raise ConfigError(file, None, f"not valid YAML: {exc}") from None
-        if root is None or (isinstance(root, ScalarNode) and root.value == ""):
-            return Rules(source=file)
-        return _Parser(loader, file).rules(root)
-    finally:
-        loader.dispose()
+    doc = _Parser.parse(text, file)
+    if doc.root is None:
+        return Rules(source=file)
+    return doc.rules(doc.root)
 
 
-_TIME_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
-
-
-class _Map:
-    """One YAML mapping under validation. Remembers which keys the schema asked
-    for, so ``finish()`` can refuse the rest with a "did you mean"."""
-
-    def __init__(self, p: _Parser, node: Node, path: str) -> None:
-        self.p = p
-        self.path = path
-        self.node = node
-        if not isinstance(node, MappingNode):
-            p.fail(node, f"{path}: expected a mapping (key: value lines), got {p.describe(node)}")
-        self.items: dict[str, tuple[Node, Node]] = {}
-        for k, v in node.value:
-            if not isinstance(k, ScalarNode):
-                p.fail(k, f"{path}: keys must be plain words")
-            if k.value in self.items:
-                p.fail(k, f"{self.key_path(k.value)}: given twice (first on line "
-                          f"{self.items[k.value][0].start_mark.line + 1})")  # fmt: skip
-            self.items[k.value] = (k, v)
-        self.known: list[str] = []
-
-    def key_path(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def get(self, key: str) -> Node | None:
-        self.known.append(key)
-        kv = self.items.get(key)
-        if kv is None:
-            return None
-        v = kv[1]
-        if isinstance(v, ScalarNode) and v.tag == "tag:yaml.org,2002:null":
-            return None
-        return v
-
-    def finish(self) -> None:
-        for key, (knode, _v) in self.items.items():
-            if key not in self.known:
-                hint = difflib.get_close_matches(key, self.known, n=1, cutoff=0.6)
-                msg = f"{self.key_path(key)}: unknown key"
-                msg += (
-                    f"; did you mean {hint[0]!r}?"
-                    if hint
-                    else f"; allowed: {', '.join(self.known)}"
-                )
-                self.p.fail(knode, msg)
-
-    # typed getters ---------------------------------------------------------
-
-    def sub(self, key: str) -> _Map | None:
-        v = self.get(key)
-        return None if v is None else _Map(self.p, v, self.key_path(key))
-
-    def number(self, key: str, default: float, *, zero_ok: bool = False) -> float:
-        v = self.get(key)
-        if v is None:
-            return default
-        return self.p.number(v, self.key_path(key), zero_ok=zero_ok)
-
-    def whole(self, key: str, default: int, *, minimum: int = 0, what: str = "whole number") -> int:
-        v = self.get(key)
-        if v is None:
-            return default
-        x = self.p.scalar(v)
-        if type(x) is not int or x < minimum:
-            low = "a positive" if minimum == 1 else "a non-negative"
-            self.p.fail(v, f"{self.key_path(key)}: expected {low} {what}, got {self.p.describe(v)}")
-        return x
-
-    def yuan(self, key: str, default: int) -> int:
-        return self.whole(key, default, what="whole number of yuan")
-
-    def choice(self, key: str, default: str, options: tuple[str, ...]) -> str:
-        v = self.get(key)
-        if v is None:
-            return default
-        x = self.p.scalar(v)
-        if x not in options:
-            hint = difflib.get_close_matches(str(x), options, n=1) if isinstance(x, str) else []
-            msg = f"{self.key_path(key)}: expected one of {', '.join(options)}, got {self.p.describe(v)}"
-            if hint:
-                msg += f"; did you mean {hint[0]!r}?"
-            self.p.fail(v, msg)
-        return str(x)
-
-    def time_of_day(self, key: str, default: int) -> int:
-        v = self.get(key)
-        if v is None:
-            return default
-        return self.p.time_of_day(v, self.key_path(key))
-
-
-class _Parser:
-    def __init__(self, loader: yaml.SafeLoader, file: str) -> None:
-        self.loader = loader
-        self.file = file
-
-    def fail(self, node: Node, message: str) -> None:
-        raise ConfigError(
-            self.file, node.start_mark.line + 1, message, column=node.start_mark.column + 1
-        )
-
-    def scalar(self, node: Node) -> Any:
-        if not isinstance(node, ScalarNode):
-            return _NotScalar(node)
-        return self.loader.construct_object(node, deep=True)
-
-    def describe(self, node: Node) -> str:
-        if isinstance(node, MappingNode):
-            return "a mapping"
-        if not isinstance(node, ScalarNode):
-            return "a list"
-        x = self.loader.construct_object(node, deep=True)
-        if x is None:
-            return "null"
-        if isinstance(x, bool):
-            return f"{str(x).lower()} (a yes/no value)"
-        return repr(x) if isinstance(x, str) else str(node.value)
-
-    def number(self, node: Node, path: str, *, zero_ok: bool = False) -> float:
-        x = self.scalar(node)
-        ok = (
-            isinstance(x, int | float)
-            and not isinstance(x, bool)
-            and x == x
-            and abs(x) != float("inf")
-        )
-        if not ok or x < 0 or (x == 0 and not zero_ok):
-            kind = "a non-negative number" if zero_ok else "a positive number"
-            self.fail(node, f"{path}: expected {kind}, got {self.describe(node)}")
-        return float(x)
-
-    def time_of_day(self, node: Node, path: str) -> int:
-        # Read the raw text: YAML 1.1 would turn an unquoted 18:30 into 1110 (base 60).
-        m = _TIME_RE.match(node.value) if isinstance(node, ScalarNode) else None
-        if m is None:
-            self.fail(
-                node,
-                f'{path}: expected a local time "HH:MM" (e.g. "18:30"), got {self.describe(node)}',
-            )
-        assert m is not None
-        return _hm(int(m.group(1)), int(m.group(2)))
+class _Parser(Document):
+    """The rules file's schema, section by section (docs/rules.md)."""
 
     # sections --------------------------------------------------------------
 
     def rules(self, root: Node) -> Rules:
-        top = _Map(self, root, "")
+        top = Section(self, root, "")
         v = top.get("version")
         if v is not None and self.scalar(v) != 1:
             self.fail(
@@ -407,7 +249,7 @@ class _Parser:
         return Rules(timezone=tz, manhole=manhole, dust=dust, streetlight=street, offline=offline,
                      source=self.file)  # fmt: skip
 
-    def manhole(self, m: _Map | None) -> ManholeRules:
+    def manhole(self, m: Section | None) -> ManholeRules:
         d = ManholeRules()
         if m is None:
             return d
@@ -422,7 +264,7 @@ class _Parser:
         if g is not None:
             path = m.key_path("grace_hours")
             if isinstance(g, MappingNode):
-                gm = _Map(self, g, path)
+                gm = Section(self, g, path)
                 for rc in ("default", *ROAD_CLASSES):
                     gv = gm.get(rc)
                     if gv is not None:
@@ -452,7 +294,7 @@ class _Parser:
         m.finish()
         return out
 
-    def dust(self, m: _Map | None) -> DustRules:
+    def dust(self, m: Section | None) -> DustRules:
         d = DustRules()
         if m is None:
             return d
@@ -489,7 +331,7 @@ class _Parser:
         m.finish()
         return out
 
-    def streetlight(self, m: _Map | None) -> StreetlightRules:
+    def streetlight(self, m: Section | None) -> StreetlightRules:
         d = StreetlightRules()
         if m is None:
             return d
@@ -542,7 +384,7 @@ class _Parser:
         m.finish()
         return out
 
-    def offline(self, m: _Map | None) -> OfflineRules:
+    def offline(self, m: Section | None) -> OfflineRules:
         d = OfflineRules()
         if m is None:
             return d
@@ -571,12 +413,3 @@ class _Parser:
         )
         m.finish()
         return out
-
-
-class _NotScalar:
-    """Stand-in for a list/mapping where a scalar was expected (fails every type check)."""
-
-    __slots__ = ("node",)
-
-    def __init__(self, node: Node) -> None:
-        self.node = node
