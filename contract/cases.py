@@ -41,6 +41,10 @@ case ended is a new case (DESIGN §1)."""
 FINAL_STATES = frozenset({"repaired", "closed"})
 
 PAYER_TYPES = ("district_government", "property_unit")
+"""Who pays: the district government (管委会) of the place, or the unit owning the device."""
+
+ROAD_CLASSES = ("main", "secondary", "other")
+"""Road classes of the registry; manhole grace periods and deadlines depend on them."""
 
 SEVERITIES = ("info", "warning", "minor", "major", "critical")
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-KINDS = ("dust", "manhole", "streetlight")
+from contract.kinds import KINDS
+
+__all__ = ["KINDS", "Reading"]
 
 
 @dataclass(frozen=True, slots=True)

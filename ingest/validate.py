@@ -61,16 +61,16 @@ from __future__ import annotations
 import base64
 import json
 import re
-import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Protocol
+from typing import Any, Protocol
 
 import msgspec
 import orjson
 
-from contract.reading import KINDS, Reading
+from contract.kinds import BOOL, KIND_SPECS, KINDS, NUMBER, KindSpec
+from contract.kinds import UNBOUNDED as _BIG
+from contract.reading import Reading
 from contract.topics import parse_topic
 
 __all__ = [
@@ -87,110 +87,6 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------- the rules, as data
-
-NUMBER = "number"
-"""A finite JSON number (int or float, never a boolean)."""
-BOOL = "bool"
-"""A JSON boolean ``true``/``false``."""
-
-_BIG = sys.float_info.max  # "no bound": still rejects ±inf
-
-
-@dataclass(frozen=True, slots=True)
-class KindSpec:
-    """The known fields of one kind: ``name -> (type, min, max)`` plus required groups.
-
-    ``required_any``: each group needs at least one of its fields present and
-    not null (``("open", "tilt_deg")`` = one of the two).
-    """
-
-    fields: Mapping[str, tuple[str, float, float]]
-    required_any: tuple[tuple[str, ...], ...] = ()
-    numbers: Mapping[str, tuple[float, float]] = field(init=False, repr=False, compare=False)
-    """Derived: number fields -> (min, max), for the hot loop."""
-    bools: frozenset[str] = field(init=False, repr=False, compare=False)
-    """Derived: boolean fields."""
-    struct: type = field(init=False, repr=False, compare=False)
-    """Derived: a msgspec Struct with the same rules (every field optional), the fast check."""
-
-    def __post_init__(self) -> None:
-        for name, rule in self.fields.items():
-            if rule[0] not in (NUMBER, BOOL) or not rule[1] <= rule[2]:
-                raise ValueError(
-                    f"Invalid field rule {name!r}: {rule!r}; expected (type, min, max)"
-                )
-        for group in self.required_any:
-            unknown = [f for f in group if f not in self.fields]
-            if unknown:
-                raise ValueError(f"required_any names unknown field(s) {unknown!r}")
-        numbers = {n: (lo, hi) for n, (t, lo, hi) in self.fields.items() if t == NUMBER}
-        object.__setattr__(self, "numbers", numbers)
-        object.__setattr__(
-            self, "bools", frozenset(n for n, r in self.fields.items() if r[0] == BOOL)
-        )
-        object.__setattr__(self, "struct", _struct_from_table(self.fields))
-
-
-def _struct_from_table(fields: Mapping[str, tuple[str, float, float]]) -> type:
-    """A msgspec Struct accepting exactly what the table accepts (nulls aside)."""
-    members: list[tuple[str, Any, Any]] = []
-    for name, (typ, lo, hi) in fields.items():
-        t: Any = bool
-        if typ == NUMBER:
-            ge = lo if lo > -_BIG else None
-            le = hi if hi < _BIG else None
-            # floats only ever come finite from orjson; ints are accepted for floats
-            t = float if ge is None and le is None else Annotated[float, msgspec.Meta(ge=ge, le=le)]
-        members.append((name, t | None, None))
-    return msgspec.defstruct("KindFields", members, kw_only=True)
-
-
-def _n(lo: float | None = None, hi: float | None = None) -> tuple[str, float, float]:
-    return (NUMBER, -_BIG if lo is None else lo, _BIG if hi is None else hi)
-
-
-_B = (BOOL, 0.0, 0.0)
-
-KIND_SPECS: dict[str, KindSpec] = {
-    # DESIGN §3. Dust concentrations are µg/m³; 20,000 is above any real dust
-    # storm and below the 65,535 / 99,999 "sensor error" values that would
-    # otherwise open a 100,000-yuan case.
-    "dust": KindSpec(
-        fields={
-            "pm25": _n(0, 20_000),
-            "pm10": _n(0, 20_000),
-            "tsp": _n(0, 20_000),
-            "noise_db": _n(0, 200),
-            "wind_speed": _n(0, 75),
-            "wind_dir": _n(0, 360),
-            "temp_c": _n(-60, 70),
-            "humidity": _n(0, 100),
-        },
-        required_any=(("pm10",),),
-    ),
-    "manhole": KindSpec(
-        fields={
-            "open": _B,
-            "tilt_deg": _n(0, 180),
-            "water_level_cm": _n(),
-            "battery_pct": _n(0, 100),
-            "rssi": _n(-150, 0),
-        },
-        required_any=(("open", "tilt_deg"),),
-    ),
-    "streetlight": KindSpec(
-        fields={
-            "on": _B,
-            "voltage_v": _n(0, 500),
-            "current_a": _n(0),
-            "power_w": _n(0),
-            "leakage_ma": _n(0),
-            "dim_pct": _n(0, 100),
-        },
-        # A streetlight message with only ts is a heartbeat: accepted.
-    ),
-}
-assert set(KIND_SPECS) == set(KINDS)
 
 CODES = (
     "bad_topic", "unknown_kind", "too_large", "non_finite", "not_json", "not_object",

@@ -24,12 +24,14 @@ the worker writes only those (DESIGN §9: keep table writes off the hot path).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any, Protocol
 
 from contract.cases import ActionRejected, OfficerAction, Output
+from contract.clock import NEVER
 from streams.case import Context
 from streams.dust import DustRule
 from streams.manhole import ManholeRule
@@ -43,7 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Detector", "RegistryLike"]
 
-NEVER = -(1 << 62)
 STATE_VERSION = 1
 
 
@@ -260,29 +261,43 @@ class Detector:
         return {
             "v": STATE_VERSION,
             "kind": slot.device.kind,
+            "device": dataclasses.asdict(slot.device),
             "rule": slot.rule.export(slot.state),
             "offline": self._offline.export(slot.offline),
         }
 
-    def import_device(self, device_id: str, d: dict[str, Any]) -> None:
-        """Restore one device's state (from ``export_device``), replacing what is there."""
+    def import_device(self, device_id: str, d: dict[str, Any]) -> bool:
+        """Restore one device's state (from ``export_device``), replacing what is there.
+
+        A device removed from the registry since the state was saved keeps the
+        entry it was saved with, exactly as a live registry reload keeps it
+        (``set_registry``): its running clock goes on for the payer it started
+        with. Returns False (nothing restored) for a state that carries no entry
+        of a device the registry no longer knows.
+        """
         if d.get("v") != STATE_VERSION:
             raise ValueError(
                 f"device state of version {d.get('v')!r}; this detector reads {STATE_VERSION}"
             )
         dev = self.registry.get(device_id)
-        if dev is None:
-            raise KeyError(f"device {device_id!r} is not in the registry")
+        if dev is None or dev.kind != d["kind"]:
+            saved = d.get("device")
+            if not isinstance(saved, dict):
+                if dev is None:
+                    return False
+                raise ValueError(
+                    f"state of a {d['kind']} device for {device_id}, which the registry says is {dev.kind}"
+                )
+            from registry.devices import Device
+
+            dev = Device(**saved)
         rule = self._kinds[dev.kind]
-        if d["kind"] != dev.kind:
-            raise ValueError(
-                f"state of a {d['kind']} device for {device_id}, which the registry says is {dev.kind}"
-            )
         slot = _Slot(
             dev, rule, rule.restore(dev, d["rule"]), self._offline.restore(dev, d["offline"])
         )
         self._slots[device_id] = slot
         self._schedule(device_id, slot)
+        return True
 
     def export_clock(self) -> dict[str, Any]:
         """Partition-level state: the watermark, and when background-mode dust

@@ -42,7 +42,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from contract import rules as rule_ids
 from contract.cases import OfficerAction
+from contract.clock import NEVER
 from streams.case import (
     CaseRecord,
     Context,
@@ -57,10 +59,9 @@ if TYPE_CHECKING:
     from contract.reading import Reading
     from registry.devices import Device
 
-RULE = "dust"
-WARNING_RULE = "dust.warning"
-FLATLINE_RULE = "dust.flatline"
-NEVER = -(1 << 62)
+RULE = rule_ids.DUST
+WARNING_RULE = rule_ids.DUST_WARNING
+FLATLINE_RULE = rule_ids.DUST_FLATLINE
 
 
 @dataclass(slots=True)

@@ -41,7 +41,9 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from contract import rules as rule_ids
 from contract.cases import CaseEvent, LedgerEntry, OfficerAction
+from contract.clock import NEVER
 from streams.case import (
     Context,
     action_evidence,
@@ -56,9 +58,8 @@ if TYPE_CHECKING:
     from contract.reading import Reading
     from registry.devices import Device
 
-RULE = "manhole"
-ACCIDENT_RULE = "manhole.accident"
-NEVER = -(1 << 62)
+RULE = rule_ids.MANHOLE
+ACCIDENT_RULE = rule_ids.MANHOLE_ACCIDENT
 
 
 @dataclass(slots=True)

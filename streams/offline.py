@@ -25,7 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from contract import rules as rule_ids
 from contract.cases import OfficerAction
+from contract.clock import NEVER
 from streams.case import (
     CaseRecord,
     Context,
@@ -40,8 +42,7 @@ if TYPE_CHECKING:
     from contract.reading import Reading
     from registry.devices import Device
 
-RULE = "offline"
-NEVER = -(1 << 62)
+RULE = rule_ids.OFFLINE
 
 
 @dataclass(slots=True)

@@ -1,6 +1,6 @@
 """The rules file: every amount, threshold, grace period and payer as data.
 
-A city edits ``config/rules.yaml`` without touching Python (DESIGN §1). This
+A city edits ``config/rules.yaml`` without touching Python (docs/rules.md). This
 module turns it into a frozen ``Rules`` tree and refuses every mistake with
 ``ConfigError(file, line, message)`` naming the key path and what is allowed,
 e.g. ``rules.manhole.grace_hours.main: expected a positive number, got 'two'``.
@@ -8,7 +8,7 @@ Unknown keys are refused too (a misspelt key that silently falls back to a
 default would quietly change who pays what), with a "did you mean" hint.
 
 Every key is optional; a missing key takes the default, and the defaults are
-the city's table in DESIGN §1 -- so ``load_rules`` of an empty file equals
+the city's table in docs/rules.md -- so ``load_rules`` of an empty file equals
 ``default_rules()``. The schema is documented in ``docs/rules.md`` and, line by
 line, in the shipped ``config/rules.yaml``.
 
@@ -26,6 +26,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from yaml.nodes import MappingNode, Node
 
+from contract.cases import PAYER_TYPES, ROAD_CLASSES
+from contract.clock import DEFAULT_TIMEZONE, HOUR_MS, MINUTE_MS
+from contract.kinds import KINDS
 from foundation.cityfile import Document, Section
 from foundation.errors import read_config_text
 
@@ -44,11 +47,6 @@ __all__ = [
     "parse_rules",
 ]
 
-MINUTE_MS = 60_000
-HOUR_MS = 3_600_000
-PAYER_TYPES = ("district_government", "property_unit")
-ROAD_CLASSES = ("main", "secondary", "other")
-KINDS = ("dust", "manhole", "streetlight")
 
 
 def _hm(h: int, m: int) -> int:
@@ -57,7 +55,7 @@ def _hm(h: int, m: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class ManholeRules:
-    """DESIGN §1 "Manhole" and "Accident"."""
+    """docs/rules.md "Manhole" and "Accident"."""
 
     tilt_threshold_deg: float = 15.0
     """A cover is abnormal at or above this tilt (or when it reports ``open: true``)."""
@@ -80,7 +78,7 @@ class ManholeRules:
 
 @dataclass(frozen=True, slots=True)
 class DustRules:
-    """DESIGN §1 "Dust"."""
+    """docs/rules.md "Dust"."""
 
     window_ms: int = 60 * MINUTE_MS
     warning: float = 150.0
@@ -101,7 +99,7 @@ class DustRules:
 
 @dataclass(frozen=True, slots=True)
 class StreetlightRules:
-    """DESIGN §1 "Streetlight"."""
+    """docs/rules.md "Streetlight"."""
 
     on_minute: int = _hm(18, 30)
     """Local time (minutes after midnight) the lamps should switch on."""
@@ -123,7 +121,7 @@ class StreetlightRules:
 
 @dataclass(frozen=True, slots=True)
 class OfflineRules:
-    """DESIGN §1 "Offline"."""
+    """docs/rules.md "Offline"."""
 
     heartbeat_ms: dict[str, int] = field(
         default_factory=lambda: {"dust": 10 * MINUTE_MS, "manhole": 120 * MINUTE_MS,
@@ -139,7 +137,7 @@ class OfflineRules:
 class Rules:
     """The whole rules file. Frozen: share one instance; build a new one to change it."""
 
-    timezone: str = "Asia/Shanghai"
+    timezone: str = DEFAULT_TIMEZONE
     """IANA zone for every local-time rule (lamp schedules, working hours)."""
     manhole: ManholeRules = field(default_factory=ManholeRules)
     dust: DustRules = field(default_factory=DustRules)
@@ -150,7 +148,7 @@ class Rules:
 
 
 def default_rules() -> Rules:
-    """The city's table of DESIGN §1."""
+    """The city's table of docs/rules.md."""
     return Rules()
 
 
@@ -226,7 +224,7 @@ class _Parser(Document):
             self.fail(
                 v, f"version: this citywatch reads rules files of version 1, got {self.describe(v)}"
             )
-        tz = "Asia/Shanghai"
+        tz = DEFAULT_TIMEZONE
         tzn = top.get("timezone")
         if tzn is not None:
             tz = str(self.scalar(tzn))

@@ -24,7 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from contract import rules as rule_ids
 from contract.cases import OfficerAction
+from contract.clock import NEVER
 from streams.case import CaseRecord, Context, action_evidence, penalty_entry, reading_evidence
 from streams.rules import LocalClock, StreetlightRules, in_daily_window
 
@@ -32,9 +34,8 @@ if TYPE_CHECKING:
     from contract.reading import Reading
     from registry.devices import Device
 
-FAULT_RULE = "streetlight.fault"
-LEAKAGE_RULE = "streetlight.leakage"
-NEVER = -(1 << 62)
+FAULT_RULE = rule_ids.STREETLIGHT_FAULT
+LEAKAGE_RULE = rule_ids.STREETLIGHT_LEAKAGE
 
 
 @dataclass(slots=True)

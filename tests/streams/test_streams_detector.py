@@ -10,6 +10,7 @@ import pytest
 from streams_testkit import REG, T0, H, M, Run, action, reading, rules_with
 
 from contract.cases import CaseEvent, LedgerEntry
+from contract.reading import Reading
 from streams.detector import Detector
 from streams.ledger import Ledger
 from streams.rules import default_rules
@@ -233,3 +234,34 @@ def test_set_registry_keeps_the_payer_of_an_open_case() -> None:
         ("市政工程管理处", -10_000),
         ("新产权单位", 10_000),
     ]
+
+
+def test_worker_restarted_after_a_device_left_the_registry_keeps_its_clock_running() -> None:
+    """A restart restores what a live registry reload would have kept (docs/rules.md, "Registry changes")."""
+    from registry.devices import Registry
+
+    det = Detector(default_rules(), REG)
+    ledger = Ledger()
+    collect(det.on_reading(Reading("MH-MAIN", "manhole", "jinshui", T0, T0, {"open": True})), ledger, {}, [])
+    collect(det.on_watermark(T0 + 3 * H), ledger, {}, [])
+    state = json.loads(json.dumps(det.export_device("MH-MAIN")))
+    clock = det.export_clock()
+    without = Registry([d for d in REG if d.device_id != "MH-MAIN"])
+    restarted = Detector(default_rules(), without)
+    restarted.import_clock(clock)
+    assert restarted.import_device("MH-MAIN", state) is True
+    collect(restarted.on_watermark(T0 + 5 * H), ledger, {}, [])
+    assert [(e.payer, e.amount_yuan) for e in ledger] == [("市政工程管理处", 10_000)] * 3
+
+
+def test_restoring_an_old_state_without_its_entry_of_a_removed_device_is_skipped() -> None:
+    from registry.devices import Registry
+
+    det = Detector(default_rules(), REG)
+    det.on_reading(Reading("MH-MAIN", "manhole", "jinshui", T0, T0, {"open": True}))
+    state = det.export_device("MH-MAIN")
+    assert state is not None
+    del state["device"]  # saved by an older release
+    restarted = Detector(default_rules(), Registry([d for d in REG if d.device_id != "MH-MAIN"]))
+    assert restarted.import_device("MH-MAIN", state) is False
+    assert restarted.export_device("MH-MAIN") is None

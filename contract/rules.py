@@ -1,0 +1,64 @@
+"""Rule ids and their names: the values of the ``rule`` tag everywhere (docs/contracts.md, "Rules").
+
+A case, a ledger entry, an alert and a dashboard panel all name their rule by
+one of these ids, and people see the rule by the one Chinese and English name
+given here -- in pushes, statements, case statistics and dashboards alike, so
+the finance office and the duty officer read the same words for the same money.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "DUST", "DUST_FLATLINE", "DUST_WARNING", "MANHOLE", "MANHOLE_ACCIDENT", "NOTICE_RULES",
+    "OFFLINE", "RULES", "STREETLIGHT_FAULT", "STREETLIGHT_LEAKAGE", "RuleName", "rule_name",
+]  # fmt: skip
+
+MANHOLE = "manhole"
+"""A cover open, tilted or gone; its clock books per hour past the grace period."""
+MANHOLE_ACCIDENT = "manhole.accident"
+"""An accident an officer reported on a manhole case (a ledger rule only)."""
+DUST = "dust"
+"""A site's 60-minute PM10 mean above its violation level."""
+DUST_WARNING = "dust.warning"
+"""The same mean above the warning level: a notice, never money."""
+DUST_FLATLINE = "dust.flatline"
+"""A dust monitor repeating one value: its data is suspect (tampering)."""
+STREETLIGHT_FAULT = "streetlight.fault"
+"""A lamp dark when it should be lit."""
+STREETLIGHT_LEAKAGE = "streetlight.leakage"
+"""A lamp leaking current: an electric-shock risk."""
+OFFLINE = "offline"
+"""A device silent past its limit (with the ``suspected_tampering`` flag when it looks deliberate)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RuleName:
+    zh: str
+    en: str
+    kind: str
+    """The device kind whose rule module emits it."""
+
+
+RULES: dict[str, RuleName] = {
+    MANHOLE: RuleName("窨井盖异常", "Manhole cover open, tilted or missing", "manhole"),
+    MANHOLE_ACCIDENT: RuleName("窨井盖致事故", "Manhole cover accident", "manhole"),
+    DUST: RuleName("工地扬尘超标", "Construction-site dust violation", "dust"),
+    DUST_WARNING: RuleName("工地扬尘预警", "Construction-site dust warning", "dust"),
+    DUST_FLATLINE: RuleName("扬尘监测数据异常", "Dust monitor flatline (data suspect)", "dust"),
+    STREETLIGHT_FAULT: RuleName("路灯故障", "Streetlight fault", "streetlight"),
+    STREETLIGHT_LEAKAGE: RuleName("路灯漏电", "Streetlight leakage (electric-shock risk)", "streetlight"),
+    OFFLINE: RuleName("设备离线", "Device offline", "*"),
+}
+
+NOTICE_RULES = frozenset({DUST_WARNING})
+"""Notices beside a case (a dust warning next to its violation): never money, not a recurrence."""
+
+
+def rule_name(rule: str, lang: str = "zh") -> str:
+    """The people's name of ``rule``; an id this release does not know shows as itself."""
+    name = RULES.get(rule)
+    if name is None:
+        return rule
+    return name.zh if lang == "zh" else name.en
