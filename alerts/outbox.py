@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from alerts.channels import Channel, Result
+from alerts.channels.plugin import Channel, Result
 from alerts.message import CaseInfo, Message, Notice
 from alerts.route import DeliveryConfig
 

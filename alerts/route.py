@@ -28,12 +28,13 @@ from typing import Any
 
 import yaml
 
+from alerts.channels import CHANNELS, channel_target
+from alerts.channels.plugin import Option
 from foundation.errors import ConfigError, read_config_text
 
 LABELS = ("kind", "rule", "severity", "district", "grid", "unit", "device")
 """What a route can match on."""
 SEVERITIES = ("info", "warning", "minor", "major", "critical")
-CHANNEL_TYPES = ("wecom", "dingtalk", "webhook", "email", "console")
 
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -113,13 +114,8 @@ class ChannelSpec:
 
     @property
     def target(self) -> str:
-        """What rate limits and ordering are per: the robot / URL / mailbox."""
-        o = self.options
-        if self.type in ("wecom", "dingtalk", "webhook"):
-            return f"{self.type}:{o['url']}"
-        if self.type == "email":
-            return f"email:{o['host']}:{o['port']}:{','.join(o['to'])}"
-        return "console"
+        """What rate limits and ordering are per: the robot / URL / mailbox (the module's ``TARGET``)."""
+        return channel_target(self.type, self.options)
 
 
 @dataclass(frozen=True)
@@ -318,14 +314,6 @@ class _Ctx:
 TOP_KEYS = ("receivers", "escalations", "route", "ack", "delivery", "notify", "district_names")
 ROUTE_KEYS = ("match", "match_re", "receiver", "group_by", "group_wait", "group_interval",
               "repeat_interval", "escalation", "continue", "routes")  # fmt: skip
-CHANNEL_OPTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    # type: (required, optional)
-    "wecom": (("url",), ("per_minute", "timeout")),
-    "dingtalk": (("url",), ("secret", "per_minute", "timeout")),
-    "webhook": (("url",), ("secret", "timeout", "headers")),
-    "email": (("host", "to", "from"), ("port", "username", "password", "starttls", "ssl", "timeout")),
-    "console": ((), ()),
-}
 
 
 def load_routes(path: str | os.PathLike[str]) -> RoutingConfig:
@@ -405,12 +393,12 @@ def _receivers(ctx: _Ctx, value: Any, line: int) -> dict[str, Receiver]:
     out: dict[str, Receiver] = {}
     for item, item_line in zip(value, value.lines, strict=True):
         m = ctx.mapping(item, item_line, "a receiver")
-        ctx.keys(m, ("name", "officer", "label", *CHANNEL_TYPES), "a receiver")
+        ctx.keys(m, ("name", "officer", "label", *CHANNELS), "a receiver")
         name = ctx.string(m, "name", "a receiver", required=True)
         if name in out:
             raise ctx.err(m.lines["name"], f"receiver '{name}' is defined twice")
         channels: list[ChannelSpec] = []
-        for ctype in CHANNEL_TYPES:
+        for ctype in CHANNELS:
             if ctype not in m:
                 continue
             specs = m[ctype]
@@ -421,7 +409,7 @@ def _receivers(ctx: _Ctx, value: Any, line: int) -> dict[str, Receiver]:
                     spec.line = spec_line
                 channels.append(_channel(ctx, ctype, spec, spec_line, f"receiver '{name}'.{ctype}"))
         if not channels:
-            raise ctx.err(m.line, f"receiver '{name}' has no channel; give one of {', '.join(CHANNEL_TYPES)}")
+            raise ctx.err(m.line, f"receiver '{name}' has no channel; give one of {', '.join(CHANNELS)}")
         out[name] = Receiver(
             name=name, channels=tuple(channels),
             officer=ctx.string(m, "officer", f"receiver '{name}'", default=name),
@@ -432,41 +420,41 @@ def _receivers(ctx: _Ctx, value: Any, line: int) -> dict[str, Receiver]:
 
 def _channel(ctx: _Ctx, ctype: str, spec: Any, line: int, what: str) -> ChannelSpec:
     m = ctx.mapping(spec, line, what)
-    required, optional = CHANNEL_OPTIONS[ctype]
-    ctx.keys(m, required + optional, what)
-    opts: dict[str, Any] = {}
-    for k in required:
-        if k not in m:
-            raise ctx.err(m.line, f"{what} needs '{k}'")
-    for k in m:
-        v = m[k]
-        kl = m.lines[k]
-        if k == "to":
-            items = v if isinstance(v, list) else [v]
-            vals = [ctx.expand(x, kl) for x in items]
-            if not vals or not all(isinstance(x, str) and "@" in x for x in vals):
-                raise ctx.err(kl, f"{what}.to must be an address or a list of addresses, got {v!r}")
-            opts[k] = vals
-        elif k in ("timeout",):
-            opts[k] = ctx.duration(m, k, what, 10_000)
-        elif k in ("per_minute", "port"):
-            opts[k] = ctx.integer(m, k, what, 0, minimum=1)
-        elif k in ("starttls", "ssl"):
-            if not isinstance(v, bool):
-                raise ctx.err(kl, f"{what}.{k} must be true or false, got {v!r}")
-            opts[k] = v
-        elif k == "headers":
-            hm = ctx.mapping(v, kl, f"{what}.headers")
-            opts[k] = {str(hk): str(ctx.expand(hv, hm.lines[hk])) for hk, hv in hm.items()}
-        else:
-            opts[k] = ctx.string(m, k, what, required=True)
-    if "url" in opts and not re.match(r"https?://[^/\s]+", opts["url"]):
-        raise ctx.err(m.lines["url"], f"{what}.url must be an http(s):// URL, got {opts['url']!r}")
-    if ctype == "email":
-        opts.setdefault("port", 25)
-        if "@" not in opts["from"]:
-            raise ctx.err(m.lines["from"], f"{what}.from must be an e-mail address, got {opts['from']!r}")
+    schema = CHANNELS[ctype].OPTIONS
+    ctx.keys(m, tuple(o.name for o in schema), what)
+    for o in schema:
+        if o.required and o.name not in m:
+            raise ctx.err(m.line, f"{what} needs '{o.name}'")
+    opts = {o.name: _option(ctx, m, o, what) if o.name in m else o.default for o in schema}
     return ChannelSpec(type=ctype, options=opts, line=m.line)
+
+
+def _option(ctx: _Ctx, m: _Map, o: Option, what: str) -> Any:
+    k, v, kl = o.name, m[o.name], m.lines[o.name]
+    shown = "(secret)" if o.secret else repr(v)
+    if o.kind == "addresses":
+        items = v if isinstance(v, list) else [v]
+        vals = [ctx.expand(x, kl) for x in items]
+        if not vals or not all(isinstance(x, str) and "@" in x for x in vals):
+            raise ctx.err(kl, f"{what}.{k} must be an address or a list of addresses, got {shown}")
+        return vals
+    if o.kind == "duration":
+        return ctx.duration(m, k, what, 10_000)
+    if o.kind == "whole":
+        return ctx.integer(m, k, what, 0, minimum=o.minimum)
+    if o.kind == "flag":
+        if not isinstance(v, bool):
+            raise ctx.err(kl, f"{what}.{k} must be true or false, got {v!r}")
+        return v
+    if o.kind == "headers":
+        hm = ctx.mapping(v, kl, f"{what}.{k}")
+        return {str(hk): str(ctx.expand(hv, hm.lines[hk])) for hk, hv in hm.items()}
+    text = ctx.string(m, k, what, required=True)
+    if o.kind == "url" and not re.match(r"https?://[^/\s]+", text):
+        raise ctx.err(kl, f"{what}.{k} must be an http(s):// URL, got {'(secret)' if o.secret else repr(text)}")
+    if o.kind == "address" and "@" not in text:
+        raise ctx.err(kl, f"{what}.{k} must be an e-mail address, got {'(secret)' if o.secret else repr(text)}")
+    return text
 
 
 def _escalations(ctx: _Ctx, value: Any, line: int, receivers: dict[str, Receiver]) -> dict[str, Escalation]:

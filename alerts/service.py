@@ -40,7 +40,8 @@ from typing import Any
 import orjson
 
 from alerts import escalate
-from alerts.channels import Channel, Result, make_channel
+from alerts.channels import make_channel
+from alerts.channels.plugin import Channel, Result
 from alerts.group import Grouper, group_key
 from alerts.http import AckEndpoint, make_link
 from alerts.message import CaseInfo, Notice, Renderer

@@ -11,7 +11,7 @@ Body ``{"msgtype": "markdown", "markdown": {"title": ..., "text": ...}}``;
 bucket per robot); errcode 130101 means the robot is throttled for ten
 minutes: retry after 600 s and hold every message for that robot.
 
-Routing-file entry::
+Routing-file entry (docs/alerts.md#dingtalk)::
 
     dingtalk: {url: "https://oapi.dingtalk.com/robot/send?access_token=${DT_TOKEN}", secret: "${DT_SECRET}"}
 """
@@ -23,13 +23,25 @@ import hashlib
 import hmac
 import time
 import urllib.parse
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
-from alerts.channels import Result, TokenBucket, robot_answer
-from alerts.channels._http import HttpPoster
+from alerts.channels.http_post import HttpPoster, robot_answer
+from alerts.channels.plugin import Option, Result
+from alerts.channels.ratelimit import TokenBucket
 from alerts.channels.wecom import cut
 from alerts.message import Message
+
+TYPE = "dingtalk"
+OPTIONS = (
+    Option("url", "url", required=True, secret=True, doc="the robot's URL (its access_token is in it)"),
+    Option("secret", "text", secret=True, doc="the signing secret (加签); without it requests are not signed"),
+    Option("per_minute", "whole", default=20, doc="messages a minute the robot takes"),
+    Option("timeout", "duration", doc="per request (default: `delivery.timeout`)"),
+)
+TARGET = ("url",)
 
 THROTTLED = 130101
 THROTTLE_S = 600
@@ -43,8 +55,12 @@ def sign(secret: str, timestamp_ms: int) -> str:
     return urllib.parse.quote_plus(base64.b64encode(digest))
 
 
+def new(o: Mapping[str, Any], timeout_s: float) -> DingTalkChannel:
+    return DingTalkChannel(o["url"], secret=o["secret"], per_minute=o["per_minute"], timeout_s=timeout_s)
+
+
 class DingTalkChannel:
-    type = "dingtalk"
+    type = TYPE
 
     def __init__(self, url: str, secret: str | None = None, per_minute: int = 20, timeout_s: float = 10.0):
         self.url = url

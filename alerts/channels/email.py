@@ -7,7 +7,7 @@ key, so a mail client shows a repeated delivery as the same mail.
 Transient SMTP answers (4xx), connection errors and timeouts are retried;
 permanent ones (5xx, every recipient refused) are given up.
 
-Routing-file entry::
+Routing-file entry (docs/alerts.md#email)::
 
     email: {host: smtp.example.gov.cn, port: 587, starttls: true, from: citywatch@example.gov.cn,
             to: [duty@example.gov.cn], username: citywatch, password: "${SMTP_PASSWORD}"}
@@ -17,15 +17,36 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+from collections.abc import Mapping
 from email.message import EmailMessage
 from email.utils import formatdate
+from typing import Any
 
-from alerts.channels import Result
+from alerts.channels.plugin import Option, Result
 from alerts.message import Message
+
+TYPE = "email"
+OPTIONS = (
+    Option("host", "text", required=True, doc="the SMTP server"),
+    Option("port", "whole", default=25),
+    Option("from", "address", required=True, doc="the sender"),
+    Option("to", "addresses", required=True, doc="the recipients"),
+    Option("username", "text", doc="log in with this name (and `password`)"),
+    Option("password", "text", secret=True),
+    Option("starttls", "flag", default=False, doc="STARTTLS after connecting"),
+    Option("ssl", "flag", default=False, doc="TLS from the start (SMTPS, usually port 465)"),
+    Option("timeout", "duration", doc="per SMTP session (default: `delivery.timeout`)"),
+)
+TARGET = ("host", "port", "to")
+
+
+def new(o: Mapping[str, Any], timeout_s: float) -> EmailChannel:
+    return EmailChannel(host=o["host"], port=o["port"], sender=o["from"], to=o["to"], username=o["username"],
+                        password=o["password"], starttls=o["starttls"], ssl=o["ssl"], timeout_s=timeout_s)  # fmt: skip
 
 
 class EmailChannel:
-    type = "email"
+    type = TYPE
 
     def __init__(self, host: str, port: int, sender: str, to: list[str], username: str | None = None,
                  password: str | None = None, starttls: bool = False, ssl: bool = False,

@@ -10,7 +10,7 @@ POST the message's ``data`` (JSON: id, receiver, title, cases[...]) with
 2xx is delivered; 408, 429 (honouring ``Retry-After``), 5xx, timeouts and
 connection errors are retried; any other 4xx is given up.
 
-Routing-file entry::
+Routing-file entry (docs/alerts.md#webhook)::
 
     webhook: {url: "https://cases.example.gov.cn/hooks/citywatch", secret: "${HOOK_SECRET}", timeout: 5s}
 """
@@ -19,20 +19,35 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
-from alerts.channels import Result
-from alerts.channels._http import HttpPoster
+from alerts.channels.http_post import HttpPoster
+from alerts.channels.plugin import Option, Result
 from alerts.message import Message
+
+TYPE = "webhook"
+OPTIONS = (
+    Option("url", "url", required=True, doc="where to POST"),
+    Option("secret", "text", secret=True, doc="HMAC-SHA256 key of `X-Citywatch-Signature`; without it no signature"),
+    Option("headers", "headers", doc="extra request headers"),
+    Option("timeout", "duration", doc="per request (default: `delivery.timeout`)"),
+)
+TARGET = ("url",)
 
 
 def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def new(o: Mapping[str, Any], timeout_s: float) -> WebhookChannel:
+    return WebhookChannel(o["url"], secret=o["secret"], headers=o["headers"], timeout_s=timeout_s)
+
+
 class WebhookChannel:
-    type = "webhook"
+    type = TYPE
 
     def __init__(self, url: str, secret: str | None = None, headers: dict[str, str] | None = None,
                  timeout_s: float = 10.0):  # fmt: skip

@@ -7,18 +7,30 @@ token bucket per robot keeps under it, and errcode 45009 (frequency limit)
 is retried after a minute. Content is limited to 4,096 bytes of UTF-8; longer
 messages are cut at a line boundary with a note.
 
-Routing-file entry::
+Routing-file entry (docs/alerts.md#wecom)::
 
     wecom: {url: "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=${WECOM_KEY}", per_minute: 20, timeout: 10s}
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import orjson
 
-from alerts.channels import Result, TokenBucket, robot_answer
-from alerts.channels._http import HttpPoster
+from alerts.channels.http_post import HttpPoster, robot_answer
+from alerts.channels.plugin import Option, Result
+from alerts.channels.ratelimit import TokenBucket
 from alerts.message import Message
+
+TYPE = "wecom"
+OPTIONS = (
+    Option("url", "url", required=True, secret=True, doc="the robot's webhook URL (its key is in it)"),
+    Option("per_minute", "whole", default=20, doc="messages a minute the robot takes"),
+    Option("timeout", "duration", doc="per request (default: `delivery.timeout`)"),
+)
+TARGET = ("url",)
 
 MAX_BYTES = 4096
 THROTTLED = {45009}
@@ -39,8 +51,12 @@ def cut(text: str, max_bytes: int, note: str = "\n……（内容过长已截断
     return "\n".join(out) + note
 
 
+def new(o: Mapping[str, Any], timeout_s: float) -> WeComChannel:
+    return WeComChannel(o["url"], per_minute=o["per_minute"], timeout_s=timeout_s)
+
+
 class WeComChannel:
-    type = "wecom"
+    type = TYPE
 
     def __init__(self, url: str, per_minute: int = 20, timeout_s: float = 10.0):
         self.url = url

@@ -12,10 +12,11 @@ import time
 
 import pytest
 
-from alerts.channels import Result, TokenBucket
 from alerts.channels.console import ConsoleChannel
 from alerts.channels.dingtalk import DingTalkChannel
 from alerts.channels.email import EmailChannel
+from alerts.channels.plugin import Result
+from alerts.channels.ratelimit import TokenBucket
 from alerts.channels.webhook import WebhookChannel
 from alerts.channels.wecom import WeComChannel
 from alerts.message import Message

@@ -77,9 +77,11 @@ def test_matching_descends_inherits_and_continues() -> None:
 def test_channels_are_validated() -> None:
     cfg = parse_routes(BASE)
     (hook,) = cfg.receivers["duty"].channels
-    assert hook.type == "webhook" and hook.options == {"url": "http://127.0.0.1:1/hook", "secret": "s3cret"}
+    assert hook.type == "webhook" and hook.target == "webhook:http://127.0.0.1:1/hook"
+    assert hook.options == {"url": "http://127.0.0.1:1/hook", "secret": "s3cret", "headers": None, "timeout": None}
     (mail,) = cfg.receivers["command"].channels
     assert mail.options["to"] == ["a@example.org", "b@example.org"] and mail.options["port"] == 2525
+    assert mail.target == "email:127.0.0.1:2525:a@example.org,b@example.org"
 
 
 def test_durations() -> None:
