@@ -6,7 +6,7 @@ level, still unacknowledged). The group stage collects notices of one group
 into one ``Message``; every channel sends a ``Message``: WeCom and DingTalk
 the markdown, e-mail the subject and plain text, the JSON webhook ``data``.
 
-Times are shown in Asia/Shanghai (UTC+8, no daylight saving); the map link is
+Times are shown in the city's zone (``contract.clock``); the map link is
 Amap's marker URL from the registry's lat/lon.
 """
 
@@ -15,26 +15,25 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-CST = timezone(timedelta(hours=8), "CST")
-HOUR_MS = 3_600_000
+from contract import clock
+from contract.cases import SEVERITY_NAMES
+from contract.rules import RULES
 
-RULE_NAMES: dict[str, tuple[str, str]] = {
-    "manhole": ("井盖缺失或破损", "Manhole cover missing or damaged"),
-    "manhole.accident": ("井盖事故", "Manhole cover accident"),
-    "dust": ("工地扬尘超标", "Construction-site dust violation"),
-    "dust.warning": ("工地扬尘预警", "Construction-site dust warning"),
-    "dust.flatline": ("扬尘监测数据异常", "Dust monitor flatline (data suspect)"),
-    "streetlight.fault": ("路灯故障", "Streetlight fault"),
-    "streetlight.leakage": ("路灯漏电（触电危险）", "Streetlight leakage (electric-shock risk)"),
-    "offline": ("设备离线", "Device offline"),
-}
-SEVERITY_NAMES = {
-    "info": ("提示", "info"), "warning": ("预警", "warning"), "minor": ("一般", "minor"),
-    "major": ("重大", "major"), "critical": ("紧急", "critical"),
-}  # fmt: skip
+HOUR_MS = clock.HOUR_MS
+
+
+def _rule_names(rule: str, default: tuple[str, str]) -> tuple[str, str]:
+    """(zh, en) of a rule id (contract.rules); ``default`` for an id this release does not know."""
+    name = RULES.get(rule)
+    return (name.zh, name.en) if name else default
+
+
+def _severity_names(severity: str, default: tuple[str, str]) -> tuple[str, str]:
+    return SEVERITY_NAMES.get(severity, default)
+
+
 CHANGE_NAMES = {
     "open": ("新案件", "new case"),
     "reopened": ("重新打开", "reopened"),
@@ -136,9 +135,8 @@ class Message:
 
 
 def fmt_time(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, tz=CST).strftime("%Y-%m-%d %H:%M")
+    """The city's local time of an instant, as officers read it."""
+    return clock.local(ms, clock.DEFAULT_TIMEZONE, empty="-")
 
 
 def map_link(lat: float | None, lon: float | None, name: str = "") -> str | None:
@@ -211,7 +209,7 @@ class Renderer:
         if len(items) == 1:
             it = items[0]
             s, n = it["snapshot"], it["notice"]
-            rz, re_ = RULE_NAMES.get(s.get("rule", ""), (s.get("rule", "案件"), s.get("rule", "case")))
+            rz, re_ = _rule_names(s.get("rule", ""), (s.get("rule", "案件"), s.get("rule", "case")))
             cz, ce = self._change(n)
             where = s.get("address") or it["device"] or n.case_id
             return f"【{rz}·{cz}】{where}", f"{re_}: {ce} at {where}"
@@ -219,8 +217,8 @@ class Renderer:
         districts = sorted({it["snapshot"].get("district", "") for it in items} - {""})
         where_zh = "、".join(self.district(d) for d in districts[:3]) or "多个区域"
         where_en = ", ".join(districts[:3]) or "several districts"
-        parts_zh = "，".join(f"{RULE_NAMES.get(r, (r, r))[0]} {c} 起" for r, c in rules.most_common())
-        parts_en = ", ".join(f"{c} × {RULE_NAMES.get(r, (r, r))[1].lower()}" for r, c in rules.most_common())
+        parts_zh = "，".join(f"{_rule_names(r, (r, r))[0]} {c} 起" for r, c in rules.most_common())
+        parts_en = ", ".join(f"{c} × {_rule_names(r, (r, r))[1].lower()}" for r, c in rules.most_common())
         return f"【城市管理告警】{where_zh}：{parts_zh}", f"citywatch: {parts_en} in {where_en}"
 
     @staticmethod
@@ -264,8 +262,8 @@ class Renderer:
         for it in shown:
             s, n = it["snapshot"], it["notice"]
             cz, _ = self._change(n)
-            sz = SEVERITY_NAMES.get(s.get("severity", ""), (s.get("severity", ""), ""))[0]
-            rz = RULE_NAMES.get(s.get("rule", ""), (s.get("rule", ""), ""))[0]
+            sz = _severity_names(s.get("severity", ""), (s.get("severity", ""), ""))[0]
+            rz = _rule_names(s.get("rule", ""), (s.get("rule", ""), ""))[0]
             link = map_link(it["lat"], it["lon"], s.get("address", ""))
             where = s.get("address") or it["device"]
             zh.append(f"> **{rz}·{cz}**（{sz}）")
@@ -285,8 +283,8 @@ class Renderer:
         for it in shown:
             s, n = it["snapshot"], it["notice"]
             _, ce = self._change(n)
-            se = SEVERITY_NAMES.get(s.get("severity", ""), ("", s.get("severity", "")))[1]
-            re_ = RULE_NAMES.get(s.get("rule", ""), ("", s.get("rule", "")))[1]
+            se = _severity_names(s.get("severity", ""), ("", s.get("severity", "")))[1]
+            re_ = _rule_names(s.get("rule", ""), ("", s.get("rule", "")))[1]
             where = s.get("address") or it["device"]
             line = f"- {re_}: {ce} ({se}) at {where}, {s.get('district', '')} grid {s.get('grid', '-')}, since {fmt_time(s.get('opened_at'))} (Asia/Shanghai)"
             clock = self._clock_en(it)
@@ -307,8 +305,8 @@ class Renderer:
         for it in shown:
             s, n = it["snapshot"], it["notice"]
             cz, ce = self._change(n)
-            rz, re_ = RULE_NAMES.get(s.get("rule", ""), (s.get("rule", ""), s.get("rule", "")))
-            sz, se = SEVERITY_NAMES.get(s.get("severity", ""), (s.get("severity", ""), s.get("severity", "")))
+            rz, re_ = _rule_names(s.get("rule", ""), (s.get("rule", ""), s.get("rule", "")))
+            sz, se = _severity_names(s.get("severity", ""), (s.get("severity", ""), s.get("severity", "")))
             where = s.get("address") or it["device"]
             link = map_link(it["lat"], it["lon"])
             zh.append(f"* {rz}·{cz}（{sz}）")
@@ -347,7 +345,3 @@ class Renderer:
             "hours_past_deadline": it["overdue_h"], "yuan_so_far": info.yuan if info else 0,
             "level": n.level_name or None, "ack_url": it["ack"],
         }  # fmt: skip
-
-
-def iso_utc(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat()

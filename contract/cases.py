@@ -48,6 +48,25 @@ ROAD_CLASSES = ("main", "secondary", "other")
 
 SEVERITIES = ("info", "warning", "minor", "major", "critical")
 
+SEVERITY_NAMES: dict[str, tuple[str, str]] = {
+    "info": ("提示", "info"), "warning": ("预警", "warning"), "minor": ("一般", "minor"),
+    "major": ("重大", "major"), "critical": ("紧急", "critical"),
+}  # fmt: skip
+"""(zh, en) of each severity, as officers and statements show it."""
+
+STATE_NAMES: dict[str, tuple[str, str]] = {
+    "open": ("待处置", "open"), "acknowledged": ("已确认", "acknowledged"),
+    "escalated": ("已超期", "past its deadline"), "repaired": ("已修复", "repaired"),
+    "closed": ("已结案", "closed"), "reopened": ("重新打开", "reopened"),
+}  # fmt: skip
+"""(zh, en) of each case state."""
+
+PAYER_TYPE_NAMES: dict[str, tuple[str, str]] = {
+    "district_government": ("区政府（管委会）", "district government"),
+    "property_unit": ("产权单位", "property unit"),
+}
+"""(zh, en) of each payer type."""
+
 
 @dataclass(frozen=True, slots=True)
 class OfficerAction:

@@ -17,13 +17,15 @@ live here, once.
 
 from __future__ import annotations
 
+from contract.clock import DEFAULT_TIMEZONE
+
 DATASOURCE_UID = "citywatch-influx"
 """Every panel, variable and annotation names the datasource by this uid."""
 DATASOURCE_NAME = "citywatch InfluxDB"
 DATASOURCE_TYPE = "influxdb"
 FOLDER_UID = "citywatch"
 FOLDER_TITLE = "城市运行监管 citywatch"
-TIMEZONE = "Asia/Shanghai"
+TIMEZONE = DEFAULT_TIMEZONE
 """Dashboards show, and "today"/"this month" panels cut days at, city time,
 whatever the viewer's browser says: a penalty day is the city's day."""
 

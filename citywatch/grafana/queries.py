@@ -33,32 +33,34 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from citywatch.grafana import DATASOURCE_TYPE, DATASOURCE_UID, TIMEZONE
+from contract import rules as rule_ids
+from streams.rules import default_rules
 
 DATASOURCE_REF = {"type": DATASOURCE_TYPE, "uid": DATASOURCE_UID}
 
 # --------------------------------------------------------------------------- rule ids
-# The rule tag values the panels select on. The streams code names its rules
-# ``dust`` / ``manhole`` while the Influx schema of issue 5 names them
-# ``dust.violation`` / ``manhole.abnormal``; panels accept both spellings so a
-# dashboard never goes blank over a rename (tests pin that streams' own
-# constants are among them).
+# The rule tag values the panels select on: the contract's rule ids
+# (contract.rules), never a spelling of their own.
 RULES: dict[str, tuple[str, ...]] = {
-    "dust_violation": ("dust", "dust.violation"),
-    "dust_warning": ("dust.warning",),
-    "dust_any": ("dust", "dust.violation", "dust.warning", "dust.flatline"),
-    "tamper": ("offline.tamper", "dust.flatline"),
-    "manhole_abnormal": ("manhole", "manhole.abnormal"),
-    "streetlight_fault": ("streetlight.fault",),
-    "streetlight_leakage": ("streetlight.leakage",),
+    "dust_violation": (rule_ids.DUST,),
+    "dust_warning": (rule_ids.DUST_WARNING,),
+    "dust_any": (rule_ids.DUST, rule_ids.DUST_WARNING, rule_ids.DUST_FLATLINE),
+    "tamper": (rule_ids.DUST_FLATLINE,),
+    "manhole_abnormal": (rule_ids.MANHOLE,),
+    "streetlight_fault": (rule_ids.STREETLIGHT_FAULT,),
+    "streetlight_leakage": (rule_ids.STREETLIGHT_LEAKAGE,),
 }
 
-PM10_WARNING = 150
-"""Default warning level of the 60-min PM10 mean, µg/m³ (config/rules.yaml)."""
-PM10_VIOLATION = 200
+# Thresholds drawn on the panels: the shipped rules' defaults (streams.rules),
+# so a dashboard's orange and red lines are the levels the detector judges by.
+_DEFAULTS = default_rules()
+PM10_WARNING = round(_DEFAULTS.dust.warning)
+"""Default warning level of the 60-min PM10 mean, µg/m³ (docs/rules.md)."""
+PM10_VIOLATION = round(_DEFAULTS.dust.violation)
 """Default violation level, µg/m³."""
-LEAKAGE_MA = 30
+LEAKAGE_MA = round(_DEFAULTS.streetlight.leakage_threshold_ma)
 """Leakage current at or above which a lamp is a safety case, mA."""
-LIT_CURRENT_A = 0.05
+LIT_CURRENT_A = _DEFAULTS.streetlight.current_threshold_a
 """A lamp drawing less than this is dark (rules: streetlight.current_threshold_a)."""
 OPEN_CASE_LOOKBACK = "30d"
 """Panels about *open* cases look back this far for each case's latest event:

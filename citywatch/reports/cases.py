@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from citywatch.reports.data import HOUR_MS, Case, PeriodData
+from contract.rules import NOTICE_RULES, rule_name
 
 __all__ = ["CSV_COLUMNS", "CaseStats", "Group", "build_case_stats", "percentile", "write_csv"]
 
@@ -34,12 +35,6 @@ CSV_COLUMNS = (
     "median_ttr_h", "p90_ttr_h",
 )  # fmt: skip
 
-CASE_RULE_NAMES = {
-    "manhole": "窨井盖异常", "dust": "扬尘超标", "dust.warning": "扬尘预警", "dust.flatline": "扬尘数据异常",
-    "streetlight.fault": "路灯故障", "streetlight.leakage": "路灯漏电", "offline": "设备离线",
-}  # fmt: skip
-NOTICE_RULES = frozenset({"dust.warning"})
-"""Notices beside a case (a dust warning next to its violation): not counted as a recurrence."""
 STATE_ORDER = ("open", "acknowledged", "escalated", "reopened", "repaired", "closed")
 
 
@@ -132,7 +127,7 @@ def build_case_stats(data: PeriodData, top: int = 10) -> CaseStats:
         period=data.period,
         total=total,
         by_kind=_groups(cases, lambda c: c.kind, as_of, lambda k: kind_names.get(k, k)),
-        by_rule=_groups(cases, lambda c: c.rule, as_of, lambda r: CASE_RULE_NAMES.get(r, r)),
+        by_rule=_groups(cases, lambda c: c.rule, as_of, lambda r: rule_name(r, "zh")),
         by_district=_groups(cases, lambda c: c.district, as_of, district_name),
         by_grid=_groups(cases, lambda c: c.grid, as_of),
         by_state=sorted(states.items(), key=lambda kv: (rank.get(kv[0], 99), kv[0])),

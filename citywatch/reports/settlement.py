@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from citywatch.reports.data import Case, Entry, PeriodData, fmt_iso, fmt_local
+from contract.cases import PAYER_TYPE_NAMES as _PAYER_TYPE_NAMES
+from contract.cases import STATE_NAMES as _STATE_NAMES
+from contract.rules import rule_name as _rule_name
 
 __all__ = [
     "CSV_COLUMNS",
     "EVIDENCE_COLUMNS",
     "PAYER_TYPE_NAMES",
-    "RULE_NAMES",
     "Line",
     "Settlement",
     "Statement",
@@ -35,27 +37,12 @@ __all__ = [
     "write_evidence_csv",
 ]
 
-RULE_NAMES: dict[str, str] = {
-    "manhole": "窨井盖超时未修复（按小时）",
-    "manhole.accident": "窨井盖致事故",
-    "dust": "工地扬尘超标",
-    "dust.warning": "工地扬尘预警",
-    "dust.flatline": "扬尘监测数据异常",
-    "streetlight.fault": "路灯故障",
-    "streetlight.leakage": "路灯漏电",
-    "offline": "设备离线",
-    "truck.reckless": "野蛮渣土车",
-    "truck.overload": "超载超限",
-    "vehicle.illegal": "非法营运车辆",
-}
-"""Chinese names of the ledger / case rules (an unknown rule shows its id)."""
+PAYER_TYPE_NAMES = {k: zh for k, (zh, _en) in _PAYER_TYPE_NAMES.items()}
+"""Chinese names of the payer types (contract.cases)."""
 
-PAYER_TYPE_NAMES = {"district_government": "区政府（管委会）", "property_unit": "产权单位"}
+STATE_NAMES = {k: zh for k, (zh, _en) in _STATE_NAMES.items()}
+"""Chinese names of the case states (contract.cases)."""
 
-STATE_NAMES = {
-    "open": "待处置", "acknowledged": "已确认", "escalated": "已超期", "repaired": "已修复",
-    "closed": "已结案", "reopened": "重新打开",
-}  # fmt: skip
 
 CSV_COLUMNS = (
     "row", "payer_type", "payer", "seq", "entry_id", "case_id", "device", "address", "rule", "rule_name",
@@ -70,7 +57,8 @@ EVIDENCE_COLUMNS = (
 
 
 def rule_name(rule: str) -> str:
-    return RULE_NAMES.get(rule, rule)
+    """The rule's Chinese name (contract.rules; an unknown rule shows its id)."""
+    return _rule_name(rule, "zh")
 
 
 @dataclass(frozen=True, slots=True)

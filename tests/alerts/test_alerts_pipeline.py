@@ -273,7 +273,7 @@ def test_the_message_is_chinese_first_with_place_time_clock_and_a_signed_link(
     msg = orjson.loads(go_result := asyncio.run(go()))
     assert go_result
     md, text = msg["markdown"], msg["text"]
-    assert md.index("井盖缺失或破损") < md.index("Manhole cover missing or damaged")
+    assert md.index("窨井盖异常") < md.index("Manhole cover open, tilted or missing")
     assert text.index("地点") < text.index("Where:")
     assert f"https://uri.amap.com/marker?position={dev.lon:.6f},{dev.lat:.6f}" in text
     assert "2025-11-22 16:26（北京时间）" in text and "Since: 2025-11-22 16:26 (Asia/Shanghai)" in text

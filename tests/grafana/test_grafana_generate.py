@@ -125,11 +125,12 @@ def test_dashboard_provider() -> None:
     assert prov["allowUiUpdates"] is False and prov["options"]["path"]
 
 
-def test_panel_rules_include_the_streams_rule_ids() -> None:
-    """The streams name the violation rules ``dust`` and ``manhole``; the
-    issue's schema ``dust.violation``/``manhole.abnormal``: panels take both."""
+def test_panels_select_only_rule_ids_the_contract_defines() -> None:
+    """A panel filtering on a rule no code emits stays blank forever."""
+    from contract.rules import RULES as CONTRACT_RULES
     from streams import dust, manhole, streetlight
 
+    assert {r for ids in RULES.values() for r in ids} <= set(CONTRACT_RULES)
     assert dust.RULE in RULES["dust_violation"]
     assert dust.WARNING_RULE in RULES["dust_warning"]
     assert dust.FLATLINE_RULE in RULES["tamper"]

@@ -165,7 +165,7 @@ def scenario() -> list[str]:
             case_event(
                 "M2",
                 "manhole",
-                "manhole.abnormal",
+                "manhole",
                 "MH-2",
                 state,
                 ts,
@@ -230,7 +230,7 @@ def scenario() -> list[str]:
         case_event(
             "D2",
             "dust",
-            "dust.violation",
+            "dust",
             "DS-2",
             "open",
             at(11, 20, 8),
@@ -255,7 +255,7 @@ def scenario() -> list[str]:
         case_event(
             "T1",
             "offline",
-            "offline.tamper",
+            "dust.flatline",
             "DS-3",
             "open",
             at(11, 20, 9, 30),
@@ -346,7 +346,7 @@ def scenario() -> list[str]:
         penalty(
             "D2:penalty",
             "D2",
-            "dust.violation",
+            "dust",
             "DS-2",
             "district_government",
             100_000,
@@ -383,7 +383,7 @@ def scenario() -> list[str]:
             penalty(
                 f"M2:hour:{k}",
                 "M2",
-                "manhole.abnormal",
+                "manhole",
                 "MH-2",
                 "property_unit",
                 10_000,
@@ -793,7 +793,7 @@ def _(s):
 def _(s):
     assert (
         one(run(s, (DU, "Violations opened [A]")), "violations") == 2
-    )  # D1 (rule "dust") and D2 ("dust.violation")
+    )  # D1 (rule "dust") and D2 ("dust")
 
 
 @check(DU, "Dust penalties by district [A]")
@@ -809,7 +809,7 @@ def _(s):
 def _(s):
     rows = run(s, (DU, "Suspected tampering [A]"))
     assert {r["case_id"]: (r["device"], r["rule"], r["open"]) for r in rows} == {
-        "T1": ("DS-3", "offline.tamper", 1),
+        "T1": ("DS-3", "dust.flatline", 1),
         "T2": ("DS-2", "dust.flatline", 0),
     }
 
@@ -821,10 +821,11 @@ def _(s):
         [
             ("DS-1", "dust", "open"),
             ("DS-1", "dust", "closed"),
-            ("DS-2", "dust.violation", "open"),
+            ("DS-2", "dust", "open"),
             ("DS-1", "dust.warning", "open"),
             ("DS-2", "dust.flatline", "open"),
             ("DS-2", "dust.flatline", "closed"),
+            ("DS-3", "dust.flatline", "open"),
         ]
     )
     assert [r["time"] for r in rows] == sorted((r["time"] for r in rows), reverse=True)
