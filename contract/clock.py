@@ -8,12 +8,12 @@ Machines see ISO 8601 in UTC with milliseconds (``iso_utc``).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 __all__ = [
-    "DEFAULT_TIMEZONE", "NEVER", "city_zone", "iso_local", "iso_utc", "local", "local_datetime",
+    "DEFAULT_TIMEZONE", "NEVER", "LocalClock", "city_zone", "in_daily_window", "iso_local", "iso_utc", "local", "local_datetime",
     "local_minute",
 ]  # fmt: skip
 
@@ -66,3 +66,42 @@ def local_minute(ms: int, tz: str = DEFAULT_TIMEZONE) -> int:
     """Minutes after local midnight of an instant."""
     d = local_datetime(ms, tz)
     return d.hour * 60 + d.minute
+
+def in_daily_window(minute: int, start: int, end: int) -> bool:
+    """Is local ``minute`` in ``[start, end)``? ``start > end`` spans midnight."""
+    if start <= end:
+        return start <= minute < end
+    return minute >= start or minute < end
+
+
+class LocalClock:
+    """Local wall-clock arithmetic for the rules' time zone, cheap enough per event.
+
+    ``minute_of_day`` caches the UTC offset per 15-minute bucket (every zone's
+    offset changes on a quarter hour), so the hot path is a dict lookup.
+    """
+
+    __slots__ = ("tz", "_offsets")
+
+    def __init__(self, tz_name: str) -> None:
+        self.tz = ZoneInfo(tz_name)
+        self._offsets: dict[int, int] = {}
+
+    def minute_of_day(self, ts_ms: int) -> int:
+        bucket = ts_ms // 900_000
+        off = self._offsets.get(bucket)
+        if off is None:
+            delta = datetime.fromtimestamp(bucket * 900, self.tz).utcoffset()
+            off = int(delta.total_seconds()) * 1000 if delta is not None else 0
+            if len(self._offsets) > 50_000:
+                self._offsets.clear()
+            self._offsets[bucket] = off
+        return ((ts_ms + off) // MINUTE_MS) % 1440
+
+    def next_at(self, ts_ms: int, minute: int) -> int:
+        """The first instant >= ``ts_ms`` whose local time is ``minute``:00."""
+        dt = datetime.fromtimestamp(ts_ms / 1000, self.tz)
+        cand = dt.replace(hour=minute // 60, minute=minute % 60, second=0, microsecond=0)
+        if cand < dt:
+            cand = (cand.replace(tzinfo=None) + timedelta(days=1)).replace(tzinfo=self.tz)
+        return round(cand.timestamp() * 1000)

@@ -31,13 +31,10 @@ from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any, Protocol
 
 from contract.cases import ActionRejected, OfficerAction, Output
-from contract.clock import NEVER
+from contract.clock import NEVER, LocalClock
 from streams.case import Context
-from streams.dust import DustRule
-from streams.manhole import ManholeRule
-from streams.offline import OfflineRule
-from streams.rules import LocalClock, Rules
-from streams.streetlight import StreetlightRule
+from streams.kinds import RULE_KINDS
+from streams.rules import Rules
 
 if TYPE_CHECKING:
     from contract.reading import Reading
@@ -77,19 +74,6 @@ class _Slot:
     t_off: int | None = None
 
 
-def _dust_sites(registry: Any) -> dict[str, int]:
-    """Dust sites per district, if the registry can be iterated (else {})."""
-    counts: dict[str, int] = {}
-    try:
-        devices = list(registry)
-    except TypeError:
-        return counts
-    for d in devices:
-        if getattr(d, "kind", None) == "dust":
-            counts[d.district] = counts.get(d.district, 0) + 1
-    return counts
-
-
 class Detector:
     """All rules for the devices routed to one worker (one partition).
 
@@ -102,12 +86,18 @@ class Detector:
         self.rules = rules
         self.registry = registry
         self.clock = LocalClock(rules.timezone)
-        self._kinds: dict[str, _KindRule] = {
-            "manhole": ManholeRule(rules.manhole),
-            "dust": DustRule(rules.dust, _dust_sites(registry)),
-            "streetlight": StreetlightRule(rules.streetlight, self.clock),
-        }
-        self._offline = OfflineRule(rules.offline, self.clock)
+        self._kinds: dict[str, _KindRule] = {}
+        self._rules: list[Any] = []
+        """Every rule object, for the partition-level hooks (registry, clock state)."""
+        offline: Any = None
+        for name, kind in RULE_KINDS.items():
+            rule = kind.build(rules.section(name), self.clock, registry)
+            self._rules.append(rule)
+            if kind.KIND == "*":
+                offline = rule
+            else:
+                self._kinds[kind.KIND] = rule
+        self._offline = offline
         self._slots: dict[str, _Slot] = {}
         self._heap: list[tuple[int, str, int]] = []
         self._wm = NEVER
@@ -302,19 +292,21 @@ class Detector:
     def export_clock(self) -> dict[str, Any]:
         """Partition-level state: the watermark, and when background-mode dust
         judging started per district (everything else is derived from devices)."""
-        dust = self._kinds["dust"]
-        assert isinstance(dust, DustRule)
-        return {"v": STATE_VERSION, "watermark": self.watermark, "dust_started": dict(dust.started)}
+        out: dict[str, Any] = {"v": STATE_VERSION, "watermark": self.watermark}
+        for rule in self._rules:
+            export = getattr(rule, "export_clock", None)
+            if export is not None:
+                out.update(export())
+        return out
 
     def import_clock(self, d: dict[str, Any]) -> None:
         wm = d.get("watermark")
         if wm is not None and wm > self._wm:
             self._wm = int(wm)
-        dust = self._kinds["dust"]
-        assert isinstance(dust, DustRule)
-        for district, t in (d.get("dust_started") or {}).items():
-            if district not in dust.started or t < dust.started[district]:
-                dust.started[district] = int(t)
+        for rule in self._rules:
+            restore = getattr(rule, "import_clock", None)
+            if restore is not None:
+                restore(d)
 
     def set_registry(self, registry: RegistryLike) -> None:
         """Swap in a reloaded registry, between two inputs.
@@ -328,16 +320,18 @@ class Detector:
         the registry, or whose kind changed, keeps its old entry.
         """
         self.registry = registry
-        dust = self._kinds["dust"]
-        assert isinstance(dust, DustRule)
-        dust.set_registry(_dust_sites(registry))
+        for rule in self._rules:
+            hook = getattr(rule, "on_registry", None)
+            if hook is not None:
+                hook(registry)
         for device_id, slot in self._slots.items():
             dev = registry.get(device_id)
             if dev is None or dev.kind != slot.device.kind:
                 continue
             slot.device = dev
-            if dev.kind == "dust":
-                dust.follow(dev, slot.state)
+            follow = getattr(slot.rule, "follow", None)
+            if follow is not None:
+                follow(dev, slot.state)
 
     def take_dirty(self) -> set[str]:
         """Devices whose state changed since the last call (then forgets them)."""

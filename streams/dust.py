@@ -43,8 +43,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from contract import rules as rule_ids
-from contract.cases import OfficerAction
-from contract.clock import NEVER
+from contract.cases import PAYER_TYPES, OfficerAction
+from contract.clock import MINUTE_MS, NEVER, LocalClock
+from foundation.cityfile import Section
 from streams.case import (
     CaseRecord,
     Context,
@@ -53,7 +54,6 @@ from streams.case import (
     penalty_entry,
     reading_evidence,
 )
-from streams.rules import DustRules
 
 if TYPE_CHECKING:
     from contract.reading import Reading
@@ -62,6 +62,77 @@ if TYPE_CHECKING:
 RULE = rule_ids.DUST
 WARNING_RULE = rule_ids.DUST_WARNING
 FLATLINE_RULE = rule_ids.DUST_FLATLINE
+
+# --------------------------------------------------------------------------- the plugin (docs/extending.md)
+
+SECTION = "dust"
+"""This kind's key under ``rules:`` in the rules file (docs/rules.md)."""
+KIND = "dust"
+"""The device kind it judges (``"*"``: every device)."""
+RULE_IDS = (rule_ids.DUST, rule_ids.DUST_WARNING, rule_ids.DUST_FLATLINE)
+"""The rule ids its cases and ledger entries carry (contract.rules)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DustRules:
+    """docs/rules.md "Dust"."""
+
+    window_ms: int = 60 * MINUTE_MS
+    warning: float = 150.0
+    violation: float = 200.0
+    recovery_ms: int = 60 * MINUTE_MS
+    penalty_yuan: int = 100_000
+    payer_type: str = "district_government"
+    mode: str = "absolute"
+    """``absolute``: judge the site's mean; ``background``: judge site minus district ambient."""
+    background_violation: float = 80.0
+    background_warning: float | None = 50.0
+    background_min_sites: int = 1
+    """Other sites of the district with a current mean needed to judge against ambient;
+    with fewer, the site is judged on the absolute levels."""
+    flatline_readings: int = 30
+    """This many identical PM10 readings in a row flag suspected tampering; 0 = off."""
+
+
+Settings = DustRules
+
+
+def parse(m: Section) -> DustRules:
+    """This kind's section of the rules file (docs/rules.md); every key optional."""
+    d = DustRules()
+    doc = m.doc
+    warning = m.number("warning", d.warning)
+    violation = m.number("violation", d.violation)
+    if warning > violation:
+        doc.fail(m.get("warning") or m.node,
+                  f"rules.dust.warning: the warning level ({warning:g}) must not be above "
+                  f"the violation level ({violation:g})")  # fmt: skip
+    bg_v, bg_w, bg_min = d.background_violation, d.background_warning, d.background_min_sites
+    bg = m.sub("background")
+    if bg is not None:
+        bg_v = bg.number("violation", bg_v)
+        bg_w_node = bg.get("warning")
+        if bg_w_node is not None:
+            bg_w = doc.number(bg_w_node, bg.key_path("warning"))
+        elif "warning" in bg.items:  # explicitly null: no warnings in background mode
+            bg_w = None
+        bg_min = bg.whole("min_sites", bg_min, minimum=1)
+        bg.finish()
+    out = DustRules(
+        window_ms=round(m.number("window_minutes", d.window_ms / MINUTE_MS) * MINUTE_MS),
+        warning=warning,
+        violation=violation,
+        recovery_ms=round(m.number("recovery_minutes", d.recovery_ms / MINUTE_MS) * MINUTE_MS),
+        penalty_yuan=m.yuan("penalty_yuan", d.penalty_yuan),
+        payer_type=m.choice("payer_type", d.payer_type, PAYER_TYPES),
+        mode=m.choice("mode", d.mode, ("absolute", "background")),
+        background_violation=bg_v,
+        background_warning=bg_w,
+        background_min_sites=bg_min,
+        flatline_readings=m.whole("flatline_readings", d.flatline_readings),
+    )
+    m.finish()
+    return out
 
 
 @dataclass(slots=True)
@@ -136,6 +207,19 @@ class DustRule:
         """Forget cached per-site levels and district sizes (the registry was reloaded)."""
         self.district_sites = district_sites
         self._levels.clear()
+
+    def on_registry(self, registry: Any) -> None:
+        """The detector's hook for a reloaded registry."""
+        self.set_registry(district_sites(registry))
+
+    def export_clock(self) -> dict[str, Any]:
+        """Partition-level state: when background-mode judging started per district."""
+        return {"dust_started": dict(self.started)}
+
+    def import_clock(self, d: dict[str, Any]) -> None:
+        for district, t in (d.get("dust_started") or {}).items():
+            if district not in self.started or t < self.started[district]:
+                self.started[district] = int(t)
 
     def follow(self, dev: Device, st: DustState) -> None:
         """Re-index a site after a registry reload (its district may have changed)."""
@@ -400,3 +484,21 @@ class DustRule:
             flat=CaseRecord.from_dict(d["flat"]),
         )
         return self._register(dev, st)
+
+
+def build(settings: DustRules, clock: LocalClock, registry: Any) -> DustRule:
+    """The rule object the detector runs for one partition."""
+    return DustRule(settings, district_sites(registry))
+
+
+def district_sites(registry: Any) -> dict[str, int]:
+    """Dust sites per district, if the registry can be iterated (else {})."""
+    counts: dict[str, int] = {}
+    try:
+        devices = list(registry)
+    except TypeError:
+        return counts
+    for d in devices:
+        if getattr(d, "kind", None) == "dust":
+            counts[d.district] = counts.get(d.district, 0) + 1
+    return counts

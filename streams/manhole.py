@@ -41,9 +41,12 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from yaml.nodes import MappingNode
+
 from contract import rules as rule_ids
-from contract.cases import CaseEvent, LedgerEntry, OfficerAction
-from contract.clock import NEVER
+from contract.cases import PAYER_TYPES, ROAD_CLASSES, CaseEvent, LedgerEntry, OfficerAction
+from contract.clock import HOUR_MS, NEVER, LocalClock
+from foundation.cityfile import Section
 from streams.case import (
     Context,
     action_evidence,
@@ -52,7 +55,6 @@ from streams.case import (
     reading_evidence,
     reversal_of,
 )
-from streams.rules import HOUR_MS, ManholeRules
 
 if TYPE_CHECKING:
     from contract.reading import Reading
@@ -60,6 +62,87 @@ if TYPE_CHECKING:
 
 RULE = rule_ids.MANHOLE
 ACCIDENT_RULE = rule_ids.MANHOLE_ACCIDENT
+
+# --------------------------------------------------------------------------- the plugin (docs/extending.md)
+
+SECTION = "manhole"
+"""This kind's key under ``rules:`` in the rules file (docs/rules.md)."""
+KIND = "manhole"
+"""The device kind it judges (``"*"``: every device)."""
+RULE_IDS = (rule_ids.MANHOLE, rule_ids.MANHOLE_ACCIDENT)
+"""The rule ids its cases and ledger entries carry (contract.rules)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ManholeRules:
+    """docs/rules.md "Manhole" and "Accident"."""
+
+    tilt_threshold_deg: float = 15.0
+    """A cover is abnormal at or above this tilt (or when it reports ``open: true``)."""
+    grace_ms: dict[str, int] = field(
+        default_factory=lambda: {"default": 2 * HOUR_MS, "main": 2 * HOUR_MS,
+                                 "secondary": 2 * HOUR_MS, "other": 2 * HOUR_MS}
+    )  # fmt: skip
+    """Repair grace per road class; ``default`` for a device without road class."""
+    penalty_per_hour_yuan: int = 10_000
+    payer_type: str = "property_unit"
+    normal_run: int = 1
+    """How many consecutive normal readings prove a repair (repair time = the first)."""
+    accident_district_government_yuan: int = 500_000
+    accident_property_unit_yuan: int = 1_000_000
+
+    def grace_for(self, road_class: str | None) -> int:
+        g = self.grace_ms
+        return g.get(road_class, g["default"]) if road_class else g["default"]
+
+
+Settings = ManholeRules
+
+
+def parse(m: Section) -> ManholeRules:
+    """This kind's section of the rules file (docs/rules.md); every key optional."""
+    d = ManholeRules()
+    doc = m.doc
+    tilt = m.number("tilt_threshold_deg", d.tilt_threshold_deg)
+    if tilt > 90:
+        doc.fail(
+            m.get("tilt_threshold_deg") or m.node,
+            "rules.manhole.tilt_threshold_deg: expected at most 90 degrees",
+        )
+    grace = dict(d.grace_ms)
+    g = m.get("grace_hours")
+    if g is not None:
+        path = m.key_path("grace_hours")
+        if isinstance(g, MappingNode):
+            gm = Section(doc, g, path)
+            for rc in ("default", *ROAD_CLASSES):
+                gv = gm.get(rc)
+                if gv is not None:
+                    grace[rc] = round(doc.number(gv, gm.key_path(rc)) * HOUR_MS)
+            gm.finish()
+            for rc in ROAD_CLASSES:  # unspecified classes follow the default
+                if gm.items.get(rc) is None:
+                    grace[rc] = grace["default"]
+        else:
+            ms = round(doc.number(g, path) * HOUR_MS)
+            grace = dict.fromkeys(("default", *ROAD_CLASSES), ms)
+    accident = m.sub("accident")
+    acc_d, acc_p = d.accident_district_government_yuan, d.accident_property_unit_yuan
+    if accident is not None:
+        acc_d = accident.yuan("district_government_yuan", acc_d)
+        acc_p = accident.yuan("property_unit_yuan", acc_p)
+        accident.finish()
+    out = ManholeRules(
+        tilt_threshold_deg=tilt,
+        grace_ms=grace,
+        penalty_per_hour_yuan=m.yuan("penalty_per_hour_yuan", d.penalty_per_hour_yuan),
+        payer_type=m.choice("payer_type", d.payer_type, PAYER_TYPES),
+        normal_run=m.whole("normal_run", d.normal_run, minimum=1),
+        accident_district_government_yuan=acc_d,
+        accident_property_unit_yuan=acc_p,
+    )
+    m.finish()
+    return out
 
 
 @dataclass(slots=True)
@@ -438,3 +521,8 @@ def _case_from_dict(c: dict[str, Any]) -> ManholeCase:
         acknowledged_at=c["acknowledged_at"], acknowledged_by=c["acknowledged_by"],
         accident_at=c["accident_at"], notes=[dict(n) for n in c["notes"]],
     )  # fmt: skip
+
+
+def build(settings: ManholeRules, clock: LocalClock, registry: Any) -> ManholeRule:
+    """The rule object the detector runs for one partition."""
+    return ManholeRule(settings)

@@ -22,12 +22,14 @@ Rules-file section ``rules.offline`` (docs/rules.md#offline). DESIGN §1:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from contract import rules as rule_ids
-from contract.cases import OfficerAction
-from contract.clock import NEVER
+from contract.cases import PAYER_TYPES, OfficerAction
+from contract.clock import MINUTE_MS, NEVER, LocalClock, in_daily_window
+from contract.kinds import KINDS
+from foundation.cityfile import Section
 from streams.case import (
     CaseRecord,
     Context,
@@ -36,13 +38,69 @@ from streams.case import (
     penalty_entry,
     reading_evidence,
 )
-from streams.rules import LocalClock, OfflineRules, in_daily_window
 
 if TYPE_CHECKING:
     from contract.reading import Reading
     from registry.devices import Device
 
 RULE = rule_ids.OFFLINE
+
+# --------------------------------------------------------------------------- the plugin (docs/extending.md)
+
+SECTION = "offline"
+"""This kind's key under ``rules:`` in the rules file (docs/rules.md)."""
+KIND = "*"
+"""The device kind it judges (``"*"``: every device)."""
+RULE_IDS = (rule_ids.OFFLINE,)
+"""The rule ids its cases and ledger entries carry (contract.rules)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineRules:
+    """docs/rules.md "Offline"."""
+
+    heartbeat_ms: dict[str, int] = field(
+        default_factory=lambda: {"dust": 10 * MINUTE_MS, "manhole": 120 * MINUTE_MS,
+                                 "streetlight": 30 * MINUTE_MS}
+    )  # fmt: skip
+    penalty_yuan: int = 0
+    payer_type: str = "property_unit"
+    dust_working_start: int = 7 * 60
+    dust_working_end: int = 20 * 60
+
+
+Settings = OfflineRules
+
+
+def parse(m: Section) -> OfflineRules:
+    """This kind's section of the rules file (docs/rules.md); every key optional."""
+    d = OfflineRules()
+    doc = m.doc
+    hb = dict(d.heartbeat_ms)
+    hbm = m.sub("heartbeat_minutes")
+    if hbm is not None:
+        for kind in KINDS:
+            hb[kind] = round(hbm.number(kind, hb[kind] / MINUTE_MS) * MINUTE_MS)
+        hbm.finish()
+    start, end = d.dust_working_start, d.dust_working_end
+    wh = m.sub("dust_working_hours")
+    if wh is not None:
+        start = wh.time_of_day("start", start)
+        end = wh.time_of_day("end", end)
+        if start == end:
+            doc.fail(
+                wh.node, "rules.offline.dust_working_hours: 'start' and 'end' are the same time"
+            )
+        wh.finish()
+    out = OfflineRules(
+        heartbeat_ms=hb,
+        penalty_yuan=m.yuan("penalty_yuan", d.penalty_yuan),
+        payer_type=m.choice("payer_type", d.payer_type, PAYER_TYPES),
+        dust_working_start=start,
+        dust_working_end=end,
+    )
+    m.finish()
+    return out
 
 
 @dataclass(slots=True)
@@ -156,3 +214,8 @@ class OfflineRule:
             last_opened_at=d["last_opened_at"],
             tamper_at=d["tamper_at"],
         )
+
+
+def build(settings: OfflineRules, clock: LocalClock, registry: Any) -> OfflineRule:
+    """The rule object the detector runs for one partition."""
+    return OfflineRule(settings, clock)

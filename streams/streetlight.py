@@ -21,14 +21,14 @@ Rules-file section ``rules.streetlight`` (docs/rules.md#streetlight). DESIGN §1
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from contract import rules as rule_ids
-from contract.cases import OfficerAction
-from contract.clock import NEVER
+from contract.cases import PAYER_TYPES, OfficerAction
+from contract.clock import NEVER, LocalClock, in_daily_window
+from foundation.cityfile import Section
 from streams.case import CaseRecord, Context, action_evidence, penalty_entry, reading_evidence
-from streams.rules import LocalClock, StreetlightRules, in_daily_window
 
 if TYPE_CHECKING:
     from contract.reading import Reading
@@ -36,6 +36,94 @@ if TYPE_CHECKING:
 
 FAULT_RULE = rule_ids.STREETLIGHT_FAULT
 LEAKAGE_RULE = rule_ids.STREETLIGHT_LEAKAGE
+
+# --------------------------------------------------------------------------- the plugin (docs/extending.md)
+
+SECTION = "streetlight"
+"""This kind's key under ``rules:`` in the rules file (docs/rules.md)."""
+KIND = "streetlight"
+"""The device kind it judges (``"*"``: every device)."""
+RULE_IDS = (rule_ids.STREETLIGHT_FAULT, rule_ids.STREETLIGHT_LEAKAGE)
+"""The rule ids its cases and ledger entries carry (contract.rules)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreetlightRules:
+    """docs/rules.md "Streetlight"."""
+
+    on_minute: int = 18 * 60 + 30
+    """Local time (minutes after midnight) the lamps should switch on."""
+    off_minute: int = 6 * 60 + 30
+    district_schedule: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Per-district ``(on_minute, off_minute)`` overrides."""
+    current_threshold_a: float = 0.05
+    """Below this current a lamp counts as drawing no current."""
+    leakage_threshold_ma: float = 30.0
+    fault_penalty_yuan: int = 0
+    fault_payer_type: str = "property_unit"
+    leakage_penalty_yuan: int = 0
+    leakage_payer_type: str = "property_unit"
+
+    def schedule_for(self, district: str) -> tuple[int, int]:
+        s = self.district_schedule.get(district)
+        return s if s is not None else (self.on_minute, self.off_minute)
+
+
+Settings = StreetlightRules
+
+
+def parse(m: Section) -> StreetlightRules:
+    """This kind's section of the rules file (docs/rules.md); every key optional."""
+    d = StreetlightRules()
+    doc = m.doc
+    on, off, per = d.on_minute, d.off_minute, {}
+    sched = m.sub("schedule")
+    if sched is not None:
+        on = sched.time_of_day("on", on)
+        off = sched.time_of_day("off", off)
+        if on == off:
+            doc.fail(
+                sched.get("off") or sched.node,
+                "rules.streetlight.schedule: 'on' and 'off' are the same time",
+            )
+        districts = sched.sub("districts")
+        if districts is not None:
+            for name in list(districts.items):
+                dm = districts.sub(name)
+                assert dm is not None
+                d_on = dm.time_of_day("on", on)
+                d_off = dm.time_of_day("off", off)
+                if d_on == d_off:
+                    doc.fail(dm.node, f"{dm.path}: 'on' and 'off' are the same time")
+                dm.finish()
+                per[name] = (d_on, d_off)
+            districts.finish()
+        sched.finish()
+    fault = m.sub("fault")
+    f_pen, f_pay = d.fault_penalty_yuan, d.fault_payer_type
+    if fault is not None:
+        f_pen = fault.yuan("penalty_yuan", f_pen)
+        f_pay = fault.choice("payer_type", f_pay, PAYER_TYPES)
+        fault.finish()
+    leak = m.sub("leakage")
+    l_pen, l_pay = d.leakage_penalty_yuan, d.leakage_payer_type
+    if leak is not None:
+        l_pen = leak.yuan("penalty_yuan", l_pen)
+        l_pay = leak.choice("payer_type", l_pay, PAYER_TYPES)
+        leak.finish()
+    out = StreetlightRules(
+        on_minute=on,
+        off_minute=off,
+        district_schedule=per,
+        current_threshold_a=m.number("current_threshold_a", d.current_threshold_a),
+        leakage_threshold_ma=m.number("leakage_threshold_ma", d.leakage_threshold_ma),
+        fault_penalty_yuan=f_pen,
+        fault_payer_type=f_pay,
+        leakage_penalty_yuan=l_pen,
+        leakage_payer_type=l_pay,
+    )
+    m.finish()
+    return out
 
 
 @dataclass(slots=True)
@@ -157,3 +245,8 @@ class StreetlightRule:
             fault=CaseRecord.from_dict(d["fault"]),
             leakage=CaseRecord.from_dict(d["leakage"]),
         )
+
+
+def build(settings: StreetlightRules, clock: LocalClock, registry: Any) -> StreetlightRule:
+    """The rule object the detector runs for one partition."""
+    return StreetlightRule(settings, clock)

@@ -8,7 +8,8 @@ import pytest
 from streams_testkit import H, M
 
 from foundation.errors import ConfigError
-from streams.rules import LocalClock, default_rules, in_daily_window, load_rules, parse_rules
+from contract.clock import LocalClock, in_daily_window
+from streams.rules import default_rules, load_rules, parse_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 
