@@ -1,104 +1,63 @@
 """The routing file (``config/routes.yaml``): receivers, escalation policies and the route tree.
 
-In the spirit of Alertmanager's ``route:`` block. A notice about a case has
-labels (``kind, rule, severity, district, grid, unit, device``); it enters the
-root route, descends into the first child whose matchers all match (every
-matching child when that child has ``continue: true``) and is delivered to the
-receiver of the deepest route it reached. Children inherit ``receiver``,
-``group_by``, timings and ``escalation`` from their parent unless they set
-them. The root has no matchers and must name a receiver: it is the default.
+In the spirit of Alertmanager's ``route:`` block (docs/alerts.md#the-routing-file).
+A notice about a case has labels (``kind, rule, severity, district, grid,
+unit, device``); it enters the root route, descends into the first child
+whose matchers all match (every matching child when that child has
+``continue: true``) and is delivered to the receiver of the deepest route it
+reached. Children inherit ``receiver``, ``group_by``, timings and
+``escalation`` from their parent unless they set them. The root has no
+matchers and must name a receiver: it is the default.
 
-Every mistake is a ``ConfigError`` with the file and line of the offending key
-(PyYAML node marks), raised at start, never at the first push.
+The file is read through the project's one reader of city-edited files,
+``foundation/cityfile.py``: every mistake is a ``ConfigError`` with
+``file:line:column`` and the key path (``route.routes[0].group_wait``),
+raised at start, never at the first push; unknown keys are refused with the
+one "did you mean" hint; every duration carries its unit (``30s``, ``5m``,
+``2h``; a bare ``30`` is refused).
 
-String values may say ``${ENV_VAR}`` or ``${ENV_VAR:-default}``, so secrets
+A receiver's channels are read from the channel modules' own option schemas
+(``CHANNELS[type].OPTIONS``, docs/alerts.md#channels): nothing here knows a
+channel type by name.
+
+Text values may say ``${ENV_VAR}`` or ``${ENV_VAR:-default}``, so secrets
 (robot keys, HMAC secrets, SMTP passwords) stay out of the file.
-
-The reference for every key is ``docs/alerts.md`` and the commented default
-file ``config/routes.yaml``.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from alerts.channels import CHANNELS, channel_target
-from alerts.channels.plugin import Option
+from alerts.channels.plugin import ChannelModule, Option
+from contract.cases import SEVERITIES
+from foundation.cityfile import Document, Section, did_you_mean
 from foundation.errors import ConfigError, read_config_text
 
 LABELS = ("kind", "rule", "severity", "district", "grid", "unit", "device")
 """What a route can match on."""
-SEVERITIES = ("info", "warning", "minor", "major", "critical")
+GROUP_LABELS = (*LABELS, "case_id")
+"""What a route can group by."""
 
-_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?")
+TOP_KEYS = ("receivers", "escalations", "route", "ack", "delivery", "notify", "district_names")
+RECEIVER_KEYS = ("name", "officer", "label")
+LEVEL_KEYS = ("receiver", "after", "name")
+ROUTE_KEYS = ("match", "match_re", "receiver", "group_by", "group_wait", "group_interval",
+              "repeat_interval", "escalation", "continue", "routes")  # fmt: skip
+ACK_KEYS = ("base_url", "secret", "link_ttl", "listen", "tokens")
+DELIVERY_KEYS = ("retry_initial", "retry_max", "give_up_after", "timeout")
+NOTIFY_KEYS = ("overdue_every_hours", "max_cases_in_message")
+
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-# ----------------------------------------------------------------------------- YAML with lines
-
-
-class _Map(dict):
-    """A mapping that remembers the line of itself and of each key."""
-
-    line: int = 0
-    lines: dict[str, int]
-
-
-class _List(list):
-    line: int = 0
-    lines: list[int]
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
-    m = _Map()
-    m.line = node.start_mark.line + 1
-    m.lines = {}
-    for k_node, v_node in node.value:
-        key = loader.construct_object(k_node, deep=True)
-        if not isinstance(key, str):
-            raise ConfigError(loader.name, k_node.start_mark.line + 1, f"key {key!r} must be a string")
-        if key in m:
-            raise ConfigError(loader.name, k_node.start_mark.line + 1,
-                              f"duplicate key {key!r} (first on line {m.lines[key]})")
-        m[key] = loader.construct_object(v_node, deep=True)
-        m.lines[key] = k_node.start_mark.line + 1
-    return m
-
-
-def _construct_list(loader: _Loader, node: yaml.SequenceNode) -> _List:
-    out = _List(loader.construct_object(n, deep=True) for n in node.value)
-    out.line = node.start_mark.line + 1
-    out.lines = [n.start_mark.line + 1 for n in node.value]
-    return out
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_list)
-
-
-def parse_duration_ms(value: Any) -> int | None:
-    """``30s``, ``5m``, ``2h``, ``1h30m``, ``500ms`` or a number of seconds -> ms; None if invalid."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return int(value * 1000) if value >= 0 else None
-    if not isinstance(value, str) or not value.strip():
-        return None
-    m = _DURATION.fullmatch(value.strip())
-    if not m or not any(m.groups()):
-        return None
-    h, mi, s, ms = (int(g or 0) for g in m.groups())
-    return ((h * 60 + mi) * 60 + s) * 1000 + ms
+_URL = re.compile(r"https?://[^/\s]+")
+_NULL = "tag:yaml.org,2002:null"
 
 
 # ----------------------------------------------------------------------------- the model
@@ -110,7 +69,13 @@ class ChannelSpec:
 
     type: str
     options: dict[str, Any]
+    """Every option of the type's ``OPTIONS``: as given, or its default."""
     line: int
+
+    def __repr__(self) -> str:
+        secret = {o.name for o in CHANNELS[self.type].OPTIONS if o.secret}
+        shown = {k: "***" if k in secret and v is not None else v for k, v in self.options.items()}
+        return f"ChannelSpec(type={self.type!r}, options={shown!r}, line={self.line})"
 
     @property
     def target(self) -> str:
@@ -247,75 +212,6 @@ def _descend(route: Route, labels: Mapping[str, str], out: list[Route]) -> bool:
 # ----------------------------------------------------------------------------- loading
 
 
-class _Ctx:
-    def __init__(self, file: str):
-        self.file = file
-
-    def err(self, line: int | None, msg: str) -> ConfigError:
-        return ConfigError(self.file, line, msg)
-
-    def expand(self, value: Any, line: int) -> Any:
-        if not isinstance(value, str):
-            return value
-
-        def sub(m: re.Match[str]) -> str:
-            name, default = m.group(1), m.group(2)
-            if name in os.environ:
-                return os.environ[name]
-            if default is not None:
-                return default
-            raise self.err(line, f"environment variable {name} is not set (write ${{{name}:-default}} for a default)")
-
-        return _ENV.sub(sub, value)
-
-    def mapping(self, value: Any, line: int, what: str) -> _Map:
-        if not isinstance(value, _Map):
-            raise self.err(line, f"{what} must be a mapping (key: value lines), got {type(value).__name__}")
-        return value
-
-    def keys(self, m: _Map, allowed: tuple[str, ...], what: str) -> None:
-        import difflib
-
-        for k in m:
-            if k not in allowed:
-                close = difflib.get_close_matches(k, allowed, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise self.err(m.lines[k], f"unknown key '{k}' in {what}{hint}; allowed: {', '.join(allowed)}")
-
-    def string(self, m: _Map, key: str, what: str, default: str | None = None, required: bool = False) -> str:
-        if key not in m:
-            if required:
-                raise self.err(m.line, f"{what} needs '{key}'")
-            return default or ""
-        v = self.expand(m[key], m.lines[key])
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            v = str(v)
-        if not isinstance(v, str) or (required and not v):
-            raise self.err(m.lines[key], f"{what}.{key} must be a non-empty string, got {m[key]!r}")
-        return v
-
-    def duration(self, m: _Map, key: str, what: str, default: int) -> int:
-        if key not in m:
-            return default
-        ms = parse_duration_ms(m[key])
-        if ms is None:
-            raise self.err(m.lines[key], f"{what}.{key}: bad duration {m[key]!r}; write e.g. 30s, 5m, 2h, 1h30m")
-        return ms
-
-    def integer(self, m: _Map, key: str, what: str, default: int, minimum: int = 0) -> int:
-        if key not in m:
-            return default
-        v = m[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise self.err(m.lines[key], f"{what}.{key} must be an integer >= {minimum}, got {v!r}")
-        return v
-
-
-TOP_KEYS = ("receivers", "escalations", "route", "ack", "delivery", "notify", "district_names")
-ROUTE_KEYS = ("match", "match_re", "receiver", "group_by", "group_wait", "group_interval",
-              "repeat_interval", "escalation", "continue", "routes")  # fmt: skip
-
-
 def load_routes(path: str | os.PathLike[str]) -> RoutingConfig:
     """Read and validate a routing file; ``ConfigError(file, line, reason)`` on the first mistake."""
     file, text = read_config_text(path, "routing file")
@@ -323,263 +219,339 @@ def load_routes(path: str | os.PathLike[str]) -> RoutingConfig:
 
 
 def parse_routes(text: str, file: str = "<routes>") -> RoutingConfig:
-    ctx = _Ctx(file)
-    loader = _Loader(text)
-    loader.name = file
-    try:
-        doc = loader.get_single_data()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        col = mark.column + 1 if mark else None
-        raise ConfigError(file, line, f"not valid YAML: {exc.problem or exc}", column=col) from None
-    finally:
-        loader.dispose()
-    if doc is None:
-        raise ctx.err(1, "the routing file is empty; it needs at least 'receivers' and 'route'")
-    top = ctx.mapping(doc, 1, "the routing file")
-    ctx.keys(top, TOP_KEYS, "the routing file")
-    for k in ("receivers", "route"):
-        if k not in top:
-            raise ctx.err(top.line, f"the routing file needs '{k}'")
-
-    receivers = _receivers(ctx, top["receivers"], top.lines["receivers"])
-    escalations = _escalations(ctx, top.get("escalations"), top.lines.get("escalations", 1), receivers)
-
-    notify = ctx.mapping(top.get("notify", _empty()), top.lines.get("notify", 1), "notify")
-    ctx.keys(notify, ("overdue_every_hours", "max_cases_in_message"), "notify")
-    delivery_m = ctx.mapping(top.get("delivery", _empty()), top.lines.get("delivery", 1), "delivery")
-    ctx.keys(delivery_m, ("retry_initial", "retry_max", "give_up_after", "timeout"), "delivery")
-    delivery = DeliveryConfig(
-        retry_initial_ms=ctx.duration(delivery_m, "retry_initial", "delivery", 1000),
-        retry_max_ms=ctx.duration(delivery_m, "retry_max", "delivery", 300_000),
-        give_up_after_ms=ctx.duration(delivery_m, "give_up_after", "delivery", 24 * 3600_000),
-        timeout_ms=ctx.duration(delivery_m, "timeout", "delivery", 10_000),
-    )
-    ack = _ack(ctx, top.get("ack", _empty()), top.lines.get("ack", 1))
-
-    names_m = ctx.mapping(top.get("district_names", _empty()), top.lines.get("district_names", 1), "district_names")
-    district_names = {str(k): str(v) for k, v in names_m.items()}
-
-    route_m = ctx.mapping(top["route"], top.lines["route"], "route")
-    if "match" in route_m or "match_re" in route_m:
-        raise ctx.err(route_m.lines.get("match") or route_m.lines.get("match_re"),
-                      "the root route matches everything; put matchers on its child routes")
-    if "receiver" not in route_m:
-        raise ctx.err(route_m.line, "the root route needs 'receiver' (the default receiver)")
-    defaults = Route(
-        id="root", matchers=[], receiver="", group_by=("district", "rule"), group_wait_ms=30_000,
-        group_interval_ms=300_000, repeat_interval_ms=4 * 3600_000, escalation=None, continue_=False,
-        line=route_m.line,
-    )
-    root = _route(ctx, route_m, "root", defaults, receivers, escalations)
-    return RoutingConfig(
-        file=file, root=root, receivers=receivers, escalations=escalations, ack=ack, delivery=delivery,
-        overdue_every_hours=ctx.integer(notify, "overdue_every_hours", "notify", 1, minimum=1),
-        max_cases_in_message=ctx.integer(notify, "max_cases_in_message", "notify", 10, minimum=1),
-        district_names=district_names,
-    )
+    """Validate a routing file given as text (``file`` only names it in errors)."""
+    doc = _RoutesFile.parse(text, file)
+    if doc.root is None:
+        raise ConfigError(file, 1, "the routing file is empty; it needs at least 'receivers' and 'route'")
+    return doc.config()
 
 
-def _empty() -> _Map:
-    m = _Map()
-    m.line, m.lines = 1, {}
-    return m
+def _known(sec: Section, keys: Iterable[str]) -> None:
+    """Refuse the keys of ``sec`` that are not ``keys`` (before reading any, so a typo is named as one)."""
+    for k in keys:
+        sec.get(k)
+    sec.finish()
 
 
-def _receivers(ctx: _Ctx, value: Any, line: int) -> dict[str, Receiver]:
-    if not isinstance(value, _List) or not value:
-        raise ctx.err(line, "receivers must be a non-empty list of {name: ..., <channel>: {...}}")
-    out: dict[str, Receiver] = {}
-    for item, item_line in zip(value, value.lines, strict=True):
-        m = ctx.mapping(item, item_line, "a receiver")
-        ctx.keys(m, ("name", "officer", "label", *CHANNELS), "a receiver")
-        name = ctx.string(m, "name", "a receiver", required=True)
-        if name in out:
-            raise ctx.err(m.lines["name"], f"receiver '{name}' is defined twice")
-        channels: list[ChannelSpec] = []
-        for ctype in CHANNELS:
-            if ctype not in m:
-                continue
-            specs = m[ctype]
-            spec_lines = specs.lines if isinstance(specs, _List) else [m.lines[ctype]]
-            for spec, spec_line in zip(specs if isinstance(specs, _List) else [specs], spec_lines, strict=True):
-                if spec is None:
-                    spec = _empty()
-                    spec.line = spec_line
-                channels.append(_channel(ctx, ctype, spec, spec_line, f"receiver '{name}'.{ctype}"))
-        if not channels:
-            raise ctx.err(m.line, f"receiver '{name}' has no channel; give one of {', '.join(CHANNELS)}")
-        out[name] = Receiver(
-            name=name, channels=tuple(channels),
-            officer=ctx.string(m, "officer", f"receiver '{name}'", default=name),
-            label=ctx.string(m, "label", f"receiver '{name}'", default=name),
+class _RoutesFile(Document):
+    """The routing file's schema (docs/alerts.md#the-routing-file)."""
+
+    # ------------------------------------------------------------------ scalars
+
+    def scalar(self, node: Node) -> Any:
+        try:
+            return super().scalar(node)
+        except yaml.MarkedYAMLError as exc:  # e.g. an unknown !!tag
+            self.fail(node, f"not valid YAML: {exc.problem or exc}")
+
+    def text(self, node: Node, path: str, *, empty_ok: bool = False, secret: bool = False) -> str:
+        """A text value with ``${ENV_VAR}`` expanded; a number is taken as written (``password: 0123``)."""
+        x = self.scalar(node)
+        if isinstance(x, int | float) and not isinstance(x, bool):
+            x = node.value
+        if not isinstance(x, str):
+            self.fail(node, f"{path}: expected text, got {self.describe(node)}")
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            self.fail(node, f"{path}: environment variable {name} is not set (write ${{{name}:-default}} for a default)")
+
+        value = _ENV.sub(sub, x)
+        if not empty_ok and not value.strip():
+            got = "an empty value" + (f" (after expanding {x!r})" if x != value and not secret else "")
+            self.fail(node, f"{path}: expected text, got {got}")
+        return value
+
+    def text_key(self, sec: Section, key: str, default: str | None = None, *, required: bool = False,
+                 empty_ok: bool = False) -> str:  # fmt: skip
+        node = sec.get(key)
+        if node is None:
+            if required:
+                self.fail(sec.node, f"{sec.key_path(key)}: missing (required)")
+            return default or ""
+        return self.text(node, sec.key_path(key), empty_ok=empty_ok)
+
+    def name_of(self, node: Node, path: str, names: Iterable[str], what: str) -> str:
+        """A reference to a receiver or an escalation defined earlier in the file."""
+        x = self.text(node, path)
+        names = list(names)
+        if x not in names:
+            hint = did_you_mean(x, names) or f"; defined: {', '.join(names) or '(none)'}"
+            self.fail(node, f"{path}: unknown {what} {x!r}{hint}")
+        return x
+
+    def one_of(self, node: Node, path: str, options: tuple[str, ...], what: str) -> str:
+        x = self.scalar(node)
+        if x not in options:
+            hint = did_you_mean(x, options) or f"; allowed: {', '.join(options)}"
+            self.fail(node, f"{path}: unknown {what} {self.describe(node)}{hint}")
+        return str(x)
+
+    # ------------------------------------------------------------------ the file
+
+    def config(self) -> RoutingConfig:
+        top = self.section()
+        _known(top, TOP_KEYS)
+        for k in ("receivers", "route"):
+            if k not in top.items:
+                self.fail(top.node, f"{k}: missing (required); the routing file needs 'receivers' and 'route'")
+        receivers = self.receivers(top)
+        escalations = self.escalations(top.sub("escalations"), receivers)
+
+        notify = top.sub("notify") or self.section(_empty_like(top.node), "notify")
+        _known(notify, NOTIFY_KEYS)
+        delivery_s = top.sub("delivery") or self.section(_empty_like(top.node), "delivery")
+        _known(delivery_s, DELIVERY_KEYS)
+        delivery = DeliveryConfig(
+            retry_initial_ms=_duration(delivery_s, "retry_initial", 1000),
+            retry_max_ms=_duration(delivery_s, "retry_max", 300_000),
+            give_up_after_ms=_duration(delivery_s, "give_up_after", 24 * 3600_000),
+            timeout_ms=_duration(delivery_s, "timeout", 10_000),
         )
-    return out
+        ack = self.ack(top.sub("ack") or self.section(_empty_like(top.node), "ack"))
+        district_names: dict[str, str] = {}
+        names = top.sub("district_names")
+        if names is not None:
+            for k in names.keys():
+                node = names.get(k)
+                district_names[k] = "" if node is None else self.text(node, names.key_path(k))
+
+        route_s = top.sub("route")
+        if route_s is None:
+            self.fail(top.key_node("route"), "route: expected a mapping (key: value lines), got null")
+        for k in ("match", "match_re"):
+            if k in route_s.items:
+                self.fail(route_s.key_node(k),
+                          f"route.{k}: the root route matches everything; put matchers on its child routes")
+        if route_s.get("receiver") is None:
+            self.fail(route_s.node, "route.receiver: missing (required); the root route's receiver is the default")
+        defaults = Route(
+            id="root", matchers=[], receiver="", group_by=("district", "rule"), group_wait_ms=30_000,
+            group_interval_ms=300_000, repeat_interval_ms=4 * 3600_000, escalation=None, continue_=False,
+            line=route_s.node.start_mark.line + 1,
+        )
+        root = self.route(route_s, "root", defaults, receivers, escalations)
+        return RoutingConfig(
+            file=self.file, root=root, receivers=receivers, escalations=escalations, ack=ack, delivery=delivery,
+            overdue_every_hours=notify.whole("overdue_every_hours", 1, minimum=1),
+            max_cases_in_message=notify.whole("max_cases_in_message", 10, minimum=1),
+            district_names=district_names,
+        )
+
+    # ------------------------------------------------------------------ receivers and their channels
+
+    def receivers(self, top: Section) -> dict[str, Receiver]:
+        if not top.nodes("receivers"):
+            self.fail(top.items["receivers"][1],
+                      "receivers: expected a non-empty list of receivers ({name: ..., <channel>: {...}})")
+        out: dict[str, Receiver] = {}
+        first: dict[str, int] = {}
+        for sec in top.sections("receivers"):
+            unknown = [k for k in sec.keys() if k not in (*RECEIVER_KEYS, *CHANNELS)]
+            if unknown:
+                k = unknown[0]
+                hint = did_you_mean(k, (*RECEIVER_KEYS, *CHANNELS))
+                hint = hint or f"; a receiver has {', '.join(RECEIVER_KEYS)} and channels: {', '.join(CHANNELS)}"
+                self.fail(sec.key_node(k), f"{sec.key_path(k)}: unknown key{hint}")
+            name = self.text_key(sec, "name", required=True)
+            line = sec.key_node("name").start_mark.line + 1
+            if name in out:
+                self.fail(sec.key_node("name"),
+                          f"{sec.key_path('name')}: receiver {name!r} is defined twice (first on line {first[name]})")
+            first[name] = line
+            channels: list[ChannelSpec] = []
+            for ctype, module in CHANNELS.items():
+                sec.get(ctype)
+                if ctype not in sec.items:
+                    continue
+                value = sec.items[ctype][1]
+                if isinstance(value, SequenceNode):
+                    for j, entry in enumerate(value.value):
+                        channels.append(self.channel(module, entry, f"{sec.key_path(ctype)}[{j}]"))
+                else:
+                    channels.append(self.channel(module, value, sec.key_path(ctype)))
+            if not channels:
+                self.fail(sec.node, f"{sec.path}: receiver {name!r} has no channel; give one of {', '.join(CHANNELS)}")
+            out[name] = Receiver(
+                name=name, channels=tuple(channels),
+                officer=self.text_key(sec, "officer", name), label=self.text_key(sec, "label", name),
+            )
+        return out
+
+    def channel(self, module: ChannelModule, node: Node, path: str) -> ChannelSpec:
+        """One channel entry, read and validated from the module's ``OPTIONS`` alone."""
+        if isinstance(node, ScalarNode) and node.tag == _NULL:  # ``console:`` means ``console: {}``
+            node = _empty_like(node)
+        sec = Section(self, node, path)
+        _known(sec, (o.name for o in module.OPTIONS))
+        options = {o.name: self.option(sec, o) for o in module.OPTIONS}
+        return ChannelSpec(type=module.TYPE, options=options, line=node.start_mark.line + 1)
+
+    def option(self, sec: Section, o: Option) -> Any:
+        node = sec.get(o.name)
+        path = sec.key_path(o.name)
+        if node is None:
+            if o.required:
+                self.fail(sec.node, f"{path}: missing (required)")
+            return o.default
+        if o.kind == "whole":
+            return sec.whole(o.name, o.default, minimum=o.minimum)
+        if o.kind == "flag":
+            return sec.flag(o.name, o.default)
+        if o.kind == "duration":
+            return sec.duration_ms(o.name, o.default, zero_ok=True)
+        if o.kind == "headers":
+            headers = Section(self, node, path)
+            return {k: self.text(headers.get(k) or headers.key_node(k), headers.key_path(k), empty_ok=True)
+                    for k in headers.keys()}  # fmt: skip
+        if o.kind == "addresses":
+            items = node.value if isinstance(node, SequenceNode) else [node]
+            if not items:
+                self.fail(node, f"{path}: expected an e-mail address or a list of them, got an empty list")
+            return [self.address(item, path if item is node else f"{path}[{i}]", o.secret)
+                    for i, item in enumerate(items)]  # fmt: skip
+        if o.kind == "address":
+            return self.address(node, path, o.secret)
+        value = self.text(node, path, secret=o.secret)
+        if o.kind == "url" and not _URL.match(value):
+            self.fail(node, f"{path}: expected an http(s):// URL, got {_shown(value, o.secret)}")
+        return value
+
+    def address(self, node: Node, path: str, secret: bool) -> str:
+        value = self.text(node, path, secret=secret)
+        if "@" not in value:
+            self.fail(node, f"{path}: expected an e-mail address, got {_shown(value, secret)}")
+        return value
+
+    # ------------------------------------------------------------------ escalations, ack
+
+    def escalations(self, esc: Section | None, receivers: dict[str, Receiver]) -> dict[str, Escalation]:
+        out: dict[str, Escalation] = {}
+        if esc is None:
+            return out
+        for name in esc.keys():
+            if not esc.nodes(name):
+                self.fail(esc.items[name][1], f"{esc.key_path(name)}: expected a non-empty list of levels")
+            levels: list[Level] = []
+            for lv in esc.sections(name):
+                _known(lv, LEVEL_KEYS)
+                rnode = lv.get("receiver")
+                if rnode is None:
+                    self.fail(lv.node, f"{lv.key_path('receiver')}: missing (required)")
+                rec = self.name_of(rnode, lv.key_path("receiver"), receivers, "receiver")
+                after_s = lv.sub("after")
+                if after_s is None:
+                    self.fail(lv.node, f"{lv.key_path('after')}: missing (required); per severity, "
+                                       "e.g. {critical: 5m, major: 30m}")  # fmt: skip
+                after: dict[str, int] = {}
+                for sev in after_s.keys():
+                    self.one_of(after_s.key_node(sev), after_s.key_path(sev), SEVERITIES, "severity")
+                    after_s.get(sev)
+                    after[sev] = self.duration_ms(after_s.items[sev][1], after_s.key_path(sev), zero_ok=True)
+                    prev = levels[-1].after_ms.get(sev) if levels else None
+                    if prev is not None and after[sev] <= prev:
+                        self.fail(after_s.items[sev][1],
+                                  f"{after_s.key_path(sev)}: a level must come later than the one before it")
+                levels.append(Level(receiver=rec, after_ms=after, name=self.text_key(lv, "name", rec)))
+            out[name] = Escalation(name=name, levels=tuple(levels))
+        return out
+
+    def ack(self, sec: Section) -> AckConfig:
+        _known(sec, ACK_KEYS)
+        listen = self.text_key(sec, "listen", "127.0.0.1:8787")
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit():
+            self.fail(sec.get("listen") or sec.node, f"ack.listen: expected host:port, got {listen!r}")
+        tokens = tuple(t for t in (self.text(n, f"ack.tokens[{i}]", empty_ok=True)
+                                   for i, n in enumerate(sec.nodes("tokens"))) if t)  # fmt: skip
+        secret = self.text_key(sec, "secret", "", empty_ok=True)
+        if not secret:
+            # No secret: links are still signed, with a per-process random key (links die with a restart).
+            secret = os.urandom(32).hex()
+        return AckConfig(
+            base_url=self.text_key(sec, "base_url", f"http://{listen}", empty_ok=True).rstrip("/"),
+            secret=secret,
+            link_ttl_ms=_duration(sec, "link_ttl", 24 * 3600_000),
+            listen_host=host, listen_port=int(port), tokens=tokens,
+        )
+
+    # ------------------------------------------------------------------ the route tree
+
+    def route(self, sec: Section, rid: str, parent: Route, receivers: dict[str, Receiver],
+              escalations: dict[str, Escalation]) -> Route:  # fmt: skip
+        _known(sec, ROUTE_KEYS)
+        matchers: list[Matcher] = []
+        for key in ("match", "match_re"):
+            mm = sec.sub(key)
+            if mm is None:
+                continue
+            for label in mm.keys():
+                mm.get(label)
+                self.one_of(mm.key_node(label), mm.key_path(label), LABELS, "label")
+                matchers.append(self.matcher(key, label, mm.items[label][1], mm.key_path(label)))
+        receiver = parent.receiver
+        rnode = sec.get("receiver")
+        if rnode is not None:
+            receiver = self.name_of(rnode, sec.key_path("receiver"), receivers, "receiver")
+        group_by = parent.group_by
+        if "group_by" in sec.items:
+            nodes = sec.nodes("group_by")
+            group_by = tuple(self.one_of(n, f"{sec.key_path('group_by')}[{i}]", GROUP_LABELS, "label")
+                             for i, n in enumerate(nodes))  # fmt: skip
+        escalation = parent.escalation
+        if "escalation" in sec.items:
+            enode = sec.get("escalation")  # null: no escalation
+            escalation = None if enode is None else self.name_of(enode, sec.key_path("escalation"), escalations,
+                                                                  "escalation")  # fmt: skip
+        route = Route(
+            id=rid, matchers=matchers, receiver=receiver, group_by=group_by,
+            group_wait_ms=_duration(sec, "group_wait", parent.group_wait_ms),
+            group_interval_ms=_duration(sec, "group_interval", parent.group_interval_ms),
+            repeat_interval_ms=_duration(sec, "repeat_interval", parent.repeat_interval_ms),
+            escalation=escalation, continue_=sec.flag("continue", False), line=sec.node.start_mark.line + 1,
+        )
+        for i, child in enumerate(sec.sections("routes")):
+            route.routes.append(self.route(child, f"{rid}.{i}", route, receivers, escalations))
+        return route
+
+    def matcher(self, key: str, label: str, node: Node, path: str) -> Matcher:
+        if key == "match_re":
+            x = self.scalar(node)
+            if not isinstance(x, str):
+                self.fail(node, f"{path}: expected a regular expression, got {self.describe(node)}")
+            try:
+                return Matcher(label, None, re.compile(x))
+            except re.error as exc:
+                self.fail(node, f"{path}: bad regular expression {x!r}: {exc}")
+        items = node.value if isinstance(node, SequenceNode) else [node]
+        if not items:
+            self.fail(node, f"{path}: expected a value or a list of values, got an empty list")
+        values = []
+        for item in items:
+            x = self.scalar(item)
+            if not isinstance(x, str | int) or isinstance(x, bool):
+                self.fail(item, f"{path}: expected a value or a list of values, got {self.describe(item)}")
+            if label == "severity":
+                self.one_of(item, path, SEVERITIES, "severity")
+            values.append(x if isinstance(x, str) else item.value)  # a number as written (grid: 07)
+        return Matcher(label, frozenset(values), None)
 
 
-def _channel(ctx: _Ctx, ctype: str, spec: Any, line: int, what: str) -> ChannelSpec:
-    m = ctx.mapping(spec, line, what)
-    schema = CHANNELS[ctype].OPTIONS
-    ctx.keys(m, tuple(o.name for o in schema), what)
-    for o in schema:
-        if o.required and o.name not in m:
-            raise ctx.err(m.line, f"{what} needs '{o.name}'")
-    opts = {o.name: _option(ctx, m, o, what) if o.name in m else o.default for o in schema}
-    return ChannelSpec(type=ctype, options=opts, line=m.line)
+def _duration(sec: Section, key: str, default: int) -> int:
+    """Every duration of the routing file: with its unit; ``0s`` allowed (docs/alerts.md#the-routing-file)."""
+    ms = sec.duration_ms(key, default, zero_ok=True)
+    assert ms is not None
+    return ms
 
 
-def _option(ctx: _Ctx, m: _Map, o: Option, what: str) -> Any:
-    k, v, kl = o.name, m[o.name], m.lines[o.name]
-    shown = "(secret)" if o.secret else repr(v)
-    if o.kind == "addresses":
-        items = v if isinstance(v, list) else [v]
-        vals = [ctx.expand(x, kl) for x in items]
-        if not vals or not all(isinstance(x, str) and "@" in x for x in vals):
-            raise ctx.err(kl, f"{what}.{k} must be an address or a list of addresses, got {shown}")
-        return vals
-    if o.kind == "duration":
-        return ctx.duration(m, k, what, 10_000)
-    if o.kind == "whole":
-        return ctx.integer(m, k, what, 0, minimum=o.minimum)
-    if o.kind == "flag":
-        if not isinstance(v, bool):
-            raise ctx.err(kl, f"{what}.{k} must be true or false, got {v!r}")
-        return v
-    if o.kind == "headers":
-        hm = ctx.mapping(v, kl, f"{what}.{k}")
-        return {str(hk): str(ctx.expand(hv, hm.lines[hk])) for hk, hv in hm.items()}
-    text = ctx.string(m, k, what, required=True)
-    if o.kind == "url" and not re.match(r"https?://[^/\s]+", text):
-        raise ctx.err(kl, f"{what}.{k} must be an http(s):// URL, got {'(secret)' if o.secret else repr(text)}")
-    if o.kind == "address" and "@" not in text:
-        raise ctx.err(kl, f"{what}.{k} must be an e-mail address, got {'(secret)' if o.secret else repr(text)}")
-    return text
+def _empty_like(node: Node) -> MappingNode:
+    """An empty mapping at ``node``'s position (an absent section, or ``console:`` with nothing after it)."""
+    return MappingNode("tag:yaml.org,2002:map", [], start_mark=node.start_mark, end_mark=node.end_mark)
 
 
-def _escalations(ctx: _Ctx, value: Any, line: int, receivers: dict[str, Receiver]) -> dict[str, Escalation]:
-    if value is None:
-        return {}
-    m = ctx.mapping(value, line, "escalations")
-    out: dict[str, Escalation] = {}
-    for name, levels_v in m.items():
-        what = f"escalation '{name}'"
-        if not isinstance(levels_v, _List) or not levels_v:
-            raise ctx.err(m.lines[name], f"{what} must be a non-empty list of levels")
-        levels: list[Level] = []
-        for lv, lv_line in zip(levels_v, levels_v.lines, strict=True):
-            lm = ctx.mapping(lv, lv_line, f"a level of {what}")
-            ctx.keys(lm, ("receiver", "after", "name"), f"a level of {what}")
-            rec = ctx.string(lm, "receiver", f"a level of {what}", required=True)
-            if rec not in receivers:
-                raise ctx.err(lm.lines["receiver"], f"{what}: unknown receiver '{rec}'; defined: {', '.join(receivers)}")
-            if "after" not in lm:
-                raise ctx.err(lm.line, f"a level of {what} needs 'after' (per severity, e.g. {{critical: 5m, major: 30m}})")
-            am = ctx.mapping(lm["after"], lm.lines["after"], f"{what}.after")
-            after: dict[str, int] = {}
-            for sev in am:
-                if sev not in SEVERITIES:
-                    raise ctx.err(am.lines[sev], f"{what}.after: unknown severity '{sev}'; allowed: {', '.join(SEVERITIES)}")
-                after[sev] = ctx.duration(am, sev, f"{what}.after", 0)
-            if levels:
-                for sev, ms in after.items():
-                    prev = levels[-1].after_ms.get(sev)
-                    if prev is not None and ms <= prev:
-                        raise ctx.err(am.lines[sev], f"{what}.after.{sev}: a level must come later than the one before it")
-            levels.append(Level(receiver=rec, after_ms=after, name=ctx.string(lm, "name", what, default=rec)))
-        out[name] = Escalation(name=name, levels=tuple(levels))
-    return out
-
-
-def _ack(ctx: _Ctx, value: Any, line: int) -> AckConfig:
-    m = ctx.mapping(value, line, "ack")
-    ctx.keys(m, ("base_url", "secret", "link_ttl", "listen", "tokens"), "ack")
-    listen = ctx.string(m, "listen", "ack", default="127.0.0.1:8787")
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise ctx.err(m.lines.get("listen", m.line), f"ack.listen must be host:port, got {listen!r}")
-    tokens_v = m.get("tokens") or []
-    if not isinstance(tokens_v, list):
-        raise ctx.err(m.lines["tokens"], "ack.tokens must be a list of bearer tokens")
-    tokens = tuple(t for t in (ctx.expand(t, m.lines["tokens"]) for t in tokens_v) if t)
-    secret = ctx.string(m, "secret", "ack", default="")
-    if not secret:
-        # No secret: links are still signed, with a per-process random key (links die with a restart).
-        secret = os.urandom(32).hex()
-    return AckConfig(
-        base_url=ctx.string(m, "base_url", "ack", default=f"http://{listen}").rstrip("/"),
-        secret=secret,
-        link_ttl_ms=ctx.duration(m, "link_ttl", "ack", 24 * 3600_000),
-        listen_host=host, listen_port=int(port), tokens=tokens,
-    )
-
-
-def _route(
-    ctx: _Ctx, m: _Map, rid: str, parent: Route, receivers: dict[str, Receiver], escalations: dict[str, Escalation]
-) -> Route:
-    what = f"route {rid} (line {m.line})"
-    ctx.keys(m, ROUTE_KEYS, "a route")
-    matchers: list[Matcher] = []
-    for key in ("match", "match_re"):
-        if key not in m:
-            continue
-        mm = ctx.mapping(m[key], m.lines[key], f"{what}.{key}")
-        for label, v in mm.items():
-            ll = mm.lines[label]
-            if label not in LABELS:
-                raise ctx.err(ll, f"{key}: unknown label '{label}'; allowed: {', '.join(LABELS)}")
-            if key == "match":
-                vals = v if isinstance(v, list) else [v]
-                if not vals or not all(isinstance(x, str | int) and not isinstance(x, bool) for x in vals):
-                    raise ctx.err(ll, f"match.{label} must be a value or a list of values, got {v!r}")
-                if label == "severity":
-                    for x in vals:
-                        if x not in SEVERITIES:
-                            raise ctx.err(ll, f"match.severity: unknown severity {x!r}; allowed: {', '.join(SEVERITIES)}")
-                matchers.append(Matcher(label, frozenset(str(x) for x in vals), None))
-            else:
-                if not isinstance(v, str):
-                    raise ctx.err(ll, f"match_re.{label} must be a regular expression string, got {v!r}")
-                try:
-                    rx = re.compile(v)
-                except re.error as exc:
-                    raise ctx.err(ll, f"match_re.{label}: bad regular expression {v!r}: {exc}") from None
-                matchers.append(Matcher(label, None, rx))
-    receiver = parent.receiver
-    if "receiver" in m:
-        receiver = ctx.string(m, "receiver", what, required=True)
-        if receiver not in receivers:
-            raise ctx.err(m.lines["receiver"], f"unknown receiver '{receiver}'; defined: {', '.join(receivers)}")
-    group_by = parent.group_by
-    if "group_by" in m:
-        g = m["group_by"]
-        if not isinstance(g, list) or not all(isinstance(x, str) for x in g):
-            raise ctx.err(m.lines["group_by"], f"group_by must be a list of labels, got {g!r}")
-        for x in g:
-            if x not in (*LABELS, "case_id"):
-                raise ctx.err(m.lines["group_by"], f"group_by: unknown label '{x}'; allowed: {', '.join((*LABELS, 'case_id'))}")
-        group_by = tuple(g)
-    escalation = parent.escalation
-    if "escalation" in m:
-        e = m["escalation"]
-        if e is not None and e not in escalations:
-            raise ctx.err(m.lines["escalation"], f"unknown escalation '{e}'; defined: {', '.join(escalations) or '(none)'}")
-        escalation = e
-    cont = m.get("continue", False)
-    if not isinstance(cont, bool):
-        raise ctx.err(m.lines["continue"], f"continue must be true or false, got {cont!r}")
-    route = Route(
-        id=rid, matchers=matchers, receiver=receiver, group_by=group_by,
-        group_wait_ms=ctx.duration(m, "group_wait", what, parent.group_wait_ms),
-        group_interval_ms=ctx.duration(m, "group_interval", what, parent.group_interval_ms),
-        repeat_interval_ms=ctx.duration(m, "repeat_interval", what, parent.repeat_interval_ms),
-        escalation=escalation, continue_=cont, line=m.line,
-    )
-    if "routes" in m:
-        children = m["routes"]
-        if not isinstance(children, _List):
-            raise ctx.err(m.lines["routes"], "routes must be a list of routes")
-        for i, (child, cl) in enumerate(zip(children, children.lines, strict=True)):
-            cm = ctx.mapping(child, cl, "a route")
-            route.routes.append(_route(ctx, cm, f"{rid}.{i}", route, receivers, escalations))
-    return route
+def _shown(value: str, secret: bool) -> str:
+    return "a value not shown here (it is a secret)" if secret else repr(value)

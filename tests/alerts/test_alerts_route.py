@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from alerts.route import load_routes, parse_duration_ms, parse_routes
+from alerts.route import load_routes, parse_routes
 from foundation.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,10 +84,13 @@ def test_channels_are_validated() -> None:
     assert mail.target == "email:127.0.0.1:2525:a@example.org,b@example.org"
 
 
-def test_durations() -> None:
-    assert [parse_duration_ms(x) for x in ("30s", "5m", "2h", "1h30m", "500ms", 90, "0s")] == [
-        30_000, 300_000, 7_200_000, 5_400_000, 500, 90_000, 0]
-    assert [parse_duration_ms(x) for x in ("", "5 minutes", "-1", True, "m")] == [None] * 5
+def test_durations_carry_their_unit() -> None:
+    for text, ms in (("30s", 30_000), ("5m", 300_000), ("2h", 7_200_000), ("1h30m", 5_400_000), ("500ms", 500),
+                     ("0s", 0), ("1d", 86_400_000)):  # fmt: skip
+        assert parse_routes(BASE.replace("group_wait: 5s", f"group_wait: {text}")).route("root.0").group_wait_ms == ms
+    for bad in ("30", "5 minutes", "-1", "true", "m"):
+        with pytest.raises(ConfigError, match="route.routes.0..group_wait: expected a duration with its unit"):
+            parse_routes(BASE.replace("group_wait: 5s", f"group_wait: {bad}"))
 
 
 def test_environment_variables_fill_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,29 +98,33 @@ def test_environment_variables_fill_secrets(monkeypatch: pytest.MonkeyPatch) -> 
     text = BASE.replace("secret: s3cret", "secret: \"${CW_TEST_SECRET}\"")
     assert parse_routes(text).receivers["duty"].channels[0].options["secret"] == "from-env"
     monkeypatch.delenv("CW_TEST_SECRET")
-    with pytest.raises(ConfigError, match=r"routes.yaml:5: environment variable CW_TEST_SECRET is not set"):
+    with pytest.raises(ConfigError, match=r"routes.yaml:5:\d+: receivers\[1\].webhook.secret: environment variable "
+                                          r"CW_TEST_SECRET is not set"):
         parse_routes(text, "routes.yaml")
 
 
 ERRORS = [
     # (replace this, with this, expected line, message fragment)
-    ("    console: {}", "    consol: {}", 3, "unknown key 'consol' in a receiver (did you mean 'console'?)"),
+    ("    console: {}", "    consol: {}", 3, "receivers[0].consol: unknown key; did you mean 'console'?"),
     ("      receiver: duty\n    - match: {severity: [critical]}", "      receiver: nobody\n    - match: {severity: [critical]}",
-     21, "unknown receiver 'nobody'"),
-    ("      group_wait: 5s", "      group_wait: 5 minutes", 18, "bad duration '5 minutes'"),
+     21, "route.routes[0].routes[0].receiver: unknown receiver 'nobody'; defined: grid, duty, command"),
+    ("      group_wait: 5s", "      group_wait: 5 minutes", 18,
+     "route.routes[0].group_wait: expected a duration with its unit, e.g. 30s, 5m, 2h, 1h30m, 1d or 500ms, got '5 minutes'"),
     ('match_re: {district: "jin.*"}', 'match_re: {district: "jin(.*"}', 20, "bad regular expression"),
-    ("match: {severity: [critical]}", "match: {severity: [urgent]}", 22, "unknown severity 'urgent'"),
-    ("match: {rule: streetlight.fault}", "match: {colour: red}", 27, "unknown label 'colour'"),
+    ("match: {severity: [critical]}", "match: {severity: [urgent]}", 22,
+     "route.routes[1].match.severity: unknown severity 'urgent'; allowed: info, warning, minor, major, critical"),
+    ("match: {rule: streetlight.fault}", "match: {colour: red}", 27, "route.routes[3].match.colour: unknown label 'colour'"),
     ("after: {critical: 15m, major: 2h}", "after: {critical: 15m, major: 20m}", 11,
-     "a level must come later than the one before it"),
-    ("  escalation: std\n", "  escalation: fast\n", 14, "unknown escalation 'fast'"),
-    ("port: 2525, from: cw@example.org", "port: 2525, from: nobody", 7, "from must be an e-mail address"),
-    ('url: "http://127.0.0.1:1/hook"', 'url: "ftp://x"', 5, "must be an http(s):// URL"),
-    ("      group_by: [case_id]", "      group_by: [colour]", 17, "group_by: unknown label 'colour'"),
-    ("  - name: duty\n", "  - name: grid\n", 4, "receiver 'grid' is defined twice"),
+     "escalations.std[1].after.major: a level must come later than the one before it"),
+    ("  escalation: std\n", "  escalation: fast\n", 14, "route.escalation: unknown escalation 'fast'; defined: std"),
+    ("port: 2525, from: cw@example.org", "port: 2525, from: nobody", 7,
+     "receivers[2].email.from: expected an e-mail address, got 'nobody'"),
+    ('url: "http://127.0.0.1:1/hook"', 'url: "ftp://x"', 5, "receivers[1].webhook.url: expected an http(s):// URL"),
+    ("      group_by: [case_id]", "      group_by: [colour]", 17, "route.routes[0].group_by[0]: unknown label 'colour'"),
+    ("  - name: duty\n", "  - name: grid\n", 4, "receiver 'grid' is defined twice (first on line 2)"),
     ("route:\n  receiver: grid\n", "route:\n  match: {kind: dust}\n  receiver: grid\n", 13,
-     "the root route matches everything"),
-    ("      continue: true", "      continue: yes please", 24, "continue must be true or false"),
+     "route.match: the root route matches everything"),
+    ("      continue: true", "      continue: yes please", 24, "route.routes[1].continue: expected true or false"),
     ("      group_wait: 5s", "      group_wait: [5s", 19, "not valid YAML"),
 ]
 
@@ -133,7 +140,7 @@ def test_mistakes_name_file_and_line(old: str, new: str, line: int, fragment: st
 
 
 def test_missing_sections_and_files(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="needs 'route'"):
+    with pytest.raises(ConfigError, match="route: missing"):
         parse_routes("receivers:\n  - {name: a, console: {}}\n")
     with pytest.raises(ConfigError, match="has no channel"):
         parse_routes("receivers:\n  - {name: a}\nroute: {receiver: a}\n")
