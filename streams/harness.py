@@ -1,9 +1,10 @@
-"""Shared builders for the streams tests (not a test module: no ``test_`` prefix).
+"""A harness for the pure detection core: a small city, readings, actions and a run that collects.
 
-Imported as a top-level module (``conftest.py`` here puts this folder on
-``sys.path``). There is deliberately no ``__init__.py`` in tests/streams: it
-would make this folder a package named ``streams`` under some import modes and
-shadow the real one.
+Public so that the tests of every rule kind and the benchmarks drive the core
+the same way (``from streams.harness import Run, reading, rules_with``): a
+``Run`` feeds a ``Detector`` and keeps the ledger, the cases and the log of
+outputs, with times given as wall clocks in the city's zone. Nothing here
+talks to Kafka or InfluxDB.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from contract.cases import ActionRejected, CaseEvent, LedgerEntry, OfficerAction
+from contract.clock import DEFAULT_TIMEZONE
 from contract.reading import Reading
 from registry.devices import Device, Registry
 from streams.detector import Detector
 from streams.ledger import Ledger
 from streams.rules import Rules, default_rules
 
-SH = ZoneInfo("Asia/Shanghai")
+SH = ZoneInfo(DEFAULT_TIMEZONE)
 S = 1000
 M = 60_000
 H = 3_600_000

@@ -7,11 +7,11 @@ import random
 from typing import Any
 
 import pytest
-from streams_testkit import REG, T0, H, M, Run, action, reading, rules_with
 
 from contract.cases import CaseEvent, LedgerEntry
 from contract.reading import Reading
 from streams.detector import Detector
+from streams.harness import REG, T0, H, M, Run, action, reading, rules_with
 from streams.ledger import Ledger
 from streams.rules import default_rules
 

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from streams_testkit import REG, T0, H, M, action, reading, rules_with
 
 from contract.cases import CaseEvent, LedgerEntry
 from streams.detector import Detector
+from streams.harness import REG, T0, H, M, action, reading, rules_with
 from streams.rules import Rules, default_rules
 
 DEVICES = ("MH-MAIN", "MH-SEC", "DS-1", "DS-2", "SL-1")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from streams_testkit import T0, M, Run, rules_with
+
+from streams.harness import T0, M, Run, rules_with
 
 
 def feed_minutes(run: Run, device: str, start: int, values: list[float]) -> int:

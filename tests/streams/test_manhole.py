@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from streams_testkit import T0, H, M, Run, rules_with
+
+from streams.harness import T0, H, M, Run, rules_with
 
 CASE = f"manhole:MH-MAIN:{T0}"
 DEADLINE = T0 + 2 * H

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from streams_testkit import T0, H, M, Run, local
+
+from streams.harness import T0, H, M, Run, local
 
 
 @pytest.mark.parametrize(

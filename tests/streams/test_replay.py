@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from streams_testkit import REG, T0, H, M
-
+from streams.harness import REG, T0, H, M
 from streams.replay import format_json, format_table, replay, replay_file
 from streams.rules import default_rules
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from streams_testkit import H, M
 
-from foundation.errors import ConfigError
 from contract.clock import LocalClock, in_daily_window
+from foundation.errors import ConfigError
+from streams.harness import H, M
 from streams.rules import default_rules, load_rules, parse_rules
 
 ROOT = Path(__file__).resolve().parents[2]

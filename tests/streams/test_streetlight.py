@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from streams_testkit import M, Run, local, rules_with
+
+from streams.harness import M, Run, local, rules_with
 
 DARK = {"on": True, "current_a": 0.0, "voltage_v": 228.0}
 LIT = {"on": True, "current_a": 0.42, "voltage_v": 228.0}
