@@ -24,7 +24,6 @@ the reason says what is allowed and how to fix it.
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 import logging
 import math
@@ -35,14 +34,17 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from contract.reading import KINDS
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from contract.cases import ROAD_CLASSES
+from contract.kinds import KINDS
 from contract.topics import is_valid_segment
+from foundation.cityfile import Document, did_you_mean
 from foundation.errors import ConfigError
 
 __all__ = [
     "COLUMNS",
     "REQUIRED_COLUMNS",
-    "ROAD_CLASSES",
     "Device",
     "Registry",
     "RegistryWatcher",
@@ -58,7 +60,6 @@ COLUMNS = (
 """Every column, in the order DESIGN §8 lists them."""
 REQUIRED_COLUMNS = ("device_id", "kind", "district", "grid", "unit")
 """Columns that must be in the header and non-blank on every row."""
-ROAD_CLASSES = ("main", "secondary", "other")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,11 +152,6 @@ def load_registry(path: str | os.PathLike[str]) -> Registry:
 _Row = tuple[int, dict[str, tuple[str, int, int]]]
 
 
-def _suggest(word: str) -> str:
-    close = difflib.get_close_matches(word, COLUMNS, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def _csv_rows(name: str, text: str) -> Iterator[_Row]:
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header: list[str] | None = None
@@ -197,7 +193,7 @@ def _check_header(name: str, line: int, header: list[str]) -> None:
         if h not in COLUMNS:
             raise ConfigError(
                 name, line,
-                f"unknown column {h!r}{_suggest(h)} (columns: {','.join(COLUMNS)})",
+                f"unknown column {h!r}{did_you_mean(h, COLUMNS)} (columns: {','.join(COLUMNS)})",
                 column=i + 1,
             )  # fmt: skip
         if h in seen:
@@ -214,65 +210,36 @@ def _check_header(name: str, line: int, header: list[str]) -> None:
 
 
 def _yaml_rows(name: str, text: str) -> Iterator[_Row]:
-    import yaml
-
-    loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        root = yaml.compose(text, Loader=loader_cls)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(
-            name,
-            mark.line + 1 if mark else None,
-            f"invalid YAML: {getattr(exc, 'problem', None) or exc}",
-            column=mark.column + 1 if mark else None,
-        ) from None
+    """The devices of a YAML registry, read through the one config reader (foundation.cityfile)."""
+    doc = Document.parse(text, name)
+    root = doc.root
     if root is None:
         raise ConfigError(name, 1, "empty registry: expected a list of devices")
-    seq: Any = root
-    if isinstance(root, yaml.MappingNode):
-        seq = None
-        for k, v in root.value:
-            if isinstance(k, yaml.ScalarNode) and k.value == "devices":
-                seq = v
-            else:
-                raise ConfigError(
-                    name, k.start_mark.line + 1,
-                    f"unexpected top-level key {getattr(k, 'value', '?')!r}; "
-                    "the registry is a 'devices:' list",
-                    column=k.start_mark.column + 1,
-                )  # fmt: skip
-        if seq is None:
+    seq: Node = root
+    if isinstance(root, MappingNode):
+        top = doc.section(root)
+        devices = top.get("devices")
+        for key in top.keys():
+            if key != "devices":
+                doc.fail(top.key_node(key), f"unexpected top-level key {key!r}; the registry is a 'devices:' list")
+        if devices is None:
             raise ConfigError(name, 1, "expected a 'devices:' list")
-    if not isinstance(seq, yaml.SequenceNode):
-        raise ConfigError(
-            name, seq.start_mark.line + 1,
-            "expected a list of devices (each a mapping of column: value)",
-            column=seq.start_mark.column + 1,
-        )  # fmt: skip
+        seq = devices
+    if not isinstance(seq, SequenceNode):
+        doc.fail(seq, "expected a list of devices (each a mapping of column: value)")
     for item in seq.value:
         line = item.start_mark.line + 1
-        if not isinstance(item, yaml.MappingNode):
-            raise ConfigError(
-                name, line, "each device must be a mapping of column: value",
-                column=item.start_mark.column + 1,
-            )  # fmt: skip
+        if not isinstance(item, MappingNode):
+            doc.fail(item, "each device must be a mapping of column: value")
         row: dict[str, tuple[str, int, int]] = {}
         for k, v in item.value:
-            key = k.value if isinstance(k, yaml.ScalarNode) else "?"
-            kline, kcol = k.start_mark.line + 1, k.start_mark.column + 1
+            key = k.value if isinstance(k, ScalarNode) else "?"
             if key not in COLUMNS:
-                raise ConfigError(
-                    name, kline, f"unknown column {key!r}{_suggest(key)}", column=kcol
-                )
+                doc.fail(k, f"unknown column {key!r}{did_you_mean(key, COLUMNS)}")
             if key in row:
-                raise ConfigError(name, kline, f"column {key!r} appears twice", column=kcol)
-            if not isinstance(v, yaml.ScalarNode):
-                raise ConfigError(
-                    name, v.start_mark.line + 1,
-                    f"column {key!r}: expected a single value, not a list or mapping",
-                    column=v.start_mark.column + 1,
-                )  # fmt: skip
+                doc.fail(k, f"column {key!r} appears twice")
+            if not isinstance(v, ScalarNode):
+                doc.fail(v, f"column {key!r}: expected a single value, not a list or mapping")
             # The scalar's source text, not YAML's interpretation: component_code 0102
             # stays "0102" (YAML 1.1 would read it as octal 66), and CSV and YAML share
             # one validator.
@@ -280,11 +247,7 @@ def _yaml_rows(name: str, text: str) -> Iterator[_Row]:
             row[key] = (value.strip(), v.start_mark.column + 1, v.start_mark.line + 1)
         missing = [c for c in REQUIRED_COLUMNS if c not in row]
         if missing:
-            raise ConfigError(
-                name, line,
-                f"device lacks required column(s) {', '.join(map(repr, missing))}",
-                column=item.start_mark.column + 1,
-            )  # fmt: skip
+            doc.fail(item, f"device lacks required column(s) {', '.join(map(repr, missing))}")
         yield line, row
 
 
@@ -320,12 +283,7 @@ def _build(name: str, rows: Iterable[_Row]) -> Registry:
             )
         kind = get("kind")
         if kind not in KINDS:
-            close = difflib.get_close_matches(kind.lower(), KINDS, n=1)
-            raise fail(
-                "kind",
-                f"unknown kind {kind!r}; use one of {', '.join(KINDS)}"
-                + (f" (did you mean {close[0]!r}?)" if close else ""),
-            )
+            raise fail("kind", f"unknown kind {kind!r}; use one of {', '.join(KINDS)}{did_you_mean(kind.lower(), KINDS)}")
         district = get("district")
         if not is_valid_segment(district):
             raise fail(

@@ -212,7 +212,7 @@ devices:
     with pytest.raises(ConfigError, match="did you mean 'district'") as info:
         load_registry(write(tmp_path, "- {device_id: A, kind: dust, distrct: x}\n", "r.yaml"))
     assert info.value.line == 1
-    with pytest.raises(ConfigError, match="invalid YAML"):
+    with pytest.raises(ConfigError, match="not valid YAML"):
         load_registry(write(tmp_path, "devices: [\n", "r.yaml"))
 
 
