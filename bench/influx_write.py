@@ -7,7 +7,7 @@ Prints points/s for:
 * line building: ``store.points.telemetry_line`` (f-string builder) vs
   influxdb-client's ``Point(...).to_line_protocol()`` for the same readings;
 * baseline: raw aiohttp POSTs of pre-built 5,000-line bodies, one connection,
-  one request at a time (DESIGN §9 measured ~346k points/s this way);
+  one request at a time (the ceiling the writer is compared with; bench/RESULTS.md);
 * ``InfluxWriter``: the same pre-built lines through ``add()`` in 5,000-line
   chunks (batch_size 5000) until ``stop()`` has flushed everything;
 * end to end: building the lines from readings plus the writer.
@@ -33,7 +33,8 @@ import aiohttp  # noqa: E402
 from contract.reading import Reading  # noqa: E402
 from registry.devices import Device  # noqa: E402
 from store import points  # noqa: E402
-from store.influx import InfluxWriter, query  # noqa: E402
+from store.schema import create_database, drop_database  # noqa: E402
+from store.writer import InfluxWriter  # noqa: E402
 
 BATCH = 5000
 
@@ -156,8 +157,7 @@ def main() -> None:
     dbs: list[str] = []
 
     def fresh() -> str:
-        db = "bench_" + uuid.uuid4().hex[:8]
-        query(args.url, None, f'CREATE DATABASE "{db}"')
+        db = create_database(args.url, "bench_" + uuid.uuid4().hex[:8])
         dbs.append(db)
         return db
 
@@ -176,7 +176,7 @@ def main() -> None:
             best["e2e"] = min(best["e2e"], dt)
     finally:
         for db in dbs:
-            query(args.url, None, f'DROP DATABASE "{db}"')
+            drop_database(args.url, db)
     base = n / best["baseline"]
     print(f"write   baseline raw aiohttp POST     {base:>12,.0f} points/s   1.00x")
     for key, label in (

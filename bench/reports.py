@@ -37,7 +37,8 @@ from citywatch.reports.examples import t, write_lines  # noqa: E402
 from foundation.settings import load_settings  # noqa: E402
 from sim.city import build_city, split_devices  # noqa: E402
 from store import points  # noqa: E402
-from store.influx import ensure_database, query  # noqa: E402
+from store.influxql import query  # noqa: E402
+from store.schema import CASE_EVENT, PENALTY, drop_database, ensure_database  # noqa: E402
 
 H = 3_600_000
 RATES = {
@@ -128,10 +129,11 @@ def main() -> int:
         t0 = time.perf_counter()
         write_lines(url, db, lines, LEDGER_RP)
         t_write = time.perf_counter() - t0
-        q = f"WHERE time >= {month.start_ms}ms AND time < {month.end_ms}ms"
+        q = "WHERE time >= $start AND time < $end"
+        span = {"start": month.start_ms * 1_000_000, "end": month.end_ms * 1_000_000}  # bound: ns
         t0 = time.perf_counter()
-        raw = query(settings, None, f'SELECT * FROM "{LEDGER_RP}"."penalty" {q}')
-        raw += query(settings, None, f'SELECT * FROM "{LEDGER_RP}"."case_event" {q}')
+        raw = query(settings, None, f"SELECT * FROM {PENALTY} {q}", params=span)
+        raw += query(settings, None, f"SELECT * FROM {CASE_EVENT} {q}", params=span)
         t_base = time.perf_counter() - t0
         t0 = time.perf_counter()
         data = load_period(settings, month)
@@ -152,7 +154,7 @@ def main() -> int:
                 pages += int(next(x.split()[-1] for x in info.splitlines() if x.startswith("Pages:")))
         s = res["settlement"]
     finally:
-        query(url, None, f'DROP DATABASE "{db}"')
+        drop_database(url, db)
     counts = city.counts()
     print(f"city: {len(city)} devices ({counts['manhole']} covers, {counts['dust']} dust sites, "
           f"{counts['streetlight']} lamps); month {month.label}: {len(entries)} ledger entries, "

@@ -1,10 +1,11 @@
-"""citywatch's records as InfluxDB line protocol (DESIGN §5, with the change in
-docs/decisions/002-influxql-and-v1-write.md).
+"""citywatch's records as InfluxDB line protocol: the schema writer
+(docs/contracts.md, "InfluxDB"; docs/decisions/002-influxql-and-v1-write.md).
 
 Every function returns one line (``str``, no trailing newline) or ``None`` when
 the record has nothing InfluxDB could store (a reading without a numeric or
 boolean field). Timestamps are epoch **milliseconds**: write with
-``precision=ms`` (``InfluxWriter`` does).
+``precision=ms`` (``store.writer.InfluxWriter`` does). ``store.read`` reads
+the points back into citywatch's records.
 
 Measurements
 ============
@@ -50,7 +51,7 @@ replaced by a space (the 1.x parser ends a line at a newline even when
 escaped); string field values keep them. InfluxDB 1.x cannot store a backslash at the
 end of a tag value or key, or right before ``, = space`` in one (it reads it as
 an escape): such a backslash is written as ``/``. Any other text round-trips
-(tests/storage/test_storage_points.py checks it against the real server).
+(tests/store/test_points.py checks it against the real server).
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from contract.cases import FINAL_STATES
+from contract.kinds import KIND_SPECS
 from contract.topics import parse_topic
-from ingest.validate import KIND_SPECS
 
 if TYPE_CHECKING:
     from contract.reading import Reading
@@ -91,8 +93,6 @@ CASE_EVENT = "case_event"
 PENALTY = "penalty"
 DEADLETTER = "deadletter"
 TELEMETRY_TAGS = ("device", "district", "grid", "unit")
-FINAL_STATES = frozenset({"repaired", "closed"})
-"""Same as ``contract.cases.FINAL_STATES``: a case in one of these is not open."""
 
 _ESC_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\ ", "\r": r"\ ", "\t": r"\ "})
 _ESC_KEY = str.maketrans(

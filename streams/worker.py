@@ -39,7 +39,8 @@ from contract.topics import KafkaTopics
 from foundation.settings import Settings
 from registry.devices import RegistryWatcher
 from store import points
-from store.influx import LEDGER_RP, InfluxWriter, ensure_database
+from store.schema import LEDGER_RP, ensure_database
+from store.writer import InfluxWriter
 from streams.detector import Detector
 from streams.rules import Rules, load_rules
 

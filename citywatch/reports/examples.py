@@ -152,7 +152,7 @@ def seed(settings: Any, result: Any) -> int:
     retention policy ``LEDGER_RP``, with the pipeline's own line functions. Returns the point count."""
     from citywatch.reports.data import LEDGER_RP
     from store import points
-    from store.influx import ensure_database
+    from store.schema import ensure_database
 
     ensure_database(settings.influx.url, settings.influx.database, token=settings.influx.token)
     lines = [points.penalty_line(e) for e in result.ledger.to_json_list()]
@@ -225,12 +225,12 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = load_settings(args.config)
     settings = settings.replace("influx", database=f"cw_examples_{uuid.uuid4().hex[:8]}")
-    from store.influx import query
+    from store.schema import drop_database
 
     try:
         files = generate(settings, Path(args.out))
     finally:
-        query(settings.influx.url, None, f'DROP DATABASE "{settings.influx.database}"')
+        drop_database(settings)
     keep = f"property_unit-{U_POWER}"
     for f in files:
         if not args.all and f.name.startswith("settlement-") and "_" in f.name and keep not in f.name:

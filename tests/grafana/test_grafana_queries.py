@@ -517,7 +517,7 @@ def influx_query(settings, q: str) -> list[dict]:
 @pytest.fixture
 def city(settings):
     """The scenario written as the worker writes it: ledger measurements into the ledger RP."""
-    from store.influx import LEDGER_RP, ensure_database
+    from store.schema import LEDGER_RP, ensure_database
 
     ensure_database(settings, raw_duration="INF")  # the scenario's "now" lies in 2025
     lines = scenario()

@@ -1,4 +1,4 @@
-"""Records -> line protocol (streams/points.py): the exact lines, and the escaping
+"""Records -> line protocol (store/points.py): the exact lines, and the escaping
 checked by writing awkward text to the real InfluxDB 1.6.7 and reading it back."""
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import pytest
 from contract.reading import Reading
 from registry.devices import Device
 from store import points
-from store.influx import InfluxWriter, query
+from store.influxql import query
+from store.schema import create_database
+from store.writer import InfluxWriter
 
 NOW = (int(time.time()) // 60) * 60_000  # recent: inside any retention policy
 
@@ -244,7 +246,7 @@ def test_awkward_text_round_trips_through_real_influxdb(settings):
         }
         lines.append(points.case_event_line(ev))
 
-    query(settings, None, f'CREATE DATABASE "{settings.influx.database}"')
+    create_database(settings)
 
     async def write():
         w = InfluxWriter(settings.influx.url, settings.influx.database, flush_interval_s=0.05)

@@ -1,11 +1,12 @@
-"""The InfluxDB writer (streams/influx.py) against the real InfluxDB 1.6.7.
+"""The InfluxDB writer (store/writer.py) against the real InfluxDB 1.6.7.
 
 The shared server (``settings``) for values, ledger sums, partial writes and
 setup; a PRIVATE influxd started by these tests (its own port and data dir,
 never the shared one) for the outage and back-pressure tests; and
 ``FakeInfluxV2Server``, a small aiohttp stand-in that records requests, for the
-v2 API path (no InfluxDB 2.x can be installed here) and for the HTTP answers a
-1.x server never gives (429 with Retry-After, a 2.x-style whole-batch 400).
+v2 API path (influxdb-client's asyncio client; no InfluxDB 2.x can be installed
+here) and for the HTTP answers a 1.x server never gives (429 with Retry-After,
+a 2.x-style whole-batch 400).
 """
 
 from __future__ import annotations
@@ -26,14 +27,16 @@ from aiohttp import web
 from contract.reading import Reading
 from registry.devices import Device
 from store import points
-from store.influx import InfluxError, InfluxWriter, ensure_database, query
+from store.errors import InfluxError
+from store.influxql import query
+from store.schema import create_database
+from store.writer import InfluxWriter
 
 NOW = (int(time.time()) // 60) * 60_000 - 3_600_000  # an hour ago, on a minute
 
 
 def create_db(settings) -> str:
-    query(settings, None, f'CREATE DATABASE "{settings.influx.database}"')
-    return settings.influx.database
+    return create_database(settings)
 
 
 def run(coro):
@@ -189,7 +192,7 @@ def test_two_reversals_at_one_instant_both_survive_and_sum_is_the_ledger_net(set
         assert r["time"] == e["accrued_at"] and r["case_id"] == case
         assert r["reverses"] == (e["reverses"] or "")
         assert r["hour_index"] == (-1 if e["hour_index"] is None else e["hour_index"])
-    total = query(settings, None, f"SELECT sum(amount_yuan) FROM penalty WHERE case_id = '{case}'")
+    total = query(settings, None, "SELECT sum(amount_yuan) FROM penalty WHERE case_id = $case", params={"case": case})
     assert total[0]["sum"] == sum(e["amount_yuan"] for e in ledger) == 510_000
     types = {
         r["fieldKey"]: r["fieldType"] for r in query(settings, None, "SHOW FIELD KEYS FROM penalty")
@@ -236,49 +239,6 @@ def test_retry_after_a_lost_response_stores_each_point_once(settings):
         == 200_000
     )
     assert query(settings, None, "SELECT count(amount_yuan) FROM penalty")[0]["count"] == 20
-
-
-# ------------------------------------------------------------------ setup
-
-
-def test_ensure_database_creates_db_rps_and_cqs_idempotently(settings):
-    db = settings.influx.database
-    ensure_database(settings)
-    ensure_database(settings.influx.url, db)  # again: no error, no change
-
-    rps = {r["name"]: r for r in query(settings, None, f'SHOW RETENTION POLICIES ON "{db}"')}
-    assert rps["raw"]["duration"] == "720h0m0s" and rps["raw"]["default"] is True
-    assert rps["long"]["duration"] == "17520h0m0s" and rps["long"]["default"] is False
-    cqs = [r for r in query(settings, None, "SHOW CONTINUOUS QUERIES") if r["_series"] == db]
-    assert sorted(r["name"].rsplit("_", 1)[0] for r in cqs) == [
-        "cq_dust_1m",
-        "cq_manhole_1m",
-        "cq_streetlight_1m",
-    ]
-    dust = next(r["query"] for r in cqs if r["name"].startswith("cq_dust_1m"))
-    assert "mean(pm10) AS pm10" in dust and f"INTO {db}.long.dust FROM {db}.raw.dust" in dust
-    assert "GROUP BY time(1m), *" in dust
-
-    # a changed configuration replaces what it changes, nothing else
-    ensure_database(settings, raw_duration="7d", downsample={"dust": ("pm10",)}, every="5m")
-    rps = {r["name"]: r for r in query(settings, None, f'SHOW RETENTION POLICIES ON "{db}"')}
-    assert rps["raw"]["duration"] == "168h0m0s" and rps["raw"]["default"] is True
-    cqs = [r for r in query(settings, None, "SHOW CONTINUOUS QUERIES") if r["_series"] == db]
-    assert len(cqs) == 1 and cqs[0]["name"].startswith("cq_dust_5m_")
-    assert "SELECT mean(pm10) AS pm10 INTO" in cqs[0]["query"]
-
-
-def test_ensure_database_refuses_bad_durations():
-    with pytest.raises(ValueError, match="Invalid 'raw_duration' argument '30 days'"):
-        ensure_database("http://127.0.0.1:1", "db", raw_duration="30 days")
-
-
-def test_query_error_names_the_query(settings):
-    from store.influx import InfluxQueryError
-
-    create_db(settings)
-    with pytest.raises(InfluxQueryError, match="SELEKT"):
-        query(settings, None, "SELEKT * FROM x")
 
 
 # ------------------------------------------------------------------ a private influxd (outage)

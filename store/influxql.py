@@ -1,0 +1,116 @@
+"""The InfluxQL endpoint: one ``POST /query`` with bound parameters, rows out.
+
+Values never go into the query text: they travel in the ``params`` form field
+(a JSON object) and the statement names them ``$name``
+(``WHERE "case_id" = $case_id AND time >= $start``; InfluxDB 1.6 and the 1.x
+API of 2.x/3.x bind them). A bound integer compared with ``time`` is epoch
+**nanoseconds**. Only identifiers (measurement, retention policy, database and
+field names, which InfluxQL cannot bind) are written into the text, quoted by
+``ident``. The schema behind the queries: docs/contracts.md ("InfluxDB").
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+from store.errors import InfluxError, InfluxQueryError, server_message
+
+__all__ = ["ident", "query", "target"]
+
+_BINDABLE = (str, int, float, bool)
+
+
+def ident(name: str) -> str:
+    """A double-quoted InfluxQL identifier (``"my db"``, ``"a\\"b"``)."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def target(settings_or_url: Any, database: str | None, token: str | None) -> tuple[str, str | None, str]:
+    """(base URL, database, token) from citywatch ``Settings`` or a base URL."""
+    influx = getattr(settings_or_url, "influx", None)
+    if influx is not None:
+        return (
+            influx.url.rstrip("/"),
+            database or influx.database,
+            token if token is not None else influx.token,
+        )
+    if not isinstance(settings_or_url, str):
+        raise TypeError(f"expected Settings or a URL string, got {type(settings_or_url).__name__}")
+    return settings_or_url.rstrip("/"), database, token or ""
+
+
+def _params_json(params: Mapping[str, Any]) -> str:
+    for name, value in params.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"Invalid parameter name {name!r}; expected a name like 'case_id' (used as $case_id)")
+        if not isinstance(value, _BINDABLE):
+            raise TypeError(
+                f"Invalid value for parameter ${name}: {type(value).__name__}; expected str, int, float or bool"
+            )
+    return json.dumps(dict(params))
+
+
+def query(
+    settings_or_url: Any,
+    database: str | None,
+    influxql: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    epoch: str = "ms",
+    token: str | None = None,
+    timeout: float = 30.0,
+) -> list[dict[str, Any]]:
+    """Run InfluxQL and return the rows of every series as dicts.
+
+    ``settings_or_url``: citywatch ``Settings`` (url, token and — when
+    ``database`` is None — the database come from ``settings.influx``) or a base
+    URL. ``params`` binds ``$name`` in the statement(s). Each row maps column ->
+    value (``time`` in epoch ``epoch`` units), plus the series' GROUP BY tags and
+    ``_series`` (the measurement / series name). A statement error raises
+    ``InfluxQueryError`` with the server's message; no answer raises ``InfluxError``.
+    """
+    url, db, tok = target(settings_or_url, database, token)
+    form = {"q": influxql}
+    if db:
+        form["db"] = db
+    if epoch:
+        form["epoch"] = epoch
+    if params:
+        form["params"] = _params_json(params)
+    shown = f"{influxql} (params {form['params']})" if params else influxql
+    req = urllib.request.Request(f"{url}/query", data=urllib.parse.urlencode(form).encode(), method="POST")
+    req.add_header("Content-Type", "application/x-www-form-urlencoded")
+    if tok:
+        req.add_header("Authorization", f"Token {tok}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            payload = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode(errors="replace")
+        raise InfluxQueryError(f"InfluxDB answered HTTP {exc.code} ({server_message(body)}) to: {shown}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise InfluxError(
+            f"InfluxDB at {url} does not answer ({exc}); is it running? (`citywatch services up`)"
+        ) from None
+    if "error" in payload:
+        raise InfluxQueryError(f"{payload['error']} in: {shown}")
+    rows: list[dict[str, Any]] = []
+    for result in payload.get("results", []):
+        if "error" in result:
+            raise InfluxQueryError(f"{result['error']} in: {shown}")
+        for series in result.get("series", []):
+            cols = series.get("columns", [])
+            tags = series.get("tags") or {}
+            name = series.get("name")
+            for values in series.get("values") or []:
+                row = dict(zip(cols, values, strict=False))
+                row.update(tags)
+                if name is not None:
+                    row["_series"] = name
+                rows.append(row)
+    return rows
