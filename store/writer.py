@@ -28,11 +28,17 @@ other 4xx              the batch is bisected down to the offending line(s),
                        on one bad line; resending good lines is harmless)
 =====================  ========================================================
 
-API paths: InfluxDB 1.x (and the v1-compatibility API of 2.x/3.x):
-``POST {url}/write?db=<database>&precision=ms[&rp=<retention_policy>]``. When
-``token`` and ``org`` are both set, the v2 API as influxdb-client uses it:
-``POST {url}/api/v2/write?org=<org>&bucket=<database>[/<rp>]&precision=ms`` with
-``Authorization: Token <token>``.
+Two ways to the server, one buffer and one table of outcomes:
+
+* InfluxDB 1.x (and the v1-compatibility API of 2.x/3.x): aiohttp,
+  ``POST {url}/write?db=<database>&precision=ms[&rp=<retention_policy>]``
+  (``Authorization: Token`` when a token is set).
+* ``token`` and ``org`` both set: the v2 API through influxdb-client's asyncio
+  client (``InfluxDBClientAsync``, its ``write_api``), bucket
+  ``<database>[/<rp>]`` (2.x's DBRP convention). The client does not retry; its
+  ``ApiException`` (``status``, ``body``, ``retry_after`` from the
+  ``Retry-After`` header) and aiohttp's connection errors are mapped onto the
+  table above, so a 429 or 503 backs off exactly as on the v1 path.
 """
 
 from __future__ import annotations
@@ -82,7 +88,7 @@ def _check(name: str, value: Any, ok: bool, expected: str) -> None:
 
 
 class InfluxWriter:
-    """Batching, retrying, back-pressuring line-protocol writer (asyncio + aiohttp).
+    """Batching, retrying, back-pressuring line-protocol writer (asyncio).
 
     Parameters
     ----------
@@ -91,7 +97,7 @@ class InfluxWriter:
     database:
         1.x database; with the v2 API the bucket (2.x's DBRP convention).
     token, org:
-        Both set: use the v2 write API with ``Authorization: Token``. Token only:
+        Both set: the v2 write API through ``InfluxDBClientAsync``. Token only:
         the v1 API with ``Authorization: Token`` (2.x v1-compat auth). Neither:
         plain 1.x.
     batch_size:
@@ -211,9 +217,10 @@ class InfluxWriter:
         self.request_timeout_s = float(request_timeout_s)
 
         self.api = "v2" if token and org else "v1"
+        self.bucket = f"{database}/{retention_policy}" if retention_policy else database
         if self.api == "v2":
-            bucket = f"{database}/{retention_policy}" if retention_policy else database
-            params = {"org": org, "bucket": bucket, "precision": precision}
+            params = {"org": org, "bucket": self.bucket, "precision": precision}
+            # where influxdb-client posts (it builds the request; this is for messages)
             self.write_url = f"{self.url}/api/v2/write?{urllib.parse.urlencode(params)}"
         else:
             params = {"db": database, "precision": precision}
@@ -234,6 +241,8 @@ class InfluxWriter:
         self.last_error: str | None = None
         self._retry_until = 0.0
         self._session: aiohttp.ClientSession | None = None
+        self._client: Any = None  # InfluxDBClientAsync (v2)
+        self._write_api: Any = None
         self._task: asyncio.Task[None] | None = None
         self._changed: asyncio.Condition | None = None
         self._wake: asyncio.Event | None = None
@@ -243,15 +252,28 @@ class InfluxWriter:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Open the HTTP session and start the background sender. Call once, inside the event loop."""
+        """Open the HTTP session (v2: the client) and start the background sender.
+        Call once, inside the event loop."""
         if self._task is not None:
             raise InfluxError("InfluxWriter.start() called twice; one writer has one sender")
         self._changed = asyncio.Condition()
         self._wake = asyncio.Event()
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.request_timeout_s),
-            connector=aiohttp.TCPConnector(limit=1),
-        )
+        if self.api == "v2":
+            from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+
+            self._client = InfluxDBClientAsync(
+                url=self.url,
+                token=self.token,
+                org=self.org,
+                timeout=int(self.request_timeout_s * 1000),  # ms, the whole request
+                connection_pool_maxsize=1,  # one request at a time: order is kept
+            )
+            self._write_api = self._client.write_api()
+        else:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.request_timeout_s),
+                connector=aiohttp.TCPConnector(limit=1),
+            )
         self._task = asyncio.create_task(self._run(), name=f"influx-writer-{self.database}")
 
     async def stop(self, timeout: float | None = None) -> None:
@@ -283,6 +305,9 @@ class InfluxWriter:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = self._write_api = None
 
     async def __aenter__(self) -> InfluxWriter:
         await self.start()
@@ -477,6 +502,8 @@ class InfluxWriter:
 
     async def _post(self, body: bytes) -> tuple[int, str, float | None]:
         """(status, error text, Retry-After seconds); status 0 = no HTTP answer."""
+        if self._write_api is not None:
+            return await self._post_v2(body)
         assert self._session is not None
         try:
             async with self._session.post(self.write_url, data=body, headers=self._headers) as resp:
@@ -484,6 +511,30 @@ class InfluxWriter:
                     return 204, "", None
                 text = (await resp.text(errors="replace"))[:2000]
                 return resp.status, server_message(text), _retry_after(resp.headers.get("Retry-After"))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return 0, f"{type(exc).__name__}: {exc}", None
+
+    async def _post_v2(self, body: bytes) -> tuple[int, str, float | None]:
+        """The same answer from influxdb-client's ``WriteApiAsync.write``.
+
+        It returns on 2xx and raises ``ApiException`` (an ``InfluxDBError``) with
+        the HTTP ``status``, the ``body`` and ``retry_after`` (the ``Retry-After``
+        header) otherwise; connection errors and timeouts come through as aiohttp's.
+        """
+        from influxdb_client.client.exceptions import InfluxDBError
+        from influxdb_client.rest import ApiException
+
+        try:
+            await self._write_api.write(
+                bucket=self.bucket, org=self.org, record=body, write_precision=self.precision
+            )
+            return 204, "", None
+        except ApiException as exc:
+            raw = exc.body
+            text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw or exc.reason or "")
+            return int(exc.status or 0), server_message(text[:2000]), _retry_after(exc.retry_after)
+        except InfluxDBError as exc:  # no HTTP answer to judge
+            return 0, f"{type(exc).__name__}: {exc.message}", None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return 0, f"{type(exc).__name__}: {exc}", None
 

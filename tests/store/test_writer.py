@@ -418,7 +418,8 @@ class FakeInfluxV2Server:
     2.x does for a batch with an unparsable line.
     """
 
-    def __init__(self, script=None, reject_marker: str | None = None):
+    def __init__(self, script=None, reject_marker: str | None = None, port: int = 0):
+        self.port = port
         self.script = list(script or [])
         self.reject_marker = reject_marker
         self.requests: list[dict] = []
@@ -453,7 +454,7 @@ class FakeInfluxV2Server:
         app.router.add_route("*", "/{tail:.*}", self.handle)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", self.port)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}"
@@ -483,7 +484,86 @@ def test_v2_path_url_params_authorization_and_body():
     assert req["query"] == {"org": "zhengzhou city", "bucket": "citywatch", "precision": "ms"}
     assert req["headers"]["Authorization"] == "Token s3cr3t=="
     assert req["headers"]["Content-Type"].startswith("text/plain")
+    assert req["headers"]["User-Agent"].startswith("influxdb-client-python/")  # the client sent it
     assert req["lines"] == lines
+
+
+def test_v2_path_with_retention_policy_writes_into_bucket_db_slash_rp():
+    async def go():
+        async with FakeInfluxV2Server() as fake:
+            async with InfluxWriter(
+                fake.url, "cw", token="t", org="o", retention_policy="ledger", flush_interval_s=0.05
+            ) as w:
+                await w.add(["m v=1 1"])
+            return fake
+
+    req = run(go()).requests[0]
+    assert req["path"] == "/api/v2/write"
+    assert req["query"] == {"org": "o", "bucket": "cw/ledger", "precision": "ms"}
+
+
+def test_v2_429_and_503_from_the_client_back_off_and_keep_order():
+    """influxdb-client raises ApiException (status, Retry-After); the writer backs off on it."""
+
+    async def go():
+        script = [
+            (429, {"Retry-After": "0.3"}, '{"code":"too many requests","message":"slow down"}'),
+            (503, {}, '{"code":"unavailable","message":"try later"}'),
+        ]
+        async with FakeInfluxV2Server(script) as fake:
+            async with InfluxWriter(
+                fake.url,
+                "cw",
+                token="t",
+                org="o",
+                batch_size=2,
+                flush_interval_s=0.02,
+                retry_initial_s=0.05,
+                retry_max_s=0.1,
+            ) as w:
+                await w.add([f"m v={i} {i}" for i in range(6)])
+            return fake, w.stats
+
+    fake, stats = run(go())
+    assert stats.retries == 2 and stats.written == 6 and stats.rejected == 0
+    assert stats.last_error == "HTTP 503: try later"
+    times = [r["t"] for r in fake.requests]
+    assert times[1] - times[0] >= 0.29  # waited as the 429 told
+    assert [r["lines"] for r in fake.requests[:3]] == [["m v=0 0", "m v=1 1"]] * 3  # head batch kept
+    assert fake.stored == [f"m v={i} {i}" for i in range(6)]
+
+
+def test_v2_server_down_pushes_back_then_everything_arrives_in_order():
+    port = _free_port()
+    lines = [f"m v={i} {i}" for i in range(8)]
+
+    async def go():
+        w = InfluxWriter(
+            f"http://127.0.0.1:{port}",
+            "cw",
+            token="t",
+            org="o",
+            batch_size=2,
+            max_buffer=4,
+            flush_interval_s=0.02,
+            retry_initial_s=0.05,
+            retry_max_s=0.1,
+            request_timeout_s=2,
+        )
+        await w.start()
+        await w.add(lines[:4])
+        blocked = asyncio.ensure_future(w.add(lines[4:]))
+        await asyncio.sleep(0.4)
+        assert not blocked.done() and w.buffered == 4  # add() waits: back-pressure
+        assert w.stats.retries > 0 and "Connect" in (w.stats.last_error or "")
+        async with FakeInfluxV2Server(port=port) as fake:
+            await asyncio.wait_for(blocked, 10)
+            await w.stop(timeout=10)
+        return fake, w.stats
+
+    fake, stats = run(go())
+    assert stats.buffered == 0 and stats.rejected == 0 and stats.written == 8
+    assert fake.stored == lines
 
 
 def test_v1_path_with_retention_policy_and_token_only():
