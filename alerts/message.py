@@ -19,6 +19,7 @@ from typing import Any
 
 from contract import clock
 from contract.cases import SEVERITY_NAMES
+from contract.clock import local as local_time
 from contract.rules import RULES
 
 HOUR_MS = clock.HOUR_MS
@@ -134,11 +135,6 @@ class Message:
         return cls(**d)
 
 
-def fmt_time(ms: int | None) -> str:
-    """The city's local time of an instant, as officers read it."""
-    return clock.local(ms, clock.DEFAULT_TIMEZONE, empty="-")
-
-
 def map_link(lat: float | None, lon: float | None, name: str = "") -> str | None:
     if lat is None or lon is None:
         return None
@@ -238,7 +234,7 @@ class Renderer:
             if it["overdue_h"]:
                 parts.append(f"已超时限 {it['overdue_h']} 小时")
             else:
-                parts.append(f"处置时限 {fmt_time(s['deadline'])}")
+                parts.append(f"处置时限 {local_time(s['deadline'], empty='-')}")
         if info and info.yuan:
             parts.append(f"累计扣罚 {_yuan(info.yuan)} 元")
         return "，".join(parts)
@@ -250,7 +246,7 @@ class Renderer:
             if it["overdue_h"]:
                 parts.append(f"{it['overdue_h']} h past the deadline")
             else:
-                parts.append(f"repair by {fmt_time(s['deadline'])}")
+                parts.append(f"repair by {local_time(s['deadline'], empty='-')}")
         if info and info.yuan:
             parts.append(f"{_yuan(info.yuan)} yuan so far")
         return ", ".join(parts)
@@ -270,7 +266,7 @@ class Renderer:
             zh.append(f"> 地点：{where}（{self.district(s.get('district', ''))}，网格 {s.get('grid', '-')}）"
                       + (f" [地图]({link})" if link else ""))
             zh.append(f"> 设备：{it['device']}，责任单位：{s.get('unit', '-')}")
-            zh.append(f"> 开始：{fmt_time(s.get('opened_at'))}（北京时间）")
+            zh.append(f"> 开始：{local_time(s.get('opened_at'), empty='-')}（北京时间）")
             clock = self._clock_zh(it)
             if clock:
                 zh.append(f"> 计时：{clock}")
@@ -286,7 +282,7 @@ class Renderer:
             se = _severity_names(s.get("severity", ""), ("", s.get("severity", "")))[1]
             re_ = _rule_names(s.get("rule", ""), ("", s.get("rule", "")))[1]
             where = s.get("address") or it["device"]
-            line = f"- {re_}: {ce} ({se}) at {where}, {s.get('district', '')} grid {s.get('grid', '-')}, since {fmt_time(s.get('opened_at'))} (Asia/Shanghai)"
+            line = f"- {re_}: {ce} ({se}) at {where}, {s.get('district', '')} grid {s.get('grid', '-')}, since {local_time(s.get('opened_at'), empty='-')} (Asia/Shanghai)"
             clock = self._clock_en(it)
             if clock:
                 line += f"; {clock}"
@@ -313,7 +309,7 @@ class Renderer:
             zh.append(f"  地点：{where}（{self.district(s.get('district', ''))}，网格 {s.get('grid', '-')}）")
             if link:
                 zh.append(f"  地图：{link}")
-            zh.append(f"  开始：{fmt_time(s.get('opened_at'))}（北京时间）")
+            zh.append(f"  开始：{local_time(s.get('opened_at'), empty='-')}（北京时间）")
             if self._clock_zh(it):
                 zh.append(f"  计时：{self._clock_zh(it)}")
             if it["ack"] and n.change not in ("repaired", "closed"):
@@ -322,7 +318,7 @@ class Renderer:
             en.append(f"  Where: {where} ({s.get('district', '')}, grid {s.get('grid', '-')})")
             if link:
                 en.append(f"  Map: {link}")
-            en.append(f"  Since: {fmt_time(s.get('opened_at'))} (Asia/Shanghai)")
+            en.append(f"  Since: {local_time(s.get('opened_at'), empty='-')} (Asia/Shanghai)")
             if self._clock_en(it):
                 en.append(f"  Clock: {self._clock_en(it)}")
             if it["ack"] and n.change not in ("repaired", "closed"):

@@ -252,3 +252,11 @@ class ActionRejected:
 
 
 Output = CaseEvent | LedgerEntry | ActionRejected
+
+
+def name_of(table: dict[str, tuple[str, str]], key: str, lang: str = "zh") -> str:
+    """The zh or en name of a state, severity or payer type; an unknown key shows as itself."""
+    pair = table.get(key)
+    if pair is None:
+        return key
+    return pair[0] if lang == "zh" else pair[1]

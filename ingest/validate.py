@@ -68,6 +68,7 @@ from typing import Any, Protocol
 import msgspec
 import orjson
 
+from contract.clock import iso_utc
 from contract.kinds import BOOL, KIND_SPECS, KINDS, NUMBER, KindSpec
 from contract.kinds import UNBOUNDED as _BIG
 from contract.reading import Reading
@@ -333,16 +334,16 @@ def _parse(
     if ts - received_at > limits.max_future_ms:
         return Rejection(
             "future_ts",
-            f"'ts' {_iso(ts)} is {_dur(ts - received_at)} after received_at "
-            f"{_iso(received_at)}; at most {_dur(limits.max_future_ms)} ahead is allowed "
+            f"'ts' {iso_utc(ts)} is {_dur(ts - received_at)} after received_at "
+            f"{iso_utc(received_at)}; at most {_dur(limits.max_future_ms)} ahead is allowed "
             "(check the device's clock)",
             topic, payload, received_at, device_id,
         )  # fmt: skip
     if received_at - ts > limits.max_lateness_ms:
         return Rejection(
             "too_late",
-            f"'ts' {_iso(ts)} is {_dur(received_at - ts)} before received_at "
-            f"{_iso(received_at)}; readings at most {_dur(limits.max_lateness_ms)} late "
+            f"'ts' {iso_utc(ts)} is {_dur(received_at - ts)} before received_at "
+            f"{iso_utc(received_at)}; readings at most {_dur(limits.max_lateness_ms)} late "
             "are accepted",
             topic, payload, received_at, device_id,
         )  # fmt: skip
@@ -595,13 +596,6 @@ def _range(lo: float, hi: float) -> str:
     if hi < _BIG:
         return f"<= {num(hi)}"
     return "finite"
-
-
-def _iso(ms: int) -> str:
-    try:
-        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    except (OverflowError, OSError, ValueError):
-        return f"{ms} ms"
 
 
 def _dur(ms: int) -> str:

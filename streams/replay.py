@@ -29,6 +29,7 @@ from typing import Any, cast
 import orjson
 
 from contract.cases import ActionRejected, CaseEvent, LedgerEntry, OfficerAction
+from contract.clock import iso_utc
 from contract.journal import JournalItem, Watermark
 from contract.reading import Reading
 from streams.detector import Detector, RegistryLike
@@ -210,16 +211,6 @@ def format_json(result: ReplayResult) -> str:
     )
 
 
-def _iso(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    from datetime import UTC, datetime
-
-    return (
-        datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
-    )
-
-
 def format_table(result: ReplayResult) -> str:
     """A plain-text report for people: cases, ledger, and the net per payer."""
     lines: list[str] = []
@@ -237,7 +228,7 @@ def format_table(result: ReplayResult) -> str:
     lines.append(f"Cases ({len(result.cases)})")
     table(
         ["case", "rule", "device", "district", "severity", "state", "opened (UTC)", "deadline (UTC)"],
-        [[c.case_id, c.rule, c.device, c.district, c.severity, c.state, _iso(c.opened_at), _iso(c.deadline)]
+        [[c.case_id, c.rule, c.device, c.district, c.severity, c.state, iso_utc(c.opened_at), iso_utc(c.deadline)]
          for c in result.cases],
     )  # fmt: skip
     lines.append("")
@@ -245,7 +236,7 @@ def format_table(result: ReplayResult) -> str:
     lines.append(f"Ledger ({len(entries)} entries, net {result.ledger.net():,} yuan)")
     table(
         ["entry", "payer_type", "payer", "amount_yuan", "accrued (UTC)", "reverses"],
-        [[e.id, e.payer_type, e.payer, f"{e.amount_yuan:,}", _iso(e.accrued_at), e.reverses or ""]
+        [[e.id, e.payer_type, e.payer, f"{e.amount_yuan:,}", iso_utc(e.accrued_at), e.reverses or ""]
          for e in entries],
     )  # fmt: skip
     lines.append("")

@@ -242,11 +242,11 @@ def _period_text(period: Any) -> str:
 def render_settlement(settlement: Any, statement: Any, path: str | os.PathLike[str]) -> int:
     """One payer's statement; returns the number of pages."""
     from citywatch.reports.settlement import (
-        PAYER_TYPE_NAMES,
         describe_entry,
         evidence_items,
         rule_name,
     )
+    from contract.cases import PAYER_TYPE_NAMES, name_of
 
     p = settlement.period
     tz = p.tz
@@ -257,7 +257,7 @@ def render_settlement(settlement: Any, statement: Any, path: str | os.PathLike[s
         ("城市 City", city or "—"),
         ("结算月份 Month", f"{p.title_zh}（{p.label}）"),
         ("付款单位 Payer", fit(st.payer_label, 2.1, 8.5)),
-        ("单位类型 Payer type", PAYER_TYPE_NAMES.get(st.payer_type, st.payer_type)),
+        ("单位类型 Payer type", name_of(PAYER_TYPE_NAMES, st.payer_type)),
         ("编制日期 Prepared", fmt_local(settlement.prepared_ms, tz)[:10]),
         ("统计区间 Period", f"{fmt_local(p.start_ms, tz)[:10]} — {fmt_local(p.end_ms - 1, tz)[:10]}"),
         ("时区 Time zone", tz),
@@ -311,7 +311,7 @@ def render_settlement(settlement: Any, statement: Any, path: str | os.PathLike[s
 
 def render_settlement_summary(settlement: Any, path: str | os.PathLike[str]) -> int:
     """All payers on one page (more if many); states "no deductions" for an empty month."""
-    from citywatch.reports.settlement import PAYER_TYPE_NAMES
+    from contract.cases import PAYER_TYPE_NAMES, name_of
 
     p = settlement.period
     tz = p.tz
@@ -329,7 +329,7 @@ def render_settlement_summary(settlement: Any, path: str | os.PathLike[str]) -> 
             flow.text("本月无扣款记录。", 14, bold=True, advance=0.35)
             flow.text("No deductions this month: the ledger has no entry in this period.", 9)
         else:
-            rows = [[st.payer_label, PAYER_TYPE_NAMES.get(st.payer_type, st.payer_type), str(len(st.lines)),
+            rows = [[st.payer_label, name_of(PAYER_TYPE_NAMES, st.payer_type), str(len(st.lines)),
                      _yuan(st.total)] for st in settlement.statements]  # fmt: skip
             rows.append(["合计 Total", "", str(sum(len(s.lines) for s in settlement.statements)), _yuan(settlement.total)])
             flow.table([Col("付款单位 Payer", 3.3), Col("类型", 1.6), Col("条目", 0.9, "right"),
@@ -487,10 +487,10 @@ def render_cases(cs: Any, path: str | os.PathLike[str], city: str = "") -> int:
             ax.text(0.5, 0.5, "本期无已结案案件", ha="center", va="center", transform=ax.transAxes)
         ax.set_title("修复时长分布 Time to repair")
         ax = fig.add_axes((0.6, 1 - (top2 + 2.1) / H, 0.35, 2.0 / H))
-        from citywatch.reports.settlement import STATE_NAMES
+        from contract.cases import STATE_NAMES, name_of
 
         if cs.by_state:
-            ax.bar([STATE_NAMES.get(s, s) for s, _ in cs.by_state], [n for _, n in cs.by_state], color="#7f8c8d")
+            ax.bar([name_of(STATE_NAMES, s) for s, _ in cs.by_state], [n for _, n in cs.by_state], color="#7f8c8d")
         else:
             ax.text(0.5, 0.5, "—", ha="center", va="center", transform=ax.transAxes)
         ax.set_title("处置状态（期末）Status at period end")

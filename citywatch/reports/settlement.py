@@ -20,14 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from citywatch.reports.data import Case, Entry, PeriodData, fmt_iso, fmt_local
-from contract.cases import PAYER_TYPE_NAMES as _PAYER_TYPE_NAMES
-from contract.cases import STATE_NAMES as _STATE_NAMES
+from contract.cases import STATE_NAMES, name_of
 from contract.rules import rule_name as _rule_name
 
 __all__ = [
     "CSV_COLUMNS",
     "EVIDENCE_COLUMNS",
-    "PAYER_TYPE_NAMES",
     "Line",
     "Settlement",
     "Statement",
@@ -36,13 +34,6 @@ __all__ = [
     "write_csv",
     "write_evidence_csv",
 ]
-
-PAYER_TYPE_NAMES = {k: zh for k, (zh, _en) in _PAYER_TYPE_NAMES.items()}
-"""Chinese names of the payer types (contract.cases)."""
-
-STATE_NAMES = {k: zh for k, (zh, _en) in _STATE_NAMES.items()}
-"""Chinese names of the case states (contract.cases)."""
-
 
 CSV_COLUMNS = (
     "row", "payer_type", "payer", "seq", "entry_id", "case_id", "device", "address", "rule", "rule_name",
@@ -190,9 +181,9 @@ def evidence_items(c: Case, tz: str, as_of: int | None = None) -> list[str]:
             how = f"执法人员 {by.split(':', 1)[1]} 关闭"
         elif not how and by:
             how = str(by)
-        out.append(f"{fmt_local(ended, tz)} {STATE_NAMES.get(c.state, c.state)}" + (f"（{how}）" if how else ""))
+        out.append(f"{fmt_local(ended, tz)} {name_of(STATE_NAMES, c.state)}" + (f"（{how}）" if how else ""))
     else:
-        out.append(f"截至期末：{STATE_NAMES.get(c.state, c.state)}")
+        out.append(f"截至期末：{name_of(STATE_NAMES, c.state)}")
     if d.get("reversed_hours"):
         out.append("补报读数证明更早修复，冲销第 " + "、".join(str(h) for h in d["reversed_hours"]) + " 小时")
     for ev in c.evidence:
