@@ -25,6 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,20 +53,37 @@ CLOCK_EVERY = 200
 """Events between two saves of a partition's clock when nothing else forces one."""
 
 
+@dataclass(frozen=True)
+class WorkerTopics:
+    """The Kafka topics the worker reads and writes, declared once (docs/contracts.md, "Kafka")."""
+
+    journal: Any
+    acks: Any
+    cases: Any
+    penalties: Any
+    deadletter: Any
+
+    @classmethod
+    def declare(cls, app: faust.App, topics: KafkaTopics) -> WorkerTopics:
+        def raw(name: str) -> Any:
+            return app.topic(name, key_serializer="raw", value_serializer="raw")
+
+        return cls(raw(topics.telemetry), raw(topics.acks), raw(topics.cases), raw(topics.penalties),
+                   raw(topics.deadletter))
+
+
 class Pipeline:
     """The per-partition detectors and their persistence in Faust tables."""
 
-    def __init__(
-        self, app: faust.App, rules: Rules, registry: RegistryWatcher, topics: KafkaTopics
-    ):
+    def __init__(self, app: faust.App, rules: Rules, registry: RegistryWatcher, topics: WorkerTopics):
         self.app = app
         self.rules = rules
         self.registry = registry
         self.detectors: dict[int, Detector] = {}
         self.devices = app.Table("detector-devices", default=None)
         self.clocks = app.Table("detector-clocks", default=None)
-        self.cases = app.topic(topics.cases, key_serializer="raw", value_serializer="raw")
-        self.penalties = app.topic(topics.penalties, key_serializer="raw", value_serializer="raw")
+        self.cases = topics.cases
+        self.penalties = topics.penalties
         self.processed = 0
         self._registry_version = registry.reloads
         self._since_clock: dict[int, int] = {}
@@ -81,8 +99,12 @@ class Pipeline:
             restored = 0
             for device_id, value in list(self.devices.items()):
                 if value and value.get("p") == partition:
-                    det.import_device(device_id, value["s"])
-                    restored += 1
+                    if det.import_device(device_id, value["s"]):
+                        restored += 1
+                    else:
+                        log.warning("partition %d: %s is not in the registry and its saved state "
+                                    "carries no entry (an older release saved it); state dropped",
+                                    partition, device_id)
             det.take_dirty()
             if restored or clock:
                 log.info(
@@ -185,14 +207,13 @@ def build_app(
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(f"{k.topic_prefix}-worker", **faust_config(k.bootstrap, k.partitions, session_timeout_s, datadir))
     registry = RegistryWatcher(settings.paths.registry)
-    pipeline = Pipeline(app, load_rules(settings.paths.rules), registry, topics)
+    declared = WorkerTopics.declare(app, topics)
+    pipeline = Pipeline(app, load_rules(settings.paths.rules), registry, declared)
     app.citywatch_pipeline = pipeline  # type: ignore[attr-defined]
 
-    journal_topic = app.topic(topics.telemetry, key_serializer="raw", value_serializer="raw")
-    acks = app.topic(topics.acks, key_serializer="raw", value_serializer="raw")
-    cases = app.topic(topics.cases, key_serializer="raw", value_serializer="raw")
-    penalties = app.topic(topics.penalties, key_serializer="raw", value_serializer="raw")
-    deadletter = app.topic(topics.deadletter, key_serializer="raw", value_serializer="raw")
+    journal_topic, acks, cases, penalties, deadletter = (
+        declared.journal, declared.acks, declared.cases, declared.penalties, declared.deadletter
+    )
     influx = settings.influx
     writer_ready = asyncio.Event()
     writer = InfluxWriter(influx.url, influx.database, token=influx.token, org=influx.org)
