@@ -8,6 +8,9 @@ Prints msgs/s for:
   (MQTT v5, the same back-pressure bounds as the simulator: 20 in flight,
   5,000 queued), to Mosquitto; acknowledged messages / wall time;
 * the simulator's event generation alone (``Simulation.events``, no MQTT);
+* ``Simulation.expected_ledger_hint`` over the default scenario file's 30 h
+  with 300 devices (what ``citywatch run`` computes at its end: generation,
+  validation and the real rules), in messages replayed per second;
 * ``run_publisher`` unpaced (``speed=0``): generation + publishing in one process;
 * ``run_load`` at the target rate with 1 and with 2 publisher processes;
 
@@ -25,13 +28,15 @@ import sys
 import time
 from importlib.metadata import version
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
 
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from sim.city import build_city, split_devices  # noqa: E402
 from sim.publish import run_load, run_publisher  # noqa: E402
+from sim.scenarios import load_scenario_file  # noqa: E402
 from sim.simulator import Simulation  # noqa: E402
 
 
@@ -83,6 +88,15 @@ def main() -> None:
     t = time.perf_counter()
     n = sum(1 for _ in itertools.islice(sim.events(None), a.n))
     rows.append(("Simulation.events only (no MQTT)", n / (time.perf_counter() - t), ""))
+
+    scen = load_scenario_file(os.path.join(ROOT, "config", "scenarios", "default.yaml"))
+    sim = Simulation(build_city(7, *split_devices(300)), scen.scenarios, seed=scen.seed or 7,
+                     start_ms=scen.start_ms or 0)  # fmt: skip
+    t = time.perf_counter()
+    hint = sim.expected_ledger_hint(sim.start_ms + (scen.run_for_ms or 0))
+    dt = time.perf_counter() - t
+    rows.append(("expected_ledger_hint (300 devices, 30 h)", hint["messages"] / dt,
+                 f"{hint['messages']:,} msgs in {dt:.1f} s, {hint['total_yuan']:,} yuan"))  # fmt: skip
 
     sim = Simulation(city, seed=2)
     s = run_publisher(itertools.islice(sim.events(None), a.n), a.host, a.port,

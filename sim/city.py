@@ -2,9 +2,9 @@
 
 ``build_city(seed, n_dust, n_manhole, n_streetlight)`` places dust monitors on
 construction sites, manhole covers along roads and streetlights, each with the
-registry columns of DESIGN §8, and ``City.write_registry(path)`` writes the
-matching registry CSV (so the bridge and the streams know every simulated
-device). The same arguments always give the same city, byte for byte.
+registry columns of docs/contracts.md ("Registry"), and
+``City.write_registry(path)`` writes the matching registry CSV (so the bridge
+and the streams know every simulated device). The same arguments always give the same city, byte for byte.
 
 Device ids are ``{DS|MH|SL}-{district code}-{nnnn}``, numbered per district
 and kind from 1 (``DS-JS-0001`` is the first dust monitor in Jinshui). When
@@ -197,7 +197,7 @@ class City:
         return City(self.seed, self.devices[index::count])
 
     def registry_csv(self) -> str:
-        """The registry file's text (DESIGN §8 header, one row per device)."""
+        """The registry file's text (the header of docs/contracts.md, one row per device)."""
         buf = io.StringIO(newline="")
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(COLUMNS)

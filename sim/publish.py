@@ -12,7 +12,7 @@ wire (Mosquitto accepts 20 by default; more measured slower here) and at most
 ``max_queued`` waiting in paho; past that paho's ``publish()`` returns
 ``MQTT_ERR_QUEUE_SIZE`` and we wait for acks and retry (counted in
 ``PublishStats.retries``). Without that bound paho fails past ~65k unacked
-messages (16-bit message ids, DESIGN §9). At the end it waits up to
+messages (16-bit message ids; docs/simulator.md, "Time warp"). At the end it waits up to
 ``drain_timeout_s`` for every PUBACK.
 
 ``run_load(rate, duration_s, processes, host, port, city)`` sustains ``rate``

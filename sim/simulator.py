@@ -9,7 +9,7 @@ Public API (what ``citywatch simulate`` and ``citywatch run`` call)::
     from sim.publish import run_publisher, run_load
 
     city = build_city(seed=7, *split_devices(300))        # or n_dust, n_manhole, n_streetlight
-    city.write_registry("state/registry.csv")             # DESIGN §8 CSV, header row
+    city.write_registry("state/registry.csv")             # docs/contracts.md CSV, header row
     scenarios = load_scenarios("config/scenarios/default.yaml")   # ConfigError(file, line, msg)
     sim = Simulation(city, scenarios, seed=7, start_ms=DEFAULT_START_MS, garbage_share=0.005)
     for due_ms, topic, payload in sim.events(until_ms=sim.start_ms + 3_600_000): ...
@@ -61,11 +61,11 @@ import math
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
 
+from contract.cases import LedgerEntry
 from contract.topics import telemetry_topic
 from sim.city import DISTRICTS, City, SimDevice, build_city, split_devices
 from sim.scenarios import (
@@ -81,10 +81,13 @@ from sim.scenarios import (
     parse_span,
     resolve_scenarios,
 )
+from streams.replay import ReplayResult, replay
+from streams.rules import Rules, default_rules
 
 __all__ = [
     "DEFAULT_START_MS",
     "GARBAGE_VARIANTS",
+    "NO_SCENARIO",
     "SCENARIO_KINDS",
     "Cadence",
     "City",
@@ -102,6 +105,9 @@ __all__ = [
     "resolve_scenarios",
     "split_devices",
 ]
+
+NO_SCENARIO = "(no scenario)"
+"""The hint's scenario for cases on devices no scenario acted on (a healthy city has none)."""
 
 DEFAULT_START_MS = 1_793_577_600_000
 """2026-11-02T08:00:00+08:00 (a Monday morning): runs are reproducible by default."""
@@ -300,6 +306,7 @@ class Simulation:
         self.cadence = cadence or Cadence()
         self.lamp_on = _hm(lamp_on)
         self.lamp_off = _hm(lamp_off)
+        self._lamp_text = (lamp_on, lamp_off)
         self.scenarios = resolve_scenarios(scenarios, city)
         self.counts = {"messages": 0, "garbage": 0, "scenario": 0}
         """Messages yielded so far; ``garbage`` and ``scenario`` are subsets."""
@@ -553,144 +560,178 @@ class Simulation:
 
     # ------------------------------------------------------------------ expected ledger
 
-    def expected_ledger_hint(self, until_ms: int, rules: Any = None) -> dict[str, Any]:
-        """What the ledger should hold after the run, where that is computable.
+    def rewound(self) -> Simulation:
+        """A new simulation with this one's arguments, at its start: the same messages again."""
+        return Simulation(
+            self.city, self.scenarios, seed=self.seed, start_ms=self.start_ms, speed=self.speed,
+            garbage_share=self.garbage_share, cadence=self.cadence,
+            lamp_on=self._lamp_text[0], lamp_off=self._lamp_text[1],
+        )  # fmt: skip
+
+    def replay(self, until_ms: int, rules: Rules | None = None) -> ReplayResult:
+        """This simulation's messages before ``until_ms`` through the real detection core.
+
+        The messages of ``rewound().events(until_ms)`` (garbage included), each
+        validated as the bridge does and fed to a ``streams.detector.Detector``
+        with ``rules`` (None: ``streams.rules.default_rules()``) and the city's
+        registry, in sim-time order, then the watermark ``until_ms``: exactly
+        ``citywatch replay`` of the day (``streams.replay.replay``). It does
+        not touch this simulation's own position in its stream.
+        """
+        return self._replay(until_ms, rules)[0]
+
+    def _replay(self, until_ms: int, rules: Rules | None) -> tuple[ReplayResult, int]:
+        src = self.rewound()
+
+        def lines() -> Iterator[dict[str, Any]]:
+            for due, topic, payload in src.events(until_ms):
+                # received_at = ts: the bridge's --event-time clock
+                yield {
+                    "topic": topic,
+                    "raw": payload.decode("utf-8", "replace"),
+                    "received_at": due,
+                }
+            yield {"watermark": until_ms}
+
+        r = rules if rules is not None else default_rules()
+        return replay(lines(), r, self.city.registry()), src.counts["messages"]
+
+    def expected_ledger_hint(self, until_ms: int, rules: Rules | None = None) -> dict[str, Any]:
+        """What the ledger should hold after the run, per scenario.
 
         until_ms: the pipeline's final watermark (sim time, epoch ms), normally
             the run's end; a silent (stolen) cover accrues until it.
-        rules: a ``streams.rules.Rules`` (duck-typed: ``rules.manhole.grace_for``,
-            ``.penalty_per_hour_yuan``, ``.tilt_threshold_deg``, ``.payer_type``;
-            ``rules.dust.penalty_yuan``, ``.violation``, ``.window_ms``, ``.mode``,
-            ``.background_violation``, ``.background_min_sites``, ``.payer_type``);
-            None = DESIGN §1 defaults.
+        rules: the ``streams.rules.Rules`` the pipeline runs with (None: the
+            defaults, ``streams.rules.default_rules()``).
 
-        Returns ``{"until_ms", "total_yuan", "items": [...], "by_scenario": [...],
-        "notes": [...]}`` (``by_scenario`` sums the items per scenario);
-        each item: ``scenario`` (text), ``rule`` (``manhole``/``dust``),
-        ``device``, ``payer``, ``payer_type``, ``district``, ``entries``,
-        ``amount_yuan``, ``exact`` (False for dust: rolling means of noisy
-        signals are estimated). Scenarios with no penalty under the rules
-        (lamps, offline, a cover repaired in time) are listed with 0.
+        The amounts are not estimated here: ``replay(until_ms, rules)`` runs the
+        simulation's own messages through the real rules, and each case (with
+        its ledger entries) is attributed to a scenario by its device: the
+        latest scenario acting on that device that had begun when the case
+        opened. A ``dust_storm`` acts on every dust site, ``rain`` on every
+        device of its district(s); entries no scenario explains are listed
+        under ``NO_SCENARIO``, so ``total_yuan`` is always the replay's net.
+
+        Returns ``{"until_ms", "total_yuan", "messages", "rejected", "items",
+        "by_scenario", "notes"}`` (``messages`` replayed; ``rejected`` by the
+        validator: the vendor garbage). Each item is one (scenario, device, rule):
+        ``scenario`` (``Scenario.describe()``), ``device``, ``rule`` (a
+        ``contract.rules`` id; None when the scenario opened no case on the
+        device), ``cases``, ``entries``, ``amount_yuan``, ``payer``,
+        ``payer_type`` (None without entries), ``district``, ``exact`` (False
+        for dust in ``background`` mode: the live pipeline judges a district
+        only in one partition, see docs/rules.md). Every device a scenario
+        names (and every dust site of a storm) has at least one item, with 0
+        when nothing was booked. ``by_scenario`` sums the items per scenario.
         """
-        r = rules if rules is not None else _DEFAULT_RULES
-        mh, du = r.manhole, r.dust
-        items: list[dict[str, Any]] = []
-        notes: list[str] = []
-        dust_sites = self.city.of_kind("dust")
+        r = rules if rules is not None else default_rules()
+        result, messages = self._replay(until_ms, r)
+        entries_of: dict[str, list[LedgerEntry]] = {}
+        for e in result.ledger:
+            entries_of.setdefault(e.case_id, []).append(e)
+        cases = {c.case_id: c for c in result.cases}
 
-        def item(s: Scenario, rule: str, sd: SimDevice, payer_type: str, entries: int,
-                 amount: int, exact: bool = True) -> None:  # fmt: skip
-            items.append({
-                "scenario": s.describe(), "rule": rule, "device": sd.device_id,
-                "payer": sd.district if payer_type == "district_government" else sd.unit,
-                "payer_type": payer_type, "district": sd.district, "entries": entries,
-                "amount_yuan": entries * amount, "exact": exact,
-            })  # fmt: skip
+        # which scenarios act on which device, and when they begin
+        listed: list[list[str]] = []
+        acting: dict[str, list[tuple[int, int]]] = {}
+        for k, s in enumerate(self.scenarios):
+            shown, acts = self._acted_on(s)
+            listed.append(shown)
+            for did in acts:
+                acting.setdefault(did, []).append((self.start_ms + s.at_ms, k))
 
-        for s in self.scenarios:
-            t0 = self.start_ms + s.at_ms
-            t1 = None if s.end_ms is None else self.start_ms + s.end_ms
-            if s.kind in ("cover_open", "cover_tilted", "cover_stolen"):
-                for did in s.devices:
-                    sd = self.city.by_id[did]
-                    abnormal = (
-                        s.kind != "cover_tilted" or s.params["tilt_deg"] >= mh.tilt_threshold_deg
-                    )
-                    deadline = t0 + mh.grace_for(sd.road_class or None)
-                    closed = until_ms if t1 is None or t1 > until_ms else t1
-                    n = max(0, (closed - deadline) // HOUR_MS) if abnormal and t0 < until_ms else 0
-                    item(s, "manhole", sd, mh.payer_type, n, mh.penalty_per_hour_yuan)
-            elif s.kind == "dust_episode":
-                for did in s.devices:
-                    sd = self.city.by_id[did]
-                    hit = self._dust_mean_exceeds(s.params["pm10"], t0, t1, until_ms, du,
-                                                  sd.district, relative=du.mode == "background")  # fmt: skip
-                    item(s, "dust", sd, du.payer_type, int(hit), du.penalty_yuan, exact=False)
-            elif s.kind == "dust_storm":
-                level = s.params["pm10"]
-                for sd in dust_sites:
-                    silent = any(x.kind == "dust_off" and sd.device_id in x.devices
-                                 and self._overlaps(x, t0, t1) for x in self.scenarios)  # fmt: skip
-                    if silent:
-                        continue
-                    others = sum(1 for x in dust_sites if x.district == sd.district) - 1
-                    judged_absolute = du.mode != "background" or others < du.background_min_sites
-                    hit = judged_absolute and self._dust_mean_exceeds(
-                        level + self._amb_base[self._dist_index[sd.district]],
-                        t0,
-                        t1,
-                        until_ms,
-                        du,
-                        sd.district,
-                        relative=False,
-                    )
-                    item(s, "dust", sd, du.payer_type, int(hit), du.penalty_yuan, exact=False)
-                if du.mode == "background":
-                    notes.append("dust_storm: background mode judges site minus district "
-                                 "ambient, so only sites without enough neighbours are fined")  # fmt: skip
-                if any(
-                    x.kind == "dust_episode" and self._overlaps(x, t0, t1) for x in self.scenarios
-                ):
-                    notes.append("a dust episode overlaps the storm: their cases may merge")
-            else:
-                for did in s.devices:
-                    sd = self.city.by_id[did]
-                    items.append({
-                        "scenario": s.describe(), "rule": _CASE_RULE.get(s.kind, s.kind),
-                        "device": did, "payer": sd.unit, "payer_type": "property_unit",
-                        "district": sd.district, "entries": 0, "amount_yuan": 0, "exact": True,
-                    })  # fmt: skip
+        def scenario_of(device: str, at: int) -> int | None:
+            began = [(t0, k) for t0, k in acting.get(device, ()) if t0 <= at]
+            return max(began)[1] if began else None
+
+        background = r.dust.mode == "background"
+        rows: dict[tuple[int | None, str, str | None], dict[str, Any]] = {}
+
+        def row(k: int | None, device: str, rule: str | None) -> dict[str, Any]:
+            key = (k, device, rule)
+            it = rows.get(key)
+            if it is None:
+                sd = self.city.by_id.get(device)
+                it = rows[key] = {
+                    "scenario": NO_SCENARIO if k is None else self.scenarios[k].describe(),
+                    "device": device, "rule": rule, "cases": 0, "entries": 0, "amount_yuan": 0,
+                    "payer": None, "payer_type": None,
+                    "district": sd.district if sd is not None else None,
+                    "exact": not (background and sd is not None and sd.kind == "dust"),
+                }  # fmt: skip
+            return it
+
+        for c in cases.values():
+            k = scenario_of(c.device, c.opened_at)
+            row(k, c.device, c.rule)["cases"] += 1
+        for case_id, booked in entries_of.items():
+            c = cases.get(case_id)
+            for e in booked:
+                at = c.opened_at if c is not None else e.accrued_at
+                it = row(scenario_of(e.device, at), e.device, c.rule if c is not None else e.rule)
+                it["entries"] += 1
+                it["amount_yuan"] += e.amount_yuan
+                it["payer"], it["payer_type"] = e.payer, e.payer_type
+        seen = {(k, did) for k, did, _ in rows}
+        for k, shown in enumerate(listed):
+            for did in shown:
+                if (k, did) not in seen:
+                    row(k, did, None)
+
+        position = {did: i for i, did in enumerate(self.city.by_id)}
+        last = len(self.scenarios)
+
+        def order(key: tuple[int | None, str, str | None]) -> tuple[int, int, str, str]:
+            k, did, rule = key
+            return (last if k is None else k, position.get(did, len(position)), did, rule or "")
+
+        items = [rows[key] for key in sorted(rows, key=order)]
         by_scenario: dict[str, dict[str, Any]] = {}
         for it in items:
-            row = by_scenario.setdefault(
-                it["scenario"], {"scenario": it["scenario"], "rule": it["rule"], "devices": 0,
-                                 "entries": 0, "amount_yuan": 0, "exact": True},
-            )  # fmt: skip
-            row["devices"] += 1
-            row["entries"] += it["entries"]
-            row["amount_yuan"] += it["amount_yuan"]
-            row["exact"] = row["exact"] and it["exact"]
+            sc = by_scenario.setdefault(it["scenario"], {
+                "scenario": it["scenario"], "rule": None, "rules": [], "devices": 0, "cases": 0,
+                "entries": 0, "amount_yuan": 0, "exact": True, "_devices": set(),
+            })  # fmt: skip
+            sc["_devices"].add(it["device"])
+            if it["rule"] is not None and it["rule"] not in sc["rules"]:
+                sc["rules"].append(it["rule"])
+            if sc["rule"] is None and it["entries"]:
+                sc["rule"] = it["rule"]
+            sc["cases"] += it["cases"]
+            sc["entries"] += it["entries"]
+            sc["amount_yuan"] += it["amount_yuan"]
+            sc["exact"] = sc["exact"] and it["exact"]
+        for sc in by_scenario.values():
+            sc["devices"] = len(sc.pop("_devices"))
+            if sc["rule"] is None and sc["rules"]:
+                sc["rule"] = sc["rules"][0]
+        notes: list[str] = []
+        stray = [it for it in items if it["scenario"] == NO_SCENARIO and it["amount_yuan"]]
+        if stray:
+            notes.append(f"{len(stray)} device(s) booked without a scenario acting on them: "
+                         f"{sum(it['amount_yuan'] for it in stray):,} yuan")  # fmt: skip
+        if background:
+            notes.append("dust in background mode: the live pipeline matches when a district's "
+                         "sites share a partition (docs/rules.md)")  # fmt: skip
         return {
             "until_ms": until_ms,
-            "total_yuan": sum(i["amount_yuan"] for i in items),
+            "total_yuan": result.ledger.net(),
+            "messages": messages,
+            "rejected": len(result.rejected),
             "items": items,
             "by_scenario": list(by_scenario.values()),
             "notes": notes,
         }
 
-    def _overlaps(self, s: Scenario, t0: int, t1: int | None) -> bool:
-        a0 = self.start_ms + s.at_ms
-        a1 = None if s.end_ms is None else self.start_ms + s.end_ms
-        return (t1 is None or a0 < t1) and (a1 is None or t0 < a1)
-
-    def _dust_mean_exceeds(self, level: float, t0: int, t1: int | None, until: int, du: Any,
-                           district: str, relative: bool) -> bool:  # fmt: skip
-        """Whether a plateau at ``level`` from t0 to t1 lifts the rolling mean over the limit."""
-        end = min(t1 if t1 is not None else until, until)
-        if end <= t0:
-            return False
-        base = self.ambient(district, t0)
-        w = du.window_ms
-        span = min(end - t0, w)
-        if relative:
-            return (level - base) * span / w > du.background_violation
-        mean = (level * span + (base + 30) * (w - span)) / w
-        return mean > du.violation
-
-
-_CASE_RULE = {"dust_off": "offline", "lamp_failure": "streetlight_fault",
-              "lamp_leakage": "streetlight_leakage", "rain": "none"}  # fmt: skip
-
-_DEFAULT_RULES = SimpleNamespace(
-    manhole=SimpleNamespace(
-        tilt_threshold_deg=15.0, penalty_per_hour_yuan=10_000, payer_type="property_unit",
-        grace_for=lambda road_class: 2 * HOUR_MS,
-    ),
-    dust=SimpleNamespace(
-        penalty_yuan=100_000, violation=200.0, window_ms=60 * MINUTE_MS, mode="absolute",
-        background_violation=80.0, background_min_sites=1, payer_type="district_government",
-    ),
-)  # fmt: skip
+    def _acted_on(self, s: Scenario) -> tuple[list[str], list[str]]:
+        """(devices listed for ``s`` even when nothing is booked, devices whose cases ``s`` explains)."""
+        if s.devices:
+            return list(s.devices), list(s.devices)
+        if s.kind == "dust_storm":
+            sites = [d.device_id for d in self.city.of_kind("dust")]
+            return sites, sites
+        wet = [d.device_id for d in self.city if s.district is None or d.district == s.district]
+        return [], wet  # rain
 
 
 def default_city(devices: int = 300, seed: int = 7) -> City:

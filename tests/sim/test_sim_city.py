@@ -1,4 +1,4 @@
-"""The simulated fleet and the registry it writes (DESIGN §8)."""
+"""The simulated fleet and the registry it writes (docs/contracts.md, "Registry")."""
 
 from __future__ import annotations
 

@@ -149,7 +149,7 @@ def test_default_file_loads_and_its_hint_is_the_documented_ledger(city):
     item = next(i for i in hint["items"] if i["device"] == "MH-ZY-0001")
     assert item["payer"] == city.by_id["MH-ZY-0001"].unit and item["payer_type"] == "property_unit"
     r = default_rules()
-    background = dataclasses.replace(r, dust=dataclasses.replace(r.dust, mode="background"))
+    background = r.with_sections(dust=dataclasses.replace(r.dust, mode="background"))
     rows_bg = {x["scenario"].split()[0]: x
                for x in sim.expected_ledger_hint(end, background)["by_scenario"]}  # fmt: skip
     assert rows_bg["dust_storm"]["amount_yuan"] == 0  # no site fined for the weather
