@@ -101,19 +101,23 @@ class Snapshot:
 
 
 def _bridge_metrics() -> tuple[int, dict[str, int]]:
+    """(forwarded, dead letters by reason) from the bridge's /metrics ((0, {}) while it is not up)."""
     import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
 
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=1).read().decode()
-    except OSError:
+        families = list(text_string_to_metric_families(text))
+    except (OSError, ValueError):
         return 0, {}
     forwarded, dead = 0, {}
-    for line in text.splitlines():
-        if line.startswith("citywatch_bridge_forwarded_total"):
-            forwarded = int(float(line.split()[-1]))
-        elif line.startswith("citywatch_bridge_rejected_total{"):
-            reason = line.split('reason="')[1].split('"')[0]
-            dead[reason] = int(float(line.split()[-1]))
+    for family in families:
+        for sample in family.samples:
+            if sample.name == "citywatch_bridge_forwarded_total":
+                forwarded = int(sample.value)
+            elif sample.name == "citywatch_bridge_rejected_total":
+                dead[sample.labels["reason"]] = int(sample.value)
     return forwarded, dead
 
 

@@ -10,9 +10,11 @@ the duplicates this can make are harmless downstream (readings are deduplicated
 by device and event time).
 
 Several bridges share the load through an MQTT v5 shared subscription
-(``$share/<group>/city/+/+/+/telemetry``); dispatch happens in ``on_message``
-because paho's ``message_callback_add`` does not match ``$share`` filters
-(paho issue #472). The session is persistent (``clean_start=False`` plus a
+(``$share/<group>/city/#``, ``contract.topics.shared_subscription``): every
+topic under ``city/`` reaches a bridge, so one on a topic that breaks the
+scheme becomes a ``bad_topic`` dead letter instead of vanishing unseen.
+Dispatch happens in ``on_message`` because paho's ``message_callback_add``
+does not match ``$share`` filters (paho issue #472). The session is persistent (``clean_start=False`` plus a
 Session Expiry Interval), so what is published while the bridge is down waits
 in the broker. MQTT v5 Receive Maximum bounds the unacknowledged messages the
 broker sends us: that is the bridge's back-pressure.
@@ -21,18 +23,25 @@ broker sends us: that is the bridge's back-pressure.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import ssl
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from bus.kafka import ensure_topics, make_producer
 from contract.topics import KafkaTopics, shared_subscription
@@ -46,46 +55,140 @@ RECEIVE_MAXIMUM = 1000
 """Unacknowledged QoS-1 messages the broker may have in flight to one bridge."""
 
 
-@dataclass
-class BridgeStats:
-    """Counters a duty engineer reads at 3 a.m.: what came in, what went out, why not."""
+PRODUCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Seconds; one batch's validation, produce and wait for Kafka's acks."""
 
-    received: int = 0
-    forwarded: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
-    acked: int = 0
-    produce_seconds: float = 0.0
-    produce_batches: int = 0
-    connects: int = 0
+
+def _count(metric: Counter) -> float:
+    """A counter's value summed over its labels (read through the collector API)."""
+    return sum(s.value for m in metric.collect() for s in m.samples if s.name.endswith("_total"))
+
+
+class BridgeStats:
+    """Counters a duty engineer reads at 3 a.m.: what came in, what went out, why not.
+
+    Kept in prometheus-client metrics of this instance's own
+    ``CollectorRegistry`` (one per ``Bridge``: two bridges in one process
+    never mix their counts); ``exposition()`` is the text ``/metrics`` serves.
+
+    ========================================  =======  ==========================================
+    metric                                    type     what
+    ========================================  =======  ==========================================
+    citywatch_bridge_received_total           counter  MQTT messages taken from the broker
+    citywatch_bridge_forwarded_total          counter  readings produced to ``<prefix>.telemetry``
+    citywatch_bridge_rejected_total{reason}   counter  dead letters, by ``Rejection.code``
+    citywatch_bridge_in_flight                gauge    received, not yet forwarded or rejected
+    citywatch_bridge_produce_seconds_total    counter  time spent validating and producing
+    citywatch_bridge_produce_batches_total    counter  batches produced
+    citywatch_bridge_produce_batch_seconds    histo.   one batch, from validation to Kafka's acks
+    citywatch_bridge_mqtt_connects_total      counter  MQTT (re)connections
+    ========================================  =======  ==========================================
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        reg = self.registry
+        self._received = Counter(
+            "citywatch_bridge_received", "MQTT messages taken from the broker", registry=reg
+        )
+        self._forwarded = Counter(
+            "citywatch_bridge_forwarded", "Readings produced to <prefix>.telemetry", registry=reg
+        )
+        self._rejected = Counter(
+            "citywatch_bridge_rejected", "Messages dead-lettered to <prefix>.deadletter, by reason",
+            ["reason"], registry=reg,
+        )  # fmt: skip
+        in_flight = Gauge(
+            "citywatch_bridge_in_flight",
+            "Messages received, not yet forwarded or dead-lettered",
+            registry=reg,
+        )
+        in_flight.set_function(lambda: self.in_flight)
+        self._produce_seconds = Counter(
+            "citywatch_bridge_produce_seconds",
+            "Seconds spent validating and producing batches",
+            registry=reg,
+        )
+        self._produce_batches = Counter(
+            "citywatch_bridge_produce_batches", "Batches produced to Kafka", registry=reg
+        )
+        self._batch_seconds = Histogram(
+            "citywatch_bridge_produce_batch_seconds", "One batch: validation, produce, Kafka's acks",
+            registry=reg, buckets=PRODUCE_BUCKETS,
+        )  # fmt: skip
+        self._connects = Counter(
+            "citywatch_bridge_mqtt_connects", "MQTT connections (re)established", registry=reg
+        )
+        self._rejected_by: dict[str, Counter] = {}
+        self.acked = 0
+        """Messages acknowledged to the MQTT broker (after Kafka acknowledged them)."""
+
+    # ---------------------------------------------------------------- counting (the bridge)
+
+    def count_received(self, n: int) -> None:
+        self._received.inc(n)
+
+    def count_forwarded(self) -> None:
+        self._forwarded.inc()
+
+    def count_rejected(self, reason: str) -> None:
+        child = self._rejected_by.get(reason)
+        if child is None:
+            child = self._rejected_by[reason] = self._rejected.labels(reason)
+        child.inc()
+
+    def count_batch(self, seconds: float) -> None:
+        self._produce_seconds.inc(seconds)
+        self._produce_batches.inc()
+        self._batch_seconds.observe(seconds)
+
+    def count_connect(self) -> None:
+        self._connects.inc()
+
+    # ---------------------------------------------------------------- reading
+
+    @property
+    def received(self) -> int:
+        return int(_count(self._received))
+
+    @property
+    def forwarded(self) -> int:
+        return int(_count(self._forwarded))
+
+    @property
+    def rejected(self) -> collections.Counter[str]:
+        """Dead letters by reason."""
+        out: collections.Counter[str] = collections.Counter()
+        for m in self._rejected.collect():
+            for sample in m.samples:
+                if sample.name.endswith("_total"):
+                    out[sample.labels["reason"]] = int(sample.value)
+        return out
+
+    @property
+    def produce_seconds(self) -> float:
+        return _count(self._produce_seconds)
+
+    @property
+    def produce_batches(self) -> int:
+        return int(_count(self._produce_batches))
+
+    @property
+    def connects(self) -> int:
+        return int(_count(self._connects))
 
     @property
     def in_flight(self) -> int:
-        return self.received - self.forwarded - sum(self.rejected.values())
+        return int(_count(self._received) - _count(self._forwarded) - _count(self._rejected))
 
-    def prometheus(self) -> str:
-        lines = [
-            "# TYPE citywatch_bridge_received_total counter",
-            f"citywatch_bridge_received_total {self.received}",
-            "# TYPE citywatch_bridge_forwarded_total counter",
-            f"citywatch_bridge_forwarded_total {self.forwarded}",
-            "# TYPE citywatch_bridge_rejected_total counter",
-        ]
-        lines += [f'citywatch_bridge_rejected_total{{reason="{code}"}} {n}' for code, n in sorted(self.rejected.items())]
-        lines += [
-            "# TYPE citywatch_bridge_in_flight gauge",
-            f"citywatch_bridge_in_flight {self.in_flight}",
-            "# TYPE citywatch_bridge_produce_seconds_total counter",
-            f"citywatch_bridge_produce_seconds_total {self.produce_seconds:.6f}",
-            "# TYPE citywatch_bridge_produce_batches_total counter",
-            f"citywatch_bridge_produce_batches_total {self.produce_batches}",
-            "# TYPE citywatch_bridge_mqtt_connects_total counter",
-            f"citywatch_bridge_mqtt_connects_total {self.connects}",
-        ]
-        return "\n".join(lines) + "\n"
+    def exposition(self) -> bytes:
+        """The metrics in the Prometheus text format (``CONTENT_TYPE_LATEST``)."""
+        return generate_latest(self.registry)
 
     def summary(self) -> str:
         rejected = ", ".join(f"{c}={n}" for c, n in self.rejected.most_common()) or "none"
-        mean_ms = 1000 * self.produce_seconds / self.produce_batches if self.produce_batches else 0.0
+        batches = self.produce_batches
+        mean_ms = 1000 * self.produce_seconds / batches if batches else 0.0
         return (
             f"received={self.received} forwarded={self.forwarded} in_flight={self.in_flight} "
             f"rejected: {rejected}; kafka produce {mean_ms:.1f} ms/batch"
@@ -131,7 +234,9 @@ class Bridge:
         self.event_time_clock = event_time_clock
         self.clock = clock
         self.registry = RegistryWatcher(
-            settings.paths.registry, check_interval_s=registry_check_s, on_error=self._registry_error
+            settings.paths.registry,
+            check_interval_s=registry_check_s,
+            on_error=self._registry_error,
         )
         self.stats = BridgeStats()
         self.subscribed = asyncio.Event()
@@ -148,7 +253,7 @@ class Bridge:
         if reason_code.is_failure:
             log.error("MQTT connect refused: %s", reason_code)
             return
-        self.stats.connects += 1
+        self.stats.count_connect()
         session = "resumed" if flags.session_present else "new"
         log.info("MQTT connected to %s (%s session)", self.settings.mqtt.url, session)
         client.subscribe(shared_subscription(self.settings.mqtt.shared_group), qos=1)
@@ -188,17 +293,19 @@ class Bridge:
 
     # ---------------------------------------------------------------- Kafka side (asyncio)
 
-    def _route(self, topic: str, payload: bytes, received_at: int) -> tuple[str, bytes | None, bytes]:
+    def _route(
+        self, topic: str, payload: bytes, received_at: int
+    ) -> tuple[str, bytes | None, bytes]:
         result = parse_message(topic, payload, received_at, self.registry, self.limits)
         if isinstance(result, Rejection):
-            self.stats.rejected[result.code] += 1
+            self.stats.count_rejected(result.code)
             log.debug("dead letter %s on %s: %s", result.code, topic, result.message)
             key = result.device.encode() if result.device else None
             return self.topics.deadletter, key, orjson.dumps(result.to_record())
         record = result.to_record()
         if self.event_time_clock:
             record["received_at"] = result.ts
-        self.stats.forwarded += 1
+        self.stats.count_forwarded()
         return self.topics.telemetry, result.device.encode(), orjson.dumps(record)
 
     async def _pump(self, producer, client: mqtt.Client) -> None:  # noqa: ANN001
@@ -207,26 +314,27 @@ class Bridge:
             batch = [await self._queue.get()]
             while not self._queue.empty() and len(batch) < 2000:
                 batch.append(self._queue.get_nowait())
-            self.stats.received += len(batch)
+            self.stats.count_received(len(batch))
             started = time.perf_counter()
             futures = []
             for _mid, _qos, topic, payload, received_at in batch:
                 kafka_topic, key, value = self._route(topic, payload, received_at)
                 futures.append(await producer.send(kafka_topic, value=value, key=key))
             await asyncio.gather(*futures)
-            self.stats.produce_seconds += time.perf_counter() - started
-            self.stats.produce_batches += 1
+            self.stats.count_batch(time.perf_counter() - started)
             for mid, qos, *_ in batch:
                 if qos > 0:
                     client.ack(mid, qos)
             self.stats.acked += len(batch)
 
     async def serve_metrics(self, port: int, host: str = "127.0.0.1"):  # noqa: ANN201
-        """Expose the counters in Prometheus text format on ``http://host:port/metrics``."""
+        """Serve ``BridgeStats`` (prometheus-client's text format) on ``http://host:port/metrics``."""
         from aiohttp import web
 
         async def metrics(_request: web.Request) -> web.Response:
-            return web.Response(text=self.stats.prometheus(), content_type="text/plain", charset="utf-8")
+            return web.Response(
+                body=self.stats.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            )
 
         app = web.Application()
         app.router.add_get("/metrics", metrics)
@@ -251,8 +359,11 @@ class Bridge:
         props.SessionExpiryInterval = self.settings.mqtt.session_expiry_s
         props.ReceiveMaximum = RECEIVE_MAXIMUM
         client.connect_async(
-            self.settings.mqtt.host, self.settings.mqtt.port, keepalive=30,
-            clean_start=False, properties=props,
+            self.settings.mqtt.host,
+            self.settings.mqtt.port,
+            keepalive=30,
+            clean_start=False,
+            properties=props,
         )
         client.loop_start()
         pump = asyncio.create_task(self._pump(producer, client))

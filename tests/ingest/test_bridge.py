@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bus.kafka import ensure_topics
 from contract.topics import KafkaTopics
@@ -79,7 +80,9 @@ def test_every_bad_input_lands_in_deadletter_with_its_reason_and_good_ones_flow_
         try:
             for i, (_code, topic, payload) in enumerate(bad_cases):
                 pub.publish(topic, payload).wait_for_publish(5)
-                pub.publish(_topic(mh), good | {"ts": now_ms() - 1000 + i, "seq": i}).wait_for_publish(5)
+                pub.publish(
+                    _topic(mh), good | {"ts": now_ms() - 1000 + i, "seq": i}
+                ).wait_for_publish(5)
         finally:
             pub.close()
         dead = await read_topic(s.kafka.bootstrap, topics.deadletter, len(bad_cases))
@@ -87,14 +90,33 @@ def test_every_bad_input_lands_in_deadletter_with_its_reason_and_good_ones_flow_
         import urllib.request
 
         metrics = await asyncio.to_thread(
-            lambda: urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5).read().decode()
+            lambda: (
+                urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5)
+                .read()
+                .decode()
+            )
         )
         return dead, ok, metrics
 
     dead, ok, metrics = asyncio.run(_with_bridge(s, body))
-    assert f"citywatch_bridge_forwarded_total {len(bad_cases)}" in metrics
-    assert 'citywatch_bridge_rejected_total{reason="not_json"} 1' in metrics
-    assert "citywatch_bridge_in_flight 0" in metrics
+    samples = {
+        (x.name, tuple(sorted(x.labels.items()))): x.value
+        for family in text_string_to_metric_families(metrics)
+        for x in family.samples
+    }
+    # (the machine's Mosquitto is shared: another run's traffic under city/ is counted too)
+    rejected = {
+        k[1][0][1]: v for k, v in samples.items() if k[0] == "citywatch_bridge_rejected_total"
+    }
+    assert samples[("citywatch_bridge_forwarded_total", ())] == len(bad_cases)
+    assert all(rejected.get(code, 0) >= 1 for code, _, _ in bad_cases), rejected
+    received = samples[("citywatch_bridge_received_total", ())]
+    assert received == len(bad_cases) + sum(rejected.values()) >= 2 * len(bad_cases)
+    assert samples[("citywatch_bridge_in_flight", ())] == 0
+    assert samples[("citywatch_bridge_mqtt_connects_total", ())] >= 1
+    batches = samples[("citywatch_bridge_produce_batches_total", ())]
+    assert batches >= 1 and samples[("citywatch_bridge_produce_batch_seconds_count", ())] == batches
+    assert samples[("citywatch_bridge_produce_seconds_total", ())] > 0
     assert [d["code"] for d in dead] == [c for c, _, _ in bad_cases]
     for d, (_code, topic, payload) in zip(dead, bad_cases, strict=True):
         assert d["topic"] == topic and d["message"] and d["received_at"] > 0
@@ -109,7 +131,9 @@ def test_every_bad_input_lands_in_deadletter_with_its_reason_and_good_ones_flow_
 def _spawn_bridge(s: Settings, name: str, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "citywatch", "bridge", "--name", name, "--stats-every", "1"],
-        env=settings_env(s), stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        env=settings_env(s),
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,  # noqa: SIM115
     )
 
 
@@ -140,9 +164,13 @@ def test_bridge_killed_with_messages_in_flight_loses_none(
         base = now_ms()
         infos = []
         for i in range(n):
-            infos.append(pub.publish(_topic(f"MH-{unique}-1"), {"ts": base - n + i, "open": False, "seq": i}))
+            infos.append(
+                pub.publish(_topic(f"MH-{unique}-1"), {"ts": base - n + i, "open": False, "seq": i})
+            )
             if i % 50 == 0:
-                infos[-1].wait_for_publish(10)  # a steady stream, so the kill finds messages in flight
+                infos[-1].wait_for_publish(
+                    10
+                )  # a steady stream, so the kill finds messages in flight
             if i == n // 3:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
@@ -152,7 +180,9 @@ def test_bridge_killed_with_messages_in_flight_loses_none(
         for info in infos:
             info.wait_for_publish(30)
         pub.close()
-        records = read_topic_sync(s.kafka.bootstrap, KafkaTopics(s.kafka.topic_prefix).telemetry, n, timeout_s=60)
+        records = read_topic_sync(
+            s.kafka.bootstrap, KafkaTopics(s.kafka.topic_prefix).telemetry, n, timeout_s=60
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
@@ -175,11 +205,16 @@ def test_two_bridges_share_a_stream_and_together_forward_everything(
             _wait_subscribed(log)
         pub = Publisher(s.mqtt.host, s.mqtt.port, f"pub-{unique}")
         base = now_ms()
-        infos = [pub.publish(_topic(f"MH-{unique}-1"), {"ts": base - n + i, "open": False, "seq": i}) for i in range(n)]
+        infos = [
+            pub.publish(_topic(f"MH-{unique}-1"), {"ts": base - n + i, "open": False, "seq": i})
+            for i in range(n)
+        ]
         for info in infos:
             info.wait_for_publish(30)
         pub.close()
-        records = read_topic_sync(s.kafka.bootstrap, KafkaTopics(s.kafka.topic_prefix).telemetry, n, timeout_s=60)
+        records = read_topic_sync(
+            s.kafka.bootstrap, KafkaTopics(s.kafka.topic_prefix).telemetry, n, timeout_s=60
+        )
         time.sleep(1.5)  # one more stats line from each bridge
     finally:
         for p in procs:
@@ -193,7 +228,9 @@ def test_two_bridges_share_a_stream_and_together_forward_everything(
         stopped = [line for line in text.splitlines() if "bridge stopped:" in line]
         assert stopped, text[-2000:]
         shares.append(int(stopped[-1].split("forwarded=")[1].split()[0]))
-    assert sum(shares) >= n and min(shares) > 0, f"the shared subscription did not split the stream: {shares}"
+    assert sum(shares) >= n and min(shares) > 0, (
+        f"the shared subscription did not split the stream: {shares}"
+    )
 
 
 def test_registry_edit_is_picked_up_while_messages_flow(
@@ -210,10 +247,14 @@ def test_registry_edit_is_picked_up_while_messages_flow(
             for i in range(400):
                 if i == 200:
                     with open(registry_file, "a", encoding="utf-8") as f:
-                        f.write(f"{newcomer},manhole,jinshui,JS-G07,郑州市市政工程管理处,main,新装井盖,34.79,113.67,,,0102\n")
+                        f.write(
+                            f"{newcomer},manhole,jinshui,JS-G07,郑州市市政工程管理处,main,新装井盖,34.79,113.67,,,0102\n"
+                        )
                     await asyncio.sleep(0.5)
                 pub.publish(_topic(f"MH-{unique}-1"), {"ts": base + i, "open": False, "seq": i})
-                pub.publish(_topic(newcomer), {"ts": base + i, "open": False, "seq": i}).wait_for_publish(5)
+                pub.publish(
+                    _topic(newcomer), {"ts": base + i, "open": False, "seq": i}
+                ).wait_for_publish(5)
                 await asyncio.sleep(0.002)
         finally:
             pub.close()
@@ -227,5 +268,9 @@ def test_registry_edit_is_picked_up_while_messages_flow(
     new_ok = {r["fields"]["seq"] for r in ok if r["device"] == newcomer}
     new_dead = {orjson.loads(__import__("base64").b64decode(d["raw_b64"]))["seq"] for d in dead}
     assert all(d["code"] == "unknown_device" for d in dead)
-    assert new_ok | new_dead == set(range(400)), "every message of the newcomer is either forwarded or dead-lettered"
-    assert new_ok and min(new_ok) >= 200 > max(new_dead)
+    assert new_ok | new_dead == set(range(400)), (
+        "every message of the newcomer is either forwarded or dead-lettered"
+    )
+    # One cut, no later than the edit: a message published just before it may still wait in the
+    # bridge's queue (behind a batch waiting for Kafka's acks) and be judged on the new registry.
+    assert new_dead and new_ok and max(new_dead) < min(new_ok) <= 200
