@@ -1,18 +1,9 @@
-"""Channels: one module per channel type, registered in ``CHANNELS`` (docs/alerts.md#channels).
-
-=========  ==============================  ===========================================
-type       module                          what it sends
-=========  ==============================  ===========================================
-wecom      ``alerts/channels/wecom.py``     WeCom group robot, markdown, 20/min/robot
-dingtalk   ``alerts/channels/dingtalk.py``  DingTalk custom robot, signed, 20/min/robot
-webhook    ``alerts/channels/webhook.py``   JSON POST, HMAC signature, Idempotency-Key
-email      ``alerts/channels/email.py``     SMTP (stdlib smtplib in a thread), UTF-8
-console    ``alerts/channels/console.py``   the log (the embedded default)
-=========  ==============================  ===========================================
+"""Channels: one module per channel type, registered by one line in ``CHANNELS`` (docs/alerts.md#channels).
 
 What a channel module declares (``TYPE``, ``OPTIONS``, ``TARGET``, ``new``) is
-in ``alerts/channels/plugin.py``; adding one is its module, its line below, its
-section of docs/alerts.md and its test (docs/extending.md).
+in ``alerts/channels/plugin.py``; what each type sends is its section of
+docs/alerts.md. Adding one is its module, its line in the table below, its
+section of docs/alerts.md and its test (docs/extending.md#adding-an-alert-channel).
 """
 
 from __future__ import annotations
