@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from contract.cases import ActionRejected, OfficerAction, Output
 from contract.clock import NEVER, LocalClock
+from contract.kinds import KINDS
 from streams.case import Context
 from streams.kinds import RULE_KINDS
 from streams.rules import Rules
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Detector", "RegistryLike"]
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 class RegistryLike(Protocol):
@@ -54,7 +55,7 @@ class _KindRule(Protocol):
 
     def new_state(self, dev: Device) -> Any: ...
     def on_reading(self, st: Any, r: Reading, dev: Device, ctx: Context) -> bool: ...
-    def next_due(self, st: Any) -> int | None: ...
+    def next_due(self, st: Any, dev: Device) -> int | None: ...
     def on_clock(self, st: Any, due: int, dev: Device, ctx: Context) -> None: ...
     def on_action(self, st: Any, a: OfficerAction, dev: Device, ctx: Context) -> bool: ...
     def export(self, st: Any) -> dict[str, Any]: ...
@@ -63,15 +64,19 @@ class _KindRule(Protocol):
 
 @dataclass(slots=True)
 class _Slot:
-    """One device: its registry entry, its kind rule and states, its queued timers."""
+    """One device: its registry entry, the rules that judge it with their states, its queued timers.
+
+    ``rules[i]`` judges the device with ``states[i]``: first the rule kinds of
+    the device's kind, then those of every device (``KIND = "*"``), each in
+    ``RULE_KINDS`` order; ``due[i]`` is the due time of the heap entry
+    currently standing for rule ``i``'s clock (the heap's tag is ``i``).
+    """
 
     device: Device
-    rule: _KindRule
-    state: Any
-    offline: Any
-    t_rule: int | None = None
-    """Due time of the heap entry currently standing for the kind rule's clock."""
-    t_off: int | None = None
+    rules: list[_KindRule]
+    sections: list[str]
+    states: list[Any]
+    due: list[int | None]
 
 
 class Detector:
@@ -86,18 +91,18 @@ class Detector:
         self.rules = rules
         self.registry = registry
         self.clock = LocalClock(rules.timezone)
-        self._kinds: dict[str, _KindRule] = {}
         self._rules: list[Any] = []
         """Every rule object, for the partition-level hooks (registry, clock state)."""
-        offline: Any = None
+        specific: dict[str, list[tuple[str, _KindRule]]] = {k: [] for k in KINDS}
+        every: list[tuple[str, _KindRule]] = []
         for name, kind in RULE_KINDS.items():
             rule = kind.build(rules.section(name), self.clock, registry)
             self._rules.append(rule)
-            if kind.KIND == "*":
-                offline = rule
-            else:
-                self._kinds[kind.KIND] = rule
-        self._offline = offline
+            (every if kind.KIND == "*" else specific[kind.KIND]).append((name, rule))
+        self._by_kind: dict[str, list[tuple[str, _KindRule]]] = {
+            k: pairs + every for k, pairs in specific.items() if pairs
+        }
+        """Device kind -> (section, rule) in judging order; a kind no rule judges is not tracked."""
         self._slots: dict[str, _Slot] = {}
         self._heap: list[tuple[int, str, int]] = []
         self._wm = NEVER
@@ -120,9 +125,10 @@ class Detector:
         if slot is None:
             slot = self._new_slot(r.device)
         if slot is not None:
-            changed = slot.rule.on_reading(slot.state, r, slot.device, ctx)
-            if self._offline.on_reading(slot.offline, r, slot.device, ctx):
-                changed = True
+            changed = False
+            for rule, st in zip(slot.rules, slot.states, strict=True):
+                if rule.on_reading(st, r, slot.device, ctx):
+                    changed = True
             if changed:
                 self._dirty.add(r.device)
                 self._schedule(r.device, slot)
@@ -166,9 +172,13 @@ class Detector:
             )
             out.append(ActionRejected(a, reason))
             return out
-        ok = slot.rule.on_action(slot.state, a, slot.device, ctx)
-        if not ok and a.action != "accident":
-            ok = self._offline.on_action(slot.offline, a, slot.device, ctx)
+        ok = False
+        for i, (rule, st) in enumerate(zip(slot.rules, slot.states, strict=True)):
+            if i > 0 and a.action == "accident":
+                break  # an accident belongs to the device kind's own case
+            if rule.on_action(st, a, slot.device, ctx):
+                ok = True
+                break
         if not ok:
             what = "manhole case" if a.action == "accident" else "open case"
             if a.case_id is not None:
@@ -190,22 +200,32 @@ class Detector:
         dev = self.registry.get(device_id)
         if dev is None:
             return None
-        rule = self._kinds.get(dev.kind)
-        if rule is None:
+        return self._make_slot(device_id, dev, None)
+
+    def _make_slot(self, device_id: str, dev: Device, saved: dict[str, Any] | None) -> _Slot | None:
+        pairs = self._by_kind.get(dev.kind)
+        if pairs is None:
             return None
-        slot = _Slot(dev, rule, rule.new_state(dev), self._offline.new_state(dev))
+        sections = [name for name, _ in pairs]
+        rules = [rule for _, rule in pairs]
+        if saved is None:
+            states = [rule.new_state(dev) for rule in rules]
+        else:
+            states = [
+                rule.restore(dev, saved[name]) if name in saved else rule.new_state(dev)
+                for name, rule in pairs
+            ]
+        slot = _Slot(dev, rules, sections, states, [None] * len(rules))
         self._slots[device_id] = slot
         return slot
 
     def _schedule(self, device_id: str, slot: _Slot) -> None:
-        nd = slot.rule.next_due(slot.state)
-        if nd is not None and (slot.t_rule is None or nd < slot.t_rule):
-            slot.t_rule = nd
-            heappush(self._heap, (nd, device_id, 0))
-        nd = self._offline.next_due(slot.offline, slot.device)
-        if nd is not None and (slot.t_off is None or nd < slot.t_off):
-            slot.t_off = nd
-            heappush(self._heap, (nd, device_id, 1))
+        for i, rule in enumerate(slot.rules):
+            nd = rule.next_due(slot.states[i], slot.device)
+            cur = slot.due[i]
+            if nd is not None and (cur is None or nd < cur):
+                slot.due[i] = nd
+                heappush(self._heap, (nd, device_id, i))
 
     def _run_clocks(self, out: list[Output]) -> None:
         heap = self._heap
@@ -215,26 +235,16 @@ class Detector:
         ctx.wm = wm
         slots = self._slots
         while heap and heap[0][0] <= wm:
-            due, device_id, tag = heappop(heap)
+            due, device_id, i = heappop(heap)
             slot = slots.get(device_id)
-            if slot is None:
-                continue
-            if tag == 0:
-                if slot.t_rule != due:
-                    continue  # stale
-                slot.t_rule = None
-                nd = slot.rule.next_due(slot.state)
-                if nd is not None and nd <= due:
-                    slot.rule.on_clock(slot.state, nd, slot.device, ctx)
-                    self._dirty.add(device_id)
-            else:
-                if slot.t_off != due:
-                    continue
-                slot.t_off = None
-                nd = self._offline.next_due(slot.offline, slot.device)
-                if nd is not None and nd <= due:
-                    self._offline.on_clock(slot.offline, nd, slot.device, ctx)
-                    self._dirty.add(device_id)
+            if slot is None or slot.due[i] != due:
+                continue  # stale
+            slot.due[i] = None
+            rule, st = slot.rules[i], slot.states[i]
+            nd = rule.next_due(st, slot.device)
+            if nd is not None and nd <= due:
+                rule.on_clock(st, nd, slot.device, ctx)
+                self._dirty.add(device_id)
             self._schedule(device_id, slot)
 
     # ------------------------------------------------------------------ state for the Faust worker
@@ -244,7 +254,7 @@ class Detector:
         return iter(list(self._slots))
 
     def export_device(self, device_id: str) -> dict[str, Any] | None:
-        """JSON-friendly state of one device (None if it has none)."""
+        """JSON-friendly state of one device (None if it has none): each rule's state by section."""
         slot = self._slots.get(device_id)
         if slot is None:
             return None
@@ -252,8 +262,9 @@ class Detector:
             "v": STATE_VERSION,
             "kind": slot.device.kind,
             "device": dataclasses.asdict(slot.device),
-            "rule": slot.rule.export(slot.state),
-            "offline": self._offline.export(slot.offline),
+            "states": {
+                name: rule.export(st) for name, rule, st in zip(slot.sections, slot.rules, slot.states, strict=True)
+            },
         }
 
     def import_device(self, device_id: str, d: dict[str, Any]) -> bool:
@@ -263,16 +274,17 @@ class Detector:
         entry it was saved with, exactly as a live registry reload keeps it
         (``set_registry``): its running clock goes on for the payer it started
         with. Returns False (nothing restored) for a state that carries no entry
-        of a device the registry no longer knows.
+        of a device the registry no longer knows. A rule kind added since the
+        state was saved starts fresh; version 1 states (one kind rule and
+        ``offline``) are read too.
         """
-        if d.get("v") != STATE_VERSION:
-            raise ValueError(
-                f"device state of version {d.get('v')!r}; this detector reads {STATE_VERSION}"
-            )
+        version = d.get("v")
+        if version not in (1, STATE_VERSION):
+            raise ValueError(f"device state of version {version!r}; this detector reads 1 and {STATE_VERSION}")
         dev = self.registry.get(device_id)
         if dev is None or dev.kind != d["kind"]:
-            saved = d.get("device")
-            if not isinstance(saved, dict):
+            saved_dev = d.get("device")
+            if not isinstance(saved_dev, dict):
                 if dev is None:
                     return False
                 raise ValueError(
@@ -280,12 +292,16 @@ class Detector:
                 )
             from registry.devices import Device
 
-            dev = Device(**saved)
-        rule = self._kinds[dev.kind]
-        slot = _Slot(
-            dev, rule, rule.restore(dev, d["rule"]), self._offline.restore(dev, d["offline"])
-        )
-        self._slots[device_id] = slot
+            dev = Device(**saved_dev)
+        pairs = self._by_kind.get(dev.kind)
+        if pairs is None:
+            return False
+        if version == 1:
+            states = {pairs[0][0]: d["rule"], "offline": d["offline"]}
+        else:
+            states = d["states"]
+        slot = self._make_slot(device_id, dev, states)
+        assert slot is not None
         self._schedule(device_id, slot)
         return True
 
@@ -329,9 +345,10 @@ class Detector:
             if dev is None or dev.kind != slot.device.kind:
                 continue
             slot.device = dev
-            follow = getattr(slot.rule, "follow", None)
-            if follow is not None:
-                follow(dev, slot.state)
+            for rule, st in zip(slot.rules, slot.states, strict=True):
+                follow = getattr(rule, "follow", None)
+                if follow is not None:
+                    follow(dev, st)
 
     def take_dirty(self) -> set[str]:
         """Devices whose state changed since the last call (then forgets them)."""

@@ -418,7 +418,7 @@ class DustRule:
         band.rec, band.below_since, band.closed_at = None, None, at
         ctx.out.append(rec.event(dev, at, [clock_evidence(at)]))
 
-    def next_due(self, st: DustState) -> int | None:
+    def next_due(self, st: DustState, dev: Device) -> int | None:
         due = None
         for band in (st.violation, st.warning):
             b = band.below_since

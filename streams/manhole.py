@@ -348,7 +348,7 @@ class ManholeRule:
             return t
         return None
 
-    def next_due(self, st: ManholeState) -> int | None:
+    def next_due(self, st: ManholeState, dev: Device) -> int | None:
         """The next instant the watermark must wake this device."""
         case = st.case
         due = None if case is None else self._case_due(case)

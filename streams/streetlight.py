@@ -212,7 +212,7 @@ class StreetlightRule:
             )
         return rec
 
-    def next_due(self, st: LampState) -> int | None:
+    def next_due(self, st: LampState, dev: Device) -> int | None:
         return None
 
     def on_clock(self, st: LampState, due: int, dev: Device, ctx: Context) -> None:
