@@ -323,6 +323,7 @@ class _RoutesFile(Document):
         route_s = top.sub("route")
         if route_s is None:
             self.fail(top.key_node("route"), "route: expected a mapping (key: value lines), got null")
+        _known(route_s, ROUTE_KEYS)  # a misspelt 'receiver' is named as such, not as a missing one
         for k in ("match", "match_re"):
             if k in route_s.items:
                 self.fail(route_s.key_node(k),

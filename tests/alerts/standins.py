@@ -1,9 +1,10 @@
-"""Stand-ins for the outside world, on real loopback sockets (no tests in this file).
+"""Stand-ins for the outside world, on real loopback sockets, and builders (no tests in this file).
 
 * ``HttpStandIn`` -- an aiohttp server in its own thread playing WeCom, DingTalk or a
   webhook receiver: it records every request and answers from a script
   (``"ok"``, an HTTP status, ``"timeout"``, or a JSON body), then ``"ok"``.
 * ``smtp_server()`` -- aiosmtpd's controller (a real SMTP server) collecting mails.
+* ``message()``, ``send_once()``, ``send_all()`` -- a push and its sending, for a channel's test.
 * case event / ledger entry builders shaped exactly like the worker's output.
 """
 
@@ -17,6 +18,9 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
+from alerts.channels.plugin import Channel, Result
+from alerts.message import Message
 
 T0 = 1_763_800_000_000  # 2025-11-22T08:26:40Z, 16:26:40 in Zhengzhou
 
@@ -99,6 +103,33 @@ class HttpStandIn:
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+
+def message(key: str = "k1", text: str = "花园路井盖缺失") -> Message:
+    """A push as the renderer makes it (title, markdown, text, the webhook's data)."""
+    return Message(key=key, receiver="grid", title=f"【井盖缺失或破损·新案件】{text} / Manhole: new case",
+                   markdown=f"### {text}\n---\n**Manhole cover missing**", text=f"{text}\n\nManhole cover missing\n",
+                   data={"id": key, "cases": [{"case_id": "c1"}]})  # fmt: skip
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def send_once(channel: Channel, msg: Message) -> Result:
+    """One send, then close the channel."""
+    try:
+        return await channel.send(msg)
+    finally:
+        await channel.close()
+
+
+async def send_all(channel: Channel, messages: list[Message]) -> list[Result]:
+    """Each message in turn through one channel (one session, one token bucket), then close it."""
+    try:
+        return [await channel.send(m) for m in messages]
+    finally:
+        await channel.close()
 
 
 class Mailbox:

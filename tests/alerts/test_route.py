@@ -1,11 +1,13 @@
-"""The routing file: the default loads, matching follows the tree, and every mistake names its line."""
+"""alerts/route.py: the shipped routing file loads, matching follows the tree, and every mistake names its place."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
+from alerts.channels import CHANNELS
 from alerts.route import load_routes, parse_routes
 from foundation.errors import ConfigError
 
@@ -57,6 +59,19 @@ def test_the_default_file_loads_and_routes_every_kind() -> None:
     assert [lv[0].after_ms["major"], lv[1].after_ms["major"]] == [30 * 60_000, 2 * 3_600_000]
     for rule in ("manhole", "dust", "dust.warning", "streetlight.fault", "streetlight.leakage", "offline"):
         assert cfg.match(labels(rule=rule, kind=rule.split(".")[0]))
+
+
+def test_the_example_receivers_in_the_shipped_file_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commented "a city's receivers look like this" block of config/routes.yaml is a valid routing file."""
+    text = (ROOT / "config" / "routes.yaml").read_text(encoding="utf-8")
+    block = text.split("# A city's receivers look like this:\n#\n", 1)[1].split("#\n# and route per district:", 1)[0]
+    receivers = "".join(line[2:] + "\n" for line in block.splitlines())
+    for var in re.findall(r"\$\{(\w+)\}", receivers):
+        monkeypatch.setenv(var, f"value-of-{var}")
+    cfg = parse_routes(f"receivers:\n{receivers}route: {{receiver: city-command}}\n", "config/routes.yaml (examples)")
+    assert [(n, [c.type for c in r.channels]) for n, r in cfg.receivers.items()] == [
+        ("jinshui-grid", ["wecom"]), ("jinshui-duty", ["dingtalk"]), ("city-command", ["webhook", "email"])]
+    assert cfg.receivers["jinshui-duty"].channels[0].options["secret"] == "value-of-DT_JINSHUI_SECRET"
 
 
 def test_matching_descends_inherits_and_continues() -> None:
@@ -126,6 +141,31 @@ ERRORS = [
      "route.match: the root route matches everything"),
     ("      continue: true", "      continue: yes please", 24, "route.routes[1].continue: expected true or false"),
     ("      group_wait: 5s", "      group_wait: [5s", 19, "not valid YAML"),
+    # a duration without its unit is refused, never taken as seconds
+    ("      group_wait: 5s", "      group_wait: 30", 18,
+     "route.routes[0].group_wait: expected a duration with its unit, e.g. 30s, 5m, 2h, 1h30m, 1d or 500ms, got 30 (30s or 30m?)"),
+    ("after: {critical: 5m, major: 30m}", "after: {critical: 5, major: 30m}", 10,
+     "escalations.std[0].after.critical: expected a duration with its unit"),
+    ("secret: s3cret}", "secret: s3cret, timeout: 10}", 5, "receivers[1].webhook.timeout: expected a duration with its unit"),
+    ("route:\n", "delivery: {retry_max: 300}\nroute:\n", 12, "delivery.retry_max: expected a duration with its unit"),
+    # unknown channel types and keys
+    ("    console: {}", "    webhooks: {}", 3, "receivers[0].webhooks: unknown key; did you mean 'webhook'?"),
+    ("    console: {}", "    e-mail: {}", 3, "receivers[0].e-mail: unknown key; did you mean 'email'?"),
+    ("    console: {}", "    pager: {}", 3,
+     f"receivers[0].pager: unknown key; a receiver has name, officer, label and channels: {', '.join(CHANNELS)}"),
+    ("secret: s3cret}", "secret: s3cret, retries: 3}", 5, "receivers[1].webhook.retries: unknown key; allowed: url, secret"),
+    ("route:\n  receiver: grid\n", "route:\n  reciever: grid\n", 13, "route.reciever: unknown key; did you mean 'receiver'?"),
+    ("escalations:", "escalation:", 8, "escalation: unknown key; did you mean 'escalations'?"),
+    ("match: {kind: manhole}", "match: {knd: manhole}", 16, "route.routes[0].match.knd: unknown label 'knd'; did you mean 'kind'?"),
+    ("      escalation: null", "      escalation: sdt", 28, "route.routes[3].escalation: unknown escalation 'sdt'; did you mean 'std'?"),
+    # required options
+    ('webhook: {url: "http://127.0.0.1:1/hook", secret: s3cret}', "webhook: {secret: s3cret}", 5,
+     "receivers[1].webhook.url: missing (required)"),
+    (", to: [a@example.org, b@example.org]}", "}", 7, "receivers[2].email.to: missing (required)"),
+    ("  - name: grid\n    console: {}", "  - console: {}", 2, "receivers[0].name: missing (required)"),
+    ("  - name: grid\n    console: {}", "  - name: grid", 2, "receivers[0]: receiver 'grid' has no channel"),
+    ("    - {receiver: duty, after: {critical: 5m, major: 30m}}", "    - {receiver: duty}", 10,
+     "escalations.std[0].after: missing (required)"),
 ]
 
 

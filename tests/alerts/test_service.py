@@ -14,14 +14,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import aiohttp
 import orjson
-import pytest
 
 from alerts.http import make_link
 from alerts.service import AlertsService
 from bus.kafka import ensure_topics, make_producer
 from contract.topics import KafkaTopics
 from foundation.settings import Settings
-from tests.alerts.test_alerts_support import T0, HttpStandIn, case_event, hour_entry, wait_for
+from registry.devices import load_registry
+from tests.alerts.inprocess import MIN, cases_of, routes, service, settle
+from tests.alerts.standins import T0, FakeClock, HttpStandIn, case_event, hour_entry, wait_for
 from tests.conftest import settings_env
 from tests.kit.kafka import read_topic
 
@@ -52,13 +53,6 @@ async def produce(settings: Settings, records: list[tuple[str, dict]]) -> None:
             await producer.send_and_wait(getattr(topics, kind), orjson.dumps(rec), key=rec["case_id"].encode())
     finally:
         await producer.stop()
-
-
-@pytest.fixture
-def hook():
-    s = HttpStandIn(ok_body={"ok": True}, dedup_header="Idempotency-Key")
-    yield s
-    s.close()
 
 
 def test_case_events_on_kafka_become_pushes_and_alert_records(settings: Settings, tmp_path: Path,
@@ -189,3 +183,89 @@ def test_sigkill_between_accept_and_delivery_loses_nothing(settings: Settings, t
     delivered = sorted(c["case_id"] for s in hook.delivered for c in s.json()["cases"])
     assert delivered == sorted(e["case_id"] for e in events), log.read_text()[-3000:]
     assert pending() == 0
+
+
+# ---------------------------------------------------------------------- in-process (tests/alerts/inprocess.py)
+
+
+def test_one_push_per_meaningful_change_and_redeliveries_are_dropped(settings: Settings, tmp_path: Path,
+                                                                     hooks: list[HttpStandIn]) -> None:  # fmt: skip
+    async def go() -> None:
+        svc = service(settings, tmp_path, hooks)
+        opened = case_event(1)
+        cid = opened["case_id"]
+        try:
+            assert svc.accept([("cases", opened)]) == 1
+            assert svc.accept([("cases", opened)]) == 0  # Kafka redelivered it
+            note = case_event(1, at=T0 + MIN, opened_at=T0, detail={"notes": [{"note": "on my way"}]})
+            acked = case_event(1, state="acknowledged", at=T0 + 2 * MIN, opened_at=T0,
+                               detail={"acknowledged_at": T0 + 2 * MIN})  # fmt: skip
+            assert svc.accept([("cases", note), ("cases", acked)]) == 0  # a note and an ack are not pushed
+            await settle(svc, hooks, 1)
+            escalated = case_event(1, state="escalated", at=T0 + 120 * MIN, opened_at=T0,
+                                   detail={"acknowledged_at": T0 + 2 * MIN, "escalated": True})  # fmt: skip
+            repaired = case_event(1, state="repaired", at=T0 + 150 * MIN, opened_at=T0,
+                                  detail={"acknowledged_at": T0 + 2 * MIN, "repair_at": T0 + 150 * MIN})  # fmt: skip
+            assert svc.accept([("cases", escalated)]) == 1
+            await settle(svc, hooks, 2)
+            assert svc.accept([("cases", repaired), ("cases", repaired)]) == 1
+            await settle(svc, hooks, 3)
+        finally:
+            await svc.close()
+        grid, duty, command = hooks
+        assert cases_of(grid) == [[(cid, "open")], [(cid, "escalated")], [(cid, "repaired")]]
+        assert not duty.seen and not command.seen  # acknowledged at once: never escalated
+        assert [s.headers["Idempotency-Key"] for s in grid.delivered] == [r["message"] for r in svc.records]
+
+    asyncio.run(go())
+
+
+def test_overdue_milestones_accidents_and_the_money_so_far(settings: Settings, tmp_path: Path,
+                                                           hooks: list[HttpStandIn], registry_file: Path) -> None:  # fmt: skip
+    clock = FakeClock(T0 + 6 * 3_600_000)
+    reg = load_registry(registry_file)
+    dev = next(d for d in reg if d.kind == "manhole")
+
+    async def go() -> None:
+        path = routes(tmp_path, *(h.url for h in hooks))
+        svc = AlertsService(settings, path, tmp_path / "state", clock=clock, registry=reg, http_port=-1)
+        case = case_event(1, device=dev.device_id, district=dev.district, detail={"acknowledged_at": T0 + 1})
+        try:
+            svc.accept([("cases", case)])
+            entries = [hour_entry(case, k) for k in (1, 2, 3, 4)]
+            assert svc.accept([("penalties", e) for e in entries]) == 2  # hours 2 and 4
+            assert svc.accept([("penalties", entries[3])]) == 0  # redelivered: no push, no double money
+            await settle(svc, hooks, 1)  # grouped by case: the opening and both milestones in one push
+            accident = case_event(1, device=dev.device_id, district=dev.district, state="escalated",
+                                  severity="critical", at=clock.now, opened_at=T0,
+                                  detail={"acknowledged_at": T0 + 1, "accident_at": clock.now})  # fmt: skip
+            svc.accept([("cases", accident), ("cases", accident)])
+            await settle(svc, hooks, 2)
+        finally:
+            await svc.close()
+        pushes = hooks[0].delivered
+        changes = [c for p in pushes for c in p.json()["cases"]]
+        assert [(c["change"], c["hours_past_deadline"]) for c in changes[1:3]] == [("overdue", 4), ("overdue", 4)]
+        assert changes[2]["yuan_so_far"] == 40_000
+        assert [c["change"] for c in changes] == ["open", "overdue", "overdue", "escalated", "accident"]
+
+    asyncio.run(go())
+
+
+def test_a_replayed_history_pushes_nothing_again(settings: Settings, tmp_path: Path, hooks: list[HttpStandIn]) -> None:
+    history = [case_event(1, detail={"acknowledged_at": T0 + 1}),
+               case_event(1, state="escalated", at=T0 + 7_200_000, opened_at=T0, detail={"acknowledged_at": T0 + 1}),
+               case_event(1, state="repaired", at=T0 + 9_000_000, opened_at=T0, detail={"acknowledged_at": T0 + 1})]  # fmt: skip
+
+    async def go() -> None:
+        svc = service(settings, tmp_path, hooks)
+        try:
+            assert svc.accept([("cases", e) for e in history]) == 3
+            assert svc.accept([("cases", e) for e in history]) == 0  # the worker re-sent everything
+            assert svc.cases[history[0]["case_id"]].last_state == "repaired"
+            await settle(svc, hooks, 1)
+        finally:
+            await svc.close()
+
+    asyncio.run(go())
+    assert [c for p in cases_of(hooks[0]) for c in p] == [(history[0]["case_id"], ch) for ch in ("open", "escalated", "repaired")]
