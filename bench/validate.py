@@ -18,7 +18,7 @@ Prints messages/s for:
   Structs drop); pydantic v2 models (``extra="allow"``, strict) if installed.
 
 and the ratio of each to ``orjson.loads``, the µs per message, and the share of
-one bridge's transport ceiling (~20k msg/s QoS 1, DESIGN §9) that validation
+one bridge's transport ceiling (~20k msg/s QoS 1, bench/RESULTS.md) that validation
 would use. The message mix is realistic payloads of the three kinds.
 """
 
@@ -45,7 +45,7 @@ from contract.topics import parse_topic, telemetry_topic  # noqa: E402
 from ingest.validate import parse_message, parse_ts  # noqa: E402
 from registry.devices import Device, Registry  # noqa: E402
 
-TRANSPORT_CEILING = 20_000  # msg/s, one bridge, QoS 1 (DESIGN §9)
+TRANSPORT_CEILING = 20_000  # msg/s, one bridge, QoS 1 (bench/RESULTS.md)
 NOW = 1_763_800_000_000
 DISTRICTS = ["jinshui", "erqi", "zhongyuan", "guancheng", "huiji", "zhengdong"]
 

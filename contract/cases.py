@@ -36,7 +36,7 @@ manhole case passes its repair deadline. ``repaired`` = the device's own
 reading proved the condition over; ``closed`` = an officer closed it, or a dust
 case recovered. ``reopened`` is reserved for the officer workflow (alerts/API);
 the detection core itself never reopens a case: a new abnormality after a
-case ended is a new case (DESIGN §1)."""
+case ended is a new case (docs/rules.md)."""
 
 FINAL_STATES = frozenset({"repaired", "closed"})
 
@@ -184,7 +184,7 @@ class CaseEvent:
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
-    """One booked amount (DESIGN §1, §7). Never edited: corrections are new
+    """One booked amount (docs/rules.md; docs/contracts.md, "Replay files and ledger JSON"). Never edited: corrections are new
     entries with a negative amount and ``reverses`` set."""
 
     id: str

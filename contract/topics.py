@@ -1,4 +1,4 @@
-"""MQTT and Kafka topic names (DESIGN §3, §4).
+"""MQTT and Kafka topic names (docs/contracts.md, "MQTT"; docs/contracts.md, "Kafka").
 
 Telemetry arrives on ``city/{district}/{kind}/{device_id}/telemetry``. The
 device id in the topic is the device's identity; the district and kind in the
@@ -132,7 +132,7 @@ def shared_subscription(group: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class KafkaTopics:
-    """Kafka topic names (DESIGN §4); ``KafkaTopics("cw-test")`` for another prefix."""
+    """Kafka topic names (docs/contracts.md, "Kafka"); ``KafkaTopics("cw-test")`` for another prefix."""
 
     prefix: str = "citywatch"
 

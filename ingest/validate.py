@@ -3,7 +3,7 @@
 ``parse_message(topic, payload, received_at, registry)`` never raises. A
 ``Rejection`` carries a short machine ``code``, a sentence for people, the
 topic and the raw bytes, and becomes a dead-letter record with
-``Rejection.to_record()`` (DESIGN §3: nothing is silently dropped).
+``Rejection.to_record()`` (docs/contracts.md, "MQTT": nothing is silently dropped).
 
 Checks, in this order (the first failure is the one reported):
 
@@ -104,7 +104,7 @@ CODES = (
 class IngestLimits:
     """Limits applied by ``parse_message``.
 
-    max_payload_bytes: larger payloads are ``too_large`` (DESIGN §3: 4 KiB).
+    max_payload_bytes: larger payloads are ``too_large`` (docs/contracts.md, "MQTT": 4 KiB).
     max_future_ms: ``ts`` may be at most this far after ``received_at`` (clock skew).
     max_lateness_ms: ``ts`` may be at most this far before ``received_at``
         (buffered readings from a device that was offline are still accepted).

@@ -1,4 +1,4 @@
-"""The device registry (DESIGN §8): device -> kind, district, grid, unit, location, limits.
+"""The device registry (docs/contracts.md, "Registry"): device -> kind, district, grid, unit, location, limits.
 
 A city keeps it as CSV (UTF-8, a BOM is accepted, e.g. saved from Excel as
 "CSV UTF-8") with a header row::
@@ -57,7 +57,7 @@ COLUMNS = (
     "device_id", "kind", "district", "grid", "unit", "road_class", "address",
     "lat", "lon", "pm10_warning", "pm10_violation", "component_code",
 )  # fmt: skip
-"""Every column, in the order DESIGN §8 lists them."""
+"""Every column, in the order docs/contracts.md, "Registry" lists them."""
 REQUIRED_COLUMNS = ("device_id", "kind", "district", "grid", "unit")
 """Columns that must be in the header and non-blank on every row."""
 

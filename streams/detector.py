@@ -3,7 +3,7 @@
 Pure and deterministic: no Faust, no Kafka, no I/O, no wall clock. The same
 inputs in the same order always give the same outputs, which is what lets a
 replayed day equal the live day and a restarted worker neither lose nor
-double an entry (DESIGN §1).
+double an entry (docs/rules.md).
 
 Time comes only from the watermark: the max of every reading's
 ``received_at`` and every explicit ``on_watermark``. ``on_reading`` applies the
@@ -19,7 +19,7 @@ Each device kind has its own rule module (manhole, dust, streetlight) with a
 small per-device state; the offline rule watches every device beside it.
 Per-device state is exportable (``export_device``/``import_device``) for the
 Faust worker's tables, and ``take_dirty()`` says which devices changed, so
-the worker writes only those (DESIGN §9: keep table writes off the hot path).
+the worker writes only those (bench/RESULTS.md: keep table writes off the hot path).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Construction-site dust: rolling PM10 mean, warning and violation cases.
 
-Rules-file section ``rules.dust`` (docs/rules.md#dust). DESIGN §1:
+Rules-file section ``rules.dust`` (docs/rules.md#dust). docs/rules.md:
 
 * The judged value is the mean PM10 of the site's readings with event time in
   ``(t - window, t]``, evaluated at every new reading (``t`` = its ts).

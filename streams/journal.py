@@ -2,7 +2,7 @@
 
 The record types and their codec are the contract (``contract.journal``).
 ``citywatch journal load FILE`` writes a replay
-file (DESIGN §7) into a live pipeline's journal through the same parser as
+file (docs/contracts.md, "Replay files and ledger JSON") into a live pipeline's journal through the same parser as
 ``citywatch replay``, which is how a live run is checked against a replay of
 the same input: one source of truth, two ways of running it.
 """

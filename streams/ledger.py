@@ -81,7 +81,7 @@ class Ledger:
         return dict(sorted(acc.items()))
 
     def to_json_list(self) -> list[dict[str, Any]]:
-        """The ledger as DESIGN §7's JSON array (booking order)."""
+        """The ledger as the JSON array of docs/contracts.md, "Replay files and ledger JSON" (booking order)."""
         return [e.to_dict() for e in self._entries.values()]
 
     @classmethod

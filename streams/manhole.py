@@ -1,7 +1,7 @@
 """Manhole covers: the case, the repair deadline and the hourly penalty clock.
 
 Rules-file section ``rules.manhole`` (docs/rules.md#manhole). Semantics are
-DESIGN §1, exactly:
+docs/rules.md, exactly:
 
 * abnormal = ``open: true`` or ``tilt_deg >= tilt_threshold_deg``. The first
   abnormal reading (event time ``t0``) opens case ``manhole:<device>:<t0>``,

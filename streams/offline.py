@@ -1,6 +1,6 @@
 """Offline devices and suspected tampering with dust monitors.
 
-Rules-file section ``rules.offline`` (docs/rules.md#offline). DESIGN §1:
+Rules-file section ``rules.offline`` (docs/rules.md#offline). docs/rules.md:
 
 * Every device that has sent at least one reading is watched: silent for longer
   than its kind's heartbeat allowance (``last received_at + allowance``, judged

@@ -1,4 +1,4 @@
-"""Replay a JSON Lines file through the detection core (DESIGN §7).
+"""Replay a JSON Lines file through the detection core (docs/contracts.md, "Replay files and ledger JSON").
 
 ``citywatch replay FILE`` is this module: the file's lines in file order, each
 

@@ -1,6 +1,6 @@
 """Streetlights: dark lamps at night (fault) and leakage current (safety).
 
-Rules-file section ``rules.streetlight`` (docs/rules.md#streetlight). DESIGN §1:
+Rules-file section ``rules.streetlight`` (docs/rules.md#streetlight). docs/rules.md:
 
 * Lamp fault (``streetlight.fault``, severity minor): a reading whose event
   time is inside the district's lamp-on period (local time; an on-time after

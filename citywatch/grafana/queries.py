@@ -14,7 +14,7 @@ variables in the regex form Grafana's InfluxDB datasource uses), and
 ``now/d``, a panel's relative ``30d``) into epoch milliseconds in city time.
 The tests run every panel's rendered query against a real InfluxDB with both.
 
-Schema the queries rely on (DESIGN §5 and the sink): telemetry ``dust``,
+Schema the queries rely on (docs/contracts.md, "InfluxDB" and the sink): telemetry ``dust``,
 ``manhole``, ``streetlight`` (tags device, district, grid, unit);
 ``case_event`` (tags case_id, kind, rule, district, unit, state, severity;
 fields device, grid, address, lat, lon, opened_at, deadline, open = 1 while

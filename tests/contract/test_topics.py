@@ -1,4 +1,4 @@
-"""Topic scheme (DESIGN §3) and Kafka topic names (DESIGN §4)."""
+"""Topic scheme (docs/contracts.md, "MQTT") and Kafka topic names (docs/contracts.md, "Kafka")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The committed Grafana files are exactly what the generator makes, and well formed.
 
-No Grafana runs here (DESIGN §6): these checks stand for "it loads", and
+No Grafana runs here (README, "Tests"): these checks stand for "it loads", and
 test_grafana_queries runs every query against a real InfluxDB.
 """
 

@@ -1,6 +1,6 @@
 """``citywatch.grafana.push`` against a stand-in for Grafana's HTTP API.
 
-Grafana cannot run on this machine (DESIGN §6), so ``MockGrafanaServer`` is a
+Grafana cannot run on this machine (README, "Tests"), so ``MockGrafanaServer`` is a
 mock: a stdlib HTTP server in a thread that keeps folders, datasources and
 dashboards the way Grafana's API does (ids and versions it assigns itself,
 secrets never returned, extra keys of its own in what it returns) and records

@@ -1,6 +1,6 @@
 """parse_message: every bad input with its reason code, and the good cases.
 
-The table reads like the contract (DESIGN §3): topic, then payload, then the
+The table reads like the contract (docs/contracts.md, "MQTT"): topic, then payload, then the
 code it must be rejected with (or None when it must be accepted).
 """
 

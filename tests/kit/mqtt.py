@@ -23,7 +23,7 @@ class Publisher:
             info = self.client.publish(topic, payload, qos=qos)
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
                 return info
-            time.sleep(0.01)  # MQTT_ERR_QUEUE_SIZE: wait for acks (DESIGN §9)
+            time.sleep(0.01)  # MQTT_ERR_QUEUE_SIZE: wait for acks (bench/RESULTS.md)
 
     def close(self) -> None:
         self.client.loop_stop()

@@ -1,6 +1,6 @@
 """The Faust pipeline's ledger is the replay's ledger: uninterrupted, killed mid-stream, or random.
 
-The input is a replay file (DESIGN §7). ``citywatch replay`` runs it through
+The input is a replay file (docs/contracts.md, "Replay files and ledger JSON"). ``citywatch replay`` runs it through
 the detector in-process; the live path writes the same file into the journal
 topic (``streams.journal.load``) and a real ``citywatch worker`` (Faust, on the
 real Kafka-protocol broker) books the ledger onto ``<prefix>.penalties``.

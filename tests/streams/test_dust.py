@@ -1,4 +1,4 @@
-"""Dust rule (DESIGN §1 "Dust"), table-driven like docs/rules.md#dust."""
+"""Dust rule (docs/rules.md, "Dust"), table-driven like docs/rules.md#dust."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Manhole rule (DESIGN §1 "Manhole", "Accident"), table-driven like docs/rules.md#manhole."""
+"""Manhole rule (docs/rules.md, "Manhole", "Accident"), table-driven like docs/rules.md#manhole."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Offline rule and tampering flags (DESIGN §1 "Offline"), like docs/rules.md#offline."""
+"""Offline rule and tampering flags (docs/rules.md, "Offline"), like docs/rules.md#offline."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Replay files (DESIGN §7): file order, actions, watermarks, deterministic JSON."""
+"""Replay files (docs/contracts.md, "Replay files and ledger JSON"): file order, actions, watermarks, deterministic JSON."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Streetlight rule (DESIGN §1 "Streetlight"), table-driven like docs/rules.md#streetlight."""
+"""Streetlight rule (docs/rules.md, "Streetlight"), table-driven like docs/rules.md#streetlight."""
 
 from __future__ import annotations
 
