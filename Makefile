@@ -12,12 +12,19 @@ setup:
 run: setup
 	@$(VENV)/bin/citywatch run $(RUN_ARGS)
 
-test: setup
-	@$(VENV)/bin/ruff check citywatch ingest streams alerts tests bench
+CODE := foundation contract registry bus store ingest streams alerts sim citywatch tests bench
+
+test: setup lint
 	@$(PY) -m pytest --durations=15
 
+# Lint, format, the floors (import-linter's layers contract in pyproject.toml) and
+# the types of the contract and the streams core.
 lint: setup
-	@$(VENV)/bin/ruff check citywatch ingest streams alerts tests bench
+	@mkdir -p .state
+	@$(VENV)/bin/ruff check $(CODE)
+	@$(VENV)/bin/ruff format --check --quiet $(CODE) || { echo "ruff format: run '$(VENV)/bin/ruff format $(CODE)'"; exit 1; }
+	@$(VENV)/bin/lint-imports --no-cache > .state/lint-imports.log 2>&1 || { cat .state/lint-imports.log; exit 1; }
+	@$(VENV)/bin/mypy > .state/mypy.log 2>&1 || { cat .state/mypy.log; exit 1; }
 
 services-up: setup
 	@$(VENV)/bin/citywatch services up
