@@ -10,7 +10,6 @@ over the defaults.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from foundation.cityfile import did_you_mean
 from foundation.errors import ConfigError
 
 ENV_PREFIX = "CITYWATCH_"
@@ -205,11 +205,6 @@ _SECTION_TYPES = {
 }
 
 
-def _suggest(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def _line_of(text: str, section: str | None, key: str) -> int | None:
     """Line of ``key`` inside ``[section]`` (tomllib keeps no positions, so we look)."""
     current: str | None = None
@@ -273,7 +268,7 @@ def load_settings(
             if section not in SCHEMA:
                 raise ConfigError(
                     str(file), _line_of(text, section, ""),
-                    f"unknown section [{section}]{_suggest(section, list(SCHEMA))}; allowed: {', '.join(SCHEMA)}",
+                    f"unknown section [{section}]{did_you_mean(section, list(SCHEMA))}; allowed: {', '.join(SCHEMA)}",
                 )
             if not isinstance(table, dict):
                 raise ConfigError(str(file), None, f"'{section}' must be a [table]")
@@ -281,7 +276,7 @@ def load_settings(
                 if name not in SCHEMA[section]:
                     raise ConfigError(
                         str(file), _line_of(text, section, name),
-                        f"unknown key {section}.{name}{_suggest(name, list(SCHEMA[section]))}; "
+                        f"unknown key {section}.{name}{did_you_mean(name, list(SCHEMA[section]))}; "
                         f"allowed: {', '.join(SCHEMA[section])}",
                     )
                 try:
@@ -298,7 +293,7 @@ def load_settings(
         if var not in known:
             raise ConfigError(
                 f"environment {var}", None,
-                f"unknown setting{_suggest(var, list(known))}; allowed: {', '.join(sorted(known))}",
+                f"unknown setting{did_you_mean(var, list(known))}; allowed: {', '.join(sorted(known))}",
             )
         section, name = known[var]
         try:
