@@ -142,10 +142,6 @@ class KafkaSettings:
     topic_prefix: str
     partitions: int
 
-    def topic(self, name: str) -> str:
-        """Full topic name for one of telemetry, deadletter, cases, penalties, alerts, acks."""
-        return f"{self.topic_prefix}.{name}"
-
     @property
     def first_host_port(self) -> tuple[str, int]:
         host, _, port = self.bootstrap.split(",")[0].strip().rpartition(":")
