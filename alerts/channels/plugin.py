@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from alerts.message import Message
 
-KINDS: dict[str, str] = {
+OPTION_KINDS: dict[str, str] = {
     "text": "text (may say ${ENV_VAR})",
     "url": "an http(s):// URL",
     "address": "an e-mail address",
@@ -50,7 +50,7 @@ class Option:
 
     name: str
     kind: str
-    """One of ``KINDS``."""
+    """One of ``OPTION_KINDS``."""
     required: bool = False
     default: Any = None
     """The value when the key is not given (None: absent; ``timeout`` None means ``delivery.timeout``)."""
@@ -61,8 +61,8 @@ class Option:
     doc: str = ""
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"option {self.name!r}: unknown kind {self.kind!r}; one of {', '.join(KINDS)}")
+        if self.kind not in OPTION_KINDS:
+            raise ValueError(f"option {self.name!r}: unknown kind {self.kind!r}; one of {', '.join(OPTION_KINDS)}")
         if self.required and self.default is not None:
             raise ValueError(f"option {self.name!r}: a required option has no default")
 

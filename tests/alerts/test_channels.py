@@ -17,7 +17,7 @@ import pytest
 
 import alerts.channels
 from alerts.channels import CHANNELS, make_channel
-from alerts.channels.plugin import KINDS, Option
+from alerts.channels.plugin import OPTION_KINDS, Option
 from alerts.route import parse_routes
 from foundation.errors import ConfigError
 from tests.alerts.standins import run
@@ -122,7 +122,7 @@ def test_mistakes_in_an_entry(ctype: str) -> None:
 
 
 def test_an_option_of_an_unknown_kind_is_a_mistake_of_the_module() -> None:
-    assert set(GOOD) == set(BAD) == set(KINDS)
+    assert set(GOOD) == set(BAD) == set(OPTION_KINDS)
     with pytest.raises(ValueError, match="unknown kind 'colour'"):
         Option("x", "colour")
     with pytest.raises(ValueError, match="a required option has no default"):
