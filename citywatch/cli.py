@@ -14,10 +14,14 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from foundation.errors import CitywatchError
 from foundation.logs import setup_logging
 from foundation.settings import Settings, describe, load_settings
+
+if TYPE_CHECKING:
+    from contract.cases import CaseEvent
 
 log = logging.getLogger("citywatch")
 
@@ -173,11 +177,12 @@ def cmd_case_action(args: argparse.Namespace) -> int:
     return 0
 
 
-def _case_rows(settings: Settings, where: str = "") -> list[dict]:
-    from store.influx import CASE_EVENT, InfluxQueryError, query
+def _latest_cases(settings: Settings, district: str | None, kind: str | None) -> list[CaseEvent]:
+    from store.errors import InfluxQueryError
+    from store.read import latest_cases
 
     try:
-        return query(settings, None, f"SELECT * FROM {CASE_EVENT} {where} GROUP BY case_id ORDER BY time DESC LIMIT 1")
+        return latest_cases(settings, district=district or None, kind=kind or None)
     except InfluxQueryError as exc:
         if "database not found" in str(exc):
             return []
@@ -185,46 +190,40 @@ def _case_rows(settings: Settings, where: str = "") -> list[dict]:
 
 
 def cmd_case_list(args: argparse.Namespace) -> int:
-    from streams.replay import _iso
+    from contract.clock import iso_utc
 
     settings = _settings(args)
-    conditions = []
-    if args.district:
-        conditions.append(f"district = '{args.district}'")
-    if args.kind:
-        conditions.append(f"kind = '{args.kind}'")
-    rows = _case_rows(settings, ("WHERE " + " AND ".join(conditions)) if conditions else "")
+    cases = _latest_cases(settings, args.district, args.kind)
     if not args.all:
-        rows = [r for r in rows if r.get("open") == 1]
-    rows.sort(key=lambda r: (r.get("opened_at") or 0, r["case_id"]))
-    print(f"{len(rows)} {'cases' if args.all else 'open cases'}")
-    for r in rows:
+        cases = [c for c in cases if not c.is_final]
+    cases.sort(key=lambda c: (c.opened_at, c.case_id))
+    print(f"{len(cases)} {'cases' if args.all else 'open cases'}")
+    for c in cases:
         print(
-            f"{r['case_id']:<44} {r.get('rule', ''):<20} {r.get('state', ''):<13} {r.get('severity', ''):<9}"
-            f" {r.get('district', ''):<10} opened {_iso(r.get('opened_at'))}  {r.get('address', '')}"
+            f"{c.case_id:<44} {c.rule:<20} {c.state:<13} {c.severity:<9}"
+            f" {c.district:<10} opened {iso_utc(c.opened_at)}  {c.address}"
         )
     return 0
 
 
 def cmd_case_show(args: argparse.Namespace) -> int:
-    from store.influx import CASE_EVENT, PENALTY, query
-    from streams.replay import _iso
+    from contract.clock import iso_utc
+    from store.read import case_events, ledger_entries
 
     settings = _settings(args)
-    safe = args.case_id.replace("'", "")
-    events = query(settings, None, f"SELECT * FROM {CASE_EVENT} WHERE case_id = '{safe}' ORDER BY time")
+    events = case_events(settings, case_id=args.case_id)
     if not events:
         raise CitywatchError(f"no case {args.case_id!r} in {settings.influx.database}; `citywatch case list --all` shows the ids")
-    entries = query(settings, None, f"SELECT * FROM {PENALTY} WHERE case_id = '{safe}' ORDER BY time")
+    entries = ledger_entries(settings, case_id=args.case_id)
     first = events[0]
-    print(f"case {args.case_id}: {first.get('rule')} on {first.get('device')} at {first.get('address')} ({first.get('district')})")
+    print(f"case {args.case_id}: {first.rule} on {first.device} at {first.address} ({first.district})")
     for e in events:
-        print(f"  {_iso(e['time'])}  {e.get('state'):<13} {e.get('severity')}")
-    total = sum(int(e["amount_yuan"]) for e in entries)
+        print(f"  {iso_utc(e.at)}  {e.state:<13} {e.severity}")
+    total = sum(e.amount_yuan for e in entries)
     print(f"ledger: {len(entries)} entries, net {total:,} yuan")
     for e in entries:
-        rev = f"  reverses {e['reverses']}" if e.get("reverses") else ""
-        print(f"  {_iso(e['time'])}  {e['entry_id']:<56} {e['payer']:<24} {int(e['amount_yuan']):>12,}{rev}")
+        rev = f"  reverses {e.reverses}" if e.reverses else ""
+        print(f"  {iso_utc(e.accrued_at)}  {e.id:<56} {e.payer:<24} {e.amount_yuan:>12,}{rev}")
     return 0
 
 

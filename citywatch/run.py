@@ -29,6 +29,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from citywatch import services
+from contract.cases import CaseEvent
 from foundation.errors import CitywatchError
 from foundation.settings import Settings
 
@@ -95,7 +96,7 @@ class Snapshot:
     dead: dict[str, int] = field(default_factory=dict)
     open_cases: dict[str, int] = field(default_factory=dict)
     penalties: dict[str, int] = field(default_factory=dict)
-    latest: list[dict[str, Any]] = field(default_factory=list)
+    latest: list[CaseEvent] = field(default_factory=list)
     pushes: list[dict[str, Any]] = field(default_factory=list)
     push_count: int = 0
 
@@ -122,20 +123,21 @@ def _bridge_metrics() -> tuple[int, dict[str, int]]:
 
 
 def _influx_view(settings: Settings, snap: Snapshot) -> None:
-    from store.influx import CASE_EVENT, PENALTY, InfluxQueryError, query
+    from store.errors import InfluxQueryError
+    from store.read import latest_cases, ledger_totals
 
     try:
-        latest = query(settings, None, f"SELECT * FROM {CASE_EVENT} GROUP BY case_id ORDER BY time DESC LIMIT 1")
-        pen = query(settings, None, f"SELECT sum(amount_yuan) FROM {PENALTY} GROUP BY district")
+        latest = latest_cases(settings)
+        pen = ledger_totals(settings, ("district",))
     except (InfluxQueryError, OSError):
         return
     opened: dict[str, int] = {}
-    for row in latest:
-        if row.get("open") == 1:
-            opened[row.get("rule", "?")] = opened.get(row.get("rule", "?"), 0) + 1
+    for case in latest:
+        if not case.is_final:
+            opened[case.rule] = opened.get(case.rule, 0) + 1
     snap.open_cases = dict(sorted(opened.items()))
-    snap.penalties = {r["district"]: int(r["sum"]) for r in pen}
-    snap.latest = sorted(latest, key=lambda r: r["time"], reverse=True)[:6]
+    snap.penalties = {t.group[0]: t.yuan for t in pen}
+    snap.latest = sorted(latest, key=lambda c: c.at, reverse=True)[:6]
 
 
 def _fmt_time(ms: int | None) -> str:
@@ -168,9 +170,8 @@ def _render(snap: Snapshot, end_ms: int, phase: str):  # noqa: ANN202
     latest = Table(title="latest case events 最新案件", show_edge=False)
     for col in ("time", "rule", "state", "device", "district"):
         latest.add_column(col)
-    for row in snap.latest:
-        latest.add_row(_fmt_time(row["time"]), row.get("rule", ""), row.get("state", ""),
-                       row.get("device", ""), row.get("district", ""))
+    for case in snap.latest:
+        latest.add_row(_fmt_time(case.at), case.rule, case.state, case.device, case.district)
     body = Table.grid(padding=(0, 4))
     body.add_row(cases, pen)
     pushes = Table(title=f"latest alerts 最新推送 ({snap.push_count:,} sent)", show_edge=False)
@@ -393,38 +394,36 @@ def _wait_for(check: Any, children: list[Child], timeout: float, what: str) -> N
 
 
 def _summary(settings: Settings, snap: Snapshot, hint: dict[str, Any]) -> dict[str, Any]:
-    from store.influx import CASE_EVENT, PENALTY, query
+    from store.read import latest_cases, ledger_entries, ledger_totals, point_counts
 
-    by_payer = query(settings, None, f"SELECT sum(amount_yuan) FROM {PENALTY} GROUP BY payer_type, payer")
-    by_rule = query(settings, None, f"SELECT count(amount_yuan), sum(amount_yuan) FROM {PENALTY} GROUP BY rule")
-    entries = query(settings, None, f"SELECT amount_yuan, device FROM {PENALTY}")
+    by_payer = ledger_totals(settings, ("payer_type", "payer"))
+    by_rule = ledger_totals(settings, ("rule",))
     actual_by_device: dict[str, int] = {}
-    for r in entries:
-        actual_by_device[r["device"]] = actual_by_device.get(r["device"], 0) + int(r["amount_yuan"])
-    cases = query(settings, None, f"SELECT * FROM {CASE_EVENT} GROUP BY case_id ORDER BY time DESC LIMIT 1")
-    counts = query(settings, None, "SELECT count(pm10) FROM dust; SELECT count(tilt_deg) FROM manhole; "
-                                   "SELECT count(voltage_v) FROM streetlight")
+    for e in ledger_entries(settings):
+        actual_by_device[e.device] = actual_by_device.get(e.device, 0) + e.amount_yuan
+    cases = latest_cases(settings)
+    counts = point_counts(settings, {"dust": "pm10", "manhole": "tilt_deg", "streetlight": "voltage_v"})
     return {
         "database": settings.influx.database,
         "published": snap.published,
         "forwarded": snap.forwarded,
         "dead_letters": snap.dead,
-        "telemetry_points": {r["_series"]: r["count"] for r in counts},
+        "telemetry_points": counts,
         "cases": len(cases),
-        "cases_by_rule": _count_by(cases, "rule"),
-        "ledger_total": sum(int(r["sum"]) for r in by_payer),
-        "ledger_by_payer": [(r["payer_type"], r["payer"], int(r["sum"])) for r in by_payer],
-        "ledger_by_rule": {r["rule"]: (r["count"], int(r["sum"])) for r in by_rule},
+        "cases_by_rule": _count_by([c.rule for c in cases]),
+        "ledger_total": sum(t.yuan for t in by_payer),
+        "ledger_by_payer": [(*t.group, t.yuan) for t in by_payer],
+        "ledger_by_rule": {t.group[0]: (t.count, t.yuan) for t in by_rule},
         "actual_by_device": actual_by_device,
         "expected": hint,
         "alerts_sent": snap.push_count,
     }
 
 
-def _count_by(rows: list[dict[str, Any]], key: str) -> dict[str, int]:
+def _count_by(values: list[str]) -> dict[str, int]:
     out: dict[str, int] = {}
-    for r in rows:
-        out[r.get(key, "?")] = out.get(r.get(key, "?"), 0) + 1
+    for v in values:
+        out[v] = out.get(v, 0) + 1
     return dict(sorted(out.items()))
 
 
@@ -483,7 +482,7 @@ def _print_summary(console: Any, settings: Settings, s: dict[str, Any]) -> None:
         e.add_row(row["scenario"][:48], row["devices"], f"{row['expected']:,}", f"{row['actual']:,}", row["mark"])
     console.print(e)
     console.print(f"ledger total [b]{s['ledger_total']:,}[/b] yuan; scenarios expect {s['expected']['total_yuan']:,}")
-    from store.influx import PENALTY
+    from store.schema import PENALTY
 
     db = settings.influx.database
     console.print(

@@ -9,7 +9,7 @@ entries and case events of that period from InfluxDB (docs/reports.md).
   provisional.
 * Ledger entries are the ``penalty`` points whose time (= ``accrued_at``; a
   reversal's time is the instant it was booked) lies in the period. Their sum
-  is the ledger's net for the period (DESIGN §5), the same number
+  is the ledger's net for the period (docs/contracts.md, "InfluxDB"), the same number
   ``sum(amount_yuan)`` gives in Grafana. A reversal booked in November of an
   hour that accrued in October is November's, and it is shown against the
   entry it reverses (fetched by id wherever it lies).
@@ -19,27 +19,29 @@ entries and case events of that period from InfluxDB (docs/reports.md).
   ledger but opened earlier are fetched by id, all their events.
 
 Both measurements live in the ``ledger`` retention policy (``LEDGER_RP``,
-kept forever), never in the 30-day default one.
+kept forever), never in the 30-day default one. They are read through
+``store.read`` (entries as ``StoredEntry``, snapshots as ``CaseEvent``).
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import orjson
 
 from foundation.errors import CitywatchError
+from store import read
+from store.errors import InfluxError, InfluxQueryError
+from store.schema import LEDGER_RP
 
-try:  # the one place the retention policy's name lives
-    from store.influx import LEDGER_RP as _RP
-except ImportError:  # pragma: no cover - older store.influx
-    _RP = "ledger"
+if TYPE_CHECKING:
+    from contract.cases import CaseEvent
 
 __all__ = [
     "CITY_TZ",
@@ -58,14 +60,10 @@ __all__ = [
     "parse_week",
 ]
 
-LEDGER_RP: str = _RP
-"""Retention policy holding ``penalty`` and ``case_event`` (infinite duration)."""
 CITY_TZ = "Asia/Shanghai"
 """Default city time zone (the rules file's ``timezone`` overrides it in the CLI)."""
 FINAL_STATES = frozenset({"repaired", "closed"})
 HOUR_MS = 3_600_000
-_ID_CHUNK = 100
-"""Ids per ``OR`` query when fetching entries or cases by id."""
 
 
 # ------------------------------------------------------------------ periods
@@ -225,40 +223,8 @@ def district_name(district: str) -> str:
 # ------------------------------------------------------------------ records
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One ledger entry as stored in the ``penalty`` measurement."""
-
-    id: str
-    case_id: str
-    rule: str
-    device: str
-    payer: str
-    payer_type: str
-    district: str
-    amount_yuan: int
-    accrued_at: int
-    hour_index: int | None
-    reverses: str | None
-    unit: str = ""
-
-    @classmethod
-    def from_row(cls, r: Mapping[str, Any]) -> Entry:
-        hour = r.get("hour_index")
-        return cls(
-            id=str(r["entry_id"]),
-            case_id=str(r.get("case_id") or ""),
-            rule=str(r.get("rule") or ""),
-            device=str(r.get("device") or ""),
-            payer=str(r.get("payer") or ""),
-            payer_type=str(r.get("payer_type") or ""),
-            district=str(r.get("district") or ""),
-            amount_yuan=int(r["amount_yuan"]),
-            accrued_at=int(r["time"]),
-            hour_index=None if hour is None or int(hour) < 0 else int(hour),
-            reverses=(r.get("reverses") or None),
-            unit=str(r.get("unit") or ""),
-        )
+Entry = read.StoredEntry
+"""One ledger entry as stored in the ``penalty`` measurement (``store.read.StoredEntry``)."""
 
 
 @dataclass(slots=True)
@@ -317,46 +283,34 @@ class Case:
         return self.deadline is not None and e is not None and e <= self.deadline
 
 
-def _case_from_events(case_id: str, rows: list[dict[str, Any]]) -> Case:
-    rows.sort(key=lambda r: r["time"])
-    last = rows[-1]
-    detail_text = last.get("detail")
-    try:
-        detail = orjson.loads(detail_text) if detail_text else {}
-    except orjson.JSONDecodeError:
-        detail = {}
-    if not isinstance(detail, dict):
-        detail = {}
-    deadline = last.get("deadline")
+def _case_from_events(case_id: str, events: list[CaseEvent]) -> Case:
+    events.sort(key=lambda e: e.at)
+    last = events[-1]
     return Case(
         case_id=case_id,
-        kind=str(last.get("kind") or ""),
-        rule=str(last.get("rule") or ""),
-        device=str(last.get("device") or ""),
-        district=str(last.get("district") or ""),
-        grid=str(last.get("grid") or ""),
-        unit=str(last.get("unit") or ""),
-        address=str(last.get("address") or ""),
-        component_code=str(last.get("component_code") or ""),
-        severity=str(last.get("severity") or ""),
-        state=str(last.get("state") or ""),
-        opened_at=int(last.get("opened_at") if last.get("opened_at") is not None else rows[0]["time"]),
-        deadline=None if deadline is None else int(deadline),
-        detail=detail,
-        events=[(int(r["time"]), str(r.get("state") or "")) for r in rows],
-        evidence=_evidence(rows),
+        kind=last.kind,
+        rule=last.rule,
+        device=last.device,
+        district=last.district,
+        grid=last.grid,
+        unit=last.unit,
+        address=last.address,
+        component_code=last.component_code or "",
+        severity=last.severity,
+        state=last.state,
+        opened_at=last.opened_at,
+        deadline=last.deadline,
+        detail=last.detail,
+        events=[(e.at, e.state) for e in events],
+        evidence=_evidence(events),
     )
 
 
-def _evidence(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _evidence(events: list[CaseEvent]) -> list[dict[str, Any]]:
     seen: set[bytes] = set()
     out: list[dict[str, Any]] = []
-    for r in rows:
-        try:
-            items = orjson.loads(r["evidence"]) if r.get("evidence") else []
-        except orjson.JSONDecodeError:
-            continue
-        for item in items if isinstance(items, list) else []:
+    for e in events:
+        for item in e.evidence:
             key = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
             if isinstance(item, dict) and key not in seen:
                 seen.add(key)
@@ -364,12 +318,12 @@ def _evidence(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def cases_from_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, Case]:
-    """``case_event`` rows (any order) -> cases by id."""
-    by_case: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        by_case.setdefault(str(r["case_id"]), []).append(dict(r))
-    return {cid: _case_from_events(cid, rs) for cid, rs in by_case.items()}
+def cases_from_events(events: Iterable[CaseEvent]) -> dict[str, Case]:
+    """``case_event`` snapshots (any order) -> cases by id."""
+    by_case: dict[str, list[CaseEvent]] = {}
+    for e in events:
+        by_case.setdefault(e.case_id, []).append(e)
+    return {cid: _case_from_events(cid, es) for cid, es in by_case.items()}
 
 
 # ------------------------------------------------------------------ loading
@@ -395,15 +349,13 @@ class PeriodData:
         )
 
 
-def _lit(s: str) -> str:
-    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+T = TypeVar("T")
 
 
-def _run(settings: Any, influxql: str) -> list[dict[str, Any]]:
-    from store.influx import InfluxError, InfluxQueryError, query
-
+def _read(settings: Any, reader: Callable[..., T], **kw: Any) -> T:
+    """``reader(settings, **kw)`` with InfluxDB's failures told as the operator's fix."""
     try:
-        return query(settings, None, influxql)
+        return reader(settings, **kw)
     except InfluxQueryError as exc:
         text = str(exc)
         db = settings.influx.database
@@ -422,22 +374,8 @@ def _run(settings: Any, influxql: str) -> list[dict[str, Any]]:
         raise CitywatchError(str(exc)) from None
 
 
-def _m(measurement: str) -> str:
-    return f'"{LEDGER_RP}"."{measurement}"'
-
-
-def _by_ids(settings: Any, measurement: str, tag: str, ids: list[str], extra: str = "") -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for i in range(0, len(ids), _ID_CHUNK):
-        chunk = ids[i : i + _ID_CHUNK]
-        cond = " OR ".join(f'"{tag}" = {_lit(x)}' for x in chunk)
-        rows += _run(settings, f"SELECT * FROM {_m(measurement)} WHERE ({cond}){extra}")
-    return rows
-
-
 def load_entries(settings: Any, start_ms: int, end_ms: int) -> list[Entry]:
-    rows = _run(settings, f"SELECT * FROM {_m('penalty')} WHERE time >= {start_ms}ms AND time < {end_ms}ms")
-    return sorted((Entry.from_row(r) for r in rows), key=lambda e: (e.accrued_at, e.id))
+    return _read(settings, read.ledger_entries, start_ms=start_ms, end_ms=end_ms)
 
 
 def load_period(settings: Any, period: Period) -> PeriodData:
@@ -447,15 +385,14 @@ def load_period(settings: Any, period: Period) -> PeriodData:
     in_period = {e.id: e for e in entries}
     wanted = sorted({e.reverses for e in entries if e.reverses and e.reverses not in in_period})
     originals = {e.id: e for e in entries if e.id in {x.reverses for x in entries}}
-    for r in _by_ids(settings, "penalty", "entry_id", wanted):
-        originals[str(r["entry_id"])] = Entry.from_row(r)
+    if wanted:
+        for e in _read(settings, read.ledger_entries, ids=wanted):
+            originals[e.id] = e
 
-    rows = _run(settings, f"SELECT * FROM {_m('case_event')} WHERE time >= {start}ms AND time < {end}ms")
-    cases = cases_from_rows(rows)
+    cases = cases_from_events(_read(settings, read.case_events, start_ms=start, end_ms=end))
     # cases opened before the period (history partly outside it) or only named by the ledger
     partial = [cid for cid, c in cases.items() if c.events and c.events[0][0] > c.opened_at]
     missing = sorted({e.case_id for e in entries if e.case_id and e.case_id not in cases} | set(partial))
     if missing:
-        more = _by_ids(settings, "case_event", "case_id", missing, f" AND time < {end}ms")
-        cases.update(cases_from_rows(more))
+        cases.update(cases_from_events(_read(settings, read.case_events, case_ids=missing, end_ms=end)))
     return PeriodData(period, entries, cases, originals)

@@ -1,0 +1,236 @@
+"""The one read-back path: InfluxDB points -> citywatch's records.
+
+Reports, the CLI and the main job read the ledger and the cases through these
+functions instead of parsing rows themselves. Every value in a WHERE clause is
+a bound parameter (``store.influxql``), never text in the query.
+
+* ``case_events`` / ``latest_cases`` -> ``contract.cases.CaseEvent``, rebuilt
+  from the ``case_event`` points (docs/contracts.md, "InfluxDB"): ``at`` is the
+  point's time, ``detail`` and ``evidence`` are parsed back from their JSON
+  fields. Tag values are what InfluxDB stores (``store.points`` explains the
+  few characters a tag cannot hold).
+* ``ledger_entries`` -> ``StoredEntry``: a ``contract.cases.LedgerEntry`` as the
+  ``penalty`` measurement keeps it (its ``unit``, no ``evidence``; the evidence
+  travels with the case events). ``hour_index`` -1 and ``reverses`` "" read
+  back as None.
+* ``ledger_totals`` (count and exact integer sum of ``amount_yuan`` per tag
+  group) and ``point_counts`` (points per telemetry measurement).
+
+Both ledger measurements live in the ``ledger`` retention policy
+(``store.schema.LEDGER_RP``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from contract.cases import CaseEvent, LedgerEntry
+from store.influxql import ident, query
+from store.schema import CASE_EVENT, PENALTY
+
+__all__ = [
+    "LedgerTotal",
+    "StoredEntry",
+    "case_event_from_row",
+    "case_events",
+    "latest_cases",
+    "ledger_entries",
+    "ledger_totals",
+    "point_counts",
+    "stored_entry_from_row",
+]
+
+ID_CHUNK = 100
+"""Ids per query (``"case_id" = $id0 OR ...``) when reading by id."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """One ledger entry as stored in the ``penalty`` measurement."""
+
+    id: str
+    case_id: str
+    rule: str
+    device: str
+    payer: str
+    payer_type: str
+    district: str
+    amount_yuan: int
+    accrued_at: int
+    hour_index: int | None
+    reverses: str | None
+    unit: str = ""
+
+    def ledger_entry(self) -> LedgerEntry:
+        """The contract's entry (``evidence`` empty: it is not stored with the penalty)."""
+        return LedgerEntry(
+            id=self.id, case_id=self.case_id, rule=self.rule, device=self.device, payer=self.payer,
+            payer_type=self.payer_type, district=self.district, amount_yuan=self.amount_yuan,
+            accrued_at=self.accrued_at, hour_index=self.hour_index, reverses=self.reverses, evidence=[],
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerTotal:
+    """``count(amount_yuan)`` and ``sum(amount_yuan)`` of one GROUP BY group."""
+
+    group: tuple[str, ...]
+    """The tag values, in the order the tags were asked for ("" where a point has none)."""
+    count: int
+    yuan: int
+
+
+def stored_entry_from_row(r: Mapping[str, Any]) -> StoredEntry:
+    """A ``penalty`` row (``SELECT *``, epoch ms) -> ``StoredEntry``."""
+    hour = r.get("hour_index")
+    return StoredEntry(
+        id=str(r["entry_id"]),
+        case_id=str(r.get("case_id") or ""),
+        rule=str(r.get("rule") or ""),
+        device=str(r.get("device") or ""),
+        payer=str(r.get("payer") or ""),
+        payer_type=str(r.get("payer_type") or ""),
+        district=str(r.get("district") or ""),
+        amount_yuan=int(r["amount_yuan"]),
+        accrued_at=int(r["time"]),
+        hour_index=None if hour is None or int(hour) < 0 else int(hour),
+        reverses=(r.get("reverses") or None),
+        unit=str(r.get("unit") or ""),
+    )
+
+
+def _json(text: Any, want: type) -> Any:
+    if not text or not isinstance(text, str):
+        return want()
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return want()
+    return value if isinstance(value, want) else want()
+
+
+def case_event_from_row(r: Mapping[str, Any]) -> CaseEvent:
+    """A ``case_event`` row (``SELECT *``, epoch ms) -> ``CaseEvent``."""
+    at = int(r["time"])
+    opened_at = r.get("opened_at")
+    deadline = r.get("deadline")
+    return CaseEvent(
+        case_id=str(r["case_id"]),
+        kind=str(r.get("kind") or ""),
+        rule=str(r.get("rule") or ""),
+        device=str(r.get("device") or ""),
+        district=str(r.get("district") or ""),
+        grid=str(r.get("grid") or ""),
+        unit=str(r.get("unit") or ""),
+        severity=str(r.get("severity") or ""),
+        state=str(r.get("state") or ""),
+        at=at,
+        opened_at=at if opened_at is None else int(opened_at),
+        deadline=None if deadline is None else int(deadline),
+        evidence=_json(r.get("evidence"), list),
+        component_code=r.get("component_code") or None,
+        address=str(r.get("address") or ""),
+        detail=_json(r.get("detail"), dict),
+    )
+
+
+# ------------------------------------------------------------------ WHERE clauses with bound values
+
+
+def _conditions(start_ms: int | None, end_ms: int | None, tags: Mapping[str, str | None]) -> tuple[list[str], dict[str, Any]]:
+    conds: list[str] = []
+    params: dict[str, Any] = {}
+    for name, value in tags.items():
+        if value is not None:
+            conds.append(f"{ident(name)} = ${name}")
+            params[name] = value
+    if start_ms is not None:
+        conds.append("time >= $start")
+        params["start"] = int(start_ms) * 1_000_000  # a bound integer is nanoseconds
+    if end_ms is not None:
+        conds.append("time < $end")
+        params["end"] = int(end_ms) * 1_000_000
+    return conds, params
+
+
+def _select(settings: Any, measurement: str, conds: list[str], params: dict[str, Any], tail: str = "") -> list[dict[str, Any]]:
+    where = f" WHERE {' AND '.join(conds)}" if conds else ""
+    return query(settings, None, f"SELECT * FROM {measurement}{where}{tail}", params=params)
+
+
+def _rows(settings: Any, measurement: str, id_tag: str, ids: Iterable[str] | None,
+          start_ms: int | None, end_ms: int | None, tags: Mapping[str, str | None]) -> list[dict[str, Any]]:  # fmt: skip
+    conds, params = _conditions(start_ms, end_ms, tags)
+    if ids is None:
+        return _select(settings, measurement, conds, params)
+    wanted = sorted(set(ids))
+    rows: list[dict[str, Any]] = []
+    for i in range(0, len(wanted), ID_CHUNK):
+        chunk = wanted[i : i + ID_CHUNK]
+        alternatives = " OR ".join(f"{ident(id_tag)} = $id{k}" for k in range(len(chunk)))
+        bound = params | {f"id{k}": x for k, x in enumerate(chunk)}
+        rows += _select(settings, measurement, [f"({alternatives})", *conds], bound)
+    return rows
+
+
+# ------------------------------------------------------------------ the readers
+
+
+def ledger_entries(
+    settings: Any,
+    *,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    case_id: str | None = None,
+    unit: str | None = None,
+    ids: Iterable[str] | None = None,
+) -> list[StoredEntry]:
+    """Entries with ``start_ms <= accrued_at < end_ms`` (each bound optional), of one
+    case, of one property-rights unit (the ``unit`` field: any text, exactly) and/or
+    with one of ``ids``; in time order (ties: by id)."""
+    rows = _rows(settings, PENALTY, "entry_id", ids, start_ms, end_ms, {"case_id": case_id, "unit": unit})
+    return sorted((stored_entry_from_row(r) for r in rows), key=lambda e: (e.accrued_at, e.id))
+
+
+def case_events(
+    settings: Any,
+    *,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    case_id: str | None = None,
+    unit: str | None = None,
+    case_ids: Iterable[str] | None = None,
+) -> list[CaseEvent]:
+    """Every snapshot with ``start_ms <= at < end_ms`` (each bound optional), of one case,
+    of one unit (the tag as stored) and/or of ``case_ids``; in time order (snapshots of
+    one instant in the server's order)."""
+    tags = {"case_id": case_id, "unit": unit}
+    rows = _rows(settings, CASE_EVENT, "case_id", case_ids, start_ms, end_ms, tags)
+    return sorted((case_event_from_row(r) for r in rows), key=lambda e: e.at)
+
+
+def latest_cases(
+    settings: Any, *, district: str | None = None, kind: str | None = None, unit: str | None = None
+) -> list[CaseEvent]:
+    """The latest snapshot of every case (of one district, kind and/or unit), by case id."""
+    conds, params = _conditions(None, None, {"district": district, "kind": kind, "unit": unit})
+    rows = _select(settings, CASE_EVENT, conds, params, " GROUP BY case_id ORDER BY time DESC LIMIT 1")
+    return [case_event_from_row(r) for r in rows]
+
+
+def ledger_totals(settings: Any, by: Sequence[str]) -> list[LedgerTotal]:
+    """Count and net yuan of the whole ledger per group of the tags ``by`` (e.g. ``("district",)``)."""
+    group = f" GROUP BY {', '.join(ident(t) for t in by)}" if by else ""
+    rows = query(settings, None, f"SELECT count(amount_yuan), sum(amount_yuan) FROM {PENALTY}{group}")
+    return [LedgerTotal(tuple(str(r.get(t) or "") for t in by), int(r["count"]), int(r["sum"])) for r in rows]
+
+
+def point_counts(settings: Any, fields: Mapping[str, str]) -> dict[str, int]:
+    """measurement -> number of points with the given field (``{"dust": "pm10"}``);
+    measurements without points are left out."""
+    statements = "; ".join(f"SELECT count({ident(f)}) FROM {ident(m)}" for m, f in fields.items())
+    return {r["_series"]: int(r["count"]) for r in query(settings, None, statements)} if statements else {}
