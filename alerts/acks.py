@@ -25,6 +25,8 @@ async def submit(settings: Settings, action: OfficerAction) -> None:
     await producer.start()
     try:
         body = orjson.dumps(action.to_dict(), option=orjson.OPT_SORT_KEYS)
-        await producer.send_and_wait(KafkaTopics(k.topic_prefix).acks, body, key=action.device.encode())
+        await producer.send_and_wait(
+            KafkaTopics(k.topic_prefix).acks, body, key=action.device.encode()
+        )
     finally:
         await producer.stop()

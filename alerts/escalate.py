@@ -45,8 +45,10 @@ def _next_step(info: CaseInfo, route: Route, config: RoutingConfig) -> Step | No
     st = info.escalation.get(route.id, {"level": 0, "reminders": 0})
     levels = config.escalations[route.escalation].levels if route.escalation else ()
     reached = st["level"]
-    if reached < len(levels) and sev in levels[reached].after_ms and (
-        reached == 0 or sev in levels[reached - 1].after_ms
+    if (
+        reached < len(levels)
+        and sev in levels[reached].after_ms
+        and (reached == 0 or sev in levels[reached - 1].after_ms)
     ):
         lv = levels[reached]
         return Step(route, "escalation", lv.receiver, lv.name, f"{info.case_id}:esc:{route.id}:{reached + 1}",
@@ -70,7 +72,9 @@ def next_due(info: CaseInfo, routes: list[Route], config: RoutingConfig) -> int 
     return min(times) if times else None
 
 
-def due_steps(info: CaseInfo, routes: list[Route], config: RoutingConfig, now_ms: int) -> list[Step]:
+def due_steps(
+    info: CaseInfo, routes: list[Route], config: RoutingConfig, now_ms: int
+) -> list[Step]:
     """Every step due at ``now_ms``, recorded in ``info.escalation`` (so each fires once)."""
     out: list[Step] = []
     for route in routes:

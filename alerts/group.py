@@ -61,7 +61,9 @@ class Grouper:
             if g.flush_at is not None and g.flush_at <= now_ms:
                 out.append((gid, g.pending))
                 g.pending, g.flush_at, g.last_flush = [], None, now_ms
-            elif g.flush_at is None and (g.last_flush is None or now_ms - g.last_flush >= g.interval_ms):
+            elif g.flush_at is None and (
+                g.last_flush is None or now_ms - g.last_flush >= g.interval_ms
+            ):
                 del self.groups[gid]  # quiet for a whole interval: forget it
         return out
 

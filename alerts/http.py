@@ -49,7 +49,9 @@ def signature(secret: str, params: Mapping[str, str]) -> str:
     return hmac.new(secret.encode(), canonical(params).encode(), hashlib.sha256).hexdigest()
 
 
-def make_link(cfg: AckConfig, case_id: str, device: str, action: str, officer: str, now_ms: int) -> str:
+def make_link(
+    cfg: AckConfig, case_id: str, device: str, action: str, officer: str, now_ms: int
+) -> str:
     params = {"case": case_id, "device": device, "action": action, "officer": officer,
               "exp": str((now_ms + cfg.link_ttl_ms) // 1000)}  # fmt: skip
     params["sig"] = signature(cfg.secret, params)
@@ -72,11 +74,17 @@ def verify(cfg: AckConfig, query: Mapping[str, str], now_ms: int) -> dict[str, s
     if extra:
         raise Refused(403, "链接无效：签名不符", "This link is not valid: it has been altered.")
     if not hmac.compare_digest(signature(cfg.secret, params), query["sig"]):
-        raise Refused(403, "链接无效：签名不符", "This link is not valid: its signature does not match.")
+        raise Refused(
+            403, "链接无效：签名不符", "This link is not valid: its signature does not match."
+        )
     if not params["exp"].isdigit():
         raise Refused(400, "链接格式错误", "The link is malformed (exp).")
     if int(params["exp"]) * 1000 < now_ms:
-        raise Refused(410, "链接已过期，请在最新的告警消息中操作", "This link has expired; use the link in the latest alert.")
+        raise Refused(
+            410,
+            "链接已过期，请在最新的告警消息中操作",
+            "This link has expired; use the link in the latest alert.",
+        )
     if params["action"] not in LINK_ACTIONS:
         raise Refused(400, "不支持的操作", f"Unknown action {params['action']!r}.")
     return params
@@ -99,7 +107,13 @@ class AckEndpoint:
                  clock: Callable[[], int]):  # fmt: skip
         self.cfg, self.submit, self.clock = cfg, submit, clock
         self.app = web.Application()
-        self.app.add_routes([web.get("/ack", self.get), web.post("/ack", self.post), web.get("/healthz", self.health)])
+        self.app.add_routes(
+            [
+                web.get("/ack", self.get),
+                web.post("/ack", self.post),
+                web.get("/healthz", self.health),
+            ]
+        )
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -147,14 +161,18 @@ class AckEndpoint:
             await self.submit(action)
         except Exception as exc:  # noqa: BLE001 - Kafka down: tell the officer to try again
             log.error("could not submit %s: %s", action, exc)
-            return page(503, "暂时无法记录，请稍后重试", "Could not record it just now; please try again.")
+            return page(
+                503, "暂时无法记录，请稍后重试", "Could not record it just now; please try again."
+            )
         zh, en = ACTION_NAMES[params["action"]]
         log.info("officer %s: %s on case %s (link)", action.officer, action.action, action.case_id)
         return page(200, f"已记录：{zh}", f"Recorded: {en}. Thank you.")
 
     async def _bearer(self, request: web.Request, auth: str) -> web.Response:
         scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.strip(), t) for t in self.cfg.tokens):
+        if scheme.lower() != "bearer" or not any(
+            hmac.compare_digest(token.strip(), t) for t in self.cfg.tokens
+        ):
             return web.json_response({"error": "invalid bearer token"}, status=401)
         try:
             body = await request.json()

@@ -143,8 +143,12 @@ class Store:
             for cid in ids:
                 self.db.execute("DELETE FROM cases WHERE case_id=?", (cid,))
                 self.db.execute("DELETE FROM entries WHERE case_id=?", (cid,))
-            self.db.execute("DELETE FROM notices WHERE message_key IS NOT NULL AND created_ms < ?", (before_ms,))
-            self.db.execute("DELETE FROM outbox WHERE state != 'pending' AND created_ms < ?", (before_ms,))
+            self.db.execute(
+                "DELETE FROM notices WHERE message_key IS NOT NULL AND created_ms < ?", (before_ms,)
+            )
+            self.db.execute(
+                "DELETE FROM outbox WHERE state != 'pending' AND created_ms < ?", (before_ms,)
+            )
         return len(ids)
 
     def add_entry(self, entry_id: str, case_id: str, amount: int) -> bool:
@@ -172,7 +176,9 @@ class Store:
 
     # ------------------------------------------------------------------ the outbox
 
-    def enqueue(self, notices: list[Notice], message: Message, channels: list[tuple[str, str]], now_ms: int) -> int:
+    def enqueue(
+        self, notices: list[Notice], message: Message, channels: list[tuple[str, str]], now_ms: int
+    ) -> int:
         """In one transaction: mark the notices as sent in ``message`` and add one outbox row per channel
         (``channels``: (type, target) in receiver order). Returns the rows added."""
         body = orjson.dumps(message.to_dict())
@@ -185,7 +191,17 @@ class Store:
                 cur = self.db.execute(
                     "INSERT OR IGNORE INTO outbox(key, message_key, receiver, channel, channel_type, target, message,"
                     " state, attempts, next_ms, created_ms) VALUES(?,?,?,?,?,?,?,'pending',0,?,?)",
-                    (f"{message.key}#{i}", message.key, message.receiver, i, ctype, target, body, now_ms, now_ms),
+                    (
+                        f"{message.key}#{i}",
+                        message.key,
+                        message.receiver,
+                        i,
+                        ctype,
+                        target,
+                        body,
+                        now_ms,
+                        now_ms,
+                    ),
                 )
                 added += cur.rowcount
         return added
@@ -201,10 +217,19 @@ class Store:
         row = self.db.execute("SELECT MIN(next_ms) FROM outbox WHERE state='pending'").fetchone()
         return row[0]
 
-    def mark(self, row_id: int, state: str, attempts: int, next_ms: int, now_ms: int, detail: str) -> None:
+    def mark(
+        self, row_id: int, state: str, attempts: int, next_ms: int, now_ms: int, detail: str
+    ) -> None:
         self.db.execute(
             "UPDATE outbox SET state=?, attempts=?, next_ms=?, done_ms=?, detail=? WHERE id=?",
-            (state, attempts, next_ms, now_ms if state != "pending" else None, detail[:500], row_id),
+            (
+                state,
+                attempts,
+                next_ms,
+                now_ms if state != "pending" else None,
+                detail[:500],
+                row_id,
+            ),
         )
 
     def counts(self) -> dict[str, int]:
@@ -212,7 +237,10 @@ class Store:
 
     def rows(self) -> list[dict[str, Any]]:
         cols = ("id", "key", "receiver", "channel_type", "state", "attempts", "detail")
-        return [dict(zip(cols, r, strict=True)) for r in self.db.execute(f"SELECT {', '.join(cols)} FROM outbox ORDER BY id")]
+        return [
+            dict(zip(cols, r, strict=True))
+            for r in self.db.execute(f"SELECT {', '.join(cols)} FROM outbox ORDER BY id")
+        ]
 
 
 class Deliverer:
@@ -236,7 +264,9 @@ class Deliverer:
         self.wake = asyncio.Event()
 
     def backoff_ms(self, attempts: int) -> int:
-        base = min(self.config.retry_max_ms, self.config.retry_initial_ms * (2 ** max(0, attempts - 1)))
+        base = min(
+            self.config.retry_max_ms, self.config.retry_initial_ms * (2 ** max(0, attempts - 1))
+        )
         return int(base * (0.5 + random.random() / 2))  # "equal jitter": between half and all of it
 
     def pump(self) -> None:
@@ -264,18 +294,32 @@ class Deliverer:
         channel = self.channels.get((row.receiver, row.channel))
         attempts = row.attempts + 1
         if channel is None:
-            result = Result.give_up(f"receiver {row.receiver!r} channel {row.channel} is no longer configured")
+            result = Result.give_up(
+                f"receiver {row.receiver!r} channel {row.channel} is no longer configured"
+            )
         else:
             try:
-                result = await asyncio.wait_for(channel.send(row.message), self.config.timeout_ms / 1000 * 2 + 5)
+                result = await asyncio.wait_for(
+                    channel.send(row.message), self.config.timeout_ms / 1000 * 2 + 5
+                )
             except Exception as exc:  # noqa: BLE001 - a channel bug or timeout: try again later
                 result = Result.retry(f"{type(exc).__name__}: {exc}")
         now = self.clock()
         if result.status == "delivered":
             self.store.mark(row.id, "delivered", attempts, now, now, result.detail)
-            log.info("delivered %s via %s to %s (attempt %d)", row.key, row.channel_type, row.receiver, attempts)
+            log.info(
+                "delivered %s via %s to %s (attempt %d)",
+                row.key,
+                row.channel_type,
+                row.receiver,
+                attempts,
+            )
         elif result.status == "retry" and now - row.created_ms < self.config.give_up_after_ms:
-            wait = int(result.retry_after_s * 1000) if result.retry_after_s is not None else self.backoff_ms(attempts)
+            wait = (
+                int(result.retry_after_s * 1000)
+                if result.retry_after_s is not None
+                else self.backoff_ms(attempts)
+            )
             self.store.mark(row.id, "pending", attempts, now + wait, now, result.detail)
             self.blocked_until[row.target] = now + wait
             log.warning("%s via %s: retry in %.1fs (attempt %d): %s", row.key, row.channel_type, wait / 1000,

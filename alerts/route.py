@@ -222,7 +222,9 @@ def parse_routes(text: str, file: str = "<routes>") -> RoutingConfig:
     """Validate a routing file given as text (``file`` only names it in errors)."""
     doc = _RoutesFile.parse(text, file)
     if doc.root is None:
-        raise ConfigError(file, 1, "the routing file is empty; it needs at least 'receivers' and 'route'")
+        raise ConfigError(
+            file, 1, "the routing file is empty; it needs at least 'receivers' and 'route'"
+        )
     return doc.config()
 
 
@@ -258,11 +260,16 @@ class _RoutesFile(Document):
                 return os.environ[name]
             if default is not None:
                 return default
-            self.fail(node, f"{path}: environment variable {name} is not set (write ${{{name}:-default}} for a default)")
+            self.fail(
+                node,
+                f"{path}: environment variable {name} is not set (write ${{{name}:-default}} for a default)",
+            )
 
         value = _ENV.sub(sub, x)
         if not empty_ok and not value.strip():
-            got = "an empty value" + (f" (after expanding {x!r})" if x != value and not secret else "")
+            got = "an empty value" + (
+                f" (after expanding {x!r})" if x != value and not secret else ""
+            )
             self.fail(node, f"{path}: expected text, got {got}")
         return value
 
@@ -298,7 +305,10 @@ class _RoutesFile(Document):
         _known(top, TOP_KEYS)
         for k in ("receivers", "route"):
             if k not in top.items:
-                self.fail(top.node, f"{k}: missing (required); the routing file needs 'receivers' and 'route'")
+                self.fail(
+                    top.node,
+                    f"{k}: missing (required); the routing file needs 'receivers' and 'route'",
+                )
         receivers = self.receivers(top)
         escalations = self.escalations(top.sub("escalations"), receivers)
 
@@ -322,22 +332,41 @@ class _RoutesFile(Document):
 
         route_s = top.sub("route")
         if route_s is None:
-            self.fail(top.key_node("route"), "route: expected a mapping (key: value lines), got null")
+            self.fail(
+                top.key_node("route"), "route: expected a mapping (key: value lines), got null"
+            )
         _known(route_s, ROUTE_KEYS)  # a misspelt 'receiver' is named as such, not as a missing one
         for k in ("match", "match_re"):
             if k in route_s.items:
-                self.fail(route_s.key_node(k),
-                          f"route.{k}: the root route matches everything; put matchers on its child routes")
+                self.fail(
+                    route_s.key_node(k),
+                    f"route.{k}: the root route matches everything; put matchers on its child routes",
+                )
         if route_s.get("receiver") is None:
-            self.fail(route_s.node, "route.receiver: missing (required); the root route's receiver is the default")
+            self.fail(
+                route_s.node,
+                "route.receiver: missing (required); the root route's receiver is the default",
+            )
         defaults = Route(
-            id="root", matchers=[], receiver="", group_by=("district", "rule"), group_wait_ms=30_000,
-            group_interval_ms=300_000, repeat_interval_ms=4 * 3600_000, escalation=None, continue_=False,
+            id="root",
+            matchers=[],
+            receiver="",
+            group_by=("district", "rule"),
+            group_wait_ms=30_000,
+            group_interval_ms=300_000,
+            repeat_interval_ms=4 * 3600_000,
+            escalation=None,
+            continue_=False,
             line=route_s.node.start_mark.line + 1,
         )
         root = self.route(route_s, "root", defaults, receivers, escalations)
         return RoutingConfig(
-            file=self.file, root=root, receivers=receivers, escalations=escalations, ack=ack, delivery=delivery,
+            file=self.file,
+            root=root,
+            receivers=receivers,
+            escalations=escalations,
+            ack=ack,
+            delivery=delivery,
             overdue_every_hours=notify.whole("overdue_every_hours", 1, minimum=1),
             max_cases_in_message=notify.whole("max_cases_in_message", 10, minimum=1),
             district_names=district_names,
@@ -347,8 +376,10 @@ class _RoutesFile(Document):
 
     def receivers(self, top: Section) -> dict[str, Receiver]:
         if not top.nodes("receivers"):
-            self.fail(top.items["receivers"][1],
-                      "receivers: expected a non-empty list of receivers ({name: ..., <channel>: {...}})")
+            self.fail(
+                top.items["receivers"][1],
+                "receivers: expected a non-empty list of receivers ({name: ..., <channel>: {...}})",
+            )
         out: dict[str, Receiver] = {}
         first: dict[str, int] = {}
         for sec in top.sections("receivers"):
@@ -356,13 +387,18 @@ class _RoutesFile(Document):
             if unknown:
                 k = unknown[0]
                 hint = did_you_mean(k, (*RECEIVER_KEYS, *CHANNELS))
-                hint = hint or f"; a receiver has {', '.join(RECEIVER_KEYS)} and channels: {', '.join(CHANNELS)}"
+                hint = (
+                    hint
+                    or f"; a receiver has {', '.join(RECEIVER_KEYS)} and channels: {', '.join(CHANNELS)}"
+                )
                 self.fail(sec.key_node(k), f"{sec.key_path(k)}: unknown key{hint}")
             name = self.text_key(sec, "name", required=True)
             line = sec.key_node("name").start_mark.line + 1
             if name in out:
-                self.fail(sec.key_node("name"),
-                          f"{sec.key_path('name')}: receiver {name!r} is defined twice (first on line {first[name]})")
+                self.fail(
+                    sec.key_node("name"),
+                    f"{sec.key_path('name')}: receiver {name!r} is defined twice (first on line {first[name]})",
+                )
             first[name] = line
             channels: list[ChannelSpec] = []
             for ctype, module in CHANNELS.items():
@@ -376,10 +412,15 @@ class _RoutesFile(Document):
                 else:
                     channels.append(self.channel(module, value, sec.key_path(ctype)))
             if not channels:
-                self.fail(sec.node, f"{sec.path}: receiver {name!r} has no channel; give one of {', '.join(CHANNELS)}")
+                self.fail(
+                    sec.node,
+                    f"{sec.path}: receiver {name!r} has no channel; give one of {', '.join(CHANNELS)}",
+                )
             out[name] = Receiver(
-                name=name, channels=tuple(channels),
-                officer=self.text_key(sec, "officer", name), label=self.text_key(sec, "label", name),
+                name=name,
+                channels=tuple(channels),
+                officer=self.text_key(sec, "officer", name),
+                label=self.text_key(sec, "label", name),
             )
         return out
 
@@ -412,7 +453,9 @@ class _RoutesFile(Document):
         if o.kind == "addresses":
             items = node.value if isinstance(node, SequenceNode) else [node]
             if not items:
-                self.fail(node, f"{path}: expected an e-mail address or a list of them, got an empty list")
+                self.fail(
+                    node, f"{path}: expected an e-mail address or a list of them, got an empty list"
+                )
             return [self.address(item, path if item is node else f"{path}[{i}]", o.secret)
                     for i, item in enumerate(items)]  # fmt: skip
         if o.kind == "address":
@@ -430,13 +473,17 @@ class _RoutesFile(Document):
 
     # ------------------------------------------------------------------ escalations, ack
 
-    def escalations(self, esc: Section | None, receivers: dict[str, Receiver]) -> dict[str, Escalation]:
+    def escalations(
+        self, esc: Section | None, receivers: dict[str, Receiver]
+    ) -> dict[str, Escalation]:
         out: dict[str, Escalation] = {}
         if esc is None:
             return out
         for name in esc.keys():
             if not esc.nodes(name):
-                self.fail(esc.items[name][1], f"{esc.key_path(name)}: expected a non-empty list of levels")
+                self.fail(
+                    esc.items[name][1], f"{esc.key_path(name)}: expected a non-empty list of levels"
+                )
             levels: list[Level] = []
             for lv in esc.sections(name):
                 _known(lv, LEVEL_KEYS)
@@ -450,14 +497,22 @@ class _RoutesFile(Document):
                                        "e.g. {critical: 5m, major: 30m}")  # fmt: skip
                 after: dict[str, int] = {}
                 for sev in after_s.keys():
-                    self.one_of(after_s.key_node(sev), after_s.key_path(sev), SEVERITIES, "severity")
+                    self.one_of(
+                        after_s.key_node(sev), after_s.key_path(sev), SEVERITIES, "severity"
+                    )
                     after_s.get(sev)
-                    after[sev] = self.duration_ms(after_s.items[sev][1], after_s.key_path(sev), zero_ok=True)
+                    after[sev] = self.duration_ms(
+                        after_s.items[sev][1], after_s.key_path(sev), zero_ok=True
+                    )
                     prev = levels[-1].after_ms.get(sev) if levels else None
                     if prev is not None and after[sev] <= prev:
-                        self.fail(after_s.items[sev][1],
-                                  f"{after_s.key_path(sev)}: a level must come later than the one before it")
-                levels.append(Level(receiver=rec, after_ms=after, name=self.text_key(lv, "name", rec)))
+                        self.fail(
+                            after_s.items[sev][1],
+                            f"{after_s.key_path(sev)}: a level must come later than the one before it",
+                        )
+                levels.append(
+                    Level(receiver=rec, after_ms=after, name=self.text_key(lv, "name", rec))
+                )
             out[name] = Escalation(name=name, levels=tuple(levels))
         return out
 
@@ -466,7 +521,9 @@ class _RoutesFile(Document):
         listen = self.text_key(sec, "listen", "127.0.0.1:8787")
         host, _, port = listen.rpartition(":")
         if not host or not port.isdigit():
-            self.fail(sec.get("listen") or sec.node, f"ack.listen: expected host:port, got {listen!r}")
+            self.fail(
+                sec.get("listen") or sec.node, f"ack.listen: expected host:port, got {listen!r}"
+            )
         tokens = tuple(t for t in (self.text(n, f"ack.tokens[{i}]", empty_ok=True)
                                    for i, n in enumerate(sec.nodes("tokens"))) if t)  # fmt: skip
         secret = self.text_key(sec, "secret", "", empty_ok=True)
@@ -477,7 +534,9 @@ class _RoutesFile(Document):
             base_url=self.text_key(sec, "base_url", f"http://{listen}", empty_ok=True).rstrip("/"),
             secret=secret,
             link_ttl_ms=_duration(sec, "link_ttl", 24 * 3600_000),
-            listen_host=host, listen_port=int(port), tokens=tokens,
+            listen_host=host,
+            listen_port=int(port),
+            tokens=tokens,
         )
 
     # ------------------------------------------------------------------ the route tree
@@ -509,11 +568,16 @@ class _RoutesFile(Document):
             escalation = None if enode is None else self.name_of(enode, sec.key_path("escalation"), escalations,
                                                                   "escalation")  # fmt: skip
         route = Route(
-            id=rid, matchers=matchers, receiver=receiver, group_by=group_by,
+            id=rid,
+            matchers=matchers,
+            receiver=receiver,
+            group_by=group_by,
             group_wait_ms=_duration(sec, "group_wait", parent.group_wait_ms),
             group_interval_ms=_duration(sec, "group_interval", parent.group_interval_ms),
             repeat_interval_ms=_duration(sec, "repeat_interval", parent.repeat_interval_ms),
-            escalation=escalation, continue_=sec.flag("continue", False), line=sec.node.start_mark.line + 1,
+            escalation=escalation,
+            continue_=sec.flag("continue", False),
+            line=sec.node.start_mark.line + 1,
         )
         for i, child in enumerate(sec.sections("routes")):
             route.routes.append(self.route(child, f"{rid}.{i}", route, receivers, escalations))
@@ -535,7 +599,9 @@ class _RoutesFile(Document):
         for item in items:
             x = self.scalar(item)
             if not isinstance(x, str | int) or isinstance(x, bool):
-                self.fail(item, f"{path}: expected a value or a list of values, got {self.describe(item)}")
+                self.fail(
+                    item, f"{path}: expected a value or a list of values, got {self.describe(item)}"
+                )
             if label == "severity":
                 self.one_of(item, path, SEVERITIES, "severity")
             values.append(x if isinstance(x, str) else item.value)  # a number as written (grid: 07)
@@ -551,7 +617,9 @@ def _duration(sec: Section, key: str, default: int) -> int:
 
 def _empty_like(node: Node) -> MappingNode:
     """An empty mapping at ``node``'s position (an absent section, or ``console:`` with nothing after it)."""
-    return MappingNode("tag:yaml.org,2002:map", [], start_mark=node.start_mark, end_mark=node.end_mark)
+    return MappingNode(
+        "tag:yaml.org,2002:map", [], start_mark=node.start_mark, end_mark=node.end_mark
+    )
 
 
 def _shown(value: str, secret: bool) -> str:

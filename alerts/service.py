@@ -101,12 +101,17 @@ class AlertsService:
             for r in self.config.receivers.values()
             for i, spec in enumerate(r.channels)
         }
-        self.deliverer = Deliverer(self.store, self.channels, self.config.delivery, clock, on_done=self._pushed)
+        self.deliverer = Deliverer(
+            self.store, self.channels, self.config.delivery, clock, on_done=self._pushed
+        )
         self.renderer = Renderer(
             locate=self._locate,
-            ack_link=lambda case, dev, action, officer: make_link(self.config.ack, case, dev, action, officer,
-                                                                  self.clock()),  # fmt: skip
-            now=clock, district_names=self.config.district_names, max_cases=self.config.max_cases_in_message,
+            ack_link=lambda case, dev, action, officer: make_link(
+                self.config.ack, case, dev, action, officer, self.clock()
+            ),  # fmt: skip
+            now=clock,
+            district_names=self.config.district_names,
+            max_cases=self.config.max_cases_in_message,
         )
         self.http_port = http_port
         self.http_host = http_host
@@ -136,7 +141,9 @@ class AlertsService:
             self.grouper.add(n, wait, route.group_interval_ms, now)
             restored += 1
         if restored:
-            log.info("restored %d notices not yet pushed; outbox: %s", restored, self.store.counts())
+            log.info(
+                "restored %d notices not yet pushed; outbox: %s", restored, self.store.counts()
+            )
 
     def _locate(self, device: str) -> tuple[float | None, float | None]:
         dev = self.registry.get(device) if self.registry is not None else None
@@ -159,7 +166,9 @@ class AlertsService:
         info = self.cases.get(cid)
         if info is None:
             info = self.cases[cid] = CaseInfo(cid, snapshot=ev)
-        elif int(ev.get("at") or 0) >= int(info.snapshot.get("at") or 0) or info.snapshot.get("_partial"):
+        elif int(ev.get("at") or 0) >= int(info.snapshot.get("at") or 0) or info.snapshot.get(
+            "_partial"
+        ):
             info.snapshot = ev
         else:
             return 0  # older than what we know (a redelivery after newer events): nothing new in it
@@ -171,7 +180,10 @@ class AlertsService:
         if (ev.get("detail") or {}).get("accident_at") is not None and not info.accident:
             info.accident = True
             changes.append(("accident", f"{cid}:accident", None))
-        accepted = sum(self._notify(info, change, key, int(ev["at"]), hours, now) for change, key, hours in changes)
+        accepted = sum(
+            self._notify(info, change, key, int(ev["at"]), hours, now)
+            for change, key, hours in changes
+        )
         self.store.save_case(info, now)
         self._schedule(info)
         return accepted
@@ -199,7 +211,9 @@ class AlertsService:
         self.store.save_case(info, now)
         return accepted
 
-    def _notify(self, info: CaseInfo, change: str, key: str, at: int, hours: int | None, now: int) -> int:
+    def _notify(
+        self, info: CaseInfo, change: str, key: str, at: int, hours: int | None, now: int
+    ) -> int:
         labels = info.labels()
         accepted = 0
         for route in self.config.match(labels):
@@ -246,10 +260,17 @@ class AlertsService:
                 self.store.save_case(info, now)
                 self._schedule(info)
             for (_route_id, receiver_name, _gk), notices in self.grouper.due(now):
-                receiver = self.config.receivers.get(receiver_name) or self.config.receivers[self.config.root.receiver]
+                receiver = (
+                    self.config.receivers.get(receiver_name)
+                    or self.config.receivers[self.config.root.receiver]
+                )
                 key = message_key(receiver.name, (f"{n.route_id}|{n.key}" for n in notices))
-                msg = self.renderer.render(key, receiver.name, receiver.officer, notices, self.cases, receiver.label)
-                self.store.enqueue(notices, msg, [(c.type, c.target) for c in receiver.channels], now)
+                msg = self.renderer.render(
+                    key, receiver.name, receiver.officer, notices, self.cases, receiver.label
+                )
+                self.store.enqueue(
+                    notices, msg, [(c.type, c.target) for c in receiver.channels], now
+                )
                 made += 1
         self.stats["messages"] += made
         self.deliverer.pump()
@@ -260,8 +281,14 @@ class AlertsService:
         before = self.clock() - FORGET_AFTER_MS
         n = self.store.prune(before)
         if n:
-            for cid in [c for c, i in self.cases.items() if i.ended and int(i.snapshot.get("at") or 0) < before]:
-                if not self.store.db.execute("SELECT 1 FROM cases WHERE case_id=?", (cid,)).fetchone():
+            for cid in [
+                c
+                for c, i in self.cases.items()
+                if i.ended and int(i.snapshot.get("at") or 0) < before
+            ]:
+                if not self.store.db.execute(
+                    "SELECT 1 FROM cases WHERE case_id=?", (cid,)
+                ).fetchone():
                     del self.cases[cid]
         return n
 
@@ -286,8 +313,12 @@ class AlertsService:
         topics = KafkaTopics(k.topic_prefix)
         await ensure_topics(k.bootstrap, k.topic_prefix, k.partitions)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=k.bootstrap, group_id=f"{k.topic_prefix}.alerts", client_id="citywatch-alerts",
-            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=2000,
+            bootstrap_servers=k.bootstrap,
+            group_id=f"{k.topic_prefix}.alerts",
+            client_id="citywatch-alerts",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=2000,
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         producer = make_producer(k.bootstrap, client_id="citywatch-alerts", linger_ms=5)
@@ -300,9 +331,15 @@ class AlertsService:
             consumer.assign(tps)
             if self.http_port != -1:
                 self.http = AckEndpoint(self.config.ack, self._submit_action, self.clock)
-                port = await self.http.start(self.http_host or self.config.ack.listen_host,
-                                             self.config.ack.listen_port if self.http_port is None else self.http_port)
-                log.info("ack endpoint on http://%s:%d/ack", self.http_host or self.config.ack.listen_host, port)
+                port = await self.http.start(
+                    self.http_host or self.config.ack.listen_host,
+                    self.config.ack.listen_port if self.http_port is None else self.http_port,
+                )
+                log.info(
+                    "ack endpoint on http://%s:%d/ack",
+                    self.http_host or self.config.ack.listen_host,
+                    port,
+                )
             names = {topics.cases: "cases", topics.penalties: "penalties"}
             log.info("alerts service ready: %d routes, %d receivers, outbox %s",
                      len(self.config.routes()), len(self.config.receivers), self.store.counts())  # fmt: skip
@@ -324,7 +361,9 @@ class AlertsService:
                 if self.records:
                     recs, self.records = self.records, []
                     for rec in recs:
-                        await producer.send(topics.alerts, orjson.dumps(rec), key=rec["message"].encode())
+                        await producer.send(
+                            topics.alerts, orjson.dumps(rec), key=rec["message"].encode()
+                        )
         finally:
             try:
                 await producer.stop()
@@ -364,12 +403,23 @@ def _load_registry(settings: Settings) -> Any:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--routes", default="config/routes.yaml", help="routing file (default config/routes.yaml)")
-    parser.add_argument("--state-dir", default=None,
-                        help="where the outbox file lives (default <paths.state_dir>/alerts)")
-    parser.add_argument("--listen", default=None, metavar="HOST:PORT",
-                        help="address of the ack endpoint (overrides ack.listen of the routing file)")
-    parser.add_argument("--registry", help="device registry file, for map links (overrides settings)")
+    parser.add_argument(
+        "--routes", default="config/routes.yaml", help="routing file (default config/routes.yaml)"
+    )
+    parser.add_argument(
+        "--state-dir",
+        default=None,
+        help="where the outbox file lives (default <paths.state_dir>/alerts)",
+    )
+    parser.add_argument(
+        "--listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="address of the ack endpoint (overrides ack.listen of the routing file)",
+    )
+    parser.add_argument(
+        "--registry", help="device registry file, for map links (overrides settings)"
+    )
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
@@ -384,7 +434,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     if args.listen:
         h, _, p = args.listen.rpartition(":")
         if not h or not p.isdigit():
-            raise CitywatchError(f"--listen {args.listen!r}: expected HOST:PORT, e.g. 127.0.0.1:8787")
+            raise CitywatchError(
+                f"--listen {args.listen!r}: expected HOST:PORT, e.g. 127.0.0.1:8787"
+            )
         host, port = h, int(p)
     state_dir = args.state_dir or str(Path(settings.paths.state_dir) / "alerts")
     service = AlertsService(settings, args.routes, state_dir, http_host=host, http_port=port)

@@ -33,4 +33,6 @@ def channel_target(ctype: str, options: Mapping[str, Any]) -> str:
 def make_channel(spec: ChannelSpec, default_timeout_ms: int = 10_000) -> Channel:
     """The channel object for one channel entry of a receiver (its ``timeout``, else ``default_timeout_ms``)."""
     timeout_ms = spec.options.get("timeout")
-    return CHANNELS[spec.type].new(spec.options, (default_timeout_ms if timeout_ms is None else timeout_ms) / 1000)
+    return CHANNELS[spec.type].new(
+        spec.options, (default_timeout_ms if timeout_ms is None else timeout_ms) / 1000
+    )

@@ -36,8 +36,15 @@ from alerts.message import Message
 
 TYPE = "dingtalk"
 OPTIONS = (
-    Option("url", "url", required=True, secret=True, doc="the robot's URL (its access_token is in it)"),
-    Option("secret", "text", secret=True, doc="the signing secret (加签); without it requests are not signed"),
+    Option(
+        "url", "url", required=True, secret=True, doc="the robot's URL (its access_token is in it)"
+    ),
+    Option(
+        "secret",
+        "text",
+        secret=True,
+        doc="the signing secret (加签); without it requests are not signed",
+    ),
     Option("per_minute", "whole", default=20, doc="messages a minute the robot takes"),
     Option("timeout", "duration", doc="per request (default: `delivery.timeout`)"),
 )
@@ -56,13 +63,17 @@ def sign(secret: str, timestamp_ms: int) -> str:
 
 
 def new(o: Mapping[str, Any], timeout_s: float) -> DingTalkChannel:
-    return DingTalkChannel(o["url"], secret=o["secret"], per_minute=o["per_minute"], timeout_s=timeout_s)
+    return DingTalkChannel(
+        o["url"], secret=o["secret"], per_minute=o["per_minute"], timeout_s=timeout_s
+    )
 
 
 class DingTalkChannel:
     type = TYPE
 
-    def __init__(self, url: str, secret: str | None = None, per_minute: int = 20, timeout_s: float = 10.0):
+    def __init__(
+        self, url: str, secret: str | None = None, per_minute: int = 20, timeout_s: float = 10.0
+    ):
         self.url = url
         self.secret = secret
         self.bucket = TokenBucket.for_target(f"dingtalk:{url}", per_minute)
@@ -78,17 +89,29 @@ class DingTalkChannel:
     @staticmethod
     def payload(message: Message) -> dict:
         title = message.title if len(message.title) <= 60 else message.title[:59] + "…"
-        return {"msgtype": "markdown", "markdown": {"title": title, "text": cut(message.markdown, MAX_BYTES)}}
+        return {
+            "msgtype": "markdown",
+            "markdown": {"title": title, "text": cut(message.markdown, MAX_BYTES)},
+        }
 
     async def send(self, message: Message) -> Result:
         await self.bucket.acquire()
         body = orjson.dumps(self.payload(message))
-        status, text, failure = await self.http.post(self.signed_url(), body, {"Content-Type": "application/json"})
+        status, text, failure = await self.http.post(
+            self.signed_url(), body, {"Content-Type": "application/json"}
+        )
         if failure is not None:
             return failure
         # 310000 bad signature/keyword/IP, 300001 bad token, ...: give up; -1 system busy: retry
-        return robot_answer(status, text, self.bucket, frozenset({THROTTLED}), THROTTLE_S, frozenset({-1}),
-                            " (robot throttled for 10 minutes)")
+        return robot_answer(
+            status,
+            text,
+            self.bucket,
+            frozenset({THROTTLED}),
+            THROTTLE_S,
+            frozenset({-1}),
+            " (robot throttled for 10 minutes)",
+        )
 
     async def close(self) -> None:
         await self.http.close()

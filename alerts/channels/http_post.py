@@ -31,8 +31,13 @@ def http_failure(status: int, body: str, retry_after: str | None = None) -> Resu
 
 
 def robot_answer(
-    status: int, text: str, bucket: TokenBucket, throttled: frozenset[int], throttle_s: float,
-    retryable: frozenset[int], throttle_note: str = "",
+    status: int,
+    text: str,
+    bucket: TokenBucket,
+    throttled: frozenset[int],
+    throttle_s: float,
+    retryable: frozenset[int],
+    throttle_note: str = "",
 ) -> Result:
     """Judge a chat robot's JSON answer to a 2xx POST.
 
@@ -66,14 +71,20 @@ class HttpPoster:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         return self._session
 
-    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str, Result | None]:
+    async def post(
+        self, url: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, str, Result | None]:
         """POST; returns (status, text, failure-or-None). Network errors and timeouts are ``retry``."""
         try:
             async with self.session().post(url, data=body, headers=headers) as resp:
                 text = await resp.text(errors="replace")
                 if 200 <= resp.status < 300:
                     return resp.status, text, None
-                return resp.status, text, http_failure(resp.status, text, resp.headers.get("Retry-After"))
+                return (
+                    resp.status,
+                    text,
+                    http_failure(resp.status, text, resp.headers.get("Retry-After")),
+                )
         except TimeoutError:  # asyncio.TimeoutError is TimeoutError since Python 3.11
             return 0, "", Result.retry(f"timed out after {self.timeout.total}s")
         except aiohttp.ClientError as exc:

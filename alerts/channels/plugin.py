@@ -62,7 +62,9 @@ class Option:
 
     def __post_init__(self) -> None:
         if self.kind not in OPTION_KINDS:
-            raise ValueError(f"option {self.name!r}: unknown kind {self.kind!r}; one of {', '.join(OPTION_KINDS)}")
+            raise ValueError(
+                f"option {self.name!r}: unknown kind {self.kind!r}; one of {', '.join(OPTION_KINDS)}"
+            )
         if self.required and self.default is not None:
             raise ValueError(f"option {self.name!r}: a required option has no default")
 

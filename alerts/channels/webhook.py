@@ -31,7 +31,12 @@ from alerts.message import Message
 TYPE = "webhook"
 OPTIONS = (
     Option("url", "url", required=True, doc="where to POST"),
-    Option("secret", "text", secret=True, doc="HMAC-SHA256 key of `X-Citywatch-Signature`; without it no signature"),
+    Option(
+        "secret",
+        "text",
+        secret=True,
+        doc="HMAC-SHA256 key of `X-Citywatch-Signature`; without it no signature",
+    ),
     Option("headers", "headers", doc="extra request headers"),
     Option("timeout", "duration", doc="per request (default: `delivery.timeout`)"),
 )
@@ -58,7 +63,11 @@ class WebhookChannel:
 
     async def send(self, message: Message) -> Result:
         body = orjson.dumps(message.data)
-        headers = {**self.headers, "Content-Type": "application/json", "Idempotency-Key": message.key}
+        headers = {
+            **self.headers,
+            "Content-Type": "application/json",
+            "Idempotency-Key": message.key,
+        }
         if self.secret:
             headers["X-Citywatch-Signature"] = signature(self.secret, body)
         status, _text, failure = await self.http.post(self.url, body, headers)

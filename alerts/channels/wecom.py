@@ -26,7 +26,9 @@ from alerts.message import Message
 
 TYPE = "wecom"
 OPTIONS = (
-    Option("url", "url", required=True, secret=True, doc="the robot's webhook URL (its key is in it)"),
+    Option(
+        "url", "url", required=True, secret=True, doc="the robot's webhook URL (its key is in it)"
+    ),
     Option("per_minute", "whole", default=20, doc="messages a minute the robot takes"),
     Option("timeout", "duration", doc="per request (default: `delivery.timeout`)"),
 )
@@ -70,10 +72,14 @@ class WeComChannel:
     async def send(self, message: Message) -> Result:
         await self.bucket.acquire()
         body = orjson.dumps(self.payload(message))
-        status, text, failure = await self.http.post(self.url, body, {"Content-Type": "application/json"})
+        status, text, failure = await self.http.post(
+            self.url, body, {"Content-Type": "application/json"}
+        )
         if failure is not None:
             return failure
-        return robot_answer(status, text, self.bucket, frozenset(THROTTLED), 60, frozenset(RETRYABLE))
+        return robot_answer(
+            status, text, self.bucket, frozenset(THROTTLED), 60, frozenset(RETRYABLE)
+        )
 
     async def close(self) -> None:
         await self.http.close()

@@ -20,7 +20,8 @@ MIN = 60_000
 def routes(tmp_path: Path, grid_url: str, duty_url: str, command_url: str, *, group_wait: str = "0s",
            group_interval: str = "0s", overdue_every: int = 2, retry: str = "50ms", extra_routes: str = "") -> Path:  # fmt: skip
     p = tmp_path / "routes.yaml"
-    p.write_text(f"""
+    p.write_text(
+        f"""
 receivers:
   - {{name: grid, label: 网格员, webhook: {{url: "{grid_url}", timeout: 500ms}}}}
   - {{name: duty, label: 区值班长, webhook: {{url: "{duty_url}", timeout: 500ms}}}}
@@ -37,21 +38,30 @@ route:
   repeat_interval: 0s
   escalation: std
   routes:
-{extra_routes or '''    - match: {rule: streetlight.fault}
+{
+            extra_routes
+            or '''    - match: {rule: streetlight.fault}
       group_by: [district]
-      escalation: null'''}
+      escalation: null'''
+        }
 notify: {{overdue_every_hours: {overdue_every}}}
 ack: {{base_url: "http://ack.example", secret: link-secret, link_ttl: 1h}}
 delivery: {{retry_initial: {retry}, retry_max: 200ms, timeout: 500ms}}
 district_names: {{jinshui: 金水区}}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return p
 
 
-def service(settings: Settings, tmp_path: Path, hooks: list[HttpStandIn], clock=None, **kw) -> AlertsService:  # noqa: ANN001
+def service(
+    settings: Settings, tmp_path: Path, hooks: list[HttpStandIn], clock=None, **kw
+) -> AlertsService:  # noqa: ANN001
     """The service on a routing file whose grid, duty and command receivers post to ``hooks``."""
     path = routes(tmp_path, *(h.url for h in hooks), **kw)
-    return AlertsService(settings, path, tmp_path / "state", clock=clock or FakeClock(), http_port=-1)
+    return AlertsService(
+        settings, path, tmp_path / "state", clock=clock or FakeClock(), http_port=-1
+    )
 
 
 def cases_of(hook: HttpStandIn) -> list[list[tuple[str, str]]]:
@@ -60,6 +70,8 @@ def cases_of(hook: HttpStandIn) -> list[list[tuple[str, str]]]:
 
 
 async def settle(svc: AlertsService, hooks: list[HttpStandIn], n: int, timeout: float = 5) -> None:
-    await async_wait_for(lambda: sum(len(h.delivered) for h in hooks) >= n, timeout, f"{n} pushes", tick=svc.tick)
+    await async_wait_for(
+        lambda: sum(len(h.delivered) for h in hooks) >= n, timeout, f"{n} pushes", tick=svc.tick
+    )
     await asyncio.sleep(0.05)
     svc.tick()

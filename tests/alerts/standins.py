@@ -76,7 +76,13 @@ class HttpStandIn:
         return f"http://127.0.0.1:{self.port}/send"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        s = Seen(request.path, dict(request.query), dict(request.headers), await request.read(), time.time())
+        s = Seen(
+            request.path,
+            dict(request.query),
+            dict(request.headers),
+            await request.read(),
+            time.time(),
+        )
         self.seen.append(s)
         action = self.script.pop(0) if self.script else ("down" if self.down else "ok")
         s.answered = action
@@ -160,7 +166,10 @@ def case_event(n: int = 1, *, rule: str = "manhole", state: str = "open", at: in
                deadline: int | None = None, detail: dict[str, Any] | None = None,
                case_id: str | None = None) -> dict[str, Any]:  # fmt: skip
     kind = rule.split(".")[0]
-    device = device or f"{ {'manhole': 'MH', 'streetlight': 'SL', 'dust': 'DS', 'offline': 'OF'}[kind]}-{n:04d}"
+    device = (
+        device
+        or f"{ {'manhole': 'MH', 'streetlight': 'SL', 'dust': 'DS', 'offline': 'OF'}[kind] }-{n:04d}"
+    )
     opened_at = at if opened_at is None else opened_at
     if deadline is None and kind == "manhole":
         deadline = opened_at + 2 * 3_600_000
@@ -204,7 +213,9 @@ def wait_for(check: Any, timeout: float = 10.0, what: str = "condition") -> Any:
     raise AssertionError(f"{what} not reached within {timeout}s")
 
 
-async def async_wait_for(check: Any, timeout: float = 10.0, what: str = "condition", tick: Any = None) -> Any:
+async def async_wait_for(
+    check: Any, timeout: float = 10.0, what: str = "condition", tick: Any = None
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if tick is not None:

@@ -36,14 +36,20 @@ BAD = {"text": True, "url": "ftp://example.org", "address": "nobody", "addresses
 
 def section(ctype: str) -> str:
     m = re.search(rf"^#### `{re.escape(ctype)}`\n(.*?)(?=^#{{1,4}} |\Z)", DOCS, re.S | re.M)
-    assert m, f"docs/alerts.md has no section '#### `{ctype}`' (docs/extending.md#adding-an-alert-channel)"
+    assert m, (
+        f"docs/alerts.md has no section '#### `{ctype}`' (docs/extending.md#adding-an-alert-channel)"
+    )
     return m.group(1)
 
 
 def receiver(entry: str) -> str:
     """A routing file with one receiver ``r`` whose channel entry is ``entry`` (``type: {...}``)."""
     lines = entry.strip("\n").split("\n")
-    return "receivers:\n  - name: r\n" + "".join(f"    {line}\n" for line in lines) + "route: {receiver: r}\n"
+    return (
+        "receivers:\n  - name: r\n"
+        + "".join(f"    {line}\n" for line in lines)
+        + "route: {receiver: r}\n"
+    )
 
 
 def minimal(ctype: str, **given: object) -> str:
@@ -59,15 +65,23 @@ def test_every_channel_module_is_registered_once() -> None:
         module = importlib.import_module(f"alerts.channels.{info.name}")
         if hasattr(module, "TYPE"):
             declared[module.TYPE] = module
-    assert declared == CHANNELS  # a module that declares a TYPE and is missing from the table is a forgotten line
+    assert (
+        declared == CHANNELS
+    )  # a module that declares a TYPE and is missing from the table is a forgotten line
     for ctype, module in CHANNELS.items():
         names = [o.name for o in module.OPTIONS]
-        assert all(isinstance(o, Option) for o in module.OPTIONS) and len(set(names)) == len(names), ctype
-        assert set(module.TARGET) <= {o.name for o in module.OPTIONS if o.required or o.default is not None}, ctype
+        assert all(isinstance(o, Option) for o in module.OPTIONS) and len(set(names)) == len(
+            names
+        ), ctype
+        assert set(module.TARGET) <= {
+            o.name for o in module.OPTIONS if o.required or o.default is not None
+        }, ctype
 
 
 @pytest.mark.parametrize("ctype", TYPES)
-def test_every_channel_has_its_section_in_docs_alerts_md(ctype: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_channel_has_its_section_in_docs_alerts_md(
+    ctype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     text = section(ctype)
     rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `(\w+)` \|.*$", text, re.M)}
     for o in CHANNELS[ctype].OPTIONS:
@@ -77,7 +91,9 @@ def test_every_channel_has_its_section_in_docs_alerts_md(ctype: str, monkeypatch
         assert ("secret" in row) == o.secret, f"{ctype}.{o.name}: secret? {o.secret}"
         if o.default is not None:
             assert str(o.default).lower() in row, f"{ctype}.{o.name}: default {o.default}"
-    assert set(rows) == {o.name for o in CHANNELS[ctype].OPTIONS}, "the docs list keys the module does not take"
+    assert set(rows) == {o.name for o in CHANNELS[ctype].OPTIONS}, (
+        "the docs list keys the module does not take"
+    )
     examples = re.findall(r"```yaml\n(.*?)```", text, re.S)
     assert examples, f"docs/alerts.md#{ctype} has no example entry"
     for example in examples:

@@ -17,7 +17,9 @@ def test_console_logs(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_console_entry_of_the_routing_file() -> None:
-    cfg = parse_routes("receivers:\n  - {name: a, console: {}}\n  - name: b\n    console:\nroute: {receiver: a}\n")
+    cfg = parse_routes(
+        "receivers:\n  - {name: a, console: {}}\n  - name: b\n    console:\nroute: {receiver: a}\n"
+    )
     for name in ("a", "b"):  # `console:` alone is `console: {}`
         (spec,) = cfg.receivers[name].channels
         assert spec.options == {} and spec.target == "console"

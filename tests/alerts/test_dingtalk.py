@@ -21,8 +21,12 @@ def test_dingtalk_signature_is_the_one_dingtalk_computes(server: HttpStandIn) ->
     seen = server.seen[0]
     # What DingTalk's server does (open.dingtalk.com, "custom robot security settings: signing"):
     ts = seen.query["timestamp"]
-    assert abs(int(ts) - time.time() * 1000) < 60_000  # DingTalk refuses timestamps more than an hour off
-    expected = base64.b64encode(hmac.new(secret.encode("utf-8"), f"{ts}\n{secret}".encode(), hashlib.sha256).digest())
+    assert (
+        abs(int(ts) - time.time() * 1000) < 60_000
+    )  # DingTalk refuses timestamps more than an hour off
+    expected = base64.b64encode(
+        hmac.new(secret.encode("utf-8"), f"{ts}\n{secret}".encode(), hashlib.sha256).digest()
+    )
     assert seen.query["sign"].encode() == expected  # aiohttp already URL-decoded the query value
     assert seen.query["access_token"] == "tok"
     body = seen.json()
@@ -32,7 +36,12 @@ def test_dingtalk_signature_is_the_one_dingtalk_computes(server: HttpStandIn) ->
 
 
 def test_dingtalk_without_a_secret_is_not_signed(server: HttpStandIn) -> None:
-    assert run(send_once(DingTalkChannel(server.url + "?access_token=tok", per_minute=100), message())).status == "delivered"
+    assert (
+        run(
+            send_once(DingTalkChannel(server.url + "?access_token=tok", per_minute=100), message())
+        ).status
+        == "delivered"
+    )
     assert server.seen[0].query == {"access_token": "tok"}
 
 

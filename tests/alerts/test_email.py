@@ -42,4 +42,8 @@ def test_email_entry_of_the_routing_file() -> None:
     assert "0123" not in repr(spec)  # the password, as written (not YAML's octal 83)
     ch = make_channel(spec)
     assert isinstance(ch, EmailChannel) and (ch.sender, ch.to, ch.port, ch.password) == (
-        "cw@example.org", ["duty@example.org"], 25, "0123")
+        "cw@example.org",
+        ["duty@example.org"],
+        25,
+        "0123",
+    )

@@ -23,8 +23,22 @@ def test_escalation_climbs_at_the_configured_delays_and_stops_on_ack(settings: S
             svc.accept([("cases", leak), ("cases", acked_soon)])
             await settle(svc, hooks, 2)
             clock.advance(3 * MIN)
-            svc.accept([("cases", case_event(2, rule="streetlight.leakage", severity="critical", state="acknowledged",
-                                             at=clock.now, opened_at=T0, detail={"acknowledged_at": clock.now}))])
+            svc.accept(
+                [
+                    (
+                        "cases",
+                        case_event(
+                            2,
+                            rule="streetlight.leakage",
+                            severity="critical",
+                            state="acknowledged",
+                            at=clock.now,
+                            opened_at=T0,
+                            detail={"acknowledged_at": clock.now},
+                        ),
+                    )
+                ]
+            )
             clock.advance(2 * MIN - 1)  # 4:59.999 after opening
             svc.tick()
             await asyncio.sleep(0.1)
@@ -39,8 +53,21 @@ def test_escalation_climbs_at_the_configured_delays_and_stops_on_ack(settings: S
             svc.tick()
             await asyncio.sleep(0.1)
             # the case is repaired: the grid officer and both levels that heard of it hear it is over
-            svc.accept([("cases", case_event(1, rule="streetlight.leakage", severity="critical", state="closed",
-                                             at=clock.now, opened_at=T0))])
+            svc.accept(
+                [
+                    (
+                        "cases",
+                        case_event(
+                            1,
+                            rule="streetlight.leakage",
+                            severity="critical",
+                            state="closed",
+                            at=clock.now,
+                            opened_at=T0,
+                        ),
+                    )
+                ]
+            )
             await settle(svc, hooks, 7)
         finally:
             await svc.close()

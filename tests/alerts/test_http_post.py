@@ -21,7 +21,9 @@ HTTP = [
 
 
 @pytest.mark.parametrize(("status", "retry_after", "verdict", "after"), HTTP)
-def test_http_answers(status: int, retry_after: str | None, verdict: str, after: float | None) -> None:
+def test_http_answers(
+    status: int, retry_after: str | None, verdict: str, after: float | None
+) -> None:
     res = http_failure(status, "body " * 100, retry_after)
     assert (res.status, res.retry_after_s) == (verdict, after)
     assert res.detail.startswith(f"HTTP {status}: body") and len(res.detail) < 220
@@ -42,4 +44,6 @@ def test_robot_answers(text: str, verdict: str, after: float | None) -> None:
     bucket = TokenBucket(20)
     res = robot_answer(200, text, bucket, frozenset({45009}), 60, frozenset({-1}))
     assert (res.status, res.retry_after_s) == (verdict, after)
-    assert (bucket.wait_s() > 50) == (verdict == "retry" and after == 60)  # throttled: the robot is held
+    assert (bucket.wait_s() > 50) == (
+        verdict == "retry" and after == 60
+    )  # throttled: the robot is held

@@ -23,9 +23,16 @@ def test_the_message_is_chinese_first_with_place_time_clock_and_a_signed_link(
 
     async def go() -> str:
         path = routes(tmp_path, *(h.url for h in hooks))
-        svc = AlertsService(settings, path, tmp_path / "state", clock=clock, registry=reg, http_port=-1)
-        case = case_event(1, device=dev.device_id, district="jinshui", grid=dev.grid,
-                          detail={"acknowledged_at": T0 + 1})  # acknowledged: no escalation in this test
+        svc = AlertsService(
+            settings, path, tmp_path / "state", clock=clock, registry=reg, http_port=-1
+        )
+        case = case_event(
+            1,
+            device=dev.device_id,
+            district="jinshui",
+            grid=dev.grid,
+            detail={"acknowledged_at": T0 + 1},
+        )  # acknowledged: no escalation in this test
         case["address"] = dev.address
         try:
             svc.accept([("cases", case), ("penalties", hour_entry(case, 1))])
@@ -44,7 +51,9 @@ def test_the_message_is_chinese_first_with_place_time_clock_and_a_signed_link(
     assert md.index("窨井盖异常") < md.index("Manhole cover open, tilted or missing")
     assert text.index("地点") < text.index("Where:")
     assert f"https://uri.amap.com/marker?position={dev.lon:.6f},{dev.lat:.6f}" in text
-    assert "2025-11-22 16:26（北京时间）" in text and "Since: 2025-11-22 16:26 (Asia/Shanghai)" in text
+    assert (
+        "2025-11-22 16:26（北京时间）" in text and "Since: 2025-11-22 16:26 (Asia/Shanghai)" in text
+    )
     assert "已超时限 1 小时" in text and "1 h past the deadline" in text
     assert "累计扣罚 10,000 元" in text and "10,000 yuan so far" in text
     assert "金水区（jinshui）" in text and dev.address in text
@@ -57,4 +66,8 @@ def test_the_message_is_chinese_first_with_place_time_clock_and_a_signed_link(
     assert parts.netloc == "ack.example" and parts.path == "/ack"
     cfg = load_routes(tmp_path / "routes.yaml").ack
     params = verify(cfg, dict(parse_qsl(parts.query)), clock.now)
-    assert params["action"] == "ack" and params["device"] == dev.device_id and params["officer"] == "grid"
+    assert (
+        params["action"] == "ack"
+        and params["device"] == dev.device_id
+        and params["officer"] == "grid"
+    )

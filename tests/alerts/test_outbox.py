@@ -30,13 +30,17 @@ def test_a_failing_channel_is_retried_and_the_message_arrives_once(settings: Set
 
     svc = asyncio.run(go())
     assert len(grid.seen) == 4
-    assert len({s.headers["Idempotency-Key"] for s in grid.seen}) == 1  # every attempt is the same push
+    assert (
+        len({s.headers["Idempotency-Key"] for s in grid.seen}) == 1
+    )  # every attempt is the same push
     assert len(grid.delivered) == 1
     (rec,) = svc.records
     assert rec["status"] == "delivered" and rec["attempts"] == 4
 
 
-def test_accepted_pushes_survive_a_restart(settings: Settings, tmp_path: Path, hooks: list[HttpStandIn]) -> None:
+def test_accepted_pushes_survive_a_restart(
+    settings: Settings, tmp_path: Path, hooks: list[HttpStandIn]
+) -> None:
     grid = hooks[0]
     grid.down = True
 
@@ -50,7 +54,12 @@ def test_accepted_pushes_survive_a_restart(settings: Settings, tmp_path: Path, h
     async def second() -> None:
         svc = service(settings, tmp_path, hooks, retry="10s")
         try:
-            assert svc.accept([("cases", case_event(i, detail={"acknowledged_at": T0 + 1})) for i in range(3)]) == 0  # redelivered after the restart
+            assert (
+                svc.accept(
+                    [("cases", case_event(i, detail={"acknowledged_at": T0 + 1})) for i in range(3)]
+                )
+                == 0
+            )  # redelivered after the restart
             svc.deliverer.blocked_until.clear()
             svc.store.db.execute("UPDATE outbox SET next_ms = 0")
             await settle(svc, hooks, 3)
@@ -60,10 +69,14 @@ def test_accepted_pushes_survive_a_restart(settings: Settings, tmp_path: Path, h
     asyncio.run(first())
     grid.down = False
     asyncio.run(second())
-    assert sorted(c for p in cases_of(grid) for c in p) == sorted((case_event(i)["case_id"], "open") for i in range(3))
+    assert sorted(c for p in cases_of(grid) for c in p) == sorted(
+        (case_event(i)["case_id"], "open") for i in range(3)
+    )
 
 
-def test_ended_cases_are_forgotten_after_a_week(settings: Settings, tmp_path: Path, hooks: list[HttpStandIn]) -> None:
+def test_ended_cases_are_forgotten_after_a_week(
+    settings: Settings, tmp_path: Path, hooks: list[HttpStandIn]
+) -> None:
     clock = FakeClock()
 
     async def go() -> None:

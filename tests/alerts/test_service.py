@@ -31,14 +31,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def routes_file(tmp_path: Path, url: str, group_wait: str = "0s") -> Path:
     p = tmp_path / "routes.yaml"
-    p.write_text(f"""
+    p.write_text(
+        f"""
 receivers:
   - {{name: grid, officer: grid-07, webhook: {{url: "{url}", secret: hook-secret, timeout: 1s}}}}
 route: {{receiver: grid, group_by: [case_id], group_wait: {group_wait}, group_interval: 0s, repeat_interval: 0s}}
 ack: {{base_url: "http://127.0.0.1:1", secret: link-secret, link_ttl: 10m, tokens: [integration-token]}}
 delivery: {{retry_initial: 100ms, retry_max: 300ms}}
 notify: {{overdue_every_hours: 2}}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return p
 
 
@@ -50,7 +53,9 @@ async def produce(settings: Settings, records: list[tuple[str, dict]]) -> None:
     await producer.start()
     try:
         for kind, rec in records:
-            await producer.send_and_wait(getattr(topics, kind), orjson.dumps(rec), key=rec["case_id"].encode())
+            await producer.send_and_wait(
+                getattr(topics, kind), orjson.dumps(rec), key=rec["case_id"].encode()
+            )
     finally:
         await producer.stop()
 
@@ -59,12 +64,16 @@ def test_case_events_on_kafka_become_pushes_and_alert_records(settings: Settings
                                                               hook: HttpStandIn) -> None:  # fmt: skip
     opened = case_event(1, detail={"acknowledged_at": T0 + 1})
     # a case opened a year "ago" by this machine's clock: acknowledged so it is not escalated at once
-    closed = case_event(1, state="closed", at=T0 + 3 * 3_600_000, opened_at=T0, detail={"acknowledged_at": T0 + 1})
+    closed = case_event(
+        1, state="closed", at=T0 + 3 * 3_600_000, opened_at=T0, detail={"acknowledged_at": T0 + 1}
+    )
 
     async def go() -> list[dict]:
         await produce(settings, [("cases", opened), ("penalties", hour_entry(opened, 1)),
                                  ("penalties", hour_entry(opened, 1)), ("cases", closed)])  # fmt: skip
-        svc = AlertsService(settings, routes_file(tmp_path, hook.url), tmp_path / "state", http_port=-1)
+        svc = AlertsService(
+            settings, routes_file(tmp_path, hook.url), tmp_path / "state", http_port=-1
+        )
         stop = asyncio.Event()
         task = asyncio.create_task(svc.run(stop))
         try:
@@ -75,7 +84,9 @@ def test_case_events_on_kafka_become_pushes_and_alert_records(settings: Settings
         finally:
             stop.set()
             await asyncio.wait_for(task, 20)
-        return await read_topic(settings.kafka.bootstrap, KafkaTopics(settings.kafka.topic_prefix).alerts, 1, 10)
+        return await read_topic(
+            settings.kafka.bootstrap, KafkaTopics(settings.kafka.topic_prefix).alerts, 1, 10
+        )
 
     records = asyncio.run(go())
     (push,) = hook.delivered  # opened and closed arrived together: one push, grouped by case
@@ -104,36 +115,54 @@ def test_ack_links_and_tokens(settings: Settings, tmp_path: Path, hook: HttpStan
             base = f"http://127.0.0.1:{svc.http.port}"
             now = int(time.time() * 1000)
             cfg = svc.config.ack
-            good = make_link(cfg, "manhole:MH-1:1", "MH-1", "ack", "grid-07", now).replace(cfg.base_url, base)
+            good = make_link(cfg, "manhole:MH-1:1", "MH-1", "ack", "grid-07", now).replace(
+                cfg.base_url, base
+            )
             q = dict(parse_qsl(urlsplit(good).query))
             forged = f"{base}/ack?{urlencode(q | {'officer': 'someone-else'})}"
-            expired = make_link(cfg, "manhole:MH-1:1", "MH-1", "close", "grid-07", now - 11 * 60_000).replace(
-                cfg.base_url, base)
+            expired = make_link(
+                cfg, "manhole:MH-1:1", "MH-1", "close", "grid-07", now - 11 * 60_000
+            ).replace(cfg.base_url, base)
             async with aiohttp.ClientSession() as http:
                 for method, url in (("GET", good), ("POST", good), ("POST", forged), ("GET", expired),
                                     ("POST", expired), ("POST", f"{base}/ack?case=x")):  # fmt: skip
                     async with http.request(method, url) as r:
                         out.append((r.status, await r.text()))
-                body = {"case": "manhole:MH-2:1", "device": "MH-2", "action": "close", "officer": "ops-bot"}
-                async with http.post(f"{base}/ack", json=body, headers={"Authorization": "Bearer integration-token"}) as r:
+                body = {
+                    "case": "manhole:MH-2:1",
+                    "device": "MH-2",
+                    "action": "close",
+                    "officer": "ops-bot",
+                }
+                async with http.post(
+                    f"{base}/ack", json=body, headers={"Authorization": "Bearer integration-token"}
+                ) as r:
                     out.append((r.status, await r.text()))
-                async with http.post(f"{base}/ack", json=body, headers={"Authorization": "Bearer guess"}) as r:
+                async with http.post(
+                    f"{base}/ack", json=body, headers={"Authorization": "Bearer guess"}
+                ) as r:
                     out.append((r.status, await r.text()))
         finally:
             stop.set()
             await asyncio.wait_for(task, 20)
-        acks = await read_topic(settings.kafka.bootstrap, KafkaTopics(settings.kafka.topic_prefix).acks, 2, 10)
+        acks = await read_topic(
+            settings.kafka.bootstrap, KafkaTopics(settings.kafka.topic_prefix).acks, 2, 10
+        )
         return out, acks
 
     out, acks = asyncio.run(go())
     statuses = [s for s, _ in out]
     assert statuses == [200, 200, 403, 410, 410, 400, 200, 401]
-    assert "请确认" in out[0][1] and "<form method='post'" in out[0][1]  # GET only asks; a preview bot acks nothing
+    assert (
+        "请确认" in out[0][1] and "<form method='post'" in out[0][1]
+    )  # GET only asks; a preview bot acks nothing
     assert "已记录" in out[1][1] and "Recorded: acknowledge" in out[1][1]
     assert "链接无效" in out[2][1] and "signature does not match" in out[2][1]
     assert "链接已过期" in out[3][1] and "expired" in out[3][1]
     assert [(a["action"], a["device"], a["officer"], a["case_id"]) for a in acks] == [
-        ("ack", "MH-1", "grid-07", "manhole:MH-1:1"), ("close", "MH-2", "ops-bot", "manhole:MH-2:1")]
+        ("ack", "MH-1", "grid-07", "manhole:MH-1:1"),
+        ("close", "MH-2", "ops-bot", "manhole:MH-2:1"),
+    ]
     assert all(isinstance(a["at"], int) for a in acks)
 
 
@@ -165,7 +194,11 @@ def test_sigkill_between_accept_and_delivery_loses_nothing(settings: Settings, t
 
     proc = start()
     try:
-        wait_for(lambda: pending() >= 20 and hook.seen, 30, "20 pushes accepted and a first failed attempt")
+        wait_for(
+            lambda: pending() >= 20 and hook.seen,
+            30,
+            "20 pushes accepted and a first failed attempt",
+        )
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
         assert not hook.delivered
@@ -197,10 +230,14 @@ def test_one_push_per_meaningful_change_and_redeliveries_are_dropped(settings: S
         try:
             assert svc.accept([("cases", opened)]) == 1
             assert svc.accept([("cases", opened)]) == 0  # Kafka redelivered it
-            note = case_event(1, at=T0 + MIN, opened_at=T0, detail={"notes": [{"note": "on my way"}]})
+            note = case_event(
+                1, at=T0 + MIN, opened_at=T0, detail={"notes": [{"note": "on my way"}]}
+            )
             acked = case_event(1, state="acknowledged", at=T0 + 2 * MIN, opened_at=T0,
                                detail={"acknowledged_at": T0 + 2 * MIN})  # fmt: skip
-            assert svc.accept([("cases", note), ("cases", acked)]) == 0  # a note and an ack are not pushed
+            assert (
+                svc.accept([("cases", note), ("cases", acked)]) == 0
+            )  # a note and an ack are not pushed
             await settle(svc, hooks, 1)
             escalated = case_event(1, state="escalated", at=T0 + 120 * MIN, opened_at=T0,
                                    detail={"acknowledged_at": T0 + 2 * MIN, "escalated": True})  # fmt: skip
@@ -215,7 +252,9 @@ def test_one_push_per_meaningful_change_and_redeliveries_are_dropped(settings: S
         grid, duty, command = hooks
         assert cases_of(grid) == [[(cid, "open")], [(cid, "escalated")], [(cid, "repaired")]]
         assert not duty.seen and not command.seen  # acknowledged at once: never escalated
-        assert [s.headers["Idempotency-Key"] for s in grid.delivered] == [r["message"] for r in svc.records]
+        assert [s.headers["Idempotency-Key"] for s in grid.delivered] == [
+            r["message"] for r in svc.records
+        ]
 
     asyncio.run(go())
 
@@ -228,14 +267,22 @@ def test_overdue_milestones_accidents_and_the_money_so_far(settings: Settings, t
 
     async def go() -> None:
         path = routes(tmp_path, *(h.url for h in hooks))
-        svc = AlertsService(settings, path, tmp_path / "state", clock=clock, registry=reg, http_port=-1)
-        case = case_event(1, device=dev.device_id, district=dev.district, detail={"acknowledged_at": T0 + 1})
+        svc = AlertsService(
+            settings, path, tmp_path / "state", clock=clock, registry=reg, http_port=-1
+        )
+        case = case_event(
+            1, device=dev.device_id, district=dev.district, detail={"acknowledged_at": T0 + 1}
+        )
         try:
             svc.accept([("cases", case)])
             entries = [hour_entry(case, k) for k in (1, 2, 3, 4)]
             assert svc.accept([("penalties", e) for e in entries]) == 2  # hours 2 and 4
-            assert svc.accept([("penalties", entries[3])]) == 0  # redelivered: no push, no double money
-            await settle(svc, hooks, 1)  # grouped by case: the opening and both milestones in one push
+            assert (
+                svc.accept([("penalties", entries[3])]) == 0
+            )  # redelivered: no push, no double money
+            await settle(
+                svc, hooks, 1
+            )  # grouped by case: the opening and both milestones in one push
             accident = case_event(1, device=dev.device_id, district=dev.district, state="escalated",
                                   severity="critical", at=clock.now, opened_at=T0,
                                   detail={"acknowledged_at": T0 + 1, "accident_at": clock.now})  # fmt: skip
@@ -245,14 +292,25 @@ def test_overdue_milestones_accidents_and_the_money_so_far(settings: Settings, t
             await svc.close()
         pushes = hooks[0].delivered
         changes = [c for p in pushes for c in p.json()["cases"]]
-        assert [(c["change"], c["hours_past_deadline"]) for c in changes[1:3]] == [("overdue", 4), ("overdue", 4)]
+        assert [(c["change"], c["hours_past_deadline"]) for c in changes[1:3]] == [
+            ("overdue", 4),
+            ("overdue", 4),
+        ]
         assert changes[2]["yuan_so_far"] == 40_000
-        assert [c["change"] for c in changes] == ["open", "overdue", "overdue", "escalated", "accident"]
+        assert [c["change"] for c in changes] == [
+            "open",
+            "overdue",
+            "overdue",
+            "escalated",
+            "accident",
+        ]
 
     asyncio.run(go())
 
 
-def test_a_replayed_history_pushes_nothing_again(settings: Settings, tmp_path: Path, hooks: list[HttpStandIn]) -> None:
+def test_a_replayed_history_pushes_nothing_again(
+    settings: Settings, tmp_path: Path, hooks: list[HttpStandIn]
+) -> None:
     history = [case_event(1, detail={"acknowledged_at": T0 + 1}),
                case_event(1, state="escalated", at=T0 + 7_200_000, opened_at=T0, detail={"acknowledged_at": T0 + 1}),
                case_event(1, state="repaired", at=T0 + 9_000_000, opened_at=T0, detail={"acknowledged_at": T0 + 1})]  # fmt: skip
@@ -268,4 +326,6 @@ def test_a_replayed_history_pushes_nothing_again(settings: Settings, tmp_path: P
             await svc.close()
 
     asyncio.run(go())
-    assert [c for p in cases_of(hooks[0]) for c in p] == [(history[0]["case_id"], ch) for ch in ("open", "escalated", "repaired")]
+    assert [c for p in cases_of(hooks[0]) for c in p] == [
+        (history[0]["case_id"], ch) for ch in ("open", "escalated", "repaired")
+    ]

@@ -13,14 +13,20 @@ from tests.alerts.standins import HttpStandIn, message, run, send_all, send_once
 
 def test_webhook_signs_the_body_and_sends_the_idempotency_key(server: HttpStandIn) -> None:
     server.script = ["ok", 429, 400]
-    ch = WebhookChannel(server.url, secret="hook-secret", headers={"X-City": "zhengzhou"}, timeout_s=2)
+    ch = WebhookChannel(
+        server.url, secret="hook-secret", headers={"X-City": "zhengzhou"}, timeout_s=2
+    )
     ok, too_many, bad = run(send_all(ch, [message("key-1"), message("key-2"), message("key-3")]))
     seen = server.seen[0]
     assert ok.status == "delivered"
     assert seen.headers["Idempotency-Key"] == "key-1"
     assert seen.headers["X-City"] == "zhengzhou"
     mac = hmac.new(b"hook-secret", seen.body, hashlib.sha256).hexdigest()
-    assert seen.headers["X-Citywatch-Signature"] == f"sha256={mac}" == signature("hook-secret", seen.body)
+    assert (
+        seen.headers["X-Citywatch-Signature"]
+        == f"sha256={mac}"
+        == signature("hook-secret", seen.body)
+    )
     assert seen.json() == {"id": "key-1", "cases": [{"case_id": "c1"}]}
     assert too_many.status == "retry" and bad.status == "give_up"
 
@@ -34,7 +40,9 @@ def test_webhook_timeout_and_refused_connection_are_retried(server: HttpStandIn)
     server.script = ["timeout"]
     res = run(send_once(WebhookChannel(server.url, timeout_s=0.3), message()))
     assert res.status == "retry" and "timed out" in res.detail
-    res = run(send_once(WebhookChannel("http://127.0.0.1:9/nothing-listens", timeout_s=1), message()))
+    res = run(
+        send_once(WebhookChannel("http://127.0.0.1:9/nothing-listens", timeout_s=1), message())
+    )
     assert res.status == "retry"
 
 

@@ -16,7 +16,10 @@ def test_wecom_markdown_payload_and_errcodes(server: HttpStandIn) -> None:
     ok, bad_key, bad_gateway, throttled = run(send_all(ch, [message(f"k{i}") for i in range(4)]))
     assert ok == Result.delivered("errcode 0")
     body = server.seen[0].json()
-    assert body == {"msgtype": "markdown", "markdown": {"content": "### 花园路井盖缺失\n---\n**Manhole cover missing**"}}
+    assert body == {
+        "msgtype": "markdown",
+        "markdown": {"content": "### 花园路井盖缺失\n---\n**Manhole cover missing**"},
+    }
     assert server.seen[0].query == {"key": "abc"}
     assert server.seen[0].headers["Content-Type"] == "application/json"
     assert bad_key.status == "give_up" and "93000" in bad_key.detail
