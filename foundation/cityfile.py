@@ -134,18 +134,25 @@ class Document:
     def scalar(self, node: Node) -> Any:
         if not isinstance(node, ScalarNode):
             return _NotScalar(node)
-        return self.loader.construct_object(node, deep=True)
+        return self.plain(node)
 
     def plain(self, node: Node) -> Any:
-        """The node as plain Python values (mappings, lists, scalars)."""
-        return self.loader.construct_object(node, deep=True)
+        """The node as plain Python values (mappings, lists, scalars).
+
+        A tag the safe loader does not know (``!!python/object``) or a value
+        its tag cannot hold (``!!int x``) is a ``ConfigError`` at the node.
+        """
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError) as exc:
+            self.fail(node, f"cannot read this value: {getattr(exc, 'problem', None) or exc}")
 
     def describe(self, node: Node) -> str:
         if isinstance(node, MappingNode):
             return "a mapping"
         if not isinstance(node, ScalarNode):
             return "a list"
-        x = self.loader.construct_object(node, deep=True)
+        x = self.plain(node)
         if x is None:
             return "null"
         if isinstance(x, bool):
