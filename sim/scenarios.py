@@ -48,20 +48,32 @@ rain                   (all)    rain in ``district`` (all districts if absent):
                                 humidity up, water in the covers
 =====================  =======  ==============================================
 
-Every mistake raises ``foundation.errors.ConfigError(file, line, message)``
-with the line of the bad entry.
+The file is read through ``foundation.cityfile`` (the one reader of every
+city-edited file): every mistake raises ``foundation.errors.ConfigError`` with
+``file:line:column`` of the bad key or entry and its path
+(``scenarios[2].duration: ...``); unknown keys are refused with the one "did
+you mean" phrasing; a span without its unit is refused (a bare ``90`` could be
+seconds or minutes), a key given twice too.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
+from yaml.nodes import ScalarNode
+
+from foundation.cityfile import (
+    Document,
+    Section,
+    did_you_mean,
+    format_duration_ms,
+    parse_duration_ms,
+)
 from foundation.errors import ConfigError, read_config_text
 
 __all__ = [
@@ -76,10 +88,8 @@ __all__ = [
     "resolve_scenarios",
 ]
 
-SECOND_MS = 1000
-MINUTE_MS = 60 * SECOND_MS
+MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
-DAY_MS = 24 * HOUR_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +115,6 @@ SCENARIO_KINDS: dict[str, _KindSpec] = {
     "rain": _KindSpec(None, 2 * HOUR_MS, {"district": None}),
 }
 _COMMON_KEYS = ("kind", "device", "devices", "district", "at", "duration")
-_TOP_KEYS = ("version", "start", "run_for", "seed", "garbage_share", "scenarios")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,39 +164,25 @@ class ScenarioFile:
 
 # --------------------------------------------------------------------------- spans
 
-_SPAN = re.compile(r"\+?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?")
+SPAN_HELP = "a span of sim time with its unit, e.g. 90m, 1h30m, 5h20m, 45s or 2d"
 
 
 def parse_span(text: str) -> int:
-    """``"1h30m"`` -> 5_400_000 ms. Units d, h, m, s, ms in that order; ``+`` allowed.
+    """``"1h30m"`` -> 5_400_000 ms: ``foundation.cityfile.parse_duration_ms``, plus a leading ``+``.
 
+    Units d, h, m, s, ms in that order, always written (``0`` alone is 0).
     Raises ``ValueError`` with the expected format.
     """
     t = text.strip().replace(" ", "") if isinstance(text, str) else ""
-    m = _SPAN.fullmatch(t)
-    if t in ("0", "+0"):
-        return 0
-    if not t or m is None or not any(m.groups()):
-        raise ValueError(
-            f"expected a span of sim time with units, such as 90m, 1h30m, 5h20m, 45s or 2d; "
-            f"got {text!r}"
-        )
-    d, h, mi, s, ms = (int(g) if g else 0 for g in m.groups())
-    return (((d * 24 + h) * 60 + mi) * 60 + s) * 1000 + ms
+    t = t[1:] if t.startswith("+") else t
+    ms = 0 if t == "0" else parse_duration_ms(t)
+    if ms is None:
+        raise ValueError(f"expected {SPAN_HELP}; got {text!r}")
+    return ms
 
 
-def format_span(ms: int) -> str:
-    """5_400_000 -> ``"1h30m"`` (the inverse of ``parse_span``)."""
-    if ms == 0:
-        return "0s"
-    out = []
-    for unit, size in (("d", DAY_MS), ("h", HOUR_MS), ("m", MINUTE_MS), ("s", SECOND_MS)):
-        q, ms = divmod(ms, size)
-        if q:
-            out.append(f"{q}{unit}")
-    if ms:
-        out.append(f"{ms}ms")
-    return "".join(out)
+format_span = format_duration_ms
+"""5_400_000 -> ``"1h30m"`` (the inverse of ``parse_span``)."""
 
 
 def parse_start(text: str) -> int:
@@ -206,11 +201,6 @@ def parse_start(text: str) -> int:
 # --------------------------------------------------------------------------- building
 
 
-def _suggest(word: str, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def make_scenario(
     kind: str,
     devices: Iterable[str] = (),
@@ -226,64 +216,79 @@ def make_scenario(
     Raises ``ConfigError(file, line, ...)`` naming what is wrong.
     """
 
-    def fail(msg: str) -> ConfigError:
-        return ConfigError(file, line, msg)
+    def fail(_key: str | None, msg: str) -> NoReturn:
+        raise ConfigError(file, line, msg)
 
     spec = SCENARIO_KINDS.get(kind)
     if spec is None:
-        raise fail(
-            f"unknown scenario kind {kind!r}{_suggest(str(kind), SCENARIO_KINDS)} "
-            f"(kinds: {', '.join(SCENARIO_KINDS)})"
-        )
-    devs = tuple(devices)
-    if spec.device_kind is None:
-        if devs:
-            raise fail(f"{kind} acts on the whole city; remove 'device'/'devices'")
-    elif not devs:
-        raise fail(
-            f"{kind} needs a {spec.device_kind} device: add 'device: <id>' or 'device: auto'"
-        )
-    for d in devs:
-        if not isinstance(d, str) or not d:
-            raise fail(f"device ids are text, got {d!r}")
-    try:
-        at_ms = at if isinstance(at, int) and not isinstance(at, bool) else parse_span(str(at))
-    except ValueError as exc:
-        raise fail(f"'at': {exc}") from None
-    dur_ms: int | None
-    if duration is None:
-        if spec.duration is True:
-            raise fail(f"{kind} needs 'duration' (when the repair happens, e.g. 5h20m)")
-        dur_ms = None if spec.duration is False else spec.duration  # type: ignore[assignment]
-    else:
-        if spec.duration is False:
-            raise fail(f"{kind} has no duration (the device never comes back); remove 'duration'")
+        fail("kind", f"unknown scenario kind {kind!r}{did_you_mean(kind, SCENARIO_KINDS)} "
+                     f"(kinds: {', '.join(SCENARIO_KINDS)})")  # fmt: skip
+    spans: list[int | None] = []
+    for key, value in (("at", at), ("duration", duration)):
         try:
-            dur_ms = (
-                duration
-                if isinstance(duration, int) and not isinstance(duration, bool)
-                else parse_span(str(duration))
-            )
+            spans.append(value if value is None or (type(value) is int) else parse_span(str(value)))
         except ValueError as exc:
-            raise fail(f"'duration': {exc}") from None
-        if dur_ms <= 0:
-            raise fail("'duration' must be longer than 0")
-    full: dict[str, Any] = dict(spec.params)
+            fail(key, f"'{key}': {exc}")
+    full: dict[str, Any] = {}
     for k, v in params.items():
-        if k not in spec.params:
-            allowed = ", ".join(list(_COMMON_KEYS) + list(spec.params))
-            raise fail(
-                f"{kind} has no parameter {k!r}{_suggest(k, [*_COMMON_KEYS, *spec.params])} (keys: {allowed})"
-            )
+        if k not in spec.params or k == "district":
+            allowed = ", ".join([*_COMMON_KEYS, *(p for p in spec.params if p != "district")])
+            fail(k, f"{kind} has no parameter {k!r}"
+                    f"{did_you_mean(k, [*_COMMON_KEYS, *spec.params])} (keys: {allowed})")  # fmt: skip
         default = spec.params[k]
         if isinstance(default, bool):
             if not isinstance(v, bool):
-                raise fail(f"{k!r} must be true or false, got {v!r}")
+                fail(k, f"{k!r} must be true or false, got {v!r}")
         elif isinstance(default, float):
             if isinstance(v, bool) or not isinstance(v, int | float) or not v == v or v < 0:
-                raise fail(f"{k!r} must be a number >= 0, got {v!r}")
+                fail(k, f"{k!r} must be a number >= 0, got {v!r}")
             v = float(v)
         full[k] = v
+    assert spans[0] is not None
+    return _build(kind, list(devices), spans[0], spans[1], district, full, file, line, fail)
+
+
+def _build(
+    kind: str,
+    devices: list[str],
+    at_ms: int,
+    duration_ms: int | None,
+    district: str | None,
+    params: dict[str, Any],
+    file: str | None,
+    line: int | None,
+    fail: Callable[[str | None, str], NoReturn],
+) -> Scenario:
+    """The checks every scenario passes, from a file or a flag; ``fail(key, message)`` raises."""
+    spec = SCENARIO_KINDS[kind]
+    devs = tuple(devices)
+    if spec.device_kind is None:
+        if devs:
+            fail("device" if len(devs) == 1 else "devices",
+                 f"{kind} acts on the whole city; remove 'device'/'devices'")  # fmt: skip
+    elif not devs:
+        fail(
+            None, f"{kind} needs a {spec.device_kind} device: add 'device: <id>' or 'device: auto'"
+        )
+    for d in devs:
+        if not isinstance(d, str) or not d:
+            fail("devices", f"device ids are text, got {d!r}")
+    dur_ms: int | None
+    if duration_ms is None:
+        if spec.duration is True:
+            fail(None, f"{kind} needs 'duration' (when the repair happens, e.g. 5h20m)")
+        dur_ms = None if spec.duration is False else spec.duration  # type: ignore[assignment]
+    else:
+        if spec.duration is False:
+            fail(
+                "duration",
+                f"{kind} has no duration (the device never comes back); remove 'duration'",
+            )
+        if duration_ms <= 0:
+            fail("duration", "'duration' must be longer than 0")
+        dur_ms = duration_ms
+    full: dict[str, Any] = {k: v for k, v in spec.params.items() if k != "district"}
+    full.update(params)
     if kind == "rain":
         full["district"] = district
     return Scenario(kind, devs, at_ms, dur_ms, full, district, file, line)
@@ -305,151 +310,117 @@ def load_scenario_file(path: str | os.PathLike[str]) -> ScenarioFile:
 
 def parse_scenario_text(text: str, file: str = "<scenarios>") -> ScenarioFile:
     """Parse a scenario file's text (``file`` names it in errors)."""
-    import yaml
-
-    loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-    def at(node: Any, msg: str) -> ConfigError:
-        return ConfigError(file, node.start_mark.line + 1, msg, column=node.start_mark.column + 1)
-
-    try:
-        root = yaml.compose(text, Loader=loader_cls)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(
-            file, mark.line + 1 if mark else None,
-            f"invalid YAML: {getattr(exc, 'problem', None) or exc}",
-            column=mark.column + 1 if mark else None,
-        ) from None  # fmt: skip
-    if root is None:
+    doc = _ScenarioDocument.parse(text, file)
+    if doc.root is None:
         return ScenarioFile([], path=file)
-    if not isinstance(root, yaml.MappingNode):
-        raise at(root, "expected a mapping with a 'scenarios:' list")
-    loader = loader_cls("")
+    return doc.scenario_file()
 
-    def value(node: Any) -> Any:
-        if not isinstance(node, yaml.ScalarNode):
-            return node
-        return loader.construct_object(node, deep=True)
 
-    out = ScenarioFile([], path=file)
-    seen: set[str] = set()
-    for k, v in root.value:
-        key = k.value if isinstance(k, yaml.ScalarNode) else "?"
-        if key not in _TOP_KEYS:
-            raise at(
-                k, f"unknown key {key!r}{_suggest(key, _TOP_KEYS)} (keys: {', '.join(_TOP_KEYS)})"
+class _ScenarioDocument(Document):
+    """The scenario file's schema (the module doc), read through ``foundation.cityfile``."""
+
+    def span(self, sec: Section, key: str) -> int | None:
+        """``at``/``duration``: a span with its unit (``+`` allowed); None when absent."""
+        node = sec.get(key)
+        if node is None:
+            return None
+        path = sec.key_path(key)
+        # the raw text: YAML 1.1 would read an unquoted 1:30 as 90
+        raw = node.value if isinstance(node, ScalarNode) else None
+        try:
+            return parse_span(raw) if isinstance(raw, str) else parse_span("")
+        except ValueError:
+            x = self.scalar(node)
+            hint = f" ({x}s or {x}m?)" if type(x) in (int, float) else ""
+            self.fail(node, f"{path}: expected {SPAN_HELP}, got {self.describe(node)}{hint}")
+
+    def scenario_file(self) -> ScenarioFile:
+        top = self.section()
+        v = top.get("version")
+        if v is not None and (type(self.scalar(v)) is not int or self.scalar(v) != 1):
+            self.fail(
+                v,
+                f"version: this citywatch reads scenario files of version 1, got {self.describe(v)}",
             )
-        if key in seen:
-            raise at(k, f"key {key!r} appears twice")
-        seen.add(key)
-        x = value(v)
-        if key == "version":
-            if x != 1 or isinstance(x, bool):
-                raise at(
-                    v,
-                    f"version must be 1, got {v.value if isinstance(v, yaml.ScalarNode) else x!r}",
-                )
-        elif key == "start":
+        start_ms = None
+        start = top.get("start")
+        if start is not None:
             try:
-                out = replace(
-                    out, start_ms=parse_start(v.value if isinstance(v, yaml.ScalarNode) else "")
-                )
+                start_ms = parse_start(start.value if isinstance(start, ScalarNode) else "")
             except ValueError as exc:
-                raise at(v, f"'start': {exc}") from None
-        elif key == "run_for":
-            try:
-                out = replace(
-                    out, run_for_ms=parse_span(v.value if isinstance(v, yaml.ScalarNode) else "")
-                )
-            except ValueError as exc:
-                raise at(v, f"'run_for': {exc}") from None
-        elif key == "seed":
-            if isinstance(x, bool) or not isinstance(x, int):
-                raise at(v, f"'seed' must be a whole number, got {x!r}")
-            out = replace(out, seed=x)
-        elif key == "garbage_share":
-            if isinstance(x, bool) or not isinstance(x, int | float) or not 0 <= x <= 1:
-                raise at(
-                    v, f"'garbage_share' must be a number from 0 to 1 (0.005 = 0.5%), got {x!r}"
-                )
-            out = replace(out, garbage_share=float(x))
-        elif key == "scenarios":
-            if isinstance(v, yaml.ScalarNode) and x is None:
-                continue
-            if not isinstance(v, yaml.SequenceNode):
-                raise at(v, "'scenarios' must be a list of scenarios (each a mapping)")
-            out.scenarios.extend(_scenario_node(item, file, value, at) for item in v.value)
-    return out
-
-
-def _scenario_node(item: Any, file: str, value: Any, at: Any) -> Scenario:
-    import yaml
-
-    if not isinstance(item, yaml.MappingNode):
-        raise at(item, "each scenario must be a mapping with at least 'kind' and 'at'")
-    line = item.start_mark.line + 1
-    fields: dict[str, Any] = {}
-    nodes: dict[str, Any] = {}
-    for k, v in item.value:
-        key = k.value if isinstance(k, yaml.ScalarNode) else "?"
-        if key in fields:
-            raise at(k, f"key {key!r} appears twice")
-        nodes[key] = k
-        if key in ("at", "duration"):
-            # raw text: YAML 1.1 would read an unquoted 1:30 as 90
-            if not isinstance(v, yaml.ScalarNode):
-                raise at(v, f"{key!r} must be a span such as 1h30m")
-            fields[key] = v.value if v.value not in ("", "~", "null") else None
-        elif key == "devices":
-            if not isinstance(v, yaml.SequenceNode):
-                raise at(v, "'devices' must be a list of device ids, e.g. [SL-JS-0001, SL-JS-0002]")
-            fields[key] = [str(value(x)) for x in v.value]
-        else:
-            x = value(v)
-            if isinstance(x, yaml.Node):
-                raise at(v, f"{key!r} must be a single value, not a list or mapping")
-            fields[key] = x
-    kind = fields.pop("kind", None)
-    if kind is None:
-        raise ConfigError(file, line, f"scenario lacks 'kind' (kinds: {', '.join(SCENARIO_KINDS)})")
-    devices: list[str] = []
-    if "device" in fields and "devices" in fields:
-        raise at(nodes["devices"], "give either 'device' or 'devices', not both")
-    if "device" in fields:
-        devices = [str(fields.pop("device"))]
-    elif "devices" in fields:
-        devices = fields.pop("devices")
-    if "at" not in fields or fields["at"] is None:
-        raise ConfigError(
-            file, line, "scenario lacks 'at' (its start after the sim start, e.g. 1h30m)"
+                self.fail(start, f"start: {exc}")
+        run_for_ms = self.span(top, "run_for")
+        seed = top.get("seed")
+        if seed is not None and type(self.scalar(seed)) is not int:
+            self.fail(seed, f"seed: expected a whole number, got {self.describe(seed)}")
+        share = None
+        share_node = top.get("garbage_share")
+        if share_node is not None:
+            share = self.number(share_node, "garbage_share", zero_ok=True)
+            if share > 1:
+                self.fail(share_node, f"garbage_share: expected a share from 0 to 1 "
+                                      f"(0.005 = 0.5 %), got {share:g}")  # fmt: skip
+        scenarios = [self.scenario(sec) for sec in top.sections("scenarios")]
+        top.finish()
+        return ScenarioFile(
+            scenarios,
+            start_ms=start_ms,
+            run_for_ms=run_for_ms,
+            seed=None if seed is None else int(self.scalar(seed)),
+            garbage_share=share,
+            path=self.file,
         )
-    district = fields.pop("district", None)
-    if district is not None and not isinstance(district, str):
-        raise at(nodes["district"], f"'district' must be a district id, got {district!r}")
-    spec = SCENARIO_KINDS.get(str(kind))
-    for key in fields:
-        if spec is not None and key not in ("at", "duration") and key not in spec.params:
-            allowed = ", ".join(list(_COMMON_KEYS) + list(spec.params))
-            raise at(
-                nodes[key],
-                f"{kind} has no parameter {key!r}{_suggest(key, [*_COMMON_KEYS, *spec.params])} "
-                f"(keys: {allowed})",
+
+    def scenario(self, sec: Section) -> Scenario:
+        line = sec.node.start_mark.line + 1
+
+        def fail(key: str | None, message: str) -> NoReturn:
+            node = sec.items[key][0] if key is not None and key in sec.items else sec.node
+            self.fail(node, f"{sec.path}: {message}")
+
+        kind_node = sec.get("kind")
+        if kind_node is None:
+            fail(None, f"missing 'kind' (kinds: {', '.join(SCENARIO_KINDS)})")
+        kind = self.scalar(kind_node)
+        spec = SCENARIO_KINDS.get(kind) if isinstance(kind, str) else None
+        if spec is None:
+            self.fail(
+                kind_node,
+                f"{sec.key_path('kind')}: unknown scenario kind {self.describe(kind_node)}"
+                f"{did_you_mean(kind, SCENARIO_KINDS)} (kinds: {', '.join(SCENARIO_KINDS)})",
             )
-    line_of = {k: n.start_mark.line + 1 for k, n in nodes.items()}
-    try:
-        return make_scenario(
-            str(kind), devices, fields.pop("at"), fields.pop("duration", None), district,
-            file, line, **fields,
-        )  # fmt: skip
-    except ConfigError as exc:
-        # point at the offending key's line when the message names one
-        for key in ("at", "duration", *fields):
-            if f"'{key}'" in exc.message and key in line_of:
-                raise ConfigError(file, line_of[key], exc.message) from None
-        if exc.message.startswith("unknown scenario kind") and "kind" in line_of:
-            raise ConfigError(file, line_of["kind"], exc.message) from None
-        raise
+        devices: list[str] = []
+        one = sec.text("device")
+        many = sec.nodes("devices")
+        if one is not None and many:
+            fail("devices", "give either 'device' or 'devices', not both")
+        if one is not None:
+            devices = [one]
+        for node in many:
+            x = self.scalar(node)
+            if not isinstance(x, str) or not x.strip():
+                self.fail(
+                    node,
+                    f"{sec.key_path('devices')}: expected device ids, got {self.describe(node)}",
+                )
+            devices.append(x)
+        district = sec.text("district")
+        at = self.span(sec, "at")
+        if at is None:
+            fail(None, "missing 'at' (its start after the sim start, e.g. 1h30m)")
+        duration = self.span(sec, "duration")
+        params: dict[str, Any] = {}
+        for key, default in spec.params.items():
+            if key == "district":
+                continue
+            if isinstance(default, bool):
+                value: Any = sec.flag(key, default)
+            else:
+                value = sec.number(key, default, zero_ok=True)
+            if key in sec.items:
+                params[key] = value
+        sec.finish()
+        return _build(str(kind), devices, at, duration, district, params, self.file, line, fail)
 
 
 # --------------------------------------------------------------------------- flags
@@ -517,7 +488,7 @@ def resolve_scenarios(scenarios: Iterable[Scenario], city: Any) -> list[Scenario
         if s.district is not None and s.district not in district_ids:
             raise ConfigError(
                 s.file, s.line,
-                f"unknown district {s.district!r}{_suggest(s.district, district_ids)} "
+                f"unknown district {s.district!r}{did_you_mean(s.district, district_ids)} "
                 f"(districts: {', '.join(district_ids)})",
             )  # fmt: skip
         devs: list[str] = []
@@ -546,7 +517,7 @@ def resolve_scenarios(scenarios: Iterable[Scenario], city: Any) -> list[Scenario
             dev = city.by_id.get(d)
             if dev is None:
                 same = [x.device_id for x in city.devices if x.kind == spec.device_kind]
-                hint = _suggest(d, same) or (
+                hint = did_you_mean(d, same) or (
                     f"; e.g. {', '.join(same[:3])}"
                     if same
                     else f"; the city has no {spec.device_kind} devices"
