@@ -73,9 +73,10 @@ class CaseInfo:
 
     def labels(self) -> dict[str, str]:
         s = self.snapshot
-        return {k: str(s.get(k) or "") for k in ("kind", "rule", "severity", "district", "grid", "unit", "device")} | {
-            "case_id": self.case_id
-        }
+        return {
+            k: str(s.get(k) or "")
+            for k in ("kind", "rule", "severity", "district", "grid", "unit", "device")
+        } | {"case_id": self.case_id}
 
     def to_row(self) -> dict[str, Any]:
         return {
@@ -176,16 +177,27 @@ class Renderer:
             device = str(s.get("device") or "")
             lat, lon = self.locate(device) if device else (None, None)
             deadline = s.get("deadline")
-            overdue_h = max(0, (now - deadline) // HOUR_MS) if deadline is not None and not (info and info.ended) else None
+            overdue_h = (
+                max(0, (now - deadline) // HOUR_MS)
+                if deadline is not None and not (info and info.ended)
+                else None
+            )
             if info and info.ended and deadline is not None:
                 end = (s.get("detail") or {}).get("repair_at") or s.get("at")
                 overdue_h = max(0, (int(end) - deadline) // HOUR_MS)
-            items.append({
-                "notice": n, "snapshot": s, "info": info, "device": device, "lat": lat, "lon": lon,
-                "overdue_h": overdue_h,
-                "ack": self.ack_link(n.case_id, device, "ack", officer) if device else None,
-                "close": self.ack_link(n.case_id, device, "close", officer) if device else None,
-            })
+            items.append(
+                {
+                    "notice": n,
+                    "snapshot": s,
+                    "info": info,
+                    "device": device,
+                    "lat": lat,
+                    "lon": lon,
+                    "overdue_h": overdue_h,
+                    "ack": self.ack_link(n.case_id, device, "ack", officer) if device else None,
+                    "close": self.ack_link(n.case_id, device, "close", officer) if device else None,
+                }
+            )
         title_zh, title_en = self._titles(items)
         md = self._markdown(items, title_zh, title_en)
         text = self._text(items, title_zh, title_en)
@@ -197,7 +209,14 @@ class Renderer:
             "created_at": now,
             "cases": [self._case_data(it) for it in items],
         }
-        return Message(key=key, receiver=receiver, title=f"{title_zh} / {title_en}", markdown=md, text=text, data=data)
+        return Message(
+            key=key,
+            receiver=receiver,
+            title=f"{title_zh} / {title_en}",
+            markdown=md,
+            text=text,
+            data=data,
+        )
 
     # ------------------------------------------------------------------ pieces
 
@@ -214,7 +233,9 @@ class Renderer:
         where_zh = "、".join(self.district(d) for d in districts[:3]) or "多个区域"
         where_en = ", ".join(districts[:3]) or "several districts"
         parts_zh = "，".join(f"{_rule_names(r, (r, r))[0]} {c} 起" for r, c in rules.most_common())
-        parts_en = ", ".join(f"{c} × {_rule_names(r, (r, r))[1].lower()}" for r, c in rules.most_common())
+        parts_en = ", ".join(
+            f"{c} × {_rule_names(r, (r, r))[1].lower()}" for r, c in rules.most_common()
+        )
         return f"【城市管理告警】{where_zh}：{parts_zh}", f"citywatch: {parts_en} in {where_en}"
 
     @staticmethod
@@ -263,8 +284,10 @@ class Renderer:
             link = map_link(it["lat"], it["lon"], s.get("address", ""))
             where = s.get("address") or it["device"]
             zh.append(f"> **{rz}·{cz}**（{sz}）")
-            zh.append(f"> 地点：{where}（{self.district(s.get('district', ''))}，网格 {s.get('grid', '-')}）"
-                      + (f" [地图]({link})" if link else ""))
+            zh.append(
+                f"> 地点：{where}（{self.district(s.get('district', ''))}，网格 {s.get('grid', '-')}）"
+                + (f" [地图]({link})" if link else "")
+            )
             zh.append(f"> 设备：{it['device']}，责任单位：{s.get('unit', '-')}")
             zh.append(f"> 开始：{local_time(s.get('opened_at'), empty='-')}（北京时间）")
             clock = self._clock_zh(it)
@@ -302,11 +325,15 @@ class Renderer:
             s, n = it["snapshot"], it["notice"]
             cz, ce = self._change(n)
             rz, re_ = _rule_names(s.get("rule", ""), (s.get("rule", ""), s.get("rule", "")))
-            sz, se = _severity_names(s.get("severity", ""), (s.get("severity", ""), s.get("severity", "")))
+            sz, se = _severity_names(
+                s.get("severity", ""), (s.get("severity", ""), s.get("severity", ""))
+            )
             where = s.get("address") or it["device"]
             link = map_link(it["lat"], it["lon"])
             zh.append(f"* {rz}·{cz}（{sz}）")
-            zh.append(f"  地点：{where}（{self.district(s.get('district', ''))}，网格 {s.get('grid', '-')}）")
+            zh.append(
+                f"  地点：{where}（{self.district(s.get('district', ''))}，网格 {s.get('grid', '-')}）"
+            )
             if link:
                 zh.append(f"  地图：{link}")
             zh.append(f"  开始：{local_time(s.get('opened_at'), empty='-')}（北京时间）")

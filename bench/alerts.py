@@ -75,8 +75,12 @@ async def paced(rate: int, duration: float, send) -> int:  # noqa: ANN001
 async def baseline(bootstrap: str, prefix: str, rate: int, duration: float) -> list[float]:
     topic = KafkaTopics(prefix).telemetry
     await ensure_topics(bootstrap, prefix)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+    )
     await consumer.start()
     consumer.assign([TopicPartition(topic, 0)])
     await consumer.seek_to_end()
@@ -109,7 +113,9 @@ async def baseline(bootstrap: str, prefix: str, rate: int, duration: float) -> l
     return lat
 
 
-async def through_alerts(bootstrap: str, prefix: str, rate: int, duration: float) -> tuple[list[float], int]:
+async def through_alerts(
+    bootstrap: str, prefix: str, rate: int, duration: float
+) -> tuple[list[float], int]:
     sent: dict[str, float] = {}
     lat: list[float] = []
 
@@ -132,11 +138,14 @@ async def through_alerts(bootstrap: str, prefix: str, rate: int, duration: float
 
     tmp = Path(tempfile.mkdtemp(prefix="cw-bench-alerts-"))
     routes = tmp / "routes.yaml"
-    routes.write_text(f"""
+    routes.write_text(
+        f"""
 receivers:
   - {{name: hook, webhook: {{url: "http://127.0.0.1:{port}/hook", secret: bench}}}}
 route: {{receiver: hook, group_by: [case_id], group_wait: 0s, group_interval: 0s, repeat_interval: 0s}}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     await ensure_topics(bootstrap, prefix)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYWATCH_")}
     env |= {"CITYWATCH_KAFKA_BOOTSTRAP": bootstrap, "CITYWATCH_KAFKA_TOPIC_PREFIX": prefix,
@@ -159,7 +168,9 @@ route: {{receiver: hook, group_by: [case_id], group_wait: 0s, group_interval: 0s
                 break
             await asyncio.sleep(0.05)
         if not lat:
-            raise SystemExit(f"alerts service did not push:\n{(tmp / 'alerts.log').read_text()[-2000:]}")
+            raise SystemExit(
+                f"alerts service did not push:\n{(tmp / 'alerts.log').read_text()[-2000:]}"
+            )
         lat.clear()
 
         async def send(i: int) -> None:
@@ -193,7 +204,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=int, default=200, help="case events per second (default 200)")
     ap.add_argument("--duration", type=float, default=20.0, help="seconds per phase (default 20)")
-    ap.add_argument("--bootstrap", default=os.environ.get("CITYWATCH_KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
+    ap.add_argument(
+        "--bootstrap", default=os.environ.get("CITYWATCH_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+    )
     args = ap.parse_args()
     prefix = f"bench-alerts-{uuid.uuid4().hex[:8]}"
     print(f"# {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()};"
@@ -205,7 +218,9 @@ def main() -> int:
     if len(pushed) < n:
         print(f"!! only {len(pushed)} of {n} pushes arrived")
     for p in (50, 95, 99):
-        print(f"ratio p{p}: {pct(pushed, p) / pct(base, p):6.1f}x  (+{pct(pushed, p) - pct(base, p):.1f} ms)")
+        print(
+            f"ratio p{p}: {pct(pushed, p) / pct(base, p):6.1f}x  (+{pct(pushed, p) - pct(base, p):.1f} ms)"
+        )
     print(f"mean: baseline {statistics.mean(base):.1f} ms, alerts {statistics.mean(pushed):.1f} ms")
     return 0 if len(pushed) >= n else 1
 

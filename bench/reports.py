@@ -81,15 +81,23 @@ def synthesize(city, month, rng: random.Random) -> tuple[list[dict], list[dict]]
                 continue
             deadline = t0 + 2 * H
             late = rng.random() < RATES["manhole_late"]
-            repair = deadline + rng.randrange(60, 8 * 60) * 60_000 if late else t0 + rng.randrange(10, 120) * 60_000
+            repair = (
+                deadline + rng.randrange(60, 8 * 60) * 60_000
+                if late
+                else t0 + rng.randrange(10, 120) * 60_000
+            )
             hours = max(0, (repair - deadline) // H)
-            def mk(k: int, amount: int, at: int, rev: str | None = None, cid: str = cid, dev=dev) -> dict:
+
+            def mk(
+                k: int, amount: int, at: int, rev: str | None = None, cid: str = cid, dev=dev
+            ) -> dict:
                 return {
                     "id": f"{cid}:hour:{k}" + (":reversal" if rev else ""), "case_id": cid, "rule": "manhole",
                     "device": dev.device_id, "payer": dev.unit, "payer_type": "property_unit",
                     "district": dev.district, "amount_yuan": amount, "accrued_at": at, "hour_index": k,
                     "reverses": rev, "evidence": [],
                 }  # fmt: skip
+
             for k in range(1, hours + 1):
                 entries.append(mk(k, 10_000, deadline + k * H))
             if hours >= 2 and rng.random() < RATES["reversal"]:
@@ -103,11 +111,21 @@ def synthesize(city, month, rng: random.Random) -> tuple[list[dict], list[dict]]
                                     "device": dev.device_id, "payer": dev.district if pt == "district_government"
                                     else dev.unit, "payer_type": pt, "district": dev.district, "amount_yuan": amount,
                                     "accrued_at": at, "hour_index": None, "reverses": None, "evidence": []})  # fmt: skip
-            events.append({**base, "state": "open", "at": t0, "deadline": deadline, "detail": {"repair_at": None}})
+            events.append(
+                {
+                    **base,
+                    "state": "open",
+                    "at": t0,
+                    "deadline": deadline,
+                    "detail": {"repair_at": None},
+                }
+            )
             if late:
                 events.append({**base, "state": "escalated", "at": deadline, "deadline": deadline,
                                "detail": {"repair_at": None, "escalated": True}})  # fmt: skip
-            events.append({**base, "state": "repaired", "at": repair, "deadline": deadline, "detail": detail})
+            events.append(
+                {**base, "state": "repaired", "at": repair, "deadline": deadline, "detail": detail}
+            )
     return entries, events
 
 
@@ -151,7 +169,9 @@ def main() -> int:
             pages = 0
             for f in pdfs:
                 info = subprocess.run(["pdfinfo", str(f)], capture_output=True, text=True).stdout
-                pages += int(next(x.split()[-1] for x in info.splitlines() if x.startswith("Pages:")))
+                pages += int(
+                    next(x.split()[-1] for x in info.splitlines() if x.startswith("Pages:"))
+                )
         s = res["settlement"]
     finally:
         drop_database(url, db)
@@ -163,7 +183,9 @@ def main() -> int:
     print(f"settlement: {len(s.statements)} payers, {sum(len(x.lines) for x in s.statements)} entries, "
           f"total {s.total:,} yuan; {len(pdfs)} PDFs, {pages} pages")  # fmt: skip
     print(f"{'step':<44}{'seconds':>9}{'x baseline':>12}")
-    print(f"{'baseline: raw InfluxQL fetch (' + str(len(raw)) + ' rows)':<44}{t_base:>9.3f}{1:>12.1f}")
+    print(
+        f"{'baseline: raw InfluxQL fetch (' + str(len(raw)) + ' rows)':<44}{t_base:>9.3f}{1:>12.1f}"
+    )
     for name, sec in (("load_period (fetch + parse + cases)", t_load),
                       ("load + settlement + 2 CSVs", t_csv),
                       ("load + settlement + CSVs + PDFs (the command)", t_all),

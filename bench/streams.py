@@ -77,7 +77,9 @@ def noop_agent(prefix: str, n: int, bootstrap: str, datadir: str) -> None:
 
     from streams.worker import faust_config
 
-    app = faust.App(f"{prefix}-noop", **faust_config(bootstrap, 1, SESSION_TIMEOUT_S, Path(datadir)))
+    app = faust.App(
+        f"{prefix}-noop", **faust_config(bootstrap, 1, SESSION_TIMEOUT_S, Path(datadir))
+    )
     topic = app.topic(KafkaTopics(prefix).telemetry, key_serializer="raw", value_serializer="raw")
     seen = {"n": 0, "first": 0.0}
 
@@ -124,7 +126,9 @@ def build_input(devices: int, hours: float) -> tuple[Any, list[Any], int]:
 # --------------------------------------------------------------------------- in-memory rows
 
 
-def bench_core(readings: list[Any], registry: Any, rules: Any, repeats: int = 3) -> tuple[float, int]:
+def bench_core(
+    readings: list[Any], registry: Any, rules: Any, repeats: int = 3
+) -> tuple[float, int]:
     """Best events/s of ``Detector.on_reading`` over ``readings``; and the outputs of one pass."""
     from streams.detector import Detector
 
@@ -182,21 +186,32 @@ async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]
     last = -1
     try:
         for chunk in range(0, len(records), 5000):
-            futures = [await producer.send(topic, value, key=key, partition=0)
-                       for key, value in records[chunk:chunk + 5000]]
+            futures = [
+                await producer.send(topic, value, key=key, partition=0)
+                for key, value in records[chunk : chunk + 5000]
+            ]
             last = max(last, max(m.offset for m in await asyncio.gather(*futures)))
     finally:
         await producer.stop()
     return last + 1
 
 
-async def follow_commits(bootstrap: str, group: str, topic: str, end: int, proc: subprocess.Popen,
-                         log: Path, timeout: float) -> dict[str, float]:
+async def follow_commits(
+    bootstrap: str,
+    group: str,
+    topic: str,
+    end: int,
+    proc: subprocess.Popen,
+    log: Path,
+    timeout: float,
+) -> dict[str, float]:
     """Poll the group's committed offset until it reaches ``end``; the timings of the run."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     started = time.perf_counter()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     tp = TopicPartition(topic, 0)
     first: tuple[float, int] | None = None
@@ -204,11 +219,15 @@ async def follow_commits(bootstrap: str, group: str, topic: str, end: int, proc:
     try:
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"{group}: the process exited with {proc.returncode}; its log ends:\n"
-                                   + _tail(log))
+                raise RuntimeError(
+                    f"{group}: the process exited with {proc.returncode}; its log ends:\n"
+                    + _tail(log)
+                )
             if time.perf_counter() - started > timeout:
-                raise RuntimeError(f"{group}: committed offset {last_seen} of {end} after {timeout:.0f} s; "
-                                   "its log ends:\n" + _tail(log))
+                raise RuntimeError(
+                    f"{group}: committed offset {last_seen} of {end} after {timeout:.0f} s; "
+                    "its log ends:\n" + _tail(log)
+                )
             committed = await consumer.committed(tp)
             now = time.perf_counter()
             last_seen = committed
@@ -247,8 +266,9 @@ def proc_started(proc: subprocess.Popen) -> float:
 
 def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     out = open(log, "wb")  # noqa: SIM115 - closed by the child's exit, kept for the tail
-    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
     _STARTED[proc.pid] = time.perf_counter()
     out.close()
     return proc
@@ -262,7 +282,10 @@ def stop(proc: subprocess.Popen | None, grace: float = 15.0) -> None:
     try:
         proc.wait(grace)
     except subprocess.TimeoutExpired:
-        print(f"  warning: pid {proc.pid} ignored SIGTERM for {grace:.0f} s; killing it", file=sys.stderr)
+        print(
+            f"  warning: pid {proc.pid} ignored SIGTERM for {grace:.0f} s; killing it",
+            file=sys.stderr,
+        )
         proc.kill()
         proc.wait(5)
 
@@ -282,16 +305,42 @@ def _influx(url: str, q: str) -> None:
         pass
 
 
-def measure(label: str, argv: list[str], env: dict[str, str], bootstrap: str, group: str, topic: str,
-            end: int, log: Path, timeout: float, profile: str | None = None) -> dict[str, float]:
+def measure(
+    label: str,
+    argv: list[str],
+    env: dict[str, str],
+    bootstrap: str,
+    group: str,
+    topic: str,
+    end: int,
+    log: Path,
+    timeout: float,
+    profile: str | None = None,
+) -> dict[str, float]:
     proc = spawn(argv, env, log)
     spy = None
     try:
         if profile:
-            spy = subprocess.Popen(["py-spy" if shutil.which("py-spy") else str(Path(sys.executable).parent / "py-spy"),
-                                    "record", "--pid", str(proc.pid), "--rate", "200", "--nonblocking",
-                                    "--format", "raw", "--output", profile],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            spy = subprocess.Popen(
+                [
+                    "py-spy"
+                    if shutil.which("py-spy")
+                    else str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(proc.pid),
+                    "--rate",
+                    "200",
+                    "--nonblocking",
+                    "--format",
+                    "raw",
+                    "--output",
+                    profile,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         result = asyncio.run(follow_commits(bootstrap, group, topic, end, proc, log, timeout))
     finally:
         if spy is not None and spy.poll() is None:
@@ -305,7 +354,7 @@ def measure(label: str, argv: list[str], env: dict[str, str], bootstrap: str, gr
     if label == "noop":
         for line in log.read_text(errors="replace").splitlines():
             if '{"events"' in line:  # after the spinner's terminal escapes
-                d = orjson.loads(line[line.index('{"events"'):])
+                d = orjson.loads(line[line.index('{"events"') :])
                 result["inproc_rate"] = d["events"] / d["seconds"]
     return result
 
@@ -316,13 +365,27 @@ def measure(label: str, argv: list[str], env: dict[str, str], bootstrap: str, gr
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=3000, help="simulated city size (default 3000)")
-    ap.add_argument("--hours", type=float, default=3.0, help="sim hours of readings for the core rows (default 3)")
-    ap.add_argument("--records", type=int, default=100_000,
-                    help="journal records for the Faust rows (default 100000; the last commit can wait up to the "
-                         "1 s commit interval, so fewer records bias the fast no-op row)")
-    ap.add_argument("--timeout", type=float, default=90.0, help="seconds allowed per Faust run (default 90)")
-    ap.add_argument("--profile-worker", metavar="FILE",
-                    help="also record the worker with py-spy (raw collapsed stacks into FILE; slows it a little)")
+    ap.add_argument(
+        "--hours",
+        type=float,
+        default=3.0,
+        help="sim hours of readings for the core rows (default 3)",
+    )
+    ap.add_argument(
+        "--records",
+        type=int,
+        default=100_000,
+        help="journal records for the Faust rows (default 100000; the last commit can wait up to the "
+        "1 s commit interval, so fewer records bias the fast no-op row)",
+    )
+    ap.add_argument(
+        "--timeout", type=float, default=90.0, help="seconds allowed per Faust run (default 90)"
+    )
+    ap.add_argument(
+        "--profile-worker",
+        metavar="FILE",
+        help="also record the worker with py-spy (raw collapsed stacks into FILE; slows it a little)",
+    )
     ap.add_argument("--noop-agent", nargs=2, metavar=("PREFIX", "N"), help=argparse.SUPPRESS)
     ap.add_argument("--bootstrap", help=argparse.SUPPRESS)
     ap.add_argument("--datadir", help=argparse.SUPPRESS)
@@ -338,11 +401,15 @@ def main() -> None:
     from foundation.settings import load_settings
     from streams.rules import load_rules
 
-    settings = load_settings(env={k: v for k, v in os.environ.items() if k.startswith("CITYWATCH_")})
+    settings = load_settings(
+        env={k: v for k, v in os.environ.items() if k.startswith("CITYWATCH_")}
+    )
     settings = settings.replace("paths", state_dir=str(ROOT / ".state" / "bench"))
     rules = load_rules(RULES)
-    print(f"citywatch streams benchmark: {platform.node()} {os.cpu_count()} cpus, Python {platform.python_version()}, "
-          f"faust-streaming {version('faust-streaming')}, aiokafka {version('aiokafka')}, orjson {version('orjson')}")
+    print(
+        f"citywatch streams benchmark: {platform.node()} {os.cpu_count()} cpus, Python {platform.python_version()}, "
+        f"faust-streaming {version('faust-streaming')}, aiokafka {version('aiokafka')}, orjson {version('orjson')}"
+    )
 
     t = time.perf_counter()
     city, readings, rejected = build_input(args.devices, args.hours)
@@ -350,9 +417,11 @@ def main() -> None:
     for r in readings:
         counts[r.kind] = counts.get(r.kind, 0) + 1
     mix = ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items()))
-    print(f"input: {len(city)} devices {city.counts()}, {args.hours:g} sim h, default scenarios, "
-          f"dust mode {rules.dust.mode}: {len(readings):,} readings ({mix}; {rejected} garbage rejected), "
-          f"built in {time.perf_counter() - t:.1f} s (untimed)")
+    print(
+        f"input: {len(city)} devices {city.counts()}, {args.hours:g} sim h, default scenarios, "
+        f"dust mode {rules.dust.mode}: {len(readings):,} readings ({mix}; {rejected} garbage rejected), "
+        f"built in {time.perf_counter() - t:.1f} s (untimed)"
+    )
 
     registry = city.registry()
     core, outputs = bench_core(readings, registry, rules)
@@ -373,8 +442,10 @@ def main() -> None:
     try:
         asyncio.run(ensure_topics(bootstrap, prefix, 1))
         end = asyncio.run(produce(bootstrap, topic, records))
-        print(f"journal: {end:,} records ({span_min:.0f} sim min of the same city) in {topic} (1 partition), "
-              f"Kafka {bootstrap}, InfluxDB {settings.influx.url} db {database}")
+        print(
+            f"journal: {end:,} records ({span_min:.0f} sim min of the same city) in {topic} (1 partition), "
+            f"Kafka {bootstrap}, InfluxDB {settings.influx.url} db {database}"
+        )
         registry_file = tmp / "registry.csv"
         city.write_registry(registry_file)
 
@@ -382,9 +453,24 @@ def main() -> None:
         base_env["PYTHONUNBUFFERED"] = "1"
         noop = measure(
             "noop",
-            [sys.executable, str(Path(__file__).resolve()), "--noop-agent", prefix, str(end),
-             "--bootstrap", bootstrap, "--datadir", str(tmp / "noop")],
-            base_env, bootstrap, f"{prefix}-noop", topic, end, tmp / "noop.log", args.timeout,
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--noop-agent",
+                prefix,
+                str(end),
+                "--bootstrap",
+                bootstrap,
+                "--datadir",
+                str(tmp / "noop"),
+            ],
+            base_env,
+            bootstrap,
+            f"{prefix}-noop",
+            topic,
+            end,
+            tmp / "noop.log",
+            args.timeout,
         )
         env = base_env | {
             "CITYWATCH_KAFKA_BOOTSTRAP": bootstrap,
@@ -398,8 +484,22 @@ def main() -> None:
         }
         worker = measure(
             "worker",
-            [sys.executable, "-m", "citywatch", "worker", "--simulation", "--session-timeout", str(SESSION_TIMEOUT_S)],
-            env, bootstrap, f"{prefix}-worker", topic, end, tmp / "worker.log", args.timeout,
+            [
+                sys.executable,
+                "-m",
+                "citywatch",
+                "worker",
+                "--simulation",
+                "--session-timeout",
+                str(SESSION_TIMEOUT_S),
+            ],
+            env,
+            bootstrap,
+            f"{prefix}-worker",
+            topic,
+            end,
+            tmp / "worker.log",
+            args.timeout,
             profile=args.profile_worker,
         )
     except BaseException:
@@ -416,20 +516,32 @@ def main() -> None:
     ceiling = noop["records"] / noop["seconds"]
     worker_rate = worker["records"] / worker["seconds"]
     rows: list[tuple[str, float, str]] = [
-        (f"core: Detector.on_reading, in memory ({len(readings):,} ev)", core, f"{outputs} outputs"),
+        (
+            f"core: Detector.on_reading, in memory ({len(readings):,} ev)",
+            core,
+            f"{outputs} outputs",
+        ),
         ("core + record decode + state export (handle w/o Faust)", core_plus, ""),
-        ("Faust no-op agent, at_least_once (ceiling)", ceiling,
-         f"{noop['records']:,.0f} rec in {noop['seconds']:.2f} s, cpu {noop['cpu']:.0%}, start {noop['startup_s']:.1f} s; "
-         f"counted in-process: {noop.get('inproc_rate', float('nan')):,.0f} ev/s"),
-        ("citywatch worker --simulation, end to end", worker_rate,
-         f"{worker['records']:,.0f} rec in {worker['seconds']:.2f} s, cpu {worker['cpu']:.0%}, "
-         f"start {worker['startup_s']:.1f} s"),
+        (
+            "Faust no-op agent, at_least_once (ceiling)",
+            ceiling,
+            f"{noop['records']:,.0f} rec in {noop['seconds']:.2f} s, cpu {noop['cpu']:.0%}, start {noop['startup_s']:.1f} s; "
+            f"counted in-process: {noop.get('inproc_rate', float('nan')):,.0f} ev/s",
+        ),
+        (
+            "citywatch worker --simulation, end to end",
+            worker_rate,
+            f"{worker['records']:,.0f} rec in {worker['seconds']:.2f} s, cpu {worker['cpu']:.0%}, "
+            f"start {worker['startup_s']:.1f} s",
+        ),
     ]
     print(f"{'path':58} {'events/s':>10} {'vs no-op':>9} {'vs worker':>10}  note")
     for name, rate, note in rows:
         print(f"{name:58} {rate:10,.0f} {rate / ceiling:8.2f}x {rate / worker_rate:9.1f}x  {note}")
-    print(f"Faust rows: from the first commit to the commit reaching offset {end:,}; "
-          f"first commits at offsets {noop['first_offset']:,.0f} (no-op) / {worker['first_offset']:,.0f} (worker)")
+    print(
+        f"Faust rows: from the first commit to the commit reaching offset {end:,}; "
+        f"first commits at offsets {noop['first_offset']:,.0f} (no-op) / {worker['first_offset']:,.0f} (worker)"
+    )
     if args.profile_worker:
         print(f"worker profile (py-spy raw stacks): {args.profile_worker}")
 

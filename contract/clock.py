@@ -43,12 +43,17 @@ def iso_utc(ms: int | None) -> str:
     if ms is None:
         return "-"
     try:
-        return datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
+        return (
+            datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            + f".{ms % 1000:03d}Z"
+        )
     except (OverflowError, OSError, ValueError):
         return f"{ms} ms"
 
 
-def local(ms: int | None, tz: str = DEFAULT_TIMEZONE, fmt: str = "%Y-%m-%d %H:%M", empty: str = "") -> str:
+def local(
+    ms: int | None, tz: str = DEFAULT_TIMEZONE, fmt: str = "%Y-%m-%d %H:%M", empty: str = ""
+) -> str:
     """Local wall time for people (``empty`` for None)."""
     if ms is None:
         return empty
@@ -66,6 +71,7 @@ def local_minute(ms: int, tz: str = DEFAULT_TIMEZONE) -> int:
     """Minutes after local midnight of an instant."""
     d = local_datetime(ms, tz)
     return d.hour * 60 + d.minute
+
 
 def in_daily_window(minute: int, start: int, end: int) -> bool:
     """Is local ``minute`` in ``[start, end)``? ``start > end`` spans midnight."""

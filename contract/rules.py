@@ -48,7 +48,9 @@ RULES: dict[str, RuleName] = {
     DUST_WARNING: RuleName("工地扬尘预警", "Construction-site dust warning", "dust"),
     DUST_FLATLINE: RuleName("扬尘监测数据异常", "Dust monitor flatline (data suspect)", "dust"),
     STREETLIGHT_FAULT: RuleName("路灯故障", "Streetlight fault", "streetlight"),
-    STREETLIGHT_LEAKAGE: RuleName("路灯漏电", "Streetlight leakage (electric-shock risk)", "streetlight"),
+    STREETLIGHT_LEAKAGE: RuleName(
+        "路灯漏电", "Streetlight leakage (electric-shock risk)", "streetlight"
+    ),
     OFFLINE: RuleName("设备离线", "Device offline", "*"),
 }
 

@@ -122,7 +122,9 @@ class Document:
     # ------------------------------------------------------------------ judging nodes
 
     def fail(self, node: Node, message: str) -> NoReturn:
-        raise ConfigError(self.file, node.start_mark.line + 1, message, column=node.start_mark.column + 1)
+        raise ConfigError(
+            self.file, node.start_mark.line + 1, message, column=node.start_mark.column + 1
+        )
 
     def section(self, node: Node | None = None, path: str = "") -> Section:
         """The root mapping (or ``node``) under validation."""
@@ -161,7 +163,12 @@ class Document:
 
     def number(self, node: Node, path: str, *, zero_ok: bool = False) -> float:
         x = self.scalar(node)
-        ok = isinstance(x, int | float) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
+        ok = (
+            isinstance(x, int | float)
+            and not isinstance(x, bool)
+            and x == x
+            and abs(x) != float("inf")
+        )
         if not ok or x < 0 or (x == 0 and not zero_ok):
             kind = "a non-negative number" if zero_ok else "a positive number"
             self.fail(node, f"{path}: expected {kind}, got {self.describe(node)}")
@@ -172,14 +179,21 @@ class Document:
         # Read the raw text: YAML 1.1 would turn an unquoted 18:30 into 1110 (base 60).
         m = _TIME_OF_DAY.match(node.value) if isinstance(node, ScalarNode) else None
         if m is None:
-            self.fail(node, f'{path}: expected a local time "HH:MM" (e.g. "18:30"), got {self.describe(node)}')
+            self.fail(
+                node,
+                f'{path}: expected a local time "HH:MM" (e.g. "18:30"), got {self.describe(node)}',
+            )
         return int(m.group(1)) * 60 + int(m.group(2))
 
     def duration_ms(self, node: Node, path: str, *, zero_ok: bool = False) -> int:
         x = self.scalar(node)
         ms = parse_duration_ms(x) if isinstance(x, str) else None
         if ms is None or (ms == 0 and not zero_ok):
-            hint = f" ({x}s or {x}m?)" if isinstance(x, int | float) and not isinstance(x, bool) else ""
+            hint = (
+                f" ({x}s or {x}m?)"
+                if isinstance(x, int | float) and not isinstance(x, bool)
+                else ""
+            )
             self.fail(node, f"{path}: expected {DURATION_HELP}, got {self.describe(node)}{hint}")
         return ms
 
@@ -197,7 +211,9 @@ class Section:
         self.node = node
         if not isinstance(node, MappingNode):
             where = f"{path}: " if path else ""
-            doc.fail(node, f"{where}expected a mapping (key: value lines), got {doc.describe(node)}")
+            doc.fail(
+                node, f"{where}expected a mapping (key: value lines), got {doc.describe(node)}"
+            )
         self.items: dict[str, tuple[Node, Node]] = {}
         for k, v in node.value:
             if not isinstance(k, ScalarNode):
@@ -274,7 +290,9 @@ class Section:
         x = self.doc.scalar(v)
         if type(x) is not int or x < minimum:
             low = "a positive" if minimum == 1 else "a non-negative"
-            self.doc.fail(v, f"{self.key_path(key)}: expected {low} {what}, got {self.doc.describe(v)}")
+            self.doc.fail(
+                v, f"{self.key_path(key)}: expected {low} {what}, got {self.doc.describe(v)}"
+            )
         return x
 
     def yuan(self, key: str, default: int) -> int:
@@ -307,7 +325,9 @@ class Section:
             return default
         x = self.doc.scalar(v)
         if not isinstance(x, bool):
-            self.doc.fail(v, f"{self.key_path(key)}: expected true or false, got {self.doc.describe(v)}")
+            self.doc.fail(
+                v, f"{self.key_path(key)}: expected true or false, got {self.doc.describe(v)}"
+            )
         return x
 
     def time_of_day(self, key: str, default: int) -> int:

@@ -82,29 +82,52 @@ class Key:
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "mqtt": {
-        "url": Key(str, "mqtt://127.0.0.1:1883", _url(("mqtt", "mqtts")), "broker address; mqtts:// turns on TLS"),
+        "url": Key(
+            str,
+            "mqtt://127.0.0.1:1883",
+            _url(("mqtt", "mqtts")),
+            "broker address; mqtts:// turns on TLS",
+        ),
         "username": Key(str, "", None, "user name, empty for anonymous"),
         "password": Key(str, "", None, "password"),
         "ca_file": Key(str, "", None, "CA bundle for mqtts:// (empty: system CAs)"),
-        "shared_group": Key(str, "citywatch", _identifier, "MQTT v5 shared-subscription group of the bridges"),
-        "client_id": Key(str, "citywatch-bridge", _identifier, "client id prefix; the persistent session is keyed by it"),
-        "session_expiry_s": Key(int, 86_400, _positive, "how long the broker keeps the bridge's session while it is down"),
+        "shared_group": Key(
+            str, "citywatch", _identifier, "MQTT v5 shared-subscription group of the bridges"
+        ),
+        "client_id": Key(
+            str,
+            "citywatch-bridge",
+            _identifier,
+            "client id prefix; the persistent session is keyed by it",
+        ),
+        "session_expiry_s": Key(
+            int,
+            86_400,
+            _positive,
+            "how long the broker keeps the bridge's session while it is down",
+        ),
     },
     "kafka": {
         "bootstrap": Key(str, "127.0.0.1:19092", _bootstrap, "bootstrap servers"),
-        "topic_prefix": Key(str, "citywatch", _topic_prefix, "prefix of every topic: <prefix>.telemetry, ..."),
+        "topic_prefix": Key(
+            str, "citywatch", _topic_prefix, "prefix of every topic: <prefix>.telemetry, ..."
+        ),
         "partitions": Key(int, 1, _positive, "partitions of the telemetry topic"),
     },
     "influx": {
         "url": Key(str, "http://127.0.0.1:18086", _url(("http", "https")), "InfluxDB HTTP address"),
-        "database": Key(str, "citywatch", _identifier, "database (1.x) or bucket mapping (v2/v3 compatibility)"),
+        "database": Key(
+            str, "citywatch", _identifier, "database (1.x) or bucket mapping (v2/v3 compatibility)"
+        ),
         "token": Key(str, "", None, "API token: set with org to use the v2 API"),
         "org": Key(str, "", None, "organisation for the v2 API"),
     },
     "paths": {
         "registry": Key(str, "config/registry.example.csv", None, "device registry (CSV or YAML)"),
         "rules": Key(str, "config/rules.yaml", None, "rules file"),
-        "state_dir": Key(str, ".state", None, "where embedded services keep data, logs and pid files"),
+        "state_dir": Key(
+            str, ".state", None, "where embedded services keep data, logs and pid files"
+        ),
     },
     "log": {
         "level": Key(str, "INFO", _one_of(LOG_LEVELS), "log level"),
@@ -247,7 +270,9 @@ def load_settings(
     env = os.environ if env is None else env
     explicit = path is not None or bool(env.get("CITYWATCH_CONFIG"))
     file = Path(path or env.get("CITYWATCH_CONFIG") or DEFAULT_FILE)
-    values: dict[str, dict[str, Any]] = {s: {k: key.default for k, key in keys.items()} for s, keys in SCHEMA.items()}
+    values: dict[str, dict[str, Any]] = {
+        s: {k: key.default for k, key in keys.items()} for s, keys in SCHEMA.items()
+    }
     source = "<defaults>"
 
     if file.exists():
@@ -263,7 +288,8 @@ def load_settings(
         for section, table in data.items():
             if section not in SCHEMA:
                 raise ConfigError(
-                    str(file), _line_of(text, section, ""),
+                    str(file),
+                    _line_of(text, section, ""),
                     f"unknown section [{section}]{did_you_mean(section, list(SCHEMA))}; allowed: {', '.join(SCHEMA)}",
                 )
             if not isinstance(table, dict):
@@ -271,24 +297,32 @@ def load_settings(
             for name, value in table.items():
                 if name not in SCHEMA[section]:
                     raise ConfigError(
-                        str(file), _line_of(text, section, name),
+                        str(file),
+                        _line_of(text, section, name),
                         f"unknown key {section}.{name}{did_you_mean(name, list(SCHEMA[section]))}; "
                         f"allowed: {', '.join(SCHEMA[section])}",
                     )
                 try:
-                    values[section][name] = _coerce(section, name, SCHEMA[section][name], value, "file")
+                    values[section][name] = _coerce(
+                        section, name, SCHEMA[section][name], value, "file"
+                    )
                 except ValueError as exc:
                     raise ConfigError(str(file), _line_of(text, section, name), str(exc)) from None
     elif explicit:
-        raise ConfigError(str(file), None, "settings file not found; create it or unset CITYWATCH_CONFIG")
+        raise ConfigError(
+            str(file), None, "settings file not found; create it or unset CITYWATCH_CONFIG"
+        )
 
-    known = {f"{ENV_PREFIX}{s.upper()}_{k.upper()}": (s, k) for s, keys in SCHEMA.items() for k in keys}
+    known = {
+        f"{ENV_PREFIX}{s.upper()}_{k.upper()}": (s, k) for s, keys in SCHEMA.items() for k in keys
+    }
     for var, raw in env.items():
         if not var.startswith(ENV_PREFIX) or var == "CITYWATCH_CONFIG":
             continue
         if var not in known:
             raise ConfigError(
-                f"environment {var}", None,
+                f"environment {var}",
+                None,
                 f"unknown setting{did_you_mean(var, list(known))}; allowed: {', '.join(sorted(known))}",
             )
         section, name = known[var]

@@ -221,7 +221,10 @@ def _yaml_rows(name: str, text: str) -> Iterator[_Row]:
         devices = top.get("devices")
         for key in top.keys():
             if key != "devices":
-                doc.fail(top.key_node(key), f"unexpected top-level key {key!r}; the registry is a 'devices:' list")
+                doc.fail(
+                    top.key_node(key),
+                    f"unexpected top-level key {key!r}; the registry is a 'devices:' list",
+                )
         if devices is None:
             raise ConfigError(name, 1, "expected a 'devices:' list")
         seq = devices
@@ -283,7 +286,10 @@ def _build(name: str, rows: Iterable[_Row]) -> Registry:
             )
         kind = get("kind")
         if kind not in KINDS:
-            raise fail("kind", f"unknown kind {kind!r}; use one of {', '.join(KINDS)}{did_you_mean(kind.lower(), KINDS)}")
+            raise fail(
+                "kind",
+                f"unknown kind {kind!r}; use one of {', '.join(KINDS)}{did_you_mean(kind.lower(), KINDS)}",
+            )
         district = get("district")
         if not is_valid_segment(district):
             raise fail(

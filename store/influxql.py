@@ -30,7 +30,9 @@ def ident(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def target(settings_or_url: Any, database: str | None, token: str | None) -> tuple[str, str | None, str]:
+def target(
+    settings_or_url: Any, database: str | None, token: str | None
+) -> tuple[str, str | None, str]:
     """(base URL, database, token) from citywatch ``Settings`` or a base URL."""
     influx = getattr(settings_or_url, "influx", None)
     if influx is not None:
@@ -47,7 +49,9 @@ def target(settings_or_url: Any, database: str | None, token: str | None) -> tup
 def _params_json(params: Mapping[str, Any]) -> str:
     for name, value in params.items():
         if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"Invalid parameter name {name!r}; expected a name like 'case_id' (used as $case_id)")
+            raise ValueError(
+                f"Invalid parameter name {name!r}; expected a name like 'case_id' (used as $case_id)"
+            )
         if not isinstance(value, _BINDABLE):
             raise TypeError(
                 f"Invalid value for parameter ${name}: {type(value).__name__}; expected str, int, float or bool"
@@ -83,7 +87,9 @@ def query(
     if params:
         form["params"] = _params_json(params)
     shown = f"{influxql} (params {form['params']})" if params else influxql
-    req = urllib.request.Request(f"{url}/query", data=urllib.parse.urlencode(form).encode(), method="POST")
+    req = urllib.request.Request(
+        f"{url}/query", data=urllib.parse.urlencode(form).encode(), method="POST"
+    )
     req.add_header("Content-Type", "application/x-www-form-urlencoded")
     if tok:
         req.add_header("Authorization", f"Token {tok}")
@@ -92,7 +98,9 @@ def query(
             payload = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         body = exc.read().decode(errors="replace")
-        raise InfluxQueryError(f"InfluxDB answered HTTP {exc.code} ({server_message(body)}) to: {shown}") from None
+        raise InfluxQueryError(
+            f"InfluxDB answered HTTP {exc.code} ({server_message(body)}) to: {shown}"
+        ) from None
     except (urllib.error.URLError, OSError) as exc:
         raise InfluxError(
             f"InfluxDB at {url} does not answer ({exc}); is it running? (`citywatch services up`)"

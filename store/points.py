@@ -276,7 +276,9 @@ def case_event_line(event: Mapping[str, Any]) -> str:
         fields.append(_str_field("detail", text))
     evidence = event.get("evidence")
     if evidence:  # the readings or officer actions that proved the change: settlements quote them
-        text = orjson.dumps(evidence, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str).decode()
+        text = orjson.dumps(
+            evidence, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str
+        ).decode()
         fields.append(_str_field("evidence", text[:60_000]))
     return f"{CASE_EVENT}{tags} {','.join(fields)} {at}"
 

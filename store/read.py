@@ -141,7 +141,9 @@ def case_event_from_row(r: Mapping[str, Any]) -> CaseEvent:
 # ------------------------------------------------------------------ WHERE clauses with bound values
 
 
-def _conditions(start_ms: int | None, end_ms: int | None, tags: Mapping[str, str | None]) -> tuple[list[str], dict[str, Any]]:
+def _conditions(
+    start_ms: int | None, end_ms: int | None, tags: Mapping[str, str | None]
+) -> tuple[list[str], dict[str, Any]]:
     conds: list[str] = []
     params: dict[str, Any] = {}
     for name, value in tags.items():
@@ -157,7 +159,9 @@ def _conditions(start_ms: int | None, end_ms: int | None, tags: Mapping[str, str
     return conds, params
 
 
-def _select(settings: Any, measurement: str, conds: list[str], params: dict[str, Any], tail: str = "") -> list[dict[str, Any]]:
+def _select(
+    settings: Any, measurement: str, conds: list[str], params: dict[str, Any], tail: str = ""
+) -> list[dict[str, Any]]:
     where = f" WHERE {' AND '.join(conds)}" if conds else ""
     return query(settings, None, f"SELECT * FROM {measurement}{where}{tail}", params=params)
 
@@ -192,7 +196,9 @@ def ledger_entries(
     """Entries with ``start_ms <= accrued_at < end_ms`` (each bound optional), of one
     case, of one property-rights unit (the ``unit`` field: any text, exactly) and/or
     with one of ``ids``; in time order (ties: by id)."""
-    rows = _rows(settings, PENALTY, "entry_id", ids, start_ms, end_ms, {"case_id": case_id, "unit": unit})
+    rows = _rows(
+        settings, PENALTY, "entry_id", ids, start_ms, end_ms, {"case_id": case_id, "unit": unit}
+    )
     return sorted((stored_entry_from_row(r) for r in rows), key=lambda e: (e.accrued_at, e.id))
 
 
@@ -218,19 +224,30 @@ def latest_cases(
 ) -> list[CaseEvent]:
     """The latest snapshot of every case (of one district, kind and/or unit), by case id."""
     conds, params = _conditions(None, None, {"district": district, "kind": kind, "unit": unit})
-    rows = _select(settings, CASE_EVENT, conds, params, " GROUP BY case_id ORDER BY time DESC LIMIT 1")
+    rows = _select(
+        settings, CASE_EVENT, conds, params, " GROUP BY case_id ORDER BY time DESC LIMIT 1"
+    )
     return [case_event_from_row(r) for r in rows]
 
 
 def ledger_totals(settings: Any, by: Sequence[str]) -> list[LedgerTotal]:
     """Count and net yuan of the whole ledger per group of the tags ``by`` (e.g. ``("district",)``)."""
     group = f" GROUP BY {', '.join(ident(t) for t in by)}" if by else ""
-    rows = query(settings, None, f"SELECT count(amount_yuan), sum(amount_yuan) FROM {PENALTY}{group}")
-    return [LedgerTotal(tuple(str(r.get(t) or "") for t in by), int(r["count"]), int(r["sum"])) for r in rows]
+    rows = query(
+        settings, None, f"SELECT count(amount_yuan), sum(amount_yuan) FROM {PENALTY}{group}"
+    )
+    return [
+        LedgerTotal(tuple(str(r.get(t) or "") for t in by), int(r["count"]), int(r["sum"]))
+        for r in rows
+    ]
 
 
 def point_counts(settings: Any, fields: Mapping[str, str]) -> dict[str, int]:
     """measurement -> number of points with the given field (``{"dust": "pm10"}``);
     measurements without points are left out."""
     statements = "; ".join(f"SELECT count({ident(f)}) FROM {ident(m)}" for m, f in fields.items())
-    return {r["_series"]: int(r["count"]) for r in query(settings, None, statements)} if statements else {}
+    return (
+        {r["_series"]: int(r["count"]) for r in query(settings, None, statements)}
+        if statements
+        else {}
+    )

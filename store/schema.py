@@ -58,14 +58,18 @@ def _duration_ok(d: str) -> bool:
     return d == "INF" or re.fullmatch(r"(\d+(ns|u|µ|ms|s|m|h|d|w))+", d) is not None
 
 
-def _database(settings_or_url: Any, database: str | None, token: str | None) -> tuple[str, str, str]:
+def _database(
+    settings_or_url: Any, database: str | None, token: str | None
+) -> tuple[str, str, str]:
     url, db, tok = target(settings_or_url, database, token)
     if not db:
         raise ValueError("Invalid 'database' argument None; pass a database name or Settings")
     return url, db, tok
 
 
-def create_database(settings_or_url: Any, database: str | None = None, *, token: str | None = None) -> str:
+def create_database(
+    settings_or_url: Any, database: str | None = None, *, token: str | None = None
+) -> str:
     """``CREATE DATABASE`` (idempotent) with the server's default RP only; returns the name.
 
     For tests and benchmarks that want a bare database; the pipeline uses ``ensure_database``.
@@ -75,7 +79,9 @@ def create_database(settings_or_url: Any, database: str | None = None, *, token:
     return db
 
 
-def drop_database(settings_or_url: Any, database: str | None = None, *, token: str | None = None) -> None:
+def drop_database(
+    settings_or_url: Any, database: str | None = None, *, token: str | None = None
+) -> None:
     """``DROP DATABASE`` (no error when it does not exist)."""
     url, db, tok = _database(settings_or_url, database, token)
     query(url, None, f"DROP DATABASE {ident(db)}", token=tok)

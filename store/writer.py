@@ -510,7 +510,11 @@ class InfluxWriter:
                 if resp.status == 204:
                     return 204, "", None
                 text = (await resp.text(errors="replace"))[:2000]
-                return resp.status, server_message(text), _retry_after(resp.headers.get("Retry-After"))
+                return (
+                    resp.status,
+                    server_message(text),
+                    _retry_after(resp.headers.get("Retry-After")),
+                )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return 0, f"{type(exc).__name__}: {exc}", None
 
@@ -531,7 +535,11 @@ class InfluxWriter:
             return 204, "", None
         except ApiException as exc:
             raw = exc.body
-            text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw or exc.reason or "")
+            text = (
+                raw.decode(errors="replace")
+                if isinstance(raw, bytes)
+                else str(raw or exc.reason or "")
+            )
             return int(exc.status or 0), server_message(text[:2000]), _retry_after(exc.retry_after)
         except InfluxDBError as exc:  # no HTTP answer to judge
             return 0, f"{type(exc).__name__}: {exc.message}", None

@@ -263,7 +263,8 @@ class Detector:
             "kind": slot.device.kind,
             "device": dataclasses.asdict(slot.device),
             "states": {
-                name: rule.export(st) for name, rule, st in zip(slot.sections, slot.rules, slot.states, strict=True)
+                name: rule.export(st)
+                for name, rule, st in zip(slot.sections, slot.rules, slot.states, strict=True)
             },
         }
 
@@ -280,7 +281,9 @@ class Detector:
         """
         version = d.get("v")
         if version not in (1, STATE_VERSION):
-            raise ValueError(f"device state of version {version!r}; this detector reads 1 and {STATE_VERSION}")
+            raise ValueError(
+                f"device state of version {version!r}; this detector reads 1 and {STATE_VERSION}"
+            )
         dev = self.registry.get(device_id)
         if dev is None or dev.kind != d["kind"]:
             saved_dev = d.get("device")

@@ -137,4 +137,6 @@ class Run:
 def rules_with(**sections: dict[str, Any]) -> Rules:
     """Default rules with some fields of some sections replaced, e.g. ``rules_with(dust={"mode": "background"})``."""
     r = default_rules()
-    return r.with_sections(**{name: replace(getattr(r, name), **fields) for name, fields in sections.items()})
+    return r.with_sections(
+        **{name: replace(getattr(r, name), **fields) for name, fields in sections.items()}
+    )

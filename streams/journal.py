@@ -62,7 +62,11 @@ async def load(
             written += 1
         if final_watermark and end is not None:
             for p in range(partitions):
-                futures.append(await producer.send(topic, encode({"type": "watermark", "at": end}), partition=p))
+                futures.append(
+                    await producer.send(
+                        topic, encode({"type": "watermark", "at": end}), partition=p
+                    )
+                )
             written += 1
         await asyncio.gather(*futures)
     finally:

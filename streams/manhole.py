@@ -393,8 +393,19 @@ class ManholeRule:
         at: int, evidence: list[dict[str, Any]], hour_index: int | None = None,
     ) -> LedgerEntry:  # fmt: skip
         """An entry ``<case_id>:<suffix>`` paid by the parties of the case's opening."""
-        return penalty_entry(dev, case.case_id, suffix, rule, payer_type, amount, at, evidence, hour_index,
-                             district=case.district, unit=case.unit)
+        return penalty_entry(
+            dev,
+            case.case_id,
+            suffix,
+            rule,
+            payer_type,
+            amount,
+            at,
+            evidence,
+            hour_index,
+            district=case.district,
+            unit=case.unit,
+        )
 
     # ------------------------------------------------------------------ officer actions
 

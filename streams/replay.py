@@ -111,7 +111,12 @@ def parse_lines(
             elif isinstance(obj.get("raw"), str):
                 payload = obj["raw"].encode("utf-8")
             else:
-                yield lineno, BadLine(lineno, "bad_line", "a reading needs 'payload' (JSON) or 'raw' (a string)")
+                yield (
+                    lineno,
+                    BadLine(
+                        lineno, "bad_line", "a reading needs 'payload' (JSON) or 'raw' (a string)"
+                    ),
+                )
                 continue
             topic = obj["topic"]
             # cast: ingest's _DeviceLike protocol declares mutable attributes; Device is frozen
@@ -138,11 +143,19 @@ def parse_lines(
         elif "watermark" in obj:
             wm = obj["watermark"]
             if type(wm) is not int:
-                yield lineno, BadLine(lineno, "bad_line", f"'watermark' must be integer epoch ms, got {wm!r}")
+                yield (
+                    lineno,
+                    BadLine(
+                        lineno, "bad_line", f"'watermark' must be integer epoch ms, got {wm!r}"
+                    ),
+                )
                 continue
             yield lineno, Watermark(wm)
         else:
-            yield lineno, BadLine(lineno, "bad_line", "not a reading (topic), an action or a watermark")
+            yield (
+                lineno,
+                BadLine(lineno, "bad_line", "not a reading (topic), an action or a watermark"),
+            )
 
 
 def item_time(item: JournalItem) -> int:

@@ -69,7 +69,9 @@ class Rules:
         """A copy with some sections replaced (tests, what-if runs)."""
         unknown = set(sections) - set(RULE_KINDS)
         if unknown:
-            raise ValueError(f"unknown rules section(s) {sorted(unknown)}; sections: {', '.join(RULE_KINDS)}")
+            raise ValueError(
+                f"unknown rules section(s) {sorted(unknown)}; sections: {', '.join(RULE_KINDS)}"
+            )
         return Rules(self.timezone, {**self.sections, **sections}, self.source)
 
 

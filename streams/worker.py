@@ -68,14 +68,21 @@ class WorkerTopics:
         def raw(name: str) -> Any:
             return app.topic(name, key_serializer="raw", value_serializer="raw")
 
-        return cls(raw(topics.telemetry), raw(topics.acks), raw(topics.cases), raw(topics.penalties),
-                   raw(topics.deadletter))
+        return cls(
+            raw(topics.telemetry),
+            raw(topics.acks),
+            raw(topics.cases),
+            raw(topics.penalties),
+            raw(topics.deadletter),
+        )
 
 
 class Pipeline:
     """The per-partition detectors and their persistence in Faust tables."""
 
-    def __init__(self, app: faust.App, rules: Rules, registry: RegistryWatcher, topics: WorkerTopics):
+    def __init__(
+        self, app: faust.App, rules: Rules, registry: RegistryWatcher, topics: WorkerTopics
+    ):
         self.app = app
         self.rules = rules
         self.registry = registry
@@ -102,9 +109,12 @@ class Pipeline:
                     if det.import_device(device_id, value["s"]):
                         restored += 1
                     else:
-                        log.warning("partition %d: %s is not in the registry and its saved state "
-                                    "carries no entry (an older release saved it); state dropped",
-                                    partition, device_id)
+                        log.warning(
+                            "partition %d: %s is not in the registry and its saved state "
+                            "carries no entry (an older release saved it); state dropped",
+                            partition,
+                            device_id,
+                        )
             det.take_dirty()
             if restored or clock:
                 log.info(
@@ -115,7 +125,9 @@ class Pipeline:
 
     async def handle(self, partition: int, rec: dict[str, Any]) -> None:
         det = self.detector(partition)
-        if self.registry.reloads != self._registry_version:  # an edited registry, picked up between events
+        if (
+            self.registry.reloads != self._registry_version
+        ):  # an edited registry, picked up between events
             self._registry_version = self.registry.reloads
             for d in self.detectors.values():
                 d.set_registry(self.registry.current())
@@ -150,7 +162,9 @@ class Pipeline:
         for out in outputs:
             if isinstance(out, CaseEvent):
                 futures.append(
-                    await self.cases.send(key=out.case_id.encode(), value=journal.encode(out.to_dict()))
+                    await self.cases.send(
+                        key=out.case_id.encode(), value=journal.encode(out.to_dict())
+                    )
                 )
             elif isinstance(out, LedgerEntry):
                 futures.append(
@@ -164,7 +178,9 @@ class Pipeline:
             await asyncio.gather(*futures)
 
 
-def faust_config(bootstrap: str, partitions: int, session_timeout_s: float, datadir: Path) -> dict[str, Any]:
+def faust_config(
+    bootstrap: str, partitions: int, session_timeout_s: float, datadir: Path
+) -> dict[str, Any]:
     """The worker's Faust settings (the streams benchmark runs its no-op ceiling with the same)."""
     return {
         "broker": f"kafka://{bootstrap}",
@@ -205,20 +221,28 @@ def build_app(
     topics = KafkaTopics(k.topic_prefix)
     datadir = Path(settings.paths.state_dir) / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(f"{k.topic_prefix}-worker", **faust_config(k.bootstrap, k.partitions, session_timeout_s, datadir))
+    app = faust.App(
+        f"{k.topic_prefix}-worker",
+        **faust_config(k.bootstrap, k.partitions, session_timeout_s, datadir),
+    )
     registry = RegistryWatcher(settings.paths.registry)
     declared = WorkerTopics.declare(app, topics)
     pipeline = Pipeline(app, load_rules(settings.paths.rules), registry, declared)
     app.citywatch_pipeline = pipeline  # type: ignore[attr-defined]
 
     journal_topic, acks, cases, penalties, deadletter = (
-        declared.journal, declared.acks, declared.cases, declared.penalties, declared.deadletter
+        declared.journal,
+        declared.acks,
+        declared.cases,
+        declared.penalties,
+        declared.deadletter,
     )
     influx = settings.influx
     writer_ready = asyncio.Event()
     writer = InfluxWriter(influx.url, influx.database, token=influx.token, org=influx.org)
-    ledger_writer = InfluxWriter(influx.url, influx.database, token=influx.token, org=influx.org,
-                                 retention_policy=LEDGER_RP)
+    ledger_writer = InfluxWriter(
+        influx.url, influx.database, token=influx.token, org=influx.org, retention_policy=LEDGER_RP
+    )
 
     @app.task(on_leader=False)
     async def start_writer() -> None:

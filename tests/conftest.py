@@ -26,7 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def base_settings() -> Settings:
-    env = {k: v for k, v in os.environ.items() if k.startswith("CITYWATCH_") and k != "CITYWATCH_CONFIG"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith("CITYWATCH_") and k != "CITYWATCH_CONFIG"
+    }
     settings = load_settings(ROOT / "tests" / "citywatch.test.toml", env=env)
     return settings.replace("paths", state_dir=str(ROOT / ".state"))
 

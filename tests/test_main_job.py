@@ -28,9 +28,13 @@ def _simulated_day(tmp_path: Path, seed: int) -> tuple[str, list[dict], Simulati
     registry = tmp_path / f"registry-{seed}.csv"
     city.write_registry(registry)
     start = last_weeks_monday()
-    sim = Simulation(city, scen.scenarios, seed=seed, start_ms=start, speed=0, garbage_share=scen.garbage_share)
-    lines = [{"topic": topic, "raw": payload.decode("utf-8", "replace"), "received_at": due}
-             for due, topic, payload in sim.events(start + scen.run_for_ms)]
+    sim = Simulation(
+        city, scen.scenarios, seed=seed, start_ms=start, speed=0, garbage_share=scen.garbage_share
+    )
+    lines = [
+        {"topic": topic, "raw": payload.decode("utf-8", "replace"), "received_at": due}
+        for due, topic, payload in sim.events(start + scen.run_for_ms)
+    ]
     lines.append({"watermark": start + scen.run_for_ms})
     return str(registry), lines, sim
 
@@ -55,14 +59,32 @@ def test_same_seed_and_scenario_give_identical_ledgers(tmp_path: Path) -> None:
 
 
 @pytest.mark.services
-def test_citywatch_run_books_what_the_scenarios_cost(live_services: Settings, unique: str, tmp_path: Path) -> None:
-    s = live_services.replace("kafka", topic_prefix=f"cw-{unique}").replace("influx", database=f"cw_{unique}")
+def test_citywatch_run_books_what_the_scenarios_cost(
+    live_services: Settings, unique: str, tmp_path: Path
+) -> None:
+    s = live_services.replace("kafka", topic_prefix=f"cw-{unique}").replace(
+        "influx", database=f"cw_{unique}"
+    )
     s = s.replace("paths", state_dir=str(tmp_path / "state"))
     env = settings_env(s)
     done = subprocess.run(
-        [sys.executable, "-m", "citywatch", "run", "--duration", "15", "--devices", "60",
-         "--scenarios", str(SCENARIOS)],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "citywatch",
+            "run",
+            "--duration",
+            "15",
+            "--devices",
+            "60",
+            "--scenarios",
+            str(SCENARIOS),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout

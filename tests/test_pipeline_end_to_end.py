@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from foundation.settings import Settings
-from store.influx import CASE_EVENT, InfluxQueryError, query
+from store.errors import InfluxQueryError
+from store.influxql import query
+from store.schema import CASE_EVENT
 from tests.kit.mqtt import Publisher, drop_session, now_ms
 from tests.kit.procs import Proc, wait_until
 
@@ -26,8 +28,14 @@ def test_readings_published_over_mqtt_arrive_in_influxdb_through_kafka_and_faust
         t0 = now_ms() - 60_000
         mh, ds = f"MH-{unique}-1", f"DS-{unique}-1"
         for i in range(30):
-            pub.publish(f"city/jinshui/manhole/{mh}/telemetry", {"ts": t0 + i * 1000, "open": i >= 20, "tilt_deg": 2.0})
-            pub.publish(f"city/jinshui/dust/{ds}/telemetry", {"ts": t0 + i * 1000, "pm10": 60.0 + i, "pm25": 30})
+            pub.publish(
+                f"city/jinshui/manhole/{mh}/telemetry",
+                {"ts": t0 + i * 1000, "open": i >= 20, "tilt_deg": 2.0},
+            )
+            pub.publish(
+                f"city/jinshui/dust/{ds}/telemetry",
+                {"ts": t0 + i * 1000, "pm10": 60.0 + i, "pm25": 30},
+            )
         pub.publish(f"city/jinshui/dust/{ds}/telemetry", b"\x00garbage").wait_for_publish(10)
         pub.close()
 
@@ -38,7 +46,9 @@ def test_readings_published_over_mqtt_arrive_in_influxdb_through_kafka_and_faust
                 return None
 
         def _counts() -> tuple[int, int, int, int]:
-            rows = query(s, None, "SELECT count(pm10) FROM dust; SELECT count(tilt_deg) FROM manhole")
+            rows = query(
+                s, None, "SELECT count(pm10) FROM dust; SELECT count(tilt_deg) FROM manhole"
+            )
             dust = next((r["count"] for r in rows if r["_series"] == "dust"), 0)
             manhole = next((r["count"] for r in rows if r["_series"] == "manhole"), 0)
             cases = query(s, None, f"SELECT * FROM {CASE_EVENT} WHERE device = '{mh}'")

@@ -107,6 +107,7 @@ def _groups(cases: list[Case], key: Any, as_of: int, name: Any = None) -> list[G
 
 def build_case_stats(data: PeriodData, top: int = 10) -> CaseStats:
     from citywatch.reports.data import district_name
+
     as_of = data.period.as_of_ms
     cases = data.opened_in_period()
     total = Group("all", "全部")
@@ -120,8 +121,12 @@ def build_case_stats(data: PeriodData, top: int = 10) -> CaseStats:
     for c in cases:
         if c.rule not in NOTICE_RULES:
             by_dev.setdefault(c.device, []).append(c)
-    recurring = sorted(((d, len(cs)) for d, cs in by_dev.items() if len(cs) >= 2), key=lambda x: (-x[1], x[0]))
-    top_devices = [(d, n, by_dev[d][-1].address, by_dev[d][-1].district) for d, n in recurring[:top]]
+    recurring = sorted(
+        ((d, len(cs)) for d, cs in by_dev.items() if len(cs) >= 2), key=lambda x: (-x[1], x[0])
+    )
+    top_devices = [
+        (d, n, by_dev[d][-1].address, by_dev[d][-1].district) for d, n in recurring[:top]
+    ]
     kind_names = {"manhole": "窨井盖", "dust": "工地扬尘", "streetlight": "路灯"}
     return CaseStats(
         period=data.period,

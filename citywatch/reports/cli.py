@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from citywatch.reports.data import CITY_TZ, Period, load_period, parse_month, parse_period
+from citywatch.reports.data import Period, load_period, parse_month, parse_period
+from contract.clock import DEFAULT_TIMEZONE
 from foundation.errors import CitywatchError
 
 __all__ = [
@@ -41,20 +42,30 @@ DEFAULT_CITY = "郑州市"
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default=".", metavar="DIR", help="directory for the CSV and PDF files (default: .)")
-    p.add_argument("--city", default=DEFAULT_CITY, help=f"city name in the title block (default {DEFAULT_CITY})")
+    p.add_argument(
+        "--out", default=".", metavar="DIR", help="directory for the CSV and PDF files (default: .)"
+    )
+    p.add_argument(
+        "--city",
+        default=DEFAULT_CITY,
+        help=f"city name in the title block (default {DEFAULT_CITY})",
+    )
     p.add_argument("--no-pdf", action="store_true", help="CSV only")
     p.add_argument("--registry", help="device registry file (overrides settings)")
     p.add_argument("--rules", help="rules file (overrides settings; its timezone is the city's)")
 
 
 def add_settlement_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--month", required=True, metavar="YYYY-MM", help="the month, city time, e.g. 2026-10")
+    p.add_argument(
+        "--month", required=True, metavar="YYYY-MM", help="the month, city time, e.g. 2026-10"
+    )
     _common(p)
 
 
 def add_ranking_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--month", required=True, metavar="YYYY-MM", help="the month, city time, e.g. 2026-10")
+    p.add_argument(
+        "--month", required=True, metavar="YYYY-MM", help="the month, city time, e.g. 2026-10"
+    )
     _common(p)
 
 
@@ -68,13 +79,30 @@ def add_cases_arguments(p: argparse.ArgumentParser) -> None:
 def add_arguments(subparsers: Any, settings_of: Callable[[argparse.Namespace], Any],
                   parser_class: type | None = None) -> argparse.ArgumentParser:  # fmt: skip
     """Add ``report {settlement,ranking,cases}``; ``func(args)`` loads settings with ``settings_of``."""
-    p = subparsers.add_parser("report", help="monthly settlement, district ranking, case statistics (CSV + PDF)")
+    p = subparsers.add_parser(
+        "report", help="monthly settlement, district ranking, case statistics (CSV + PDF)"
+    )
     kw = {"parser_class": parser_class} if parser_class else {}
     rsub = p.add_subparsers(dest="verb", metavar="VERB", required=True, **kw)
     for name, text, add, main in (
-        ("settlement", "one statement per payer for a month (扣款结算单)", add_settlement_arguments, main_settlement),
-        ("ranking", "districts ranked, red and black lists (月排名、红黑榜)", add_ranking_arguments, main_ranking),
-        ("cases", "case statistics for a week or a month (案件统计)", add_cases_arguments, main_cases),
+        (
+            "settlement",
+            "one statement per payer for a month (扣款结算单)",
+            add_settlement_arguments,
+            main_settlement,
+        ),
+        (
+            "ranking",
+            "districts ranked, red and black lists (月排名、红黑榜)",
+            add_ranking_arguments,
+            main_ranking,
+        ),
+        (
+            "cases",
+            "case statistics for a week or a month (案件统计)",
+            add_cases_arguments,
+            main_cases,
+        ),
     ):
         q = rsub.add_parser(name, help=text)
         add(q)
@@ -93,7 +121,7 @@ def _paths(settings: Any, args: argparse.Namespace) -> tuple[str, str]:
 def city_tz(rules_path: str | None) -> str:
     """The rules file's ``timezone`` (Asia/Shanghai by default)."""
     if not rules_path:
-        return CITY_TZ
+        return DEFAULT_TIMEZONE
     from streams.rules import load_rules
 
     return load_rules(rules_path).timezone
@@ -149,7 +177,9 @@ def produce_ranking(settings: Any, period: Period, out_dir: str | os.PathLike[st
     from citywatch.reports import ranking as rm
 
     d = _out(out_dir)
-    rk = rm.build_ranking(load_period(settings, period), load_period(settings, period.previous()), registry)
+    rk = rm.build_ranking(
+        load_period(settings, period), load_period(settings, period.previous()), registry
+    )
     files = [d / f"ranking-{period.label}.csv"]
     rm.write_csv(rk, files[0])
     if pdf:
@@ -201,8 +231,12 @@ def main_ranking(args: argparse.Namespace, settings: Any) -> int:
     reg_path, rules_path = _paths(settings, args)
     period = parse_month(args.month, city_tz(rules_path))
     if not reg_path or not os.path.exists(reg_path):
-        raise CitywatchError(f"the ranking needs the device registry (devices per district); {reg_path!r} not found")
-    res = produce_ranking(settings, period, args.out, _registry(reg_path), args.city, pdf=not args.no_pdf)
+        raise CitywatchError(
+            f"the ranking needs the device registry (devices per district); {reg_path!r} not found"
+        )
+    res = produce_ranking(
+        settings, period, args.out, _registry(reg_path), args.city, pdf=not args.no_pdf
+    )
     rk = res["ranking"]
     print(f"ranking {period.label}: {len(rk.rows)} districts; red: {', '.join(r.district for r in rk.red) or '-'}; "
           f"black: {', '.join(r.district for r in rk.black) or '-'}")  # fmt: skip
@@ -215,6 +249,8 @@ def main_cases(args: argparse.Namespace, settings: Any) -> int:
     period = parse_period(args.month, args.week, city_tz(rules_path))
     res = produce_cases(settings, period, args.out, args.city, pdf=not args.no_pdf)
     cs = res["cases"]
-    print(f"cases {period.label}: {cs.total.cases} opened, {cs.total.ended} ended, {cs.total.open} open")
+    print(
+        f"cases {period.label}: {cs.total.cases} opened, {cs.total.ended} ended, {cs.total.open} open"
+    )
     _print_files(res["files"])
     return 0

@@ -35,6 +35,9 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from contract.cases import FINAL_STATES
+from contract.clock import DEFAULT_TIMEZONE
+from contract.clock import local as local_time
 from foundation.errors import CitywatchError
 from store import read
 from store.errors import InfluxError, InfluxQueryError
@@ -44,7 +47,7 @@ if TYPE_CHECKING:
     from contract.cases import CaseEvent
 
 __all__ = [
-    "CITY_TZ",
+    "DEFAULT_TIMEZONE",
     "FINAL_STATES",
     "LEDGER_RP",
     "Case",
@@ -52,17 +55,12 @@ __all__ = [
     "Period",
     "PeriodData",
     "district_name",
-    "fmt_iso",
-    "fmt_local",
     "load_period",
     "parse_month",
     "parse_period",
     "parse_week",
 ]
 
-CITY_TZ = "Asia/Shanghai"
-"""Default city time zone (the rules file's ``timezone`` overrides it in the CLI)."""
-FINAL_STATES = frozenset({"repaired", "closed"})
 HOUR_MS = 3_600_000
 
 
@@ -147,8 +145,8 @@ def _now(now_ms: int | None) -> int:
 def _refuse_future(p: Period, what: str) -> Period:
     if p.start_ms > p.now_ms:
         raise CitywatchError(
-            f"{what} {p.label} has not begun yet (it starts {fmt_local(p.start_ms, p.tz)} {p.tz}; "
-            f"now is {fmt_local(p.now_ms, p.tz)}): reports cover a period that has begun, e.g. "
+            f"{what} {p.label} has not begun yet (it starts {local_time(p.start_ms, p.tz)} {p.tz}; "
+            f"now is {local_time(p.now_ms, p.tz)}): reports cover a period that has begun, e.g. "
             f"{_month_of(p.now_ms, p.tz)}"
         )
     return p
@@ -159,7 +157,7 @@ def _month_of(ms: int, tz: str) -> str:
     return f"--month {d.year:04d}-{d.month:02d}"
 
 
-def parse_month(text: str, tz: str = CITY_TZ, now_ms: int | None = None) -> Period:
+def parse_month(text: str, tz: str = DEFAULT_TIMEZONE, now_ms: int | None = None) -> Period:
     """``YYYY-MM`` -> the month in zone ``tz``; CitywatchError if malformed or in the future."""
     m = re.fullmatch(r"(\d{4})-(\d{2})", text.strip())
     if not m or not 1 <= int(m.group(2)) <= 12 or int(m.group(1)) < 1970:
@@ -167,7 +165,7 @@ def parse_month(text: str, tz: str = CITY_TZ, now_ms: int | None = None) -> Peri
     return _refuse_future(_month(int(m.group(1)), int(m.group(2)), tz, _now(now_ms)), "month")
 
 
-def parse_week(text: str, tz: str = CITY_TZ, now_ms: int | None = None) -> Period:
+def parse_week(text: str, tz: str = DEFAULT_TIMEZONE, now_ms: int | None = None) -> Period:
     """``YYYY-Www`` (ISO week, Monday first) -> the week in zone ``tz``."""
     m = re.fullmatch(r"(\d{4})-?W(\d{1,2})", text.strip(), re.IGNORECASE)
     if not m or int(m.group(1)) < 1970:
@@ -181,27 +179,13 @@ def parse_week(text: str, tz: str = CITY_TZ, now_ms: int | None = None) -> Perio
     return _refuse_future(p, "week")
 
 
-def parse_period(month: str | None = None, week: str | None = None, tz: str = CITY_TZ,
+def parse_period(month: str | None = None, week: str | None = None, tz: str = DEFAULT_TIMEZONE,
                  now_ms: int | None = None) -> Period:  # fmt: skip
     if (month is None) == (week is None):
         raise CitywatchError("give exactly one of --month YYYY-MM or --week YYYY-Www")
-    return parse_month(month, tz, now_ms) if month is not None else parse_week(week or "", tz, now_ms)
-
-
-def fmt_local(ms: int | None, tz: str = CITY_TZ, seconds: bool = False) -> str:
-    """``2026-10-31 23:30`` in the city's time ("" for None)."""
-    if ms is None:
-        return ""
-    d = datetime.fromtimestamp(ms / 1000, ZoneInfo(tz))
-    return d.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
-
-
-def fmt_iso(ms: int | None, tz: str = CITY_TZ) -> str:
-    """``2026-10-31T23:30:00+08:00`` (milliseconds only when not zero; "" for None)."""
-    if ms is None:
-        return ""
-    d = datetime.fromtimestamp(ms / 1000, ZoneInfo(tz))
-    return d.isoformat(timespec="milliseconds" if ms % 1000 else "seconds")
+    return (
+        parse_month(month, tz, now_ms) if month is not None else parse_week(week or "", tz, now_ms)
+    )
 
 
 _DISTRICT_NAMES: dict[str, str] | None = None
@@ -392,7 +376,11 @@ def load_period(settings: Any, period: Period) -> PeriodData:
     cases = cases_from_events(_read(settings, read.case_events, start_ms=start, end_ms=end))
     # cases opened before the period (history partly outside it) or only named by the ledger
     partial = [cid for cid, c in cases.items() if c.events and c.events[0][0] > c.opened_at]
-    missing = sorted({e.case_id for e in entries if e.case_id and e.case_id not in cases} | set(partial))
+    missing = sorted(
+        {e.case_id for e in entries if e.case_id and e.case_id not in cases} | set(partial)
+    )
     if missing:
-        cases.update(cases_from_events(_read(settings, read.case_events, case_ids=missing, end_ms=end)))
+        cases.update(
+            cases_from_events(_read(settings, read.case_events, case_ids=missing, end_ms=end))
+        )
     return PeriodData(period, entries, cases, originals)

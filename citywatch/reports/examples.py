@@ -39,11 +39,12 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import orjson
 
-SH = ZoneInfo("Asia/Shanghai")
+from contract.clock import DEFAULT_TIMEZONE, city_zone
+
+SH = city_zone(DEFAULT_TIMEZONE)
 
 RULES_YAML = """\
 version: 1
@@ -57,8 +58,22 @@ a case per device that stops reporting, which is right, but not what this scenar
 
 U_MUNI = "郑州市市政工程管理处"
 U_POWER = "郑州供电公司"
-DEVICES_PER_DISTRICT = {"jinshui": 400, "erqi": 250, "zhongyuan": 200, "guancheng": 500, "huiji": 100, "shangjie": 50}
-_CODES = {"jinshui": "JS", "erqi": "EQ", "zhongyuan": "ZY", "guancheng": "GC", "huiji": "HJ", "shangjie": "SJ"}
+DEVICES_PER_DISTRICT = {
+    "jinshui": 400,
+    "erqi": 250,
+    "zhongyuan": 200,
+    "guancheng": 500,
+    "huiji": 100,
+    "shangjie": 50,
+}
+_CODES = {
+    "jinshui": "JS",
+    "erqi": "EQ",
+    "zhongyuan": "ZY",
+    "guancheng": "GC",
+    "huiji": "HJ",
+    "shangjie": "SJ",
+}
 ACTIVE = [
     # device_id, kind, district, grid, unit, road_class, address, component_code
     ("MH-JS-0001", "manhole", "jinshui", "JS-G07", U_MUNI, "main", "郑州市金水区花园路农业路口南50米西侧机动车道", "0102"),
@@ -73,7 +88,9 @@ ACTIVE = [
 def registry_csv() -> str:
     """The scenario's registry: the active devices plus quiet streetlights up to
     ``DEVICES_PER_DISTRICT`` per district (the ranking divides by these counts)."""
-    rows = ["device_id,kind,district,grid,unit,road_class,address,lat,lon,pm10_warning,pm10_violation,component_code"]
+    rows = [
+        "device_id,kind,district,grid,unit,road_class,address,lat,lon,pm10_warning,pm10_violation,component_code"
+    ]
     count: dict[str, int] = {}
     for dev_id, kind, district, grid, unit, road, address, code in ACTIVE:
         rows.append(f"{dev_id},{kind},{district},{grid},{unit},{road},{address},,,,,{code}")
@@ -97,15 +114,25 @@ def _topic(dev: str) -> str:
 
 
 def _reading(dev: str, ts: int, received_at: int | None = None, **payload: Any) -> dict[str, Any]:
-    return {"topic": _topic(dev), "payload": {"ts": ts, **payload}, "received_at": ts if received_at is None else received_at}
+    return {
+        "topic": _topic(dev),
+        "payload": {"ts": ts, **payload},
+        "received_at": ts if received_at is None else received_at,
+    }
 
 
 def scenario_lines() -> list[str]:
     ev: list[dict[str, Any]] = []
     # September: MH-EQ-0001, two hours
-    ev += [_reading("MH-EQ-0001", t(9, 28, 10), open=True), _reading("MH-EQ-0001", t(9, 28, 14, 30), open=False)]
+    ev += [
+        _reading("MH-EQ-0001", t(9, 28, 10), open=True),
+        _reading("MH-EQ-0001", t(9, 28, 14, 30), open=False),
+    ]
     # A: MH-JS-0001, three hours
-    ev += [_reading("MH-JS-0001", t(10, 5, 10), open=True), _reading("MH-JS-0001", t(10, 5, 15, 30), open=False)]
+    ev += [
+        _reading("MH-JS-0001", t(10, 5, 10), open=True),
+        _reading("MH-JS-0001", t(10, 5, 15, 30), open=False),
+    ]
     # B: accident on MH-EQ-0001, closed on time by an officer
     ev += [
         _reading("MH-EQ-0001", t(10, 10, 8), open=True),
@@ -128,9 +155,15 @@ def scenario_lines() -> list[str]:
         _reading("MH-JS-0002", t(10, 20, 3, 30), received_at=t(10, 20, 5, 10), open=False),
     ]
     # D: MH-JS-0001 again, on time
-    ev += [_reading("MH-JS-0001", t(10, 25, 9), tilt_deg=30.0), _reading("MH-JS-0001", t(10, 25, 10), tilt_deg=1.0)]
+    ev += [
+        _reading("MH-JS-0001", t(10, 25, 9), tilt_deg=30.0),
+        _reading("MH-JS-0001", t(10, 25, 10), tilt_deg=1.0),
+    ]
     # E: across the month boundary
-    ev += [_reading("MH-GC-0001", t(10, 31, 20, 30), open=True), _reading("MH-GC-0001", t(11, 1, 1), open=False)]
+    ev += [
+        _reading("MH-GC-0001", t(10, 31, 20, 30), open=True),
+        _reading("MH-GC-0001", t(11, 1, 1), open=False),
+    ]
     return [orjson.dumps(e).decode() for e in ev]
 
 
@@ -171,7 +204,9 @@ def write_lines(url: str, database: str, lines: list[str], rp: str, batch: int =
             resp.read()
 
 
-def png_pages(pdf: Path, out_prefix: Path, resolution: int = 60, first_only: bool = False) -> list[Path]:
+def png_pages(
+    pdf: Path, out_prefix: Path, resolution: int = 60, first_only: bool = False
+) -> list[Path]:
     """``pdftoppm -png`` (Debian poppler-utils); returns the PNG files in page order."""
     exe = shutil.which("pdftoppm")
     if exe is None:
@@ -215,11 +250,17 @@ def generate(settings: Any, out: Path, now_ms: int | None = None) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     from foundation.settings import load_settings
 
-    ap = argparse.ArgumentParser(prog="python -m citywatch.reports.examples", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m citywatch.reports.examples", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("--out", default="docs/examples")
     ap.add_argument("--config", default=None)
-    ap.add_argument("--all", action="store_true", help="keep every payer's statement (default: only 郑州供电公司's, "
-                    "which has the accident and the reversal)")
+    ap.add_argument(
+        "--all",
+        action="store_true",
+        help="keep every payer's statement (default: only 郑州供电公司's, "
+        "which has the accident and the reversal)",
+    )
     args = ap.parse_args(argv)
     import uuid
 
@@ -233,7 +274,12 @@ def main(argv: list[str] | None = None) -> int:
         drop_database(settings)
     keep = f"property_unit-{U_POWER}"
     for f in files:
-        if not args.all and f.name.startswith("settlement-") and "_" in f.name and keep not in f.name:
+        if (
+            not args.all
+            and f.name.startswith("settlement-")
+            and "_" in f.name
+            and keep not in f.name
+        ):
             f.unlink()
             continue
         print(f)

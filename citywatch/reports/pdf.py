@@ -18,10 +18,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from citywatch.reports.data import district_name, fmt_local
+from citywatch.reports.data import district_name
+from contract.clock import local as local_time
 from foundation.errors import CitywatchError
 
-__all__ = ["CJK_FONTS", "cjk_font", "render_cases", "render_ranking", "render_settlement", "render_settlement_summary"]
+__all__ = [
+    "CJK_FONTS",
+    "cjk_font",
+    "render_cases",
+    "render_ranking",
+    "render_settlement",
+    "render_settlement_summary",
+]
 
 CJK_FONTS = (
     "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "Source Han Sans CN", "WenQuanYi Zen Hei",
@@ -80,7 +88,12 @@ def _style() -> Iterator[None]:
 
 def _metadata(title: str) -> dict[str, Any]:
     # no CreationDate: the same data gives the same bytes (docs/examples stay stable)
-    return {"Title": title, "Creator": "citywatch", "Producer": "citywatch (matplotlib)", "CreationDate": None}
+    return {
+        "Title": title,
+        "Creator": "citywatch",
+        "Producer": "citywatch (matplotlib)",
+        "CreationDate": None,
+    }
 
 
 # ------------------------------------------------------------------ text flow
@@ -146,7 +159,9 @@ class Flow:
         self.pages[-1].append(("text", x, self.y, s, size, bold, ha, color))
         self.y += h
 
-    def rule(self, x0: float = LEFT, x1: float = W - RIGHT, width: float = 0.6, gap: float = 0.06) -> None:
+    def rule(
+        self, x0: float = LEFT, x1: float = W - RIGHT, width: float = 0.6, gap: float = 0.06
+    ) -> None:
         self.pages[-1].append(("line", x0, x1, self.y, width))
         self.y += gap
 
@@ -192,7 +207,9 @@ def _draw_page(fig: Any, ops: list[tuple[Any, ...]]) -> None:
                      va="top", color=color)  # fmt: skip
         elif op[0] == "line":
             _, x0, x1, y, width = op
-            fig.add_artist(Line2D([x0 / W, x1 / W], [1 - y / H, 1 - y / H], linewidth=width, color="black"))
+            fig.add_artist(
+                Line2D([x0 / W, x1 / W], [1 - y / H, 1 - y / H], linewidth=width, color="black")
+            )
 
 
 def _render_flow(flow: Flow, path: str | os.PathLike[str], title: str, footer: str) -> int:
@@ -204,7 +221,14 @@ def _render_flow(flow: Flow, path: str | os.PathLike[str], title: str, footer: s
         for i, ops in enumerate(pages, 1):
             fig = plt.figure(figsize=(W, H))
             _draw_page(fig, ops)
-            fig.text(0.5, 0.35 / H, f"{footer}    第 {i} / {len(pages)} 页", ha="center", fontsize=7, color="#555555")
+            fig.text(
+                0.5,
+                0.35 / H,
+                f"{footer}    第 {i} / {len(pages)} 页",
+                ha="center",
+                fontsize=7,
+                color="#555555",
+            )
             pdf.savefig(fig)
             plt.close(fig)
     return len(pages)
@@ -235,8 +259,8 @@ def _title_block(flow: Flow, title_zh: str, title_en: str, pairs: list[tuple[str
 
 
 def _period_text(period: Any) -> str:
-    end = fmt_local(period.end_ms, period.tz)
-    return f"{fmt_local(period.start_ms, period.tz)} 至 {end}（不含）"
+    end = local_time(period.end_ms, period.tz)
+    return f"{local_time(period.start_ms, period.tz)} 至 {end}（不含）"
 
 
 def render_settlement(settlement: Any, statement: Any, path: str | os.PathLike[str]) -> int:
@@ -258,21 +282,28 @@ def render_settlement(settlement: Any, statement: Any, path: str | os.PathLike[s
         ("结算月份 Month", f"{p.title_zh}（{p.label}）"),
         ("付款单位 Payer", fit(st.payer_label, 2.1, 8.5)),
         ("单位类型 Payer type", name_of(PAYER_TYPE_NAMES, st.payer_type)),
-        ("编制日期 Prepared", fmt_local(settlement.prepared_ms, tz)[:10]),
-        ("统计区间 Period", f"{fmt_local(p.start_ms, tz)[:10]} — {fmt_local(p.end_ms - 1, tz)[:10]}"),
+        ("编制日期 Prepared", local_time(settlement.prepared_ms, tz)[:10]),
+        (
+            "统计区间 Period",
+            f"{local_time(p.start_ms, tz)[:10]} — {local_time(p.end_ms - 1, tz)[:10]}",
+        ),
         ("时区 Time zone", tz),
         ("扣款条目 Entries", str(len(st.lines))),
     ]
     with _style():
-        _title_block(flow, f"{city}城市管理扣款结算单", "Settlement of city-management deductions", pairs)
+        _title_block(
+            flow, f"{city}城市管理扣款结算单", "Settlement of city-management deductions", pairs
+        )
         if not p.complete:
-            flow.text(f"本月尚未结束，本结算单截至 {fmt_local(p.as_of_ms, tz)}，仅供核对（provisional）。", 8,
+            flow.text(f"本月尚未结束，本结算单截至 {local_time(p.as_of_ms, tz)}，仅供核对（provisional）。", 8,
                       color="#b00000")  # fmt: skip
-        flow.text(f"本月应扣款合计 Total to deduct：{_yuan(st.total)} 元", 12, bold=True, advance=0.32)
+        flow.text(
+            f"本月应扣款合计 Total to deduct：{_yuan(st.total)} 元", 12, bold=True, advance=0.32
+        )
         flow.text("一、扣款明细 Entries（时间为城市时间 city time）", 9.5, bold=True, advance=0.26)
         cols = [Col("序号", 0.3), Col("计费时间", 0.95), Col("案件编号 / 设备", 2.05), Col("地址", 1.45),
                 Col("事项", 1.72), Col("金额(元)", 0.7, "right")]  # fmt: skip
-        rows = [[str(ln.seq), fmt_local(ln.entry.accrued_at, tz), ln.entry.case_id, ln.address,
+        rows = [[str(ln.seq), local_time(ln.entry.accrued_at, tz), ln.entry.case_id, ln.address,
                  describe_entry(ln, tz), _yuan(ln.entry.amount_yuan)] for ln in st.lines]  # fmt: skip
         flow.table(cols, rows)
         flow.space(0.12)
@@ -282,7 +313,12 @@ def render_settlement(settlement: Any, statement: Any, path: str | os.PathLike[s
         flow.table([Col("事项", 2.4), Col("规则 rule", 2.2), Col("条数", 0.8, "right"), Col("金额(元)", 1.2, "right")],
                    sub_rows, size=8, bold_rows={len(sub_rows) - 1})  # fmt: skip
         flow.space(0.12)
-        flow.text("三、案件证据 Evidence per case（立案、确认、事故、修复/结案）", 9.5, bold=True, advance=0.26)
+        flow.text(
+            "三、案件证据 Evidence per case（立案、确认、事故、修复/结案）",
+            9.5,
+            bold=True,
+            advance=0.26,
+        )
         for c in st.cases:
             items = evidence_items(c, tz, p.as_of_ms)
             lines = wrap("；".join(items), W - LEFT - RIGHT - 0.3, 7)
@@ -299,7 +335,9 @@ def render_settlement(settlement: Any, statement: Any, path: str | os.PathLike[s
         flow.text("以上扣款依据《城市管理考核扣款规则》及案件证据核定。", 8, advance=0.4)
         for label in ("编制人 Prepared by", "审核人 Reviewed by", "付款单位确认 Payer"):
             y = flow.y
-            flow.pages[-1].append(("text", LEFT, y, f"{label}（签字）：", 8.5, False, "left", "black"))
+            flow.pages[-1].append(
+                ("text", LEFT, y, f"{label}（签字）：", 8.5, False, "left", "black")
+            )
             flow.pages[-1].append(("line", LEFT + 2.0, LEFT + 4.2, y + 0.17, 0.6))
             flow.pages[-1].append(("text", LEFT + 4.5, y, "日期：", 8.5, False, "left", "black"))
             flow.pages[-1].append(("line", LEFT + 5.0, W - RIGHT, y + 0.17, 0.6))
@@ -320,10 +358,14 @@ def render_settlement_summary(settlement: Any, path: str | os.PathLike[str]) -> 
     with _style():
         _title_block(flow, f"{city}城市管理扣款结算汇总表", "Settlement summary: deductions per payer", [
             ("城市 City", city or "—"), ("结算月份 Month", f"{p.title_zh}（{p.label}）"),
-            ("编制日期 Prepared", fmt_local(settlement.prepared_ms, tz)[:10]), ("时区 Time zone", tz),
+            ("编制日期 Prepared", local_time(settlement.prepared_ms, tz)[:10]), ("时区 Time zone", tz),
         ])  # fmt: skip
         if not p.complete:
-            flow.text(f"本月尚未结束，截至 {fmt_local(p.as_of_ms, tz)}（provisional）。", 8, color="#b00000")
+            flow.text(
+                f"本月尚未结束，截至 {local_time(p.as_of_ms, tz)}（provisional）。",
+                8,
+                color="#b00000",
+            )
         if not settlement.statements:
             flow.space(0.3)
             flow.text("本月无扣款记录。", 14, bold=True, advance=0.35)
@@ -331,10 +373,19 @@ def render_settlement_summary(settlement: Any, path: str | os.PathLike[str]) -> 
         else:
             rows = [[st.payer_label, name_of(PAYER_TYPE_NAMES, st.payer_type), str(len(st.lines)),
                      _yuan(st.total)] for st in settlement.statements]  # fmt: skip
-            rows.append(["合计 Total", "", str(sum(len(s.lines) for s in settlement.statements)), _yuan(settlement.total)])
+            rows.append(
+                [
+                    "合计 Total",
+                    "",
+                    str(sum(len(s.lines) for s in settlement.statements)),
+                    _yuan(settlement.total),
+                ]
+            )
             flow.table([Col("付款单位 Payer", 3.3), Col("类型", 1.6), Col("条目", 0.9, "right"),
                         Col("扣款合计(元)", 1.37, "right")], rows, size=8, bold_rows={len(rows) - 1})  # fmt: skip
-        return _render_flow(flow, path, f"{city}城市管理扣款结算汇总表 {p.label}", f"{p.label} 扣款结算汇总表")
+        return _render_flow(
+            flow, path, f"{city}城市管理扣款结算汇总表 {p.label}", f"{p.label} 扣款结算汇总表"
+        )
 
 
 # ------------------------------------------------------------------ charts
@@ -380,7 +431,7 @@ def render_ranking(rk: Any, path: str | os.PathLike[str], city: str = "") -> int
 
     p = rk.period
     with _style(), PdfPages(path, metadata=_metadata(f"{city}城市管理月度排名 {p.label}")) as pdf:
-        note = "" if p.complete else f"（截至 {fmt_local(p.as_of_ms, p.tz)}，本月未结束）"
+        note = "" if p.complete else f"（截至 {local_time(p.as_of_ms, p.tz)}，本月未结束）"
         fig = _chart_page(f"{city}城市管理月度排名与红黑榜", "District ranking, red and black lists",
                           f"{p.title_zh}（{p.label}，{p.tz}）{note}")  # fmt: skip
         cols = [Col("名次", 0.4, "right"), Col("区域", 1.3), Col("设备", 0.55, "right"), Col("案件", 0.5, "right"),
@@ -419,7 +470,9 @@ def render_ranking(rk: Any, path: str | os.PathLike[str], city: str = "") -> int
                 ax2.boxplot(data[::-1], vert=False, tick_labels=labels)
             ax2.set_xlabel("小时 hours")
         else:
-            ax2.text(0.5, 0.5, "本月无已修复案件", ha="center", va="center", transform=ax2.transAxes)
+            ax2.text(
+                0.5, 0.5, "本月无已修复案件", ha="center", va="center", transform=ax2.transAxes
+            )
             ax2.set_yticks([])
         ax2.set_title("修复时长分布 Time to repair")
         ax2.tick_params(axis="y", labelsize=7)
@@ -432,7 +485,14 @@ def render_ranking(rk: Any, path: str | os.PathLike[str], city: str = "") -> int
         ):
             fig.text(LEFT / W, 1 - fy / H, line, fontsize=7, va="top", color="#333333")
             fy += 0.2
-        fig.text(0.5, 0.35 / H, f"{p.label} 月度排名    第 1 / 1 页", ha="center", fontsize=7, color="#555555")
+        fig.text(
+            0.5,
+            0.35 / H,
+            f"{p.label} 月度排名    第 1 / 1 页",
+            ha="center",
+            fontsize=7,
+            color="#555555",
+        )
         pdf.savefig(fig)
         plt.close(fig)
     return 1
@@ -445,8 +505,10 @@ def render_cases(cs: Any, path: str | os.PathLike[str], city: str = "") -> int:
     p = cs.period
     t = cs.total
     with _style(), PdfPages(path, metadata=_metadata(f"{city}城市管理案件统计 {p.label}")) as pdf:
-        note = "" if p.complete else f"（截至 {fmt_local(p.as_of_ms, p.tz)}，未结束）"
-        fig = _chart_page(f"{city}城市管理案件统计", "Case statistics", f"{p.title_zh}（{p.label}，{p.tz}）{note}")
+        note = "" if p.complete else f"（截至 {local_time(p.as_of_ms, p.tz)}，未结束）"
+        fig = _chart_page(
+            f"{city}城市管理案件统计", "Case statistics", f"{p.title_zh}（{p.label}，{p.tz}）{note}"
+        )
         share = "—" if t.share_on_time is None else f"{100 * t.share_on_time:.1f}%"
         figures = [("立案 Cases", str(t.cases)), ("结案 Ended", str(t.ended)), ("在办 Open", str(t.open)),
                    ("按期结案率 On time", share), ("修复中位 Median", _f(t.median_h, 1, " h")),
@@ -459,19 +521,29 @@ def render_cases(cs: Any, path: str | os.PathLike[str], city: str = "") -> int:
         ax = fig.add_axes((0.19, 1 - (top + 2.3) / H, 0.3, 2.2 / H))
         if cs.by_rule:
             names = [g.name for g in cs.by_rule][::-1]
-            ax.barh(names, [g.ended for g in cs.by_rule][::-1], color="#27ae60", label="已结案 ended")
+            ax.barh(
+                names, [g.ended for g in cs.by_rule][::-1], color="#27ae60", label="已结案 ended"
+            )
             ax.barh(names, [g.open for g in cs.by_rule][::-1], left=[g.ended for g in cs.by_rule][::-1],
                     color="#e67e22", label="在办 open")  # fmt: skip
             ax.legend(fontsize=6, loc="lower right")
         else:
-            ax.text(0.5, 0.5, "本期无案件 No cases", ha="center", va="center", transform=ax.transAxes)
+            ax.text(
+                0.5, 0.5, "本期无案件 No cases", ha="center", va="center", transform=ax.transAxes
+            )
         ax.set_title("按类型 By rule")
         ax.tick_params(axis="y", labelsize=6.5)
         ax = fig.add_axes((0.6, 1 - (top + 2.3) / H, 0.35, 2.2 / H))
         if cs.by_district:
-            ax.barh([g.name for g in cs.by_district][::-1], [g.cases for g in cs.by_district][::-1], color="#2980b9")
+            ax.barh(
+                [g.name for g in cs.by_district][::-1],
+                [g.cases for g in cs.by_district][::-1],
+                color="#2980b9",
+            )
         else:
-            ax.text(0.5, 0.5, "本期无案件 No cases", ha="center", va="center", transform=ax.transAxes)
+            ax.text(
+                0.5, 0.5, "本期无案件 No cases", ha="center", va="center", transform=ax.transAxes
+            )
         ax.set_title("按区域 By district")
         ax.tick_params(axis="y", labelsize=6.5)
         top2 = top + 2.85
@@ -490,13 +562,24 @@ def render_cases(cs: Any, path: str | os.PathLike[str], city: str = "") -> int:
         from contract.cases import STATE_NAMES, name_of
 
         if cs.by_state:
-            ax.bar([name_of(STATE_NAMES, s) for s, _ in cs.by_state], [n for _, n in cs.by_state], color="#7f8c8d")
+            ax.bar(
+                [name_of(STATE_NAMES, s) for s, _ in cs.by_state],
+                [n for _, n in cs.by_state],
+                color="#7f8c8d",
+            )
         else:
             ax.text(0.5, 0.5, "—", ha="center", va="center", transform=ax.transAxes)
         ax.set_title("处置状态（期末）Status at period end")
         ax.tick_params(axis="x", labelsize=6.5)
         y = top2 + 2.5
-        fig.text(LEFT / W, 1 - y / H, "高发网格 Grids with most cases", fontsize=8.5, fontweight="bold", va="top")
+        fig.text(
+            LEFT / W,
+            1 - y / H,
+            "高发网格 Grids with most cases",
+            fontsize=8.5,
+            fontweight="bold",
+            va="top",
+        )
         fig.text((LEFT + 3.7) / W, 1 - y / H, "重复报案设备 Recurring devices", fontsize=8.5, fontweight="bold",
                  va="top")  # fmt: skip
         grids = sorted(cs.by_grid, key=lambda g: (-g.cases, g.key))[:10]
@@ -504,8 +587,17 @@ def render_cases(cs: Any, path: str | os.PathLike[str], city: str = "") -> int:
         yy = y + 0.25
         for g in grids:
             fig.text(LEFT / W, 1 - yy / H, fit(f"{g.key}", 1.6, 7), fontsize=7, va="top")
-            fig.text((LEFT + 2.2) / W, 1 - yy / H, f"{g.cases} 件", fontsize=7, va="top", ha="right")
-            fig.text((LEFT + 3.2) / W, 1 - yy / H, _f(g.median_h, 1, " h"), fontsize=7, va="top", ha="right")
+            fig.text(
+                (LEFT + 2.2) / W, 1 - yy / H, f"{g.cases} 件", fontsize=7, va="top", ha="right"
+            )
+            fig.text(
+                (LEFT + 3.2) / W,
+                1 - yy / H,
+                _f(g.median_h, 1, " h"),
+                fontsize=7,
+                va="top",
+                ha="right",
+            )
             yy += lh
         yy = y + 0.25
         for dev, n, address, district in cs.top_devices:
@@ -514,8 +606,17 @@ def render_cases(cs: Any, path: str | os.PathLike[str], city: str = "") -> int:
             fig.text((W - RIGHT) / W, 1 - yy / H, f"{n} 件", fontsize=7, va="top", ha="right")
             yy += lh
         if not cs.top_devices:
-            fig.text((LEFT + 3.7) / W, 1 - yy / H, "无（本期没有设备重复报案）", fontsize=7, va="top")
-        fig.text(0.5, 0.35 / H, f"{p.label} 案件统计    第 1 / 1 页", ha="center", fontsize=7, color="#555555")
+            fig.text(
+                (LEFT + 3.7) / W, 1 - yy / H, "无（本期没有设备重复报案）", fontsize=7, va="top"
+            )
+        fig.text(
+            0.5,
+            0.35 / H,
+            f"{p.label} 案件统计    第 1 / 1 页",
+            ha="center",
+            fontsize=7,
+            color="#555555",
+        )
         pdf.savefig(fig)
         plt.close(fig)
     return 1

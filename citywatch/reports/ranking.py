@@ -34,7 +34,16 @@ from typing import Any
 from citywatch.reports.cases import NOTICE_RULES, percentile
 from citywatch.reports.data import HOUR_MS, PeriodData, district_name
 
-__all__ = ["CSV_COLUMNS", "EXCLUDED_RULES", "DistrictRow", "Ranking", "ScoreRef", "build_ranking", "score", "write_csv"]
+__all__ = [
+    "CSV_COLUMNS",
+    "EXCLUDED_RULES",
+    "DistrictRow",
+    "Ranking",
+    "ScoreRef",
+    "build_ranking",
+    "score",
+    "write_csv",
+]
 
 EXCLUDED_RULES = NOTICE_RULES
 """Case rules that are notices, not cases, for the ranking."""
@@ -130,7 +139,9 @@ def _rows(data: PeriodData, devices: dict[str, int], ref: ScoreRef) -> list[Dist
     cases = [c for c in data.opened_in_period() if c.rule not in EXCLUDED_RULES]
     districts = set(devices) | {c.district for c in cases} | {e.district for e in data.entries}
     districts.discard("")
-    rows = {d: DistrictRow(d, district_name(d), devices.get(d, 0), 0, 0, [], 0, 0, 0) for d in districts}
+    rows = {
+        d: DistrictRow(d, district_name(d), devices.get(d, 0), 0, 0, [], 0, 0, 0) for d in districts
+    }
     for c in cases:
         r = rows[c.district]
         r.cases += 1
@@ -153,7 +164,9 @@ def _rows(data: PeriodData, devices: dict[str, int], ref: ScoreRef) -> list[Dist
     return out
 
 
-def build_ranking(data: PeriodData, previous: PeriodData | None, registry: Any, ref: ScoreRef = ScoreRef()) -> Ranking:
+def build_ranking(
+    data: PeriodData, previous: PeriodData | None, registry: Any, ref: ScoreRef = ScoreRef()
+) -> Ranking:
     devices: dict[str, int] = {}
     for dev in registry or ():
         devices[dev.district] = devices.get(dev.district, 0) + 1

@@ -19,8 +19,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from citywatch.reports.data import Case, Entry, PeriodData, fmt_iso, fmt_local
+from citywatch.reports.data import Case, Entry, PeriodData
 from contract.cases import STATE_NAMES, name_of
+from contract.clock import iso_local
+from contract.clock import local as local_time
 from contract.rules import rule_name as _rule_name
 
 __all__ = [
@@ -108,17 +110,26 @@ def _address(e: Entry, cases: dict[str, Case], registry: Any) -> str:
     return getattr(dev, "address", "") or "" if dev is not None else ""
 
 
-def build_settlement(data: PeriodData, registry: Any = None, city: str = "", prepared_ms: int | None = None) -> Settlement:
+def build_settlement(
+    data: PeriodData, registry: Any = None, city: str = "", prepared_ms: int | None = None
+) -> Settlement:
     """One statement per payer with at least one entry in the period (see the module doc)."""
     by_payer: dict[tuple[str, str], list[Entry]] = {}
     for e in data.entries:
         by_payer.setdefault((e.payer_type, e.payer), []).append(e)
     order = {"district_government": 0, "property_unit": 1}
     statements = []
-    for (ptype, payer), entries in sorted(by_payer.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0])):
+    for (ptype, payer), entries in sorted(
+        by_payer.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0])
+    ):
         entries.sort(key=lambda e: (e.accrued_at, e.id))
         lines = [
-            Line(i, e, _address(e, data.cases, registry), data.originals.get(e.reverses) if e.reverses else None)
+            Line(
+                i,
+                e,
+                _address(e, data.cases, registry),
+                data.originals.get(e.reverses) if e.reverses else None,
+            )
             for i, e in enumerate(entries, 1)
         ]
         sub: dict[str, list[int]] = {}
@@ -127,14 +138,19 @@ def build_settlement(data: PeriodData, registry: Any = None, city: str = "", pre
             acc[0] += 1
             acc[1] += e.amount_yuan
         case_ids = sorted({e.case_id for e in entries})
-        cases = sorted((data.cases[c] for c in case_ids if c in data.cases), key=lambda c: (c.opened_at, c.case_id))
+        cases = sorted(
+            (data.cases[c] for c in case_ids if c in data.cases),
+            key=lambda c: (c.opened_at, c.case_id),
+        )
         statements.append(Statement(
             payer_type=ptype, payer=payer, lines=lines,
             subtotals=[(r, n, amt) for r, (n, amt) in sorted(sub.items())],
             total=sum(e.amount_yuan for e in entries), cases=cases,
             missing_cases=[c for c in case_ids if c not in data.cases],
         ))  # fmt: skip
-    return Settlement(data.period, statements, city, data.period.now_ms if prepared_ms is None else prepared_ms)
+    return Settlement(
+        data.period, statements, city, data.period.now_ms if prepared_ms is None else prepared_ms
+    )
 
 
 def describe_entry(line: Line, tz: str) -> str:
@@ -144,7 +160,7 @@ def describe_entry(line: Line, tz: str) -> str:
         o = line.original
         if o is None:
             return f"冲销 {e.reverses}"
-        return f"冲销：{_what(o)}（{fmt_local(o.accrued_at, tz)[5:]}）"
+        return f"冲销：{_what(o)}（{local_time(o.accrued_at, tz)[5:]}）"
     return _what(e)
 
 
@@ -159,11 +175,13 @@ def _what(e: Entry) -> str:
 def evidence_items(c: Case, tz: str, as_of: int | None = None) -> list[str]:
     """The case's evidence as short Chinese lines, in time order."""
     d = c.detail
-    out = [f"{fmt_local(c.opened_at, tz)} 立案：{rule_name(c.rule)}，设备 {c.device} 上报异常"]
+    out = [f"{local_time(c.opened_at, tz)} 立案：{rule_name(c.rule)}，设备 {c.device} 上报异常"]
     if c.deadline is not None:
-        out.append(f"{fmt_local(c.deadline, tz)} 修复时限")
+        out.append(f"{local_time(c.deadline, tz)} 修复时限")
     if d.get("acknowledged_at") is not None:
-        out.append(f"{fmt_local(d['acknowledged_at'], tz)} 确认（{d.get('acknowledged_by') or '—'}）")
+        out.append(
+            f"{local_time(d['acknowledged_at'], tz)} 确认（{d.get('acknowledged_by') or '—'}）"
+        )
     late = c.deadline is not None and (
         (c.ended_at is not None and c.ended_at > c.deadline)
         or (c.ended_at is None and as_of is not None and as_of > c.deadline)
@@ -172,7 +190,7 @@ def evidence_items(c: Case, tz: str, as_of: int | None = None) -> list[str]:
     if late:
         out.append("超过修复时限未修复，逾期按小时计罚")
     if d.get("accident_at") is not None:
-        out.append(f"{fmt_local(d['accident_at'], tz)} 报告事故")
+        out.append(f"{local_time(d['accident_at'], tz)} 报告事故")
     ended = c.ended_at
     if ended is not None:
         by = d.get("repaired_by") or d.get("closed_by") or ""
@@ -181,18 +199,27 @@ def evidence_items(c: Case, tz: str, as_of: int | None = None) -> list[str]:
             how = f"执法人员 {by.split(':', 1)[1]} 关闭"
         elif not how and by:
             how = str(by)
-        out.append(f"{fmt_local(ended, tz)} {name_of(STATE_NAMES, c.state)}" + (f"（{how}）" if how else ""))
+        out.append(
+            f"{local_time(ended, tz)} {name_of(STATE_NAMES, c.state)}"
+            + (f"（{how}）" if how else "")
+        )
     else:
         out.append(f"截至期末：{name_of(STATE_NAMES, c.state)}")
     if d.get("reversed_hours"):
-        out.append("补报读数证明更早修复，冲销第 " + "、".join(str(h) for h in d["reversed_hours"]) + " 小时")
+        out.append(
+            "补报读数证明更早修复，冲销第 "
+            + "、".join(str(h) for h in d["reversed_hours"])
+            + " 小时"
+        )
     for ev in c.evidence:
         if ev.get("type") == "reading" and ev.get("ts") is not None:
             values = "，".join(f"{k}={v}" for k, v in sorted((ev.get("fields") or {}).items()))
-            out.append(f"{fmt_local(int(ev['ts']), tz)} 读数 reading：{values}")
+            out.append(f"{local_time(int(ev['ts']), tz)} 读数 reading：{values}")
         elif ev.get("type") == "action" and ev.get("at") is not None:
             note = f"（{ev['note']}）" if ev.get("note") else ""
-            out.append(f"{fmt_local(int(ev['at']), tz)} 执法人员 {ev.get('officer') or '—'}：{ev.get('action')}{note}")
+            out.append(
+                f"{local_time(int(ev['at']), tz)} 执法人员 {ev.get('officer') or '—'}：{ev.get('action')}{note}"
+            )
     return out
 
 
@@ -212,8 +239,8 @@ def write_csv(s: Settlement, path: str | os.PathLike[str]) -> None:
                 e, o = ln.entry, ln.original
                 w.writerow([
                     "entry", st.payer_type, st.payer, ln.seq, e.id, e.case_id, e.device, ln.address, e.rule,
-                    rule_name(e.rule), fmt_iso(e.accrued_at, tz), "" if e.hour_index is None else e.hour_index,
-                    e.reverses or "", fmt_iso(o.accrued_at, tz) if o else "", o.amount_yuan if o else "",
+                    rule_name(e.rule), iso_local(e.accrued_at, tz), "" if e.hour_index is None else e.hour_index,
+                    e.reverses or "", iso_local(o.accrued_at, tz) if o else "", o.amount_yuan if o else "",
                     e.amount_yuan,
                 ])  # fmt: skip
             for rule, n, amount in st.subtotals:
@@ -234,9 +261,9 @@ def write_evidence_csv(s: Settlement, path: str | os.PathLike[str]) -> None:
                 d = c.detail
                 w.writerow([
                     st.payer_type, st.payer, c.case_id, c.rule, c.device, c.address, c.grid,
-                    fmt_iso(c.opened_at, tz), fmt_iso(c.deadline, tz), c.state, fmt_iso(c.ended_at, tz),
-                    _ended_by(c), d.get("acknowledged_by") or "", fmt_iso(d.get("accident_at"), tz),
-                    "; ".join(f"{fmt_iso(t, tz)} {state}" for t, state in c.events),
+                    iso_local(c.opened_at, tz), iso_local(c.deadline, tz), c.state, iso_local(c.ended_at, tz),
+                    _ended_by(c), d.get("acknowledged_by") or "", iso_local(d.get("accident_at"), tz),
+                    "; ".join(f"{iso_local(t, tz)} {state}" for t, state in c.events),
                     "; ".join(_proof(ev, tz) for ev in c.evidence),
                 ])  # fmt: skip
 
@@ -245,9 +272,9 @@ def _proof(ev: dict, tz: str) -> str:
     """One reading or officer action that proved a change of the case, as a CSV cell part."""
     if ev.get("type") == "reading" and ev.get("ts") is not None:
         values = " ".join(f"{k}={v}" for k, v in sorted((ev.get("fields") or {}).items()))
-        return f"{fmt_iso(int(ev['ts']), tz)} reading {values}"
+        return f"{iso_local(int(ev['ts']), tz)} reading {values}"
     if ev.get("type") == "action" and ev.get("at") is not None:
-        return f"{fmt_iso(int(ev['at']), tz)} {ev.get('action')} by {ev.get('officer') or '-'}"
+        return f"{iso_local(int(ev['at']), tz)} {ev.get('action')} by {ev.get('officer') or '-'}"
     return ""
 
 

@@ -18,7 +18,18 @@ import pytest
 from contract import cases, clock, kinds, rules
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("foundation", "registry", "bus", "store", "ingest", "streams", "alerts", "sim", "citywatch", "bench")
+PACKAGES = (
+    "foundation",
+    "registry",
+    "bus",
+    "store",
+    "ingest",
+    "streams",
+    "alerts",
+    "sim",
+    "citywatch",
+    "bench",
+)
 
 VOCABULARY_NAMES = {
     "KINDS", "CASE_STATES", "FINAL_STATES", "SEVERITIES", "PAYER_TYPES", "ROAD_CLASSES", "NEVER",
@@ -45,19 +56,35 @@ def _findings(path: Path) -> list[str]:
     rel = path.relative_to(ROOT)
     out: list[str] = []
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else [node.target]
+            if isinstance(node, ast.AnnAssign)
+            else []
+        )
         for t in targets:
             if isinstance(t, ast.Name) and t.id in VOCABULARY_NAMES and not _imported_alias(node):
                 out.append(f"{rel}:{node.lineno}: defines {t.id} (import it from contract/)")
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and FORMATTER.match(node.name):
-            out.append(f"{rel}:{node.lineno}: defines the time formatter {node.name}() (use contract.clock)")
-        if isinstance(node, ast.Constant) and node.value == "Asia/Shanghai" and not _is_docstring(node, parents):
-            out.append(f"{rel}:{node.lineno}: names the city's time zone (use contract.clock.DEFAULT_TIMEZONE)")
+            out.append(
+                f"{rel}:{node.lineno}: defines the time formatter {node.name}() (use contract.clock)"
+            )
+        if (
+            isinstance(node, ast.Constant)
+            and node.value == "Asia/Shanghai"
+            and not _is_docstring(node, parents)
+        ):
+            out.append(
+                f"{rel}:{node.lineno}: names the city's time zone (use contract.clock.DEFAULT_TIMEZONE)"
+            )
         if isinstance(node, ast.Dict):
             keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
             if {"dust.warning", "streetlight.fault"} <= keys:
-                out.append(f"{rel}:{node.lineno}: a table keyed by rule ids (names live in contract.rules)")
+                out.append(
+                    f"{rel}:{node.lineno}: a table keyed by rule ids (names live in contract.rules)"
+                )
     return out
 
 
@@ -107,4 +134,6 @@ def test_times_for_machines_are_utc_with_milliseconds_and_for_people_local() -> 
     assert clock.local(t) == "2026-11-02 11:43"
     assert clock.iso_local(t) == "2026-11-02T11:43:11.978+08:00"
     assert clock.local(None, empty="-") == "-" and clock.iso_utc(None) == "-"
-    assert clock.iso_utc(1 << 62) == f"{1 << 62} ms"  # no calendar holds it: still one line, never a traceback
+    assert (
+        clock.iso_utc(1 << 62) == f"{1 << 62} ms"
+    )  # no calendar holds it: still one line, never a traceback

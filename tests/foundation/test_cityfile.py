@@ -40,7 +40,9 @@ def test_a_bare_number_as_a_duration_names_the_file_line_key_and_the_fix() -> No
 def test_an_unknown_key_is_refused_with_one_hint() -> None:
     sec = _section("grace_hour: 2\n")
     sec.number("grace_hours", 2.0)
-    with pytest.raises(ConfigError, match=r"city.yaml:1:1: grace_hour: unknown key; did you mean 'grace_hours'\?"):
+    with pytest.raises(
+        ConfigError, match=r"city.yaml:1:1: grace_hour: unknown key; did you mean 'grace_hours'\?"
+    ):
         sec.finish()
 
 
@@ -54,8 +56,12 @@ def test_a_yaml_syntax_error_has_its_position() -> None:
         Document.parse("a: [1,\n b: }\n", "city.yaml")
 
 
-@pytest.mark.parametrize("text", ["a: !!python/object:os.system x\n", "a: !!int seven\n", "a: !custom 1\n"])
-def test_a_tag_the_safe_loader_cannot_read_is_an_error_at_the_value_not_a_traceback(text: str) -> None:
+@pytest.mark.parametrize(
+    "text", ["a: !!python/object:os.system x\n", "a: !!int seven\n", "a: !custom 1\n"]
+)
+def test_a_tag_the_safe_loader_cannot_read_is_an_error_at_the_value_not_a_traceback(
+    text: str,
+) -> None:
     sec = _section(text)
     with pytest.raises(ConfigError, match=r"city.yaml:1:4: cannot read this value"):
         sec.number("a", 1.0)

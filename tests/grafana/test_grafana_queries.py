@@ -525,7 +525,11 @@ def city(settings):
     rest = [line for line in lines if not line.startswith(("penalty,", "case_event,"))]
     db = settings.influx.database
     _post(f"{settings.influx.url}/write", {"db": db, "precision": "ms"}, "\n".join(rest).encode())
-    _post(f"{settings.influx.url}/write", {"db": db, "precision": "ms", "rp": LEDGER_RP}, "\n".join(ledger).encode())
+    _post(
+        f"{settings.influx.url}/write",
+        {"db": db, "precision": "ms", "rp": LEDGER_RP},
+        "\n".join(ledger).encode(),
+    )
     return settings
 
 

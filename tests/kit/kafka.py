@@ -10,10 +10,15 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 
-async def read_topic(bootstrap: str, topic: str, want: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+async def read_topic(
+    bootstrap: str, topic: str, want: int, timeout_s: float = 30.0
+) -> list[dict[str, Any]]:
     """All records of ``topic`` from the beginning, waiting until ``want`` arrived or the timeout."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
         group_id=None,
     )
     await consumer.start()
@@ -29,5 +34,7 @@ async def read_topic(bootstrap: str, topic: str, want: int, timeout_s: float = 3
     return out
 
 
-def read_topic_sync(bootstrap: str, topic: str, want: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+def read_topic_sync(
+    bootstrap: str, topic: str, want: int, timeout_s: float = 30.0
+) -> list[dict[str, Any]]:
     return asyncio.run(read_topic(bootstrap, topic, want, timeout_s))

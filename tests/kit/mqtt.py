@@ -11,12 +11,16 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 class Publisher:
     def __init__(self, host: str, port: int, client_id: str):
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+        )
         self.client.max_inflight_messages_set(100)
         self.client.connect(host, port)
         self.client.loop_start()
 
-    def publish(self, topic: str, payload: bytes | str | dict, qos: int = 1) -> mqtt.MQTTMessageInfo:
+    def publish(
+        self, topic: str, payload: bytes | str | dict, qos: int = 1
+    ) -> mqtt.MQTTMessageInfo:
         if isinstance(payload, dict):
             payload = orjson.dumps(payload)
         while True:

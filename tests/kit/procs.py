@@ -22,7 +22,9 @@ class Proc:
     def _spawn(self) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, "-m", "citywatch", *self.args],
-            env=settings_env(self.settings), stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+            env=settings_env(self.settings),
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,  # noqa: SIM115
             stdin=subprocess.DEVNULL,
         )
 
@@ -35,9 +37,13 @@ class Proc:
             if self.text().count(needle) >= count:
                 return
             if self.proc.poll() is not None:
-                raise AssertionError(f"{self.args[0]} exited {self.proc.returncode}:\n{self.text()[-3000:]}")
+                raise AssertionError(
+                    f"{self.args[0]} exited {self.proc.returncode}:\n{self.text()[-3000:]}"
+                )
             time.sleep(0.1)
-        raise AssertionError(f"{self.args[0]}: no {needle!r} within {timeout}s:\n{self.text()[-3000:]}")
+        raise AssertionError(
+            f"{self.args[0]}: no {needle!r} within {timeout}s:\n{self.text()[-3000:]}"
+        )
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -57,7 +63,9 @@ class Proc:
                 self.kill()
 
 
-def wait_until(check: Callable[[], object], timeout: float = 60, every: float = 0.5, what: str = "condition"):  # noqa: ANN201
+def wait_until(
+    check: Callable[[], object], timeout: float = 60, every: float = 0.5, what: str = "condition"
+):  # noqa: ANN201
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:

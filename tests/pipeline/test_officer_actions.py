@@ -13,7 +13,9 @@ import pytest
 from contract.topics import KafkaTopics
 from foundation.settings import Settings
 from registry.devices import load_registry
-from store.influx import PENALTY, InfluxQueryError, query
+from store.errors import InfluxQueryError
+from store.influxql import query
+from store.schema import PENALTY
 from streams import journal
 from tests.conftest import settings_env
 from tests.kit.kafka import read_topic_sync
@@ -25,8 +27,13 @@ T0 = (time.time_ns() // 1_000_000 // H - 10) * H  # recent: the raw retention po
 
 
 def _cli(s: Settings, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "citywatch", *args], env=settings_env(s),
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "citywatch", *args],
+        env=settings_env(s),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_officer_closes_a_case_from_the_cli_and_the_clock_stops(
@@ -36,26 +43,47 @@ def test_officer_closes_a_case_from_the_cli_and_the_clock_stops(
     mh = f"MH-{unique}-1"
     reg = load_registry(s.paths.registry)
     opening = [
-        {"topic": f"city/jinshui/manhole/{mh}/telemetry", "payload": {"ts": T0, "open": True}, "received_at": T0},
+        {
+            "topic": f"city/jinshui/manhole/{mh}/telemetry",
+            "payload": {"ts": T0, "open": True},
+            "received_at": T0,
+        },
         {"watermark": T0 + 5 * H},
     ]
-    asyncio.run(journal.load(opening, reg, s.kafka.bootstrap, s.kafka.topic_prefix, final_watermark=False))
+    asyncio.run(
+        journal.load(opening, reg, s.kafka.bootstrap, s.kafka.topic_prefix, final_watermark=False)
+    )
     worker = Proc(["worker", "--simulation", "--session-timeout", "3"], s, tmp_path / "worker.log")
     penalties = KafkaTopics(s.kafka.topic_prefix).penalties
     cases = KafkaTopics(s.kafka.topic_prefix).cases
     try:
-        wait_until(lambda: len({r["id"] for r in read_topic_sync(s.kafka.bootstrap, penalties, 3, 1)}) == 3,
-                   what="3 hourly entries (deadline at 2 h, entries at 3, 4 and 5 h)")
-        done = _cli(s, "case", "close", mh, "--officer", "grid-07", "--at", str(T0 + 5 * H + 30 * M))
+        wait_until(
+            lambda: (
+                len({r["id"] for r in read_topic_sync(s.kafka.bootstrap, penalties, 3, 1)}) == 3
+            ),
+            what="3 hourly entries (deadline at 2 h, entries at 3, 4 and 5 h)",
+        )
+        done = _cli(
+            s, "case", "close", mh, "--officer", "grid-07", "--at", str(T0 + 5 * H + 30 * M)
+        )
         assert done.returncode == 0, done.stderr
         journal_topic = KafkaTopics(s.kafka.topic_prefix).telemetry
-        wait_until(lambda: any(r.get("type") == "action" for r in read_topic_sync(s.kafka.bootstrap, journal_topic, 10**6, 1)),
-                   what="the officer's close forwarded into the journal")
+        wait_until(
+            lambda: any(
+                r.get("type") == "action"
+                for r in read_topic_sync(s.kafka.bootstrap, journal_topic, 10**6, 1)
+            ),
+            what="the officer's close forwarded into the journal",
+        )
         # time goes on: no entry may accrue after the close
-        asyncio.run(journal.load([{"watermark": T0 + 9 * H}], reg, s.kafka.bootstrap, s.kafka.topic_prefix))
+        asyncio.run(
+            journal.load([{"watermark": T0 + 9 * H}], reg, s.kafka.bootstrap, s.kafka.topic_prefix)
+        )
 
         def closed() -> bool:
-            return any(r["state"] == "closed" for r in read_topic_sync(s.kafka.bootstrap, cases, 10**6, 1))
+            return any(
+                r["state"] == "closed" for r in read_topic_sync(s.kafka.bootstrap, cases, 10**6, 1)
+            )
 
         wait_until(closed, what="the case closed on the cases topic")
 
@@ -65,9 +93,14 @@ def test_officer_closes_a_case_from_the_cli_and_the_clock_stops(
             except InfluxQueryError:
                 return None
 
-        entries = wait_until(lambda: (rows := in_influx()) and len(rows) == 3 and rows, what="penalties in InfluxDB")
+        entries = wait_until(
+            lambda: (rows := in_influx()) and len(rows) == 3 and rows, what="penalties in InfluxDB"
+        )
         assert sum(e["amount_yuan"] for e in entries) == 30_000
-        wait_until(lambda: "closed" in _cli(s, "case", "list", "--all").stdout, what="case list shows it closed")
+        wait_until(
+            lambda: "closed" in _cli(s, "case", "list", "--all").stdout,
+            what="case list shows it closed",
+        )
     finally:
         worker.stop()
     ids = {r["id"] for r in read_topic_sync(s.kafka.bootstrap, penalties, 10**6, 1)}
@@ -80,7 +113,7 @@ def test_officer_closes_a_case_from_the_cli_and_the_clock_stops(
 
 
 def test_case_show_of_an_unknown_case_says_how_to_find_one(settings: Settings) -> None:
-    from store.influx import ensure_database
+    from store.schema import ensure_database
 
     ensure_database(s := settings)
     done = _cli(s, "case", "show", "manhole:NOPE:1")
@@ -102,18 +135,32 @@ def test_a_signed_ack_link_acknowledges_the_case_on_the_cases_topic(
     s = settings.replace("paths", registry=str(registry_file))
     mh = f"MH-{unique}-2"
     reg = load_registry(s.paths.registry)
-    opening = [{"topic": f"city/erqi/manhole/{mh}/telemetry", "payload": {"ts": T0, "tilt_deg": 40.0}, "received_at": T0},
-               {"watermark": T0 + H}]
-    asyncio.run(journal.load(opening, reg, s.kafka.bootstrap, s.kafka.topic_prefix, final_watermark=False))
+    opening = [
+        {
+            "topic": f"city/erqi/manhole/{mh}/telemetry",
+            "payload": {"ts": T0, "tilt_deg": 40.0},
+            "received_at": T0,
+        },
+        {"watermark": T0 + H},
+    ]
+    asyncio.run(
+        journal.load(opening, reg, s.kafka.bootstrap, s.kafka.topic_prefix, final_watermark=False)
+    )
     worker = Proc(["worker", "--simulation", "--session-timeout", "3"], s, tmp_path / "worker.log")
     cases = KafkaTopics(s.kafka.topic_prefix).cases
     try:
-        opened = wait_until(lambda: [r for r in read_topic_sync(s.kafka.bootstrap, cases, 1, 1) if r["device"] == mh],
-                            what="the case opened")
+        opened = wait_until(
+            lambda: [
+                r for r in read_topic_sync(s.kafka.bootstrap, cases, 1, 1) if r["device"] == mh
+            ],
+            what="the case opened",
+        )
         case_id = opened[0]["case_id"]
 
         async def click() -> tuple[int, str]:
-            svc = AlertsService(s, "config/routes.yaml", tmp_path / "alerts", http_port=0, http_host="127.0.0.1")
+            svc = AlertsService(
+                s, "config/routes.yaml", tmp_path / "alerts", http_port=0, http_host="127.0.0.1"
+            )
             stop = asyncio.Event()
             task = asyncio.create_task(svc.run(stop))
             try:
@@ -124,8 +171,10 @@ def test_a_signed_ack_link_acknowledges_the_case_on_the_cases_topic(
                 cfg = svc.config.ack
                 link = make_link(cfg, case_id, mh, "ack", "grid-03", T0 + 30 * M + 10 * H)
                 query = dict(parse_qsl(urlsplit(link).query))
-                async with aiohttp.ClientSession() as http, \
-                        http.post(f"http://127.0.0.1:{svc.http.port}/ack?{urlencode(query)}") as r:
+                async with (
+                    aiohttp.ClientSession() as http,
+                    http.post(f"http://127.0.0.1:{svc.http.port}/ack?{urlencode(query)}") as r,
+                ):
                     return r.status, await r.text()
             finally:
                 stop.set()
@@ -135,8 +184,11 @@ def test_a_signed_ack_link_acknowledges_the_case_on_the_cases_topic(
         assert status == 200, page
 
         def acknowledged() -> list:
-            return [r for r in read_topic_sync(s.kafka.bootstrap, cases, 10**6, 1)
-                    if r["case_id"] == case_id and r["state"] == "acknowledged"]
+            return [
+                r
+                for r in read_topic_sync(s.kafka.bootstrap, cases, 10**6, 1)
+                if r["case_id"] == case_id and r["state"] == "acknowledged"
+            ]
 
         event = wait_until(acknowledged, what="the case acknowledged on the cases topic")[0]
         assert event["detail"]["acknowledged_by"] == "grid-03"

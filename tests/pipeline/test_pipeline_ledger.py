@@ -40,24 +40,55 @@ def theft_and_dust_day(u: str) -> list[dict[str, Any]]:
     mh1, mh2, ds = f"MH-{u}-1", f"MH-{u}-2", f"DS-{u}-1"
     t = lambda dev, kind, district="jinshui": f"city/{district}/{kind}/{dev}/telemetry"  # noqa: E731
     lines: list[dict[str, Any]] = []
-    lines.append({"topic": t(mh1, "manhole"), "payload": {"ts": T0, "open": False, "tilt_deg": 1}, "received_at": T0})
-    lines.append({"topic": t(mh1, "manhole"), "payload": {"ts": T0 + 10 * M, "open": True}, "received_at": T0 + 10 * M})
+    lines.append(
+        {
+            "topic": t(mh1, "manhole"),
+            "payload": {"ts": T0, "open": False, "tilt_deg": 1},
+            "received_at": T0,
+        }
+    )
+    lines.append(
+        {
+            "topic": t(mh1, "manhole"),
+            "payload": {"ts": T0 + 10 * M, "open": True},
+            "received_at": T0 + 10 * M,
+        }
+    )
     # the cover is stolen with its sensor: silence, time passes
     for k in range(1, 9):
         lines.append({"watermark": T0 + 10 * M + k * H})
     lines.append({"action": "accident", "device": mh1, "at": T0 + 6 * H, "officer": "grid-07"})
     lines.append({"action": "accident", "device": mh1, "at": T0 + 6 * H + M, "officer": "grid-07"})
-    lines.append({"action": "close", "device": mh1, "at": T0 + 8 * H + 40 * M, "officer": "grid-07"})
+    lines.append(
+        {"action": "close", "device": mh1, "at": T0 + 8 * H + 40 * M, "officer": "grid-07"}
+    )
     # second cover: opened, hours accrue, then a late reading proves it was repaired earlier
-    lines.append({"topic": t(mh2, "manhole", "erqi"), "payload": {"ts": T0 + H, "tilt_deg": 30.0}, "received_at": T0 + H})
+    lines.append(
+        {
+            "topic": t(mh2, "manhole", "erqi"),
+            "payload": {"ts": T0 + H, "tilt_deg": 30.0},
+            "received_at": T0 + H,
+        }
+    )
     lines.append({"watermark": T0 + 9 * H})
-    lines.append({"topic": t(mh2, "manhole", "erqi"), "payload": {"ts": T0 + 4 * H + 30 * M, "tilt_deg": 2.0},
-                  "received_at": T0 + 9 * H + M})
+    lines.append(
+        {
+            "topic": t(mh2, "manhole", "erqi"),
+            "payload": {"ts": T0 + 4 * H + 30 * M, "tilt_deg": 2.0},
+            "received_at": T0 + 9 * H + M,
+        }
+    )
     # dust: rises above 200, oscillates around it, recovers
     for i in range(0, 240, 5):
         pm10 = 120 if i < 30 else (260 if i < 120 else (195 if i % 10 else 205) if i < 180 else 90)
         ts = T0 + i * M
-        lines.append({"topic": t(ds, "dust"), "payload": {"ts": ts, "pm10": pm10}, "received_at": T0 + 9 * H + 2 * M + i})
+        lines.append(
+            {
+                "topic": t(ds, "dust"),
+                "payload": {"ts": ts, "pm10": pm10},
+                "received_at": T0 + 9 * H + 2 * M + i,
+            }
+        )
     lines.append({"topic": t(mh1, "manhole"), "raw": "{broken", "received_at": T0 + 9 * H + 5 * M})
     lines.append({"watermark": T0 + 12 * H})
     return lines
@@ -103,7 +134,11 @@ def _live_ledger(s: Settings, want: int, timeout: float = 90) -> dict[str, dict[
 
 
 def _load(s: Settings, lines: list[dict[str, Any]]) -> int:
-    return asyncio.run(journal.load(lines, load_registry(s.paths.registry), s.kafka.bootstrap, s.kafka.topic_prefix))
+    return asyncio.run(
+        journal.load(
+            lines, load_registry(s.paths.registry), s.kafka.bootstrap, s.kafka.topic_prefix
+        )
+    )
 
 
 @pytest.fixture
@@ -111,7 +146,9 @@ def pipeline_settings(settings: Settings, registry_file: Path) -> Settings:
     return settings.replace("paths", registry=str(registry_file))
 
 
-def test_live_ledger_equals_replay_ledger(pipeline_settings: Settings, unique: str, tmp_path: Path) -> None:
+def test_live_ledger_equals_replay_ledger(
+    pipeline_settings: Settings, unique: str, tmp_path: Path
+) -> None:
     s = pipeline_settings
     lines = theft_and_dust_day(unique)
     expected = _replay_ledger(lines, s)
@@ -128,7 +165,9 @@ def test_live_ledger_equals_replay_ledger(pipeline_settings: Settings, unique: s
     assert all(live[e["id"]] == e for e in expected)
 
 
-def test_worker_killed_mid_stream_books_the_same_ledger(pipeline_settings: Settings, unique: str, tmp_path: Path) -> None:
+def test_worker_killed_mid_stream_books_the_same_ledger(
+    pipeline_settings: Settings, unique: str, tmp_path: Path
+) -> None:
     s = pipeline_settings
     lines = theft_and_dust_day(unique)
     expected = _replay_ledger(lines, s)
@@ -168,7 +207,13 @@ def _script_lines(u: str, scripts: list[list[tuple]]) -> list[dict[str, Any]]:
         clock += step[1] * M
         if kind == "reading":
             payload = {"ts": clock, "open": step[2], "tilt_deg": float(step[3])}
-            lines.append({"topic": f"city/{district}/manhole/{dev}/telemetry", "payload": payload, "received_at": clock})
+            lines.append(
+                {
+                    "topic": f"city/{district}/manhole/{dev}/telemetry",
+                    "payload": payload,
+                    "received_at": clock,
+                }
+            )
         elif kind == "silence":
             lines.append({"watermark": clock})
         else:
@@ -179,17 +224,26 @@ def _script_lines(u: str, scripts: list[list[tuple]]) -> list[dict[str, Any]]:
 @hsettings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
 @given(scripts=st.lists(st.lists(STEP, min_size=3, max_size=25), min_size=2, max_size=4))
 def test_random_cover_histories_book_the_same_ledger_live_and_replayed(
-    pipeline_settings: Settings, unique: str, tmp_path_factory: pytest.TempPathFactory, scripts: list
+    pipeline_settings: Settings,
+    unique: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    scripts: list,
 ) -> None:
     import uuid
 
-    s = pipeline_settings.replace("kafka", topic_prefix=f"{pipeline_settings.kafka.topic_prefix}-{uuid.uuid4().hex[:6]}")
+    s = pipeline_settings.replace(
+        "kafka", topic_prefix=f"{pipeline_settings.kafka.topic_prefix}-{uuid.uuid4().hex[:6]}"
+    )
     lines = _script_lines(unique, scripts)
     expected = _replay_ledger(lines, s)
     ids = [e["id"] for e in expected]
     assert len(ids) == len(set(ids)), "an entry id appears twice in the replay ledger"
     _load(s, lines)
-    worker = Proc(["worker", "--simulation", "--session-timeout", "3"], s, tmp_path_factory.mktemp("w") / "worker.log")
+    worker = Proc(
+        ["worker", "--simulation", "--session-timeout", "3"],
+        s,
+        tmp_path_factory.mktemp("w") / "worker.log",
+    )
     try:
         _wait_case_events(s, _replay_case_events(lines, s))
         live = _live_ledger(s, len(expected))

@@ -62,7 +62,9 @@ def test_settlement_pdfs(settings, scenario, tmp_path):
     assert len(res["files"]) == 2 + len(pdfs)
     text = subprocess.run(["pdftotext", str(out / f"settlement-2026-10-property_unit-{U_POWER}.pdf"), "-"],
                           check=True, capture_output=True, text=True).stdout  # fmt: skip
-    assert "城市管理扣款结算单" in text and "1,010,000" in text and "冲销" in text and "签字" in text
+    assert (
+        "城市管理扣款结算单" in text and "1,010,000" in text and "冲销" in text and "签字" in text
+    )
 
 
 def test_long_statement_paginates(settings, tmp_path):

@@ -48,7 +48,9 @@ def test_settlement_october_every_total(settings, scenario, tmp_path):
     _, registry = scenario
     res = produce_settlement(settings, OCT, tmp_path, registry, pdf=False)
     rows = read_csv(tmp_path / "settlement-2026-10.csv")
-    totals = {(r["payer_type"], r["payer"]): int(r["amount_yuan"]) for r in rows if r["row"] == "total"}
+    totals = {
+        (r["payer_type"], r["payer"]): int(r["amount_yuan"]) for r in rows if r["row"] == "total"
+    }
     assert totals == {
         ("district_government", "erqi"): 500_000,
         ("district_government", "zhongyuan"): 100_000,
@@ -64,9 +66,18 @@ def test_settlement_october_every_total(settings, scenario, tmp_path):
 
     entries = [r for r in rows if r["row"] == "entry"]
     assert len(entries) == 1 + 1 + 4 + 6
-    by_payer_count = {k: int(r["seq"]) for r in rows if r["row"] == "total" for k in [(r["payer_type"], r["payer"])]}
+    by_payer_count = {
+        k: int(r["seq"])
+        for r in rows
+        if r["row"] == "total"
+        for k in [(r["payer_type"], r["payer"])]
+    }
     assert by_payer_count[("property_unit", U_POWER)] == 6
-    subtotals = {(r["payer"], r["rule"]): (int(r["seq"]), int(r["amount_yuan"])) for r in rows if r["row"] == "subtotal"}
+    subtotals = {
+        (r["payer"], r["rule"]): (int(r["seq"]), int(r["amount_yuan"]))
+        for r in rows
+        if r["row"] == "subtotal"
+    }
     assert subtotals == {
         ("erqi", "manhole.accident"): (1, 500_000),
         ("zhongyuan", "dust"): (1, 100_000),
@@ -94,7 +105,11 @@ def test_settlement_october_every_total(settings, scenario, tmp_path):
     assert muni[-1]["device"] == "MH-GC-0001" and muni[-1]["hour_index"] == "1"
     acc = next(r for r in entries if r["payer"] == "erqi")
     assert (acc["rule"], acc["rule_name"], acc["accrued_at"], acc["amount_yuan"]) == (
-        "manhole.accident", "窨井盖致事故", "2026-10-10T09:00:00+08:00", "500000")
+        "manhole.accident",
+        "窨井盖致事故",
+        "2026-10-10T09:00:00+08:00",
+        "500000",
+    )
 
     ev = read_csv(tmp_path / "settlement-2026-10-evidence.csv")
     b = next(r for r in ev if r["payer"] == "erqi")
@@ -142,7 +157,11 @@ def test_november_shows_the_second_hour_and_case_history(settings, scenario, tmp
     (st,) = s.statements
     assert st.lines[0].entry.accrued_at == t(11, 1, 0, 30)
     (case,) = st.cases  # opened in October: fetched by id, all its events
-    assert case.opened_at == t(10, 31, 20, 30) and case.state == "repaired" and case.ended_at == t(11, 1, 1)
+    assert (
+        case.opened_at == t(10, 31, 20, 30)
+        and case.state == "repaired"
+        and case.ended_at == t(11, 1, 1)
+    )
 
 
 # ------------------------------------------------------------------ ranking
@@ -173,11 +192,24 @@ def test_ranking_october(settings, scenario, tmp_path):
         assert (int(r["rank"]), int(r["devices"]), int(r["cases"]), r["cases_per_1000"], int(r["penalty_yuan"]),
                 r["median_ttr_h"], int(r["due"]), int(r["on_time"]), r["score"], int(r["prev_rank"]),
                 int(r["rank_change"])) == (rank, devices, cases, c, p, med, due, on_time, score, prev, change), d  # fmt: skip
-    assert [r["district"] for r in rows] == ["shangjie", "huiji", "zhongyuan", "erqi", "jinshui", "guancheng"]
+    assert [r["district"] for r in rows] == [
+        "shangjie",
+        "huiji",
+        "zhongyuan",
+        "erqi",
+        "jinshui",
+        "guancheng",
+    ]
     assert [r.district for r in res["ranking"].red] == ["shangjie", "huiji", "zhongyuan"]
     assert [r.district for r in res["ranking"].black] == ["guancheng", "jinshui", "erqi"]
     assert {r["district"]: r["list"] for r in rows} == {
-        "shangjie": "red", "huiji": "red", "zhongyuan": "red", "erqi": "black", "jinshui": "black", "guancheng": "black"}
+        "shangjie": "red",
+        "huiji": "red",
+        "zhongyuan": "red",
+        "erqi": "black",
+        "jinshui": "black",
+        "guancheng": "black",
+    }
     # September: only erqi had a case (4.5 h, late, 20,000): 100 - 10 - 2 - 25*4.5/24 - 25
     assert (got["erqi"]["prev_score"], got["erqi"]["score_change"]) == ("58.31", "5.13")
     assert got["shangjie"]["prev_score"] == "100.00"
@@ -185,7 +217,9 @@ def test_ranking_october(settings, scenario, tmp_path):
 
 def test_ranking_without_previous_month(settings, scenario, tmp_path):
     _, registry = scenario
-    rk = produce_ranking(settings, parse_month("2026-09", now_ms=NOW), tmp_path, registry, pdf=False)["ranking"]
+    rk = produce_ranking(
+        settings, parse_month("2026-09", now_ms=NOW), tmp_path, registry, pdf=False
+    )["ranking"]
     assert not rk.has_previous
     assert all(r.prev_rank is None for r in rk.rows)
     assert rk.rows[-1].district == "erqi" and rk.rows[-1].score == 58.31
@@ -200,23 +234,56 @@ def test_cases_october(settings, scenario, tmp_path):
     sec = {(r["section"], r["key"]): r for r in rows}
     total = sec[("total", "all")]
     # A, B, dust, dust warning, leakage, C, D, E; E still open at the month's end
-    assert (total["cases"], total["open"], total["ended"], total["due"], total["on_time"]) == ("8", "1", "7", "5", "2")
+    assert (total["cases"], total["open"], total["ended"], total["due"], total["on_time"]) == (
+        "8",
+        "1",
+        "7",
+        "5",
+        "2",
+    )
     assert total["share_on_time"] == "0.4000"
     # TTR h: 0.5, 1.0, 7/6, 1.5, 1.5, 3.5, 5.5 -> median 1.5, p90 3.5 + 0.4 * 2.0
     assert (total["median_ttr_h"], total["p90_ttr_h"]) == ("1.50", "4.30")
-    assert {k: r["cases"] for (s, k), r in sec.items() if s == "kind"} == {"manhole": "5", "dust": "2", "streetlight": "1"}
+    assert {k: r["cases"] for (s, k), r in sec.items() if s == "kind"} == {
+        "manhole": "5",
+        "dust": "2",
+        "streetlight": "1",
+    }
     assert {k: r["cases"] for (s, k), r in sec.items() if s == "rule"} == {
-        "manhole": "5", "dust": "1", "dust.warning": "1", "streetlight.leakage": "1"}
+        "manhole": "5",
+        "dust": "1",
+        "dust.warning": "1",
+        "streetlight.leakage": "1",
+    }
     assert {k: r["cases"] for (s, k), r in sec.items() if s == "district"} == {
-        "jinshui": "3", "erqi": "1", "zhongyuan": "2", "huiji": "1", "guancheng": "1"}
+        "jinshui": "3",
+        "erqi": "1",
+        "zhongyuan": "2",
+        "huiji": "1",
+        "guancheng": "1",
+    }
     assert {k: r["cases"] for (s, k), r in sec.items() if s == "grid"} == {
-        "JS-G07": "2", "JS-G09": "1", "EQ-G03": "1", "ZY-G02": "2", "HJ-G01": "1", "GC-G05": "1"}
+        "JS-G07": "2",
+        "JS-G09": "1",
+        "EQ-G03": "1",
+        "ZY-G02": "2",
+        "HJ-G01": "1",
+        "GC-G05": "1",
+    }
     assert {k: r["cases"] for (s, k), r in sec.items() if s == "state"} == {
-        "open": "1", "repaired": "4", "closed": "3"}
+        "open": "1",
+        "repaired": "4",
+        "closed": "3",
+    }
     # recurring: MH-JS-0001 (A and D); DS-ZY-0001's warning is a notice beside its violation, not a recurrence
     assert [(k, r["cases"]) for (s, k), r in sec.items() if s == "device"] == [("MH-JS-0001", "2")]
     js = sec[("district", "jinshui")]
-    assert (js["due"], js["on_time"], js["share_on_time"], js["median_ttr_h"]) == ("3", "1", "0.3333", "3.50")
+    assert (js["due"], js["on_time"], js["share_on_time"], js["median_ttr_h"]) == (
+        "3",
+        "1",
+        "0.3333",
+        "3.50",
+    )
 
 
 def test_cases_by_iso_week(settings, scenario, tmp_path):
@@ -240,7 +307,10 @@ def test_month_is_city_time():
     from datetime import UTC, datetime
 
     assert datetime.fromtimestamp(last / 1000, UTC).strftime("%Y-%m-%d %H:%M") == "2026-10-31 15:30"
-    assert OCT.previous().label == "2026-09" and parse_month("2026-01", now_ms=NOW).previous().label == "2025-12"
+    assert (
+        OCT.previous().label == "2026-09"
+        and parse_month("2026-01", now_ms=NOW).previous().label == "2025-12"
+    )
     assert parse_week("2026-W01", now_ms=NOW).previous().label == "2025-W52"
 
 
@@ -262,7 +332,9 @@ def test_empty_month_is_an_empty_correct_report(settings, scenario, tmp_path):
     s = produce_settlement(settings, aug, tmp_path, registry)["settlement"]
     assert s.statements == [] and s.total == 0
     assert read_csv(tmp_path / "settlement-2026-08.csv") == []
-    assert [p.name for p in tmp_path.glob("settlement-2026-08*.pdf")] == ["settlement-2026-08-summary.pdf"]
+    assert [p.name for p in tmp_path.glob("settlement-2026-08*.pdf")] == [
+        "settlement-2026-08-summary.pdf"
+    ]
     rk = produce_ranking(settings, aug, tmp_path, registry, pdf=False)["ranking"]
     assert [r.score for r in rk.rows] == [100.0] * 6 and not rk.has_previous
     cs = produce_cases(settings, aug, tmp_path, pdf=False)["cases"]
@@ -273,7 +345,7 @@ def test_empty_month_is_an_empty_correct_report(settings, scenario, tmp_path):
 
 
 def test_missing_ledger_rp_or_database_is_one_clear_error(settings):
-    from store.influx import query
+    from store.influxql import query
 
     with pytest.raises(CitywatchError, match="has no database"):
         load_period(settings, OCT)

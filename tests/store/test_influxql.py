@@ -15,7 +15,9 @@ def _write(settings, body: str) -> None:
     import urllib.request
 
     q = urllib.parse.urlencode({"db": settings.influx.database, "precision": "ms"})
-    urllib.request.urlopen(f"{settings.influx.url}/write?{q}", data=body.encode(), timeout=10).read()
+    urllib.request.urlopen(
+        f"{settings.influx.url}/write?{q}", data=body.encode(), timeout=10
+    ).read()
 
 
 def test_query_error_names_the_query(settings):

@@ -17,7 +17,9 @@ from store.writer import InfluxWriter
 NOW = (int(time.time()) // 60) * 60_000 - 3_600_000  # an hour ago, on a minute
 H = 3_600_000
 
-AWKWARD_UNIT = 'Unit "East"; DROP DATABASE x; SELECT * FROM penalty WHERE unit = \'a\' OR 1=1 -- C:\\dir $unit'
+AWKWARD_UNIT = (
+    "Unit \"East\"; DROP DATABASE x; SELECT * FROM penalty WHERE unit = 'a' OR 1=1 -- C:\\dir $unit"
+)
 """Quotes, a backslash, a semicolon and InfluxQL keywords: all of it a tag can hold."""
 AWKWARD_FIELD = AWKWARD_UNIT + "\nsecond line\\"
 """... plus a newline and a trailing backslash, which only a string field can hold."""
@@ -62,15 +64,38 @@ def ledger(settings):
     events = [
         _event(a, "open", NOW),
         _event(a, "escalated", NOW + 2 * H),
-        _event(a, "repaired", NOW + 3 * H, detail={"repair_at": NOW + 3 * H, "repaired_by": "reading"}),
-        _event(b, "open", NOW + H, kind="dust", rule="dust", device="DU-0002", district="erqi", deadline=None,
-               component_code=None, unit="Builder Ltd", opened_at=NOW + H, evidence=[]),  # fmt: skip
+        _event(
+            a, "repaired", NOW + 3 * H, detail={"repair_at": NOW + 3 * H, "repaired_by": "reading"}
+        ),
+        _event(
+            b,
+            "open",
+            NOW + H,
+            kind="dust",
+            rule="dust",
+            device="DU-0002",
+            district="erqi",
+            deadline=None,
+            component_code=None,
+            unit="Builder Ltd",
+            opened_at=NOW + H,
+            evidence=[],
+        ),  # fmt: skip
     ]
     entries = [
         _entry(f"{a}:hour:1", a, 10_000, NOW + 3 * H - 1, hour_index=1),
         _entry(f"{a}:hour:1:reversal", a, -10_000, NOW + 3 * H, reverses=f"{a}:hour:1"),
-        _entry(f"{b}:dust", b, 100_000, NOW + H, rule="dust", device="DU-0002", payer="erqi",
-               payer_type="district_government", district="erqi"),  # fmt: skip
+        _entry(
+            f"{b}:dust",
+            b,
+            100_000,
+            NOW + H,
+            rule="dust",
+            device="DU-0002",
+            payer="erqi",
+            payer_type="district_government",
+            district="erqi",
+        ),  # fmt: skip
     ]
     _write(settings, [points.case_event_line(e.to_dict()) for e in events]
            + [points.penalty_line(e.to_dict()) for e in entries])  # fmt: skip
@@ -82,13 +107,18 @@ def test_case_events_come_back_as_the_contract_records(settings, ledger):
     assert read.case_events(settings) == sorted(events, key=lambda e: e.at)
     a = events[0].case_id
     assert read.case_events(settings, case_id=a) == events[:3]
-    assert [e.state for e in read.case_events(settings, start_ms=NOW + H, end_ms=NOW + 3 * H)] == ["open", "escalated"]
+    assert [e.state for e in read.case_events(settings, start_ms=NOW + H, end_ms=NOW + 3 * H)] == [
+        "open",
+        "escalated",
+    ]
     assert read.case_events(settings, case_ids=[a], end_ms=NOW + 2 * H) == events[:1]
 
 
 def test_latest_snapshot_per_case_with_filters(settings, ledger):
     events, _ = ledger
-    latest = sorted(read.latest_cases(settings), key=lambda c: c.case_id)  # series order is the server's
+    latest = sorted(
+        read.latest_cases(settings), key=lambda c: c.case_id
+    )  # series order is the server's
     assert latest == [events[3], events[2]]
     assert [c.is_final for c in latest] == [False, True]
     assert read.latest_cases(settings, district="jinshui") == [events[2]]
@@ -104,10 +134,15 @@ def test_ledger_entries_as_stored_and_as_the_contract_entry(settings, ledger):
     assert rev.amount_yuan == -10_000 and type(rev.amount_yuan) is int and rev.hour_index is None
     assert rev.unit == "Water Co"  # penalty_line's unit: the payer of a property_unit entry
     assert [e.id for e in read.ledger_entries(settings, case_id=entries[0].case_id)] == [
-        entries[0].id, entries[1].id
+        entries[0].id,
+        entries[1].id,
     ]
-    assert [e.id for e in read.ledger_entries(settings, start_ms=NOW + 3 * H, end_ms=NOW + 4 * H)] == [entries[1].id]
-    assert [e.id for e in read.ledger_entries(settings, ids=[entries[2].id, "no-such-id"])] == [entries[2].id]
+    assert [
+        e.id for e in read.ledger_entries(settings, start_ms=NOW + 3 * H, end_ms=NOW + 4 * H)
+    ] == [entries[1].id]
+    assert [e.id for e in read.ledger_entries(settings, ids=[entries[2].id, "no-such-id"])] == [
+        entries[2].id
+    ]
 
 
 def test_ledger_totals_and_point_counts(settings, ledger):
@@ -116,7 +151,11 @@ def test_ledger_totals_and_point_counts(settings, ledger):
     by_payer = {t.group: t.yuan for t in read.ledger_totals(settings, ("payer_type", "payer"))}
     assert by_payer == {("district_government", "erqi"): 100_000, ("property_unit", "Water Co"): 0}
     assert [(t.count, t.yuan) for t in read.ledger_totals(settings, ())] == [(3, 100_000)]
-    _write(settings, [f"dust,device=DU-0002 pm10=80 {NOW}", f"dust,device=DU-0002 pm10=90 {NOW + 1}"], rp="")
+    _write(
+        settings,
+        [f"dust,device=DU-0002 pm10=80 {NOW}", f"dust,device=DU-0002 pm10=90 {NOW + 1}"],
+        rp="",
+    )
     assert read.point_counts(settings, {"dust": "pm10", "manhole": "tilt_deg"}) == {"dust": 2}
 
 
@@ -125,9 +164,14 @@ def test_an_awkward_unit_round_trips_through_the_bound_parameter(settings):
     ensure_database(settings)
     ev = _event("manhole:MH-0009:1", "open", NOW, unit=AWKWARD_UNIT, address=AWKWARD_FIELD)
     plain = _event("manhole:MH-0010:1", "open", NOW + 1, unit="Water Co")
-    entry = _entry("manhole:MH-0009:1:hour:1", ev.case_id, 10_000, NOW + H, hour_index=1, payer=AWKWARD_UNIT)
+    entry = _entry(
+        "manhole:MH-0009:1:hour:1", ev.case_id, 10_000, NOW + H, hour_index=1, payer=AWKWARD_UNIT
+    )
     line = points.penalty_line(entry.to_dict(), unit=AWKWARD_FIELD)
-    _write(settings, [points.case_event_line(ev.to_dict()), points.case_event_line(plain.to_dict()), line])
+    _write(
+        settings,
+        [points.case_event_line(ev.to_dict()), points.case_event_line(plain.to_dict()), line],
+    )
 
     assert read.case_events(settings, unit=AWKWARD_UNIT) == [ev]
     assert read.latest_cases(settings, unit=AWKWARD_UNIT) == [ev]
@@ -143,7 +187,9 @@ def test_an_awkward_unit_round_trips_through_the_bound_parameter(settings):
 def test_reading_by_many_ids_takes_several_queries(settings):
     ensure_database(settings)
     n = read.ID_CHUNK * 2 + 5
-    entries = [_entry(f"c{i:04d}:hour:1", f"c{i:04d}", 10_000, NOW + i, hour_index=1) for i in range(n)]
+    entries = [
+        _entry(f"c{i:04d}:hour:1", f"c{i:04d}", 10_000, NOW + i, hour_index=1) for i in range(n)
+    ]
     _write(settings, [points.penalty_line(e.to_dict()) for e in entries])
     wanted = [e.id for e in entries[::2]] + ["missing'id"]
     got = read.ledger_entries(settings, ids=wanted)
@@ -154,8 +200,14 @@ def test_reading_by_many_ids_takes_several_queries(settings):
 
 
 def test_a_row_missing_optional_fields_still_reads():
-    ev = read.case_event_from_row({"case_id": "c", "time": 5, "state": "open", "detail": "not json", "evidence": "{}"})
-    assert ev.at == ev.opened_at == 5 and ev.detail == {} and ev.evidence == [] and ev.deadline is None
+    ev = read.case_event_from_row(
+        {"case_id": "c", "time": 5, "state": "open", "detail": "not json", "evidence": "{}"}
+    )
+    assert (
+        ev.at == ev.opened_at == 5 and ev.detail == {} and ev.evidence == [] and ev.deadline is None
+    )
     assert ev.component_code is None and ev.rule == "" and not ev.is_final
-    e = read.stored_entry_from_row({"entry_id": "e", "amount_yuan": 7, "time": 9, "hour_index": -1, "reverses": ""})
+    e = read.stored_entry_from_row(
+        {"entry_id": "e", "amount_yuan": 7, "time": 9, "hour_index": -1, "reverses": ""}
+    )
     assert (e.id, e.amount_yuan, e.accrued_at, e.hour_index, e.reverses) == ("e", 7, 9, None, None)

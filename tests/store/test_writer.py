@@ -192,7 +192,12 @@ def test_two_reversals_at_one_instant_both_survive_and_sum_is_the_ledger_net(set
         assert r["time"] == e["accrued_at"] and r["case_id"] == case
         assert r["reverses"] == (e["reverses"] or "")
         assert r["hour_index"] == (-1 if e["hour_index"] is None else e["hour_index"])
-    total = query(settings, None, "SELECT sum(amount_yuan) FROM penalty WHERE case_id = $case", params={"case": case})
+    total = query(
+        settings,
+        None,
+        "SELECT sum(amount_yuan) FROM penalty WHERE case_id = $case",
+        params={"case": case},
+    )
     assert total[0]["sum"] == sum(e["amount_yuan"] for e in ledger) == 510_000
     types = {
         r["fieldKey"]: r["fieldType"] for r in query(settings, None, "SHOW FIELD KEYS FROM penalty")
@@ -529,7 +534,9 @@ def test_v2_429_and_503_from_the_client_back_off_and_keep_order():
     assert stats.last_error == "HTTP 503: try later"
     times = [r["t"] for r in fake.requests]
     assert times[1] - times[0] >= 0.29  # waited as the 429 told
-    assert [r["lines"] for r in fake.requests[:3]] == [["m v=0 0", "m v=1 1"]] * 3  # head batch kept
+    assert [r["lines"] for r in fake.requests[:3]] == [
+        ["m v=0 0", "m v=1 1"]
+    ] * 3  # head batch kept
     assert fake.stored == [f"m v={i} {i}" for i in range(6)]
 
 

@@ -242,7 +242,12 @@ def test_worker_restarted_after_a_device_left_the_registry_keeps_its_clock_runni
 
     det = Detector(default_rules(), REG)
     ledger = Ledger()
-    collect(det.on_reading(Reading("MH-MAIN", "manhole", "jinshui", T0, T0, {"open": True})), ledger, {}, [])
+    collect(
+        det.on_reading(Reading("MH-MAIN", "manhole", "jinshui", T0, T0, {"open": True})),
+        ledger,
+        {},
+        [],
+    )
     collect(det.on_watermark(T0 + 3 * H), ledger, {}, [])
     state = json.loads(json.dumps(det.export_device("MH-MAIN")))
     clock = det.export_clock()

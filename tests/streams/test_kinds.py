@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("name", list(RULE_KINDS))
-def test_every_registered_kind_declares_what_the_detector_and_the_rules_file_need(name: str) -> None:
+def test_every_registered_kind_declares_what_the_detector_and_the_rules_file_need(
+    name: str,
+) -> None:
     kind = RULE_KINDS[name]
     assert kind.SECTION == name
     assert kind.KIND in ("dust", "manhole", "streetlight", "*")
@@ -61,7 +63,9 @@ class _NoiseRule:
     def next_due(self, st: Any, dev: Any) -> int | None:
         return None
 
-    def on_clock(self, st: Any, due: int, dev: Any, ctx: Any) -> None:  # pragma: no cover - never due
+    def on_clock(
+        self, st: Any, due: int, dev: Any, ctx: Any
+    ) -> None:  # pragma: no cover - never due
         raise AssertionError
 
     def on_action(self, st: Any, a: Any, dev: Any, ctx: Any) -> bool:
@@ -97,14 +101,18 @@ def test_a_kind_added_to_the_table_is_read_from_the_rules_file_and_judges_beside
     monkeypatch.setitem(kinds.RULE_KINDS, "noise", _noise_module())
     from streams.rules import parse_rules
 
-    rules = parse_rules("rules:\n  noise:\n    limit_db: 70\n  dust:\n    violation: 150\n    warning: 100\n")
+    rules = parse_rules(
+        "rules:\n  noise:\n    limit_db: 70\n  dust:\n    violation: 150\n    warning: 100\n"
+    )
     assert rules.noise.limit_db == 70 and rules.dust.violation == 150
     with pytest.raises(Exception, match="rules.noise.limit: unknown key; did you mean 'limit_db'"):
         parse_rules("rules:\n  noise:\n    limit: 70\n")
 
     det = Detector(rules, REG)
     det.on_reading(Reading("DS-1", "dust", "jinshui", T0, T0, {"pm10": 50.0, "noise_db": 80.0}))
-    det.on_reading(Reading("DS-1", "dust", "jinshui", T0 + M, T0 + M, {"pm10": 50.0, "noise_db": 40.0}))
+    det.on_reading(
+        Reading("DS-1", "dust", "jinshui", T0 + M, T0 + M, {"pm10": 50.0, "noise_db": 40.0})
+    )
     state = json.loads(json.dumps(det.export_device("DS-1")))
     assert set(state["states"]) == {"dust", "noise", "offline"}
     assert state["states"]["noise"] == {"loud": 1}
@@ -131,7 +139,12 @@ def test_a_version_1_state_from_the_previous_release_is_read() -> None:
     det.on_reading(Reading("MH-MAIN", "manhole", "jinshui", T0, T0, {"open": True}))
     now = det.export_device("MH-MAIN")
     assert now is not None
-    v1 = {"v": 1, "kind": "manhole", "rule": now["states"]["manhole"], "offline": now["states"]["offline"]}
+    v1 = {
+        "v": 1,
+        "kind": "manhole",
+        "rule": now["states"]["manhole"],
+        "offline": now["states"]["offline"],
+    }
     again = Detector(default_rules(), REG)
     assert again.import_device("MH-MAIN", v1)
     assert again.export_device("MH-MAIN") == now
