@@ -67,6 +67,7 @@ from typing import Any, NoReturn
 
 from yaml.nodes import ScalarNode
 
+from contract.clock import HOUR_MS, MINUTE_MS
 from foundation.cityfile import (
     Document,
     Section,
@@ -87,9 +88,6 @@ __all__ = [
     "parse_span",
     "resolve_scenarios",
 ]
-
-MINUTE_MS = 60_000
-HOUR_MS = 60 * MINUTE_MS
 
 
 @dataclass(frozen=True, slots=True)

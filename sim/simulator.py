@@ -42,9 +42,10 @@ Signals (all local times Asia/Shanghai, UTC+8 without DST):
   tilt under 3°, water level (rain raises it), battery draining per message
   (alarms cost more), RSSI. Alarms are sent when they happen, not on the beat.
 * streetlights, every ``Cadence.streetlight_s`` (5 min): lit from a few minutes
-  before ``lamp_on`` (18:30) to a few after ``lamp_off`` (06:30), so a healthy
-  lamp is never dark inside the schedule; 0.5-1.2 A when lit, dimmed to 60 %
-  from 23:30 to 05:00, 0 A by day; leakage of a few mA (more in rain).
+  before ``lamp_on`` to a few after ``lamp_off`` (by default the rules'
+  schedule, 18:30 to 06:30: docs/rules.md), so a healthy lamp is never dark
+  inside the schedule; 0.5-1.2 A when lit, dimmed to 60 % from 23:30 to
+  05:00, 0 A by day; leakage of a few mA (more in rain).
 * vendor garbage: a share (``garbage_share``, default 0.5 %) of routine
   messages is replaced by a malformed payload (``GARBAGE_VARIANTS``: not JSON,
   missing ts, a number as a string, NaN, epoch seconds, out-of-range sensor
@@ -66,6 +67,7 @@ from typing import Any
 import orjson
 
 from contract.cases import LedgerEntry
+from contract.clock import local_datetime
 from contract.topics import telemetry_topic
 from sim.city import DISTRICTS, City, SimDevice, build_city, split_devices
 from sim.scenarios import (
@@ -112,15 +114,17 @@ NO_SCENARIO = "(no scenario)"
 DEFAULT_START_MS = 1_793_577_600_000
 """2026-11-02T08:00:00+08:00 (a Monday morning): runs are reproducible by default."""
 
-TZ_OFFSET_MS = 8 * HOUR_MS
-"""Asia/Shanghai is UTC+8 all year (no DST since 1991)."""
+TZ_OFFSET_MS = round(local_datetime(DEFAULT_START_MS).utcoffset().total_seconds() * 1000)  # type: ignore[union-attr]
+"""The simulated city's UTC offset: Zhengzhou, the contract's ``DEFAULT_TIMEZONE``
+(Asia/Shanghai, UTC+8 all year: no DST since 1991), so one fixed offset keeps the
+per-message arithmetic cheap."""
 
 Event = tuple[int, str, bytes]
 TaggedEvent = tuple[int, str, bytes, str]
 
 
 def local_minute(ts_ms: int) -> int:
-    """Minutes after local (Asia/Shanghai) midnight of an epoch-ms instant."""
+    """Minutes after the simulated city's local midnight of an epoch-ms instant."""
     return ((ts_ms + TZ_OFFSET_MS) // MINUTE_MS) % 1440
 
 
@@ -271,7 +275,8 @@ class Simulation:
     garbage_share: share of routine messages replaced by malformed payloads (0..1).
     cadence: report intervals per kind (``Cadence``).
     lamp_on / lamp_off: local ``"HH:MM"`` the lamps should be lit between
-        (match the rules file's streetlight schedule).
+        (match the rules file's streetlight schedule); None: the default
+        rules' schedule (``streams.rules.default_rules().streetlight``).
     """
 
     def __init__(
@@ -283,8 +288,8 @@ class Simulation:
         speed: float = 60.0,
         garbage_share: float = 0.005,
         cadence: Cadence | None = None,
-        lamp_on: str = "18:30",
-        lamp_off: str = "06:30",
+        lamp_on: str | None = None,
+        lamp_off: str | None = None,
     ) -> None:
         if isinstance(start_ms, bool) or not isinstance(start_ms, int) or start_ms < 0:
             raise ValueError(f"Invalid start_ms {start_ms!r}; expected epoch milliseconds >= 0")
@@ -304,8 +309,9 @@ class Simulation:
         self.speed = float(speed)
         self.garbage_share = float(garbage_share)
         self.cadence = cadence or Cadence()
-        self.lamp_on = _hm(lamp_on)
-        self.lamp_off = _hm(lamp_off)
+        schedule = default_rules().streetlight
+        self.lamp_on = schedule.on_minute if lamp_on is None else _hm(lamp_on)
+        self.lamp_off = schedule.off_minute if lamp_off is None else _hm(lamp_off)
         self._lamp_text = (lamp_on, lamp_off)
         self.scenarios = resolve_scenarios(scenarios, city)
         self.counts = {"messages": 0, "garbage": 0, "scenario": 0}
