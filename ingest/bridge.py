@@ -11,12 +11,14 @@ by device and event time).
 
 Several bridges share the load through an MQTT v5 shared subscription
 (``$share/<group>/city/#``, ``contract.topics.shared_subscription``): every
-topic under ``city/`` reaches a bridge, so one on a topic that breaks the
-scheme becomes a ``bad_topic`` dead letter instead of vanishing unseen.
+topic under ``city/`` reaches a bridge, so a message on a topic that breaks
+the scheme becomes a ``bad_topic`` dead letter instead of vanishing unseen.
+Counters are prometheus-client metrics (``BridgeStats``), served on
+``/metrics`` with ``--metrics-port``.
 Dispatch happens in ``on_message`` because paho's ``message_callback_add``
-does not match ``$share`` filters (paho issue #472). The session is persistent (``clean_start=False`` plus a
-Session Expiry Interval), so what is published while the bridge is down waits
-in the broker. MQTT v5 Receive Maximum bounds the unacknowledged messages the
+does not match ``$share`` filters (paho issue #472). The session is
+persistent (``clean_start=False`` plus a Session Expiry Interval), so what is
+published while the bridge is down waits in the broker. MQTT v5 Receive Maximum bounds the unacknowledged messages the
 broker sends us: that is the bridge's back-pressure.
 """
 
