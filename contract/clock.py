@@ -93,7 +93,8 @@ class LocalClock:
         self.tz = ZoneInfo(tz_name)
         self._offsets: dict[int, int] = {}
 
-    def minute_of_day(self, ts_ms: int) -> int:
+    def offset_ms(self, ts_ms: int) -> int:
+        """The zone's UTC offset at an instant, in ms (local = ts_ms + offset)."""
         bucket = ts_ms // 900_000
         off = self._offsets.get(bucket)
         if off is None:
@@ -102,7 +103,10 @@ class LocalClock:
             if len(self._offsets) > 50_000:
                 self._offsets.clear()
             self._offsets[bucket] = off
-        return ((ts_ms + off) // MINUTE_MS) % 1440
+        return off
+
+    def minute_of_day(self, ts_ms: int) -> int:
+        return ((ts_ms + self.offset_ms(ts_ms)) // MINUTE_MS) % 1440
 
     def next_at(self, ts_ms: int, minute: int) -> int:
         """The first instant >= ``ts_ms`` whose local time is ``minute``:00."""

@@ -67,7 +67,7 @@ from typing import Any
 import orjson
 
 from contract.cases import LedgerEntry
-from contract.clock import local_datetime
+from contract.clock import DEFAULT_TIMEZONE, LocalClock
 from contract.topics import telemetry_topic
 from sim.city import DISTRICTS, City, SimDevice, build_city, split_devices
 from sim.scenarios import (
@@ -114,10 +114,9 @@ NO_SCENARIO = "(no scenario)"
 DEFAULT_START_MS = 1_793_577_600_000
 """2026-11-02T08:00:00+08:00 (a Monday morning): runs are reproducible by default."""
 
-TZ_OFFSET_MS = round(local_datetime(DEFAULT_START_MS).utcoffset().total_seconds() * 1000)  # type: ignore[union-attr]
-"""The simulated city's UTC offset: Zhengzhou, the contract's ``DEFAULT_TIMEZONE``
-(Asia/Shanghai, UTC+8 all year: no DST since 1991), so one fixed offset keeps the
-per-message arithmetic cheap."""
+_CITY_CLOCK = LocalClock(DEFAULT_TIMEZONE)
+"""The simulated city's local time: Zhengzhou, the contract's ``DEFAULT_TIMEZONE``."""
+
 
 Event = tuple[int, str, bytes]
 TaggedEvent = tuple[int, str, bytes, str]
@@ -125,7 +124,7 @@ TaggedEvent = tuple[int, str, bytes, str]
 
 def local_minute(ts_ms: int) -> int:
     """Minutes after the simulated city's local midnight of an epoch-ms instant."""
-    return ((ts_ms + TZ_OFFSET_MS) // MINUTE_MS) % 1440
+    return ((ts_ms + _CITY_CLOCK.offset_ms(ts_ms)) // MINUTE_MS) % 1440
 
 
 def _hm(text: str) -> int:
@@ -199,7 +198,7 @@ def _garble(variant: str, kind: str, device_id: str, p: dict[str, Any]) -> bytes
     if variant == "array":
         return orjson.dumps([p])
     if variant == "naive_ts":
-        local = (ts + TZ_OFFSET_MS) // 1000
+        local = (ts + _CITY_CLOCK.offset_ms(ts)) // 1000
         d, s = divmod(local, 86400)
         import datetime as _dt
 
@@ -449,7 +448,7 @@ class Simulation:
     def ambient(self, district: str, t: int) -> float:
         """The district's ambient PM10 at ``t`` (µg/m³), noise-free."""
         d = self._dist_index[district]
-        h = (t + TZ_OFFSET_MS) % 86_400_000 / HOUR_MS
+        h = (t + _CITY_CLOCK.offset_ms(t)) % 86_400_000 / HOUR_MS
         level = self._amb_base[d] * (
             1
             + 0.18 * math.cos(_TWO_PI * (h - 8) / 24)
@@ -488,7 +487,7 @@ class Simulation:
             pm10 = (1 - r) * pm10 + r * ep[2] * (1 + g(0, 0.05))
         pm10 = max(1.0, pm10)
         pm25_share = 0.5 - 0.2 * storm
-        h = (t + TZ_OFFSET_MS) % 86_400_000 / HOUR_MS
+        h = (t + _CITY_CLOCK.offset_ms(t)) % 86_400_000 / HOUR_MS
         temp = 11 + 5 * math.sin(_TWO_PI * (h - 9) / 24) - 3 * rain + g(0, 0.3)
         hum = 55 - 15 * math.sin(_TWO_PI * (h - 9) / 24) + g(0, 2)
         hum += (97 - hum) * rain
