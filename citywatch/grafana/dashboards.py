@@ -6,7 +6,7 @@ committed under ``deploy/grafana/``; regenerate it with::
 
     python -m citywatch.grafana.dashboards --out deploy/grafana
 
-(or ``write_all(path)``), and tests/grafana checks the committed files equal
+(or ``write_all(path)``), and tests/citywatch/grafana checks the committed files equal
 the generator's output, so a change here without regenerating fails CI.
 
 Every panel's queries are :class:`~citywatch.grafana.queries.InfluxQL`; every

@@ -9,7 +9,7 @@ PDF as a PNG (``pdftoppm``) and drops the scratch database. It needs InfluxDB
 (``citywatch services up``); the tests run the same code.
 
 The scenario (October 2026, Asia/Shanghai), hand-checked in
-tests/reports/test_reports_scenario.py:
+tests/citywatch/reports/test_scenario.py:
 
 * MH-JS-0001 (金水区, 郑州市市政工程管理处): open 10-05 10:00, repaired by a
   reading at 15:30; deadline 12:00, so hours at 13, 14, 15 h = 30,000.

@@ -17,7 +17,7 @@ from citywatch.grafana import DATASOURCE_UID, FOLDER_UID
 from citywatch.grafana.dashboards import artefacts, build_all, main
 from citywatch.grafana.queries import RULES
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy" / "grafana"
 CJK = re.compile(r"[\u4e00-\u9fff]")
 LATIN = re.compile(r"[A-Za-z]{2,}")

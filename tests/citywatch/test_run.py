@@ -18,7 +18,7 @@ from streams.replay import format_json, replay
 from streams.rules import load_rules
 from tests.conftest import settings_env
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "tests" / "data" / "scenarios-short.yaml"
 
 

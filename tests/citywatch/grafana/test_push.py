@@ -25,7 +25,7 @@ from citywatch.grafana.dashboards import build_all
 from citywatch.grafana.push import add_push_arguments, main_push, push
 from foundation.errors import CitywatchError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
 TOKEN = "glsa_test_token"
 UIDS = sorted(m["uid"] for m in build_all().values())
