@@ -9,13 +9,20 @@ section of docs/alerts.md and its test (docs/extending.md#adding-an-alert-channe
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from alerts.channels import console, dingtalk, email, webhook, wecom
 from alerts.channels.plugin import Channel, ChannelModule
 
-if TYPE_CHECKING:
-    from alerts.route import ChannelSpec
+
+class ChannelEntry(Protocol):
+    """One channel entry of a receiver, as the routing file's loader gives it (``alerts.route.ChannelSpec``)."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def options(self) -> Mapping[str, Any]: ...
+
 
 CHANNELS: dict[str, ChannelModule] = {m.TYPE: m for m in (wecom, dingtalk, webhook, email, console)}
 """Every channel type, in the order docs/alerts.md lists them."""
@@ -30,7 +37,7 @@ def channel_target(ctype: str, options: Mapping[str, Any]) -> str:
     return ":".join(parts)
 
 
-def make_channel(spec: ChannelSpec, default_timeout_ms: int = 10_000) -> Channel:
+def make_channel(spec: ChannelEntry, default_timeout_ms: int = 10_000) -> Channel:
     """The channel object for one channel entry of a receiver (its ``timeout``, else ``default_timeout_ms``)."""
     timeout_ms = spec.options.get("timeout")
     return CHANNELS[spec.type].new(
