@@ -25,6 +25,9 @@ from foundation.errors import ConfigError
 ENV_PREFIX = "CITYWATCH_"
 DEFAULT_FILE = "citywatch.toml"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+KAFKA_SECURITY = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _url(schemes: tuple[str, ...]) -> Callable[[str], str | None]:
@@ -113,12 +116,23 @@ SCHEMA: dict[str, dict[str, Key]] = {
             str, "citywatch", _topic_prefix, "prefix of every topic: <prefix>.telemetry, ..."
         ),
         "partitions": Key(int, 1, _positive, "partitions of the telemetry topic"),
+        "security_protocol": Key(
+            str, "PLAINTEXT", _one_of(KAFKA_SECURITY), "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+        ),
+        "sasl_mechanism": Key(
+            str, "SCRAM-SHA-512", _one_of(KAFKA_SASL), "SASL mechanism (with SASL_*)"
+        ),
+        "username": Key(str, "", None, "SASL user name (with SASL_*)"),
+        "password": Key(str, "", None, "SASL password (with SASL_*)"),
+        "ca_file": Key(str, "", None, "CA bundle for SSL / SASL_SSL (empty: system CAs)"),
     },
     "influx": {
         "url": Key(str, "http://127.0.0.1:18086", _url(("http", "https")), "InfluxDB HTTP address"),
         "database": Key(
             str, "citywatch", _identifier, "database (1.x) or bucket mapping (v2/v3 compatibility)"
         ),
+        "username": Key(str, "", None, "1.x user (empty: no authentication)"),
+        "password": Key(str, "", None, "1.x password"),
         "token": Key(str, "", None, "API token: set with org to use the v2 API"),
         "org": Key(str, "", None, "organisation for the v2 API"),
     },
@@ -139,7 +153,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
 class MqttSettings:
     url: str
     username: str
-    password: str
+    password: str = field(repr=False)
     ca_file: str
     shared_group: str
     client_id: str
@@ -164,6 +178,11 @@ class KafkaSettings:
     bootstrap: str
     topic_prefix: str
     partitions: int
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    username: str = ""
+    password: str = field(default="", repr=False)
+    ca_file: str = ""
 
     @property
     def first_host_port(self) -> tuple[str, int]:
@@ -175,8 +194,10 @@ class KafkaSettings:
 class InfluxSettings:
     url: str
     database: str
-    token: str
-    org: str
+    token: str = field(default="", repr=False)
+    org: str = ""
+    username: str = ""
+    password: str = field(default="", repr=False)
 
     @property
     def host(self) -> str:
@@ -251,6 +272,12 @@ def _coerce(section: str, name: str, key: Key, value: Any, origin: str) -> Any:
         raise ValueError(f"{section}.{name}: expected an integer, got {value!r}")
     if expected is str and not isinstance(value, str):
         raise ValueError(f"{section}.{name}: expected a string, got {value!r}")
+    if expected is str and _CONTROL.search(value):
+        # Settings end up in generated configuration files (mosquitto.conf, influxdb.conf):
+        # a newline there would add a line of the caller's choosing.
+        raise ValueError(
+            f"{section}.{name}: bad value: it contains a line break or control character; remove it"
+        )
     if key.check is not None:
         allowed = key.check(value)
         if allowed:
