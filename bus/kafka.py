@@ -10,19 +10,75 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 
 from contract.topics import KafkaTopics
+from foundation.errors import ConfigError
+from foundation.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 TOPIC_NAMES = ("telemetry", "deadletter", "cases", "penalties", "alerts", "acks")
 
 
-async def ensure_topics(bootstrap: str, prefix: str, partitions: int = 1) -> list[str]:
+def client_security(k: KafkaSettings | None) -> dict[str, Any]:
+    """aiokafka's connection settings for ``kafka.security_protocol`` (docs/contracts.md, "Kafka").
+
+    Every client citywatch makes (producers, consumers, the admin client, the
+    Faust worker) connects the same way; PLAINTEXT is the embedded default on
+    loopback. The password goes to aiokafka only, never to a log.
+    """
+    if k is None or k.security_protocol == "PLAINTEXT":
+        return {}
+    out: dict[str, Any] = {"security_protocol": k.security_protocol}
+    if k.security_protocol in ("SSL", "SASL_SSL"):
+        try:
+            out["ssl_context"] = create_ssl_context(cafile=k.ca_file or None)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                None, None, f"kafka.ca_file {k.ca_file!r}: cannot load it ({exc})"
+            ) from None
+    if k.security_protocol.startswith("SASL_"):
+        if not k.username or not k.password:
+            raise ConfigError(
+                None, None,
+                f"kafka.security_protocol {k.security_protocol} needs kafka.username and kafka.password "
+                "(CITYWATCH_KAFKA_USERNAME / CITYWATCH_KAFKA_PASSWORD)",
+            )  # fmt: skip
+        out.update(
+            sasl_mechanism=k.sasl_mechanism,
+            sasl_plain_username=k.username,
+            sasl_plain_password=k.password,
+        )
+    return out
+
+
+def faust_credentials(k: KafkaSettings | None) -> Any:
+    """The same connection settings as Faust's ``broker_credentials`` (None for PLAINTEXT)."""
+    import faust
+
+    sec = client_security(k)
+    if not sec:
+        return None
+    if sec["security_protocol"] == "SSL":
+        return faust.SSLCredentials(sec["ssl_context"])
+    return faust.SASLCredentials(
+        username=sec["sasl_plain_username"],
+        password=sec["sasl_plain_password"],
+        mechanism=sec["sasl_mechanism"],
+        ssl_context=sec.get("ssl_context"),
+    )
+
+
+async def ensure_topics(
+    bootstrap: str, prefix: str, partitions: int = 1, *, security: Mapping[str, Any] | None = None
+) -> list[str]:
     """Create citywatch's topics if missing; return their names.
 
     Every topic gets ``partitions`` partitions: the worker's tables are
@@ -31,7 +87,9 @@ async def ensure_topics(bootstrap: str, prefix: str, partitions: int = 1) -> lis
     """
     topics = KafkaTopics(prefix)
     names = [getattr(topics, n) for n in TOPIC_NAMES]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=10_000, **(security or {})
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -53,7 +111,11 @@ async def ensure_topics(bootstrap: str, prefix: str, partitions: int = 1) -> lis
 
 
 def make_producer(
-    bootstrap: str, client_id: str = "citywatch", linger_ms: int = 5
+    bootstrap: str,
+    client_id: str = "citywatch",
+    linger_ms: int = 5,
+    *,
+    security: Mapping[str, Any] | None = None,
 ) -> AIOKafkaProducer:
     """A producer tuned by bench/RESULTS.md (linger 5 ms); acks=all so an ack means stored.
 
@@ -67,4 +129,5 @@ def make_producer(
         linger_ms=linger_ms,
         max_batch_size=1 << 20,
         request_timeout_ms=30_000,
+        **(security or {}),
     )
