@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import orjson
 
-from bus.kafka import ensure_topics, make_producer
+from bus.kafka import ensure_topics_for, producer_for
 from contract.cases import OfficerAction
 from contract.topics import KafkaTopics
 from foundation.settings import Settings
@@ -20,8 +20,8 @@ from foundation.settings import Settings
 async def submit(settings: Settings, action: OfficerAction) -> None:
     """Publish one officer action and wait until Kafka has stored it."""
     k = settings.kafka
-    await ensure_topics(k.bootstrap, k.topic_prefix, k.partitions)
-    producer = make_producer(k.bootstrap, client_id="citywatch-acks", linger_ms=0)
+    await ensure_topics_for(k)
+    producer = producer_for(k, client_id="citywatch-acks", linger_ms=0)
     await producer.start()
     try:
         body = orjson.dumps(action.to_dict(), option=orjson.OPT_SORT_KEYS)

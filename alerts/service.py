@@ -304,16 +304,16 @@ class AlertsService:
     # ------------------------------------------------------------------ the Kafka loop
 
     async def run(self, stop: asyncio.Event) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import TopicPartition
 
-        from bus.kafka import ensure_topics, make_producer
+        from bus.kafka import consumer_for, ensure_topics_for, producer_for
         from contract.topics import KafkaTopics
 
         k = self.settings.kafka
         topics = KafkaTopics(k.topic_prefix)
-        await ensure_topics(k.bootstrap, k.topic_prefix, k.partitions)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=k.bootstrap,
+        await ensure_topics_for(k)
+        consumer = consumer_for(
+            k,
             group_id=f"{k.topic_prefix}.alerts",
             client_id="citywatch-alerts",
             enable_auto_commit=False,
@@ -321,7 +321,7 @@ class AlertsService:
             max_poll_records=2000,
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
-        producer = make_producer(k.bootstrap, client_id="citywatch-alerts", linger_ms=5)
+        producer = producer_for(k, client_id="citywatch-alerts", linger_ms=5)
         await consumer.start()
         await producer.start()
         try:

@@ -131,3 +131,25 @@ def make_producer(
         request_timeout_ms=30_000,
         **(security or {}),
     )
+
+
+# ------------------------------------------------------------------ clients from the settings
+
+
+def producer_for(k: KafkaSettings, client_id: str, linger_ms: int = 5) -> AIOKafkaProducer:
+    """``make_producer`` connected as ``kafka.*`` says (TLS, SASL)."""
+    return make_producer(k.bootstrap, client_id, linger_ms, security=client_security(k))
+
+
+def consumer_for(k: KafkaSettings, *topics: str, **options: Any) -> Any:
+    """An ``AIOKafkaConsumer`` connected as ``kafka.*`` says; ``options`` are aiokafka's."""
+    from aiokafka import AIOKafkaConsumer
+
+    return AIOKafkaConsumer(*topics, bootstrap_servers=k.bootstrap, **client_security(k), **options)
+
+
+async def ensure_topics_for(k: KafkaSettings) -> list[str]:
+    """``ensure_topics`` for the settings' prefix and partitions, connected as they say."""
+    return await ensure_topics(
+        k.bootstrap, k.topic_prefix, k.partitions, security=client_security(k)
+    )

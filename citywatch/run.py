@@ -205,14 +205,14 @@ def _render(snap: Snapshot, end_ms: int, phase: str):  # noqa: ANN202
 def _tail_alerts(settings: Settings, snap: Snapshot, stop: threading.Event) -> None:
     """Follow <prefix>.alerts (one record per push) for the live view."""
     import orjson
-    from aiokafka import AIOKafkaConsumer
 
+    from bus.kafka import consumer_for
     from contract.topics import KafkaTopics
 
     async def follow() -> None:
-        consumer = AIOKafkaConsumer(
+        consumer = consumer_for(
+            settings.kafka,
             KafkaTopics(settings.kafka.topic_prefix).alerts,
-            bootstrap_servers=settings.kafka.bootstrap,
             group_id=None,
             auto_offset_reset="earliest",
         )
@@ -233,11 +233,11 @@ def _tail_alerts(settings: Settings, snap: Snapshot, stop: threading.Event) -> N
 
 async def _final_watermark(settings: Settings, at: int) -> None:
     """The city's time reached ``at``: clocks due by then are booked (as ``replay`` does at its end)."""
-    from bus.kafka import make_producer
+    from bus.kafka import producer_for
     from contract.journal import encode
     from contract.topics import KafkaTopics
 
-    producer = make_producer(settings.kafka.bootstrap, client_id="citywatch-run")
+    producer = producer_for(settings.kafka, client_id="citywatch-run")
     await producer.start()
     try:
         for p in range(settings.kafka.partitions):
@@ -258,19 +258,16 @@ async def _lag(settings: Settings) -> int | None:
     the true end, so ``end_offsets`` alone would declare the journal drained
     too early.
     """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
+    from bus.kafka import consumer_for
     from contract.topics import KafkaTopics
 
     k = settings.kafka
     topic = KafkaTopics(k.topic_prefix).telemetry
     tps = [TopicPartition(topic, p) for p in range(k.partitions)]
-    group = AIOKafkaConsumer(
-        bootstrap_servers=k.bootstrap, group_id=f"{k.topic_prefix}-worker", enable_auto_commit=False
-    )
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=k.bootstrap, group_id=None, enable_auto_commit=False
-    )
+    group = consumer_for(k, group_id=f"{k.topic_prefix}-worker", enable_auto_commit=False)
+    reader = consumer_for(k, group_id=None, enable_auto_commit=False)
     await group.start()
     await reader.start()
     try:
@@ -347,10 +344,10 @@ def run(
     children: list[Child] = []
     summary: dict[str, Any] = {}
     try:
-        from bus.kafka import ensure_topics
+        from bus.kafka import ensure_topics_for
 
         k = settings.kafka
-        asyncio.run(ensure_topics(k.bootstrap, k.topic_prefix, k.partitions))
+        asyncio.run(ensure_topics_for(k))
         children.append(spawn("worker", ["worker", "--simulation"], settings, logdir))
         children.append(
             spawn(
