@@ -11,6 +11,7 @@ field names, which InfluxQL cannot bind) are written into the text, quoted by
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.error
 import urllib.parse
@@ -33,9 +34,20 @@ def ident(name: str) -> str:
 def target(
     settings_or_url: Any, database: str | None, token: str | None
 ) -> tuple[str, str | None, str]:
-    """(base URL, database, token) from citywatch ``Settings`` or a base URL."""
+    """(base URL, database, credential) from citywatch ``Settings`` or a base URL.
+
+    The credential is what ``query`` sends as ``Authorization``: the settings'
+    1.x user and password (``Basic``), else their API token (``Token``), else
+    ``token`` as given (a bare token, or a credential ``target`` made).
+    """
     influx = getattr(settings_or_url, "influx", None)
     if influx is not None:
+        if token is None and influx.username:
+            return (
+                influx.url.rstrip("/"),
+                database or influx.database,
+                basic(influx.username, influx.password),
+            )
         return (
             influx.url.rstrip("/"),
             database or influx.database,
@@ -44,6 +56,16 @@ def target(
     if not isinstance(settings_or_url, str):
         raise TypeError(f"expected Settings or a URL string, got {type(settings_or_url).__name__}")
     return settings_or_url.rstrip("/"), database, token or ""
+
+
+def basic(username: str, password: str) -> str:
+    """The ``Authorization`` value of InfluxDB 1.x user authentication (never in a URL or a log)."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def authorization(credential: str) -> str:
+    """``credential`` as an ``Authorization`` header value (a bare token becomes ``Token <t>``)."""
+    return credential if credential.startswith(("Basic ", "Token ")) else f"Token {credential}"
 
 
 def _params_json(params: Mapping[str, Any]) -> str:
@@ -92,7 +114,7 @@ def query(
     )
     req.add_header("Content-Type", "application/x-www-form-urlencoded")
     if tok:
-        req.add_header("Authorization", f"Token {tok}")
+        req.add_header("Authorization", authorization(tok))
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             payload = json.loads(resp.read())

@@ -58,6 +58,7 @@ from typing import Any
 import aiohttp
 
 from store.errors import InfluxError, server_message
+from store.influxql import basic
 
 log = logging.getLogger("citywatch.influx")
 
@@ -133,6 +134,8 @@ class InfluxWriter:
         precision: str = "ms",
         retention_policy: str = "",
         request_timeout_s: float = 30.0,
+        username: str = "",
+        password: str = "",
     ) -> None:
         parsed = urllib.parse.urlparse(url) if isinstance(url, str) else None
         _check(
@@ -230,6 +233,8 @@ class InfluxWriter:
         self._headers = {"Content-Type": "text/plain; charset=utf-8"}
         if token:
             self._headers["Authorization"] = f"Token {token}"
+        elif username:
+            self._headers["Authorization"] = basic(username, password)
 
         self._buf: collections.deque[str] = collections.deque()
         self._inflight = 0
