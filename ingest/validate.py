@@ -13,9 +13,15 @@ code                when
 bad_topic           topic is not ``city/{district}/{kind}/{device_id}/telemetry``
 unknown_kind        the topic's kind is not dust, manhole or streetlight
 too_large           payload over ``IngestLimits.max_payload_bytes`` (4 KiB)
-non_finite          a number is NaN, Infinity or overflows a double (``1e400``)
-not_json            payload is not JSON (or not UTF-8)
+too_deep            objects and arrays nest deeper than ``IngestLimits.max_depth``
+                    (16 levels; the payload's own object is level 1)
+non_finite          a number is NaN, Infinity or overflows a double (``1e400``,
+                    ``10**400`` written out)
+not_json            payload is not JSON, or not UTF-8 (the message names the
+                    first bad byte and its offset)
 not_object          JSON, but not an object
+duplicate_key       an object in the payload gives one key twice
+                    (``{"open": true, "open": false}``)
 device_mismatch     ``device_id`` / ``device`` / ``id`` in the payload names
                     another device than the topic
 unknown_device      the topic's device is not in the registry
@@ -28,7 +34,10 @@ too_late            ``ts`` more than ``max_lateness_ms`` before ``received_at``
 wrong_type          a known field has the wrong JSON type
 out_of_range        a known field is outside its range (``KIND_SPECS``)
 missing_field       a required field (group) is absent
-internal_error      a bug or a failing registry object; never expected
+internal_error      a bug or a failing registry object; never expected. The bridge
+                    uses it too for a message that failed after validation
+                    (serialising it, producing it to Kafka): the message gives
+                    the exception text, the raw bytes are kept
 ==================  ===========================================================
 
 Decisions (see the tests in ``tests/ingest/test_validate.py``):
@@ -38,6 +47,26 @@ Decisions (see the tests in ``tests/ingest/test_validate.py``):
   field; the diagnosis runs only after orjson has already failed, so it costs
   nothing on good messages. A leading UTF-8 BOM is ignored (RFC 8259 lets a
   parser do so); any other orjson failure is ``not_json``.
+* Shape: nesting depth and duplicate keys are judged before anything
+  serialises the payload. orjson's serialiser gives up at 254 levels, and a
+  543-byte payload nesting an extra 253 levels deep once stopped the bridge
+  (docs/contracts.md, "MQTT"); orjson (like most parsers) silently keeps the
+  last of a key given twice, so ``{"open": true, "open": false}`` would mean
+  whatever the parser picks. Every member of an object has exactly one ``:``
+  outside strings, so a payload without ``[`` and with no more colons than its
+  object has keys is flat (nested objects, if any, are empty) and has no
+  duplicate: two byte scans on a clean payload. The colons of an RFC 3339
+  ``ts`` are accounted for without stripping strings (``_colons_of_ts`` gives
+  the argument). Any other payload has its strings stripped (one regex): the
+  brackets left give the depth, the colons left the members, compared with the
+  keys orjson kept; only a real duplicate is parsed again (``json.loads`` with
+  ``object_pairs_hook``) to name the key. A payload deeper than orjson's own
+  1024-level limit fails to parse and is measured the same way on the slow
+  path, so it is ``too_deep`` too. Costs: ``bench/validate.py``.
+* Huge numbers: an integer beyond 64 bits is read by orjson as a double (as
+  JSON numbers are); one beyond a double's range (``10**400`` written out) is
+  ``non_finite`` like ``1e400``, its text shortened in the message. Bad UTF-8
+  is ``not_json`` naming the first bad byte and its offset.
 * ``ts``: an integer (or integral float) of epoch milliseconds, or an RFC 3339
   string with ``Z`` or a numeric offset (``2025-11-22T16:40:00+08:00``). A
   timestamp without offset is ``bad_ts``: we will not guess whether a device
@@ -63,6 +92,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import accumulate
 from typing import Any, Protocol
 
 import msgspec
@@ -90,7 +120,8 @@ __all__ = [
 # --------------------------------------------------------------------------- the rules, as data
 
 CODES = (
-    "bad_topic", "unknown_kind", "too_large", "non_finite", "not_json", "not_object",
+    "bad_topic", "unknown_kind", "too_large", "too_deep", "non_finite", "not_json",
+    "not_object", "duplicate_key",
     "device_mismatch", "unknown_device", "kind_mismatch", "district_mismatch",
     "missing_ts", "bad_ts", "future_ts", "too_late",
     "wrong_type", "out_of_range", "missing_field", "internal_error",
@@ -112,6 +143,12 @@ class IngestLimits:
     max_deadletter_raw_bytes: a ``too_large`` rejection keeps at most this many
         raw bytes (its message states the real size), so the dead-letter record
         still fits in a Kafka message.
+    max_depth: objects and arrays may nest at most this many levels (the
+        payload's own object is level 1, an object-valued extra level 2);
+        deeper is ``too_deep``. The contract's payloads are flat. Keep it well
+        under 250: orjson serialises at most 254 levels and the reading record
+        puts the fields two levels down, so a deeper reading could not be
+        produced (the bridge would dead-letter it as ``internal_error``).
     """
 
     max_payload_bytes: int = 4096
@@ -119,6 +156,7 @@ class IngestLimits:
     max_lateness_ms: int = 24 * 3_600_000
     identity_keys: tuple[str, ...] = ("device_id", "device", "id")
     max_deadletter_raw_bytes: int = 65_536
+    max_depth: int = 16
 
     def __post_init__(self) -> None:
         for name in ("max_payload_bytes", "max_future_ms", "max_lateness_ms",
@@ -126,6 +164,8 @@ class IngestLimits:
             value = getattr(self, name)
             if type(value) is not int or value < 0:
                 raise ValueError(f"Invalid {name!r} {value!r}; expected an integer >= 0")
+        if type(self.max_depth) is not int or self.max_depth < 1:
+            raise ValueError(f"Invalid 'max_depth' {self.max_depth!r}; expected an integer >= 1")
         if not isinstance(self.identity_keys, tuple) or not all(
             isinstance(k, str) for k in self.identity_keys
         ):
@@ -262,15 +302,28 @@ def _parse(
             topic, payload[:kept], received_at, device_id,
         )  # fmt: skip
 
-    # 3. JSON
+    # 3. JSON (orjson parses at most 1024 levels; deeper is too_deep from the slow path)
     try:
         obj = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
-        obj = _slow_json(payload, exc)
+        obj = _slow_json(payload, exc, limits.max_depth)
         if type(obj) is tuple:
             return Rejection(obj[0], obj[1], topic, payload, received_at, device_id)
 
-    # 4. object
+    # 4. shape: nesting and duplicate keys, before anything serialises the payload
+    # (see "Decisions"). A payload with no '[' and no more member colons than keys is
+    # flat: at most 2 levels (an empty object as an extra), no key twice.
+    if (
+        type(obj) is not dict
+        or b"[" in payload
+        or ((colons := payload.count(b":")) != len(obj) and not _colons_of_ts(obj, colons, payload))
+        or limits.max_depth < 2
+    ):  # fmt: skip
+        problem = _shape(payload, obj, limits.max_depth)
+        if problem is not None:
+            return Rejection(problem[0], problem[1], topic, payload, received_at, device_id)
+
+    # 5. object
     if type(obj) is not dict:
         return Rejection(
             "not_object",
@@ -279,7 +332,7 @@ def _parse(
             topic, payload, received_at, device_id,
         )  # fmt: skip
 
-    # 5. identity
+    # 6. identity
     for key in limits.identity_keys:
         named = obj.get(key, _MISSING)
         if named is not _MISSING and named != device_id:
@@ -292,7 +345,7 @@ def _parse(
                 topic, payload, received_at, device_id,
             )  # fmt: skip
 
-    # 6. registry
+    # 7. registry
     if registry is not None:
         dev = registry.get(device_id)
         if dev is None:
@@ -319,7 +372,7 @@ def _parse(
                 topic, payload, received_at, device_id,
             )  # fmt: skip
 
-    # 7. ts
+    # 8. ts
     ts_value = obj.pop("ts", None)
     if ts_value is None:
         return Rejection(
@@ -348,7 +401,7 @@ def _parse(
             topic, payload, received_at, device_id,
         )  # fmt: skip
 
-    # 8. fields (KIND_SPECS). Fast path: msgspec checks types and ranges in C
+    # 9. fields (KIND_SPECS). Fast path: msgspec checks types and ranges in C
     # against a Struct generated from the table (0.3 µs vs ~1 µs for the Python
     # loop). Any failure, or a null, goes to the table loop, which is the
     # reference: it names the code and field, and drops known nulls.
@@ -501,7 +554,7 @@ class _NonFinite:
     __slots__ = ("text",)
 
     def __init__(self, text: str) -> None:
-        self.text = text
+        self.text = text if len(text) <= 24 else f"{text[:20]}... ({len(text)} characters)"
 
 
 def _parse_float(text: str) -> Any:
@@ -509,18 +562,50 @@ def _parse_float(text: str) -> Any:
     return _NonFinite(text) if v in (_INF, _NINF) else v
 
 
-def _slow_json(payload: bytes, exc: Exception) -> Any:
-    """After orjson failed: skip a BOM, or tell non-finite numbers from other errors.
+_MAX_DOUBLE_DIGITS = len(str(int(_BIG)))  # 309: a longer integer cannot be a finite double
+
+
+def _parse_int(text: str) -> Any:
+    """An integer literal; one beyond a double's range (``10**400`` written out) is non-finite.
+
+    orjson reads integers beyond 64 bits as doubles and fails on those that overflow
+    one; the length test comes first so no huge literal is ever converted.
+    """
+    if len(text.lstrip("-")) > _MAX_DOUBLE_DIGITS:
+        return _NonFinite(text)
+    v = int(text)
+    return _NonFinite(text) if abs(v) > _BIG else v
+
+
+def _slow_json(payload: bytes, exc: Exception, max_depth: int) -> Any:
+    """After orjson failed: skip a BOM, or tell too deep, bad UTF-8 and non-finite numbers
+    from other errors.
 
     Returns the parsed object, or ``(code, message)``.
     """
+    skip = 0
     if payload.startswith(_BOM):
         try:
             return orjson.loads(payload[3:])
         except orjson.JSONDecodeError as exc2:
             exc = exc2
+            skip = 3
+    depth = _depth(_outline(payload))
+    if depth > max_depth:  # before json.loads below recurses into it
+        return _too_deep(depth, max_depth)
     try:
-        loose = json.loads(payload, parse_constant=_NonFinite, parse_float=_parse_float)
+        text = payload[skip:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        at = skip + err.start
+        return (
+            "not_json",
+            f"payload is not valid UTF-8: byte 0x{payload[at]:02x} at offset {at} "
+            f"({err.reason}); JSON text must be UTF-8",
+        )
+    try:
+        loose = json.loads(
+            text, parse_constant=_NonFinite, parse_float=_parse_float, parse_int=_parse_int
+        )
     except Exception:
         loose = _MISSING
     if loose is not _MISSING:
@@ -533,6 +618,105 @@ def _slow_json(payload: bytes, exc: Exception) -> Any:
                 "or send null when there is no measurement)",
             )
     return ("not_json", f"payload is not valid UTF-8 JSON: {exc}")
+
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_OUTLINE = bytes(b for b in range(256) if b not in b"{}[]:")
+_DELTA = [0] * 256
+_DELTA[ord("{")] = _DELTA[ord("[")] = 1
+_DELTA[ord("}")] = _DELTA[ord("]")] = -1
+
+
+def _outline(payload: bytes) -> bytes:
+    """The payload's brackets and colons outside strings, in order (exact for valid JSON)."""
+    return _STRING.sub(b"", payload).translate(None, _NOT_OUTLINE)
+
+
+def _shape(payload: bytes, obj: Any, max_depth: int) -> tuple[str, str] | None:
+    """``too_deep`` or ``duplicate_key`` for a payload that is not plainly flat, else None."""
+    outline = _outline(payload)
+    depth = _depth(outline)
+    if depth > max_depth:
+        return _too_deep(depth, max_depth)
+    if type(obj) is dict and outline.count(b":") != _key_count(obj, outline):
+        key = _first_duplicate(payload)
+        what = f"key {_short(key)}" if key is not None else "a key"
+        return (
+            "duplicate_key",
+            f"{what} appears twice in one object of the payload; which one counts is "
+            "ambiguous, send every key once",
+        )
+    return None
+
+
+def _too_deep(depth: int, max_depth: int) -> tuple[str, str]:
+    return (
+        "too_deep",
+        f"payload nests objects/arrays {depth} levels deep; at most {max_depth} are allowed "
+        '(a payload is one flat object: {"ts": ..., "<field>": <number or boolean>, ...})',
+    )
+
+
+def _depth(outline: bytes) -> int:
+    """How deep the brackets of an ``_outline`` nest (the payload's own object is 1)."""
+    return max(accumulate(map(_DELTA.__getitem__, outline)), default=0)
+
+
+def _colons_of_ts(obj: dict[str, Any], colons: int, payload: bytes) -> bool:
+    """True when the colons beyond one per key are those of a ``ts`` string: no key repeats.
+
+    The usual RFC 3339 ``ts`` brings two or three colons; this spares it the
+    string stripping. Why it is sound: ``L = orjson.dumps(ts)`` is a complete JSON
+    string. Where ``L`` occurs in valid JSON, its first quote either opens a string
+    (which then ends where ``L`` ends), or sits inside one (as ``\\"``; the string
+    then runs at least to the end of ``L``), or closes one; the last is impossible
+    because a digit cannot follow a string. So all of ``L``'s colons are inside
+    strings, and the colons left for members are at most one per key orjson kept.
+    """
+    ts = obj.get("ts")
+    return (
+        type(ts) is str
+        and "0" <= ts[:1] <= "9"
+        and colons == len(obj) + ts.count(":")
+        and orjson.dumps(ts) in payload
+    )
+
+
+def _key_count(obj: dict[str, Any], outline: bytes) -> int:
+    """The keys orjson kept, in every object of the parsed payload."""
+    if outline.count(b"{") == 1:
+        return len(obj)
+    n = 0
+    stack: list[Any] = [obj]
+    while stack:
+        value = stack.pop()
+        if type(value) is dict:
+            n += len(value)
+            stack.extend(v for v in value.values() if type(v) is dict or type(v) is list)
+        else:
+            stack.extend(v for v in value if type(v) is dict or type(v) is list)
+    return n
+
+
+def _first_duplicate(payload: bytes) -> str | None:
+    """The first key found twice in one object (slow; only once a duplicate is known)."""
+    found: list[str] = []
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        if not found:
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    found.append(key)
+                    break
+                seen.add(key)
+        return dict(pairs)
+
+    try:
+        json.loads(payload.removeprefix(_BOM), object_pairs_hook=pairs_hook)
+    except Exception:  # orjson read it, json may still disagree (recursion): no name then
+        pass
+    return found[0] if found else None
 
 
 def _find_non_finite(obj: Any) -> tuple[str, str] | None:

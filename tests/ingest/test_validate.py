@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import orjson
 import pytest
@@ -56,6 +57,24 @@ def dust(**kw: object) -> bytes:
     return j(ts=NOW, pm10=80, **kw)
 
 
+def deep(levels: int, ts: int = NOW) -> bytes:
+    """A manhole reading with an extra nested ``levels`` deep (the payload itself is level 1)."""
+    return b'{"ts":%d,"open":true,"x":%s%s}' % (ts, b"[" * (levels - 1), b"]" * (levels - 1))
+
+
+def nested(levels: int) -> object:
+    """A value nesting ``levels`` objects/arrays deep, alternating."""
+    value: object = 1
+    for i in range(levels):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+ISSUE_12 = deep(254)
+"""The 543-byte payload of issue 12 (an extra nested 253 levels below the payload) that once
+made orjson.dumps raise in the bridge, forever, on every redelivery."""
+
+
 BAD = [
     # (id, topic, payload, code)
     ("topic not matching the scheme", "city/jinshui/dust/DS-JS-001", dust(), "bad_topic"),
@@ -77,9 +96,132 @@ BAD = [
         "non_finite",
     ),
     ("number overflowing a double", DUST, b'{"ts": 1763800000000, "pm10": 1e400}', "non_finite"),
+    (
+        "surrogate encoded in UTF-8",
+        DUST,
+        b'{"ts": 1763800000000, "pm10": 1, "x": "\xed\xa0\x80"}',
+        "not_json",
+    ),
+    (
+        "truncated UTF-8 sequence",
+        DUST,
+        b'{"ts": 1763800000000, "pm10": 1, "x": "\xe4\xb8"}',
+        "not_json",
+    ),
+    ("overlong UTF-8", DUST, b'{"ts": 1763800000000, "pm10": 1, "x": "\xc0\xaf"}', "not_json"),
+    (
+        "lone surrogate escape",
+        DUST,
+        b'{"ts": 1763800000000, "pm10": 1, "x": "\\ud800"}',
+        "not_json",
+    ),
+    ("two BOMs", DUST, b"\xef\xbb\xbf\xef\xbb\xbf" + dust(), "not_json"),
+    ("UTF-16 BOM", DUST, b"\xff\xfe" + dust(), "not_json"),
+    ("BOM then bad UTF-8", DUST, b"\xef\xbb\xbf" + dust(x="?").replace(b"?", b"\xff"), "not_json"),
+    (
+        "integer overflowing a double",
+        DUST,
+        b'{"ts": 1763800000000, "pm10": 1%s}' % (b"0" * 400),
+        "non_finite",
+    ),
+    (
+        "negative integer overflowing",
+        DUST,
+        b'{"ts": 1763800000000, "pm10": 1, "x": -%s}' % (b"9" * 309),
+        "non_finite",
+    ),
+    (
+        "integer ts overflowing a double",
+        DUST,
+        b'{"ts": 1%s, "pm10": 1}' % (b"0" * 320),
+        "non_finite",
+    ),
+    ("issue 12: an extra 253 levels below the payload, 543 bytes", MANHOLE, ISSUE_12, "too_deep"),
+    ("one level over the bound", DUST, dust(x=nested(16)), "too_deep"),
+    ("deeper than orjson parses (1024)", DUST, deep(1500), "too_deep"),
+    ("deep and not JSON", DUST, b"[" * 2000, "too_deep"),
+    ("deep array, not an object", DUST, b"[" * 20 + b"]" * 20, "too_deep"),
+    (
+        "deep with NaN inside",
+        DUST,
+        b'{"ts": 1763800000000, "pm10": 1, "x": %sNaN%s}' % (b"[" * 20, b"]" * 20),
+        "too_deep",
+    ),
     ("JSON but not an object: array", DUST, b"[1, 2]", "not_object"),
     ("JSON but not an object: number", DUST, b"80", "not_object"),
     ("JSON but not an object: string", DUST, b'"pm10"', "not_object"),
+    (
+        "duplicate key",
+        MANHOLE,
+        b'{"ts": 1763800000000, "open": true, "open": false}',
+        "duplicate_key",
+    ),
+    (
+        "duplicate key spelt with an escape",
+        MANHOLE,
+        b'{"ts": 1763800000000, "open": true, "op\\u0065n": false}',
+        "duplicate_key",
+    ),
+    (
+        "duplicate ts",
+        MANHOLE,
+        b'{"ts": 1763800000000, "open": true, "ts": 1763799000000}',
+        "duplicate_key",
+    ),
+    (
+        "duplicate key with spaces around the colon",
+        MANHOLE,
+        b'{ "ts" : 1763800000000 , "open" : true , "open" : false }',
+        "duplicate_key",
+    ),
+    (
+        "duplicate key beside an RFC 3339 ts",
+        MANHOLE,
+        b'{"ts": "2025-11-22T16:26:40+08:00", "open": true, "open": false}',
+        "duplicate_key",
+    ),
+    (
+        "duplicate key, ts colons escaped",
+        MANHOLE,
+        b'{"ts": "2025-11-22T16\\u003a26\\u003a40+08\\u003a00", "open": true, "open": false}',
+        "duplicate_key",
+    ),
+    (
+        "duplicate key, ts colons escaped, decoy string",
+        MANHOLE,
+        b'{"ts": "2025-11-22T16\\u003a26\\u003a40+08\\u003a00", "open": true, "open": false, "n": 1}',
+        "duplicate_key",
+    ),
+    (
+        "duplicate key, colon-only ts",
+        MANHOLE,
+        b'{"ts":"\\u003a","open":true,"open":false}',
+        "duplicate_key",
+    ),
+    (
+        "duplicate key in a nested extra",
+        DUST,
+        b'{"ts": 1763800000000, "pm10": 1, "x": {"a": 1, "a": 2}}',
+        "duplicate_key",
+    ),
+    (
+        "duplicate key in an object in an array",
+        DUST,
+        b'{"ts": 1763800000000, "pm10": 1, "x": [{"a": 1, "b": {"c": 1, "c": 1}}]}',
+        "duplicate_key",
+    ),
+    (
+        "duplicate key with a colon in a string",
+        MANHOLE,
+        b'{"ts": 1763800000000, "open": true, "fw": "a:b", "open": false}',
+        "duplicate_key",
+    ),
+    (
+        "duplicate key after a BOM",
+        MANHOLE,
+        b'\xef\xbb\xbf{"ts": 1763800000000, "open": true, "open": false}',
+        "duplicate_key",
+    ),
     ("payload names another device", DUST, dust(device_id="DS-JS-002"), "device_mismatch"),
     ("payload 'device' names another", DUST, dust(device="DS-JS-002"), "device_mismatch"),
     ("payload 'id' names another", DUST, dust(id="X"), "device_mismatch"),
@@ -143,6 +285,22 @@ def test_every_code_in_the_table_is_exercised() -> None:
     assert {b[3] for b in BAD} == set(CODES) - {"internal_error"}
 
 
+def test_every_code_is_documented_in_check_order() -> None:
+    doc = validate.__doc__ or ""
+    table = [
+        line.split()[0]
+        for line in doc.splitlines()
+        if line.split()[:1] and line.split()[0] in CODES
+    ]
+    assert table == list(CODES)
+    page = (Path(__file__).resolve().parents[2] / "docs" / "contracts.md").read_text(
+        encoding="utf-8"
+    )
+    mqtt = page.split("## MQTT", 1)[1].split("\n## ", 1)[0]
+    listed = next(line for line in mqtt.splitlines() if line.startswith("- Dead-letter reasons"))
+    assert listed.split(":", 1)[1].strip(" .").split(", ") == [f"`{c}`" for c in CODES]
+
+
 def test_messages_name_field_value_and_what_is_allowed() -> None:
     r = parse_message(DUST, j(ts=NOW, pm10="80"), NOW, REGISTRY)
     assert isinstance(r, Rejection)
@@ -159,6 +317,49 @@ def test_messages_name_field_value_and_what_is_allowed() -> None:
     assert isinstance(r, Rejection) and "epoch seconds" in r.message and str(NOW) in r.message
     r = parse_message("city/jinshui/dust/DS-JS-999/telemetry", dust(), NOW, REGISTRY)
     assert isinstance(r, Rejection) and "registry.csv" in r.message
+
+
+def test_issue_12_payload_is_too_deep_before_anything_serialises_it() -> None:
+    assert len(ISSUE_12) == 543
+    # what the bridge once did with it: accepted, then orjson.dumps raised in the bridge
+    r = parse_message(MANHOLE, ISSUE_12, NOW, REGISTRY, IngestLimits(max_depth=1000))
+    assert isinstance(r, Reading)
+    with pytest.raises(TypeError, match="Recursion limit"):
+        orjson.dumps(r.to_record())
+    r = parse_message(MANHOLE, ISSUE_12, NOW, REGISTRY)
+    assert isinstance(r, Rejection) and r.code == "too_deep"
+    assert "254 levels deep" in r.message and "at most 16" in r.message
+    assert r.raw == ISSUE_12
+    orjson.dumps(r.to_record())  # the dead letter itself serialises
+
+
+def test_depth_bound_is_configurable() -> None:
+    flat, two, three = dust(), dust(x={}), dust(x={"a": []})
+    for limit, accepted in ((1, [flat]), (2, [flat, two]), (3, [flat, two, three])):
+        limits = IngestLimits(max_depth=limit)
+        for payload in (flat, two, three):
+            r = parse_message(DUST, payload, NOW, REGISTRY, limits)
+            assert isinstance(r, Reading) == (payload in accepted), (limit, payload, r)
+            if not isinstance(r, Reading):
+                assert r.code == "too_deep" and f"at most {limit} " in r.message
+    for bad in (0, -1, 1.5, "16"):
+        with pytest.raises(ValueError, match="max_depth"):
+            IngestLimits(max_depth=bad)  # type: ignore[arg-type]
+
+
+def test_shape_and_encoding_messages_say_what_is_wrong() -> None:
+    r = parse_message(MANHOLE, b'{"ts": %d, "open": true, "open": false}' % NOW, NOW, REGISTRY)
+    assert isinstance(r, Rejection) and r.code == "duplicate_key"
+    assert "'open' appears twice" in r.message and "ambiguous" in r.message
+    r = parse_message(DUST, b'{"ts": %d, "pm10": 1, "x": "\xff"}' % NOW, NOW, REGISTRY)
+    assert isinstance(r, Rejection) and r.code == "not_json"
+    assert "not valid UTF-8" in r.message and "0xff at offset 39" in r.message
+    r = parse_message(DUST, b'{"ts": %d, "pm10": 1%s}' % (NOW, b"0" * 400), NOW, REGISTRY)
+    assert isinstance(r, Rejection) and r.code == "non_finite"
+    assert "'pm10' is 10000000000000000000... (401 characters)" in r.message
+    assert len(r.message) < 200
+    r = parse_message(DUST, b"[" * 3000, NOW, REGISTRY, IngestLimits(max_payload_bytes=4000))
+    assert isinstance(r, Rejection) and r.code == "too_deep" and "3000 levels" in r.message
 
 
 def test_too_large_keeps_a_bounded_raw() -> None:
@@ -220,6 +421,19 @@ GOOD = [
            "dim_pct": 80}),
     ("streetlight heartbeat", LIGHT, j(ts=NOW), NOW, {}),
     ("UTF-8 BOM tolerated", DUST, b"\xef\xbb\xbf" + dust(), NOW, {"pm10": 80}),
+    ("nesting at the bound (16 levels)", DUST, dust(x=nested(15)), NOW, {"pm10": 80, "x": nested(15)}),
+    ("colons inside strings are no members", DUST, j(ts="2025-11-22T16:26:40+08:00", pm10=80,
+     note="a:b:c", site={"k:1": "v:2"}), NOW, {"pm10": 80, "note": "a:b:c", "site": {"k:1": "v:2"}}),
+    ("one key in two objects is no duplicate", DUST, dust(a={"k": 1}, b=[{"k": 2}, {"k": 3}]), NOW,
+     {"pm10": 80, "a": {"k": 1}, "b": [{"k": 2}, {"k": 3}]}),
+    ("the same key once per nesting level", DUST, dust(pm10x={"pm10": {"pm10": 1}}), NOW,
+     {"pm10": 80, "pm10x": {"pm10": {"pm10": 1}}}),
+    ("RFC 3339 ts with escaped colons", DUST,
+     b'{"ts": "2025-11-22T16\\u003a26:40+08:00", "pm10": 80}', NOW, {"pm10": 80}),
+    ("empty nested objects", DUST, dust(x={}, y=[]), NOW, {"pm10": 80, "x": {}, "y": []}),
+    ("integer beyond 64 bits reads as a double", DUST, b'{"ts": 1763800000000, "pm10": 80, "x": %d}' % 2**70,
+     NOW, {"pm10": 80, "x": float(2**70)}),
+    ("tiny number underflows to 0", DUST, b'{"ts": 1763800000000, "pm10": 1e-400}', NOW, {"pm10": 0.0}),
 ]  # fmt: skip
 
 
