@@ -87,13 +87,27 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "mqtt": {
         "url": Key(
             str,
-            "mqtt://127.0.0.1:1883",
+            "mqtt://127.0.0.1:18883",
             _url(("mqtt", "mqtts")),
-            "broker address; mqtts:// turns on TLS",
+            "broker address; mqtts:// turns on TLS (citywatch's own broker: TLS on the next port)",
         ),
-        "username": Key(str, "", None, "user name, empty for anonymous"),
-        "password": Key(str, "", None, "password"),
+        "username": Key(
+            str,
+            "citywatch-bridge-1",
+            None,
+            "this process's broker identity (on citywatch's broker also its client id)",
+        ),
+        "password": Key(
+            str, "", None, "its secret; empty: password_file, else <auth_dir>/secrets/<username>"
+        ),
+        "password_file": Key(str, "", None, "file whose first line is the secret"),
         "ca_file": Key(str, "", None, "CA bundle for mqtts:// (empty: system CAs)"),
+        "auth_dir": Key(
+            str,
+            "",
+            None,
+            "identities of citywatch's broker: hashes, CA, kept secrets (empty: <state_dir>/mqtt)",
+        ),
         "shared_group": Key(
             str, "citywatch", _identifier, "MQTT v5 shared-subscription group of the bridges"
         ),
@@ -158,6 +172,8 @@ class MqttSettings:
     shared_group: str
     client_id: str
     session_expiry_s: int
+    password_file: str = ""
+    auth_dir: str = ""
 
     @property
     def host(self) -> str:
@@ -171,6 +187,33 @@ class MqttSettings:
     @property
     def tls(self) -> bool:
         return urlparse(self.url).scheme == "mqtts"
+
+
+_MQTT_USER = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def _resolve_mqtt(values: dict[str, dict[str, Any]]) -> None:
+    """``auth_dir`` defaults to ``<state_dir>/mqtt``; an empty password is read from
+    ``password_file``, else from the secret citywatch keeps there for ``username``
+    (docs/contracts.md, "Device identity")."""
+    m = values["mqtt"]
+    if not m["auth_dir"]:
+        m["auth_dir"] = os.path.join(values["paths"]["state_dir"], "mqtt")
+    if m["password"]:
+        return
+    path = m["password_file"]
+    if not path:
+        if not _MQTT_USER.fullmatch(m["username"]):
+            return
+        path = os.path.join(m["auth_dir"], "secrets", m["username"])
+    try:
+        with open(path, encoding="utf-8") as f:
+            m["password"] = f.readline().strip()
+    except OSError as exc:
+        if m["password_file"]:
+            raise ConfigError(
+                path, None, f"mqtt.password_file cannot be read: {exc.strerror or exc}"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -358,6 +401,7 @@ def load_settings(
         except ValueError as exc:
             raise ConfigError(f"environment {var}", None, str(exc)) from None
 
+    _resolve_mqtt(values)
     return Settings(
         **{s: _SECTION_TYPES[s](**values[s]) for s in SCHEMA},  # type: ignore[arg-type]
         source=source,
