@@ -5,19 +5,41 @@ bridges), ``action`` (officer actions, forwarded from ``<prefix>.acks``) and
 ``watermark`` (time passing with no reading). Writers and readers of the
 journal (the bridge, ``citywatch journal load``, the worker, replay) all go
 through this codec, so a record means the same thing everywhere.
+
+Reading the journal is strict (``decode`` / ``from_record``): a record that
+is not JSON, not an object, of an unknown type, or with a missing or
+ill-typed field raises ``JournalError`` with a reason code, and the worker
+quarantines it (``quarantine_record``, on ``<prefix>.quarantine``) instead of
+stopping (docs/contracts.md, "Kafka"). Nothing is coerced: ``"ts": "17"`` or
+``"at": 1.5`` is refused, not turned into a number.
 """
 
 from __future__ import annotations
 
+import base64
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from contract.cases import OfficerAction
+from contract.kinds import BOOL, KIND_SPECS, KINDS
 from contract.reading import Reading
+from contract.topics import is_valid_segment
 
-__all__ = ["JournalItem", "Watermark", "encode", "from_record", "to_record"]
+__all__ = [
+    "QUARANTINE_RAW_MAX",
+    "QUARANTINE_REASONS",
+    "JournalError",
+    "JournalItem",
+    "Watermark",
+    "decode",
+    "encode",
+    "from_record",
+    "quarantine_record",
+    "to_record",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +51,25 @@ class Watermark:
 
 JournalItem = Reading | OfficerAction | Watermark
 
+QUARANTINE_REASONS: dict[str, str] = {
+    "not_json": "the record's bytes are not JSON (or not UTF-8)",
+    "not_an_object": "JSON, but not an object",
+    "unknown_type": "an object whose 'type' is not reading, action or watermark",
+    "bad_record": "a field of its type is missing or of the wrong type",
+    "ahead_of_clock": "live mode: its time is past the wall clock plus the allowed skew",
+    "detector_error": "the detector raised on it (the exception text is the message)",
+}
+"""Why a record went to ``<prefix>.quarantine``: the ``reason`` of the record and its tag in InfluxDB."""
+
+
+class JournalError(ValueError):
+    """A journal record the detector cannot take; ``code`` is one of ``QUARANTINE_REASONS``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
 
 def to_record(item: JournalItem) -> tuple[bytes | None, dict[str, Any]]:
     """(Kafka key, record) of one journal item; readings and actions are keyed by device."""
@@ -39,18 +80,143 @@ def to_record(item: JournalItem) -> tuple[bytes | None, dict[str, Any]]:
     return None, {"type": "watermark", "at": item.at}
 
 
-def from_record(rec: dict[str, Any]) -> JournalItem:
-    """The inverse of ``to_record``; raises ValueError on a record of unknown type."""
+def _bad(kind: str, name: str, want: str, rec: dict[str, Any]) -> JournalError:
+    got = rec[name] if name in rec else "<missing>"
+    return JournalError("bad_record", f"{kind} record: {name!r} must be {want}, got {got!r:.80}")
+
+
+def _ms(rec: dict[str, Any], kind: str, name: str) -> int:
+    v = rec.get(name)
+    if type(v) is not int:
+        raise _bad(kind, name, "integer epoch ms", rec)
+    return v
+
+
+def _segment(rec: dict[str, Any], kind: str, name: str) -> str:
+    v = rec.get(name)
+    if not isinstance(v, str) or not is_valid_segment(v):
+        raise _bad(kind, name, "an id (1-64 of A-Z a-z 0-9 _ . : -)", rec)
+    return v
+
+
+def _optional_text(rec: dict[str, Any], kind: str, name: str) -> str | None:
+    v = rec.get(name)
+    if v is not None and not isinstance(v, str):
+        raise _bad(kind, name, "text or null", rec)
+    return v
+
+
+def _reading(rec: dict[str, Any]) -> Reading:
+    device = _segment(rec, "reading", "device")
+    kind = rec.get("kind")
+    if kind not in KINDS:
+        raise _bad("reading", "kind", f"one of {', '.join(KINDS)}", rec)
+    district = _segment(rec, "reading", "district")
+    ts = _ms(rec, "reading", "ts")
+    received_at = _ms(rec, "reading", "received_at")
+    fields = rec.get("fields", {})
+    if fields is None:
+        fields = {}
+    if not isinstance(fields, dict):
+        raise _bad("reading", "fields", "an object", rec)
+    spec = KIND_SPECS[kind].fields
+    for name, v in fields.items():
+        rule = spec.get(name)
+        if rule is None or v is None:
+            continue  # unknown extras are kept as they came (docs/contracts.md, "MQTT")
+        if rule[0] == BOOL:
+            ok = type(v) is bool
+        else:
+            ok = type(v) in (int, float) and math.isfinite(v)
+        if not ok:
+            raise JournalError(
+                "bad_record",
+                f"reading record: field {name!r} of a {kind} must be "
+                f"{'true or false' if rule[0] == BOOL else 'a finite number'}, got {v!r:.80}",
+            )
+    topic = rec.get("topic", "")
+    if not isinstance(topic, str):
+        raise _bad("reading", "topic", "text", rec)
+    return Reading(device, kind, district, ts, received_at, dict(fields), topic)
+
+
+def _action(rec: dict[str, Any]) -> OfficerAction:
+    device = _segment(rec, "action", "device")
+    at = _ms(rec, "action", "at")
+    officer = _optional_text(rec, "action", "officer") or ""
+    case_id = _optional_text(rec, "action", "case_id")
+    note = _optional_text(rec, "action", "note")
+    action = rec.get("action")
+    if not isinstance(action, str):
+        raise _bad("action", "action", "text", rec)
+    try:
+        return OfficerAction(action, device, at, officer, case_id, note)
+    except ValueError as exc:
+        raise JournalError("bad_record", f"action record: {exc}") from None
+
+
+def from_record(rec: Any) -> JournalItem:
+    """The inverse of ``to_record``; raises ``JournalError`` (a ValueError) on anything else."""
+    if not isinstance(rec, dict):
+        raise JournalError(
+            "not_an_object", f"a journal record is a JSON object, got {type(rec).__name__}"
+        )
     kind = rec.get("type")
     if kind == "reading":
-        return Reading.from_record(rec)
+        return _reading(rec)
     if kind == "action":
-        return OfficerAction.from_dict(rec)
+        return _action(rec)
     if kind == "watermark":
-        return Watermark(int(rec["at"]))
-    raise ValueError(f"journal record of unknown type {kind!r}")
+        return Watermark(_ms(rec, "watermark", "at"))
+    raise JournalError("unknown_type", f"journal record of unknown type {kind!r:.80}")
+
+
+def decode(raw: bytes | None) -> JournalItem:
+    """One journal record's bytes as the detector's input; ``JournalError`` when it cannot be."""
+    if raw is None:
+        raise JournalError("not_json", "an empty record (no value)")
+    try:
+        rec = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise JournalError("not_json", f"not JSON: {exc}") from None
+    return from_record(rec)
 
 
 def encode(rec: dict[str, Any]) -> bytes:
     """A record's bytes on Kafka: sorted keys, so the same record is the same bytes."""
     return orjson.dumps(rec, option=orjson.OPT_SORT_KEYS)
+
+
+QUARANTINE_RAW_MAX = 256 * 1024
+"""At most this many bytes of a refused record are kept in its quarantine record
+(``raw_bytes`` says how long it was): the quarantine record must fit in one Kafka message."""
+
+
+def quarantine_record(
+    reason: str, message: str, raw: bytes | None, topic: str, partition: int, offset: int,
+    at: int, key: bytes | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The record a refused journal record becomes on ``<prefix>.quarantine``.
+
+    ``raw`` / ``key``: the refused record's value and key as they were (base64;
+    the value cut at ``QUARANTINE_RAW_MAX`` bytes), so it can be read, fixed and
+    fed again; ``topic``/``partition``/``offset``: where it sits; ``at``: when it
+    was quarantined (epoch ms, the worker's clock).
+    """
+    if reason not in QUARANTINE_REASONS:
+        raise ValueError(
+            f"unknown quarantine reason {reason!r}; reasons: {', '.join(QUARANTINE_REASONS)}"
+        )
+    value = raw or b""
+    return {
+        "type": "quarantine",
+        "reason": reason,
+        "message": message[:2000],
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "raw_b64": base64.b64encode(value[:QUARANTINE_RAW_MAX]).decode("ascii"),
+        "raw_bytes": len(value),
+        "key_b64": None if key is None else base64.b64encode(key[:1024]).decode("ascii"),
+        "at": at,
+    }

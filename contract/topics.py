@@ -154,6 +154,12 @@ class KafkaTopics:
         return f"{self.prefix}.deadletter"
 
     @property
+    def quarantine(self) -> str:
+        """Journal records the worker could not take (``contract.journal.quarantine_record``),
+        keyed as the refused record was (docs/contracts.md, "Kafka")."""
+        return f"{self.prefix}.quarantine"
+
+    @property
     def cases(self) -> str:
         return f"{self.prefix}.cases"
 

@@ -43,6 +43,14 @@ Measurements
     tags ``code, device, district`` (``unknown`` when absent / unparseable);
     fields ``count=1i``, ``message``, ``topic``. time = ``received_at``.
 
+``quarantine`` (``quarantine_line``)
+    journal records the worker could not take (``contract.journal.quarantine_record``):
+    tags ``reason, topic, partition`` (the refused record's topic and partition);
+    fields ``count=1i``, ``message``, ``offset`` (int). time = ``at``, the
+    instant it was quarantined, which the worker keeps strictly increasing, so
+    two records of one partition never share series and timestamp. The raw
+    bytes stay on the Kafka topic.
+
 Empty tag values are left out (line protocol has no empty tag value).
 Escaping follows the line-protocol reference (and influxdb-client's tables):
 measurement ``, `` and space; tag keys/values and field keys ``, = space``;
@@ -75,6 +83,7 @@ __all__ = [
     "CASE_EVENT",
     "DEADLETTER",
     "PENALTY",
+    "QUARANTINE",
     "TELEMETRY",
     "TELEMETRY_TAGS",
     "case_event_line",
@@ -84,6 +93,7 @@ __all__ = [
     "escape_measurement",
     "escape_tag_value",
     "penalty_line",
+    "quarantine_line",
     "record_line",
     "telemetry_line",
 ]
@@ -92,6 +102,7 @@ TELEMETRY = ("dust", "manhole", "streetlight")
 CASE_EVENT = "case_event"
 PENALTY = "penalty"
 DEADLETTER = "deadletter"
+QUARANTINE = "quarantine"
 TELEMETRY_TAGS = ("device", "district", "grid", "unit")
 
 _ESC_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\ ", "\r": r"\ ", "\t": r"\ "})
@@ -341,13 +352,29 @@ def deadletter_line(record: Mapping[str, Any]) -> str:
     return f"{DEADLETTER}{tags} {fields} {int(record['received_at'])}"
 
 
+def quarantine_line(record: Mapping[str, Any]) -> str:
+    """One ``quarantine`` point from ``contract.journal.quarantine_record``."""
+    tags = _tags(
+        [
+            ("partition", record.get("partition")),
+            ("reason", record.get("reason") or "unknown"),
+            ("topic", record.get("topic") or "unknown"),
+        ]
+    )
+    offset = record.get("offset")
+    fields = f"count=1i,{_str_field('message', record.get('message') or '')}"
+    if type(offset) is int:
+        fields += f",offset={offset}i"
+    return f"{QUARANTINE}{tags} {fields} {int(record['at'])}"
+
+
 # ---------------------------------------------------------------- dispatch
 
 
 def record_line(record: Mapping[str, Any], device: Device | None = None) -> str | None:
     """Any record that travels on citywatch's Kafka topics, by its shape.
 
-    ``{"type": "reading"}`` -> telemetry; ``{"type": "deadletter"}``;
+    ``{"type": "reading"}`` -> telemetry; ``{"type": "deadletter"}``; ``{"type": "quarantine"}``;
     a ledger entry (has ``amount_yuan``); a case event (has ``state`` and ``at``).
     """
     kind = record.get("type")
@@ -357,6 +384,8 @@ def record_line(record: Mapping[str, Any], device: Device | None = None) -> str 
         return telemetry_line(Reading.from_record(dict(record)), device)
     if kind == "deadletter":
         return deadletter_line(record)
+    if kind == "quarantine":
+        return quarantine_line(record)
     if "amount_yuan" in record:
         return penalty_line(record, unit=device.unit if device is not None else None)
     if "state" in record and "at" in record:

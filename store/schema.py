@@ -2,7 +2,8 @@
 and the qualified names readers use (docs/contracts.md, "InfluxDB"; the points
 themselves are written by ``store.points``).
 
-* ``raw`` (30 days, the DEFAULT RP): telemetry and dead letters.
+* ``raw`` (30 days, the DEFAULT RP): telemetry, dead letters and quarantined
+  journal records (their raw bytes stay on ``<prefix>.quarantine``).
 * ``long`` (730 days): the 1-minute means the continuous queries make of raw.
 * ``ledger`` (``LEDGER_RP``, kept forever): ``penalty`` and ``case_event``.
   Money and the evidence behind it are settled months later and disputed for
@@ -103,7 +104,8 @@ def ensure_database(
 ) -> None:
     """Create (or bring up to date) the database, its retention policies and CQs. Idempotent.
 
-    * ``raw_rp`` (default ``raw``, 30 days) is the DEFAULT RP: telemetry and dead letters land there.
+    * ``raw_rp`` (default ``raw``, 30 days) is the DEFAULT RP: telemetry, dead letters and
+      quarantined records land there.
     * ``long_rp`` (default ``long``, 730 days = 2 years) receives the downsampled telemetry.
     * ``ledger_rp`` (default ``ledger``, kept forever) holds ``penalty`` and ``case_event``.
     * one continuous query per measurement in ``downsample`` (default: the number

@@ -69,6 +69,10 @@ def test_kafka_topics() -> None:
         "citywatch.penalties", "citywatch.alerts", "citywatch.acks",
     )  # fmt: skip
     assert KafkaTopics("cw-test").telemetry == "cw-test.telemetry"
+    assert KafkaTopics("cw-test").quarantine == "cw-test.quarantine"
+    from bus.kafka import TOPIC_NAMES
+
+    assert "quarantine" in TOPIC_NAMES  # created with the others, before anything produces
     with pytest.raises(ValueError, match="prefix"):
         KafkaTopics("bad prefix")
 

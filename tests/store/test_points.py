@@ -179,6 +179,17 @@ def test_deadletter_line_unknowns():
     assert bad.startswith("deadletter,code=not_json,device=unknown,district=unknown ")
 
 
+def test_quarantine_line_tags_reason_topic_partition():
+    from contract.journal import quarantine_record
+
+    rec = quarantine_record("not_json", 'not JSON: "x', b"{broken", "cw.telemetry", 2, 41, NOW)
+    assert points.quarantine_line(rec) == (
+        'quarantine,partition=2,reason=not_json,topic=cw.telemetry count=1i,message="not JSON: \\"x",'
+        f"offset=41i {NOW}"
+    )
+    assert points.record_line(rec) == points.quarantine_line(rec)
+
+
 def test_record_line_dispatches_by_shape():
     r = reading({"tilt_deg": 1.0})
     assert points.record_line(r.to_record()).startswith("manhole,")
