@@ -9,8 +9,9 @@ absolute dust mode of ``config/rules.yaml``):
 1. core: ``streams.detector.Detector.on_reading`` over pre-built ``Reading``s
    in memory (a few sim hours of every device; parsing is done up front and
    not timed); best of three passes, each on a fresh detector;
-2. core + what the worker adds per event outside Faust: ``orjson.loads`` of
-   the journal record, ``journal.from_record``, and the per-event state export
+2. core + what the worker adds per event outside Faust: the strict decoding
+   of the journal record (``streams.intake.decode``, which quarantines what it
+   cannot read), and the per-event state export
    (``take_dirty``/``export_device``/``export_clock``) -- still in memory;
 3. Faust no-op agent: a tiny ``faust.App`` with the worker's broker settings
    (at_least_once, memory store, 3 s session/rebalance timeouts, linger 5 ms)
@@ -147,10 +148,10 @@ def bench_core(
 
 
 def bench_core_plus(records: list[bytes], registry: Any, rules: Any, repeats: int = 3) -> float:
-    """Best events/s of what ``Pipeline.handle`` does per event, without Faust and Kafka."""
-    from contract import journal
+    """Best events/s of what ``Pipeline.take`` does per event, without Faust and Kafka."""
     from contract.reading import Reading
     from streams.detector import Detector
+    from streams.intake import decode
 
     best = 0.0
     for _ in range(repeats):
@@ -159,7 +160,7 @@ def bench_core_plus(records: list[bytes], registry: Any, rules: Any, repeats: in
         clocks: dict[str, Any] = {}
         t = time.perf_counter()
         for raw in records:
-            item = journal.from_record(orjson.loads(raw))
+            item = decode(raw)
             if isinstance(item, Reading):
                 det.on_reading(item)
             for device_id in det.take_dirty():

@@ -27,12 +27,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from yaml.nodes import Node
 
-from contract.clock import DEFAULT_TIMEZONE
+from contract.clock import DEFAULT_TIMEZONE, MINUTE_MS
 from foundation.cityfile import Document, Section
 from foundation.errors import read_config_text
 from streams.kinds import RULE_KINDS
 
 __all__ = ["Rules", "default_rules", "load_rules", "parse_rules"]
+
+
+DEFAULT_LIVE_SKEW_MS = 2 * MINUTE_MS
+"""How far ahead of the worker's wall clock a live journal record's time may be."""
 
 
 def _default_sections() -> dict[str, Any]:
@@ -49,6 +53,9 @@ class Rules:
 
     timezone: str = DEFAULT_TIMEZONE
     """IANA zone for every local-time rule (lamp schedules, working hours)."""
+    live_skew_ms: int = DEFAULT_LIVE_SKEW_MS
+    """``clock.live_skew_minutes``: in live mode no journal record may carry time past
+    the worker's wall clock plus this (docs/rules.md, "The clock")."""
     sections: Mapping[str, Any] = field(default_factory=_default_sections)
     """Section name -> that rule kind's settings."""
     source: str | None = field(default=None, compare=False)
@@ -72,7 +79,7 @@ class Rules:
             raise ValueError(
                 f"unknown rules section(s) {sorted(unknown)}; sections: {', '.join(RULE_KINDS)}"
             )
-        return Rules(self.timezone, {**self.sections, **sections}, self.source)
+        return Rules(self.timezone, self.live_skew_ms, {**self.sections, **sections}, self.source)
 
 
 def default_rules() -> Rules:
@@ -120,6 +127,12 @@ class _Parser(Document):
                     tzn,
                     f"timezone: unknown time zone {tz!r}; use an IANA name like 'Asia/Shanghai'",
                 )
+        skew = DEFAULT_LIVE_SKEW_MS
+        clock = top.sub("clock")
+        if clock is not None:
+            minutes = clock.number("live_skew_minutes", skew / MINUTE_MS, zero_ok=True)
+            skew = round(minutes * MINUTE_MS)
+            clock.finish()
         body = top.sub("rules")
         top.finish()
         sections = _default_sections()
@@ -129,4 +142,4 @@ class _Parser(Document):
                 if sub is not None:
                     sections[name] = kind.parse(sub)
             body.finish()
-        return Rules(timezone=tz, sections=sections, source=self.file)
+        return Rules(timezone=tz, live_skew_ms=skew, sections=sections, source=self.file)

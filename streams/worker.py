@@ -14,9 +14,22 @@ worker repeat outputs (same deterministic ids, harmless downstream), never
 skip them; and a repeated input changes nothing (the detector ignores a
 reading it has seen, watermarks only move forward, actions are idempotent).
 
-The sinks consume the journal and the case/penalty/dead-letter topics in
-batches and flush each batch to InfluxDB before the batch's offsets can be
-committed: an InfluxDB outage stops the sinks (back-pressure), it loses nothing.
+No record stops the worker (docs/contracts.md, "Kafka"): a journal record the
+detector cannot take -- not JSON, not an object, an unknown type, a missing or
+ill-typed field, in live mode a time past the wall clock plus the rules file's
+``clock.live_skew_minutes`` (docs/rules.md, "The clock"), or one the detector
+raised on -- goes to ``<prefix>.quarantine`` with its reason, its raw bytes and
+where it sat, and the stream goes on. The quarantine record is acknowledged
+by Kafka before the worker moves past the refused one, so its offset is never
+committed without it. A detector that raised is dropped and restored from the
+tables, which hold only what was emitted: half-applied work is never kept.
+Errors of Kafka itself (a produce that fails) are not quarantined: they stop
+the agent as before, and the uncommitted records are read again.
+
+The sinks consume the journal and the case/penalty/dead-letter/quarantine
+topics in batches and flush each batch to InfluxDB before the batch's offsets
+can be committed: an InfluxDB outage stops the sinks (back-pressure), it loses
+nothing. A value a sink cannot read is counted, logged and skipped.
 """
 
 from __future__ import annotations
@@ -24,7 +37,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +48,7 @@ import orjson
 
 from contract import journal
 from contract.cases import CaseEvent, LedgerEntry, OfficerAction
-from contract.journal import Watermark
+from contract.journal import JournalItem, Watermark, quarantine_record
 from contract.reading import Reading
 from contract.topics import KafkaTopics
 from foundation.settings import Settings
@@ -43,6 +57,7 @@ from store import points
 from store.schema import LEDGER_RP, ensure_database
 from store.writer import InfluxWriter
 from streams.detector import Detector
+from streams.intake import LiveBound, Refused, decode
 from streams.rules import Rules, load_rules
 
 log = logging.getLogger(__name__)
@@ -51,6 +66,40 @@ SINK_BATCH = 5000
 SINK_WITHIN_S = 0.5
 CLOCK_EVERY = 200
 """Events between two saves of a partition's clock when nothing else forces one."""
+LOG_FIRST = 100
+LOG_EVERY = 1000
+"""Refused records of one reason: the first LOG_FIRST are logged, then every LOG_EVERY-th."""
+STATS_EVERY_S = 60.0
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class WorkerStats:
+    """What the worker refused, by reason, and what its sinks skipped, by topic.
+
+    Logged every ``STATS_EVERY_S`` when it changed; every quarantined record is
+    also a ``quarantine`` point in InfluxDB (``count=1i``, tag ``reason``).
+    """
+
+    def __init__(self) -> None:
+        self.quarantined: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter()
+        self._reported: tuple[int, int] = (0, 0)
+
+    def should_log(self, counter: Counter[str], key: str) -> bool:
+        n = counter[key]
+        return n <= LOG_FIRST or n % LOG_EVERY == 0
+
+    def report(self) -> str | None:
+        now = (sum(self.quarantined.values()), sum(self.skipped.values()))
+        if now == self._reported:
+            return None
+        self._reported = now
+        q = ", ".join(f"{k} {v}" for k, v in sorted(self.quarantined.items())) or "none"
+        k = ", ".join(f"{t} {v}" for t, v in sorted(self.skipped.items())) or "none"
+        return f"worker: quarantined {now[0]} ({q}); sinks skipped {now[1]} ({k})"
 
 
 @dataclass(frozen=True)
@@ -62,6 +111,7 @@ class WorkerTopics:
     cases: Any
     penalties: Any
     deadletter: Any
+    quarantine: Any
 
     @classmethod
     def declare(cls, app: faust.App, topics: KafkaTopics) -> WorkerTopics:
@@ -74,26 +124,45 @@ class WorkerTopics:
             raw(topics.cases),
             raw(topics.penalties),
             raw(topics.deadletter),
+            raw(topics.quarantine),
         )
 
 
 class Pipeline:
-    """The per-partition detectors and their persistence in Faust tables."""
+    """The per-partition detectors and their persistence in Faust tables.
+
+    bound: live mode's ceiling on time (``streams.intake.LiveBound``); None in
+        simulation mode, where the input's own time drives the clocks.
+    now: the wall clock, epoch ms (tests pass their own).
+    """
 
     def __init__(
-        self, app: faust.App, rules: Rules, registry: RegistryWatcher, topics: WorkerTopics
+        self,
+        app: faust.App,
+        rules: Rules,
+        registry: RegistryWatcher,
+        topics: WorkerTopics,
+        *,
+        bound: LiveBound | None = None,
+        now: Callable[[], int] = wall_ms,
     ):
         self.app = app
         self.rules = rules
         self.registry = registry
+        self.bound = bound
+        self.now = now
         self.detectors: dict[int, Detector] = {}
         self.devices = app.Table("detector-devices", default=None)
         self.clocks = app.Table("detector-clocks", default=None)
         self.cases = topics.cases
         self.penalties = topics.penalties
+        self.quarantine_topic = topics.quarantine
+        self.journal_name: str = topics.journal.get_topic_name()
         self.processed = 0
+        self.stats = WorkerStats()
         self._registry_version = registry.reloads
         self._since_clock: dict[int, int] = {}
+        self._last_quarantine_at = 0
 
     def detector(self, partition: int) -> Detector:
         """The detector of one partition, restored from the tables on first use."""
@@ -120,10 +189,35 @@ class Pipeline:
                 log.info(
                     "partition %d: restored %d devices, watermark %s", partition, restored, clock
                 )
+            wm = det.watermark
+            if self.bound is not None and wm is not None and wm > self.now() + self.bound.skew_ms:
+                log.error(
+                    "partition %d: the restored watermark %d is past the wall clock; "
+                    'it was applied before this worker bounded time (docs/rules.md, "The clock")',
+                    partition,
+                    wm,
+                )
             self.detectors[partition] = det
         return det
 
-    async def handle(self, partition: int, rec: dict[str, Any]) -> None:
+    async def take(self, partition: int, offset: int, raw: bytes | None, key: bytes | None) -> None:
+        """One journal record as it came off Kafka: decoded, bounded, applied -- or quarantined."""
+        item = decode(raw)
+        if isinstance(item, Refused):
+            await self.quarantine(item, raw, key, self.journal_name, partition, offset)
+            return
+        if self.bound is not None:
+            refused = self.bound.check(item, self.now())
+            if refused is not None:
+                await self.quarantine(refused, raw, key, self.journal_name, partition, offset)
+                return
+        await self.handle(partition, item, raw=raw, key=key, offset=offset)
+
+    async def handle(
+        self, partition: int, item: JournalItem, *,
+        raw: bytes | None = None, key: bytes | None = None, offset: int = -1,
+    ) -> None:  # fmt: skip
+        """Apply one decoded journal item; outputs are acknowledged before the state is saved."""
         det = self.detector(partition)
         if (
             self.registry.reloads != self._registry_version
@@ -131,31 +225,62 @@ class Pipeline:
             self._registry_version = self.registry.reloads
             for d in self.detectors.values():
                 d.set_registry(self.registry.current())
-        try:
-            item = journal.from_record(rec)
-        except (ValueError, KeyError, TypeError) as exc:
-            log.error("journal record refused (%s): %r", exc, rec)
-            return
-        if isinstance(item, Reading):
-            outputs = det.on_reading(item)
-        elif isinstance(item, OfficerAction):
-            outputs = det.on_action(item)
-        else:
-            outputs = det.on_watermark(item.at)
-        if outputs:
-            await self.emit(outputs)
-        for device_id in det.take_dirty():
-            self.devices[device_id] = {"p": partition, "s": det.export_device(device_id)}
         # The partition's clock is saved when time itself moved (a watermark record), when it
         # produced outputs, and every CLOCK_EVERY events otherwise: a changelog send per reading
         # cost a fifth of the worker's time (bench/streams.py). A restored clock that is a few
         # readings behind is caught up by the next reading (the watermark is a maximum), and the
         # devices' own states, written on every change, record what they have booked.
-        self._since_clock[partition] = self._since_clock.get(partition, 0) + 1
-        if outputs or isinstance(item, Watermark) or self._since_clock[partition] >= CLOCK_EVERY:
-            self.clocks[f"clock:{partition}"] = det.export_clock()
-            self._since_clock[partition] = 0
+        since = self._since_clock.get(partition, 0) + 1
+        try:
+            if isinstance(item, Reading):
+                outputs = det.on_reading(item)
+            elif isinstance(item, OfficerAction):
+                outputs = det.on_action(item)
+            else:
+                outputs = det.on_watermark(item.at)
+            states = [(d, det.export_device(d)) for d in det.take_dirty()]
+            save_clock = bool(outputs) or isinstance(item, Watermark) or since >= CLOCK_EVERY
+            clock = det.export_clock() if save_clock else None
+        except Exception as exc:  # one record's failure: never the stream's (docs/contracts.md)
+            # Whatever the detector did before raising was neither emitted nor saved: drop it,
+            # the next record restores the partition from the tables.
+            self.detectors.pop(partition, None)
+            log.exception("partition %d offset %d: the detector raised", partition, offset)
+            refused = Refused("detector_error", f"{type(exc).__name__}: {exc}")
+            await self.quarantine(refused, raw, key, self.journal_name, partition, offset)
+            return
+        if outputs:
+            await self.emit(outputs)
+        for device_id, state in states:
+            self.devices[device_id] = {"p": partition, "s": state}
+        if clock is not None:
+            self.clocks[f"clock:{partition}"] = clock
+            since = 0
+        self._since_clock[partition] = since
         self.processed += 1
+
+    async def quarantine(
+        self, refused: Refused, raw: bytes | None, key: bytes | None, topic: str,
+        partition: int, offset: int,
+    ) -> None:  # fmt: skip
+        """Send a refused record to ``<prefix>.quarantine`` and wait for Kafka's ack.
+
+        Its ``at`` is the wall clock, kept strictly increasing so two quarantine
+        points of one partition never share series and timestamp in InfluxDB.
+        """
+        at = max(wall_ms(), self._last_quarantine_at + 1)
+        self._last_quarantine_at = at
+        rec = quarantine_record(
+            refused.reason, refused.message, raw, topic, partition, offset, at, key
+        )
+        fut = await self.quarantine_topic.send(key=key, value=journal.encode(rec))
+        await fut  # stored before the refused record's offset can be committed
+        self.stats.quarantined[refused.reason] += 1
+        if self.stats.should_log(self.stats.quarantined, refused.reason):
+            log.warning(
+                "quarantined %s[%d]@%d (%s): %s",
+                topic, partition, offset, refused.reason, refused.message,
+            )  # fmt: skip
 
     async def emit(self, outputs: Iterable[Any]) -> None:
         futures = []
@@ -227,15 +352,23 @@ def build_app(
     )
     registry = RegistryWatcher(settings.paths.registry)
     declared = WorkerTopics.declare(app, topics)
-    pipeline = Pipeline(app, load_rules(settings.paths.rules), registry, declared)
-    app.citywatch_pipeline = pipeline  # type: ignore[attr-defined]
+    rules = load_rules(settings.paths.rules)
+    bound = None
+    if live_clock:  # live: no record moves time past the wall clock (docs/rules.md, "The clock")
+        from ingest.validate import IngestLimits
 
-    journal_topic, acks, cases, penalties, deadletter = (
+        bound = LiveBound(rules.live_skew_ms, IngestLimits().max_future_ms)
+    pipeline = Pipeline(app, rules, registry, declared, bound=bound)
+    app.citywatch_pipeline = pipeline  # type: ignore[attr-defined]
+    stats = pipeline.stats
+
+    journal_topic, acks, cases, penalties, deadletter, quarantine = (
         declared.journal,
         declared.acks,
         declared.cases,
         declared.penalties,
         declared.deadletter,
+        declared.quarantine,
     )
     influx = settings.influx
     writer_ready = asyncio.Event()
@@ -266,53 +399,93 @@ def build_app(
     @app.agent(journal_topic, name="detect")
     async def detect(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            await pipeline.handle(event.message.partition, orjson.loads(event.value))
+            m = event.message
+            await pipeline.take(m.partition, m.offset, event.value, event.key)
+
+    def action_of(value: bytes | None) -> JournalItem | Refused:
+        """An acks record (``OfficerAction.to_dict()``) read as strictly as the journal."""
+        try:
+            rec = orjson.loads(value) if value is not None else None
+        except orjson.JSONDecodeError as exc:
+            return Refused("not_json", f"not JSON: {exc}")
+        if not isinstance(rec, dict):
+            return Refused("not_an_object", "an officer action is a JSON object")
+        return decode(journal.encode(rec | {"type": "action"}))
 
     @app.agent(acks, name="forward-acks")
     async def forward_acks(stream: faust.StreamT) -> None:
         """Officer actions join the journal on their device's partition, in order."""
-        async for value in stream:
-            try:  # a malformed action is refused here, never journaled
-                action = OfficerAction.from_dict(orjson.loads(value))
-            except (ValueError, KeyError, TypeError) as exc:
-                log.error("officer action refused (%s): %r", exc, value)
+        async for event in stream.events():
+            value, m = event.value, event.message
+            item = action_of(value)  # a malformed action is quarantined here, never journaled
+            if not isinstance(item, OfficerAction):
+                refused = (
+                    item if isinstance(item, Refused) else Refused("bad_record", "not an action")
+                )
+                await pipeline.quarantine(
+                    refused, value, event.key, topics.acks, m.partition, m.offset
+                )
                 continue
-            key, body = journal.to_record(action)
+            key, body = journal.to_record(item)
             fut = await journal_topic.send(key=key, value=journal.encode(body))
             await fut
 
-    async def sink(stream: faust.StreamT, to_line: Any, writer: InfluxWriter = writer) -> None:
+    async def sink(
+        stream: faust.StreamT, to_line: Callable[[bytes], str | None], topic: str,
+        writer: InfluxWriter = writer,
+    ) -> None:  # fmt: skip
         await writer_ready.wait()
         async for values in stream.take(SINK_BATCH, within=SINK_WITHIN_S):
             lines = []
             for value in values:
-                line = to_line(orjson.loads(value))
+                try:  # a value no sink can read is skipped, never fatal
+                    line = to_line(value)
+                except Exception as exc:
+                    stats.skipped[topic] += 1
+                    if stats.should_log(stats.skipped, topic):
+                        log.warning("sink of %s skipped a value (%s): %.200r", topic, exc, value)
+                    continue
                 if line:
                     lines.append(line)
             await writer.add(lines)
             await writer.flush()
 
-    def journal_line(rec: dict[str, Any]) -> str | None:
-        if rec.get("type") != "reading":
-            return None
-        reading = Reading.from_record(rec)
-        return points.telemetry_line(reading, registry.current().get(reading.device))
+    def record(to_line: Callable[[dict[str, Any]], str | None]) -> Callable[[bytes], str | None]:
+        return lambda value: to_line(orjson.loads(value))
+
+    def journal_line(value: bytes) -> str | None:
+        item = decode(value)
+        if not isinstance(item, Reading):
+            return None  # actions, watermarks; refused records are the detect agent's
+        if bound is not None and bound.check(item, wall_ms()) is not None:
+            return None  # quarantined by the detect agent: no telemetry from the future
+        return points.telemetry_line(item, registry.current().get(item.device))
 
     @app.agent(journal_topic, name="sink-telemetry")
     async def sink_telemetry(stream: faust.StreamT) -> None:
-        await sink(stream, journal_line)
+        await sink(stream, journal_line, topics.telemetry)
 
     @app.agent(cases, name="sink-cases")
     async def sink_cases(stream: faust.StreamT) -> None:
-        await sink(stream, points.case_event_line, ledger_writer)
+        await sink(stream, record(points.case_event_line), topics.cases, ledger_writer)
 
     @app.agent(penalties, name="sink-penalties")
     async def sink_penalties(stream: faust.StreamT) -> None:
-        await sink(stream, points.penalty_line, ledger_writer)
+        await sink(stream, record(points.penalty_line), topics.penalties, ledger_writer)
 
     @app.agent(deadletter, name="sink-deadletter")
     async def sink_deadletter(stream: faust.StreamT) -> None:
-        await sink(stream, points.deadletter_line)
+        await sink(stream, record(points.deadletter_line), topics.deadletter)
+
+    @app.agent(quarantine, name="sink-quarantine")
+    async def sink_quarantine(stream: faust.StreamT) -> None:
+        await sink(stream, record(points.quarantine_line), topics.quarantine)
+
+    @app.timer(STATS_EVERY_S)
+    async def report_stats() -> None:
+        line = stats.report()
+        if line is not None:
+            log.warning(line)
 
     if live_clock:
 

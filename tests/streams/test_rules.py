@@ -113,6 +113,16 @@ BAD = [
         "rules.offline.heartbeat_minutes.dust",
     ),
     ("timezone: Asia/Zhengzhou\n", 1, "unknown time zone"),
+    (
+        "clock:\n  live_skew: 2\n",
+        2,
+        "clock.live_skew: unknown key; did you mean 'live_skew_minutes'?",
+    ),
+    (
+        "clock:\n  live_skew_minutes: -1\n",
+        2,
+        "clock.live_skew_minutes: expected a non-negative number",
+    ),
     ("version: 2\n", 1, "version 1"),
     (
         "rules:\n  manhole:\n    grace_hours: 2\n    grace_hours: 3\n",
@@ -190,3 +200,9 @@ def test_local_clock_shanghai() -> None:
     assert c.minute_of_day(ts) == 600
     assert c.next_at(ts, 7 * 60) == ts + 21 * H
     assert c.next_at(ts, 10 * 60) == ts
+
+
+def test_the_live_clock_skew_is_the_rules_file_s() -> None:
+    """docs/rules.md, "The clock"."""
+    assert default_rules().live_skew_ms == 2 * 60_000
+    assert parse_rules("clock:\n  live_skew_minutes: 0.5\n").live_skew_ms == 30_000
