@@ -1,6 +1,7 @@
 """What the detection core takes in besides readings, and what it puts out.
 
-Inputs: ``OfficerAction`` (ack / close / accident / note from the API or CLI).
+Inputs: ``OfficerAction`` (ack / close / accident / note / confirm_repair /
+reject_repair from the API or CLI).
 Outputs (``Output``):
 
 * ``CaseEvent`` -- a full snapshot of a case after each change of it (opened,
@@ -27,8 +28,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-ACTIONS = ("ack", "close", "accident", "note")
-"""Officer actions the core understands."""
+ACTIONS = ("ack", "close", "accident", "note", "confirm_repair", "reject_repair")
+"""Officer actions the core understands. ``confirm_repair`` / ``reject_repair``
+decide a manhole case's late repair claim: a reading that arrived too late to
+reverse booked hours on its own (docs/rules.md, "Late repair claims")."""
+
+COMMON_ACTIONS = ("ack", "close", "note")
+"""The actions every case takes; the others belong to manhole cases."""
 
 CASE_STATES = ("open", "acknowledged", "escalated", "repaired", "closed", "reopened")
 """``open`` -> ``acknowledged`` -> ``repaired`` | ``closed``; ``escalated`` when a

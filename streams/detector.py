@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any, Protocol
 
-from contract.cases import ActionRejected, OfficerAction, Output
+from contract.cases import COMMON_ACTIONS, ActionRejected, OfficerAction, Output
 from contract.clock import NEVER, LocalClock
 from contract.kinds import KINDS
 from streams.case import Context
@@ -153,7 +153,9 @@ class Detector:
 
         With ``a.case_id`` the action goes to that case. Without, it goes to the
         device's current case: ``accident`` to the manhole case (open, else the
-        most recent); ack/close/note to the device's open kind case (manhole;
+        most recent); ``confirm_repair`` / ``reject_repair`` to the manhole case
+        with a pending late repair claim (docs/rules.md, "Late repair claims");
+        ack/close/note to the device's open kind case (manhole;
         dust violation, flatline, warning; streetlight leakage, fault), else
         its offline case. An action matching no case gives ``ActionRejected``.
         Repeats change nothing (an accident is booked once per case).
@@ -174,14 +176,22 @@ class Detector:
             return out
         ok = False
         for i, (rule, st) in enumerate(zip(slot.rules, slot.states, strict=True)):
-            if i > 0 and a.action == "accident":
-                break  # an accident belongs to the device kind's own case
+            if i > 0 and a.action not in COMMON_ACTIONS:
+                break  # an accident or a repair claim belongs to the device kind's own case
             if rule.on_action(st, a, slot.device, ctx):
                 ok = True
                 break
         if not ok:
-            what = "manhole case" if a.action == "accident" else "open case"
-            if a.case_id is not None:
+            what = (
+                "manhole case"
+                if a.action == "accident"
+                else "open case"
+                if a.action in COMMON_ACTIONS
+                else "pending late repair claim"
+            )
+            if a.case_id is not None and what == "pending late repair claim":
+                out.append(ActionRejected(a, f"case {a.case_id} has no {what}"))
+            elif a.case_id is not None:
                 out.append(
                     ActionRejected(a, f"case {a.case_id} is not a current case of {a.device}")
                 )

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from contract import rules as rule_ids
-from contract.cases import PAYER_TYPES, OfficerAction
+from contract.cases import COMMON_ACTIONS, PAYER_TYPES, OfficerAction
 from contract.clock import MINUTE_MS, NEVER, LocalClock
 from foundation.cityfile import Section
 from streams.case import (
@@ -435,7 +435,7 @@ class DustRule:
 
     def on_action(self, st: DustState, a: OfficerAction, dev: Device, ctx: Context) -> bool:
         """ack/close/note on the violation case, else the flatline case, else the warning."""
-        if a.action == "accident":
+        if a.action not in COMMON_ACTIONS:
             return False
         bands = {"v": st.violation, "w": st.warning}
         targets: list[tuple[str, CaseRecord]] = []

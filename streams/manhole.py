@@ -19,6 +19,14 @@ docs/rules.md, exactly:
   every booked hour that accrued after the new repair time is reversed by a
   new entry ``<entry_id>:reversal`` booked at the current watermark, with the
   late reading as evidence. Booked entries are never edited.
+* Late repair claims (docs/rules.md, "Late repair claims"): a normal reading
+  that arrives more than ``late_repair_max_minutes`` behind the watermark is
+  not accepted evidence on its own. If taking it would un-owe hours booked or
+  due, the case carries a pending claim (``detail.late_repair_claim``), nothing
+  is reversed and the clock keeps running; ``confirm_repair`` takes the
+  readings and books the reversals (the officer is part of their evidence),
+  ``reject_repair`` sets them aside for good. A late reading that would un-owe
+  nothing is taken as it is.
 * A late *abnormal* reading never opens a case or delays a repair: it is
   either superseded by a newer normal reading, or falls inside a case that is
   already open. An abnormal reading opens a new case only when it is newer
@@ -45,7 +53,7 @@ from yaml.nodes import MappingNode
 
 from contract import rules as rule_ids
 from contract.cases import PAYER_TYPES, ROAD_CLASSES, CaseEvent, LedgerEntry, OfficerAction
-from contract.clock import HOUR_MS, NEVER, LocalClock
+from contract.clock import HOUR_MS, MINUTE_MS, NEVER, LocalClock
 from foundation.cityfile import Section
 from streams.case import (
     Context,
@@ -90,6 +98,9 @@ class ManholeRules:
     """How many consecutive normal readings prove a repair (repair time = the first)."""
     accident_district_government_yuan: int = 500_000
     accident_property_unit_yuan: int = 1_000_000
+    late_repair_max_ms: int = 15 * MINUTE_MS
+    """A normal reading later than this behind the watermark reverses nothing by itself:
+    it is a late repair claim an officer confirms or rejects (docs/rules.md)."""
 
     def grace_for(self, road_class: str | None) -> int:
         g = self.grace_ms
@@ -140,6 +151,10 @@ def parse(m: Section) -> ManholeRules:
         normal_run=m.whole("normal_run", d.normal_run, minimum=1),
         accident_district_government_yuan=acc_d,
         accident_property_unit_yuan=acc_p,
+        late_repair_max_ms=round(
+            m.number("late_repair_max_minutes", d.late_repair_max_ms / MINUTE_MS, zero_ok=True)
+            * MINUTE_MS
+        ),
     )
     m.finish()
     return out
@@ -171,6 +186,13 @@ class ManholeCase:
     acknowledged_by: str | None = None
     accident_at: int | None = None
     notes: list[dict[str, Any]] = field(default_factory=list)
+    unconfirmed: list[dict[str, Any]] = field(default_factory=list)
+    """Late normal readings (their evidence, by ts) not taken as evidence yet: a repair claim."""
+    rejected: list[int] = field(default_factory=list)
+    """Event times of readings an officer rejected as repair evidence: never counted again."""
+    claim: dict[str, Any] | None = None
+    """The latest late repair claim: ``status`` (pending, confirmed, rejected, superseded),
+    ``repair_at``, ``lateness_ms``, ``at``, ``readings``, ``decided_by``, ``decided_at``."""
 
     @property
     def repair_at(self) -> int | None:
@@ -197,11 +219,22 @@ def _ts(item: tuple[int, bool]) -> int:
     return item[0]
 
 
-def _first_run(history: list[tuple[int, bool]], n: int) -> int | None:
-    """Event time of the first reading of the first run of ``n`` normal readings."""
+def _ev_ts(ev: dict[str, Any]) -> int:
+    return int(ev["ts"])
+
+
+def _first_run(
+    history: list[tuple[int, bool]], n: int, skip: set[int] | frozenset[int] = frozenset()
+) -> int | None:
+    """Event time of the first reading of the first run of ``n`` normal readings.
+
+    Readings whose ts is in ``skip`` (unconfirmed or rejected) count as not heard.
+    """
     run = 0
     start = 0
     for ts, ok in history:
+        if skip and ts in skip:
+            continue
         if ok:
             if run == 0:
                 start = ts
@@ -223,6 +256,7 @@ class ManholeRule:
         self.threshold = rules.tilt_threshold_deg
         self.normal_run = rules.normal_run
         self.per_hour = rules.penalty_per_hour_yuan
+        self.late_max = rules.late_repair_max_ms
 
     def new_state(self, dev: Device) -> ManholeState:
         return ManholeState()
@@ -242,6 +276,13 @@ class ManholeRule:
                 rep = case.repair_at
                 if rep is None:  # the hot path of an open case: readings in order
                     case.history.append((ts, normal))
+                    late = normal and max(ctx.wm, r.received_at) - ts > self.late_max
+                    if late or case.unconfirmed or case.rejected:
+                        # in order but late (a silent cover), or a claim in the history
+                        if late:
+                            case.unconfirmed.append(reading_evidence(r))
+                        self._judge(st, case, r, normal, dev, ctx)
+                        return True
                     if normal:
                         if st.streak == 0:
                             st.streak_start = ts
@@ -281,7 +322,7 @@ class ManholeRule:
             history=[(t0, False)],
         )
         old = st.case
-        if old is not None and self._case_due(old) is not None:
+        if old is not None and self._keep(old):
             st.pending.append(old)
         st.case = case
         st.streak = 0
@@ -297,25 +338,128 @@ class ManholeRule:
         if i < len(h) and h[i][0] == ts:
             return False  # redelivery
         h.insert(i, (ts, normal))
+        if normal and max(ctx.wm, r.received_at) - ts > self.late_max:
+            ev = reading_evidence(r)
+            u = case.unconfirmed
+            u.insert(bisect_left(u, ts, key=_ev_ts), ev)
+        self._judge(st, case, r, normal, dev, ctx)
+        return True
+
+    def _judge(
+        self, st: ManholeState, case: ManholeCase, r: Reading, normal: bool,
+        dev: Device, ctx: Context,
+    ) -> None:  # fmt: skip
+        """After the history changed: the repair the accepted readings prove, then any claim."""
+        h = case.history
+        skip = set(case.rejected)
+        if case.unconfirmed:
+            skip.update(e["ts"] for e in case.unconfirmed)
         if normal:
-            start = _first_run(h, self.normal_run)
+            start = _first_run(h, self.normal_run, skip)
             rep = case.repair_at
             if start is not None and (rep is None or start < rep):
                 self._set_repair(case, start, None, reading_evidence(r), dev, ctx)
+        if case.unconfirmed:
+            self._weigh_claim(case, r, dev, ctx)
         if case.repair_at is None:
             n, start = 0, 0
             for t, ok in reversed(h):
+                if skip and t in skip:
+                    continue
                 if not ok:
                     break
                 n, start = n + 1, t
             st.streak, st.streak_start = n, start
+
+    # ------------------------------------------------------------------ late repair claims
+
+    def _at_stake(self, case: ManholeCase, at: int, now: int) -> bool:
+        """Would a repair at ``at`` un-owe an hour booked or due by ``now``?"""
+        if not self.per_hour:
+            return False
+        rep = case.repair_at
+        limit = now if rep is None else min(now, rep)
+        k = max(1, (at - case.deadline) // HOUR_MS + 1)  # the first hour accruing after ``at``
+        return case.deadline + k * HOUR_MS <= limit
+
+    def _weigh_claim(self, case: ManholeCase, r: Reading, dev: Device, ctx: Context) -> None:
+        """The repair the late readings would prove: taken when it un-owes nothing, else claimed."""
+        now = max(ctx.wm, r.received_at)
+        start = _first_run(case.history, self.normal_run, set(case.rejected))
+        rep = case.repair_at
+        claim = case.claim if case.claim is not None and case.claim["status"] == "pending" else None
+        ev = reading_evidence(r)
+        if start is None or (rep is not None and start >= rep):
+            if claim is not None:  # the accepted evidence already proves as much
+                case.claim = {**claim, "status": "superseded"}
+                ctx.out.append(self._event(case, dev, now, [ev]))
+            return
+        if not self._at_stake(case, start, now):
+            case.unconfirmed = []  # erases nothing booked or due: taken as it is
+            if claim is not None:
+                case.claim = {**claim, "status": "superseded"}
+            self._set_repair(case, start, None, ev, dev, ctx)
+            return
+        readings = [e["ts"] for e in case.unconfirmed]
+        if claim is not None and claim["repair_at"] == start and claim["readings"] == readings:
+            return
+        case.claim = {
+            "status": "pending", "repair_at": start, "lateness_ms": now - start, "at": now,
+            "readings": readings, "decided_by": None, "decided_at": None,
+        }  # fmt: skip
+        ctx.out.append(self._event(case, dev, now, [ev]))
+
+    def _decide_claim(self, st: ManholeState, a: OfficerAction, dev: Device, ctx: Context) -> bool:
+        """``confirm_repair`` / ``reject_repair``: the most recent case with a pending claim
+        (or ``a.case_id``'s); a repeat of the decision changes nothing."""
+        cases = [c for c in (st.case, *reversed(st.pending)) if c is not None]
+        if a.case_id is not None:
+            cases = [c for c in cases if c.case_id == a.case_id]
+        case = next((c for c in cases if c.claim and c.claim["status"] == "pending"), None)
+        want = "confirmed" if a.action == "confirm_repair" else "rejected"
+        if case is None:
+            decided = next((c.claim for c in cases if c.claim), None)
+            return decided is not None and decided["status"] == want
+        claim = case.claim
+        assert claim is not None
+        act = action_evidence(a)
+        case.claim = {**claim, "status": want, "decided_by": a.officer, "decided_at": a.at}
+        readings = case.unconfirmed
+        case.unconfirmed = []
+        changed = False
+        if want == "confirmed":
+            start = _first_run(case.history, self.normal_run, set(case.rejected))
+            rep = case.repair_at
+            if start is not None and (rep is None or start < rep):
+                ev = next(
+                    (e for e in readings if e["ts"] == start), readings[0] if readings else act
+                )
+                changed = self._set_repair(case, start, None, ev, dev, ctx, [act])
+        else:
+            case.rejected = sorted({*case.rejected, *(e["ts"] for e in readings)})
+        if not changed:
+            ctx.out.append(self._event(case, dev, a.at, [act]))
+        if st.pending:
+            st.pending = [c for c in st.pending if self._keep(c)]
         return True
+
+    def _keep(self, case: ManholeCase) -> bool:
+        """An earlier case stays while it owes hours or waits for an officer's decision."""
+        claim = case.claim
+        return self._case_due(case) is not None or (
+            claim is not None and claim["status"] == "pending"
+        )
 
     def _set_repair(
         self, case: ManholeCase, at: int, officer: OfficerAction | None,
         evidence: dict[str, Any], dev: Device, ctx: Context,
-    ) -> None:  # fmt: skip
-        """Record a repair (reading run or officer close) and reverse what it un-owes."""
+        more: list[dict[str, Any]] | None = None,
+    ) -> bool:  # fmt: skip
+        """Record a repair (reading run or officer close) and reverse what it un-owes.
+
+        ``more``: further evidence of the reversals and the event (the officer
+        who confirmed a late repair claim). False when the repair time did not move.
+        """
         old = case.repair_at
         if officer is None:
             case.run_repair_at = at
@@ -326,14 +470,19 @@ class ManholeRule:
         new = case.repair_at
         assert new is not None
         if old is not None and new >= old:
-            return  # an officer closing a case its sensor already proved repaired
+            return False  # an officer closing a case its sensor already proved repaired
         case.state = "repaired" if new == case.run_repair_at else "closed"
+        proof = [evidence, *more] if more else [evidence]
         if self.per_hour:
             for k in range(1, case.hours_booked + 1):
                 if case.deadline + k * HOUR_MS > new and k not in case.reversed_hours:
-                    ctx.out.append(reversal_of(self._hour_entry(case, k, dev), ctx.wm, [evidence]))
+                    ctx.out.append(reversal_of(self._hour_entry(case, k, dev), ctx.wm, proof))
                     case.reversed_hours.append(k)
-        ctx.out.append(self._event(case, dev, new, [evidence]))
+        claim = case.claim
+        if claim is not None and claim["status"] == "pending" and claim["repair_at"] >= new:
+            case.claim = {**claim, "status": "superseded"}  # an earlier repair was proved
+        ctx.out.append(self._event(case, dev, new, proof))
+        return True
 
     # ------------------------------------------------------------------ clock
 
@@ -369,7 +518,7 @@ class ManholeRule:
         assert case is not None and self._case_due(case) == due
         self._tick(case, due, dev, ctx)
         if st.pending:
-            st.pending = [c for c in st.pending if self._case_due(c) is not None]
+            st.pending = [c for c in st.pending if self._keep(c)]
 
     def _tick(self, case: ManholeCase, due: int, dev: Device, ctx: Context) -> None:
         if due == case.deadline and not case.escalated and case.repair_at is None:
@@ -411,6 +560,8 @@ class ManholeRule:
 
     def on_action(self, st: ManholeState, a: OfficerAction, dev: Device, ctx: Context) -> bool:
         """Apply an action to the device's most recent case; False if it is not for it."""
+        if a.action in ("confirm_repair", "reject_repair"):
+            return self._decide_claim(st, a, dev, ctx)
         case = st.case
         if case is None or (a.case_id is not None and a.case_id != case.case_id):
             return False
@@ -466,6 +617,8 @@ class ManholeRule:
             detail["reversed_hours"] = sorted(case.reversed_hours)
         if case.notes:
             detail["notes"] = list(case.notes)
+        if case.claim is not None:
+            detail["late_repair_claim"] = dict(case.claim)
         return CaseEvent(
             case_id=case.case_id,
             kind="manhole",
@@ -517,6 +670,8 @@ def _case_to_dict(c: ManholeCase) -> dict[str, Any]:
         "reversed_hours": list(c.reversed_hours), "escalated": c.escalated,
         "acknowledged_at": c.acknowledged_at, "acknowledged_by": c.acknowledged_by,
         "accident_at": c.accident_at, "notes": [dict(n) for n in c.notes],
+        "unconfirmed": [dict(e) for e in c.unconfirmed], "rejected": list(c.rejected),
+        "claim": None if c.claim is None else dict(c.claim),
     }  # fmt: skip
 
 
@@ -531,6 +686,9 @@ def _case_from_dict(c: dict[str, Any]) -> ManholeCase:
         reversed_hours=list(c["reversed_hours"]), escalated=c["escalated"],
         acknowledged_at=c["acknowledged_at"], acknowledged_by=c["acknowledged_by"],
         accident_at=c["accident_at"], notes=[dict(n) for n in c["notes"]],
+        unconfirmed=[dict(e) for e in c.get("unconfirmed", ())],
+        rejected=list(c.get("rejected", ())),
+        claim=None if c.get("claim") is None else dict(c["claim"]),
     )  # fmt: skip
 
 

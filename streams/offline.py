@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from contract import rules as rule_ids
-from contract.cases import PAYER_TYPES, OfficerAction
+from contract.cases import COMMON_ACTIONS, PAYER_TYPES, OfficerAction
 from contract.clock import MINUTE_MS, NEVER, LocalClock, in_daily_window
 from contract.kinds import KINDS
 from foundation.cityfile import Section
@@ -188,7 +188,7 @@ class OfflineRule:
     def on_action(self, st: OfflineState, a: OfficerAction, dev: Device, ctx: Context) -> bool:
         rec = st.rec
         if (
-            a.action == "accident"
+            a.action not in COMMON_ACTIONS
             or rec is None
             or (a.case_id is not None and a.case_id != rec.case_id)
         ):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from contract import rules as rule_ids
-from contract.cases import PAYER_TYPES, OfficerAction
+from contract.cases import COMMON_ACTIONS, PAYER_TYPES, OfficerAction
 from contract.clock import NEVER, LocalClock, in_daily_window
 from foundation.cityfile import Section
 from streams.case import CaseRecord, Context, action_evidence, penalty_entry, reading_evidence
@@ -220,7 +220,7 @@ class StreetlightRule:
 
     def on_action(self, st: LampState, a: OfficerAction, dev: Device, ctx: Context) -> bool:
         """ack/close/note on the leakage case first (it is the dangerous one), else the fault."""
-        if a.action == "accident":
+        if a.action not in COMMON_ACTIONS:
             return False
         for attr in ("leakage", "fault"):
             rec: CaseRecord | None = getattr(st, attr)

@@ -34,7 +34,7 @@ ACTION = {"type": "action", "action": "ack", "device": "MH-1", "at": 7, "officer
     "item",
     [
         Reading("MH-1", "manhole", "jinshui", 1_000, 1_005, {"open": True, "x": [1]}, "t"),
-        OfficerAction("close", "MH-1", 7, "grid-07", "manhole:MH-1:1", "ok"),
+        OfficerAction("confirm_repair", "MH-1", 7, "grid-07", "manhole:MH-1:1", "ok"),
         Watermark(123),
     ],
 )

@@ -35,8 +35,8 @@ T0 = 1_793_000_000_000  # 2026-10-26T09:33:20Z
 
 
 def theft_and_dust_day(u: str) -> list[dict[str, Any]]:
-    """A stolen cover (silent, closed by an officer), a late repair proved by a late reading,
-    an accident reported twice, and a dust episode with oscillation."""
+    """A stolen cover (silent, closed by an officer), a late repair proved by a late reading
+    and confirmed by an officer, an accident reported twice, and a dust episode with oscillation."""
     mh1, mh2, ds = f"MH-{u}-1", f"MH-{u}-2", f"DS-{u}-1"
     t = lambda dev, kind, district="jinshui": f"city/{district}/{kind}/{dev}/telemetry"  # noqa: E731
     lines: list[dict[str, Any]] = []
@@ -78,6 +78,9 @@ def theft_and_dust_day(u: str) -> list[dict[str, Any]]:
             "received_at": T0 + 9 * H + M,
         }
     )
+    # 4.5 h late: a late repair claim, the reversals wait for an officer (docs/rules.md)
+    lines.append({"action": "confirm_repair", "device": mh2, "at": T0 + 9 * H + 2 * M,
+                  "officer": "grid-03"})  # fmt: skip
     # dust: rises above 200, oscillates around it, recovers
     for i in range(0, 240, 5):
         pm10 = 120 if i < 30 else (260 if i < 120 else (195 if i % 10 else 205) if i < 180 else 90)

@@ -34,7 +34,9 @@ def city_day(seed: int = 7) -> list[tuple[str, Any]]:
         if minute == 600:
             evs.append(
                 ("r", reading("MH-MAIN", T0 + 450 * M, wm, open=False))
-            )  # late proof of repair
+            )  # late proof of repair: 2.5 h late, a claim (docs/rules.md, "Late repair claims")
+        if minute == 610:
+            evs.append(("a", action("confirm_repair", "MH-MAIN", wm)))  # the officer confirms
         if minute % 10 == 0:
             evs.append(
                 ("r", reading("MH-SEC", t, wm, tilt_deg=20.0 if 100 <= minute < 400 else 1.0))
@@ -111,7 +113,7 @@ def test_city_day_has_every_kind_of_case_and_money() -> None:
         "offline",
     } <= rules
     assert {e.rule for e in ledger} >= {"manhole", "manhole.accident", "dust"}
-    assert any(e.reverses for e in ledger)  # the late repair reading reversed booked hours
+    assert any(e.reverses for e in ledger)  # the confirmed late repair reversed booked hours
     assert sum(e.amount_yuan for e in ledger if e.rule == "manhole.accident") == 1_500_000
 
 
@@ -225,7 +227,7 @@ def test_set_registry_keeps_the_payer_of_an_open_case() -> None:
     )
     run.det.set_registry(new_reg)
     run.tick(T0 + 4 * H)
-    run.read("MH-MAIN", T0 + 3 * H + M, received_at=T0 + 4 * H + M, open=False)  # late repair
+    run.read("MH-MAIN", T0 + 4 * H - 5 * M, received_at=T0 + 4 * H + M, open=False)  # late repair
     run.read("MH-MAIN", T0 + 5 * H, open=True)  # a new case: the new unit pays
     run.tick(T0 + 8 * H + 30 * M)
     assert [(e.payer, e.amount_yuan) for e in run.ledger] == [

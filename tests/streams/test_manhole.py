@@ -191,8 +191,12 @@ def test_accident_without_case_is_rejected() -> None:
     assert len(run.rejected) == 1 and "no manhole case" in run.rejected[0].reason
 
 
+TRUSTING = rules_with(manhole={"late_repair_max_ms": 24 * H})
+"""A city that lets any late reading reverse hours at once (the bound set to a day)."""
+
+
 def test_late_normal_reading_reverses_hours_after_repair() -> None:
-    run = Run()
+    run = Run(TRUSTING)
     run.read("MH-MAIN", T0, open=True)
     run.tick(DEADLINE + 4 * H)  # 4 hours booked while the repair reading was stuck somewhere
     assert run.amounts() == [10_000] * 4
@@ -214,7 +218,7 @@ def test_late_normal_reading_reverses_hours_after_repair() -> None:
 
 
 def test_late_normal_before_officer_close_moves_repair_earlier() -> None:
-    run = Run()
+    run = Run(TRUSTING)
     run.read("MH-MAIN", T0, open=True)
     run.act("close", "MH-MAIN", DEADLINE + 3 * H)
     run.tick(DEADLINE + 3 * H)
@@ -317,3 +321,184 @@ def test_new_case_before_clock_caught_up_still_books_old_hours() -> None:
         f"manhole:MH-SEC:{T0}": 10_000,  # floor((3h - 2h) / 1h)
         f"manhole:MH-SEC:{T0 + 3 * H + M}": 10_000 * ((24 * H - (3 * H + M) - 2 * H) // H),
     }
+
+
+# ------------------------------------------------------------------ late repair claims (docs/rules.md)
+
+S = 1000
+
+
+def test_a_reading_12h_late_claiming_a_repair_changes_nothing_until_an_officer_confirms() -> None:
+    """The issue's attack: ``{"ts": opened + 1 s, "open": false}`` sent 12 hours late."""
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.tick(T0 + 12 * H)  # deadline T0 + 2 h: hours 1..10 booked
+    booked = run.ledger.entries()
+    assert len(booked) == 10
+    run.read("MH-MAIN", T0 + S, received_at=T0 + 12 * H + M, open=False)
+    assert run.ledger.entries() == booked, "a late reading may not reverse on its own"
+    case = run.cases[CASE]
+    claim = case.detail["late_repair_claim"]
+    assert claim["status"] == "pending" and claim["repair_at"] == T0 + S
+    assert claim["lateness_ms"] == 12 * H + M - S and claim["readings"] == [T0 + S]
+    assert case.state == "escalated" and case.detail["repair_at"] is None
+    assert case.evidence[-1]["ts"] == T0 + S  # the reading is kept as evidence
+    # the clock keeps running while the claim waits
+    run.tick(T0 + 14 * H)
+    assert len(run.ledger.entries()) == 12 and run.ledger.net() == 120_000
+    # an officer confirms: exactly the hours after the claimed repair are reversed
+    run.act("confirm_repair", "MH-MAIN", T0 + 14 * H + 5 * M, officer="grid-09")
+    reversals = [e for e in run.ledger.entries() if e.reverses]
+    assert [e.reverses for e in reversals] == [f"{CASE}:hour:{k}" for k in range(1, 13)]
+    assert all(e.accrued_at == T0 + 14 * H for e in reversals)  # the watermark when booked
+    assert all(
+        [ev["type"] for ev in e.evidence] == ["reading", "action"]
+        and e.evidence[0]["ts"] == T0 + S
+        and e.evidence[1] == {"type": "action", "action": "confirm_repair", "officer": "grid-09",
+                              "at": T0 + 14 * H + 5 * M}
+        for e in reversals
+    )  # fmt: skip
+    assert run.ledger.net() == 0
+    case = run.cases[CASE]
+    assert case.state == "repaired" and case.detail["repair_at"] == T0 + S
+    claim = case.detail["late_repair_claim"]
+    assert (claim["status"], claim["decided_by"]) == ("confirmed", "grid-09")
+    # nothing more accrues; a repeated confirmation changes nothing and is not refused
+    before = run.ledger.entries()
+    run.act("confirm_repair", "MH-MAIN", T0 + 15 * H, officer="grid-09")
+    run.tick(T0 + 30 * H)
+    assert run.ledger.entries() == before and run.rejected == []
+
+
+def test_a_silent_partition_cannot_hide_the_hours_a_late_claim_would_erase() -> None:
+    """No watermark between the opening and the late reading: the hours due by its arrival count."""
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.read("MH-MAIN", T0 + S, received_at=T0 + 12 * H + M, open=False)
+    assert run.cases[CASE].detail["late_repair_claim"]["status"] == "pending"
+    assert len(run.ledger.entries()) == 10  # booked as the reading's arrival moved the watermark
+    run.act("confirm_repair", "MH-MAIN", T0 + 12 * H + 2 * M)
+    assert run.ledger.net() == 0 and len(run.ledger.entries()) == 20
+
+
+@pytest.mark.parametrize(
+    "lateness_min, automatic", [(1, True), (14, True), (15, True), (16, False), (60, False)]
+)
+def test_within_the_bound_a_late_reading_reverses_at_once(
+    lateness_min: int, automatic: bool
+) -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.tick(DEADLINE + 4 * H)
+    repair = DEADLINE + 4 * H - lateness_min * M  # hour 4 (at DEADLINE + 4 h) is after it
+    run.read("MH-MAIN", repair, received_at=DEADLINE + 4 * H, open=False)
+    reversed_ = [e.reverses for e in run.ledger if e.reverses]
+    if automatic:
+        assert reversed_ == [f"{CASE}:hour:4"]
+        assert "late_repair_claim" not in run.cases[CASE].detail
+        assert run.cases[CASE].state == "repaired"
+    else:
+        assert reversed_ == []
+        assert run.cases[CASE].detail["late_repair_claim"]["status"] == "pending"
+
+
+def test_the_bound_is_the_rules_file_s() -> None:
+    run = Run(rules_with(manhole={"late_repair_max_ms": 0}))
+    run.read("MH-MAIN", T0, open=True)
+    run.tick(DEADLINE + 4 * H)
+    run.read("MH-MAIN", DEADLINE + 4 * H - S, received_at=DEADLINE + 4 * H, open=False)
+    assert run.cases[CASE].detail["late_repair_claim"]["status"] == "pending"
+
+
+def test_a_rejected_claim_keeps_the_ledger_and_its_readings_never_count_again() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.tick(T0 + 6 * H)
+    run.read("MH-MAIN", T0 + S, received_at=T0 + 6 * H, open=False)
+    run.act("reject_repair", "MH-MAIN", T0 + 6 * H + M, officer="grid-03")
+    claim = run.cases[CASE].detail["late_repair_claim"]
+    assert (claim["status"], claim["decided_by"]) == ("rejected", "grid-03")
+    run.tick(T0 + 8 * H)
+    assert run.amounts() == [10_000] * 6  # the clock ran on
+    # the rejected reading is no evidence any more: a redelivery or a later confirm changes nothing
+    run.read("MH-MAIN", T0 + S, received_at=T0 + 8 * H, open=False)
+    run.act("confirm_repair", "MH-MAIN", T0 + 8 * H)
+    assert len(run.rejected) == 1 and "no pending late repair claim" in run.rejected[0].reason
+    assert run.amounts() == [10_000] * 6
+    # the device's own on-time reading repairs the case as always
+    run.read("MH-MAIN", T0 + 8 * H + 30 * M, open=False)
+    run.tick(T0 + 20 * H)
+    assert run.ledger.net() == 60_000 and run.cases[CASE].state == "repaired"
+
+
+def test_a_late_reading_that_erases_nothing_is_taken_as_it_is() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.tick(DEADLINE + 30 * M)  # escalated, no hour booked or due yet
+    run.read("MH-MAIN", T0 + 10 * M, received_at=DEADLINE + 40 * M, open=False)
+    case = run.cases[CASE]
+    assert case.state == "repaired" and case.detail["repair_at"] == T0 + 10 * M
+    assert "late_repair_claim" not in case.detail
+    run.tick(T0 + 24 * H)
+    assert list(run.ledger) == []
+
+
+def test_an_on_time_repair_stops_the_clock_and_a_later_confirmation_reverses_the_rest() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.tick(T0 + 6 * H)  # hours 1..4
+    run.read("MH-MAIN", T0 + S, received_at=T0 + 6 * H, open=False)  # a claim
+    run.read("MH-MAIN", T0 + 6 * H + 10 * M, open=False)  # the device itself, on time
+    run.tick(T0 + 10 * H)
+    assert run.cases[CASE].state == "repaired" and run.ledger.net() == 40_000
+    assert run.cases[CASE].detail["late_repair_claim"]["status"] == "pending"
+    run.act("confirm_repair", "MH-MAIN", T0 + 10 * H, officer="grid-09")
+    assert run.ledger.net() == 0
+    assert run.cases[CASE].detail["repair_at"] == T0 + S
+
+
+def test_a_claim_waits_on_an_older_case_when_the_cover_opens_again() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.tick(T0 + 6 * H)
+    run.read("MH-MAIN", T0 + S, received_at=T0 + 6 * H, open=False)  # claim on the first case
+    run.read("MH-MAIN", T0 + 6 * H + M, open=False)  # repaired on time
+    run.read("MH-MAIN", T0 + 7 * H, open=True)  # a new case
+    second = f"manhole:MH-MAIN:{T0 + 7 * H}"
+    run.tick(T0 + 7 * H + 30 * M)
+    run.act("confirm_repair", "MH-MAIN", T0 + 7 * H + 30 * M, officer="grid-09")
+    assert [e.reverses for e in run.ledger if e.reverses] == [
+        f"{CASE}:hour:{k}" for k in range(1, 5)
+    ]
+    assert run.cases[second].state == "open" and "late_repair_claim" not in run.cases[second].detail
+
+
+def test_confirm_without_a_claim_is_refused() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.act("confirm_repair", "MH-MAIN", T0 + M)
+    run.act("reject_repair", "DS-1", T0 + M)
+    assert [r.reason for r in run.rejected] == [
+        "MH-MAIN has no pending late repair claim",
+        "the device has no case",
+    ]
+
+
+def test_claims_survive_a_restore() -> None:
+    from streams.detector import Detector
+    from streams.harness import REG, action, reading
+    from streams.rules import default_rules
+
+    det = Detector(default_rules(), REG)
+    det.on_reading(reading("MH-MAIN", T0, open=True))
+    det.on_watermark(T0 + 6 * H)
+    det.on_reading(reading("MH-MAIN", T0 + S, T0 + 6 * H, open=False))
+    saved = det.export_device("MH-MAIN")
+    clock = det.export_clock()
+    again = Detector(default_rules(), REG)
+    again.import_clock(clock)
+    assert saved is not None and again.import_device("MH-MAIN", saved)
+    outs = again.on_action(action("confirm_repair", "MH-MAIN", T0 + 6 * H))
+    assert [o.reverses for o in outs if getattr(o, "reverses", None)] == [
+        f"{CASE}:hour:{k}" for k in range(1, 5)
+    ]

@@ -206,3 +206,18 @@ def test_the_live_clock_skew_is_the_rules_file_s() -> None:
     """docs/rules.md, "The clock"."""
     assert default_rules().live_skew_ms == 2 * 60_000
     assert parse_rules("clock:\n  live_skew_minutes: 0.5\n").live_skew_ms == 30_000
+
+
+def test_the_late_repair_bound_is_the_rules_file_s() -> None:
+    """docs/rules.md, "Late repair claims"."""
+    assert default_rules().manhole.late_repair_max_ms == 15 * M
+    assert (
+        parse_rules(
+            "rules:\n  manhole:\n    late_repair_max_minutes: 0\n"
+        ).manhole.late_repair_max_ms
+        == 0
+    )
+    with pytest.raises(
+        ConfigError, match="rules.manhole.late_repair_max_minutes: expected a non-negative"
+    ):
+        parse_rules("rules:\n  manhole:\n    late_repair_max_minutes: -5\n")
