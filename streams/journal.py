@@ -10,7 +10,7 @@ the same input: one source of truth, two ways of running it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from bus.kafka import ensure_topics, make_producer
@@ -29,6 +29,7 @@ async def load(
     partitions: int = 1,
     final_watermark: bool = True,
     on_bad: Callable[[BadLine], None] | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> int:
     """Write a replay file into the journal; return the number of records written.
 
@@ -36,9 +37,9 @@ async def load(
     by advancing time to the last instant named), so the live pipeline books
     the same clocks. Rejected lines are reported through ``on_bad``.
     """
-    await ensure_topics(bootstrap, prefix, partitions)
+    await ensure_topics(bootstrap, prefix, partitions, security=security)
     topic = KafkaTopics(prefix).telemetry
-    producer = make_producer(bootstrap, client_id="citywatch-journal-load")
+    producer = make_producer(bootstrap, client_id="citywatch-journal-load", security=security)
     await producer.start()
     written = 0
     end: int | None = None

@@ -46,6 +46,7 @@ from typing import Any
 import faust
 import orjson
 
+from bus.kafka import faust_credentials
 from contract import journal
 from contract.cases import CaseEvent, LedgerEntry, OfficerAction
 from contract.journal import JournalItem, Watermark, quarantine_record
@@ -304,10 +305,19 @@ class Pipeline:
 
 
 def faust_config(
-    bootstrap: str, partitions: int, session_timeout_s: float, datadir: Path
+    bootstrap: str,
+    partitions: int,
+    session_timeout_s: float,
+    datadir: Path,
+    credentials: Any = None,
 ) -> dict[str, Any]:
-    """The worker's Faust settings (the streams benchmark runs its no-op ceiling with the same)."""
-    return {
+    """The worker's Faust settings (the streams benchmark runs its no-op ceiling with the same).
+
+    ``credentials``: Faust's ``broker_credentials`` for a Kafka with TLS or SASL
+    (``bus.kafka.faust_credentials``; docs/decisions/006-kafka-authentication.md).
+    """
+    extra = {} if credentials is None else {"broker_credentials": credentials}
+    return extra | {
         "broker": f"kafka://{bootstrap}",
         "store": "memory://",
         "processing_guarantee": "at_least_once",
@@ -348,7 +358,7 @@ def build_app(
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{k.topic_prefix}-worker",
-        **faust_config(k.bootstrap, k.partitions, session_timeout_s, datadir),
+        **faust_config(k.bootstrap, k.partitions, session_timeout_s, datadir, faust_credentials(k)),
     )
     registry = RegistryWatcher(settings.paths.registry)
     declared = WorkerTopics.declare(app, topics)
@@ -372,14 +382,18 @@ def build_app(
     )
     influx = settings.influx
     writer_ready = asyncio.Event()
-    writer = InfluxWriter(influx.url, influx.database, token=influx.token, org=influx.org)
-    ledger_writer = InfluxWriter(
-        influx.url, influx.database, token=influx.token, org=influx.org, retention_policy=LEDGER_RP
-    )
+    auth = {
+        "token": influx.token,
+        "org": influx.org,
+        "username": influx.username,
+        "password": influx.password,
+    }
+    writer = InfluxWriter(influx.url, influx.database, **auth)
+    ledger_writer = InfluxWriter(influx.url, influx.database, retention_policy=LEDGER_RP, **auth)
 
     @app.task(on_leader=False)
     async def start_writer() -> None:
-        await asyncio.to_thread(ensure_database, influx.url, influx.database, token=influx.token)
+        await asyncio.to_thread(ensure_database, settings)
         await writer.start()
         await ledger_writer.start()
         writer_ready.set()
