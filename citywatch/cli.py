@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from foundation.errors import CitywatchError
 from foundation.logs import setup_logging
@@ -284,20 +284,9 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Publish a simulated city over MQTT: scenario mode (time-warped) or load mode (--rate)."""
-    import threading
-
-    from citywatch.run import last_weeks_monday
-    from sim.publish import run_load, run_publisher
-    from sim.simulator import (
-        Simulation,
-        build_city,
-        load_scenario_file,
-        parse_scenario_flag,
-        split_devices,
-    )
+    from sim.simulator import build_city, load_scenario_file, split_devices
 
     settings = _settings(args)
-    m = settings.mqtt
     scen = load_scenario_file(args.scenarios)
     seed = args.seed if args.seed is not None else (scen.seed if scen.seed is not None else 7)
     city = build_city(seed, *split_devices(args.devices))
@@ -306,6 +295,35 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"{len(city.devices)} devices; registry written to {args.registry_out} "
         f"(start bridges with --registry {args.registry_out})"
     )
+    # The simulator is its own installer: fresh secrets, kept in memory, removed at the end
+    # (docs/contracts.md, "Device identity").
+    from citywatch.devices import retire, simulated_identities
+
+    source = f"simulate:{os.path.abspath(args.registry_out)}"
+    _, credentials = simulated_identities(settings, city.registry(), source, bridge_names=())
+    try:
+        return _simulate(args, settings, city, scen, seed, credentials)
+    finally:
+        retire(settings, source)
+
+
+def _simulate(
+    args: argparse.Namespace,
+    settings: Settings,
+    city: Any,
+    scen: Any,
+    seed: int,
+    credentials: dict[str, tuple[str, str]],
+) -> int:
+    import threading
+
+    from citywatch.run import last_weeks_monday
+    from citywatch.services import ca_file
+    from sim.publish import run_load, run_publisher
+    from sim.simulator import Simulation, parse_scenario_flag
+
+    m = settings.mqtt
+    ca = (m.ca_file or str(ca_file(settings))) if m.tls else None
     stop = threading.Event()
     if args.rate:
 
@@ -321,6 +339,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             city,
             seed=seed,
             on_progress=show_load,
+            credentials=credentials,
+            ca_file=ca,
         )
         print(
             f"\nload: target {args.rate:,.0f} msgs/s, achieved {stats.achieved_rate:,.0f} msgs/s "
@@ -358,9 +378,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         on_progress=show,
         stop_event=stop,
         start_ms=start_ms,
-        username=m.username or None,
-        password=m.password or None,
-        ca_file=m.ca_file or None,
+        ca_file=ca,
+        credentials=credentials,
     )
     print(f"\npublished {stats.acked:,} messages; the city's clock reached its end")
     return 0
@@ -570,6 +589,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("file")
     q.add_argument("--registry", help="device registry file (overrides settings)")
     q.set_defaults(func=cmd_journal_load)
+
+    from citywatch.devices import add_arguments as add_devices_arguments
+
+    add_devices_arguments(sub, _settings, parser_class=_Parser)
 
     from citywatch.reports.cli import add_arguments as add_report_arguments
 

@@ -343,7 +343,12 @@ def run(
         console.print(f"  {st.line()}")
     children: list[Child] = []
     summary: dict[str, Any] = {}
+    from citywatch.devices import retire, simulated_identities
+
     try:
+        # each simulated device publishes as itself; the bridge has its own identity
+        # (docs/contracts.md, "Device identity")
+        settings, credentials = simulated_identities(settings, city.registry(), f"run:{run_tag}")
         from bus.kafka import ensure_topics_for
 
         k = settings.kafka
@@ -409,9 +414,8 @@ def run(
                 "on_progress": progress,
                 "stop_event": stop,
                 "start_ms": start_ms,
-                "username": m.username or None,
-                "password": m.password or None,
-                "ca_file": m.ca_file or None,
+                "credentials": credentials,
+                "ca_file": (m.ca_file or str(services.ca_file(settings))) if m.tls else None,
             },
             daemon=True,
         )
@@ -457,6 +461,7 @@ def run(
     finally:
         for child in reversed(children):
             child.stop()
+        retire(settings, f"run:{run_tag}")
         if started and not keep_services:
             services.down(settings, log=lambda line: console.print(f"  {line}"), only=started)
     return summary

@@ -6,26 +6,52 @@ start waits for a protocol-level health check (MQTT CONNACK, Kafka
 ApiVersions, InfluxDB /ping). ``down`` stops only what ``up`` started, found
 by the pid file it wrote and checked against the process's command line, so a
 broker somebody else runs is never touched.
+
+The MQTT broker is secured (docs/contracts.md, "Device identity";
+docs/decisions/005-device-identity.md): anonymous clients are refused, every
+identity and what it may do comes from the credentials store through
+Mosquitto's dynamic-security plugin, the user name is the client id, a TLS
+listener with a CA of citywatch's own runs on the next port up (or alone, on
+the URL's port, for ``mqtts://``), and ``max_packet_size`` is the contract's
+4 KiB plus the topic and header overhead. Its health check authenticates as
+``citywatch-health``; a broker on the port that accepts anonymous clients, or
+does not know that identity, is never taken for citywatch's own.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from foundation.errors import CitywatchError
 from foundation.settings import Settings
+from ingest.validate import IngestLimits
+from registry.credentials import (
+    ADMIN,
+    HEALTH,
+    Change,
+    CredentialStore,
+    Grant,
+    dynsec_commands,
+    dynsec_config,
+    write_private,
+)
 
 
 class ServiceError(CitywatchError):
@@ -63,22 +89,77 @@ def _tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def mqtt_healthy(host: str, port: int, timeout: float = 2.0) -> bool:
-    """Send an MQTT 3.1.1 CONNECT and expect a CONNACK with return code 0."""
-    client_id = b"citywatch-health-%d" % os.getpid()
-    var_header = b"\x00\x04MQTT\x04\x02\x00\x0a"  # protocol, level 4, clean session, keepalive 10
-    payload = struct.pack("!H", len(client_id)) + client_id
-    body = var_header + payload
-    packet = b"\x10" + bytes([len(body)]) + body
+CONNACK_CODES = {
+    0: "accepted",
+    1: "unacceptable protocol version",
+    2: "client id rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorised",
+}
+
+
+def _utf8(value: bytes) -> bytes:
+    return struct.pack("!H", len(value)) + value
+
+
+def _remaining_length(n: int) -> bytes:
+    out = b""
+    while True:
+        n, digit = divmod(n, 128)
+        out += bytes([digit | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def mqtt_connack(
+    host: str,
+    port: int,
+    username: str | None = None,
+    password: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    timeout: float = 2.0,
+) -> int | None:
+    """Send an MQTT 3.1.1 CONNECT (with credentials when given) and return the CONNACK code.
+
+    None: nothing answered with a CONNACK (closed port, not MQTT, TLS failure).
+    """
+    client_id = (username or f"citywatch-probe-{os.getpid()}").encode()
+    flags = 0x02  # clean session
+    payload = _utf8(client_id)
+    if username is not None:
+        flags |= 0x80
+        payload += _utf8(username.encode())
+        if password is not None:
+            flags |= 0x40
+            payload += _utf8(password.encode())
+    body = b"\x00\x04MQTT\x04" + bytes([flags]) + b"\x00\x0a" + payload  # level 4, keepalive 10
+    packet = b"\x10" + _remaining_length(len(body)) + body
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            raw.settimeout(timeout)
+            sock = ssl_context.wrap_socket(raw, server_hostname=host) if ssl_context else raw
             sock.sendall(packet)
-            reply = sock.recv(4)
-            sock.sendall(b"\xe0\x00")  # DISCONNECT
-    except OSError:
-        return False
-    return len(reply) == 4 and reply[0] == 0x20 and reply[3] == 0
+            reply = _recv_exact(sock, 4)
+            if reply[3] == 0:
+                sock.sendall(b"\xe0\x00")  # DISCONNECT
+    except (OSError, ssl.SSLError):
+        return None
+    if reply[0] != 0x20 or reply[1] != 2:
+        return None
+    return reply[3]
+
+
+def mqtt_healthy(
+    host: str,
+    port: int,
+    username: str | None = None,
+    password: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    timeout: float = 2.0,
+) -> bool:
+    """A CONNECT (as ``username`` when given) answered by a CONNACK with return code 0."""
+    return mqtt_connack(host, port, username, password, ssl_context, timeout) == 0
 
 
 def kafka_healthy(host: str, port: int, timeout: float = 2.0) -> bool:
@@ -131,6 +212,9 @@ class Service:
     command: Callable[[Path, str], list[str]]
     """(data dir, binary) -> argv; writes any config file it needs into the data dir."""
     start_timeout: float = 30.0
+    vet: Callable[[Path, Callable[[str], None]], None] | None = None
+    """(state dir, log) -> None: looks at what answers on the port before ``up`` reuses it;
+    raises ``ServiceError`` for something that must not be taken for citywatch's own."""
 
     @property
     def address(self) -> str:
@@ -155,26 +239,405 @@ def _tansu_binary() -> str | None:
         return None
 
 
-def _mosquitto_command(host: str, port: int) -> Callable[[Path, str], list[str]]:
-    def command(data: Path, binary: str) -> list[str]:
-        conf = data / "mosquitto.conf"
-        conf.write_text(
-            "\n".join(
-                [
-                    f"listener {port} {host}",
-                    "allow_anonymous true",
-                    "persistence true",
-                    f"persistence_location {data}/",
-                    "max_queued_messages 100000",
-                    "max_inflight_messages 200",
-                    "log_dest stdout",
-                    "",
-                ]
-            )
+# ---------------------------------------------------------------- the MQTT broker
+
+PACKET_OVERHEAD = 512
+"""Bytes of a PUBLISH besides its payload that ``max_packet_size`` allows: the fixed
+header (5), the longest topic of the scheme (2 + 209: ``city/`` and three 64-character
+levels, ``/telemetry``), the packet id (2) and MQTT v5 properties (the rest)."""
+MAX_PACKET_BYTES = IngestLimits().max_payload_bytes + PACKET_OVERHEAD
+"""The broker's ``max_packet_size``: the contract's 4 KiB payload (docs/contracts.md, "MQTT")
+plus ``PACKET_OVERHEAD``; a client sending a larger packet is disconnected."""
+DYNSEC_PLUGIN = "mosquitto_dynamic_security.so"
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def auth_dir(settings: Settings) -> Path:
+    """Where the broker's identities live (``mqtt.auth_dir``, default ``<state_dir>/mqtt``)."""
+    return Path(settings.mqtt.auth_dir or os.path.join(settings.paths.state_dir, "mqtt")).resolve()
+
+
+def store_for(settings: Settings) -> CredentialStore:
+    return CredentialStore(auth_dir(settings))
+
+
+def tls_port(settings: Settings) -> int:
+    """The embedded broker's TLS listener: the URL's port for ``mqtts://``, else the next one up."""
+    return settings.mqtt.port if settings.mqtt.tls else settings.mqtt.port + 1
+
+
+def ca_file(settings: Settings) -> Path:
+    """The CA of citywatch's broker (clients of its TLS listener verify the server with it)."""
+    return auth_dir(settings) / "tls" / "ca.crt"
+
+
+def client_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context a citywatch client of ``mqtts://`` uses (``mqtt.ca_file``, else citywatch's CA)."""
+    if not settings.mqtt.tls:
+        return None
+    cafile = settings.mqtt.ca_file or (
+        str(ca_file(settings)) if ca_file(settings).exists() else None
+    )
+    return ssl.create_default_context(cafile=cafile)
+
+
+def _conf_path(what: str, path: Path | str) -> str:
+    """A path as it may go into mosquitto.conf: one line, no control characters."""
+    text = str(path)
+    if _CONTROL_CHARS.search(text):
+        raise ServiceError(
+            f"{what} {text!r} contains a line break or control character; mosquitto.conf cannot "
+            "hold it (it would become a line of its own): choose a path without one"
         )
+    return text
+
+
+def _dynsec_plugin() -> str | None:
+    for pattern in (
+        f"/usr/lib/*/{DYNSEC_PLUGIN}",
+        f"/usr/lib/{DYNSEC_PLUGIN}",
+        f"/usr/lib64/{DYNSEC_PLUGIN}",
+        f"/usr/local/lib/{DYNSEC_PLUGIN}",
+        f"/usr/local/lib/*/{DYNSEC_PLUGIN}",
+    ):
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
+def _openssl(*args: str) -> None:
+    binary = shutil.which("openssl")
+    if not binary:
+        raise ServiceError(
+            "openssl is not installed; the broker's TLS listener needs it: apt-get install -y openssl"
+        )
+    done = subprocess.run([binary, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ServiceError(f"openssl {args[0]} failed: {done.stderr.strip()[-400:]}")
+
+
+def ensure_tls(settings: Settings, data: Path) -> tuple[Path, Path]:
+    """A CA of citywatch's own (key kept in the auth dir) and a server certificate for the broker.
+
+    Returns (certificate, key) in the broker's data directory. The server
+    certificate names 127.0.0.1, localhost and the configured host; it is made
+    again when the host changes.
+    """
+    tls = auth_dir(settings) / "tls"
+    tls.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ca_key, ca_crt = tls / "ca.key", tls / "ca.crt"
+    if not (ca_key.exists() and ca_crt.exists()):
+        _openssl(
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", str(ca_key), "-out", str(ca_crt), "-days", "3650",
+            "-subj", "/CN=citywatch broker CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        )  # fmt: skip
+        os.chmod(ca_key, 0o600)
+        os.chmod(ca_crt, 0o644)
+    host = settings.mqtt.host
+    names = ["IP:127.0.0.1", "DNS:localhost"]
+    extra = f"IP:{host}" if re.fullmatch(r"[0-9.]+|[0-9a-fA-F:]+", host) else f"DNS:{host}"
+    if extra not in names:
+        names.append(extra)
+    san = ",".join(names)
+    out = data / "tls"
+    out.mkdir(parents=True, exist_ok=True)
+    crt, key, stamp = out / "server.crt", out / "server.key", out / "server.san"
+    fresh = crt.exists() and key.exists() and stamp.exists() and stamp.read_text() == san
+    if not fresh or crt.stat().st_mtime < ca_crt.stat().st_mtime:
+        csr, ext = out / "server.csr", out / "server.ext"
+        ext.write_text(
+            f"subjectAltName={san}\nbasicConstraints=CA:FALSE\n"
+            "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+        )
+        _openssl(
+            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", str(key), "-out", str(csr), "-subj", "/CN=citywatch mosquitto",
+        )  # fmt: skip
+        _openssl(
+            "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+            "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", "825",
+            "-extfile", str(ext), "-out", str(crt),
+        )  # fmt: skip
+        os.chmod(key, 0o600)
+        csr.unlink()
+        ext.unlink()
+        stamp.write_text(san)
+    return crt, key
+
+
+def _service_grants(settings: Settings) -> list[Grant]:
+    grants = [Grant(ADMIN, "admin"), Grant(HEALTH, "health")]
+    user = settings.mqtt.username
+    if user and re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", user) and user not in (ADMIN, HEALTH):
+        grants.append(Grant(user, "bridge"))
+    return grants
+
+
+def ensure_identities(settings: Settings, running: bool) -> Change:
+    """The identities citywatch itself needs (admin, health, ``mqtt.username`` as a bridge).
+
+    With ``running`` the change is also applied to the running broker.
+    """
+    store = store_for(settings)
+    with store.change() as txn:
+        txn.ensure("services", _service_grants(settings))
+        txn.commit()
+        if running and not txn.result.empty:
+            apply_change(settings, txn.result)
+    return txn.result
+
+
+def _give_to_broker(*paths: Path) -> None:
+    """Started as root, Mosquitto runs as the ``mosquitto`` user: it must own what it reads and writes."""
+    if os.geteuid() != 0:
+        return
+    import pwd
+
+    try:
+        user = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return
+    for path in paths:
+        if path.exists():
+            os.chown(path, user.pw_uid, user.pw_gid)
+
+
+def _broker_user(data: Path) -> list[str]:
+    """The ``user`` line. Started as root, Mosquitto drops to the ``mosquitto`` user, which must
+    reach the data directory; where it cannot (no such user, a private parent such as
+    pytest's tmp directory), it stays root rather than fail to save its state."""
+    if os.geteuid() != 0:
+        return []
+    import pwd
+
+    try:
+        pwd.getpwnam("mosquitto")
+    except KeyError:
+        return ["user root"]
+    for parent in data.resolve().parents:
+        if not os.stat(parent).st_mode & 0o001:
+            return ["user root"]
+    return ["user mosquitto"]
+
+
+def _mosquitto_command(settings: Settings) -> Callable[[Path, str], list[str]]:
+    m = settings.mqtt
+
+    def command(data: Path, binary: str) -> list[str]:
+        plugin = _dynsec_plugin()
+        if plugin is None:
+            raise ServiceError(
+                f"Mosquitto's dynamic-security plugin ({DYNSEC_PLUGIN}) is not installed; it comes "
+                "with Mosquitto 2.x: apt-get install -y mosquitto"
+            )
+        ensure_identities(settings, running=False)
+        store = store_for(settings)
+        dynsec = data / "dynamic-security.json"
+        write_private(dynsec, json.dumps(dynsec_config(store.load()), indent=1) + "\n")
+        crt, key = ensure_tls(settings, data)
+        host = _conf_path("mqtt.url's host", m.host)
+        user = _broker_user(data)
+        lines = [
+            "# Written by `citywatch services up` at every start; edits are lost.",
+            "# docs/contracts.md, 'Device identity'; docs/decisions/005-device-identity.md",
+            "per_listener_settings false",
+            "allow_anonymous false",
+            f"plugin {_conf_path('the dynamic-security plugin', plugin)}",
+            f"plugin_opt_config_file {_conf_path('paths.state_dir', dynsec)}",
+            "persistence true",
+            f"persistence_location {_conf_path('paths.state_dir', data)}/",
+            "max_queued_messages 100000",
+            "max_inflight_messages 200",
+            f"max_packet_size {MAX_PACKET_BYTES}",
+            "log_dest stdout",
+            *user,
+        ]
+        if not m.tls:
+            lines += [f"listener {m.port} {host}", "use_username_as_clientid true"]
+        lines += [
+            f"listener {tls_port(settings)} {host}",
+            "use_username_as_clientid true",
+            f"certfile {_conf_path('paths.state_dir', crt)}",
+            f"keyfile {_conf_path('paths.state_dir', key)}",
+        ]
+        conf = data / "mosquitto.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        if user == ["user mosquitto"]:
+            _give_to_broker(data, dynsec, data / "tls", crt, key, data / "mosquitto.db")
         return [binary, "-c", str(conf)]
 
     return command
+
+
+def _mqtt_health(settings: Settings) -> Callable[[str, int], bool]:
+    """Citywatch's broker is up when it accepts the health identity; another one when it answers."""
+
+    def healthy(host: str, port: int) -> bool:
+        ctx = client_tls(settings)
+        if not _local(host):
+            return mqtt_connack(host, port, ssl_context=ctx) is not None
+        secret = store_for(settings).secret(HEALTH)
+        return secret is not None and mqtt_healthy(host, port, HEALTH, secret, ctx)
+
+    return healthy
+
+
+def _mqtt_vet(settings: Settings) -> Callable[[Path, Callable[[str], None]], None]:
+    def vet(state: Path, log: Callable[[str], None]) -> None:
+        m = settings.mqtt
+        address = f"{m.host}:{m.port}"
+        if not _local(m.host):
+            return
+        ctx = client_tls(settings)
+        anonymous = mqtt_connack(m.host, m.port, ssl_context=ctx)
+        if anonymous is None:
+            return  # no MQTT broker there: up starts one (or says the port is taken)
+        if anonymous == 0:
+            mosquitto = services_for(settings)[0]
+            pid = _owned_pid(state, mosquitto)
+            if pid is not None:
+                log(
+                    f"mosquitto on {address} (pid {pid}) was started by an earlier citywatch "
+                    "that let anonymous clients in; restarting it secured"
+                )
+                down(settings, log=log, only={"mosquitto"})
+                return
+            raise ServiceError(
+                f"an MQTT broker on {address} accepts anonymous clients, so anything could publish "
+                "as any device; citywatch never takes it for its own: stop it, or point citywatch "
+                f"at a free port (CITYWATCH_MQTT_URL=mqtt://{m.host}:<port>)"
+            )
+        secret = store_for(settings).secret(HEALTH)
+        if secret is not None and mqtt_healthy(m.host, m.port, HEALTH, secret, ctx):
+            return
+        raise ServiceError(
+            f"an MQTT broker on {address} refuses anonymous clients but also citywatch's health "
+            f"identity ({HEALTH}, kept in {auth_dir(settings)}/secrets): it is not citywatch's "
+            "broker, or it was started with other identities; stop it, point citywatch at a free "
+            "port (CITYWATCH_MQTT_URL), or set mqtt.auth_dir to the identities it was started with"
+        )
+
+    return vet
+
+
+# ---------------------------------------------------------------- the running broker's identities
+
+
+class BrokerUnreachable(ServiceError):
+    """citywatch's broker does not answer as citywatch's (not running, or not citywatch's)."""
+
+
+def apply_change(settings: Settings, change: Change, timeout: float = 15.0) -> int:
+    """Bring the running broker's identities up to ``change`` without a restart.
+
+    Sends the dynamic-security plugin's commands (``registry.credentials.dynsec_commands``)
+    on ``$CONTROL/dynamic-security/v1`` as ``citywatch-admin``: a removed or
+    rotated identity is disconnected by the broker at once. Commands go in
+    messages below ``max_packet_size``, one at a time, each answered before the
+    next. Returns the number of commands; raises ``BrokerUnreachable`` when the
+    broker does not let the admin in, ``ServiceError`` when it refuses a command.
+    """
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    cmds = dynsec_commands(change)
+    if not cmds:
+        return 0
+    m = settings.mqtt
+    secret = store_for(settings).secret(ADMIN)
+    if secret is None:
+        raise BrokerUnreachable(f"no secret kept for {ADMIN} in {auth_dir(settings)}/secrets")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=ADMIN, protocol=mqtt.MQTTv5)
+    client.username_pw_set(ADMIN, secret)
+    ctx = client_tls(settings)
+    if ctx is not None:
+        client.tls_set_context(ctx)
+    connected, subscribed = threading.Event(), threading.Event()
+    refused: list[str] = []
+    answers: list[dict[str, Any]] = []
+    answered = threading.Condition()
+
+    def on_connect(c: Any, u: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        if rc.is_failure:
+            refused.append(str(rc))
+        else:
+            c.subscribe("$CONTROL/dynamic-security/v1/response", qos=1)
+        connected.set()
+
+    def on_message(c: Any, u: Any, msg: Any) -> None:
+        with answered:
+            answers.append(json.loads(msg.payload))
+            answered.notify_all()
+
+    client.on_connect = on_connect
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.on_message = on_message
+    try:
+        client.connect(m.host, m.port, keepalive=30)
+    except OSError as exc:
+        raise BrokerUnreachable(
+            f"the MQTT broker at {m.host}:{m.port} does not answer: {exc}"
+        ) from None
+    client.loop_start()
+    try:
+        if not connected.wait(timeout) or refused or not subscribed.wait(timeout):
+            why = refused[0] if refused else "no answer"
+            raise BrokerUnreachable(
+                f"the MQTT broker at {m.host}:{m.port} does not let {ADMIN} in ({why}): it is not "
+                "citywatch's own, or not running"
+            )
+        errors = []
+        for chunk in _chunks(cmds, MAX_PACKET_BYTES - 600):
+            with answered:
+                before = len(answers)
+                client.publish(
+                    "$CONTROL/dynamic-security/v1", json.dumps({"commands": chunk}), qos=1
+                )
+                if not answered.wait_for(lambda n=before: len(answers) > n, timeout):
+                    raise ServiceError(
+                        f"the broker did not answer {len(chunk)} identity commands within {timeout:g} s"
+                    )
+                reply = answers[-1]
+            for cmd, res in zip(chunk, reply.get("responses", []), strict=False):
+                if res.get("error") and not _harmless(cmd["command"], res["error"]):
+                    errors.append(
+                        f"{cmd['command']} {cmd.get('username') or cmd.get('rolename')}: {res['error']}"
+                    )
+        if errors:
+            raise ServiceError(
+                "the broker refused some identity changes (the store has them; `citywatch services "
+                "down` then `up` loads the store as it is): " + "; ".join(errors[:5])
+            )
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return len(cmds)
+
+
+def _harmless(command: str, error: str) -> bool:
+    """A delete of what is not there, an ACL that is already there: the wanted state holds."""
+    return (
+        command.startswith("delete")
+        or command == "removeRoleACL"
+        or (command == "addRoleACL" and "exist" in error.lower())
+    )
+
+
+def _chunks(cmds: list[dict[str, Any]], limit: int) -> list[list[dict[str, Any]]]:
+    out: list[list[dict[str, Any]]] = [[]]
+    size = 20
+    for cmd in cmds:
+        n = len(json.dumps(cmd)) + 2
+        if out[-1] and size + n > limit:
+            out.append([])
+            size = 20
+        out[-1].append(cmd)
+        size += n
+    return out
 
 
 def _tansu_command(host: str, port: int) -> Callable[[Path, str], list[str]]:
@@ -230,10 +693,11 @@ def services_for(settings: Settings) -> list[Service]:
             "mosquitto",
             settings.mqtt.host,
             settings.mqtt.port,
-            mqtt_healthy,
+            _mqtt_health(settings),
             _which("mosquitto"),
             "install it: apt-get install -y mosquitto (or run `make setup`)",
-            _mosquitto_command(settings.mqtt.host, settings.mqtt.port),
+            _mosquitto_command(settings),
+            vet=_mqtt_vet(settings),
         ),
         Service(
             "kafka",
@@ -305,8 +769,12 @@ def up(settings: Settings, log: Callable[[str], None] = print) -> list[Status]:
 
 def _up(settings: Settings, state: Path, result: list[Status], log: Callable[[str], None]) -> None:
     for service in services_for(settings):
+        if service.vet is not None:
+            service.vet(state, log)
         if service.healthy(service.host, service.port):
             pid = _owned_pid(state, service)
+            if service.name == "mosquitto" and _local(service.host):
+                ensure_identities(settings, running=True)
             result.append(
                 Status(service.name, service.address, True, pid is not None, pid, "reused")
             )

@@ -7,6 +7,10 @@ A city keeps it as CSV (UTF-8, a BOM is accepted, e.g. saved from Excel as
 
 ``device_id, kind, district, grid, unit`` must be in the header and filled in
 on every row; the other columns may be left out of the header or left blank.
+An optional ``gateway`` column names the gateway (a site's DTU) that publishes for the device;
+the device then has no broker identity of its own and the gateway speaks
+for it (docs/contracts.md, "Device identity"). A gateway id is not a device
+id: one that is also a device id of the registry is refused.
 Columns may come in any order. Blank lines and lines whose first cell starts
 with ``#`` are skipped. A ``.yaml``/``.yml`` file holds the same columns as a
 list of mappings (or a mapping with a ``devices:`` list)::
@@ -43,7 +47,9 @@ from foundation.cityfile import Document, did_you_mean
 from foundation.errors import ConfigError
 
 __all__ = [
+    "ALL_COLUMNS",
     "COLUMNS",
+    "IDENTITY_COLUMNS",
     "REQUIRED_COLUMNS",
     "Device",
     "Registry",
@@ -57,7 +63,11 @@ COLUMNS = (
     "device_id", "kind", "district", "grid", "unit", "road_class", "address",
     "lat", "lon", "pm10_warning", "pm10_violation", "component_code",
 )  # fmt: skip
-"""Every column, in the order docs/contracts.md, "Registry" lists them."""
+"""Every column of a device's data, in the order docs/contracts.md, "Registry" lists them."""
+IDENTITY_COLUMNS = ("gateway",)
+"""Columns about who speaks for the device on the broker (docs/contracts.md, "Device identity"):
+optional, after the data columns when a city uses them."""
+ALL_COLUMNS = COLUMNS + IDENTITY_COLUMNS
 REQUIRED_COLUMNS = ("device_id", "kind", "district", "grid", "unit")
 """Columns that must be in the header and non-blank on every row."""
 
@@ -84,6 +94,13 @@ class Device:
     """Per-site dust violation level override, µg/m³; None = the rules file's default."""
     component_code: str | None
     """数字城管 component code (CJ/T 214): 4-digit minor category or the 16-digit id."""
+    gateway: str | None = None
+    """The gateway that publishes for this device (its broker identity), None: the device itself."""
+
+    @property
+    def speaker(self) -> str:
+        """The broker identity that may publish this device's telemetry (docs/contracts.md, "Device identity")."""
+        return self.gateway or self.device_id
 
 
 class Registry:
@@ -190,10 +207,10 @@ def _csv_rows(name: str, text: str) -> Iterator[_Row]:
 def _check_header(name: str, line: int, header: list[str]) -> None:
     seen: set[str] = set()
     for i, h in enumerate(header):
-        if h not in COLUMNS:
+        if h not in ALL_COLUMNS:
             raise ConfigError(
                 name, line,
-                f"unknown column {h!r}{did_you_mean(h, COLUMNS)} (columns: {','.join(COLUMNS)})",
+                f"unknown column {h!r}{did_you_mean(h, ALL_COLUMNS)} (columns: {','.join(ALL_COLUMNS)})",
                 column=i + 1,
             )  # fmt: skip
         if h in seen:
@@ -237,8 +254,8 @@ def _yaml_rows(name: str, text: str) -> Iterator[_Row]:
         row: dict[str, tuple[str, int, int]] = {}
         for k, v in item.value:
             key = k.value if isinstance(k, ScalarNode) else "?"
-            if key not in COLUMNS:
-                doc.fail(k, f"unknown column {key!r}{did_you_mean(key, COLUMNS)}")
+            if key not in ALL_COLUMNS:
+                doc.fail(k, f"unknown column {key!r}{did_you_mean(key, ALL_COLUMNS)}")
             if key in row:
                 doc.fail(k, f"column {key!r} appears twice")
             if not isinstance(v, ScalarNode):
@@ -257,6 +274,7 @@ def _yaml_rows(name: str, text: str) -> Iterator[_Row]:
 def _build(name: str, rows: Iterable[_Row]) -> Registry:
     devices: dict[str, Device] = {}
     first_line: dict[str, int] = {}
+    gateway_line: dict[str, int] = {}
     for line, row in rows:
 
         def fail(col: str, why: str, _row: dict[str, Any] = row, _line: int = line) -> ConfigError:
@@ -366,6 +384,16 @@ def _build(name: str, rows: Iterable[_Row]) -> Registry:
                 f"16-digit component id{hint}",
             )
 
+        gateway = get("gateway") or None
+        if gateway is not None and not is_valid_segment(gateway):
+            raise fail(
+                "gateway",
+                f"{gateway!r} is not a usable gateway id; use 1-64 characters from "
+                "A-Z a-z 0-9 _ . : - (or leave it blank: the device publishes for itself)",
+            )
+        if gateway is not None and gateway == device_id:
+            raise fail("gateway", "names the device itself; leave it blank instead")
+
         devices[device_id] = Device(
             device_id=device_id,
             kind=kind,
@@ -379,8 +407,18 @@ def _build(name: str, rows: Iterable[_Row]) -> Registry:
             pm10_warning=warn,
             pm10_violation=viol,
             component_code=code,
+            gateway=gateway,
         )
         first_line[device_id] = line
+        if gateway is not None:
+            gateway_line.setdefault(gateway, line)
+    for device_id, line in first_line.items():
+        if device_id in gateway_line:
+            raise ConfigError(
+                name, gateway_line[device_id],
+                f"column 'gateway': {device_id!r} is also a device id (line {line}); a gateway "
+                "has an id of its own, because each id is one identity on the broker",
+            )  # fmt: skip
     return Registry(devices.values(), path=name)
 
 

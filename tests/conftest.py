@@ -1,10 +1,17 @@
 """Session-wide real services and per-test isolation.
 
-The services are the real ones (Mosquitto, tansu speaking Kafka, InfluxDB
-1.6.7), started by citywatch's own ``services.up`` when they are not already
-answering, and stopped at the end only if this session started them. Each test
-gets its own Kafka topic prefix and its own InfluxDB database, so tests never
-see each other's data and run in any order.
+The services are the real ones (citywatch's own secured Mosquitto, tansu
+speaking Kafka, InfluxDB 1.6.7), started by citywatch's own ``services.up``
+when they are not already answering, and stopped at the end only if this
+session started them. Each test gets its own Kafka topic prefix and its own
+InfluxDB database, so tests never see each other's data and run in any order.
+
+Each test also gets its own broker identities (docs/contracts.md, "Device
+identity"), provisioned through ``citywatch.devices`` and removed when it
+ends: ``settings`` carries bridge ``<client_id>-1``'s (``tests.kit.mqtt.as_bridge``
+gives the others: ``-k``, ``-a``, ``-b``) and a relay ``pub-<unique>`` for
+publishing on any topic under ``city/``; ``registry_file`` gives its devices
+theirs (``tests.kit.mqtt.Publisher(host, port, device_id)`` publishes as one).
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import pytest
 from citywatch import services
 from citywatch.run import settings_env  # noqa: F401 - tests import it from here
 from foundation.settings import Settings, load_settings
+from registry.credentials import Grant
+from tests.kit import mqtt as kit_mqtt
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +41,10 @@ def base_settings() -> Settings:
         if k.startswith("CITYWATCH_") and k != "CITYWATCH_CONFIG"
     }
     settings = load_settings(ROOT / "tests" / "citywatch.test.toml", env=env)
-    return settings.replace("paths", state_dir=str(ROOT / ".state"))
+    settings = settings.replace("paths", state_dir=str(ROOT / ".state"))
+    if "CITYWATCH_MQTT_AUTH_DIR" not in env:
+        settings = settings.replace("mqtt", auth_dir=str(ROOT / ".state" / "mqtt"))
+    return settings
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +52,18 @@ def live_services(base_settings: Settings):
     """Bring up the real services once per session; stop only those this session started."""
     statuses = services.up(base_settings, log=lambda line: print(line))
     started = {s.name for s in statuses if s.detail == "started"}
+    kit_mqtt.SESSION = base_settings
     yield base_settings
     if started:
         services.down(base_settings, log=lambda line: print(line), only=started)
+
+
+@pytest.fixture(autouse=True)
+def _broker_identities():
+    """One provisioning source per test; what the test provisioned is removed when it ends."""
+    source = kit_mqtt.SOURCE = f"test:{uuid.uuid4().hex[:12]}"
+    yield
+    kit_mqtt.retire_test(source)
 
 
 @pytest.fixture
@@ -56,6 +77,9 @@ def settings(live_services: Settings, unique: str) -> Settings:
     s = live_services.replace("kafka", topic_prefix=f"cw-{unique}")
     s = s.replace("influx", database=f"cw_{unique}")
     s = s.replace("mqtt", client_id=f"cw-{unique}", shared_group=f"g{unique}")
+    bridges = [Grant(f"cw-{unique}-{name}", "bridge") for name in ("1", "k", "a", "b")]
+    issued = kit_mqtt.provision([*bridges, Grant(f"pub-{unique}", "relay")])
+    s = s.replace("mqtt", username=f"cw-{unique}-1", password=issued[f"cw-{unique}-1"])
     yield s
     _influx_query(s, f'DROP DATABASE "{s.influx.database}"')
 
@@ -69,8 +93,8 @@ def _influx_query(settings: Settings, q: str) -> None:
 
 
 @pytest.fixture
-def registry_file(tmp_path: Path, unique: str) -> Path:
-    """A registry with this test's own devices (ids carry the test's unique tag)."""
+def registry_file(live_services: Settings, tmp_path: Path, unique: str) -> Path:
+    """A registry with this test's own devices (ids carry the test's unique tag), provisioned."""
     rows = [
         "device_id,kind,district,grid,unit,road_class,address,lat,lon,pm10_warning,pm10_violation,component_code",
         f"MH-{unique}-1,manhole,jinshui,JS-G07,郑州市市政工程管理处,main,花园路农业路口南50米,34.7985,113.6712,,,0102",
@@ -80,4 +104,5 @@ def registry_file(tmp_path: Path, unique: str) -> Path:
     ]
     path = tmp_path / "registry.csv"
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    kit_mqtt.provision_registry(path)
     return path

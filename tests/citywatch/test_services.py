@@ -1,13 +1,39 @@
-"""`services` starts, reports and stops only its own (citywatch/services.py)."""
+"""`services` starts, reports and stops only its own (citywatch/services.py).
+
+Its MQTT broker is secured (docs/contracts.md, "Device identity"): anonymous clients are
+refused, the health check authenticates, a TLS listener with citywatch's own CA runs on the
+next port up, and a broker on the port that accepts anonymous clients is never taken for its own.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import ssl
 import subprocess
+import time
 from pathlib import Path
 
 from citywatch import services
 from foundation.settings import load_settings
+from registry.credentials import HEALTH, CredentialStore
 from tests.kit.cli import run_cli as _cli
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def _foreign_broker(tmp_path: Path, port: int, *conf: str) -> subprocess.Popen:
+    path = tmp_path / f"foreign-{port}.conf"
+    root = ["user root"] if os.geteuid() == 0 else []  # it reads files in pytest's private tmp
+    path.write_text("\n".join([*root, f"listener {port} 127.0.0.1", *conf, ""]))
+    proc = subprocess.Popen(
+        [MOSQUITTO, "-c", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    for _ in range(50):
+        if services.mqtt_connack("127.0.0.1", port) is not None:
+            break
+        time.sleep(0.1)
+    return proc
 
 
 def test_services_up_starts_private_services_and_down_stops_only_those(tmp_path: Path) -> None:
@@ -30,7 +56,19 @@ def test_services_up_starts_private_services_and_down_stops_only_those(tmp_path:
             rows, ("127.0.0.1:18831", "127.0.0.1:19392", "127.0.0.1:18386"), strict=True
         ):
             assert address in row and " up " in row and "started by citywatch (pid" in row
-        assert services.mqtt_healthy("127.0.0.1", 18831)
+        health = CredentialStore(tmp_path / "state" / "mqtt").secret(HEALTH)
+        assert health is not None
+        assert services.mqtt_healthy("127.0.0.1", 18831, HEALTH, health)
+        assert services.mqtt_connack("127.0.0.1", 18831) == 5, "anonymous: not authorised"
+        assert services.mqtt_connack("127.0.0.1", 18831, HEALTH, "a guess") == 5
+        # the TLS listener on the next port, with the CA citywatch made for it
+        ca = tmp_path / "state" / "mqtt" / "tls" / "ca.crt"
+        tls = ssl.create_default_context(cafile=str(ca))
+        assert services.mqtt_healthy("127.0.0.1", 18832, HEALTH, health, ssl_context=tls)
+        assert services.mqtt_connack("127.0.0.1", 18832) is None, "no TLS, no MQTT there"
+        conf = (tmp_path / "state" / "mosquitto" / "mosquitto.conf").read_text()
+        assert "allow_anonymous false" in conf and "max_packet_size 4608" in conf
+        assert conf.count("use_username_as_clientid true") == 2
         assert services.kafka_healthy("127.0.0.1", 19392)
         assert services.influx_healthy("127.0.0.1", 18386)
         # a second `up` reuses what answers
@@ -46,42 +84,88 @@ def test_services_up_starts_private_services_and_down_stops_only_those(tmp_path:
     ]
     assert not services.kafka_healthy("127.0.0.1", 19392)
     assert not services.influx_healthy("127.0.0.1", 18386)
-    assert not services.mqtt_healthy("127.0.0.1", 18831)
+    assert services.mqtt_connack("127.0.0.1", 18831) is None
     assert settings.mqtt.port == 18831
 
 
 def test_down_leaves_services_it_did_not_start_running(tmp_path: Path) -> None:
-    """A broker somebody else started answers on the configured port: `up` reuses it, `down` leaves it."""
-    import shutil
-    import time
-
-    conf = tmp_path / "foreign.conf"
-    conf.write_text("listener 18832 127.0.0.1\nallow_anonymous true\n")
-    foreign = subprocess.Popen(
-        [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    """A broker somebody else started answers on the configured port: `down` leaves it running."""
+    foreign = _foreign_broker(tmp_path, 18836, "allow_anonymous true")
     env = {
-        "CITYWATCH_MQTT_URL": "mqtt://127.0.0.1:18832",
+        "CITYWATCH_MQTT_URL": "mqtt://127.0.0.1:18836",
         "CITYWATCH_PATHS_STATE_DIR": str(tmp_path / "state"),
     }
     try:
-        for _ in range(50):
-            if services.mqtt_healthy("127.0.0.1", 18832):
-                break
-            time.sleep(0.1)
         status = _cli("services", "status", env=env)
         assert (
-            "127.0.0.1:18832" in status.stdout
+            "127.0.0.1:18836" in status.stdout
             and "not started by citywatch" in status.stdout.splitlines()[0]
         )
         done = _cli("services", "down", env=env)
         assert done.returncode == 0 and "nothing to stop" in done.stdout
-        assert foreign.poll() is None and services.mqtt_healthy("127.0.0.1", 18832)
+        assert foreign.poll() is None and services.mqtt_healthy("127.0.0.1", 18836)
     finally:
         foreign.terminate()
         foreign.wait(10)
+
+
+def test_up_refuses_an_anonymous_broker_on_its_port(tmp_path: Path) -> None:
+    """Anything could publish as any device there: `up` names the port and the fix, starts nothing."""
+    foreign = _foreign_broker(tmp_path, 18837, "allow_anonymous true")
+    env = {
+        "CITYWATCH_MQTT_URL": "mqtt://127.0.0.1:18837",
+        "CITYWATCH_KAFKA_BOOTSTRAP": "127.0.0.1:19592",
+        "CITYWATCH_PATHS_STATE_DIR": str(tmp_path / "state"),
+    }
+    try:
+        done = _cli("services", "up", env=env)
+        assert done.returncode == 2, done.stdout + done.stderr
+        line = done.stderr.strip()
+        assert line.startswith("citywatch: an MQTT broker on 127.0.0.1:18837 accepts anonymous")
+        assert "stop it, or point citywatch at a free port (CITYWATCH_MQTT_URL=" in line
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+        assert not services.kafka_healthy("127.0.0.1", 19592), "nothing after the refusal"
+        assert foreign.poll() is None, "somebody else's broker is left alone"
+    finally:
+        foreign.terminate()
+        foreign.wait(10)
+
+
+def test_up_refuses_a_secured_broker_that_is_not_its_own(tmp_path: Path) -> None:
+    """A broker that refuses anonymous clients but does not know citywatch's health identity."""
+    passwd = tmp_path / "passwd"
+    passwd.write_text("someone:$7$101$abcdefghijklmnop$" + "A" * 86 + "==\n")
+    foreign = _foreign_broker(tmp_path, 18838, "allow_anonymous false", f"password_file {passwd}")
+    env = {
+        "CITYWATCH_MQTT_URL": "mqtt://127.0.0.1:18838",
+        "CITYWATCH_PATHS_STATE_DIR": str(tmp_path / "state"),
+    }
+    try:
+        assert services.mqtt_connack("127.0.0.1", 18838) == 5
+        done = _cli("services", "up", env=env)
+        assert done.returncode == 2
+        assert "an MQTT broker on 127.0.0.1:18838 refuses anonymous clients but also" in done.stderr
+        status = _cli("services", "status", env=env)
+        assert status.returncode == 1 and " DOWN " in status.stdout.splitlines()[0]
+    finally:
+        foreign.terminate()
+        foreign.wait(10)
+
+
+def test_a_state_dir_with_a_line_break_never_reaches_mosquitto_conf(tmp_path: Path) -> None:
+    """A newline in a path would add a line of its own to mosquitto.conf (e.g. an open listener)."""
+    from citywatch.services import ServiceError, _conf_path
+
+    evil = tmp_path / "state\nlistener 1884\nallow_anonymous true"
+    try:
+        _conf_path("paths.state_dir", evil)
+    except ServiceError as exc:
+        assert "contains a line break or control character" in str(exc)
+    else:
+        raise AssertionError("a path with a newline was accepted")
+    done = _cli("services", "up", env={"CITYWATCH_PATHS_STATE_DIR": str(evil)})
+    assert done.returncode == 2 and "line break or control character" in done.stderr
+    assert not (tmp_path / "state").exists()
 
 
 def test_a_port_taken_by_something_else_is_refused_clearly(tmp_path: Path) -> None:
@@ -92,6 +176,7 @@ def test_a_port_taken_by_something_else_is_refused_clearly(tmp_path: Path) -> No
         squatter.listen()
         port = squatter.getsockname()[1]
         env = {
+            "CITYWATCH_MQTT_URL": "mqtt://127.0.0.1:18839",
             "CITYWATCH_KAFKA_BOOTSTRAP": "127.0.0.1:19492",
             "CITYWATCH_INFLUX_URL": f"http://127.0.0.1:{port}",
             "CITYWATCH_PATHS_STATE_DIR": str(tmp_path),
@@ -103,3 +188,5 @@ def test_a_port_taken_by_something_else_is_refused_clearly(tmp_path: Path) -> No
         "all or nothing: the broker this call started is stopped again"
     )
     assert not services.kafka_healthy("127.0.0.1", 19492)
+    assert "stopped mosquitto" in done.stdout
+    assert services.mqtt_connack("127.0.0.1", 18839) is None
