@@ -286,11 +286,14 @@ def cmd_provision(args: argparse.Namespace, settings: Settings) -> int:
         relays=args.relay,
         out=args.out,
     )
-    after = result.change.after
-    roles = {r: sum(1 for e in after.values() if e.role == r) for r in ("device", "gateway")}
+    path = args.registry or settings.paths.registry
+    mine = [
+        e for e in result.change.after.values() if e.source == f"registry:{os.path.abspath(path)}"
+    ]
+    devices_ = sum(1 for e in mine if e.role == "device")
     print(
-        f"registry {args.registry or settings.paths.registry}: {roles['device']} devices and "
-        f"{roles['gateway']} gateways have identities"
+        f"registry {path}: {devices_} devices speak for themselves, "
+        f"{len(mine) - devices_} gateways for the others"
     )
     _report(result)
     return 0

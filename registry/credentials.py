@@ -205,7 +205,7 @@ class Change:
     def summary(self) -> str:
         new = len(self.issued) - len(self.rotated)
         return (
-            f"{new} issued, {len(self.rotated)} rotated, {len(self.removed)} removed, "
+            f"{new} new, {len(self.rotated)} rotated, {len(self.removed)} removed, "
             f"{len(self.regranted)} with changed topics"
         )
 
