@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from contract.kinds import KINDS
 from foundation.errors import CitywatchError
 from foundation.logs import setup_logging
 from foundation.settings import Settings, describe, load_settings
@@ -566,6 +567,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("close", "close it as repaired"),
         ("accident", "report an accident caused by it"),
         ("note", "add a note"),
+        ("confirm_repair", "accept a late repair report: book the reversals (docs/rules.md)"),
+        ("reject_repair", "refuse a late repair report: the ledger stays"),
     ):
         q = csub.add_parser(verb, help=text)
         q.add_argument("device", help="device id, e.g. MH-JS-0001")
@@ -577,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = csub.add_parser("list", help="open cases (from InfluxDB)")
     q.add_argument("--all", action="store_true", help="closed ones too")
     q.add_argument("--district")
-    q.add_argument("--kind", choices=("dust", "manhole", "streetlight"))
+    q.add_argument("--kind", choices=KINDS)
     q.set_defaults(func=cmd_case_list)
     q = csub.add_parser("show", help="one case: its events and ledger entries")
     q.add_argument("case_id")
