@@ -9,6 +9,16 @@ flight therefore loses none: the broker redelivers what was never acked, and
 the duplicates this can make are harmless downstream (readings are deduplicated
 by device and event time).
 
+No single message can stop the bridge (docs/contracts.md, "MQTT"). Validation
+never raises and bounds what it accepts (``too_deep``, ``duplicate_key``);
+whatever still fails for one message after validation (serialising its
+record, Kafka refusing that record) dead-letters that message as
+``internal_error`` with the exception text and its raw bytes, logged once,
+and the batch goes on (``Bridge._rescue``). ``forwarded`` and ``rejected``
+count only what Kafka acknowledged. Only Kafka itself failing (a timeout, a
+lost connection, refusing even a bare dead letter) stops the bridge, before
+the batch is acked, so the broker redelivers it to the next bridge.
+
 Several bridges share the load through an MQTT v5 shared subscription
 (``$share/<group>/city/#``, ``contract.topics.shared_subscription``): every
 topic under ``city/`` reaches a bridge, so a message on a topic that breaks
@@ -26,13 +36,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import ssl
 import time
 from collections.abc import Callable
+from typing import Any, NoReturn
 
 import orjson
 import paho.mqtt.client as mqtt
+from aiokafka.errors import KafkaTimeoutError, ProducerClosed
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -46,7 +59,8 @@ from prometheus_client import (
 )
 
 from bus.kafka import ensure_topics, make_producer
-from contract.topics import KafkaTopics, shared_subscription
+from contract.reading import Reading
+from contract.topics import KafkaTopics, parse_topic, shared_subscription
 from foundation.settings import Settings
 from ingest.validate import IngestLimits, Rejection, parse_message
 from registry.devices import RegistryWatcher
@@ -77,8 +91,8 @@ class BridgeStats:
     metric                                    type     what
     ========================================  =======  ==========================================
     citywatch_bridge_received_total           counter  MQTT messages taken from the broker
-    citywatch_bridge_forwarded_total          counter  readings produced to ``<prefix>.telemetry``
-    citywatch_bridge_rejected_total{reason}   counter  dead letters, by ``Rejection.code``
+    citywatch_bridge_forwarded_total          counter  readings Kafka acknowledged on ``.telemetry``
+    citywatch_bridge_rejected_total{reason}   counter  dead letters Kafka acknowledged, by code
     citywatch_bridge_in_flight                gauge    received, not yet forwarded or rejected
     citywatch_bridge_produce_seconds_total    counter  time spent validating and producing
     citywatch_bridge_produce_batches_total    counter  batches produced
@@ -94,10 +108,12 @@ class BridgeStats:
             "citywatch_bridge_received", "MQTT messages taken from the broker", registry=reg
         )
         self._forwarded = Counter(
-            "citywatch_bridge_forwarded", "Readings produced to <prefix>.telemetry", registry=reg
+            "citywatch_bridge_forwarded",
+            "Readings Kafka acknowledged on <prefix>.telemetry",
+            registry=reg,
         )
         self._rejected = Counter(
-            "citywatch_bridge_rejected", "Messages dead-lettered to <prefix>.deadletter, by reason",
+            "citywatch_bridge_rejected", "Dead letters Kafka acknowledged on <prefix>.deadletter, by reason",
             ["reason"], registry=reg,
         )  # fmt: skip
         in_flight = Gauge(
@@ -201,6 +217,99 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# ------------------------------------------------------------------ one message's Kafka record
+
+KafkaRecord = tuple[str, bytes | None, bytes]
+"""(Kafka topic, key, value)."""
+
+
+def kafka_record(
+    result: Reading | Rejection, topics: KafkaTopics, event_time: bool = False
+) -> KafkaRecord:
+    """The Kafka record of one validation result (docs/contracts.md, "Kafka").
+
+    A ``Reading`` goes to ``<prefix>.telemetry`` keyed by its device (with
+    ``event_time``, ``received_at`` is its own ``ts``: simulation mode), a
+    ``Rejection`` to ``<prefix>.deadletter`` keyed by its device when the topic
+    parsed. Raises only when a reading cannot be serialised, which validation
+    is there to prevent; the bridge then dead-letters that message.
+    """
+    if isinstance(result, Rejection):
+        return topics.deadletter, _key(result.device), deadletter_value(result)
+    record = result.to_record()
+    if event_time:
+        record["received_at"] = result.ts
+    return topics.telemetry, result.device.encode(), orjson.dumps(record)
+
+
+def deadletter_value(rejection: Rejection) -> bytes:
+    """``Rejection.to_record()`` as JSON; never raises.
+
+    A text orjson refuses (a lone surrogate in a topic or an exception's text)
+    is written with backslash escapes instead.
+    """
+    record = rejection.to_record()
+    try:
+        return orjson.dumps(record)
+    except orjson.JSONEncodeError:
+        return orjson.dumps({k: _printable(v) for k, v in record.items()})
+
+
+def _printable(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return str(value)
+    return value
+
+
+def _key(device: str | None) -> bytes | None:
+    return device.encode("utf-8", "backslashreplace") if device else None
+
+
+def _exc_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def kafka_unavailable(exc: BaseException) -> bool:
+    """True when Kafka itself failed, not the record: nothing to dead-letter then.
+
+    A timeout, a closed producer, any error Kafka marks retriable (a lost
+    connection, a leader moving), or a cancellation. A reading that timed out
+    in an outage must be redelivered, not filed as a dead letter.
+    """
+    if not isinstance(exc, Exception):
+        return True
+    return isinstance(exc, (KafkaTimeoutError, ProducerClosed)) or (
+        getattr(exc, "retriable", False) is True
+    )
+
+
+def _stop(exc: BaseException) -> NoReturn:
+    log.error(
+        "Kafka failed (%s); the bridge stops before the batch is acked, the broker redelivers it",
+        _exc_text(exc),
+    )
+    raise exc
+
+
+@dataclasses.dataclass(slots=True)
+class _Attempt:
+    """One message of a batch on its way to Kafka."""
+
+    item: tuple[int, int, str, bytes, int]
+    """(mid, qos, topic, payload, received_at) as taken from MQTT."""
+    result: Reading | Rejection
+    record: KafkaRecord | None = None
+    future: Any = None
+    """The producer's future for ``record`` (None until sent, or when sending failed)."""
+    failure: str | None = None
+    """What went wrong after validation, for the dead letter (None: nothing so far)."""
+    alone: bool = True
+    """False when ``record`` failed as part of a produce batch: worth one try on its own."""
+
+
 class Bridge:
     """One bridge process. ``await bridge.run(stop)`` until ``stop`` is set.
 
@@ -227,11 +336,8 @@ class Bridge:
         self.client_id = f"{settings.mqtt.client_id}-{client_suffix}"
         self.limits = limits or IngestLimits()
         if event_time_clock:
-            self.limits = IngestLimits(
-                max_payload_bytes=self.limits.max_payload_bytes,
-                max_future_ms=10**15,
-                max_lateness_ms=10**15,
-                identity_keys=self.limits.identity_keys,
+            self.limits = dataclasses.replace(
+                self.limits, max_future_ms=10**15, max_lateness_ms=10**15
             )
         self.event_time_clock = event_time_clock
         self.clock = clock
@@ -265,9 +371,17 @@ class Bridge:
             self._loop.call_soon_threadsafe(self.subscribed.set)
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:  # noqa: ANN001
-        item = (msg.mid, msg.qos, msg.topic, msg.payload, self.clock())
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        # Never raise here: an exception would end paho's network thread.
+        try:
+            try:
+                topic = msg.topic
+            except UnicodeDecodeError:  # MQTT requires UTF-8; a lax broker: bad_topic then
+                topic = bytes(msg._topic).decode("utf-8", "backslashreplace")
+            item = (msg.mid, msg.qos, topic, bytes(msg.payload), self.clock())
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except Exception:  # not queued, so never acked: the broker redelivers it
+            log.exception("MQTT message %s could not be queued", msg.mid)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
         if reason_code != 0:
@@ -295,39 +409,134 @@ class Bridge:
 
     # ---------------------------------------------------------------- Kafka side (asyncio)
 
-    def _route(
-        self, topic: str, payload: bytes, received_at: int
-    ) -> tuple[str, bytes | None, bytes]:
-        result = parse_message(topic, payload, received_at, self.registry, self.limits)
+    def _encode(self, result: Reading | Rejection) -> KafkaRecord:
+        return kafka_record(result, self.topics, self.event_time_clock)
+
+    def _count(self, result: Reading | Rejection) -> None:
         if isinstance(result, Rejection):
             self.stats.count_rejected(result.code)
-            log.debug("dead letter %s on %s: %s", result.code, topic, result.message)
-            key = result.device.encode() if result.device else None
-            return self.topics.deadletter, key, orjson.dumps(result.to_record())
-        record = result.to_record()
-        if self.event_time_clock:
-            record["received_at"] = result.ts
-        self.stats.count_forwarded()
-        return self.topics.telemetry, result.device.encode(), orjson.dumps(record)
+        else:
+            self.stats.count_forwarded()
 
     async def _pump(self, producer, client: mqtt.Client) -> None:  # noqa: ANN001
-        """Validate, produce, wait for Kafka's acks, then ack MQTT: in batches, in order."""
+        """Validate, produce, wait for Kafka's acks, then ack MQTT: in batches, in order.
+
+        A message that fails after validation is dead-lettered by ``_rescue``
+        and the batch goes on; only Kafka itself failing (``kafka_unavailable``)
+        raises, before the batch is acked.
+        """
         while True:
             batch = [await self._queue.get()]
             while not self._queue.empty() and len(batch) < 2000:
                 batch.append(self._queue.get_nowait())
             self.stats.count_received(len(batch))
             started = time.perf_counter()
-            futures = []
-            for _mid, _qos, topic, payload, received_at in batch:
-                kafka_topic, key, value = self._route(topic, payload, received_at)
-                futures.append(await producer.send(kafka_topic, value=value, key=key))
-            await asyncio.gather(*futures)
+            attempts = [await self._send(producer, item) for item in batch]
+            sent = [a for a in attempts if a.future is not None]
+            outcomes = await asyncio.gather(*(a.future for a in sent), return_exceptions=True)
+            for attempt, outcome in zip(sent, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    self._failed(attempt, outcome, alone=False)
+            for attempt in attempts:
+                if attempt.failure is None:
+                    self._count(attempt.result)
+                else:
+                    await self._rescue(producer, attempt)
             self.stats.count_batch(time.perf_counter() - started)
             for mid, qos, *_ in batch:
                 if qos > 0:
                     client.ack(mid, qos)
             self.stats.acked += len(batch)
+
+    async def _send(self, producer, item: tuple[int, int, str, bytes, int]) -> _Attempt:  # noqa: ANN001
+        """Validate one message, serialise its record and hand it to the producer."""
+        _mid, _qos, topic, payload, received_at = item
+        attempt = _Attempt(
+            item, parse_message(topic, payload, received_at, self.registry, self.limits)
+        )
+        what = "dead letter" if isinstance(attempt.result, Rejection) else "reading"
+        try:
+            attempt.record = self._encode(attempt.result)
+        except Exception as exc:
+            attempt.failure = f"serialising its {what} record failed ({_exc_text(exc)})"
+            return attempt
+        kafka_topic, key, value = attempt.record
+        try:
+            attempt.future = await producer.send(kafka_topic, value=value, key=key)
+        except Exception as exc:  # refused before sending, e.g. larger than max_request_size
+            self._failed(attempt, exc, alone=True)
+        return attempt
+
+    def _failed(self, attempt: _Attempt, exc: BaseException, alone: bool) -> None:
+        if kafka_unavailable(exc):
+            _stop(exc)
+        assert attempt.record is not None
+        attempt.future = None
+        attempt.alone = alone
+        attempt.failure = f"producing it to {attempt.record[0]} failed ({_exc_text(exc)})"
+
+    async def _produce(self, producer, record: KafkaRecord) -> BaseException | None:  # noqa: ANN001
+        """Produce one record on its own and wait for Kafka's ack; the record's own error, if any."""
+        try:
+            await (await producer.send(record[0], value=record[2], key=record[1]))
+        except Exception as exc:
+            if kafka_unavailable(exc):
+                _stop(exc)
+            return exc
+        return None
+
+    async def _rescue(self, producer, attempt: _Attempt) -> None:  # noqa: ANN001
+        """Dead-letter one message that failed after validation, with its reason; log it once.
+
+        A record that failed with its produce batch gets one try on its own
+        first (a batch fails whole). Then a dead letter with the raw bytes
+        (up to ``IngestLimits.max_deadletter_raw_bytes``), then one without
+        them. Only when Kafka refuses even that does this raise.
+        """
+        if not attempt.alone and attempt.record is not None:
+            again = await self._produce(producer, attempt.record)
+            if again is None:
+                self._count(attempt.result)
+                return
+            attempt.failure = f"producing it to {attempt.record[0]} failed ({_exc_text(again)})"
+        _mid, _qos, topic, payload, received_at = attempt.item
+        result = attempt.result
+        parts = parse_topic(topic)
+        device = parts.device_id if parts is not None else None
+        if isinstance(result, Rejection):
+            # its own dead letter failed: the same code, told why, without the raw bytes
+            code, message, tries = result.code, f"{result.message}; then {attempt.failure}", [False]
+        else:
+            code = "internal_error"
+            message = f"the reading passed validation, but {attempt.failure}; please report this"
+            tries = [True, False]
+        kept = self.limits.max_deadletter_raw_bytes
+        error: BaseException | None = None
+        for with_raw in tries:
+            if not with_raw:
+                note = "; raw bytes left out" + (
+                    f" (the dead letter with them failed: {_exc_text(error)})" if error else ""
+                )
+            else:
+                note = f"; raw bytes truncated to the first {kept}" if len(payload) > kept else ""
+            letter = Rejection(
+                code,
+                message + note,
+                topic,
+                payload[:kept] if with_raw else b"",
+                received_at,
+                device,
+            )
+            error = await self._produce(
+                producer, (self.topics.deadletter, _key(device), deadletter_value(letter))
+            )
+            if error is None:
+                self.stats.count_rejected(code)
+                log.error("message on %s dead-lettered as %s: %s", topic, code, letter.message)
+                return
+        assert error is not None
+        log.error("Kafka refuses even a dead letter without raw bytes")
+        _stop(error)
 
     async def serve_metrics(self, port: int, host: str = "127.0.0.1"):  # noqa: ANN201
         """Serve ``BridgeStats`` (prometheus-client's text format) on ``http://host:port/metrics``."""

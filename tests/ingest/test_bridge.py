@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import subprocess
@@ -14,13 +15,15 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import ingest.bridge as bridge_module
 from bus.kafka import ensure_topics
 from contract.topics import KafkaTopics
 from foundation.settings import Settings
 from ingest.bridge import Bridge
+from ingest.validate import IngestLimits
 from tests.conftest import settings_env
 from tests.kit.kafka import read_topic, read_topic_sync
-from tests.kit.mqtt import Publisher, drop_session, now_ms
+from tests.kit.mqtt import Publisher, as_bridge, drop_session, now_ms
 
 pytestmark = pytest.mark.services
 METRICS_PORT = 19108
@@ -39,10 +42,23 @@ def bridge_settings(settings: Settings, registry_file: Path):
         drop_session(s.mqtt.host, s.mqtt.port, f"{s.mqtt.client_id}-{suffix}")
 
 
-async def _with_bridge(settings: Settings, body, suffix: str = "1", **kwargs):  # noqa: ANN001, ANN003
-    bridge = Bridge(settings, client_suffix=suffix, **kwargs)
+def _publisher(s: Settings, name: str) -> Publisher:
+    """A publisher on the test's broker as identity ``name`` (the test's relay
+    ``pub-<unique>`` may publish anywhere under city/)."""
+    return Publisher(s.mqtt.host, s.mqtt.port, name)
+
+
+async def _with_bridge(  # noqa: ANN201
+    settings: Settings,
+    body,  # noqa: ANN001
+    suffix: str = "1",
+    bridge_cls: type[Bridge] = Bridge,
+    metrics_port: int | None = None,
+    **kwargs,  # noqa: ANN003
+):
+    bridge = bridge_cls(settings, client_suffix=suffix, **kwargs)
     stop = asyncio.Event()
-    task = asyncio.create_task(bridge.run(stop, stats_every_s=3600, metrics_port=METRICS_PORT))
+    task = asyncio.create_task(bridge.run(stop, stats_every_s=3600, metrics_port=metrics_port))
     await asyncio.wait_for(bridge.subscribed.wait(), 20)
     try:
         return await body(bridge)
@@ -67,7 +83,7 @@ def test_every_bad_input_lands_in_deadletter_with_its_reason_and_good_ones_flow_
         ("non_finite", _topic(ds, kind="dust"), b'{"ts": %d, "pm10": NaN}' % now_ms()),
         ("wrong_type", _topic(ds, kind="dust"), orjson.dumps({"ts": now_ms(), "pm10": "high"})),
         ("out_of_range", _topic(ds, kind="dust"), orjson.dumps({"ts": now_ms(), "pm10": -5})),
-        ("too_large", _topic(mh), orjson.dumps({"ts": now_ms(), "open": False, "pad": "x" * 5000})),
+        ("too_large", _topic(mh), orjson.dumps({"ts": now_ms(), "open": False, "pad": "x" * 4200})),
         ("unknown_device", _topic(f"MH-{unique}-404"), orjson.dumps(good)),
         ("device_mismatch", _topic(mh), orjson.dumps(good | {"device_id": "MH-OTHER"})),
         ("unknown_kind", f"city/jinshui/hydrant/{mh}/telemetry", orjson.dumps(good)),
@@ -76,7 +92,7 @@ def test_every_bad_input_lands_in_deadletter_with_its_reason_and_good_ones_flow_
     topics = KafkaTopics(s.kafka.topic_prefix)
 
     async def body(bridge: Bridge) -> tuple[list, list]:
-        pub = Publisher(s.mqtt.host, s.mqtt.port, f"pub-{unique}")
+        pub = _publisher(s, f"pub-{unique}")
         try:
             for i, (_code, topic, payload) in enumerate(bad_cases):
                 pub.publish(topic, payload).wait_for_publish(5)
@@ -98,7 +114,7 @@ def test_every_bad_input_lands_in_deadletter_with_its_reason_and_good_ones_flow_
         )
         return dead, ok, metrics
 
-    dead, ok, metrics = asyncio.run(_with_bridge(s, body))
+    dead, ok, metrics = asyncio.run(_with_bridge(s, body, metrics_port=METRICS_PORT))
     samples = {
         (x.name, tuple(sorted(x.labels.items()))): x.value
         for family in text_string_to_metric_families(metrics)
@@ -131,7 +147,7 @@ def test_every_bad_input_lands_in_deadletter_with_its_reason_and_good_ones_flow_
 def _spawn_bridge(s: Settings, name: str, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "citywatch", "bridge", "--name", name, "--stats-every", "1"],
-        env=settings_env(s),
+        env=settings_env(as_bridge(s, name)),  # each bridge its own identity
         stdout=open(log, "ab"),
         stderr=subprocess.STDOUT,  # noqa: SIM115
     )
@@ -160,7 +176,7 @@ def test_bridge_killed_with_messages_in_flight_loses_none(
     n = 2000
     try:
         _wait_subscribed(log)
-        pub = Publisher(s.mqtt.host, s.mqtt.port, f"pub-{unique}")
+        pub = _publisher(s, f"pub-{unique}")
         base = now_ms()
         infos = []
         for i in range(n):
@@ -203,7 +219,7 @@ def test_two_bridges_share_a_stream_and_together_forward_everything(
     try:
         for log in logs:
             _wait_subscribed(log)
-        pub = Publisher(s.mqtt.host, s.mqtt.port, f"pub-{unique}")
+        pub = _publisher(s, f"pub-{unique}")
         base = now_ms()
         infos = [
             pub.publish(_topic(f"MH-{unique}-1"), {"ts": base - n + i, "open": False, "seq": i})
@@ -241,7 +257,7 @@ def test_registry_edit_is_picked_up_while_messages_flow(
     topics = KafkaTopics(s.kafka.topic_prefix)
 
     async def body(bridge: Bridge) -> tuple[list, list]:
-        pub = Publisher(s.mqtt.host, s.mqtt.port, f"pub-{unique}")
+        pub = _publisher(s, f"pub-{unique}")
         base = now_ms() - 10_000
         try:
             for i in range(400):
@@ -274,3 +290,227 @@ def test_registry_edit_is_picked_up_while_messages_flow(
     # One cut, no later than the edit: a message published just before it may still wait in the
     # bridge's queue (behind a batch waiting for Kafka's acks) and be judged on the new registry.
     assert new_dead and new_ok and max(new_dead) < min(new_ok) <= 200
+
+
+# ------------------------------------------------------------------ no message stops the bridge
+
+
+def _deep(levels: int, ts: int) -> bytes:
+    """A manhole reading with an extra nested ``levels`` deep (the payload itself is level 1)."""
+    return b'{"ts":%d,"open":true,"x":%s%s}' % (ts, b"[" * (levels - 1), b"]" * (levels - 1))
+
+
+def _mine(records: list[dict], device: str) -> list[dict]:
+    """Records of this test's device (the broker is shared: other tests' traffic
+    under city/ reaches this test's bridges too)."""
+    return [r for r in records if r.get("device") == device]
+
+
+def test_issue_12_payload_and_a_duplicate_key_are_dead_letters_and_the_bridge_goes_on(
+    bridge_settings: Settings, unique: str
+) -> None:
+    s = bridge_settings
+    mh = f"MH-{unique}-1"
+    topics = KafkaTopics(s.kafka.topic_prefix)
+    t0 = now_ms() - 10_000
+    poison = _deep(254, t0)
+    assert len(poison) == 543  # the payload of issue 12
+    dup = b'{"ts":%d,"open":true,"open":false}' % (t0 + 2)
+    sent = [poison, {"ts": t0 + 1, "open": False, "seq": 1}, dup,
+            {"ts": t0 + 3, "open": False, "seq": 2}]  # fmt: skip
+
+    async def body(bridge: Bridge) -> tuple[list, list, Bridge]:
+        pub = _publisher(s, f"pub-{unique}")
+        try:
+            for payload in sent:
+                pub.publish(_topic(mh), payload).wait_for_publish(5)
+            ok = await read_topic(s.kafka.bootstrap, topics.telemetry, 2)
+            # still up: the next reading after both dead letters flows too
+            pub.publish(_topic(mh), {"ts": t0 + 4, "open": True, "seq": 3}).wait_for_publish(5)
+        finally:
+            pub.close()
+        ok = await read_topic(s.kafka.bootstrap, topics.telemetry, 3)
+        dead = await read_topic(s.kafka.bootstrap, topics.deadletter, 2)
+        return ok, dead, bridge
+
+    ok, dead, bridge = asyncio.run(_with_bridge(s, body))
+    assert [r["fields"]["seq"] for r in _mine(ok, mh)] == [1, 2, 3]
+    mine = _mine(dead, mh)
+    assert [d["code"] for d in mine] == ["too_deep", "duplicate_key"]
+    assert [base64.b64decode(d["raw_b64"]) for d in mine] == [poison, dup]
+    assert "254 levels deep" in mine[0]["message"] and "'open' appears twice" in mine[1]["message"]
+    assert bridge.stats.forwarded == 3  # only our registry's devices can be forwarded
+    assert bridge.stats.rejected["too_deep"] >= 1 and bridge.stats.rejected["duplicate_key"] >= 1
+
+
+class _DiesOnThePoison(Bridge):
+    """The bridge of issue 12: takes messages from the broker and dies on the poison, acking none."""
+
+    poison = b""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.taken: list[bytes] = []
+
+    async def _pump(self, producer, client) -> None:  # noqa: ANN001
+        while True:
+            _mid, _qos, _topic, payload, _at = await self._queue.get()
+            self.taken.append(payload)
+            if payload == self.poison:
+                raise TypeError("Recursion limit reached")  # what orjson.dumps raised
+
+
+class _Watching(Bridge):
+    """A bridge that notes the MQTT DUP flag of the poison (a redelivery has it set)."""
+
+    poison = b""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.dup: list[bool] = []
+
+    def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001
+        if msg.payload == self.poison:
+            self.dup.append(bool(msg.dup))
+        super()._on_message(client, userdata, msg)
+
+
+def test_the_poison_redelivered_after_a_bridge_restart_is_dead_lettered_and_the_stream_goes_on(
+    bridge_settings: Settings, unique: str
+) -> None:
+    s = bridge_settings
+    mh = f"MH-{unique}-1"
+    topics = KafkaTopics(s.kafka.topic_prefix)
+    t0 = now_ms() - 10_000
+    poison = _deep(254, t0)
+    _DiesOnThePoison.poison = _Watching.poison = poison
+
+    # 1. the old bridge takes the poison and the reading after it, and dies before acking
+    async def first(bridge: _DiesOnThePoison) -> None:
+        pub = _publisher(s, f"pub-{unique}")
+        try:
+            pub.publish(_topic(mh), poison).wait_for_publish(5)
+            pub.publish(_topic(mh), {"ts": t0 + 1, "open": False, "seq": 1}).wait_for_publish(5)
+        finally:
+            pub.close()
+        deadline = time.monotonic() + 20
+        while poison not in bridge.taken and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # the pump has died; run() re-raises it
+
+    with pytest.raises(TypeError, match="Recursion limit"):
+        asyncio.run(_with_bridge(s, first, bridge_cls=_DiesOnThePoison))
+
+    # 2. the restarted bridge resumes the session: the broker redelivers both
+    async def second(bridge: _Watching) -> tuple[list, list, _Watching]:
+        ok = await read_topic(s.kafka.bootstrap, topics.telemetry, 1)
+        pub = _publisher(s, f"pub-{unique}")
+        try:
+            pub.publish(_topic(mh), {"ts": t0 + 2, "open": True, "seq": 2}).wait_for_publish(5)
+        finally:
+            pub.close()
+        ok = await read_topic(s.kafka.bootstrap, topics.telemetry, 2)
+        dead = await read_topic(s.kafka.bootstrap, topics.deadletter, 1)
+        return ok, dead, bridge
+
+    ok, dead, bridge = asyncio.run(_with_bridge(s, second, bridge_cls=_Watching))
+    assert bridge.dup == [True], "the poison was not redelivered to the restarted bridge"
+    assert [r["fields"]["seq"] for r in _mine(ok, mh)] == [1, 2]
+    mine = _mine(dead, mh)
+    assert [d["code"] for d in mine] == ["too_deep"]
+    assert base64.b64decode(mine[0]["raw_b64"]) == poison
+    assert bridge.stats.forwarded == 2 and bridge.stats.acked >= 2
+
+    # 3. acked this time: a third start of the same session gets nothing of it again
+    async def third(bridge: _Watching) -> tuple[list, list, _Watching]:
+        await asyncio.sleep(1.5)
+        return (
+            await read_topic(s.kafka.bootstrap, topics.telemetry, 3, timeout_s=2),
+            await read_topic(s.kafka.bootstrap, topics.deadletter, 2, timeout_s=2),
+            bridge,
+        )
+
+    ok, dead, bridge = asyncio.run(_with_bridge(s, third, bridge_cls=_Watching))
+    assert bridge.dup == []
+    assert len(_mine(ok, mh)) == 2 and len(_mine(dead, mh)) == 1
+
+
+def test_a_reading_that_cannot_be_serialised_is_an_internal_error_dead_letter_with_its_bytes(
+    bridge_settings: Settings, unique: str
+) -> None:
+    """The failure of issue 12 itself, behind the bridge's catch: with the depth bound
+    lifted, the poison passes validation and orjson.dumps raises on the reading record."""
+    s = bridge_settings
+    mh = f"MH-{unique}-1"
+    topics = KafkaTopics(s.kafka.topic_prefix)
+    t0 = now_ms() - 10_000
+    poison = _deep(254, t0)
+
+    async def body(bridge: Bridge) -> tuple[list, list, Bridge]:
+        pub = _publisher(s, f"pub-{unique}")
+        try:
+            pub.publish(_topic(mh), poison).wait_for_publish(5)
+            pub.publish(_topic(mh), {"ts": t0 + 1, "open": False, "seq": 1}).wait_for_publish(5)
+        finally:
+            pub.close()
+        ok = await read_topic(s.kafka.bootstrap, topics.telemetry, 1)
+        dead = await read_topic(s.kafka.bootstrap, topics.deadletter, 1)
+        return ok, dead, bridge
+
+    ok, dead, bridge = asyncio.run(_with_bridge(s, body, limits=IngestLimits(max_depth=1000)))
+    assert [r["fields"]["seq"] for r in _mine(ok, mh)] == [1]
+    (letter,) = _mine(dead, mh)
+    assert letter["code"] == "internal_error" and letter["topic"] == _topic(mh)
+    assert "passed validation" in letter["message"] and "Recursion limit" in letter["message"]
+    assert base64.b64decode(letter["raw_b64"]) == poison
+    assert bridge.stats.forwarded == 1 and bridge.stats.rejected["internal_error"] == 1
+    assert bridge.stats.in_flight == 0
+
+
+@pytest.mark.parametrize("raw_limit", [65_536, 512], ids=["raw-too-big-left-out", "raw-truncated"])
+def test_a_record_kafka_refuses_is_dead_lettered_and_the_rest_flows(
+    bridge_settings: Settings, unique: str, monkeypatch: pytest.MonkeyPatch, raw_limit: int
+) -> None:
+    """A real produce error for one record: the producer refuses records over 2 KiB
+    (aiokafka's MessageSizeTooLargeError); the reading, well inside the 4 KiB contract,
+    makes a larger record."""
+    real = bridge_module.make_producer
+
+    def small_producer(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        producer = real(*args, **kwargs)
+        assert hasattr(producer, "_max_request_size")
+        producer._max_request_size = 2048
+        return producer
+
+    monkeypatch.setattr(bridge_module, "make_producer", small_producer)
+    s = bridge_settings
+    mh = f"MH-{unique}-1"
+    topics = KafkaTopics(s.kafka.topic_prefix)
+    t0 = now_ms() - 10_000
+    big = orjson.dumps({"ts": t0, "open": True, "note": "x" * 1900})
+    assert 1900 < len(big) < 4096  # its reading record is over 2 KiB
+
+    async def body(bridge: Bridge) -> tuple[list, list, Bridge]:
+        pub = _publisher(s, f"pub-{unique}")
+        try:
+            pub.publish(_topic(mh), {"ts": t0 - 1, "open": False, "seq": 0}).wait_for_publish(5)
+            pub.publish(_topic(mh), big).wait_for_publish(5)
+            pub.publish(_topic(mh), {"ts": t0 + 1, "open": False, "seq": 1}).wait_for_publish(5)
+        finally:
+            pub.close()
+        ok = await read_topic(s.kafka.bootstrap, topics.telemetry, 2)
+        dead = await read_topic(s.kafka.bootstrap, topics.deadletter, 1)
+        return ok, dead, bridge
+
+    limits = IngestLimits(max_deadletter_raw_bytes=raw_limit)
+    ok, dead, bridge = asyncio.run(_with_bridge(s, body, limits=limits))
+    assert [r["fields"]["seq"] for r in _mine(ok, mh)] == [0, 1]
+    (letter,) = _mine(dead, mh)
+    assert letter["code"] == "internal_error"
+    assert "MessageSizeTooLargeError" in letter["message"]
+    raw = base64.b64decode(letter["raw_b64"])
+    if raw_limit == 512:
+        assert raw == big[:512] and "truncated to the first 512" in letter["message"]
+    else:  # the dead letter with 1.9 KB of raw bytes is refused too: one without them
+        assert raw == b"" and "raw bytes left out" in letter["message"]
+    assert bridge.stats.forwarded == 2 and bridge.stats.rejected["internal_error"] == 1
