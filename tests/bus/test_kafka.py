@@ -14,7 +14,9 @@ from foundation.settings import load_settings
 
 
 def _kafka(**env: str):  # type: ignore[no-untyped-def]
-    return load_settings(None, env={f"CITYWATCH_KAFKA_{k.upper()}": v for k, v in env.items()}).kafka
+    return load_settings(
+        None, env={f"CITYWATCH_KAFKA_{k.upper()}": v for k, v in env.items()}
+    ).kafka
 
 
 def test_plaintext_on_loopback_adds_nothing() -> None:
@@ -23,7 +25,12 @@ def test_plaintext_on_loopback_adds_nothing() -> None:
 
 
 def test_sasl_over_tls_gives_aiokafka_and_faust_the_same_credentials(tmp_path: Path) -> None:
-    k = _kafka(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-256", username="worker", password="pw")
+    k = _kafka(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-256",
+        username="worker",
+        password="pw",
+    )
     sec = client_security(k)
     assert sec["security_protocol"] == "SASL_SSL" and sec["sasl_mechanism"] == "SCRAM-SHA-256"
     assert (sec["sasl_plain_username"], sec["sasl_plain_password"]) == ("worker", "pw")
