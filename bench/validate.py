@@ -19,7 +19,11 @@ Prints messages/s for:
 
 and the ratio of each to ``orjson.loads``, the µs per message, and the share of
 one bridge's transport ceiling (~20k msg/s QoS 1, bench/RESULTS.md) that validation
-would use. The message mix is realistic payloads of the three kinds.
+would use. The message mix is realistic payloads of the three kinds (a fifth with
+an RFC 3339 ``ts``, whose colons the duplicate-key check accounts for without
+stripping strings). Then the slow paths, one payload repeated: a flood of one kind
+of bad message, and the good payloads that are not plainly flat (an array or a
+nested object in an extra: strings stripped to measure depth and count members).
 """
 
 # no `from __future__ import annotations`: msgspec and pydantic read the local classes
@@ -355,10 +359,20 @@ def main() -> None:
         rows.append(("alt: pydantic v2 (not installed, skipped)", 0.0))
 
     # slow paths: what a flood of one kind of bad message costs
+    deep = b"[" * 253 + b"]" * 253
     bad_sets = {
         "reject: not_json": b"garbage",
         "reject: non_finite (NaN, json fallback)": b'{"ts": 1763800000000, "pm10": NaN}',
         "reject: out_of_range": b'{"ts": 1763800000000, "pm10": 65535}',
+        "reject: too_deep (issue 12, 543 bytes)": b'{"ts":1763800000000,"pm10":1,"x":%s}' % deep,
+        "reject: too_deep (2,000 levels, slow path)": b"[" * 2000 + b"]" * 2000,
+        "reject: duplicate_key": b'{"ts": 1763800000000, "pm10": 80, "pm10": 8}',
+        "accept: array in an extra (shape by regex)": (
+            b'{"ts": 1763800000000, "pm10": 80, "pm25": 41.5, "fw": "2.3.1", "x": [1, 2]}'
+        ),
+        "accept: object in an extra (shape by regex)": (
+            b'{"ts": 1763800000000, "pm10": 80, "pm25": 41.5, "site": {"id": "S-1"}}'
+        ),
     }
     slow_rows = []
     topic = msgs[0][0] if "dust" in msgs[0][0] else next(t for t, _ in msgs if "/dust/" in t)

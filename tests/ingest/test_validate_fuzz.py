@@ -26,6 +26,8 @@ from ingest.validate import (
     CODES,
     KIND_SPECS,
     Rejection,
+    _deeper,
+    _outline,
     _parse,
     check_fields,
     parse_message,
@@ -346,3 +348,34 @@ def test_100k_generated_payloads_through_validation_and_the_bridge_serialisation
     for code in ("reading", "too_deep", "duplicate_key", "non_finite", "not_json", "not_object",
                  "too_large", "wrong_type", "out_of_range", "bad_ts", "bad_topic"):  # fmt: skip
         assert outcomes[code] >= 100, (code, outcomes)
+
+
+def _tree(r: random.Random, depth: int, width: int) -> str:
+    """A random JSON value of arrays and objects nesting exactly ``depth`` levels."""
+    if depth == 0:
+        return r.choice(("1", '"[{"', "null"))
+    kids = [_tree(r, depth - 1, width)] + [
+        _tree(r, r.randrange(depth), width) for _ in range(r.randrange(width))
+    ]
+    r.shuffle(kids)
+    if r.random() < 0.5:
+        return "[" + ",".join(kids) + "]"
+    return "{" + ",".join(f'"k{i}:":{k}' for i, k in enumerate(kids)) + "}"
+
+
+def test_the_depth_check_agrees_with_the_exact_depth() -> None:
+    """``_deeper`` deletes leaf pairs pass by pass; the reference walks bracket by bracket."""
+    r = random.Random(3)
+    for _ in range(3000):
+        depth = r.randint(1, 24)
+        text = _tree(r, depth, r.choice((1, 2, 3)))
+        outline = _outline(text.encode())
+        assert outline.count(b"{") + outline.count(b"[") >= depth
+        for bound in (1, 2, depth - 1, depth, depth + 1, 16):
+            if bound >= 1:
+                assert _deeper(outline, bound) == (depth > bound), (text, bound)
+    # unbalanced brackets (not JSON) are deep only when they nest so
+    assert not _deeper(_outline(b'{"a": [1'), 2) and not _deeper(_outline(b"]]]][[[["), 4)
+    assert _deeper(_outline(b"[" * 17), 16)
+    siblings = [b"[[]," * n + b"1" + b"]" * n for n in (15, 16)]  # 16, 17 deep; runs of 1-2
+    assert [_deeper(_outline(p), 16) for p in siblings] == [False, True]
