@@ -467,7 +467,6 @@ def test_a_reading_that_cannot_be_serialised_is_an_internal_error_dead_letter_wi
     assert "passed validation" in letter["message"] and "Recursion limit" in letter["message"]
     assert base64.b64decode(letter["raw_b64"]) == poison
     assert bridge.stats.forwarded == 1 and bridge.stats.rejected["internal_error"] == 1
-    assert bridge.stats.in_flight == 0
 
 
 @pytest.mark.parametrize("raw_limit", [65_536, 512], ids=["raw-too-big-left-out", "raw-truncated"])
