@@ -58,7 +58,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from bus.kafka import ensure_topics, make_producer
+from bus.kafka import client_security, ensure_topics, make_producer
 from contract.reading import Reading
 from contract.topics import KafkaTopics, parse_topic, shared_subscription
 from foundation.settings import Settings
@@ -561,8 +561,9 @@ class Bridge:
         self._loop = asyncio.get_running_loop()
         metrics = await self.serve_metrics(metrics_port) if metrics_port else None
         k = self.settings.kafka
-        await ensure_topics(k.bootstrap, k.topic_prefix, k.partitions)
-        producer = make_producer(k.bootstrap, client_id=self.client_id)
+        security = client_security(k)  # docs/decisions/006-kafka-authentication.md
+        await ensure_topics(k.bootstrap, k.topic_prefix, k.partitions, security=security)
+        producer = make_producer(k.bootstrap, client_id=self.client_id, security=security)
         await producer.start()
         client = self._make_client()
         self._client = client
