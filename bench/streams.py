@@ -57,11 +57,11 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from contract.clock import HOUR_MS  # noqa: E402
 from contract.topics import KafkaTopics  # noqa: E402
 
 RULES = ROOT / "config" / "rules.yaml"
 SCENARIOS = ROOT / "config" / "scenarios" / "default.yaml"
-HOUR_MS = 3_600_000
 SESSION_TIMEOUT_S = 3.0
 
 

@@ -14,7 +14,6 @@ from zoneinfo import ZoneInfo
 
 __all__ = [
     "DEFAULT_TIMEZONE", "NEVER", "LocalClock", "city_zone", "in_daily_window", "iso_local", "iso_utc", "local", "local_datetime",
-    "local_minute",
 ]  # fmt: skip
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
@@ -65,12 +64,6 @@ def iso_local(ms: int | None, tz: str = DEFAULT_TIMEZONE) -> str:
     if ms is None:
         return ""
     return local_datetime(ms, tz).isoformat(timespec="milliseconds" if ms % 1000 else "seconds")
-
-
-def local_minute(ms: int, tz: str = DEFAULT_TIMEZONE) -> int:
-    """Minutes after local midnight of an instant."""
-    d = local_datetime(ms, tz)
-    return d.hour * 60 + d.minute
 
 
 def in_daily_window(minute: int, start: int, end: int) -> bool:

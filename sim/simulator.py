@@ -124,7 +124,7 @@ TaggedEvent = tuple[int, str, bytes, str]
 
 def local_minute(ts_ms: int) -> int:
     """Minutes after the simulated city's local midnight of an epoch-ms instant."""
-    return ((ts_ms + _CITY_CLOCK.offset_ms(ts_ms)) // MINUTE_MS) % 1440
+    return _CITY_CLOCK.minute_of_day(ts_ms)
 
 
 def _hm(text: str) -> int:

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from citywatch.reports.data import HOUR_MS, Case, PeriodData
+from citywatch.reports.data import Case, PeriodData
+from contract.clock import HOUR_MS
 from contract.rules import NOTICE_RULES, rule_name
 
 __all__ = ["CSV_COLUMNS", "CaseStats", "Group", "build_case_stats", "percentile", "write_csv"]

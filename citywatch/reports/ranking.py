@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from citywatch.reports.cases import NOTICE_RULES, percentile
-from citywatch.reports.data import HOUR_MS, PeriodData, district_name
+from citywatch.reports.data import PeriodData, district_name
+from contract.clock import HOUR_MS
 
 __all__ = [
     "CSV_COLUMNS",
