@@ -31,8 +31,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import aiohttp  # noqa: E402
 
 from contract.reading import Reading  # noqa: E402
+from foundation.settings import load_settings  # noqa: E402
 from registry.devices import Device  # noqa: E402
 from store import points  # noqa: E402
+from store.identity import credentials  # noqa: E402
+from store.influxql import target  # noqa: E402
 from store.schema import create_database, drop_database  # noqa: E402
 from store.writer import InfluxWriter  # noqa: E402
 
@@ -100,12 +103,13 @@ def build_client_point(readings, devs) -> list[str]:
     return out
 
 
-async def baseline(url: str, db: str, lines: list[str]) -> float:
+async def baseline(url: str, db: str, lines: list[str], auth: str = "") -> float:
     bodies = [
         ("\n".join(lines[i : i + BATCH]) + "\n").encode() for i in range(0, len(lines), BATCH)
     ]
     target = f"{url}/write?db={db}&precision=ms"
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as s:
+    headers = {"Authorization": auth} if auth else {}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1), headers=headers) as s:
         t = time.perf_counter()
         for body in bodies:
             async with s.post(target, data=body) as resp:
@@ -113,8 +117,10 @@ async def baseline(url: str, db: str, lines: list[str]) -> float:
         return time.perf_counter() - t
 
 
-async def through_writer(url: str, db: str, lines: list[str], build=None) -> tuple[float, object]:
-    w = InfluxWriter(url, db, batch_size=BATCH)
+async def through_writer(
+    url: str, db: str, lines: list[str], build=None, auth: dict | None = None
+) -> tuple[float, object]:
+    w = InfluxWriter(url, db, batch_size=BATCH, **(auth or {}))
     await w.start()
     t = time.perf_counter()
     if build is not None:
@@ -134,6 +140,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
     n = args.n
+    # citywatch's embedded InfluxDB has authentication on: the bench is its admin (store.identity)
+    settings = load_settings(env={**os.environ, "CITYWATCH_INFLUX_URL": args.url})
+    auth = credentials(settings, "admin")
+    header = target(settings, None, None, "admin")[2]
     print(
         f"# {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cpus, "
         f"n={n}, batch={BATCH}, server {args.url}"
@@ -157,7 +167,7 @@ def main() -> None:
     dbs: list[str] = []
 
     def fresh() -> str:
-        db = create_database(args.url, "bench_" + uuid.uuid4().hex[:8])
+        db = create_database(settings, "bench_" + uuid.uuid4().hex[:8])
         dbs.append(db)
         return db
 
@@ -165,18 +175,20 @@ def main() -> None:
     try:
         for _ in range(args.repeat):
             best["baseline"] = min(
-                best["baseline"], asyncio.run(baseline(args.url, fresh(), lines))
+                best["baseline"], asyncio.run(baseline(args.url, fresh(), lines, header))
             )
-            dt, stats = asyncio.run(through_writer(args.url, fresh(), lines))
+            dt, stats = asyncio.run(through_writer(args.url, fresh(), lines, auth=auth))
             assert stats.written == n and stats.rejected == 0, stats  # type: ignore[attr-defined]
             best["writer"] = min(best["writer"], dt)
             dt, stats = asyncio.run(
-                through_writer(args.url, fresh(), [], build=lambda: build_fstring(readings, devs))
+                through_writer(
+                    args.url, fresh(), [], build=lambda: build_fstring(readings, devs), auth=auth
+                )
             )
             best["e2e"] = min(best["e2e"], dt)
     finally:
         for db in dbs:
-            drop_database(args.url, db)
+            drop_database(settings, db)
     base = n / best["baseline"]
     print(f"write   baseline raw aiohttp POST     {base:>12,.0f} points/s   1.00x")
     for key, label in (

@@ -141,11 +141,11 @@ def main() -> int:
     city = build_city(args.seed, *split_devices(args.devices))
     entries, events = synthesize(city, month, random.Random(args.seed))
     lines = [points.penalty_line(e) for e in entries] + [points.case_event_line(e) for e in events]
-    url, db = settings.influx.url, settings.influx.database
+    db = settings.influx.database
     try:
-        ensure_database(url, db)
+        ensure_database(settings)
         t0 = time.perf_counter()
-        write_lines(url, db, lines, LEDGER_RP)
+        write_lines(settings, db, lines, LEDGER_RP)
         t_write = time.perf_counter() - t0
         q = "WHERE time >= $start AND time < $end"
         span = {"start": month.start_ms * 1_000_000, "end": month.end_ms * 1_000_000}  # bound: ns
@@ -174,7 +174,7 @@ def main() -> int:
                 )
         s = res["settlement"]
     finally:
-        drop_database(url, db)
+        drop_database(settings)
     counts = city.counts()
     print(f"city: {len(city)} devices ({counts['manhole']} covers, {counts['dust']} dust sites, "
           f"{counts['streetlight']} lamps); month {month.label}: {len(entries)} ledger entries, "

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import shutil
@@ -45,8 +46,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 import uuid
 from importlib.metadata import version
 from pathlib import Path
@@ -298,14 +297,6 @@ def _tail(path: Path, lines: int = 25) -> str:
         return "(no log)"
 
 
-def _influx(url: str, q: str) -> None:
-    data = urllib.parse.urlencode({"q": q}).encode()
-    try:
-        urllib.request.urlopen(f"{url}/query", data=data, timeout=10).read()
-    except OSError:
-        pass
-
-
 def measure(
     label: str,
     argv: list[str],
@@ -400,6 +391,9 @@ def main() -> None:
     from citywatch import services
     from contract import journal
     from foundation.settings import load_settings
+    from store.errors import InfluxError
+    from store.identity import as_role
+    from store.schema import drop_database
     from streams.rules import load_rules
 
     settings = load_settings(
@@ -438,6 +432,7 @@ def main() -> None:
     prefix = f"bench-streams-{tag}"
     database = f"bench_streams_{tag}"
     bootstrap = settings.kafka.bootstrap
+    admin = as_role(settings, "admin")
     topic = KafkaTopics(prefix).telemetry
     tmp = Path(tempfile.mkdtemp(prefix="bench-streams-"))
     try:
@@ -478,6 +473,9 @@ def main() -> None:
             "CITYWATCH_KAFKA_TOPIC_PREFIX": prefix,
             "CITYWATCH_INFLUX_URL": settings.influx.url,
             "CITYWATCH_INFLUX_DATABASE": database,
+            # its own state dir holds no embedded identities: it runs as the admin (store.identity)
+            "CITYWATCH_INFLUX_USERNAME": admin.influx.username,
+            "CITYWATCH_INFLUX_PASSWORD": admin.influx.password,
             "CITYWATCH_PATHS_REGISTRY": str(registry_file),
             "CITYWATCH_PATHS_RULES": str(RULES),
             "CITYWATCH_PATHS_STATE_DIR": str(tmp / "worker"),
@@ -509,7 +507,8 @@ def main() -> None:
                 print(f"--- {name}\n{_tail(tmp / name)}", file=sys.stderr)
         raise
     finally:
-        _influx(settings.influx.url, f'DROP DATABASE "{database}"')
+        with contextlib.suppress(InfluxError):
+            drop_database(settings, database)
         shutil.rmtree(tmp, ignore_errors=True)
         if started:
             services.down(settings, log=lambda _: None, only=started)

@@ -589,12 +589,19 @@ def _print_summary(console: Any, settings: Settings, s: dict[str, Any]) -> None:
     console.print(
         f"ledger total [b]{s['ledger_total']:,}[/b] yuan; scenarios expect {s['expected']['total_yuan']:,}"
     )
+    from store.identity import ROLES, as_role, auth_dir
     from store.schema import PENALTY
 
     db = settings.influx.database
+    reader = as_role(settings, "reader").influx
+    user = (
+        f"-u {reader.username}:$(cat {auth_dir(settings) / ROLES['reader']}) "
+        if reader.username == ROLES["reader"]
+        else ("-u USER:PASSWORD " if reader.username else "")
+    )
     console.print(
         f"\nThe data stays in InfluxDB {settings.influx.url}, database [b]{db}[/b]; try\n"
-        f"  curl -sG {settings.influx.url}/query --data-urlencode db={db} "
+        f"  curl -sG {user}{settings.influx.url}/query --data-urlencode db={db} "
         f"--data-urlencode 'q=SELECT sum(amount_yuan) FROM {PENALTY} GROUP BY district'\n"
         f"Dashboards: deploy/grafana (docs/grafana.md), or `citywatch grafana push --url URL --token TOKEN "
         f"--database {db}`.\nServices started by this run were stopped; `citywatch run --keep-services` keeps them."

@@ -52,6 +52,7 @@ from registry.credentials import (
     dynsec_config,
     write_private,
 )
+from store.users import InfluxIdentityError, accepts_anonymous, ensure_users
 
 
 class ServiceError(CitywatchError):
@@ -215,6 +216,8 @@ class Service:
     vet: Callable[[Path, Callable[[str], None]], None] | None = None
     """(state dir, log) -> None: looks at what answers on the port before ``up`` reuses it;
     raises ``ServiceError`` for something that must not be taken for citywatch's own."""
+    ready: Callable[[], None] | None = None
+    """Run once the service answers (started or reused): brings its identities up to date."""
 
     @property
     def address(self) -> str:
@@ -672,6 +675,7 @@ bind-address = "{host}:{port + 2}"
   log-queries-after = "0s"
 [http]
   bind-address = "{host}:{port}"
+  auth-enabled = true
   log-enabled = false
   max-body-size = 0
 [continuous_queries]
@@ -684,6 +688,51 @@ bind-address = "{host}:{port + 2}"
         return [binary, "-config", str(conf)]
 
     return command
+
+
+def _embedded_influx(settings: Settings) -> bool:
+    """citywatch's own identities apply: a local InfluxDB and no user or token of the operator's."""
+    i = settings.influx
+    return _local(i.host) and not i.username and not i.token
+
+
+def _influx_vet(settings: Settings) -> Callable[[Path, Callable[[str], None]], None]:
+    def vet(state: Path, log: Callable[[str], None]) -> None:
+        i = settings.influx
+        address = f"{i.host}:{i.port}"
+        if not _embedded_influx(settings) or not influx_healthy(i.host, i.port):
+            return
+        if not accepts_anonymous(i.url):
+            return  # authentication on: ``ready`` checks that the kept admin secret is accepted
+        influx = services_for(settings)[2]
+        pid = _owned_pid(state, influx)
+        if pid is not None:
+            log(
+                f"influxdb on {address} (pid {pid}) was started by an earlier citywatch without "
+                "authentication; restarting it with authentication on"
+            )
+            down(settings, log=log, only={"influxdb"})
+            return
+        raise ServiceError(
+            f"an InfluxDB on {address} runs queries without authentication, so anything on this "
+            "machine could write or drop the ledger; citywatch never takes it for its own: stop "
+            f"it, point citywatch at a free port (CITYWATCH_INFLUX_URL=http://{i.host}:<port>), or "
+            "set influx.username and influx.password to use that server as it is"
+        )
+
+    return vet
+
+
+def _influx_ready(settings: Settings) -> Callable[[], None] | None:
+    def ready() -> None:
+        if not _embedded_influx(settings):
+            return
+        try:
+            ensure_users(settings)
+        except InfluxIdentityError as exc:
+            raise ServiceError(str(exc)) from None
+
+    return ready
 
 
 def services_for(settings: Settings) -> list[Service]:
@@ -717,6 +766,8 @@ def services_for(settings: Settings) -> list[Service]:
             "install it: apt-get install -y influxdb (or run `make setup`)",
             _influx_command(settings.influx.host, settings.influx.port),
             start_timeout=60.0,
+            vet=_influx_vet(settings),
+            ready=_influx_ready(settings),
         ),
     ]
 
@@ -775,6 +826,8 @@ def _up(settings: Settings, state: Path, result: list[Status], log: Callable[[st
             pid = _owned_pid(state, service)
             if service.name == "mosquitto" and _local(service.host):
                 ensure_identities(settings, running=True)
+            if service.ready is not None:
+                service.ready()
             result.append(
                 Status(service.name, service.address, True, pid is not None, pid, "reused")
             )
@@ -823,6 +876,8 @@ def _up(settings: Settings, state: Path, result: list[Status], log: Callable[[st
                     f"within {service.start_timeout:.0f}s; see {data / 'service.log'}"
                 )
             time.sleep(0.1)
+        if service.ready is not None:
+            service.ready()
         result[-1] = Status(service.name, service.address, True, True, proc.pid, "started")
 
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from store.errors import InfluxError, InfluxQueryError, server_message
+from store.identity import Role, as_role
 
 __all__ = ["ident", "query", "target"]
 
@@ -32,16 +33,19 @@ def ident(name: str) -> str:
 
 
 def target(
-    settings_or_url: Any, database: str | None, token: str | None
+    settings_or_url: Any, database: str | None, token: str | None, role: Role = "reader"
 ) -> tuple[str, str | None, str]:
     """(base URL, database, credential) from citywatch ``Settings`` or a base URL.
 
     The credential is what ``query`` sends as ``Authorization``: the settings'
-    1.x user and password (``Basic``), else their API token (``Token``), else
+    1.x user and password (``Basic``; with no user set, the embedded identity
+    of ``role``, ``store.identity``), else their API token (``Token``), else
     ``token`` as given (a bare token, or a credential ``target`` made).
     """
     influx = getattr(settings_or_url, "influx", None)
     if influx is not None:
+        if token is None:
+            influx = as_role(settings_or_url, role).influx
         if token is None and influx.username:
             return (
                 influx.url.rstrip("/"),
@@ -90,6 +94,7 @@ def query(
     epoch: str = "ms",
     token: str | None = None,
     timeout: float = 30.0,
+    role: Role = "reader",
 ) -> list[dict[str, Any]]:
     """Run InfluxQL and return the rows of every series as dicts.
 
@@ -99,8 +104,10 @@ def query(
     value (``time`` in epoch ``epoch`` units), plus the series' GROUP BY tags and
     ``_series`` (the measurement / series name). A statement error raises
     ``InfluxQueryError`` with the server's message; no answer raises ``InfluxError``.
+    ``role`` picks the embedded identity (``store.identity``): readers read,
+    ``store.schema`` runs its DDL as ``admin``.
     """
-    url, db, tok = target(settings_or_url, database, token)
+    url, db, tok = target(settings_or_url, database, token, role)
     form = {"q": influxql}
     if db:
         form["db"] = db

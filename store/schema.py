@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from store import points
+from store.identity import ROLES, Role, embedded_secret
 from store.influxql import ident, query, target
 
 __all__ = [
@@ -62,7 +63,7 @@ def _duration_ok(d: str) -> bool:
 def _database(
     settings_or_url: Any, database: str | None, token: str | None
 ) -> tuple[str, str, str]:
-    url, db, tok = target(settings_or_url, database, token)
+    url, db, tok = target(settings_or_url, database, token, "admin")
     if not db:
         raise ValueError("Invalid 'database' argument None; pass a database name or Settings")
     return url, db, tok
@@ -77,6 +78,7 @@ def create_database(
     """
     url, db, tok = _database(settings_or_url, database, token)
     query(url, db, f"CREATE DATABASE {ident(db)}", token=tok)
+    _grant_embedded(settings_or_url, db, lambda text: query(url, db, text, token=tok))
     return db
 
 
@@ -113,6 +115,9 @@ def ensure_database(
       series (``GROUP BY time(every), *``) from raw into long. A CQ's name carries
       a hash of its text (``cq_dust_1m_3fa2c1``): changing the fields or interval
       replaces it, running again with the same settings changes nothing.
+    * with citywatch's embedded identities (``store.identity``): WRITE on the
+      database to ``citywatch-writer`` and READ to ``citywatch-reader``
+      (InfluxDB 1.x has no grant on all databases).
     """
     for name, value in (
         ("raw_duration", raw_duration),
@@ -164,3 +169,18 @@ def ensure_database(
     for name, text in wanted.items():
         if name not in have:
             q(f"CREATE CONTINUOUS QUERY {ident(name)} ON {ident(db)} {text}")
+    _grant_embedded(settings_or_url, db, q)
+
+
+def _grant_embedded(settings_or_url: Any, db: str, q: Any) -> None:
+    """WRITE to the embedded writer, READ to the embedded reader, when citywatch's
+    identities are the ones in use (not an operator's own user on their server)."""
+    if isinstance(settings_or_url, str) or settings_or_url.influx.username not in (
+        "",
+        ROLES["admin"],
+    ):
+        return
+    grants: tuple[tuple[Role, str], ...] = (("writer", "WRITE"), ("reader", "READ"))
+    for role, privilege in grants:
+        if embedded_secret(settings_or_url, role) is not None:
+            q(f"GRANT {privilege} ON {ident(db)} TO {ident(ROLES[role])}")

@@ -55,6 +55,7 @@ from contract.topics import KafkaTopics
 from foundation.settings import Settings
 from registry.devices import RegistryWatcher
 from store import points
+from store.identity import credentials
 from store.schema import LEDGER_RP, ensure_database
 from store.writer import InfluxWriter
 from streams.detector import Detector
@@ -382,12 +383,7 @@ def build_app(
     )
     influx = settings.influx
     writer_ready = asyncio.Event()
-    auth = {
-        "token": influx.token,
-        "org": influx.org,
-        "username": influx.username,
-        "password": influx.password,
-    }
+    auth = credentials(settings, "writer")  # its sinks write; ensure_database runs as admin
     writer = InfluxWriter(influx.url, influx.database, **auth)
     ledger_writer = InfluxWriter(influx.url, influx.database, retention_policy=LEDGER_RP, **auth)
 

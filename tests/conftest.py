@@ -16,9 +16,8 @@ theirs (``tests.kit.mqtt.Publisher(host, port, device_id)`` publishes as one).
 
 from __future__ import annotations
 
+import contextlib
 import os
-import urllib.parse
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -28,6 +27,8 @@ from citywatch import services
 from citywatch.run import settings_env  # noqa: F401 - tests import it from here
 from foundation.settings import Settings, load_settings
 from registry.credentials import Grant
+from store.errors import InfluxError
+from store.schema import drop_database
 from tests.kit import mqtt as kit_mqtt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,15 +82,8 @@ def settings(live_services: Settings, unique: str) -> Settings:
     issued = kit_mqtt.provision([*bridges, Grant(f"pub-{unique}", "relay")])
     s = s.replace("mqtt", username=f"cw-{unique}-1", password=issued[f"cw-{unique}-1"])
     yield s
-    _influx_query(s, f'DROP DATABASE "{s.influx.database}"')
-
-
-def _influx_query(settings: Settings, q: str) -> None:
-    data = urllib.parse.urlencode({"q": q}).encode()
-    try:
-        urllib.request.urlopen(f"{settings.influx.url}/query", data=data, timeout=10).read()
-    except OSError:
-        pass
+    with contextlib.suppress(InfluxError):
+        drop_database(s)
 
 
 @pytest.fixture

@@ -36,6 +36,8 @@ from citywatch.grafana import (
     FOLDER_UID,
 )
 from foundation.errors import CitywatchError, ConfigError
+from foundation.settings import Settings
+from store.identity import as_role
 
 TOKEN_ENV = "GRAFANA_TOKEN"
 PUSH_MESSAGE = "citywatch grafana push"
@@ -316,6 +318,8 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
 def main_push(args: argparse.Namespace, settings: Any = None, print_: Any = print) -> int:
     """Run a push from parsed arguments; ``settings`` (citywatch Settings) gives
     the InfluxDB defaults. Prints one line per object and a summary; returns 0."""
+    if isinstance(settings, Settings):
+        settings = as_role(settings, "reader")  # Grafana's data source only reads
     influx = getattr(settings, "influx", None)
     datasource_url = args.datasource_url or getattr(influx, "url", None) or "http://127.0.0.1:18086"
     database = args.database or getattr(influx, "database", None) or "citywatch"

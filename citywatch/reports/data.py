@@ -341,10 +341,11 @@ def _read(settings: Any, reader: Callable[..., T], **kw: Any) -> T:
     except InfluxQueryError as exc:
         text = str(exc)
         db = settings.influx.database
-        if "database not found" in text:
+        if "database not found" in text or "requires READ on" in text:
             raise CitywatchError(
-                f"InfluxDB at {settings.influx.url} has no database {db!r}; check [influx] database "
-                "(CITYWATCH_INFLUX_DATABASE) — the worker creates it when it starts"
+                f"InfluxDB at {settings.influx.url} has no database {db!r} that this identity may "
+                "read; check [influx] database (CITYWATCH_INFLUX_DATABASE) — the worker creates "
+                "it when it starts and grants citywatch-reader READ on it"
             ) from None
         if "retention policy not found" in text:
             raise CitywatchError(

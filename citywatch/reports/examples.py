@@ -191,19 +191,25 @@ def seed(settings: Any, result: Any) -> int:
     from store import points
     from store.schema import ensure_database
 
-    ensure_database(settings.influx.url, settings.influx.database, token=settings.influx.token)
+    ensure_database(settings)
     lines = [points.penalty_line(e) for e in result.ledger.to_json_list()]
     lines += [points.case_event_line(ev.to_dict()) for ev in result.case_events]
-    write_lines(settings.influx.url, settings.influx.database, lines, LEDGER_RP)
+    write_lines(settings, settings.influx.database, lines, LEDGER_RP)
     return len(lines)
 
 
-def write_lines(url: str, database: str, lines: list[str], rp: str, batch: int = 5000) -> None:
-    """POST /write?precision=ms&rp=... in batches (synchronous; for seeding and benches)."""
+def write_lines(settings: Any, database: str, lines: list[str], rp: str, batch: int = 5000) -> None:
+    """POST /write?precision=ms&rp=... in batches as the embedded admin (synchronous; for
+    seeding and benches; store.identity)."""
+    from store.influxql import authorization, target
+
+    url, _, credential = target(settings, database, None, "admin")
     q = urllib.parse.urlencode({"db": database, "precision": "ms", "rp": rp})
     for i in range(0, len(lines), batch):
         body = "\n".join(lines[i : i + batch]).encode()
-        req = urllib.request.Request(f"{url.rstrip('/')}/write?{q}", data=body, method="POST")
+        req = urllib.request.Request(f"{url}/write?{q}", data=body, method="POST")
+        if credential:
+            req.add_header("Authorization", authorization(credential))
         with urllib.request.urlopen(req, timeout=60) as resp:
             resp.read()
 

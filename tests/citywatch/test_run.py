@@ -14,6 +14,7 @@ from citywatch.run import expected_vs_actual, last_weeks_monday
 from foundation.settings import Settings
 from registry.devices import load_registry
 from sim.simulator import Simulation, build_city, load_scenario_file, split_devices
+from store.identity import as_role
 from streams.replay import format_json, replay
 from streams.rules import load_rules
 from tests.conftest import settings_env
@@ -65,7 +66,8 @@ def test_citywatch_run_books_what_the_scenarios_cost(
     s = live_services.replace("kafka", topic_prefix=f"cw-{unique}").replace(
         "influx", database=f"cw_{unique}"
     )
-    s = s.replace("paths", state_dir=str(tmp_path / "state"))
+    # its own state folder holds no InfluxDB identities: it runs as the session's admin
+    s = as_role(s, "admin").replace("paths", state_dir=str(tmp_path / "state"))
     env = settings_env(s)
     done = subprocess.run(
         [

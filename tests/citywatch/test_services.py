@@ -17,6 +17,7 @@ from pathlib import Path
 from citywatch import services
 from foundation.settings import load_settings
 from registry.credentials import HEALTH, CredentialStore
+from store.users import accepts_anonymous
 from tests.kit.cli import run_cli as _cli
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -71,6 +72,11 @@ def test_services_up_starts_private_services_and_down_stops_only_those(tmp_path:
         assert conf.count("use_username_as_clientid true") == 2
         assert services.kafka_healthy("127.0.0.1", 19392)
         assert services.influx_healthy("127.0.0.1", 18386)
+        # InfluxDB with authentication on: nothing without a secret, the secrets owner-only
+        assert not accepts_anonymous("http://127.0.0.1:18386")
+        assert (
+            tmp_path / "state" / "influx-auth" / "citywatch-writer"
+        ).stat().st_mode & 0o777 == 0o600
         # a second `up` reuses what answers
         again = _cli("services", "up", env=env)
         assert again.stdout.count("reused") == 3
@@ -190,3 +196,31 @@ def test_a_port_taken_by_something_else_is_refused_clearly(tmp_path: Path) -> No
     assert not services.kafka_healthy("127.0.0.1", 19492)
     assert "stopped mosquitto" in done.stdout
     assert services.mqtt_connack("127.0.0.1", 18839) is None
+
+
+def test_up_refuses_an_influxdb_that_runs_queries_without_authentication(tmp_path: Path) -> None:
+    """Anything on the machine could write or drop the ledger there: refused, left alone."""
+    from tests.kit.influxd import PrivateInfluxd
+
+    (tmp_path / "influx").mkdir()
+    foreign = PrivateInfluxd(tmp_path / "influx", auth=False)
+    foreign.start()
+    env = {
+        "CITYWATCH_MQTT_URL": "mqtt://127.0.0.1:18851",
+        "CITYWATCH_KAFKA_BOOTSTRAP": "127.0.0.1:19652",
+        "CITYWATCH_INFLUX_URL": foreign.url,
+        "CITYWATCH_PATHS_STATE_DIR": str(tmp_path / "state"),
+    }
+    try:
+        done = _cli("services", "up", env=env)
+        assert done.returncode == 2, done.stdout + done.stderr
+        line = done.stderr.strip()
+        assert line.startswith(
+            f"citywatch: an InfluxDB on 127.0.0.1:{foreign.port} runs queries without authentication"
+        )
+        assert "set influx.username and influx.password to use that server as it is" in line
+        assert len(line.splitlines()) == 1 and "Traceback" not in done.stderr
+        assert services.mqtt_connack("127.0.0.1", 18851) is None, "what up started is stopped again"
+        assert foreign.proc is not None and foreign.proc.poll() is None
+    finally:
+        foreign.kill()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from store.errors import InfluxError, InfluxQueryError
-from store.influxql import ident, query
+from store.influxql import ident, query, target
 from store.schema import create_database
 
 
@@ -15,9 +15,9 @@ def _write(settings, body: str) -> None:
     import urllib.request
 
     q = urllib.parse.urlencode({"db": settings.influx.database, "precision": "ms"})
-    urllib.request.urlopen(
-        f"{settings.influx.url}/write?{q}", data=body.encode(), timeout=10
-    ).read()
+    req = urllib.request.Request(f"{settings.influx.url}/write?{q}", data=body.encode())
+    req.add_header("Authorization", target(settings, None, None, "admin")[2])
+    urllib.request.urlopen(req, timeout=10).read()
 
 
 def test_query_error_names_the_query(settings):

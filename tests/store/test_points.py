@@ -12,6 +12,7 @@ import pytest
 from contract.reading import Reading
 from registry.devices import Device
 from store import points
+from store.identity import credentials
 from store.influxql import query
 from store.schema import create_database
 from store.writer import InfluxWriter
@@ -260,7 +261,12 @@ def test_awkward_text_round_trips_through_real_influxdb(settings):
     create_database(settings)
 
     async def write():
-        w = InfluxWriter(settings.influx.url, settings.influx.database, flush_interval_s=0.05)
+        w = InfluxWriter(
+            settings.influx.url,
+            settings.influx.database,
+            **credentials(settings, "admin"),
+            flush_interval_s=0.05,
+        )
         await w.start()
         await w.add(lines)
         await w.stop(timeout=20)

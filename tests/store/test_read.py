@@ -11,6 +11,7 @@ import pytest
 
 from contract.cases import CaseEvent, LedgerEntry
 from store import points, read
+from store.identity import credentials
 from store.schema import LEDGER_RP, ensure_database
 from store.writer import InfluxWriter
 
@@ -27,7 +28,7 @@ AWKWARD_FIELD = AWKWARD_UNIT + "\nsecond line\\"
 
 def _write(settings, lines: list[str], rp: str = LEDGER_RP) -> None:
     async def go():
-        async with InfluxWriter(settings.influx.url, settings.influx.database, retention_policy=rp,
+        async with InfluxWriter(settings.influx.url, settings.influx.database, **credentials(settings, "admin"), retention_policy=rp,
                                 flush_interval_s=0.05) as w:  # fmt: skip
             await w.add(lines)
         assert w.stats.rejected == 0 and w.stats.written == len(lines), w.stats

@@ -19,7 +19,7 @@ from store.schema import (
 def test_ensure_database_creates_db_rps_and_cqs_idempotently(settings):
     db = settings.influx.database
     ensure_database(settings)
-    ensure_database(settings.influx.url, db)  # again: no error, no change
+    ensure_database(settings, db)  # again: no error, no change
 
     rps = {r["name"]: r for r in query(settings, None, f'SHOW RETENTION POLICIES ON "{db}"')}
     assert rps["raw"]["duration"] == "720h0m0s" and rps["raw"]["default"] is True
@@ -55,8 +55,8 @@ def test_qualified_names_of_the_ledger_measurements():
 
 def test_create_and_drop_a_database_with_an_awkward_name(settings):
     db = settings.influx.database + " a-b 数据"  # 1.x refuses quotes in a name ("invalid name")
-    assert create_database(settings.influx.url, db) == db
+    assert create_database(settings, db) == db
     assert db in {r["name"] for r in query(settings, None, "SHOW DATABASES")}
-    drop_database(settings.influx.url, db)
-    drop_database(settings.influx.url, db)  # gone already: no error
+    drop_database(settings, db)
+    drop_database(settings, db)  # gone already: no error
     assert db not in {r["name"] for r in query(settings, None, "SHOW DATABASES")}

@@ -23,6 +23,7 @@ from contract.reading import Reading
 from registry.devices import Device
 from store import points
 from store.errors import InfluxError
+from store.identity import credentials
 from store.influxql import query
 from store.schema import create_database
 from store.writer import InfluxWriter
@@ -115,7 +116,9 @@ def test_points_are_found_with_exact_values(settings):
     lines = [points.telemetry_line(r, _dev(i)) for i, r in enumerate(readings)]
 
     async def go():
-        async with InfluxWriter(settings.influx.url, db, flush_interval_s=0.05) as w:
+        async with InfluxWriter(
+            settings.influx.url, db, **credentials(settings, "admin"), flush_interval_s=0.05
+        ) as w:
             await w.add(lines)
         return w.stats
 
@@ -175,7 +178,9 @@ def test_two_reversals_at_one_instant_both_survive_and_sum_is_the_ledger_net(set
     ]
 
     async def go():
-        async with InfluxWriter(settings.influx.url, db, flush_interval_s=0.05) as w:
+        async with InfluxWriter(
+            settings.influx.url, db, **credentials(settings, "admin"), flush_interval_s=0.05
+        ) as w:
             await w.add(points.penalty_line(e) for e in ledger)
 
     run(go())
@@ -208,7 +213,9 @@ def test_a_malformed_line_is_skipped_and_does_not_wedge_the_pipeline(settings, c
     conflict = f"m,k=a v=5i {NOW + 100}"  # integer into a float field: a type conflict
 
     async def go():
-        async with InfluxWriter(settings.influx.url, db, flush_interval_s=0.05) as w:
+        async with InfluxWriter(
+            settings.influx.url, db, **credentials(settings, "admin"), flush_interval_s=0.05
+        ) as w:
             await w.add(good[:5] + [bad] + good[5:])
             await w.flush()
             await w.add([conflict])
@@ -229,7 +236,9 @@ def test_retry_after_a_lost_response_stores_each_point_once(settings):
     lines = [points.penalty_line(_entry(f"e{i}", "c", 10_000, NOW + i)) for i in range(20)]
 
     async def go():
-        async with InfluxWriter(settings.influx.url, db, flush_interval_s=0.05) as w:
+        async with InfluxWriter(
+            settings.influx.url, db, **credentials(settings, "admin"), flush_interval_s=0.05
+        ) as w:
             await w.add(lines)
             await w.flush()
             await w.add(lines)  # as if the first response had been lost

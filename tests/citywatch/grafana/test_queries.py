@@ -25,6 +25,7 @@ import pytest
 from citywatch.grafana import TIMEZONE
 from citywatch.grafana.dashboards import build_all
 from citywatch.grafana.queries import ALL, render, resolve_range
+from store.influxql import target as influx_target
 
 pytestmark = pytest.mark.services
 
@@ -490,18 +491,24 @@ def scenario() -> list[str]:
 # --------------------------------------------------------------------------- talking to InfluxDB
 
 
-def _post(url: str, params: dict, body: bytes) -> bytes:
+def _post(url: str, params: dict, body: bytes, auth: str) -> bytes:
     req = urllib.request.Request(
         f"{url}?{urllib.parse.urlencode(params)}", data=body, method="POST"
     )
+    if auth:
+        req.add_header("Authorization", auth)
     with urllib.request.urlopen(req, timeout=10) as resp:
         return resp.read()
 
 
 def influx_query(settings, q: str) -> list[dict]:
-    """Rows of one InfluxQL statement: each series' tags merged into each of its rows."""
+    """Rows of one InfluxQL statement, as Grafana's data source (the reader) runs it:
+    each series' tags merged into each of its rows."""
     raw = _post(
-        f"{settings.influx.url}/query", {"db": settings.influx.database, "epoch": "ms", "q": q}, b""
+        f"{settings.influx.url}/query",
+        {"db": settings.influx.database, "epoch": "ms", "q": q},
+        b"",
+        influx_target(settings, None, None, "reader")[2],
     )
     (result,) = json.loads(raw)["results"]
     assert "error" not in result, f"{result['error']}\n  in: {q}"
@@ -524,11 +531,18 @@ def city(settings):
     ledger = [line for line in lines if line.startswith(("penalty,", "case_event,"))]
     rest = [line for line in lines if not line.startswith(("penalty,", "case_event,"))]
     db = settings.influx.database
-    _post(f"{settings.influx.url}/write", {"db": db, "precision": "ms"}, "\n".join(rest).encode())
+    admin = influx_target(settings, None, None, "admin")[2]
+    _post(
+        f"{settings.influx.url}/write",
+        {"db": db, "precision": "ms"},
+        "\n".join(rest).encode(),
+        admin,
+    )
     _post(
         f"{settings.influx.url}/write",
         {"db": db, "precision": "ms", "rp": LEDGER_RP},
         "\n".join(ledger).encode(),
+        admin,
     )
     return settings
 

@@ -345,10 +345,10 @@ def test_empty_month_is_an_empty_correct_report(settings, scenario, tmp_path):
 
 
 def test_missing_ledger_rp_or_database_is_one_clear_error(settings):
-    from store.influxql import query
+    from store.schema import create_database
 
     with pytest.raises(CitywatchError, match="has no database"):
         load_period(settings, OCT)
-    query(settings, None, f'CREATE DATABASE "{settings.influx.database}"')
+    create_database(settings)  # no ledger RP yet (and READ granted to the reader)
     with pytest.raises(CitywatchError, match="no retention policy 'ledger'"):
         load_period(settings, OCT)
