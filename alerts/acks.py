@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import orjson
 
+from alerts.gate import Gate
 from bus.kafka import ensure_topics_for, producer_for
 from contract.cases import OfficerAction
+from contract.officers import AuditRecord
 from contract.topics import KafkaTopics
 from foundation.settings import Settings
 
@@ -30,3 +32,40 @@ async def submit(settings: Settings, action: OfficerAction) -> None:
         )
     finally:
         await producer.stop()
+
+
+async def publish_audit(settings: Settings, record: AuditRecord) -> None:
+    """Publish one audit record (``<prefix>.audit``, keyed by officer) and wait for Kafka's ack."""
+    k = settings.kafka
+    await ensure_topics_for(k)
+    producer = producer_for(k, client_id="citywatch-audit", linger_ms=0)
+    await producer.start()
+    try:
+        body = orjson.dumps(record.to_dict(), option=orjson.OPT_SORT_KEYS)
+        await producer.send_and_wait(
+            KafkaTopics(k.topic_prefix).audit, body, key=(record.officer or "-").encode()
+        )
+    finally:
+        await producer.stop()
+
+
+def gate_for(settings: Settings) -> Gate:
+    """The gate as settings configure it: the directory and policy files, the token store
+    in ``<state_dir>/officers``, the device registry, Kafka for acts and audit records."""
+    from pathlib import Path
+
+    from alerts.policy import load_policy
+    from registry.devices import load_registry
+    from registry.officer_tokens import TokenStore
+    from registry.officers import load_directory
+
+    directory = load_directory(settings.paths.officers)
+    registry = load_registry(settings.paths.registry)
+    return Gate(
+        lambda: directory,
+        TokenStore(Path(settings.paths.state_dir) / "officers"),
+        load_policy(settings.paths.policy),
+        registry.get,
+        lambda action: submit(settings, action),
+        lambda record: publish_audit(settings, record),
+    )

@@ -24,7 +24,9 @@ from foundation.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
-TOPIC_NAMES = ("telemetry", "deadletter", "quarantine", "cases", "penalties", "alerts", "acks")
+TOPIC_NAMES = (
+    "telemetry", "deadletter", "quarantine", "cases", "penalties", "alerts", "acks", "audit",
+)  # fmt: skip
 
 
 def client_security(k: KafkaSettings | None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -177,21 +178,54 @@ def _parse_instant(text: str | None) -> int:
     return int(parsed.timestamp() * 1000)
 
 
-def cmd_case_action(args: argparse.Namespace) -> int:
-    from alerts.acks import submit
-    from contract.cases import OfficerAction
+def _officer_token(args: argparse.Namespace) -> str:
+    """The acting officer's own token: ``--token-file``, else ``$CITYWATCH_OFFICER_TOKEN_FILE``,
+    else ``$CITYWATCH_OFFICER_TOKEN`` (docs/officers.md, "Acting from the CLI")."""
+    path = getattr(args, "token_file", None) or os.environ.get("CITYWATCH_OFFICER_TOKEN_FILE")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.readline().strip()
+        except OSError as exc:
+            raise CitywatchError(f"officer token file {path}: {exc.strerror or exc}") from None
+    token = os.environ.get("CITYWATCH_OFFICER_TOKEN", "").strip()
+    if not token:
+        raise CitywatchError(
+            "acting on a case needs your own officer token: --token-file FILE or "
+            "CITYWATCH_OFFICER_TOKEN (a supervisor issues one: `citywatch officers token issue ID`)"
+        )
+    return token
 
+
+def cmd_case_action(args: argparse.Namespace) -> int:
+    from alerts.acks import gate_for
+    from alerts.gate import ActRequest
+
+    if getattr(args, "officer", None):
+        raise CitywatchError(
+            "--officer is gone: citywatch acts as the officer whose token it is given "
+            "(--token-file or CITYWATCH_OFFICER_TOKEN)"
+        )
     settings = _settings(args)
-    action = OfficerAction(
+    token = _officer_token(args)
+    gate = gate_for(settings)
+    req = ActRequest(
         action=args.verb,
         device=args.device,
-        at=_parse_instant(args.at),
-        officer=args.officer,
+        channel="cli",
         case_id=args.case,
         note=args.note,
+        at=None if args.at is None else _parse_instant(args.at),
+        reason=args.reason,
+        client=f"cli@{socket.gethostname()}",
+        user_agent=f"citywatch-cli pid {os.getpid()}",
     )
-    asyncio.run(submit(settings, action))
-    print(f"{args.verb} on {args.device} by {args.officer} at {action.at} sent to the pipeline")
+    outcome = asyncio.run(gate.with_token(token, req))
+    if not outcome.accepted:
+        raise CitywatchError(f"refused: {outcome.message}")
+    a = outcome.action
+    assert a is not None
+    print(f"{args.verb} on {args.device} by {a.officer} ({a.role}) at {a.at}: {outcome.message}")
     return 0
 
 
@@ -572,8 +606,10 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         q = csub.add_parser(verb, help=text)
         q.add_argument("device", help="device id, e.g. MH-JS-0001")
-        q.add_argument("--officer", required=True, help="who acts (officer id)")
+        q.add_argument("--officer", help=argparse.SUPPRESS)  # gone: refused with a hint
+        q.add_argument("--token-file", help="your officer token (else $CITYWATCH_OFFICER_TOKEN)")
         q.add_argument("--at", help="when (epoch ms or RFC 3339 with offset; default now)")
+        q.add_argument("--reason", help="why, when --at is more than the policy's tolerance ago")
         q.add_argument("--case", help="case id, when the device has more than one")
         q.add_argument("--note", help="free text kept with the case")
         q.set_defaults(func=cmd_case_action)
@@ -594,8 +630,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_journal_load)
 
     from citywatch.devices import add_arguments as add_devices_arguments
+    from citywatch.officers import add_arguments as add_officers_arguments
 
     add_devices_arguments(sub, _settings, parser_class=_Parser)
+    add_officers_arguments(sub, _settings, parser_class=_Parser)
 
     from citywatch.reports.cli import add_arguments as add_report_arguments
 

@@ -89,6 +89,16 @@ class OfficerAction:
     officer: str
     case_id: str | None = None
     note: str | None = None
+    role: str = ""
+    """The role the officer acted in (docs/officers.md); "" for records from before roles."""
+    channel: str = ""
+    """link, cli or api (``contract.officers.CHANNELS``)."""
+    credential: str = ""
+    """The credential's id (token id, link nonce): who can be asked about it, never a secret."""
+    reason: str | None = None
+    """Why, when the act is backdated (``at`` earlier than ``recorded_at``)."""
+    recorded_at: int | None = None
+    """When citywatch received the act (None: the same as ``at``)."""
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
@@ -104,7 +114,20 @@ class OfficerAction:
             "officer": self.officer,
             "case_id": self.case_id,
             "note": self.note,
-        }
+        } | self.provenance()
+
+    def provenance(self) -> dict[str, Any]:
+        """Who acted as what through which door: only the parts that are set, so a
+        record from before roles reads and writes exactly as it did."""
+        out: dict[str, Any] = {}
+        for key in ("role", "channel", "credential"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
+        if self.reason is not None:
+            out["reason"] = self.reason
+        if self.recorded_at is not None:
+            out["recorded_at"] = self.recorded_at
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> OfficerAction:
@@ -115,6 +138,11 @@ class OfficerAction:
             officer=d.get("officer") or "",
             case_id=d.get("case_id"),
             note=d.get("note"),
+            role=d.get("role") or "",
+            channel=d.get("channel") or "",
+            credential=d.get("credential") or "",
+            reason=d.get("reason"),
+            recorded_at=None if d.get("recorded_at") is None else int(d["recorded_at"]),
         )
 
 

@@ -149,8 +149,25 @@ def _action(rec: dict[str, Any]) -> OfficerAction:
     action = rec.get("action")
     if not isinstance(action, str):
         raise _bad("action", "action", "text", rec)
+    role = _optional_text(rec, "action", "role") or ""
+    channel = _optional_text(rec, "action", "channel") or ""
+    credential = _optional_text(rec, "action", "credential") or ""
+    reason = _optional_text(rec, "action", "reason")
+    recorded_at = None if rec.get("recorded_at") is None else _ms(rec, "action", "recorded_at")
     try:
-        return OfficerAction(action, device, at, officer, case_id, note)
+        return OfficerAction(
+            action,
+            device,
+            at,
+            officer,
+            case_id,
+            note,
+            role,
+            channel,
+            credential,
+            reason,
+            recorded_at,
+        )
     except ValueError as exc:
         raise JournalError("bad_record", f"action record: {exc}") from None
 

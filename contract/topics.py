@@ -174,3 +174,9 @@ class KafkaTopics:
     @property
     def acks(self) -> str:
         return f"{self.prefix}.acks"
+
+    @property
+    def audit(self) -> str:
+        """Every officer act, accepted or refused (``contract.officers.AuditRecord``),
+        keyed by officer id (docs/officers.md, "The audit trail")."""
+        return f"{self.prefix}.audit"

@@ -23,6 +23,9 @@ from foundation.cityfile import did_you_mean
 from foundation.errors import ConfigError
 
 ENV_PREFIX = "CITYWATCH_"
+NOT_SETTINGS = ("CITYWATCH_CONFIG", "CITYWATCH_OFFICER_TOKEN", "CITYWATCH_OFFICER_TOKEN_FILE")
+"""Variables of the environment that are not settings: the settings file, and the
+acting officer's own credential (docs/officers.md), which is a person's, not the deployment's."""
 DEFAULT_FILE = "citywatch.toml"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 KAFKA_SECURITY = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -153,6 +156,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "paths": {
         "registry": Key(str, "config/registry.example.csv", None, "device registry (CSV or YAML)"),
         "rules": Key(str, "config/rules.yaml", None, "rules file"),
+        "officers": Key(
+            str, "config/officers.example.yaml", None, "officer directory (docs/officers.md)"
+        ),
+        "policy": Key(
+            str,
+            "config/policy.yaml",
+            None,
+            "who may do what (docs/officers.md); empty: the default",
+        ),
         "state_dir": Key(
             str, ".state", None, "where embedded services keep data, logs and pid files"
         ),
@@ -256,6 +268,8 @@ class PathSettings:
     registry: str
     rules: str
     state_dir: str
+    officers: str = "config/officers.example.yaml"
+    policy: str = "config/policy.yaml"
 
 
 @dataclass(frozen=True)
@@ -387,7 +401,7 @@ def load_settings(
         f"{ENV_PREFIX}{s.upper()}_{k.upper()}": (s, k) for s, keys in SCHEMA.items() for k in keys
     }
     for var, raw in env.items():
-        if not var.startswith(ENV_PREFIX) or var == "CITYWATCH_CONFIG":
+        if not var.startswith(ENV_PREFIX) or var in NOT_SETTINGS:
             continue
         if var not in known:
             raise ConfigError(

@@ -103,6 +103,7 @@ CASE_EVENT = "case_event"
 PENALTY = "penalty"
 DEADLETTER = "deadletter"
 QUARANTINE = "quarantine"
+AUDIT = "audit"
 TELEMETRY_TAGS = ("device", "district", "grid", "unit")
 
 _ESC_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\ ", "\r": r"\ ", "\t": r"\ "})
@@ -366,6 +367,32 @@ def quarantine_line(record: Mapping[str, Any]) -> str:
     if type(offset) is int:
         fields += f",offset={offset}i"
     return f"{QUARANTINE}{tags} {fields} {int(record['at'])}"
+
+
+def audit_line(record: Mapping[str, Any]) -> str:
+    """One ``audit`` point (ledger RP, kept forever) from ``contract.officers.AuditRecord``.
+
+    Tags are what an auditor filters by; the entry's own identity is its
+    (officer, credential, at) series and instant, so a redelivered record lands once.
+    """
+    tags = _tags(
+        [
+            ("action", record.get("action") or "unknown"),
+            ("channel", record.get("channel") or "unknown"),
+            ("credential", record.get("credential") or "none"),
+            ("officer", record.get("officer") or "unknown"),
+            ("outcome", record.get("outcome") or "unknown"),
+        ]
+    )
+    fields = ",".join(
+        _str_field(name, str(record.get(name) or ""))
+        for name in ("case_id", "device", "reason", "client", "user_agent", "note")
+    )
+    fields += "," + _str_field("roles", ",".join(record.get("roles") or ()))
+    acted = record.get("acted_at")
+    if type(acted) is int:
+        fields += f",acted_at={acted}i"
+    return f"{AUDIT}{tags} {fields} {int(record['at'])}"
 
 
 # ---------------------------------------------------------------- dispatch

@@ -30,7 +30,7 @@ import orjson
 
 from contract.cases import CaseEvent, LedgerEntry
 from store.influxql import ident, query
-from store.schema import CASE_EVENT, PENALTY
+from store.schema import AUDIT, CASE_EVENT, PENALTY
 
 __all__ = [
     "LedgerTotal",
@@ -251,3 +251,39 @@ def point_counts(settings: Any, fields: Mapping[str, str]) -> dict[str, int]:
         if statements
         else {}
     )
+
+
+def audit_records(
+    settings: Any,
+    *,
+    officer: str | None = None,
+    case_id: str | None = None,
+    outcome: str | None = None,
+    since_ms: int | None = None,
+    limit: int = 200,
+) -> list[dict[str, Any]]:
+    """The latest officer acts first (``audit`` in the ledger RP; docs/officers.md).
+
+    ``case_id`` is a field, so it is compared in the query like the tags:
+    bound, never spliced.
+    """
+    conds, params = _conditions(since_ms, None, {"officer": officer, "outcome": outcome})
+    if case_id is not None:
+        conds.append('"case_id" = $case_id')
+        params["case_id"] = case_id
+    rows = _select(
+        settings, AUDIT, conds, params, f" ORDER BY time DESC LIMIT {max(1, int(limit))}"
+    )
+    for r in rows:
+        for key in (
+            "officer",
+            "action",
+            "channel",
+            "credential",
+            "device",
+            "case_id",
+            "client",
+            "reason",
+        ):
+            r[key] = r.get(key) or ""
+    return rows

@@ -26,6 +26,7 @@ from store.identity import ROLES, Role, embedded_secret
 from store.influxql import ident, query, target
 
 __all__ = [
+    "AUDIT",
     "CASE_EVENT",
     "DEFAULT_DOWNSAMPLE",
     "LEDGER_RP",
@@ -40,6 +41,7 @@ LEDGER_RP = "ledger"
 
 PENALTY = f"{ident(LEDGER_RP)}.{ident(points.PENALTY)}"
 CASE_EVENT = f"{ident(LEDGER_RP)}.{ident(points.CASE_EVENT)}"
+AUDIT = f"{ident(LEDGER_RP)}.{ident(points.AUDIT)}"
 """Qualified measurement names for InfluxQL ``FROM`` clauses: ``"ledger"."penalty"``."""
 
 DEFAULT_DOWNSAMPLE: dict[str, tuple[str, ...]] = {}

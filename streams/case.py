@@ -33,7 +33,7 @@ def action_evidence(a: OfficerAction) -> dict[str, Any]:
     ev: dict[str, Any] = {"type": "action", "action": a.action, "officer": a.officer, "at": a.at}
     if a.note is not None:
         ev["note"] = a.note
-    return ev
+    return ev | a.provenance()
 
 
 def clock_evidence(at: int) -> dict[str, Any]:

@@ -185,6 +185,9 @@ class ManholeCase:
     acknowledged_at: int | None = None
     acknowledged_by: str | None = None
     accident_at: int | None = None
+    accident_report: dict[str, Any] | None = None
+    """The first officer's accident report (its evidence) while it waits for a second,
+    different officer (four eyes, docs/rules.md "Accidents"); kept after the booking."""
     notes: list[dict[str, Any]] = field(default_factory=list)
     unconfirmed: list[dict[str, Any]] = field(default_factory=list)
     """Late normal readings (their evidence, by ts) not taken as evidence yet: a repair claim."""
@@ -568,8 +571,15 @@ class ManholeRule:
         is_open = case.repair_at is None
         if a.action == "accident":
             if case.accident_at is None:
+                report = case.accident_report
+                if report is None:  # the first officer: pending, nothing booked
+                    case.accident_report = action_evidence(a)
+                    ctx.out.append(self._event(case, dev, a.at, [case.accident_report]))
+                    return True
+                if report.get("officer") == a.officer:
+                    return True  # four eyes: the reporting officer cannot confirm it
                 case.accident_at = a.at
-                ev = [action_evidence(a)]
+                ev = [report, action_evidence(a)]
                 r = self.rules
                 for payer_type, amount in (("district_government", r.accident_district_government_yuan),
                                            ("property_unit", r.accident_property_unit_yuan)):  # fmt: skip
@@ -613,6 +623,8 @@ class ManholeRule:
             "officer_close_at": case.officer_close_at,
             "accident_at": case.accident_at,
         }
+        if case.accident_report is not None:
+            detail["accident_report"] = dict(case.accident_report)
         if case.reversed_hours:
             detail["reversed_hours"] = sorted(case.reversed_hours)
         if case.notes:
@@ -670,6 +682,7 @@ def _case_to_dict(c: ManholeCase) -> dict[str, Any]:
         "reversed_hours": list(c.reversed_hours), "escalated": c.escalated,
         "acknowledged_at": c.acknowledged_at, "acknowledged_by": c.acknowledged_by,
         "accident_at": c.accident_at, "notes": [dict(n) for n in c.notes],
+        "accident_report": None if c.accident_report is None else dict(c.accident_report),
         "unconfirmed": [dict(e) for e in c.unconfirmed], "rejected": list(c.rejected),
         "claim": None if c.claim is None else dict(c.claim),
     }  # fmt: skip
@@ -686,6 +699,7 @@ def _case_from_dict(c: dict[str, Any]) -> ManholeCase:
         reversed_hours=list(c["reversed_hours"]), escalated=c["escalated"],
         acknowledged_at=c["acknowledged_at"], acknowledged_by=c["acknowledged_by"],
         accident_at=c["accident_at"], notes=[dict(n) for n in c["notes"]],
+        accident_report=None if c.get("accident_report") is None else dict(c["accident_report"]),
         unconfirmed=[dict(e) for e in c.get("unconfirmed", ())],
         rejected=list(c.get("rejected", ())),
         claim=None if c.get("claim") is None else dict(c["claim"]),

@@ -114,6 +114,7 @@ class WorkerTopics:
     penalties: Any
     deadletter: Any
     quarantine: Any
+    audit: Any
 
     @classmethod
     def declare(cls, app: faust.App, topics: KafkaTopics) -> WorkerTopics:
@@ -127,6 +128,7 @@ class WorkerTopics:
             raw(topics.penalties),
             raw(topics.deadletter),
             raw(topics.quarantine),
+            raw(topics.audit),
         )
 
 
@@ -490,6 +492,11 @@ def build_app(
     @app.agent(quarantine, name="sink-quarantine")
     async def sink_quarantine(stream: faust.StreamT) -> None:
         await sink(stream, record(points.quarantine_line), topics.quarantine)
+
+    @app.agent(declared.audit, name="sink-audit")
+    async def sink_audit(stream: faust.StreamT) -> None:
+        # kept forever beside the ledger: the officers' acts are its evidence (docs/officers.md)
+        await sink(stream, record(points.audit_line), topics.audit, ledger_writer)
 
     @app.timer(STATS_EVERY_S)
     async def report_stats() -> None:

@@ -13,6 +13,7 @@ import pytest
 from contract.topics import KafkaTopics
 from foundation.settings import Settings
 from registry.devices import load_registry
+from registry.officer_tokens import TokenStore
 from store.errors import InfluxQueryError
 from store.influxql import query
 from store.schema import PENALTY
@@ -26,20 +27,37 @@ H, M = 3_600_000, 60_000
 T0 = (time.time_ns() // 1_000_000 // H - 10) * H  # recent: the raw retention policy keeps 30 days
 
 
-def _cli(s: Settings, *args: str) -> subprocess.CompletedProcess:
+def _cli(s: Settings, *args: str, token: str = "") -> subprocess.CompletedProcess:
+    env = settings_env(s) | ({"CITYWATCH_OFFICER_TOKEN": token} if token else {})
     return subprocess.run(
         [sys.executable, "-m", "citywatch", *args],
-        env=settings_env(s),
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
 
 
+def _officers(s: Settings, tmp_path: Path, unique: str) -> tuple[Settings, dict[str, str]]:
+    """A directory with this test's officers in jinshui, and a personal token for each."""
+    path = tmp_path / "officers.yaml"
+    path.write_text(
+        "officers:\n"
+        f"  - {{id: grid-{unique}, name: 网格员, roles: [grid], districts: [jinshui]}}\n"
+        f"  - {{id: sup-{unique}, name: 督办, roles: [district_supervisor], districts: [jinshui]}}\n"
+        f"  - {{id: duty-{unique}, name: 值班员, roles: [duty], districts: [erqi]}}\n",
+        encoding="utf-8",
+    )
+    s = s.replace("paths", officers=str(path))
+    store = TokenStore(Path(s.paths.state_dir) / "officers")
+    return s, {role: store.issue(f"{role}-{unique}")[0] for role in ("grid", "sup", "duty")}
+
+
 def test_officer_closes_a_case_from_the_cli_and_the_clock_stops(
     settings: Settings, registry_file: Path, unique: str, tmp_path: Path
 ) -> None:
     s = settings.replace("paths", registry=str(registry_file))
+    s, tokens = _officers(s, tmp_path, unique)
     mh = f"MH-{unique}-1"
     reg = load_registry(s.paths.registry)
     opening = [
@@ -63,8 +81,17 @@ def test_officer_closes_a_case_from_the_cli_and_the_clock_stops(
             ),
             what="3 hourly entries (deadline at 2 h, entries at 3, 4 and 5 h)",
         )
+        at = str(T0 + 5 * H + 30 * M)  # hours ago: a backdated close
+        refused = _cli(s, "case", "close", mh, "--at", at, token=tokens["grid"])
+        assert refused.returncode != 0
+        assert f"refused: grid-{unique} may not backdate an act" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+        outside = _cli(s, "case", "ack", mh, token=tokens["duty"])  # a duty officer of erqi
+        assert "does not act in district jinshui" in outside.stderr
+        nameless = _cli(s, "case", "close", mh, "--officer", "grid-07", "--at", at)
+        assert "--officer is gone" in nameless.stderr
         done = _cli(
-            s, "case", "close", mh, "--officer", "grid-07", "--at", str(T0 + 5 * H + 30 * M)
+            s, "case", "close", mh, "--at", at, "--reason", "巡查记录：已修复", token=tokens["sup"]
         )
         assert done.returncode == 0, done.stderr
         journal_topic = KafkaTopics(s.kafka.topic_prefix).telemetry
@@ -110,6 +137,17 @@ def test_officer_closes_a_case_from_the_cli_and_the_clock_stops(
     shown = _cli(s, "case", "show", case_id)
     assert shown.returncode == 0, shown.stderr
     assert "net 30,000 yuan" in shown.stdout
+    audit = _cli(s, "audit", "--since", str(T0)).stdout
+    mine = [line for line in audit.splitlines() if unique in line]
+    assert (
+        sum("refused" in line and f"grid-{unique}" in line and "backdate" in line for line in mine)
+        == 1
+    )
+    assert sum("refused" in line and f"duty-{unique}" in line for line in mine) == 1
+    assert (
+        sum("accepted" in line and f"sup-{unique}" in line and "close" in line for line in mine)
+        == 1
+    )
 
 
 def test_case_show_of_an_unknown_case_says_how_to_find_one(settings: Settings) -> None:

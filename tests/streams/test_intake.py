@@ -86,7 +86,7 @@ class _Registry:
 def _pipeline(bound: LiveBound | None = None, now: int = NOW) -> Any:
     from streams.worker import Pipeline, WorkerTopics
 
-    names = ("telemetry", "acks", "cases", "penalties", "deadletter", "quarantine")
+    names = ("telemetry", "acks", "cases", "penalties", "deadletter", "quarantine", "audit")
     topics = WorkerTopics(*(_Topic(f"cw.{n}") for n in names))
     return Pipeline(_App(), default_rules(), _Registry(), topics, bound=bound, now=lambda: now)  # type: ignore[arg-type]
 

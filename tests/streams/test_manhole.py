@@ -146,14 +146,31 @@ def test_escalated_at_deadline_then_acknowledged_state_kept() -> None:
     assert run.cases[CASE].detail["acknowledged_by"] == "grid-07"
 
 
-def test_accident_booked_once_even_if_reported_twice() -> None:
+def test_accident_reported_by_one_officer_books_nothing_until_a_second_confirms() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.act("accident", "MH-MAIN", T0 + 20 * M, officer="sup-jinshui")
+    assert run.amounts("manhole.accident") == []
+    report = run.cases[CASE].detail["accident_report"]
+    assert report["officer"] == "sup-jinshui" and report["at"] == T0 + 20 * M
+    assert run.cases[CASE].severity == "major"  # not an accident until four eyes saw it
+
+
+def test_accident_reporter_cannot_confirm_their_own_report() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.act("accident", "MH-MAIN", T0 + 20 * M, officer="sup-jinshui")
+    run.act("accident", "MH-MAIN", T0 + 30 * M, officer="sup-jinshui")
+    assert run.amounts("manhole.accident") == []
+
+
+def test_accident_booked_once_when_a_second_officer_confirms() -> None:
     run = Run()
     run.read("MH-MAIN", T0, open=True)
     run.act("accident", "MH-MAIN", T0 + 20 * M, officer="grid-07")
-    run.act(
-        "accident", "MH-MAIN", T0 + 25 * M, officer="grid-09"
-    )  # a second officer reports it too
-    run.act("accident", "MH-MAIN", T0 + 20 * M, officer="grid-07")  # and the API retries the first
+    run.act("accident", "MH-MAIN", T0 + 25 * M, officer="grid-09")  # a second officer confirms
+    run.act("accident", "MH-MAIN", T0 + 25 * M, officer="grid-09")  # the API retries it
+    run.act("accident", "MH-MAIN", T0 + 40 * M, officer="city-01")  # and a third says it too
     acc = [e for e in run.ledger if e.rule == "manhole.accident"]
     assert [(e.id, e.payer_type, e.payer, e.amount_yuan, e.accrued_at) for e in acc] == [
         (
@@ -161,16 +178,18 @@ def test_accident_booked_once_even_if_reported_twice() -> None:
             "district_government",
             "jinshui",
             500_000,
-            T0 + 20 * M,
+            T0 + 25 * M,
         ),
         (
             f"{CASE}:accident:property_unit",
             "property_unit",
             "市政工程管理处",
             1_000_000,
-            T0 + 20 * M,
+            T0 + 25 * M,
         ),
     ]
+    officers = [e.get("officer") for e in acc[0].evidence if e.get("type") == "action"]
+    assert officers == ["grid-07", "grid-09"]  # both pairs of eyes are in the evidence
     assert run.cases[CASE].severity == "critical"
     assert run.rejected == []
 
@@ -179,7 +198,8 @@ def test_accident_on_repaired_case_goes_to_most_recent_case() -> None:
     run = Run()
     run.read("MH-MAIN", T0, open=True)
     run.read("MH-MAIN", T0 + H, open=False)
-    run.act("accident", "MH-MAIN", T0 + 2 * H)
+    run.act("accident", "MH-MAIN", T0 + 2 * H, officer="grid-07")
+    run.act("accident", "MH-MAIN", T0 + 2 * H + M, officer="grid-09")
     assert sum(run.amounts("manhole.accident")) == 1_500_000
 
 

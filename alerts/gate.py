@@ -1,0 +1,184 @@
+"""The one door officers' acts come through: who they are, whether they may, and the record.
+
+The CLI (``citywatch case ...``), the HTTP API (bearer token) and the signed
+links of a push all hand their request here (docs/officers.md):
+
+1. **who**: a personal token (``registry.officer_tokens``) or, for a link, the
+   officer the link was made for; the officer must be in the directory
+   (``registry.officers``) now, not only when the token was issued;
+2. **may**: the city's policy (``alerts.policy``) for the action, the officer's
+   roles and districts, the note and any backdating;
+3. **record**: the act, accepted or refused, goes to ``<prefix>.audit`` with who,
+   role, channel, credential id, client address and user agent, the case, the
+   outcome and the reason; an accepted act goes to ``<prefix>.acks`` as an
+   ``OfficerAction`` carrying the same provenance into the case's evidence.
+
+Nothing here trusts the request: a free-text officer id is never taken, and a
+refusal is one line saying why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from alerts.policy import Policy
+from contract.cases import ACTIONS, OfficerAction
+from contract.officers import AuditRecord
+from registry.devices import Device
+from registry.officer_tokens import TokenError, TokenStore
+from registry.officers import Directory, Officer
+
+__all__ = ["ActRequest", "Gate", "Outcome"]
+
+log = logging.getLogger("citywatch.alerts.gate")
+
+
+@dataclass(frozen=True)
+class ActRequest:
+    action: str
+    device: str
+    channel: str
+    case_id: str | None = None
+    note: str | None = None
+    at: int | None = None
+    """The instant the act claims; None: now. Earlier than now is backdating."""
+    reason: str | None = None
+    client: str = ""
+    user_agent: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    accepted: bool
+    message: str
+    audit: AuditRecord
+    action: OfficerAction | None = None
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Gate:
+    def __init__(
+        self,
+        directory: Callable[[], Directory],
+        tokens: TokenStore,
+        policy: Policy,
+        device: Callable[[str], Device | None],
+        submit: Callable[[OfficerAction], Awaitable[None]],
+        audit: Callable[[AuditRecord], Awaitable[None]],
+        clock: Callable[[], int] = _wall_ms,
+    ) -> None:
+        self.directory, self.tokens, self.policy = directory, tokens, policy
+        self.device, self.submit, self.publish_audit, self.clock = device, submit, audit, clock
+
+    async def with_token(self, token: str, req: ActRequest) -> Outcome:
+        """An act on the strength of a personal token (CLI, HTTP API)."""
+        try:
+            info = self.tokens.verify(token, self.clock())
+        except TokenError as exc:
+            return await self._refuse(None, "", req, str(exc))
+        officer = self.directory().get(info.officer)
+        credential = f"token:{info.token_id}"
+        if officer is None:
+            return await self._refuse(None, credential, req,
+                                      f"officer {info.officer} is no longer in the directory")  # fmt: skip
+        return await self.as_officer(officer, credential, req)
+
+    async def for_link(self, officer_id: str, credential: str, req: ActRequest) -> Outcome:
+        """An act from a signed link made for ``officer_id`` (its signature already checked)."""
+        officer = self.directory().get(officer_id)
+        if officer is None:
+            return await self._refuse(None, credential, req,
+                                      f"officer {officer_id} is no longer in the directory")  # fmt: skip
+        return await self.as_officer(officer, credential, req)
+
+    async def as_officer(self, officer: Officer, credential: str, req: ActRequest) -> Outcome:
+        if req.action not in ACTIONS:
+            return await self._refuse(officer, credential, req, f"unknown action {req.action!r}")
+        dev = self.device(req.device)
+        if dev is None:
+            return await self._refuse(officer, credential, req,
+                                      f"no device {req.device!r} in the registry")  # fmt: skip
+        now = self.clock()
+        at = now if req.at is None else req.at
+        decision = self.policy.decide(
+            officer,
+            req.action,
+            dev.district,
+            acted_at=at,
+            now=now,
+            note=req.note,
+            reason=req.reason,
+        )
+        if not decision.allowed:
+            return await self._refuse(officer, credential, req, decision.reason, at)
+        action = OfficerAction(
+            action=req.action,
+            device=dev.device_id,
+            at=at,
+            officer=officer.officer_id,
+            case_id=req.case_id,
+            note=req.note,
+            role=decision.role,
+            channel=req.channel,
+            credential=credential,
+            reason=req.reason if decision.backdated else None,
+            recorded_at=now,
+        )
+        try:
+            await self.submit(action)
+        except Exception as exc:  # noqa: BLE001 - Kafka down: nothing recorded, say so
+            log.error("could not record %s on %s: %s", req.action, req.device, exc)
+            return await self._refuse(officer, credential, req,
+                                      f"could not record it just now ({type(exc).__name__}); try again", at)  # fmt: skip
+        record = self._record(
+            officer, credential, req, "accepted", decision.reason, at, decision.role
+        )
+        await self._audit(record)
+        return Outcome(True, decision.reason, record, action)
+
+    # ------------------------------------------------------------------ the record
+
+    def _record(
+        self, officer: Officer | None, credential: str, req: ActRequest, outcome: str,
+        reason: str, at: int | None = None, role: str = "",
+    ) -> AuditRecord:  # fmt: skip
+        return AuditRecord(
+            at=self.clock(),
+            officer=officer.officer_id if officer else "",
+            roles=(role,) if role else (officer.roles if officer else ()),
+            channel=req.channel,
+            credential=credential,
+            action=req.action[:40],
+            device=req.device[:64],
+            case_id=req.case_id,
+            outcome=outcome,
+            reason=reason,
+            client=req.client[:100],
+            user_agent=req.user_agent[:200],
+            acted_at=at,
+            note=req.note[:1000] if isinstance(req.note, str) else None,
+        )
+
+    async def _refuse(
+        self, officer: Officer | None, credential: str, req: ActRequest, reason: str,
+        at: int | None = None,
+    ) -> Outcome:  # fmt: skip
+        record = self._record(officer, credential, req, "refused", reason, at)
+        await self._audit(record)
+        log.info(  # the caller tells the officer; the audit record keeps it
+            "refused %s on %s by %s via %s: %s",
+            record.action, record.device, record.officer or "(no valid credential)", req.channel, reason,
+        )  # fmt: skip
+        return Outcome(False, reason, record)
+
+    async def _audit(self, record: AuditRecord) -> None:
+        try:
+            await self.publish_audit(record)
+        except Exception as exc:  # noqa: BLE001 - the act's own outcome stands; the log keeps it
+            log.error("audit record not published (%s): %s", exc, record.to_dict())
