@@ -6,6 +6,8 @@ import hashlib
 import hmac
 import re
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -152,3 +154,31 @@ def test_webhook_entry_of_the_routing_file(monkeypatch) -> None:  # noqa: ANN001
     assert HOOK_SECRET not in repr(spec)
     ch = make_channel(spec)
     assert isinstance(ch, WebhookChannel) and ch.headers == {"X-City": "zhengzhou", "X-Num": "7"}
+
+
+def test_the_integrators_snippet_in_the_docs_runs_and_agrees_with_the_channel() -> None:
+    """docs/alerts.md#verifying-a-webhook-signature: its worked example holds, and its ``verify``
+    accepts what the channel signs and refuses what ``alerts.channels.webhook.verify`` refuses."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "alerts.md").read_text(encoding="utf-8")
+    section = docs.split("## Verifying a webhook signature\n", 1)[1].split("\n## ", 1)[0]
+    (snippet,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    ns: dict = {}
+    exec(compile(snippet, "docs/alerts.md", "exec"), ns)  # its own asserts: the worked example
+    header = re.search(r"^X-Citywatch-Signature: (.+)$", section, re.M).group(1)
+    assert header == ns["header"] == sign(ns["secret"].decode(), ns["body"], 1763800000)
+    body = b'{"id":"k"}'
+    for t, ok in ((NOW, True), (NOW - 301, False), (NOW + 301, False)):
+        h = sign(HOOK_SECRET, body, t)
+        theirs = _accepts(lambda h=h: ns["verify"](HOOK_SECRET.encode(), h, body, now=NOW))
+        ours = _accepts(lambda h=h: verify(HOOK_SECRET, h, body, now=NOW))
+        assert theirs == ours == ok, t
+    forged = f"t={NOW},v1={'0' * 64}"
+    assert not _accepts(lambda: ns["verify"](HOOK_SECRET.encode(), forged, body, now=NOW))
+
+
+def _accepts(check: Callable[[], object]) -> bool:
+    try:
+        check()
+    except ValueError:  # SignatureError is one
+        return False
+    return True
