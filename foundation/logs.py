@@ -188,6 +188,8 @@ def install_redaction() -> Callable[[], None]:
         sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))
 
     def thread_excepthook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:  # as threading's own hook: a thread may exit that way
+            return
         name = args.thread.name if args.thread is not None else "?"
         text = "".join(
             traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 from foundation.cityfile import did_you_mean
 from foundation.errors import ConfigError
-from foundation.logs import register_secret
+from foundation.logs import redact, register_secret
 
 ENV_PREFIX = "CITYWATCH_"
 DEFAULT_FILE = "citywatch.toml"
@@ -393,8 +393,10 @@ def _coerce(section: str, name: str, key: Key, value: Any, origin: str) -> Any:
         allowed = key.check(value)
         if allowed and key.secret:
             raise ValueError(f"{section}.{name}: bad value (a secret, not shown): {allowed}")
-        if allowed:
-            raise ValueError(f"{section}.{name}: bad value {value!r}; allowed: {allowed}")
+        if allowed:  # redacted: a URL that fails its check may still carry a password
+            raise ValueError(
+                f"{section}.{name}: bad value {redact(repr(value))}; allowed: {allowed}"
+            )
     return value
 
 

@@ -158,3 +158,11 @@ def test_the_base_url_setting_must_be_a_url() -> None:
         ConfigError, match=r"alerts.base_url: bad value 'cw.example'; allowed: a URL like https://"
     ):
         load_settings(None, env={"CITYWATCH_ALERTS_BASE_URL": "cw.example"})
+
+
+def test_a_bad_url_is_quoted_without_its_password() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, env={"CITYWATCH_MQTT_URL": "mqtt://bridge:pa55word-9x@broker:18s83"})
+    assert "'mqtt://bridge:***@broker:18s83'" in str(err.value) and "pa55word-9x" not in str(
+        err.value
+    )
