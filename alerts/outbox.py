@@ -20,6 +20,9 @@ notices into a message and inserting its outbox rows is one transaction.
 order, one at a time; a retry-later result blocks that target until the
 row's next attempt (exponential backoff with jitter, or the channel's own
 retry-after); other targets are not held up.
+
+The file holds robot URLs with their keys and officers' signed ack links, so it
+and its ``-wal``/``-shm`` siblings are readable by citywatch's user alone (0600).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import random
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
@@ -40,8 +44,13 @@ import orjson
 from alerts.channels.plugin import Channel, Result
 from alerts.message import CaseInfo, Message, Notice
 from alerts.route import DeliveryConfig
+from foundation.errors import CitywatchError
 
 log = logging.getLogger("citywatch.alerts.outbox")
+
+PRIVATE = 0o600
+SQLITE_SIBLINGS = ("-wal", "-shm", "-journal")
+"""The files sqlite keeps beside a database; they hold the same rows."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cases(case_id TEXT PRIMARY KEY, row BLOB NOT NULL, ended INTEGER NOT NULL DEFAULT 0,
@@ -59,6 +68,32 @@ CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT
                                   done_ms INTEGER, detail TEXT);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_ms);
 """
+
+
+def make_private(path: Path) -> None:
+    """Create ``path`` (if absent) and its sqlite siblings (if present) readable by this user alone.
+
+    Created with mode 0600 before sqlite opens it, so no moment exists when another user could
+    open it (the umask can only narrow the mode); sqlite gives the ``-wal``, ``-shm`` and
+    ``-journal`` files it creates later the database's mode, so they are 0600 too. A file an
+    older citywatch made world-readable is narrowed.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE)
+        try:
+            os.fchmod(fd, PRIVATE)
+        finally:
+            os.close(fd)
+        for suffix in SQLITE_SIBLINGS:
+            try:
+                os.chmod(path.with_name(path.name + suffix), PRIVATE)
+            except FileNotFoundError:
+                pass
+    except OSError as exc:
+        raise CitywatchError(
+            f"{path}: cannot make the alerts outbox private (mode 0600): {exc.strerror or exc}; "
+            "run the alerts service as the user that owns it, or give it another --state-dir"
+        ) from None
 
 
 def message_key(receiver: str, notice_keys: Iterable[str]) -> str:
@@ -88,7 +123,8 @@ class Store:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private(self.path)
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")

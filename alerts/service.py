@@ -34,6 +34,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +42,16 @@ import orjson
 
 from alerts import escalate
 from alerts.channels import make_channel
-from alerts.channels.plugin import Channel, Result
+from alerts.channels.plugin import Channel, OptionError, Result
 from alerts.group import Grouper, group_key
 from alerts.http import AckEndpoint, make_link
 from alerts.message import CaseInfo, Notice, Renderer
 from alerts.outbox import Deliverer, OutboxRow, Store, message_key
-from alerts.route import RoutingConfig, load_routes
+from alerts.route import AckConfig, RoutingConfig, load_routes
 from contract.cases import OfficerAction
-from foundation.settings import Settings
+from foundation.errors import ConfigError
+from foundation.logs import register_secret, register_secrets
+from foundation.settings import MAKE_SECRET, MIN_SECRET_BYTES, AlertsSettings, Settings
 
 log = logging.getLogger("citywatch.alerts")
 
@@ -90,17 +93,14 @@ class AlertsService:
     ):
         self.settings = settings
         self.config: RoutingConfig = load_routes(routes_path)
+        self.config.ack = ack_config(settings.alerts, self.config, routes_path)
+        self.channels: dict[tuple[str, int], Channel] = build_channels(self.config)
         self.clock = clock
         self.poll_ms = poll_ms
         self.registry = registry if registry is not None else _load_registry(settings)
         self.store = Store(Path(state_dir) / "alerts.sqlite")
         self.cases: dict[str, CaseInfo] = self.store.load_cases()
         self.grouper = Grouper()
-        self.channels: dict[tuple[str, int], Channel] = {
-            (r.name, i): make_channel(spec, self.config.delivery.timeout_ms)
-            for r in self.config.receivers.values()
-            for i, spec in enumerate(r.channels)
-        }
         self.deliverer = Deliverer(
             self.store, self.channels, self.config.delivery, clock, on_done=self._pushed
         )
@@ -388,6 +388,76 @@ class AlertsService:
         from alerts.acks import submit
 
         await submit(self.settings, action)
+
+
+def ack_config(alerts: AlertsSettings, config: RoutingConfig, routes_path: str | Path) -> AckConfig:
+    """The ack endpoint's configuration: the routing file's ``ack``, with the ``alerts.*`` settings
+    (``CITYWATCH_ALERTS_ACK_SECRET``, ``..._ACK_TOKEN``, ``..._BASE_URL``) winning where set.
+
+    The link key and the bearer tokens are refused below ``MIN_SECRET_BYTES`` wherever they come
+    from (the settings check their own); an empty key still works, with a random one per start,
+    and a warning, because every link already pushed dies with the next restart. Both are
+    registered for redaction: no log line shows them.
+    """
+    ack = config.ack
+    if alerts.base_url:
+        ack = replace(ack, base_url=alerts.base_url.rstrip("/"))
+    if alerts.ack_token and alerts.ack_token not in ack.tokens:
+        ack = replace(ack, tokens=(*ack.tokens, alerts.ack_token))
+    for i, token in enumerate(ack.tokens):
+        if len(token.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                config.file,
+                None,
+                f"ack.tokens[{i}]: {len(token.encode())} bytes; a bearer token needs at least "
+                f"{MIN_SECRET_BYTES}: make one with {MAKE_SECRET}",
+            )
+    if alerts.ack_secret:
+        ack = replace(ack, secret=alerts.ack_secret)
+    elif _no_secret_in(routes_path, ack):
+        log.warning(
+            "alerts.ack_secret is not set: ack links are signed with a random key made at this "
+            "start, and every link pushed so far stops working when the service restarts; set "
+            "CITYWATCH_ALERTS_ACK_SECRET (make one with %s)",
+            MAKE_SECRET,
+        )
+    elif len(ack.secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            config.file,
+            None,
+            f"ack.secret: {len(ack.secret.encode())} bytes; an HMAC key needs at least "
+            f"{MIN_SECRET_BYTES}: make one with {MAKE_SECRET}, and set it as "
+            "CITYWATCH_ALERTS_ACK_SECRET rather than in this file",
+        )
+    register_secret(ack.secret)
+    register_secrets(ack.tokens)
+    return ack
+
+
+def _no_secret_in(routes_path: str | Path, loaded: AckConfig) -> bool:
+    """Whether the routing file gave no ``ack.secret`` (absent, or empty after ``${...}``).
+
+    alerts/route.py fills an empty one with a fresh random key at every load, so a second load
+    of the same file gives another key exactly when the file gave none.
+    """
+    return load_routes(routes_path).ack.secret != loaded.secret
+
+
+def build_channels(config: RoutingConfig) -> dict[tuple[str, int], Channel]:
+    """Every receiver's channel objects, keyed by (receiver, position); an option a channel
+    cannot work with (``OptionError``) is a ``ConfigError`` at the entry's line."""
+    out: dict[tuple[str, int], Channel] = {}
+    for ri, r in enumerate(config.receivers.values()):
+        for i, spec in enumerate(r.channels):
+            try:
+                out[(r.name, i)] = make_channel(spec, config.delivery.timeout_ms)
+            except OptionError as exc:
+                raise ConfigError(
+                    config.file,
+                    spec.line,
+                    f"receivers[{ri}] ({r.name}): {spec.type}.{exc.option}: {exc.reason}",
+                ) from None
+    return out
 
 
 def _load_registry(settings: Settings) -> Any:

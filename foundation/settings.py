@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 from foundation.cityfile import did_you_mean
 from foundation.errors import ConfigError
+from foundation.logs import redact, register_secret
 
 ENV_PREFIX = "CITYWATCH_"
 NOT_SETTINGS = ("CITYWATCH_CONFIG", "CITYWATCH_OFFICER_TOKEN", "CITYWATCH_OFFICER_TOKEN_FILE")
@@ -72,6 +73,25 @@ def _positive(value: float) -> str | None:
     return None if value > 0 else "a number greater than 0"
 
 
+MIN_SECRET_BYTES = 32
+"""The least length of a secret citywatch chooses (an HMAC key, a bearer token): 256 bits, the
+size of the HMAC-SHA256 digest; shorter keys can be guessed or searched offline from one link."""
+MAKE_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def _chosen_secret(value: str) -> str | None:
+    """A secret we choose: empty (not set) or at least ``MIN_SECRET_BYTES`` bytes."""
+    n = len(value.encode())
+    if 0 < n < MIN_SECRET_BYTES:
+        return f"{n} bytes; a secret needs at least {MIN_SECRET_BYTES}; make one with {MAKE_SECRET}"
+    return None
+
+
+def _optional_url(schemes: tuple[str, ...]) -> Callable[[str], str | None]:
+    check = _url(schemes)
+    return lambda value: None if value == "" else check(value)
+
+
 def _identifier(value: str) -> str | None:
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
         return "letters, digits, '_', '.' or '-' (at most 64)"
@@ -84,6 +104,8 @@ class Key:
     default: Any
     check: Callable[[Any], str | None] | None = None
     help: str = ""
+    secret: bool = False
+    """Never echoed in an error; masked in every log line (foundation/logs.py)."""
 
 
 SCHEMA: dict[str, dict[str, Key]] = {
@@ -101,7 +123,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "this process's broker identity (on citywatch's broker also its client id)",
         ),
         "password": Key(
-            str, "", None, "its secret; empty: password_file, else <auth_dir>/secrets/<username>"
+            str,
+            "",
+            None,
+            "its secret; empty: password_file, else <auth_dir>/secrets/<username>",
+            secret=True,
         ),
         "password_file": Key(str, "", None, "file whose first line is the secret"),
         "ca_file": Key(str, "", None, "CA bundle for mqtts:// (empty: system CAs)"),
@@ -140,7 +166,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
             str, "SCRAM-SHA-512", _one_of(KAFKA_SASL), "SASL mechanism (with SASL_*)"
         ),
         "username": Key(str, "", None, "SASL user name (with SASL_*)"),
-        "password": Key(str, "", None, "SASL password (with SASL_*)"),
+        "password": Key(str, "", None, "SASL password (with SASL_*)", secret=True),
         "ca_file": Key(str, "", None, "CA bundle for SSL / SASL_SSL (empty: system CAs)"),
     },
     "influx": {
@@ -149,8 +175,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
             str, "citywatch", _identifier, "database (1.x) or bucket mapping (v2/v3 compatibility)"
         ),
         "username": Key(str, "", None, "1.x user (empty: no authentication)"),
-        "password": Key(str, "", None, "1.x password"),
-        "token": Key(str, "", None, "API token: set with org to use the v2 API"),
+        "password": Key(str, "", None, "1.x password", secret=True),
+        "token": Key(str, "", None, "API token: set with org to use the v2 API", secret=True),
         "org": Key(str, "", None, "organisation for the v2 API"),
     },
     "paths": {
@@ -171,6 +197,31 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "log": {
         "level": Key(str, "INFO", _one_of(LOG_LEVELS), "log level"),
+    },
+    # The alerts service (docs/alerts.md#acknowledging). The routing file may say the same with
+    # ${CITYWATCH_ALERTS_...}; a value set here wins over the routing file's.
+    "alerts": {
+        "ack_secret": Key(
+            str,
+            "",
+            _chosen_secret,
+            f"HMAC key of the ack links, at least {MIN_SECRET_BYTES} bytes; "
+            "empty: a random key per start (links die with a restart)",
+            secret=True,
+        ),
+        "ack_token": Key(
+            str,
+            "",
+            _chosen_secret,
+            f"a bearer token integrations may post acks with, at least {MIN_SECRET_BYTES} bytes",
+            secret=True,
+        ),
+        "base_url": Key(
+            str,
+            "",
+            _optional_url(("https", "http")),
+            "how officers' phones reach the ack endpoint (empty: the routing file's ack.base_url)",
+        ),
     },
 }
 
@@ -278,13 +329,29 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class AlertsSettings:
+    ack_secret: str = field(default="", repr=False)
+    ack_token: str = field(default="", repr=False)
+    base_url: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     mqtt: MqttSettings
     kafka: KafkaSettings
     influx: InfluxSettings
     paths: PathSettings
     log: LogSettings
+    alerts: AlertsSettings = field(default_factory=AlertsSettings)
     source: str = field(default="<defaults>")
+
+    def __post_init__(self) -> None:
+        # Every secret this process holds is masked in its log lines, however the settings were
+        # made (loaded, or changed with ``replace`` as the tests do).
+        for section, keys in SCHEMA.items():
+            for name, key in keys.items():
+                if key.secret:
+                    register_secret(getattr(getattr(self, section), name))
 
     def replace(self, section: str, **values: Any) -> Settings:
         """A copy with some keys of one section changed (tests give each run its own topics and database)."""
@@ -299,6 +366,7 @@ _SECTION_TYPES = {
     "influx": InfluxSettings,
     "paths": PathSettings,
     "log": LogSettings,
+    "alerts": AlertsSettings,
 }
 
 
@@ -337,8 +405,12 @@ def _coerce(section: str, name: str, key: Key, value: Any, origin: str) -> Any:
         )
     if key.check is not None:
         allowed = key.check(value)
-        if allowed:
-            raise ValueError(f"{section}.{name}: bad value {value!r}; allowed: {allowed}")
+        if allowed and key.secret:
+            raise ValueError(f"{section}.{name}: bad value (a secret, not shown): {allowed}")
+        if allowed:  # redacted: a URL that fails its check may still carry a password
+            raise ValueError(
+                f"{section}.{name}: bad value {redact(repr(value))}; allowed: {allowed}"
+            )
     return value
 
 

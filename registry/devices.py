@@ -20,7 +20,8 @@ list of mappings (or a mapping with a ``devices:`` list)::
          road_class: main, component_code: "0102"}
 
 The first bad row stops the load with ``ConfigError(file, line, reason, column)``;
-the reason says what is allowed and how to fix it.
+the reason says what is allowed and how to fix it. No field may hold a control
+character (NUL, the rest of C0 including tab and line breaks, DEL, C1).
 
 ``RegistryWatcher`` reloads the file when it changes, for a running bridge.
 """
@@ -271,6 +272,30 @@ def _yaml_rows(name: str, text: str) -> Iterator[_Row]:
         yield line, row
 
 
+def _control_char(value: str) -> str | None:
+    """Why ``value`` is refused for holding a control character, None when it holds none.
+
+    NUL, every other C0 character (tab and line breaks too), DEL and the C1
+    range are refused in every field: unit names and addresses end up in report
+    file names, CSV cells, PDFs, MQTT topics and generated configuration, where an
+    invisible character splits a line, ends a C string or makes two payers that
+    look the same differ. They get into a registry by copying from another
+    program or a broken export, never on purpose.
+    """
+    for i, ch in enumerate(value, 1):
+        code = ord(ch)
+        if code < 0x20 or 0x7F <= code <= 0x9F:
+            label = {0: "NUL", 9: "tab", 10: "line feed", 13: "carriage return", 0x7F: "DEL"}.get(
+                code, "control character"
+            )
+            return (
+                f"contains {label} U+{code:04X} at character {i} ({value[:40]!r}); control "
+                "characters are not allowed in the registry: delete it, or retype the value "
+                "(one line, no tabs; in Excel, =CLEAN() removes most of them)"
+            )
+    return None
+
+
 def _build(name: str, rows: Iterable[_Row]) -> Registry:
     devices: dict[str, Device] = {}
     first_line: dict[str, int] = {}
@@ -284,6 +309,11 @@ def _build(name: str, rows: Iterable[_Row]) -> Registry:
 
         def get(col: str, _row: dict[str, Any] = row) -> str:
             return str(_row.get(col, ("",))[0])
+
+        for col in sorted(row, key=lambda c: (row[c][2], row[c][1] or 0)):
+            bad = _control_char(str(row[col][0]))
+            if bad is not None:
+                raise fail(col, bad)
 
         for col in REQUIRED_COLUMNS:
             if not get(col):

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from alerts.channels import console, dingtalk, email, webhook, wecom
 from alerts.channels.plugin import Channel, ChannelModule
+from foundation.logs import register_secret
 
 
 class ChannelEntry(Protocol):
@@ -38,7 +39,14 @@ def channel_target(ctype: str, options: Mapping[str, Any]) -> str:
 
 
 def make_channel(spec: ChannelEntry, default_timeout_ms: int = 10_000) -> Channel:
-    """The channel object for one channel entry of a receiver (its ``timeout``, else ``default_timeout_ms``)."""
+    """The channel object for one channel entry of a receiver (its ``timeout``, else ``default_timeout_ms``).
+
+    Its secret options (robot URLs, HMAC keys, passwords) are registered for redaction first, so
+    no log line, delivery detail or alerts record of this process shows them (docs/alerts.md#channels).
+    """
+    for o in CHANNELS[spec.type].OPTIONS:
+        if o.secret and isinstance(spec.options.get(o.name), str):
+            register_secret(spec.options[o.name])
     timeout_ms = spec.options.get("timeout")
     return CHANNELS[spec.type].new(
         spec.options, (default_timeout_ms if timeout_ms is None else timeout_ms) / 1000

@@ -1,7 +1,10 @@
 """HTTP POST for the HTTP channels, and the one judge of their answers (docs/alerts.md#channels).
 
 * ``HttpPoster`` -- an aiohttp session per channel, created lazily; network
-  errors and timeouts are ``retry``;
+  errors and timeouts are ``retry``; redirects are not followed but given up
+  (``redirected``): following one would send the push to an address nobody
+  configured, and a far end that echoes the URL it was sent to would put the
+  robot's key into the delivery detail;
 * ``http_failure`` -- an HTTP answer that is not a success: 408, 429
   (honouring ``Retry-After``) and 5xx retry, any other status gives up;
 * ``robot_answer`` -- a chat robot's JSON answer (WeCom and DingTalk speak
@@ -9,6 +12,8 @@
 """
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -28,6 +33,17 @@ def http_failure(status: int, body: str, retry_after: str | None = None) -> Resu
     if status == 429 or status == 408 or status >= 500:
         return Result.retry(f"HTTP {status}: {body[:200]}", after)
     return Result.give_up(f"HTTP {status}: {body[:200]}")
+
+
+def redirected(status: int, location: str | None) -> Result:
+    """A 3xx answer: given up, naming only where it points (scheme and host, never its path or query)."""
+    parts = urlsplit(location or "")
+    host = parts.netloc.rpartition("@")[2]
+    where = f"{parts.scheme}://{host}/..." if host else "another path" if location else "nowhere"
+    return Result.give_up(
+        f"HTTP {status}: redirected to {where}; redirects are not followed: "
+        "put the address the far end names into the routing file"
+    )
 
 
 def robot_answer(
@@ -76,10 +92,14 @@ class HttpPoster:
     ) -> tuple[int, str, Result | None]:
         """POST; returns (status, text, failure-or-None). Network errors and timeouts are ``retry``."""
         try:
-            async with self.session().post(url, data=body, headers=headers) as resp:
+            async with self.session().post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as resp:
                 text = await resp.text(errors="replace")
                 if 200 <= resp.status < 300:
                     return resp.status, text, None
+                if 300 <= resp.status < 400:
+                    return resp.status, text, redirected(resp.status, resp.headers.get("Location"))
                 return (
                     resp.status,
                     text,

@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from foundation.logs import redact
+
 if TYPE_CHECKING:
     from alerts.message import Message
 
@@ -69,12 +71,30 @@ class Option:
             raise ValueError(f"option {self.name!r}: a required option has no default")
 
 
+class OptionError(ValueError):
+    """An option's value that reads fine but cannot work (an HMAC key too short to be safe).
+
+    Raised by a channel's ``new``; the alerts service reports it as a ``ConfigError`` naming the
+    routing file, the line of the entry and the option, before anything is sent.
+    """
+
+    def __init__(self, option: str, reason: str):
+        super().__init__(f"{option}: {reason}")
+        self.option, self.reason = option, reason
+
+
 @dataclass(frozen=True)
 class Result:
     status: str
     """``delivered``, ``retry`` or ``give_up``."""
     detail: str = ""
+    """What happened, for the log, the outbox and the ``<prefix>.alerts`` record: redacted
+    (foundation/logs.py) when the result is made, since it often quotes a far end's answer or an
+    exception that names the URL -- and a robot's URL holds its key."""
     retry_after_s: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "detail", redact(self.detail))
 
     @classmethod
     def delivered(cls, detail: str = "ok") -> Result:

@@ -18,14 +18,16 @@ the period's end (or now, for the current period):
 
 from __future__ import annotations
 
-import csv
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from citywatch.reports.data import Case, PeriodData
+from citywatch.reports.output import decimal_text
+from citywatch.reports.output import write_csv as write_rows
 from contract.clock import HOUR_MS
 from contract.rules import NOTICE_RULES, rule_name
 
@@ -141,22 +143,19 @@ def build_case_stats(data: PeriodData, top: int = 10) -> CaseStats:
     )
 
 
-def _num(v: float | None, digits: int = 2) -> str:
-    return "" if v is None else f"{v:.{digits}f}"
+def _rows(s: CaseStats) -> Iterator[list[Any]]:
+    for section, groups in (("total", [s.total]), ("kind", s.by_kind), ("rule", s.by_rule),
+                            ("district", s.by_district), ("grid", s.by_grid)):  # fmt: skip
+        for g in groups:
+            yield [section, g.key, g.name, g.cases, g.open, g.ended, g.due, g.on_time,
+                   decimal_text(g.share_on_time, 4), decimal_text(g.median_h), decimal_text(g.p90_h)]  # fmt: skip
+    for state, n in s.by_state:
+        yield ["state", state, "", n, "", "", "", "", "", "", ""]
+    for dev, n, address, _district in s.top_devices:
+        yield ["device", dev, address, n, "", "", "", "", "", "", ""]
 
 
 def write_csv(s: CaseStats, path: str | os.PathLike[str]) -> None:
     """UTF-8 with BOM; one row per group (``section`` = total, kind, rule, district, grid,
-    state, device)."""
-    with open(path, "w", encoding="utf-8-sig", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(CSV_COLUMNS)
-        for section, groups in (("total", [s.total]), ("kind", s.by_kind), ("rule", s.by_rule),
-                                ("district", s.by_district), ("grid", s.by_grid)):  # fmt: skip
-            for g in groups:
-                w.writerow([section, g.key, g.name, g.cases, g.open, g.ended, g.due, g.on_time,
-                            _num(g.share_on_time, 4), _num(g.median_h), _num(g.p90_h)])  # fmt: skip
-        for state, n in s.by_state:
-            w.writerow(["state", state, "", n, "", "", "", "", "", "", ""])
-        for dev, n, address, _district in s.top_devices:
-            w.writerow(["device", dev, address, n, "", "", "", "", "", "", ""])
+    state, device); figures as numbers, text neutralised (``output.write_csv``)."""
+    write_rows(path, CSV_COLUMNS, _rows(s))

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from citywatch.reports.data import Period, load_period, parse_month, parse_period
+from citywatch.reports.output import Output, file_component
 from contract.clock import DEFAULT_TIMEZONE
 from foundation.errors import CitywatchError
 
@@ -36,6 +36,7 @@ __all__ = [
     "produce_cases",
     "produce_ranking",
     "produce_settlement",
+    "statement_file_name",
 ]
 
 DEFAULT_CITY = "郑州市"
@@ -135,17 +136,18 @@ def _registry(path: str | None) -> Any:
     return load_registry(path)
 
 
-def _safe(name: str) -> str:
-    return re.sub(r'[\\/:*?"<>|\s]+', "_", name).strip("._") or "payer"
-
-
-def _out(out_dir: str | os.PathLike[str]) -> Path:
-    d = Path(out_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+def statement_file_name(label: str, payer_type: str, payer: str) -> str:
+    """``settlement-<label>-<payer_type>-<payer>.pdf``, one distinct name per payer
+    (``output.file_component``: a plain name verbatim, any other shortened with a stable hash)."""
+    return f"settlement-{label}-{file_component(payer_type)}-{file_component(payer)}.pdf"
 
 
 # ------------------------------------------------------------------ produce (the steps as functions)
+#
+# Each loads and builds first, then names every file and has ``Output`` check them all before
+# the first byte is written; files are written under temporary names and renamed into place
+# together, so a failure (a name the file system refuses, no CJK font, a full disk) leaves no
+# half report behind.
 
 
 def produce_settlement(settings: Any, period: Period, out_dir: str | os.PathLike[str], registry: Any = None,
@@ -153,57 +155,57 @@ def produce_settlement(settings: Any, period: Period, out_dir: str | os.PathLike
     """Load, build and write; returns ``{"settlement": Settlement, "files": [paths]}``."""
     from citywatch.reports import settlement as sm
 
-    d = _out(out_dir)
     data = load_period(settings, period)
     s = sm.build_settlement(data, registry, city)
-    files = [d / f"settlement-{period.label}.csv", d / f"settlement-{period.label}-evidence.csv"]
-    sm.write_csv(s, files[0])
-    sm.write_evidence_csv(s, files[1])
+    names = [f"settlement-{period.label}.csv", f"settlement-{period.label}-evidence.csv"]
     if pdf:
-        from citywatch.reports import pdf as pdfm
+        names.append(f"settlement-{period.label}-summary.pdf")
+        names += [statement_file_name(period.label, st.payer_type, st.payer) for st in s.statements]
+    out = Output(out_dir, names)
+    with out.writing() as tmp:
+        sm.write_csv(s, tmp[0])
+        sm.write_evidence_csv(s, tmp[1])
+        if pdf:
+            from citywatch.reports import pdf as pdfm
 
-        summary = d / f"settlement-{period.label}-summary.pdf"
-        pdfm.render_settlement_summary(s, summary)
-        files.append(summary)
-        for st in s.statements:
-            path = d / f"settlement-{period.label}-{st.payer_type}-{_safe(st.payer)}.pdf"
-            pdfm.render_settlement(s, st, path)
-            files.append(path)
-    return {"settlement": s, "files": files}
+            pdfm.render_settlement_summary(s, tmp[2])
+            for st, path in zip(s.statements, tmp[3:], strict=True):
+                pdfm.render_settlement(s, st, path)
+    return {"settlement": s, "files": out.paths}
 
 
 def produce_ranking(settings: Any, period: Period, out_dir: str | os.PathLike[str], registry: Any,
                     city: str = DEFAULT_CITY, pdf: bool = True) -> dict[str, Any]:  # fmt: skip
     from citywatch.reports import ranking as rm
 
-    d = _out(out_dir)
     rk = rm.build_ranking(
         load_period(settings, period), load_period(settings, period.previous()), registry
     )
-    files = [d / f"ranking-{period.label}.csv"]
-    rm.write_csv(rk, files[0])
-    if pdf:
-        from citywatch.reports.pdf import render_ranking
+    names = [f"ranking-{period.label}.csv"] + ([f"ranking-{period.label}.pdf"] if pdf else [])
+    out = Output(out_dir, names)
+    with out.writing() as tmp:
+        rm.write_csv(rk, tmp[0])
+        if pdf:
+            from citywatch.reports.pdf import render_ranking
 
-        files.append(d / f"ranking-{period.label}.pdf")
-        render_ranking(rk, files[-1], city)
-    return {"ranking": rk, "files": files}
+            render_ranking(rk, tmp[1], city)
+    return {"ranking": rk, "files": out.paths}
 
 
 def produce_cases(settings: Any, period: Period, out_dir: str | os.PathLike[str], city: str = DEFAULT_CITY,
                   pdf: bool = True) -> dict[str, Any]:  # fmt: skip
     from citywatch.reports import cases as cm
 
-    d = _out(out_dir)
     cs = cm.build_case_stats(load_period(settings, period))
-    files = [d / f"cases-{period.label}.csv"]
-    cm.write_csv(cs, files[0])
-    if pdf:
-        from citywatch.reports.pdf import render_cases
+    names = [f"cases-{period.label}.csv"] + ([f"cases-{period.label}.pdf"] if pdf else [])
+    out = Output(out_dir, names)
+    with out.writing() as tmp:
+        cm.write_csv(cs, tmp[0])
+        if pdf:
+            from citywatch.reports.pdf import render_cases
 
-        files.append(d / f"cases-{period.label}.pdf")
-        render_cases(cs, files[-1], city)
-    return {"cases": cs, "files": files}
+            render_cases(cs, tmp[1], city)
+    return {"cases": cs, "files": out.paths}
 
 
 # ------------------------------------------------------------------ mains

@@ -1,13 +1,18 @@
-"""PDF rendering of the reports with matplotlib (``PdfPages``), Chinese first.
+"""PDF rendering of the reports, Chinese first: charts with matplotlib, documents with fpdf2.
+
+The settlement statements and summary are documents (tables over pages,
+signature lines): ``citywatch.reports.statement`` sets them with fpdf2, with
+the CJK font's real metrics and table headers repeated on every page. The
+ranking and the case statistics are one page of charts each and stay with
+matplotlib (``PdfPages``), with mathtext off: every string is drawn
+literally (``text.parse_math`` false, usetex off), so a ``$`` in a district
+or unit name is a dollar sign.
 
 Chinese needs a CJK font: the first installed of ``CJK_FONTS`` (Debian:
-``apt-get install fonts-noto-cjk``), found through ``matplotlib.font_manager``.
-Fonts are embedded as Type 3 subsets (``pdf.fonttype`` 3): embedding the
-large CFF-based Noto CJK collection as Type 42 costs ~0.7 s per file, which a
-settlement of many payers cannot afford.
-
-Pages are A4 portrait. Text pages are laid out first (so every page knows the
-page count for its footer), then drawn.
+``apt-get install fonts-noto-cjk``), found through ``matplotlib.font_manager``;
+``cjk_font_files`` gives the same family's files to fpdf2. matplotlib
+embeds it as Type 3 subsets (``pdf.fonttype`` 3): embedding the large
+CFF-based Noto CJK collection as Type 42 costs ~0.7 s per file.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from citywatch.reports.data import district_name
@@ -25,6 +30,8 @@ from foundation.errors import CitywatchError
 __all__ = [
     "CJK_FONTS",
     "cjk_font",
+    "cjk_font_files",
+    "latin_fallback_files",
     "render_cases",
     "render_ranking",
     "render_settlement",
@@ -71,6 +78,71 @@ def cjk_font() -> str:
     return name
 
 
+FontFile = tuple[str, int]
+"""A font file and the font's index in it (a TrueType collection holds several; 0 otherwise)."""
+
+_files: tuple[FontFile, FontFile] | None = None
+
+
+def _collection_index(path: str, family: str) -> int:
+    """Index of ``family`` in a collection (``.ttc``/``.otc``), 0 for a single font file."""
+    if not path.lower().endswith((".ttc", ".otc")):
+        return 0
+    from fontTools.ttLib import TTCollection
+
+    fonts = TTCollection(path, lazy=True).fonts
+    for i, font in enumerate(fonts):
+        names = font["name"]
+        if family in (names.getDebugName(16), names.getDebugName(1)):
+            return i
+    return 0
+
+
+def cjk_font_files() -> tuple[FontFile, FontFile]:
+    """(regular, bold) files of the ``cjk_font`` family, for fpdf2; bold is the regular when the
+    family has no bold face installed. CitywatchError naming the package if there is no CJK font."""
+    global _files
+    if _files is not None:
+        return _files
+    from matplotlib import font_manager as fm
+
+    family = cjk_font()
+    faces = [f for f in fm.fontManager.ttflist if f.name == family and f.style == "normal"]
+    if not faces:
+        raise CitywatchError(
+            f"the CJK font {family!r} has no upright face installed; "
+            "`apt-get install fonts-noto-cjk`, then run the report again"
+        )
+
+    def weight(f: Any) -> int:
+        w = f.weight
+        return (
+            int(w)
+            if isinstance(w, int | float) or str(w).isdigit()
+            else {"bold": 700}.get(str(w), 400)
+        )
+
+    regular = min(faces, key=lambda f: (abs(weight(f) - 400), f.fname))
+    bolds = [f for f in faces if weight(f) >= 600]
+    bold = min(bolds, key=lambda f: (abs(weight(f) - 700), f.fname)) if bolds else regular
+
+    def file_of(f: Any) -> FontFile:
+        path = os.fspath(f.fname)
+        index = getattr(f, "index", None)  # matplotlib >= 3.11 knows the face in a collection
+        return path, index if isinstance(index, int) else _collection_index(path, family)
+
+    _files = (file_of(regular), file_of(bold))
+    return _files
+
+
+def latin_fallback_files() -> tuple[str, str]:
+    """matplotlib's own DejaVu Sans (regular, bold): always there, for symbols a CJK font lacks."""
+    import matplotlib
+
+    base = os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
+    return os.path.join(base, "DejaVuSans.ttf"), os.path.join(base, "DejaVuSans-Bold.ttf")
+
+
 @contextmanager
 def _style() -> Iterator[None]:
     import matplotlib
@@ -81,6 +153,7 @@ def _style() -> Iterator[None]:
     family = cjk_font()
     with plt.rc_context({
         "font.family": [family, "DejaVu Sans"], "pdf.fonttype": 3, "axes.unicode_minus": False,
+        "text.parse_math": False, "text.usetex": False,  # every string literal: no mathtext, no TeX
         "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
     }):  # fmt: skip
         yield
@@ -116,16 +189,6 @@ def fit(text: str, width_in: float, size: float) -> str:
     return out + "…"
 
 
-def wrap(text: str, width_in: float, size: float) -> list[str]:
-    lines, cur = [], ""
-    for ch in text:
-        if _width(cur + ch, size) > width_in and cur:
-            lines.append(cur)
-            cur = ""
-        cur += ch
-    return lines + ([cur] if cur else [])
-
-
 @dataclass(frozen=True, slots=True)
 class Col:
     title: str
@@ -133,259 +196,18 @@ class Col:
     align: str = "left"
 
 
-@dataclass
-class Flow:
-    """Ops per page, positions in inches from the top-left corner."""
-
-    pages: list[list[tuple[Any, ...]]] = field(default_factory=lambda: [[]])
-    y: float = TOP
-
-    @property
-    def room(self) -> float:
-        return H - BOTTOM - self.y
-
-    def new_page(self) -> None:
-        self.pages.append([])
-        self.y = TOP
-
-    def need(self, inches: float) -> None:
-        if self.room < inches:
-            self.new_page()
-
-    def text(self, s: str, size: float = 8, x: float = LEFT, bold: bool = False, ha: str = "left",
-             color: str = "black", advance: float | None = None) -> None:  # fmt: skip
-        h = advance if advance is not None else size * 1.6 / 72
-        self.need(h)
-        self.pages[-1].append(("text", x, self.y, s, size, bold, ha, color))
-        self.y += h
-
-    def rule(
-        self, x0: float = LEFT, x1: float = W - RIGHT, width: float = 0.6, gap: float = 0.06
-    ) -> None:
-        self.pages[-1].append(("line", x0, x1, self.y, width))
-        self.y += gap
-
-    def space(self, inches: float) -> None:
-        self.y += inches
-
-    def table(self, cols: list[Col], rows: list[list[str]], size: float = 7, bold_rows: set[int] | None = None,
-              repeat_header: bool = True) -> None:  # fmt: skip
-        lh = size * 1.75 / 72
-
-        def header() -> None:
-            self.need(lh * 3)
-            x = LEFT
-            for c in cols:
-                self.pages[-1].append(("text", x if c.align == "left" else x + c.width - 0.04, self.y, c.title,
-                                       size, True, c.align, "black"))  # fmt: skip
-                x += c.width
-            self.y += lh
-            self.rule(width=0.5, gap=0.04)
-
-        header()
-        for i, row in enumerate(rows):
-            if self.room < lh:
-                self.new_page()
-                if repeat_header:
-                    header()
-            x = LEFT
-            for c, cell in zip(cols, row, strict=True):
-                s = fit(cell, c.width - 0.06, size)
-                self.pages[-1].append(("text", x if c.align == "left" else x + c.width - 0.04, self.y, s, size,
-                                       bool(bold_rows and i in bold_rows), c.align, "black"))  # fmt: skip
-                x += c.width
-            self.y += lh
-
-
-def _draw_page(fig: Any, ops: list[tuple[Any, ...]]) -> None:
-    from matplotlib.lines import Line2D
-
-    for op in ops:
-        if op[0] == "text":
-            _, x, y, s, size, bold, ha, color = op
-            fig.text(x / W, 1 - y / H, s, fontsize=size, fontweight="bold" if bold else "normal", ha=ha,
-                     va="top", color=color)  # fmt: skip
-        elif op[0] == "line":
-            _, x0, x1, y, width = op
-            fig.add_artist(
-                Line2D([x0 / W, x1 / W], [1 - y / H, 1 - y / H], linewidth=width, color="black")
-            )
-
-
-def _render_flow(flow: Flow, path: str | os.PathLike[str], title: str, footer: str) -> int:
-    import matplotlib.pyplot as plt
-    from matplotlib.backends.backend_pdf import PdfPages
-
-    pages = [p for p in flow.pages if p] or [[]]
-    with PdfPages(path, metadata=_metadata(title)) as pdf:
-        for i, ops in enumerate(pages, 1):
-            fig = plt.figure(figsize=(W, H))
-            _draw_page(fig, ops)
-            fig.text(
-                0.5,
-                0.35 / H,
-                f"{footer}    第 {i} / {len(pages)} 页",
-                ha="center",
-                fontsize=7,
-                color="#555555",
-            )
-            pdf.savefig(fig)
-            plt.close(fig)
-    return len(pages)
-
-
-def _yuan(n: int) -> str:
-    return f"{n:,}"
-
-
-def _title_block(flow: Flow, title_zh: str, title_en: str, pairs: list[tuple[str, str]]) -> None:
-    flow.text(title_zh, 17, x=W / 2, bold=True, ha="center", advance=0.36)
-    flow.text(title_en, 9, x=W / 2, ha="center", color="#444444", advance=0.3)
-    flow.rule(width=1.2, gap=0.12)
-    half = (len(pairs) + 1) // 2
-    y0 = flow.y
-    for col, chunk in enumerate((pairs[:half], pairs[half:])):
-        flow.y = y0
-        for k, v in chunk:
-            x = LEFT + col * (W - LEFT - RIGHT) / 2
-            flow.pages[-1].append(("text", x, flow.y, k, 8.5, True, "left", "black"))
-            flow.pages[-1].append(("text", x + 1.35, flow.y, v, 8.5, False, "left", "black"))
-            flow.y += 0.2
-    flow.y = y0 + 0.2 * half + 0.06
-    flow.rule(width=0.6, gap=0.12)
-
-
-# ------------------------------------------------------------------ settlement
-
-
-def _period_text(period: Any) -> str:
-    end = local_time(period.end_ms, period.tz)
-    return f"{local_time(period.start_ms, period.tz)} 至 {end}（不含）"
-
-
 def render_settlement(settlement: Any, statement: Any, path: str | os.PathLike[str]) -> int:
-    """One payer's statement; returns the number of pages."""
-    from citywatch.reports.settlement import (
-        describe_entry,
-        evidence_items,
-        rule_name,
-    )
-    from contract.cases import PAYER_TYPE_NAMES, name_of
+    """One payer's statement (fpdf2, ``citywatch.reports.statement``); returns the number of pages."""
+    from citywatch.reports.statement import render_settlement as render
 
-    p = settlement.period
-    tz = p.tz
-    st = statement
-    city = settlement.city
-    flow = Flow()
-    pairs = [
-        ("城市 City", city or "—"),
-        ("结算月份 Month", f"{p.title_zh}（{p.label}）"),
-        ("付款单位 Payer", fit(st.payer_label, 2.1, 8.5)),
-        ("单位类型 Payer type", name_of(PAYER_TYPE_NAMES, st.payer_type)),
-        ("编制日期 Prepared", local_time(settlement.prepared_ms, tz)[:10]),
-        (
-            "统计区间 Period",
-            f"{local_time(p.start_ms, tz)[:10]} — {local_time(p.end_ms - 1, tz)[:10]}",
-        ),
-        ("时区 Time zone", tz),
-        ("扣款条目 Entries", str(len(st.lines))),
-    ]
-    with _style():
-        _title_block(
-            flow, f"{city}城市管理扣款结算单", "Settlement of city-management deductions", pairs
-        )
-        if not p.complete:
-            flow.text(f"本月尚未结束，本结算单截至 {local_time(p.as_of_ms, tz)}，仅供核对（provisional）。", 8,
-                      color="#b00000")  # fmt: skip
-        flow.text(
-            f"本月应扣款合计 Total to deduct：{_yuan(st.total)} 元", 12, bold=True, advance=0.32
-        )
-        flow.text("一、扣款明细 Entries（时间为城市时间 city time）", 9.5, bold=True, advance=0.26)
-        cols = [Col("序号", 0.3), Col("计费时间", 0.95), Col("案件编号 / 设备", 2.05), Col("地址", 1.45),
-                Col("事项", 1.72), Col("金额(元)", 0.7, "right")]  # fmt: skip
-        rows = [[str(ln.seq), local_time(ln.entry.accrued_at, tz), ln.entry.case_id, ln.address,
-                 describe_entry(ln, tz), _yuan(ln.entry.amount_yuan)] for ln in st.lines]  # fmt: skip
-        flow.table(cols, rows)
-        flow.space(0.12)
-        flow.text("二、分项小计 Subtotals by rule", 9.5, bold=True, advance=0.26)
-        sub_rows = [[rule_name(r), r, str(n), _yuan(a)] for r, n, a in st.subtotals]
-        sub_rows.append(["合计 Total", "", str(len(st.lines)), _yuan(st.total)])
-        flow.table([Col("事项", 2.4), Col("规则 rule", 2.2), Col("条数", 0.8, "right"), Col("金额(元)", 1.2, "right")],
-                   sub_rows, size=8, bold_rows={len(sub_rows) - 1})  # fmt: skip
-        flow.space(0.12)
-        flow.text(
-            "三、案件证据 Evidence per case（立案、确认、事故、修复/结案）",
-            9.5,
-            bold=True,
-            advance=0.26,
-        )
-        for c in st.cases:
-            items = evidence_items(c, tz, p.as_of_ms)
-            lines = wrap("；".join(items), W - LEFT - RIGHT - 0.3, 7)
-            flow.need(0.17 * (len(lines) + 1) + 0.05)
-            flow.text(fit(f"{c.case_id}　{c.device}　{c.address}", W - LEFT - RIGHT, 7.5), 7.5, bold=True,
-                      advance=0.17)  # fmt: skip
-            for ln in lines:
-                flow.text(ln, 7, x=LEFT + 0.25, advance=0.16)
-            flow.space(0.04)
-        for cid in st.missing_cases:
-            flow.text(f"{cid}：InfluxDB 中无此案件事件记录", 7, color="#b00000")
-        flow.need(2.3)
-        flow.space(0.25)
-        flow.text("以上扣款依据《城市管理考核扣款规则》及案件证据核定。", 8, advance=0.4)
-        for label in ("编制人 Prepared by", "审核人 Reviewed by", "付款单位确认 Payer"):
-            y = flow.y
-            flow.pages[-1].append(
-                ("text", LEFT, y, f"{label}（签字）：", 8.5, False, "left", "black")
-            )
-            flow.pages[-1].append(("line", LEFT + 2.0, LEFT + 4.2, y + 0.17, 0.6))
-            flow.pages[-1].append(("text", LEFT + 4.5, y, "日期：", 8.5, False, "left", "black"))
-            flow.pages[-1].append(("line", LEFT + 5.0, W - RIGHT, y + 0.17, 0.6))
-            flow.y += 0.45
-        flow.text("（盖章 Seal）", 8.5, x=W - RIGHT - 1.2)
-        return _render_flow(flow, path, f"{city}城市管理扣款结算单 {p.label} {st.payer}",
-                            f"{st.payer} · {p.label} 扣款结算单")  # fmt: skip
+    return render(settlement, statement, path)
 
 
 def render_settlement_summary(settlement: Any, path: str | os.PathLike[str]) -> int:
-    """All payers on one page (more if many); states "no deductions" for an empty month."""
-    from contract.cases import PAYER_TYPE_NAMES, name_of
+    """Every payer and its total (fpdf2, ``citywatch.reports.statement``); returns the number of pages."""
+    from citywatch.reports.statement import render_settlement_summary as render
 
-    p = settlement.period
-    tz = p.tz
-    city = settlement.city
-    flow = Flow()
-    with _style():
-        _title_block(flow, f"{city}城市管理扣款结算汇总表", "Settlement summary: deductions per payer", [
-            ("城市 City", city or "—"), ("结算月份 Month", f"{p.title_zh}（{p.label}）"),
-            ("编制日期 Prepared", local_time(settlement.prepared_ms, tz)[:10]), ("时区 Time zone", tz),
-        ])  # fmt: skip
-        if not p.complete:
-            flow.text(
-                f"本月尚未结束，截至 {local_time(p.as_of_ms, tz)}（provisional）。",
-                8,
-                color="#b00000",
-            )
-        if not settlement.statements:
-            flow.space(0.3)
-            flow.text("本月无扣款记录。", 14, bold=True, advance=0.35)
-            flow.text("No deductions this month: the ledger has no entry in this period.", 9)
-        else:
-            rows = [[st.payer_label, name_of(PAYER_TYPE_NAMES, st.payer_type), str(len(st.lines)),
-                     _yuan(st.total)] for st in settlement.statements]  # fmt: skip
-            rows.append(
-                [
-                    "合计 Total",
-                    "",
-                    str(sum(len(s.lines) for s in settlement.statements)),
-                    _yuan(settlement.total),
-                ]
-            )
-            flow.table([Col("付款单位 Payer", 3.3), Col("类型", 1.6), Col("条目", 0.9, "right"),
-                        Col("扣款合计(元)", 1.37, "right")], rows, size=8, bold_rows={len(rows) - 1})  # fmt: skip
-        return _render_flow(
-            flow, path, f"{city}城市管理扣款结算汇总表 {p.label}", f"{p.label} 扣款结算汇总表"
-        )
+    return render(settlement, path)
 
 
 # ------------------------------------------------------------------ charts

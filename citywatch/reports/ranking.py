@@ -26,13 +26,14 @@ without any case or entry has no ranking ("—").
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass
 from typing import Any
 
 from citywatch.reports.cases import NOTICE_RULES, percentile
 from citywatch.reports.data import PeriodData, district_name
+from citywatch.reports.output import decimal_text
+from citywatch.reports.output import write_csv as write_rows
 from contract.clock import HOUR_MS
 
 __all__ = [
@@ -190,19 +191,14 @@ def build_ranking(
     return Ranking(data.period, rows, red, black, has_prev)
 
 
-def _num(v: float | None, digits: int = 2) -> str:
-    return "" if v is None else f"{v:.{digits}f}"
-
-
 def write_csv(rk: Ranking, path: str | os.PathLike[str]) -> None:
-    """UTF-8 with BOM, one row per district by rank."""
-    with open(path, "w", encoding="utf-8-sig", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(CSV_COLUMNS)
-        for r in rk.rows:
-            w.writerow([
-                r.rank, r.district, r.name, r.devices, r.cases, _num(r.cases_per_1000), r.penalty_yuan,
-                _num(r.penalty_per_1000), _num(r.median_ttr_h), r.due, r.on_time, _num(r.share_on_time, 4),
-                f"{r.score:.2f}", r.list, "" if r.prev_rank is None else r.prev_rank,
-                "" if r.rank_change is None else r.rank_change, _num(r.prev_score), _num(r.score_change),
-            ])  # fmt: skip
+    """UTF-8 with BOM, one row per district by rank; figures as numbers, text neutralised
+    (``output.write_csv``)."""
+    write_rows(path, CSV_COLUMNS, (
+        [r.rank, r.district, r.name, r.devices, r.cases, decimal_text(r.cases_per_1000), r.penalty_yuan,
+         decimal_text(r.penalty_per_1000), decimal_text(r.median_ttr_h), r.due, r.on_time,
+         decimal_text(r.share_on_time, 4), decimal_text(r.score), r.list,
+         "" if r.prev_rank is None else r.prev_rank, "" if r.rank_change is None else r.rank_change,
+         decimal_text(r.prev_score), decimal_text(r.score_change)]
+        for r in rk.rows
+    ))  # fmt: skip

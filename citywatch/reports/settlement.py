@@ -13,13 +13,13 @@ escalated, accident, repaired or closed.
 
 from __future__ import annotations
 
-import csv
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from citywatch.reports.data import Case, Entry, PeriodData
+from citywatch.reports.output import write_csv as write_rows
 from contract.cases import STATE_NAMES, name_of
 from contract.clock import iso_local
 from contract.clock import local as local_time
@@ -228,44 +228,51 @@ def _ended_by(c: Case) -> str:
     return str(d.get("repaired_by") or d.get("closed_by") or "") if c.is_final else ""
 
 
-def write_csv(s: Settlement, path: str | os.PathLike[str]) -> None:
-    """UTF-8 with BOM (Excel opens Chinese correctly); one row per entry, subtotal and total."""
+def _csv_rows(s: Settlement) -> Iterator[list[Any]]:
     tz = s.period.tz
-    with open(path, "w", encoding="utf-8-sig", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(CSV_COLUMNS)
-        for st in s.statements:
-            for ln in st.lines:
-                e, o = ln.entry, ln.original
-                w.writerow([
-                    "entry", st.payer_type, st.payer, ln.seq, e.id, e.case_id, e.device, ln.address, e.rule,
-                    rule_name(e.rule), iso_local(e.accrued_at, tz), "" if e.hour_index is None else e.hour_index,
-                    e.reverses or "", iso_local(o.accrued_at, tz) if o else "", o.amount_yuan if o else "",
-                    e.amount_yuan,
-                ])  # fmt: skip
-            for rule, n, amount in st.subtotals:
-                w.writerow(["subtotal", st.payer_type, st.payer, n, "", "", "", "", rule, rule_name(rule),
-                            "", "", "", "", "", amount])  # fmt: skip
-            w.writerow(["total", st.payer_type, st.payer, len(st.lines), "", "", "", "", "", "", "", "", "", "",
-                        "", st.total])  # fmt: skip
+    for st in s.statements:
+        for ln in st.lines:
+            e, o = ln.entry, ln.original
+            yield [
+                "entry", st.payer_type, st.payer, ln.seq, e.id, e.case_id, e.device, ln.address, e.rule,
+                rule_name(e.rule), iso_local(e.accrued_at, tz), "" if e.hour_index is None else e.hour_index,
+                e.reverses or "", iso_local(o.accrued_at, tz) if o else "", o.amount_yuan if o else "",
+                e.amount_yuan,
+            ]  # fmt: skip
+        for rule, n, amount in st.subtotals:
+            yield ["subtotal", st.payer_type, st.payer, n, "", "", "", "", rule, rule_name(rule),
+                   "", "", "", "", "", amount]  # fmt: skip
+        yield ["total", st.payer_type, st.payer, len(st.lines), "", "", "", "", "", "", "", "", "", "",
+               "", st.total]  # fmt: skip
+
+
+def write_csv(s: Settlement, path: str | os.PathLike[str]) -> None:
+    """UTF-8 with BOM (Excel opens Chinese correctly); one row per entry, subtotal and total.
+
+    Amounts are numbers (a reversal's ``-10000`` too); text cells go through
+    ``output.csv_cell``, so a unit name or address cannot be a formula.
+    """
+    write_rows(path, CSV_COLUMNS, _csv_rows(s))
+
+
+def _evidence_rows(s: Settlement) -> Iterator[list[Any]]:
+    tz = s.period.tz
+    for st in s.statements:
+        for c in st.cases:
+            d = c.detail
+            yield [
+                st.payer_type, st.payer, c.case_id, c.rule, c.device, c.address, c.grid,
+                iso_local(c.opened_at, tz), iso_local(c.deadline, tz), c.state, iso_local(c.ended_at, tz),
+                _ended_by(c), d.get("acknowledged_by") or "", iso_local(d.get("accident_at"), tz),
+                "; ".join(f"{iso_local(t, tz)} {state}" for t, state in c.events),
+                "; ".join(_proof(ev, tz) for ev in c.evidence),
+            ]  # fmt: skip
 
 
 def write_evidence_csv(s: Settlement, path: str | os.PathLike[str]) -> None:
-    """One row per (payer, case): the case's evidence from its events."""
-    tz = s.period.tz
-    with open(path, "w", encoding="utf-8-sig", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(EVIDENCE_COLUMNS)
-        for st in s.statements:
-            for c in st.cases:
-                d = c.detail
-                w.writerow([
-                    st.payer_type, st.payer, c.case_id, c.rule, c.device, c.address, c.grid,
-                    iso_local(c.opened_at, tz), iso_local(c.deadline, tz), c.state, iso_local(c.ended_at, tz),
-                    _ended_by(c), d.get("acknowledged_by") or "", iso_local(d.get("accident_at"), tz),
-                    "; ".join(f"{iso_local(t, tz)} {state}" for t, state in c.events),
-                    "; ".join(_proof(ev, tz) for ev in c.evidence),
-                ])  # fmt: skip
+    """One row per (payer, case): the case's evidence from its events; officers' and devices'
+    text neutralised like every report cell (``output.csv_cell``)."""
+    write_rows(path, EVIDENCE_COLUMNS, _evidence_rows(s))
 
 
 def _proof(ev: dict, tz: str) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.alerts.standins import HttpStandIn
+from tests.alerts.standins import HOOK_SECRET, HttpStandIn
 
 
 @pytest.fixture
@@ -19,8 +19,10 @@ def server() -> Iterator[HttpStandIn]:
 
 @pytest.fixture
 def hook() -> Iterator[HttpStandIn]:
-    """A webhook receiver that honours ``Idempotency-Key``."""
-    s = HttpStandIn(ok_body={"ok": True}, dedup_header="Idempotency-Key")
+    """A webhook receiver that honours ``Idempotency-Key`` and checks signatures made with ``HOOK_SECRET``."""
+    s = HttpStandIn(
+        ok_body={"ok": True}, dedup_header="Idempotency-Key", signing_secret=HOOK_SECRET
+    )
     yield s
     s.close()
 

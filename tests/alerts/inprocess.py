@@ -12,7 +12,7 @@ from pathlib import Path
 
 from alerts.service import AlertsService
 from foundation.settings import Settings
-from tests.alerts.standins import FakeClock, HttpStandIn, async_wait_for
+from tests.alerts.standins import LINK_SECRET, FakeClock, HttpStandIn, async_wait_for
 
 MIN = 60_000
 
@@ -45,7 +45,7 @@ route:
       escalation: null'''
         }
 notify: {{overdue_every_hours: {overdue_every}}}
-ack: {{base_url: "http://ack.example", secret: link-secret, link_ttl: 1h}}
+ack: {{base_url: "http://ack.example", secret: {LINK_SECRET}, link_ttl: 1h}}
 delivery: {{retry_initial: {retry}, retry_max: 200ms, timeout: 500ms}}
 district_names: {{jinshui: 金水区}}
 """,

@@ -2,7 +2,11 @@
 
 * ``HttpStandIn`` -- an aiohttp server in its own thread playing WeCom, DingTalk or a
   webhook receiver: it records every request and answers from a script
-  (``"ok"``, an HTTP status, ``"timeout"``, or a JSON body), then ``"ok"``.
+  (``"ok"``, an HTTP status, ``"timeout"``, ``"redirect"``, ``("echo", status)`` -- an
+  error page quoting the URL it was asked for, as gateways write them -- or a JSON body), then
+  ``"ok"``; with ``signing_secret`` it checks ``X-Citywatch-Signature`` as an
+  integrator's receiver does (``alerts.channels.webhook.verify``) and answers 401
+  to a push that fails it.
 * ``smtp_server()`` -- aiosmtpd's controller (a real SMTP server) collecting mails.
 * ``message()``, ``send_once()``, ``send_all()`` -- a push and its sending, for a channel's test.
 * case event / ledger entry builders shaped exactly like the worker's output.
@@ -20,9 +24,14 @@ import orjson
 from aiohttp import web
 
 from alerts.channels.plugin import Channel, Result
+from alerts.channels.webhook import SIGNATURE_HEADER, SignatureError, verify
 from alerts.message import Message
 
 T0 = 1_763_800_000_000  # 2025-11-22T08:26:40Z, 16:26:40 in Zhengzhou
+HOOK_SECRET = "hook-secret-for-the-tests-0123456789abcdef"
+"""A webhook signing key as the city would choose it (at least 32 bytes)."""
+LINK_SECRET = "link-secret-for-the-tests-0123456789abcdef"
+"""An ack link key (at least 32 bytes)."""
 
 
 @dataclass
@@ -51,6 +60,10 @@ class HttpStandIn:
     """Drop a repeat with the same value of this header (a webhook honouring Idempotency-Key)."""
     down: bool = False
     """While True every request gets HTTP 500."""
+    signing_secret: str | None = None
+    """Check every request's signature with this key; a push that fails is answered 401."""
+    refused: list[str] = field(default_factory=list)
+    """Why pushes were refused by the signature check."""
 
     def __post_init__(self) -> None:
         self.loop = asyncio.new_event_loop()
@@ -84,8 +97,23 @@ class HttpStandIn:
             time.time(),
         )
         self.seen.append(s)
+        if (
+            request.path == "/moved"
+        ):  # where "redirect" points: a 404 quoting the URL, as servers do
+            return web.Response(status=404, text=f"no robot at {request.path_qs}")
+        if self.signing_secret is not None:
+            try:
+                verify(self.signing_secret, request.headers.get(SIGNATURE_HEADER), s.body)
+            except SignatureError as exc:
+                self.refused.append(str(exc))
+                s.answered = 401
+                return web.Response(status=401, text=str(exc))
         action = self.script.pop(0) if self.script else ("down" if self.down else "ok")
         s.answered = action
+        if action == "redirect":
+            raise web.HTTPFound(f"/moved?{request.query_string}")
+        if isinstance(action, tuple) and action[0] == "echo":
+            return web.Response(status=action[1], text=f"refused: {request.path_qs}")
         if action == "timeout":
             await asyncio.sleep(1.5)
             return web.json_response(self.ok_body)  # too late: the client gave up

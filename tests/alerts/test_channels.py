@@ -32,6 +32,8 @@ GOOD = {"text": "x", "url": "https://example.org/send", "address": "a@example.or
 BAD = {"text": True, "url": "ftp://example.org", "address": "nobody", "addresses": ["nobody"], "whole": 0,
        "flag": "maybe", "duration": 30, "headers": ["X-A"]}  # fmt: skip
 """An invalid one (a duration without its unit; a whole number under every option's minimum)."""
+SECRET = "?TOPSECRET-" + "s" * 32
+"""Appended to a secret option's value: long enough for an HMAC key (at least 32 bytes)."""
 
 
 def section(ctype: str) -> str:
@@ -98,7 +100,7 @@ def test_every_channel_has_its_section_in_docs_alerts_md(
     assert examples, f"docs/alerts.md#{ctype} has no example entry"
     for example in examples:
         for var in re.findall(r"\$\{(\w+)\}", example):
-            monkeypatch.setenv(var, f"value-of-{var}")
+            monkeypatch.setenv(var, f"value-of-{var}-{'x' * 32}")  # secrets of a safe length
         (spec,) = parse_routes(receiver(example), f"docs/alerts.md#{ctype}").receivers["r"].channels
         assert spec.type == ctype and spec.target.startswith(ctype)
         channel = make_channel(spec)
@@ -111,7 +113,7 @@ def test_an_entry_is_read_from_the_modules_options(ctype: str) -> None:
     schema = CHANNELS[ctype].OPTIONS
     (spec,) = parse_routes(minimal(ctype)).receivers["r"].channels
     assert spec.options == {o.name: GOOD[o.kind] if o.required else o.default for o in schema}
-    everything = {o.name: GOOD[o.kind] + "?TOPSECRET" if o.secret else GOOD[o.kind] for o in schema}
+    everything = {o.name: GOOD[o.kind] + SECRET if o.secret else GOOD[o.kind] for o in schema}
     (spec,) = parse_routes(minimal(ctype, **everything)).receivers["r"].channels
     assert spec.options == everything | {o.name: 3000 for o in schema if o.kind == "duration"}
     assert "TOPSECRET" not in repr(spec)  # a secret option is never shown

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from alerts.channels.http_post import http_failure, robot_answer
+from alerts.channels.http_post import http_failure, redirected, robot_answer
+from alerts.channels.plugin import Result
 from alerts.channels.ratelimit import TokenBucket
 
 HTTP = [
@@ -47,3 +48,22 @@ def test_robot_answers(text: str, verdict: str, after: float | None) -> None:
     assert (bucket.wait_s() > 50) == (
         verdict == "retry" and after == 60
     )  # throttled: the robot is held
+
+
+def test_a_redirect_names_only_the_host_it_points_to() -> None:
+    res = redirected(301, "https://bot:pw@elsewhere.example:8443/send?key=K3y-of-the-robot")
+    assert res.status == "give_up"
+    assert res.detail.startswith("HTTP 301: redirected to https://elsewhere.example:8443/...;")
+    assert "K3y" not in res.detail and "pw" not in res.detail
+    assert "redirected to another path" in redirected(307, "/v2/send?key=K").detail
+    assert "redirected to nowhere" in redirected(302, None).detail
+
+
+def test_a_far_end_quoting_the_url_puts_no_key_into_the_detail() -> None:
+    """A delivery detail goes to the log, the outbox and the alerts records: it is redacted."""
+    page = "bad gateway for /cgi-bin/webhook/send?key=693a91f6-robot&debug=1"
+    assert (
+        http_failure(502, page).detail
+        == "HTTP 502: bad gateway for /cgi-bin/webhook/send?key=***&debug=1"
+    )
+    assert Result.retry(f"InvalidURL: {page}").detail.endswith("?key=***&debug=1")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 from pathlib import Path
 
+from alerts.outbox import Store
 from alerts.service import AlertsService
 from foundation.settings import Settings
 from tests.alerts.inprocess import cases_of, service, settle
@@ -95,3 +98,36 @@ def test_ended_cases_are_forgotten_after_a_week(
             await svc.close()
 
     asyncio.run(go())
+
+
+def test_the_outbox_and_its_sqlite_siblings_are_readable_by_their_owner_only(
+    tmp_path: Path,
+) -> None:
+    """It holds robot URLs with their keys and officers' signed ack links (issue 13)."""
+    old = os.umask(0o022)  # the usual umask: files 0644, world-readable
+    try:
+        store = Store(tmp_path / "alerts" / "alerts.sqlite")
+        with store.transaction():
+            store.add_entry("e1", "c1", 10_000)  # a write: sqlite opens the -wal and -shm files
+        files = sorted(p.name for p in (tmp_path / "alerts").iterdir())
+        assert files == ["alerts.sqlite", "alerts.sqlite-shm", "alerts.sqlite-wal"]
+        for name in files:
+            assert stat.S_IMODE((tmp_path / "alerts" / name).stat().st_mode) == 0o600, name
+        assert stat.S_IMODE((tmp_path / "alerts").stat().st_mode) == 0o700
+        store.close()
+    finally:
+        os.umask(old)
+
+
+def test_an_outbox_an_older_version_left_world_readable_is_narrowed(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.sqlite"
+    Store(path).close()
+    for p in (path, tmp_path / "alerts.sqlite-wal", tmp_path / "alerts.sqlite-shm"):
+        p.touch()
+        p.chmod(0o644)
+    store = Store(path)
+    try:
+        for p in (path, tmp_path / "alerts.sqlite-wal", tmp_path / "alerts.sqlite-shm"):
+            assert stat.S_IMODE(p.stat().st_mode) == 0o600, p.name
+    finally:
+        store.close()

@@ -22,11 +22,21 @@ from contract.topics import KafkaTopics
 from foundation.settings import Settings
 from registry.devices import load_registry
 from tests.alerts.inprocess import MIN, cases_of, routes, service, settle
-from tests.alerts.standins import T0, FakeClock, HttpStandIn, case_event, hour_entry, wait_for
+from tests.alerts.standins import (
+    HOOK_SECRET,
+    LINK_SECRET,
+    T0,
+    FakeClock,
+    HttpStandIn,
+    case_event,
+    hour_entry,
+    wait_for,
+)
 from tests.conftest import settings_env
 from tests.kit.kafka import read_topic
 
 ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "integration-token-for-the-tests-0123456789"
 
 
 def routes_file(tmp_path: Path, url: str, group_wait: str = "0s") -> Path:
@@ -34,9 +44,9 @@ def routes_file(tmp_path: Path, url: str, group_wait: str = "0s") -> Path:
     p.write_text(
         f"""
 receivers:
-  - {{name: grid, officer: grid-07, webhook: {{url: "{url}", secret: hook-secret, timeout: 1s}}}}
+  - {{name: grid, officer: grid-07, webhook: {{url: "{url}", secret: {HOOK_SECRET}, timeout: 1s}}}}
 route: {{receiver: grid, group_by: [case_id], group_wait: {group_wait}, group_interval: 0s, repeat_interval: 0s}}
-ack: {{base_url: "http://127.0.0.1:1", secret: link-secret, link_ttl: 10m, tokens: [integration-token]}}
+ack: {{base_url: "http://127.0.0.1:1", secret: {LINK_SECRET}, link_ttl: 10m, tokens: [{TOKEN}]}}
 delivery: {{retry_initial: 100ms, retry_max: 300ms}}
 notify: {{overdue_every_hours: 2}}
 """,
@@ -135,7 +145,7 @@ def test_ack_links_and_tokens(settings: Settings, tmp_path: Path, hook: HttpStan
                     "officer": "ops-bot",
                 }
                 async with http.post(
-                    f"{base}/ack", json=body, headers={"Authorization": "Bearer integration-token"}
+                    f"{base}/ack", json=body, headers={"Authorization": f"Bearer {TOKEN}"}
                 ) as r:
                     out.append((r.status, await r.text()))
                 async with http.post(

@@ -45,3 +45,16 @@ def test_wecom_entry_of_the_routing_file() -> None:
     assert "key=K" not in repr(spec)  # the URL holds the robot's key: a secret
     ch = make_channel(spec, default_timeout_ms=7000)
     assert isinstance(ch, WeComChannel) and ch.bucket.capacity == 20 and ch.http.timeout.total == 7
+
+
+def test_a_redirect_is_not_followed_and_puts_no_robot_key_into_the_detail(
+    server: HttpStandIn,
+) -> None:
+    """Issue 13: a redirect was followed, and the page it led to quoted the URL, key and all."""
+    server.script = ["redirect"]
+    key = "693a91f6-7b2c-4e1d-9a3f-robot-key"
+    res = run(send_once(WeComChannel(server.url + f"?key={key}", per_minute=100), message()))
+    assert res.status == "give_up"
+    assert res.detail.startswith("HTTP 302: redirected to another path; redirects are not followed")
+    assert key not in res.detail and "/moved" not in res.detail
+    assert [s.path for s in server.seen] == ["/send"]  # the address it pointed to was never asked

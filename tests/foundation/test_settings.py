@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from foundation.errors import ConfigError
+from foundation.logs import redact
 from foundation.settings import load_settings
 from tests.kit.cli import run_cli as _cli
 
@@ -85,3 +86,83 @@ def test_a_config_file_that_is_not_utf8_is_one_line(
     done = _cli(command, "check", str(bad))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert str(bad) in done.stderr and "UTF-8" in done.stderr
+
+
+# ---------------------------------------------------------------------- secrets (issue 13)
+
+ACK_SECRET = "Jq3vYx0wWb8p5m2KcT7hLdR4sNfE9aUiZoGyXkV1"  # as secrets.token_urlsafe(30) makes them
+
+
+def test_the_ack_secret_is_a_setting_taken_from_the_environment() -> None:
+    s = load_settings(None, env={"CITYWATCH_ALERTS_ACK_SECRET": ACK_SECRET})
+    assert s.alerts.ack_secret == ACK_SECRET
+    assert ACK_SECRET not in repr(s)
+    assert redact(f"signing with {ACK_SECRET}") == "signing with ***"  # masked in every log line
+    done = _cli("config", env={"CITYWATCH_ALERTS_ACK_SECRET": ACK_SECRET})  # was "unknown setting"
+    assert done.returncode == 0, done.stderr
+    assert "CITYWATCH_ALERTS_ACK_SECRET" in done.stdout and ACK_SECRET not in done.stdout
+
+
+def test_the_ack_settings_are_read_from_the_file_too(tmp_path: Path) -> None:
+    path = tmp_path / "citywatch.toml"
+    path.write_text(
+        f'[alerts]\nack_secret = "{ACK_SECRET}"\nbase_url = "https://cw.example.gov.cn"\n'
+    )
+    s = load_settings(path, env={})
+    assert (s.alerts.ack_secret, s.alerts.base_url) == (ACK_SECRET, "https://cw.example.gov.cn")
+    assert load_settings(None, env={}).alerts.ack_secret == ""  # empty: a random key per start
+
+
+@pytest.mark.parametrize("name", ["ack_secret", "ack_token"])
+@pytest.mark.parametrize("value", ["x", "a" * 31, "密钥" * 5])  # 30 bytes in 10 characters
+def test_a_secret_shorter_than_32_bytes_is_refused_with_how_to_make_one(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    var = f"CITYWATCH_ALERTS_{name.upper()}"
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, env={var: value})
+    message = str(err.value)
+    assert message.startswith(
+        f"environment {var}: alerts.{name}: bad value (a secret, not shown): "
+    )
+    assert f"{len(value.encode())} bytes; a secret needs at least 32" in message
+    assert "make one with python -c 'import secrets; print(secrets.token_urlsafe(32))'" in message
+    assert repr(value) not in message and (len(value) < 8 or value not in message)
+    path = tmp_path / "citywatch.toml"
+    path.write_text(f'[log]\nlevel = "INFO"\n[alerts]\n{name} = "{value}"\n')
+    with pytest.raises(
+        ConfigError, match=rf"alerts\.{name}: bad value \(a secret, not shown\)"
+    ) as err:
+        load_settings(path, env={})
+    assert err.value.line == 4
+
+
+def test_a_secret_of_32_bytes_is_accepted() -> None:
+    for value in ("a" * 32, "密钥" * 6):  # 36 bytes in 12 characters
+        assert (
+            load_settings(None, env={"CITYWATCH_ALERTS_ACK_SECRET": value}).alerts.ack_secret
+            == value
+        )
+
+
+def test_every_secret_setting_is_masked_in_log_lines_however_the_settings_were_made() -> None:
+    s = load_settings(None, env={"CITYWATCH_KAFKA_PASSWORD": "sasl-pw-from-env-1"})
+    s = s.replace("influx", password="influx-pw-replaced-2", token="influx-token-replaced-3")
+    s = s.replace("mqtt", password="mqtt-pw-replaced-4")
+    line = "sasl-pw-from-env-1 influx-pw-replaced-2 influx-token-replaced-3 mqtt-pw-replaced-4"
+    assert redact(line) == "*** *** *** ***"
+
+
+def test_the_base_url_setting_must_be_a_url() -> None:
+    with pytest.raises(
+        ConfigError, match=r"alerts.base_url: bad value 'cw.example'; allowed: a URL like https://"
+    ):
+        load_settings(None, env={"CITYWATCH_ALERTS_BASE_URL": "cw.example"})
+
+
+def test_a_bad_url_is_quoted_without_its_password() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, env={"CITYWATCH_MQTT_URL": "mqtt://bridge:pa55word-9x@broker:18s83"})
+    assert "'mqtt://bridge:***@broker:18s83'" in str(err.value) and "pa55word-9x" not in str(
+        err.value
+    )

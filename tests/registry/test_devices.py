@@ -155,13 +155,82 @@ def test_bad_row_names_file_line_column_and_reason(
 
 
 def test_line_counts_multiline_quoted_fields(tmp_path: Path) -> None:
+    # a skipped comment record spanning two physical lines still counts both
     text = csv_text(
-        'MH-0001,manhole,jinshui,G,U,,"郑州市金水区\n花园路",,,,,',
+        '#note,"郑州市金水区\n花园路"',
         "MH-0002,manhole,jinshui,G,U,,,,,,,12345",
     )
     with pytest.raises(ConfigError) as info:
         load_registry(write(tmp_path, text))
     assert info.value.line == 4 and info.value.column == 12
+
+
+# (id, cell text with the control character, column, label in the message)
+CONTROL_CHARS = [
+    ("NUL in the unit", "郑州供电\x00公司", "unit", "NUL U+0000"),
+    ("BEL in the address", "花园路\x07", "address", "control character U+0007"),
+    ("tab inside the address", "花园路\t12号", "address", "tab U+0009"),
+    ("line feed inside a quoted address", "郑州市金水区\n花园路", "address", "line feed U+000A"),
+    ("carriage return inside the grid", "JS\rG07", "grid", "carriage return U+000D"),
+    ("escape (C0) in the unit", "\x1b[31m红色单位", "unit", "control character U+001B"),
+    ("DEL in the grid", "JS-G07\x7f", "grid", "DEL U+007F"),
+    ("C1 CSI in the unit", "单位\x9b2J", "unit", "control character U+009B"),
+    ("C1 NEL in the address", "花园路\x85东", "address", "control character U+0085"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "cell,column,label", [c[1:] for c in CONTROL_CHARS], ids=[c[0] for c in CONTROL_CHARS]
+)
+def test_control_character_in_a_registry_field_is_refused_at_its_cell(
+    tmp_path: Path, cell: str, column: str, label: str
+) -> None:
+    values = {"device_id": "X-1", "kind": "manhole", "district": "jinshui", "grid": "JS-G07",
+              "unit": "郑州市市政工程管理处", "address": "花园路"}  # fmt: skip
+    values[column] = cell
+    row = ",".join('"' + values.get(c, "") + '"' for c in COLUMNS)
+    path = write(tmp_path, csv_text(GOOD_ROWS[0], GOOD_ROWS[1], row))
+    with pytest.raises(ConfigError) as info:
+        load_registry(path)
+    err = info.value
+    assert (err.file, err.line, err.column) == (str(path), 4, COLUMNS.index(column) + 1)
+    assert err.message.startswith(f"column {column!r}: contains {label} at character ")
+    assert "control characters are not allowed" in err.message and "delete it" in err.message
+
+
+def test_control_character_in_a_yaml_registry_is_refused_at_its_value(tmp_path: Path) -> None:
+    # YAML refuses raw control characters itself; escapes in double quotes still make them
+    text = """\
+devices:
+  - device_id: MH-0001
+    kind: manhole
+    district: jinshui
+    grid: JS-G07
+    unit: "郑州市市政\\0工程管理处"
+"""
+    path = write(tmp_path, text, "registry.yaml")
+    with pytest.raises(ConfigError) as info:
+        load_registry(path)
+    assert (info.value.line, info.value.column) == (6, 11)
+    assert info.value.message.startswith("column 'unit': contains NUL U+0000 at character 6")
+
+
+def test_first_control_character_reported_is_the_first_in_the_row(tmp_path: Path) -> None:
+    row = "X-1,manhole,jinshui,G\x01,U\x00,,,,,,,"
+    with pytest.raises(ConfigError) as info:
+        load_registry(write(tmp_path, csv_text(row)))
+    assert info.value.column == COLUMNS.index("grid") + 1 and "U+0001" in info.value.message
+
+
+def test_printable_unicode_is_not_a_control_character(tmp_path: Path) -> None:
+    row = "X-1,manhole,jinshui,G,郑州·供电（东区）—№1 ＝＋,,花园路 12 号　东侧,,,,,"
+    reg = load_registry(write(tmp_path, csv_text(row)))
+    dev = reg.get("X-1")
+    assert (
+        dev is not None
+        and dev.unit == "郑州·供电（东区）—№1 ＝＋"
+        and dev.address == "花园路 12 号　东侧"
+    )
 
 
 @pytest.mark.parametrize(

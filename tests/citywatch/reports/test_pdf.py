@@ -122,8 +122,25 @@ def test_no_cjk_font_is_one_clear_message(monkeypatch):
     monkeypatch.setattr(pdfm, "_font", None)
     monkeypatch.setattr(pdfm, "CJK_FONTS", ("No Such CJK Font",))
     monkeypatch.setattr(font_manager, "findSystemFonts", lambda *a, **k: [])
+    monkeypatch.setattr(pdfm, "_files", None)
     with pytest.raises(CitywatchError, match=r"apt-get install fonts-noto-cjk"):
         pdfm.cjk_font()
+    with pytest.raises(CitywatchError, match=r"apt-get install fonts-noto-cjk"):
+        pdfm.cjk_font_files()  # the statements' fonts (fpdf2) come from the same search
+
+
+def test_no_cjk_font_leaves_no_half_settlement(settings, scenario, tmp_path, monkeypatch):
+    from matplotlib import font_manager
+
+    _, registry, _, _ = scenario
+    monkeypatch.setattr(pdfm, "_font", None)
+    monkeypatch.setattr(pdfm, "_files", None)
+    monkeypatch.setattr(pdfm, "CJK_FONTS", ("No Such CJK Font",))
+    monkeypatch.setattr(font_manager, "findSystemFonts", lambda *a, **k: [])
+    out = tmp_path / "out"
+    with pytest.raises(CitywatchError, match=r"apt-get install fonts-noto-cjk"):
+        produce_settlement(settings, parse_month("2026-10", now_ms=NOW), out, registry)
+    assert list(out.iterdir()) == []  # the CSVs were not left behind either
 
 
 def test_examples_generator(settings, tmp_path):
