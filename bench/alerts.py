@@ -141,7 +141,7 @@ async def through_alerts(
     routes.write_text(
         f"""
 receivers:
-  - {{name: hook, webhook: {{url: "http://127.0.0.1:{port}/hook", secret: bench}}}}
+  - {{name: hook, webhook: {{url: "http://127.0.0.1:{port}/hook", secret: bench-signing-key-0123456789abcdefghij}}}}
 route: {{receiver: hook, group_by: [case_id], group_wait: 0s, group_interval: 0s, repeat_interval: 0s}}
 """,
         encoding="utf-8",

@@ -48,8 +48,10 @@ def last_weeks_monday(now: datetime | None = None) -> int:
 
 def settings_env(s: Settings) -> dict[str, str]:
     """The environment that makes a citywatch subprocess use exactly these settings."""
+    from foundation.settings import SCHEMA
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYWATCH_")}
-    for section in ("mqtt", "kafka", "influx", "paths", "log"):
+    for section in SCHEMA:  # every section, so a new one (alerts.*) reaches children too
         for name, value in vars(getattr(s, section)).items():
             env[f"CITYWATCH_{section.upper()}_{name.upper()}"] = str(value)
     env["PYTHONUNBUFFERED"] = "1"

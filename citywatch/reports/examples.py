@@ -141,6 +141,8 @@ def scenario_lines() -> list[str]:
     ev += [
         _reading("MH-EQ-0001", t(10, 10, 8), open=True),
         {"action": "accident", "device": "MH-EQ-0001", "at": t(10, 10, 9), "officer": "grid-03"},
+        # four eyes: a second officer confirms the report (docs/officers.md)
+        {"action": "accident", "device": "MH-EQ-0001", "at": t(10, 10, 9), "officer": "sup-eq-01"},
         {"action": "close", "device": "MH-EQ-0001", "at": t(10, 10, 9, 30), "officer": "grid-03"},
     ]
     # dust at DS-ZY-0001

@@ -36,7 +36,7 @@ T0 = 1_793_000_000_000  # 2026-10-26T09:33:20Z
 
 def theft_and_dust_day(u: str) -> list[dict[str, Any]]:
     """A stolen cover (silent, closed by an officer), a late repair proved by a late reading
-    and confirmed by an officer, an accident reported twice, and a dust episode with oscillation."""
+    and confirmed by an officer, an accident reported twice and confirmed by a second officer, and a dust episode with oscillation."""
     mh1, mh2, ds = f"MH-{u}-1", f"MH-{u}-2", f"DS-{u}-1"
     t = lambda dev, kind, district="jinshui": f"city/{district}/{kind}/{dev}/telemetry"  # noqa: E731
     lines: list[dict[str, Any]] = []
@@ -59,6 +59,7 @@ def theft_and_dust_day(u: str) -> list[dict[str, Any]]:
         lines.append({"watermark": T0 + 10 * M + k * H})
     lines.append({"action": "accident", "device": mh1, "at": T0 + 6 * H, "officer": "grid-07"})
     lines.append({"action": "accident", "device": mh1, "at": T0 + 6 * H + M, "officer": "grid-07"})
+    lines.append({"action": "accident", "device": mh1, "at": T0 + 6 * H + 2 * M, "officer": "sup-07"})
     lines.append(
         {"action": "close", "device": mh1, "at": T0 + 8 * H + 40 * M, "officer": "grid-07"}
     )
