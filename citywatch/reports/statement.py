@@ -93,7 +93,7 @@ def _document(title: str, footer: str, prepared_ms: int) -> Any:
     doc.add_font("cjk", "", regular, collection_font_number=ri)
     doc.add_font("cjk", "B", bold, collection_font_number=bi)
     doc.cjk_chars = frozenset(getattr(doc.fonts["cjk"], "cmap", {}))
-    doc.set_title(title)
+    doc.set_title(literal(title))  # metadata too: no control character from a payer name
     doc.set_creator("citywatch")
     doc.set_producer("citywatch (fpdf2)")
     doc.set_lang("zh-CN")

@@ -7,6 +7,7 @@ gives the same bytes."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from citywatch.reports import cases as cases_mod
@@ -52,6 +53,8 @@ def test_statement_prints_dollar_evidence_literally(tmp_path: Path) -> None:
     ):
         assert literal in text, literal
     assert "\ufffd\ufffd[2J" in text  # NUL and ESC drawn as U+FFFD, not written into the page
+    info = subprocess.run(["pdfinfo", str(path)], check=True, capture_output=True, text=True).stdout
+    assert f"郑州 {FOO} 供电 {POWER}" in info  # the metadata's title too
 
 
 def test_summary_prints_dollar_payer_literally(tmp_path: Path) -> None:
