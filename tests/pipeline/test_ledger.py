@@ -59,7 +59,9 @@ def theft_and_dust_day(u: str) -> list[dict[str, Any]]:
         lines.append({"watermark": T0 + 10 * M + k * H})
     lines.append({"action": "accident", "device": mh1, "at": T0 + 6 * H, "officer": "grid-07"})
     lines.append({"action": "accident", "device": mh1, "at": T0 + 6 * H + M, "officer": "grid-07"})
-    lines.append({"action": "accident", "device": mh1, "at": T0 + 6 * H + 2 * M, "officer": "sup-07"})
+    lines.append(
+        {"action": "accident", "device": mh1, "at": T0 + 6 * H + 2 * M, "officer": "sup-07"}
+    )
     lines.append(
         {"action": "close", "device": mh1, "at": T0 + 8 * H + 40 * M, "officer": "grid-07"}
     )

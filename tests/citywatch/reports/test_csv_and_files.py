@@ -207,7 +207,7 @@ def seed_payers(settings, payers: list[str]) -> None:
     from store import points
     from store.schema import LEDGER_RP, ensure_database
 
-    ensure_database(settings.influx.url, settings.influx.database, token=settings.influx.token)
+    ensure_database(settings)
     lines = []
     for i, payer in enumerate(payers):
         cid, at = f"manhole:MH-{i}:1", OCT.start_ms + (i + 1) * H
@@ -222,7 +222,7 @@ def seed_payers(settings, payers: list[str]) -> None:
             "component_code": "0102", "address": f"花园路 {i} 号", "state": "open", "at": at - 3 * H,
             "deadline": at - H, "detail": {"repair_at": None},
         }))  # fmt: skip
-    write_lines(settings.influx.url, settings.influx.database, lines, LEDGER_RP)
+    write_lines(settings, settings.influx.database, lines, LEDGER_RP)
 
 
 def test_settlement_writes_one_file_per_payer_whatever_its_name(settings, tmp_path: Path) -> None:
