@@ -94,7 +94,9 @@ def openssl(*args: str | os.PathLike[str], cwd: str | os.PathLike[str] | None = 
             "openssl is not installed; certificates (the broker's TLS listener, device "
             "certificates) need it: apt-get install -y openssl"
         )
-    done = subprocess.run([binary, *map(os.fspath, args)], capture_output=True, text=True, cwd=cwd)
+    done = subprocess.run(
+        [binary, *(os.fspath(a) for a in args)], capture_output=True, text=True, cwd=cwd
+    )
     if done.returncode != 0:
         raise CertificateError(f"openssl {args[0]} failed: {done.stderr.strip()[-400:]}")
     return done.stdout
