@@ -10,6 +10,15 @@ dynamic-security plugin (a removed or rotated identity is disconnected at
 once); for another Mosquitto it writes ``password_file`` and ``acl_file``
 views into the auth directory, which that broker reloads on SIGHUP.
 
+``certify`` is the alternative to a secret: a key and a certificate per
+device or gateway, signed by the device CA (``registry.certificates``), for
+the broker's certificate listener, where the certificate's common name is the
+identity and its ACLs apply as for a secret. The key is written once for the
+installer and never kept; ``revoke_certificates`` puts a certificate on the
+CRL and has the running broker reload it. An identity that leaves the
+registry (or is revoked, or retired) loses its certificates the same way, so
+its certificate is refused at the handshake, not only stripped of its ACLs.
+
 ``speaking_for`` and ``simulated_identities`` do the same for the simulator,
 which is its own installer: it keeps the plaintexts in memory and publishes
 as each device.
@@ -18,6 +27,8 @@ as each device.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -25,8 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from citywatch import services
+from contract.clock import iso_utc
 from foundation.errors import CitywatchError
 from foundation.settings import Settings
+from registry.certificates import DEFAULT_DAYS, Certificate, CertificateError, Issued
 from registry.credentials import (
     SERVICE_ROLES,
     Change,
@@ -40,12 +53,15 @@ from registry.credentials import (
 from registry.devices import Registry, load_registry
 
 __all__ = [
+    "Certified",
     "Provisioned",
     "add_arguments",
+    "certify",
     "provision",
     "provision_grants",
     "retire",
     "revoke",
+    "revoke_certificates",
     "simulated_identities",
     "speaking_for",
 ]
@@ -128,8 +144,9 @@ def provision_grants(
             )
         txn.commit()
         skipped = _write_views(settings, txn.result)
+        certs = _revoke_certificates_of(settings, txn.result.removed)
         applied, note = _apply(settings, txn.result, require_broker)
-    return txn.result, applied, note, skipped
+    return txn.result, applied, note + certs, skipped
 
 
 def provision(
@@ -178,8 +195,9 @@ def revoke(settings: Settings, names: Iterable[str]) -> Provisioned:
         txn.revoke(names)
         txn.commit()
         skipped = _write_views(settings, txn.result)
+        certs = _revoke_certificates_of(settings, txn.result.removed)
         applied, note = _apply(settings, txn.result, False)
-    return Provisioned(txn.result, None, applied, note, skipped)
+    return Provisioned(txn.result, None, applied, note + certs, skipped)
 
 
 def retire(settings: Settings, source: str) -> Change:
@@ -190,8 +208,157 @@ def retire(settings: Settings, source: str) -> Change:
         txn.commit()
         if not txn.result.empty:
             _write_views(settings, txn.result)
+            _revoke_certificates_of(settings, txn.result.removed)
             _apply(settings, txn.result, False)
     return txn.result
+
+
+# ---------------------------------------------------------------- certificates
+
+CERT_COLUMNS = (
+    "identity",
+    "role",
+    "serial",
+    "not_after",
+    "sha256",
+    "certificate",
+    "key",
+    "publishes",
+)
+
+
+@dataclass
+class Certified:
+    issued: list[Issued]
+    out: Path
+    """The installer's directory: a key and a certificate per identity, the broker's CA, a CSV."""
+    manifest: Path
+
+
+def _revoke_certificates_of(settings: Settings, removed: Iterable[str]) -> str:
+    """Revoke the live certificates of identities that were just removed; a note, or ``""``.
+
+    Without this a removed device's certificate would still pass the TLS
+    handshake: the broker would let it connect (use_identity_as_username skips
+    the password check) with no ACL left. With it, the handshake fails after
+    the broker's reload. Runs before the broker's identities change, so the
+    CRL is in force when the dynamic-security plugin disconnects the session.
+    """
+    names = set(removed)
+    ca = services.device_ca(settings)
+    if not names or not ca.records.exists():
+        return ""
+    revoked = ca.revoke(identities=names, why="identity removed")
+    if not revoked:
+        return ""
+    try:
+        reloaded = services.reload_revocations(settings)
+    except services.ServiceError as exc:
+        reloaded = str(exc)
+    return f"; {len(revoked)} certificates of removed identities revoked ({reloaded})"
+
+
+def certify(
+    settings: Settings,
+    identities: Iterable[str],
+    *,
+    registry_path: str | None = None,
+    days: int = DEFAULT_DAYS,
+    out: str | None = None,
+) -> Certified:
+    """What ``citywatch devices certify`` does: a key and certificate per device or gateway.
+
+    Only for an identity of the registry that is provisioned (its ACL is
+    what the certificate logs in with): a device that speaks for itself, or
+    a gateway. The batch directory gets ``<id>.key`` (0600), ``<id>.crt``,
+    ``broker-ca.crt`` (to verify the broker) and ``certificates.csv``.
+    """
+    names = list(dict.fromkeys(identities))
+    path = os.path.abspath(registry_path or settings.paths.registry)
+    registry = load_registry(path)
+    speakers = {g.name: g for g in grants_from_registry(registry)}
+    entries = services.store_for(settings).load()
+    problems = []
+    for name in names:
+        device = registry.get(name)
+        if name not in speakers:
+            if device is not None and device.gateway:
+                problems.append(
+                    f"{name} speaks through gateway {device.gateway}: certify the gateway"
+                )
+            else:
+                problems.append(
+                    f"{name} is not a device or gateway of {path}: certificates are for the "
+                    "registry's identities only"
+                )
+        elif name not in entries or entries[name].role != speakers[name].role:
+            problems.append(
+                f"{name} has no broker identity yet: run `citywatch devices provision "
+                f"--registry {path}` first (the certificate logs in as that identity, with its ACL)"
+            )
+    if problems:
+        raise CitywatchError("; ".join(problems))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = Path(out) if out else services.auth_dir(settings) / "certificates" / stamp
+    if target.exists() and any(target.iterdir()):
+        raise CitywatchError(
+            f"--out {target} is not empty: each batch of keys goes into a directory of its own"
+        )
+    broker_ca = services.ensure_broker_ca(settings)
+    try:
+        issued = services.device_ca(settings).issue(names, target, days)
+    except CertificateError as exc:
+        raise CitywatchError(str(exc)) from None
+    write_private(target / "broker-ca.crt", broker_ca.read_text(), mode=0o644)
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CERT_COLUMNS)
+    for i in issued:
+        c, grant = i.certificate, speakers[i.certificate.identity]
+        w.writerow([c.identity, grant.role, c.serial, iso_utc(c.not_after), c.sha256,
+                    i.cert_path.name, i.key_path.name, " ".join(grant.publish)])  # fmt: skip
+    manifest = target / "certificates.csv"
+    write_private(manifest, buf.getvalue())
+    return Certified(issued, target, manifest)
+
+
+def revoke_certificates(
+    settings: Settings, identities: Iterable[str] = (), serials: Iterable[str] = ()
+) -> tuple[list[Certificate], str]:
+    """Revoke certificates (all live ones of ``identities``, and ``serials``); (revoked, note).
+
+    The broker reloads the CRL (``services.reload_revocations``), then the
+    sessions of those identities are disconnected (``services.kick``), since
+    a CRL is only checked at the handshake: the device may come back with
+    its secret or another certificate, never with a revoked one.
+    """
+    names, serials = list(dict.fromkeys(identities)), list(serials)
+    if not names and not serials:
+        raise CitywatchError("name an identity or give --serial: nothing to revoke")
+    ca = services.device_ca(settings)
+    now = time.time_ns() // 10**6
+    have = {c.identity for c in ca.load() if c.live(now)}
+    without = [n for n in names if n not in have]
+    if without:
+        raise CitywatchError(
+            f"{', '.join(without)}: no certificate to revoke (none issued, or all revoked or "
+            "expired: `citywatch devices list`)"
+        )
+    try:
+        revoked = ca.revoke(identities=names, serials=serials, why="revoked by an operator")
+    except CertificateError as exc:
+        raise CitywatchError(str(exc)) from None
+    if not revoked:
+        return [], "nothing revoked: those certificates were revoked before"
+    note = services.reload_revocations(settings)
+    entries = services.store_for(settings).load()
+    present = sorted({c.identity for c in revoked} & set(entries))
+    try:
+        services.kick(settings, present)
+        note += f"; the sessions of {', '.join(present)} were disconnected" if present else ""
+    except services.BrokerUnreachable as exc:
+        note += f"; no session disconnected ({exc})"
+    return revoked, note
 
 
 def speaking_for(registry: Registry, secrets: Mapping[str, str]) -> dict[str, tuple[str, str]]:
@@ -257,7 +424,27 @@ def add_arguments(
     q = dsub.add_parser("revoke", help="remove identities by name (bridges, relays)")
     q.add_argument("names", nargs="+", metavar="NAME")
     q.set_defaults(func=bound(cmd_revoke))
-    q = dsub.add_parser("list", help="the identities the broker knows (never their secrets)")
+    q = dsub.add_parser(
+        "certify",
+        help="a key and client certificate per device or gateway (the broker's certificate port)",
+    )
+    q.add_argument("ids", nargs="+", metavar="ID", help="a device or gateway id of the registry")
+    q.add_argument("--registry", help="device registry file (overrides settings)")
+    q.add_argument("--days", type=int, default=DEFAULT_DAYS,
+                   help=f"validity in days (default {DEFAULT_DAYS})")  # fmt: skip
+    q.add_argument("--out", help="an empty directory for the batch (default "
+                   "<auth_dir>/certificates/<time>)")  # fmt: skip
+    q.set_defaults(func=bound(cmd_certify))
+    q = dsub.add_parser(
+        "revoke-cert", help="revoke certificates (the broker reloads its CRL, no restart)"
+    )
+    q.add_argument("ids", nargs="*", metavar="ID", help="revoke every live certificate of it")
+    q.add_argument("--serial", action="append", default=[], metavar="HEX",
+                   help="revoke this one certificate (repeatable)")  # fmt: skip
+    q.set_defaults(func=bound(cmd_revoke_cert))
+    q = dsub.add_parser(
+        "list", help="the identities the broker knows (never their secrets), and certificates"
+    )
     q.set_defaults(func=bound(cmd_list))
 
 
@@ -305,8 +492,6 @@ def cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    from contract.clock import iso_utc
-
     entries = services.store_for(settings).load()
     print(f"{len(entries)} identities in {services.store_for(settings).path}")
     for name, e in sorted(entries.items(), key=lambda kv: (kv[1].role, kv[0])):
@@ -315,4 +500,42 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             f"{name:<40} {e.role:<8} issued {iso_utc(e.issued_at)}  {len(e.publish)} topics  "
             f"{e.source}{kept}"
         )
+    ca = services.device_ca(settings)
+    certs = ca.load() if ca.records.exists() else []
+    if certs:
+        now = time.time_ns() // 10**6
+        live = sum(c.live(now) for c in certs)
+        print(f"{len(certs)} certificates ({live} live) from the device CA in {ca.dir}")
+        for c in sorted(certs, key=lambda c: (c.identity, c.issued_at)):
+            state = (
+                f"revoked {iso_utc(c.revoked_at)} ({c.revoked_why})"
+                if c.revoked_at
+                else ("live" if c.live(now) else "expired")
+            )
+            print(f"{c.serial:<32} {c.identity:<40} until {iso_utc(c.not_after)}  {state}")
+    return 0
+
+
+def cmd_certify(args: argparse.Namespace, settings: Settings) -> int:
+    result = certify(settings, args.ids, registry_path=args.registry, days=args.days, out=args.out)
+    host, port = settings.mqtt.host, services.cert_port(settings)
+    for i in result.issued:
+        c = i.certificate
+        print(f"{c.identity}: certificate {c.serial}, valid until {iso_utc(c.not_after)}")
+    print(
+        f"keys and certificates for the installer (keys mode 0600, kept nowhere else; hand "
+        f"over, then delete): {result.out}"
+    )
+    print(
+        f"a device connects with TLS to {host}:{port} presenting <id>.crt and <id>.key, and "
+        "verifies the broker with broker-ca.crt; its user name is the certificate's"
+    )
+    return 0
+
+
+def cmd_revoke_cert(args: argparse.Namespace, settings: Settings) -> int:
+    revoked, note = revoke_certificates(settings, args.ids, args.serial)
+    for c in revoked:
+        print(f"revoked {c.serial} ({c.identity})")
+    print(note)
     return 0

@@ -20,6 +20,7 @@ does not know that identity, is never taken for citywatch's own.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -42,6 +43,7 @@ from typing import Any
 from foundation.errors import CitywatchError
 from foundation.settings import Settings
 from ingest.validate import IngestLimits
+from registry.certificates import CertificateError, DeviceCA, openssl
 from registry.credentials import (
     ADMIN,
     HEALTH,
@@ -269,6 +271,20 @@ def tls_port(settings: Settings) -> int:
     return settings.mqtt.port if settings.mqtt.tls else settings.mqtt.port + 1
 
 
+def cert_port(settings: Settings) -> int:
+    """The listener for devices with a client certificate: the port after the TLS listener.
+
+    ``require_certificate`` and ``use_identity_as_username``: the certificate's
+    common name is the identity (docs/contracts.md, "Device identity").
+    """
+    return tls_port(settings) + 1
+
+
+def device_ca(settings: Settings) -> DeviceCA:
+    """The CA that signs device certificates (``<mqtt.auth_dir>/device-ca``; decision 005)."""
+    return DeviceCA(auth_dir(settings) / "device-ca")
+
+
 def ca_file(settings: Settings) -> Path:
     """The CA of citywatch's broker (clients of its TLS listener verify the server with it)."""
     return auth_dir(settings) / "tls" / "ca.crt"
@@ -310,22 +326,17 @@ def _dynsec_plugin() -> str | None:
 
 
 def _openssl(*args: str) -> None:
-    binary = shutil.which("openssl")
-    if not binary:
-        raise ServiceError(
-            "openssl is not installed; the broker's TLS listener needs it: apt-get install -y openssl"
-        )
-    done = subprocess.run([binary, *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise ServiceError(f"openssl {args[0]} failed: {done.stderr.strip()[-400:]}")
+    try:
+        openssl(*args)
+    except CertificateError as exc:
+        raise ServiceError(str(exc)) from None
 
 
-def ensure_tls(settings: Settings, data: Path) -> tuple[Path, Path]:
-    """A CA of citywatch's own (key kept in the auth dir) and a server certificate for the broker.
+def ensure_broker_ca(settings: Settings) -> Path:
+    """The CA of the broker's server certificate (made once, key kept in the auth dir); its certificate.
 
-    Returns (certificate, key) in the broker's data directory. The server
-    certificate names 127.0.0.1, localhost and the configured host; it is made
-    again when the host changes.
+    Clients verify the broker with it (``mqtt.ca_file``); it signs nothing
+    but the server certificate, so it is not the device CA (``device_ca``).
     """
     tls = auth_dir(settings) / "tls"
     tls.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -340,6 +351,18 @@ def ensure_tls(settings: Settings, data: Path) -> tuple[Path, Path]:
         )  # fmt: skip
         os.chmod(ca_key, 0o600)
         os.chmod(ca_crt, 0o644)
+    return ca_crt
+
+
+def ensure_tls(settings: Settings, data: Path) -> tuple[Path, Path]:
+    """A CA of citywatch's own (key kept in the auth dir) and a server certificate for the broker.
+
+    Returns (certificate, key) in the broker's data directory. The server
+    certificate names 127.0.0.1, localhost and the configured host; it is made
+    again when the host changes.
+    """
+    ca_crt = ensure_broker_ca(settings)
+    ca_key = ca_crt.with_name("ca.key")
     host = settings.mqtt.host
     names = ["IP:127.0.0.1", "DNS:localhost"]
     extra = f"IP:{host}" if re.fullmatch(r"[0-9.]+|[0-9a-fA-F:]+", host) else f"DNS:{host}"
@@ -370,6 +393,68 @@ def ensure_tls(settings: Settings, data: Path) -> tuple[Path, Path]:
         ext.unlink()
         stamp.write_text(san)
     return crt, key
+
+
+def _install_device_trust(settings: Settings, data: Path) -> tuple[Path, Path]:
+    """The device CA's certificate and a freshly signed CRL where the broker reads them.
+
+    Copies in the broker's data directory (``tls/device-ca.crt``,
+    ``tls/device-ca.crl``), because the auth dir is private to citywatch and
+    Mosquitto may run as its own user. The CA is made on the first start.
+    """
+    ca = device_ca(settings)
+    try:
+        ca.ensure()
+        ca.write_crl()
+    except CertificateError as exc:
+        raise ServiceError(str(exc)) from None
+    out = data / "tls"
+    out.mkdir(parents=True, exist_ok=True)
+    crt, crl = out / "device-ca.crt", out / "device-ca.crl"
+    write_private(crt, ca.cert.read_text(), mode=0o644)
+    write_private(crl, ca.crl.read_text(), mode=0o644)
+    return crt, crl
+
+
+def reload_revocations(settings: Settings, timeout: float = 10.0) -> str:
+    """Give citywatch's running broker the device CA's current CRL, without a restart.
+
+    Writes the CRL where the broker reads it and sends it SIGHUP: Mosquitto 2.0
+    then rebuilds the TLS context of a listener with ``crlfile`` and
+    ``require_certificate`` and reads the CRL again (``mosquitto_security_apply``,
+    decision 005); the next handshake of a revoked certificate fails. Waits
+    for the broker's "Reloading config." line. Returns what happened, for the
+    operator; for a broker citywatch did not start, what to do instead.
+    """
+    state = Path(settings.paths.state_dir).resolve()
+    ca = device_ca(settings)
+    data = state / "mosquitto"
+    mosquitto = services_for(settings)[0]
+    pid = _owned_pid(state, mosquitto)
+    if pid is None or not (data / "tls").is_dir():
+        return (
+            f"no broker of citywatch's runs from {state}: its next `citywatch services up` reads "
+            f"the CRL; another Mosquitto needs crlfile {ca.crl} on its certificate listener and "
+            "a SIGHUP"
+        )
+    crl = data / "tls" / "device-ca.crl"
+    write_private(crl, ca.crl.read_text(), mode=0o644)
+    if _broker_user(data) == ["user mosquitto"]:
+        _give_to_broker(crl)
+    log = data / "service.log"
+    start = log.stat().st_size if log.exists() else 0
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), open(log, "rb") as f:
+            f.seek(start)
+            if b"Reloading config." in f.read():
+                return f"the broker (pid {pid}) reloaded the CRL (SIGHUP, no restart)"
+        time.sleep(0.05)
+    raise ServiceError(
+        f"the broker (pid {pid}) was sent SIGHUP but did not log a reload within {timeout:g} s; "
+        f"see {log}, or restart it (`citywatch services down` then `up`) to read {crl}"
+    )
 
 
 def _service_grants(settings: Settings) -> list[Grant]:
@@ -442,6 +527,7 @@ def _mosquitto_command(settings: Settings) -> Callable[[Path, str], list[str]]:
         dynsec = data / "dynamic-security.json"
         write_private(dynsec, json.dumps(dynsec_config(store.load()), indent=1) + "\n")
         crt, key = ensure_tls(settings, data)
+        devices_ca, crl = _install_device_trust(settings, data)
         host = _conf_path("mqtt.url's host", m.host)
         user = _broker_user(data)
         lines = [
@@ -456,7 +542,7 @@ def _mosquitto_command(settings: Settings) -> Callable[[Path, str], list[str]]:
             "max_queued_messages 100000",
             "max_inflight_messages 200",
             f"max_packet_size {MAX_PACKET_BYTES}",
-            "log_dest stdout",
+            "log_dest stderr",  # unbuffered: service.log shows each line at once (a reload, too)
             *user,
         ]
         if not m.tls:
@@ -466,11 +552,22 @@ def _mosquitto_command(settings: Settings) -> Callable[[Path, str], list[str]]:
             "use_username_as_clientid true",
             f"certfile {_conf_path('paths.state_dir', crt)}",
             f"keyfile {_conf_path('paths.state_dir', key)}",
+            # devices with a client certificate of the device CA; its CN is the user name
+            f"listener {cert_port(settings)} {host}",
+            "use_username_as_clientid true",
+            "require_certificate true",
+            "use_identity_as_username true",
+            f"cafile {_conf_path('paths.state_dir', devices_ca)}",
+            f"crlfile {_conf_path('paths.state_dir', crl)}",
+            f"certfile {_conf_path('paths.state_dir', crt)}",
+            f"keyfile {_conf_path('paths.state_dir', key)}",
         ]
         conf = data / "mosquitto.conf"
         conf.write_text("\n".join(lines) + "\n")
         if user == ["user mosquitto"]:
-            _give_to_broker(data, dynsec, data / "tls", crt, key, data / "mosquitto.db")
+            _give_to_broker(
+                data, dynsec, data / "tls", crt, key, devices_ca, crl, data / "mosquitto.db"
+            )
         return [binary, "-c", str(conf)]
 
     return command
@@ -516,6 +613,15 @@ def _mqtt_vet(settings: Settings) -> Callable[[Path, Callable[[str], None]], Non
             )
         secret = store_for(settings).secret(HEALTH)
         if secret is not None and mqtt_healthy(m.host, m.port, HEALTH, secret, ctx):
+            mosquitto = services_for(settings)[0]
+            pid = _owned_pid(state, mosquitto)
+            if pid is not None and not _tcp_open(m.host, cert_port(settings)):
+                log(
+                    f"mosquitto on {address} (pid {pid}) was started by an earlier citywatch "
+                    f"without the certificate listener ({m.host}:{cert_port(settings)}); "
+                    "restarting it"
+                )
+                down(settings, log=log, only={"mosquitto"})
             return
         raise ServiceError(
             f"an MQTT broker on {address} refuses anonymous clients but also citywatch's health "
@@ -544,10 +650,30 @@ def apply_change(settings: Settings, change: Change, timeout: float = 15.0) -> i
     next. Returns the number of commands; raises ``BrokerUnreachable`` when the
     broker does not let the admin in, ``ServiceError`` when it refuses a command.
     """
+    return send_commands(settings, dynsec_commands(change), timeout)
+
+
+def kick(settings: Settings, names: list[str], timeout: float = 15.0) -> int:
+    """Disconnect the sessions of these identities (they may log in again at once).
+
+    Mosquitto 2.0's dynamic-security plugin has no kick command; disabling a
+    client kicks every session with its user name (``mosquitto_kick_client_by_username``
+    in its ``disableClient``), and enabling it again restores the identity.
+    Used when a certificate is revoked: the broker's CRL is checked at the
+    handshake only, so a session opened before the revocation would go on.
+    """
+    cmds: list[dict[str, Any]] = []
+    for name in names:
+        cmds.append({"command": "disableClient", "username": name})
+        cmds.append({"command": "enableClient", "username": name})
+    return send_commands(settings, cmds, timeout)
+
+
+def send_commands(settings: Settings, cmds: list[dict[str, Any]], timeout: float = 15.0) -> int:
+    """Send dynamic-security commands to the running broker as ``citywatch-admin`` (see ``apply_change``)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    cmds = dynsec_commands(change)
     if not cmds:
         return 0
     m = settings.mqtt
@@ -627,6 +753,7 @@ def _harmless(command: str, error: str) -> bool:
         command.startswith("delete")
         or command == "removeRoleACL"
         or (command == "addRoleACL" and "exist" in error.lower())
+        or (command in ("disableClient", "enableClient") and "not found" in error.lower())
     )
 
 
@@ -800,16 +927,19 @@ def _local(host: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
 
-def up(settings: Settings, log: Callable[[str], None] = print) -> list[Status]:
+def up(
+    settings: Settings, log: Callable[[str], None] = print, only: set[str] | None = None
+) -> list[Status]:
     """Make every service answer: reuse what runs, start what does not, wait for health.
 
     All or nothing: when one service cannot be started, the ones this call
-    started are stopped again before the error is raised.
+    started are stopped again before the error is raised. ``only`` narrows it
+    to some service names (a test that needs a private broker and nothing else).
     """
     state = Path(settings.paths.state_dir).resolve()
     result: list[Status] = []
     try:
-        _up(settings, state, result, log)
+        _up(settings, state, result, log, only)
     except BaseException:
         started = {s.name for s in result if s.detail == "started"}
         if started:
@@ -818,8 +948,16 @@ def up(settings: Settings, log: Callable[[str], None] = print) -> list[Status]:
     return result
 
 
-def _up(settings: Settings, state: Path, result: list[Status], log: Callable[[str], None]) -> None:
+def _up(
+    settings: Settings,
+    state: Path,
+    result: list[Status],
+    log: Callable[[str], None],
+    only: set[str] | None,
+) -> None:
     for service in services_for(settings):
+        if only is not None and service.name not in only:
+            continue
         if service.vet is not None:
             service.vet(state, log)
         if service.healthy(service.host, service.port):

@@ -60,6 +60,7 @@ from registry.devices import Registry
 __all__ = [
     "ADMIN",
     "HEALTH",
+    "IDENTITY_NAME",
     "ROLES",
     "SERVICE_ROLES",
     "Change",
@@ -93,7 +94,10 @@ guards nothing a dictionary could find; a low one keeps a thousand devices
 reconnecting after a broker restart cheap."""
 SALT_BYTES = 12
 """mosquitto_passwd's salt length."""
-_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+IDENTITY_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+"""What a broker identity's name may be (it is a user name, a client id and, for a
+certificate, a common name)."""
+_NAME = IDENTITY_NAME
 STREAM = "city/#"
 SHARED_STREAM = "$share/+/city/#"
 CONTROL = "$CONTROL/dynamic-security/#"

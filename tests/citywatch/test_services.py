@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import time
@@ -67,9 +68,19 @@ def test_services_up_starts_private_services_and_down_stops_only_those(tmp_path:
         tls = ssl.create_default_context(cafile=str(ca))
         assert services.mqtt_healthy("127.0.0.1", 18832, HEALTH, health, ssl_context=tls)
         assert services.mqtt_connack("127.0.0.1", 18832) is None, "no TLS, no MQTT there"
+        # the certificate listener on the port after: a client certificate of the device CA
+        # or no handshake (tests/citywatch/test_certificates.py has the devices that have one)
+        assert services.mqtt_connack("127.0.0.1", 18833, HEALTH, health, ssl_context=tls) is None
         conf = (tmp_path / "state" / "mosquitto" / "mosquitto.conf").read_text()
         assert "allow_anonymous false" in conf and "max_packet_size 4608" in conf
-        assert conf.count("use_username_as_clientid true") == 2
+        assert conf.count("use_username_as_clientid true") == 3
+        assert (
+            "listener 18833 127.0.0.1\nuse_username_as_clientid true\nrequire_certificate true\nuse_identity_as_username true\n"
+            in conf
+        )
+        device_ca = tmp_path / "state" / "mqtt" / "device-ca"
+        assert (device_ca / "ca.key").stat().st_mode & 0o777 == 0o600
+        assert f"crlfile {tmp_path / 'state' / 'mosquitto' / 'tls' / 'device-ca.crl'}" in conf
         assert services.kafka_healthy("127.0.0.1", 19392)
         assert services.influx_healthy("127.0.0.1", 18386)
         # InfluxDB with authentication on: nothing without a secret, the secrets owner-only
@@ -224,3 +235,46 @@ def test_up_refuses_an_influxdb_that_runs_queries_without_authentication(tmp_pat
         assert foreign.proc is not None and foreign.proc.poll() is None
     finally:
         foreign.kill()
+
+
+def test_up_restarts_its_own_earlier_broker_that_has_no_certificate_listener(
+    tmp_path: Path,
+) -> None:
+    """A broker an earlier citywatch started (its pid file) without the device certificate port."""
+    env = {
+        "CITYWATCH_MQTT_URL": "mqtt://127.0.0.1:38971",
+        "CITYWATCH_KAFKA_BOOTSTRAP": "127.0.0.1:39092",
+        "CITYWATCH_INFLUX_URL": "http://127.0.0.1:38086",
+        "CITYWATCH_PATHS_STATE_DIR": str(tmp_path / "state"),
+    }
+    settings = load_settings(env=env)
+    services.up(settings, log=print, only={"mosquitto"})
+    services.down(settings, log=print, only={"mosquitto"})
+    data = tmp_path / "state" / "mosquitto"
+    conf = (data / "mosquitto.conf").read_text()
+    old = data / "earlier.conf"
+    old.write_text(conf[: conf.index("listener 38973")])
+    earlier = subprocess.Popen(
+        [MOSQUITTO, "-c", str(old)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    (data / "pid.json").write_text(f'{{"pid": {earlier.pid}, "binary": "{MOSQUITTO}"}}')
+    lines: list[str] = []
+    try:
+        for _ in range(50):
+            if services.mqtt_connack("127.0.0.1", 38971) is not None:
+                break
+            time.sleep(0.1)
+        assert services.mqtt_connack("127.0.0.1", 38973) is None
+        services.up(settings, log=lines.append, only={"mosquitto"})
+        assert any(
+            "without the certificate listener (127.0.0.1:38973); restarting" in x for x in lines
+        )
+        assert earlier.wait(10) is not None
+        tls = ssl.create_default_context(cafile=str(services.ca_file(settings)))
+        with socket.create_connection(("127.0.0.1", 38973), timeout=2):
+            pass  # the certificate listener is there now
+        assert services.mqtt_connack("127.0.0.1", 38973, ssl_context=tls) is None, "no certificate"
+    finally:
+        services.down(settings, log=print, only={"mosquitto"})
+        if earlier.poll() is None:
+            earlier.kill()
