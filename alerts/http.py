@@ -1,6 +1,14 @@
 """The acknowledgement endpoint: officers act on a case from the link in a push.
 
-``/ack?case=..&device=..&action=ack|close|accident&officer=..&exp=<epoch s>&sig=<hex>``
+``/ack?case=..&device=..&action=ack|close|accident&officer=..&n=<nonce>&exp=<epoch s>&sig=<hex>``
+
+Every act goes through ``alerts.gate`` (docs/officers.md): a link acts for the
+directory officer it was made for, once (``n`` is its single use, kept in the
+outbox database; a second use answers "already recorded" and changes nothing);
+the API acts for the officer whose personal token is the bearer. Each attempt,
+accepted or refused, is on the audit trail with the client's address and user
+agent. Malformed input answers 400; a client that keeps failing is answered
+429 for a while (``AttemptLimit``).
 
 * ``sig`` = hex HMAC-SHA256(key = ``ack.secret``, msg = the canonical query):
   every parameter but ``sig``, sorted by name, ``name=value`` with the value
@@ -10,13 +18,14 @@
   mail scanners fetch links to preview them; a GET must not close a case.)
 * A forged or altered link is refused with 403, an expired one with 410, a
   malformed one with 400 -- each with a short page in Chinese and English.
-* Integrations use ``POST /ack`` with ``Authorization: Bearer <token>`` (one
-  of ``ack.tokens``) and a JSON body ``{"case": .., "device": .., "action":
-  .., "officer": .., "note": ..}``; the answer is JSON.
+* Integrations use ``POST /ack`` with ``Authorization: Bearer <officer token>``
+  (``citywatch officers token issue``) and a JSON body ``{"case": .., "device":
+  .., "action": .., "note": .., "at": .., "reason": ..}``; the answer is JSON.
+  An ``officer`` in the body is refused: the token says who acts.
 
-A valid request becomes an ``OfficerAction`` through ``alerts.acks.submit``
-(``<prefix>.acks``), which the stream worker applies to the case; the case
-event that follows (``acknowledged``/``closed``) stops the escalation.
+An accepted act becomes an ``OfficerAction`` on ``<prefix>.acks``, which the
+stream worker applies to the case; the case event that follows
+(``acknowledged``/``closed``) stops the escalation.
 """
 
 from __future__ import annotations
@@ -25,20 +34,25 @@ import hashlib
 import hmac
 import html
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import re
+import secrets
+import time
+from collections.abc import Callable, Mapping
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
+from alerts.gate import ActRequest, Gate, Outcome
 from alerts.route import AckConfig
-from contract.cases import OfficerAction
 
 log = logging.getLogger("citywatch.alerts.http")
 
 LINK_ACTIONS = ("ack", "close", "accident")
 ACTION_NAMES = {"ack": ("确认收到", "acknowledge"), "close": ("已修复结案", "close as repaired"),
                 "accident": ("上报事故", "report an accident")}  # fmt: skip
-SIGNED = ("action", "case", "device", "exp", "officer")
+SIGNED = ("action", "case", "device", "exp", "n", "officer")
+MAX_PARAM = 200
+"""Longest value a link parameter may have (ids, a nonce, a hex signature)."""
 
 
 def canonical(params: Mapping[str, str]) -> str:
@@ -52,8 +66,9 @@ def signature(secret: str, params: Mapping[str, str]) -> str:
 def make_link(
     cfg: AckConfig, case_id: str, device: str, action: str, officer: str, now_ms: int
 ) -> str:
+    """A link for ``officer`` (a directory id) to take ``action`` on the case, once."""
     params = {"case": case_id, "device": device, "action": action, "officer": officer,
-              "exp": str((now_ms + cfg.link_ttl_ms) // 1000)}  # fmt: skip
+              "n": secrets.token_urlsafe(12), "exp": str((now_ms + cfg.link_ttl_ms) // 1000)}  # fmt: skip
     params["sig"] = signature(cfg.secret, params)
     return f"{cfg.base_url}/ack?{urlencode(params)}"
 
@@ -69,6 +84,12 @@ def verify(cfg: AckConfig, query: Mapping[str, str], now_ms: int) -> dict[str, s
     missing = [k for k in (*SIGNED, "sig") if not query.get(k)]
     if missing:
         raise Refused(400, "链接不完整", f"The link is incomplete (missing {', '.join(missing)}).")
+    if any(len(v) > MAX_PARAM for v in query.values()) or len(query) > 2 * len(SIGNED):
+        raise Refused(400, "链接格式错误", "The link is malformed (too long).")
+    if not all(v.isascii() for v in query.values()) or not re.fullmatch(
+        r"[0-9a-f]{64}", query["sig"]
+    ):
+        raise Refused(400, "链接格式错误", "The link is malformed.")
     params = {k: query[k] for k in SIGNED}
     extra = set(query) - set(SIGNED) - {"sig"}
     if extra:
@@ -100,13 +121,51 @@ def page(status: int, zh: str, en: str, body_extra: str = "") -> web.Response:
     return web.Response(status=status, text=text, content_type="text/html", charset="utf-8")
 
 
-class AckEndpoint:
-    """The aiohttp application. ``submit`` publishes the action (``alerts.acks.submit`` bound to settings)."""
+class AttemptLimit:
+    """Failed attempts per client address: ``burst`` at once, one more each ``per_s``.
 
-    def __init__(self, cfg: AckConfig, submit: Callable[[OfficerAction], Awaitable[None]],
-                 clock: Callable[[], int]):  # fmt: skip
-        self.cfg, self.submit, self.clock = cfg, submit, clock
-        self.app = web.Application()
+    A guessed signature or token costs the guesser, not the officers: a client
+    over its budget is answered 429 until the bucket refills. Accepted acts
+    cost nothing.
+    """
+
+    def __init__(
+        self, burst: int = 10, per_s: float = 6.0, clock: Callable[[], float] = time.monotonic
+    ):
+        self.burst, self.per_s, self.clock = burst, per_s, clock
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    def blocked(self, client: str) -> bool:
+        tokens, _ = self._level(client)
+        return tokens < 1
+
+    def failed(self, client: str) -> None:
+        tokens, now = self._level(client)
+        self.buckets[client] = (max(0.0, tokens - 1), now)
+        if len(self.buckets) > 10_000:  # forget the quietest clients first
+            for key in sorted(self.buckets, key=lambda k: self.buckets[k][1])[:5_000]:
+                del self.buckets[key]
+
+    def _level(self, client: str) -> tuple[float, float]:
+        now = self.clock()
+        tokens, at = self.buckets.get(client, (float(self.burst), now))
+        return min(float(self.burst), tokens + (now - at) / self.per_s), now
+
+
+class AckEndpoint:
+    """The aiohttp application: links and the API, each act handed to the ``gate``.
+
+    ``claim``/``release`` take and give back a link's single use (the outbox database).
+    """
+
+    def __init__(self, cfg: AckConfig, gate: Gate, clock: Callable[[], int],
+                 claim: Callable[[str, str, str, int], bool],
+                 release: Callable[[str], None],
+                 limit: AttemptLimit | None = None):  # fmt: skip
+        self.cfg, self.gate, self.clock = cfg, gate, clock
+        self.claim, self.release = claim, release
+        self.limit = limit or AttemptLimit()
+        self.app = web.Application(client_max_size=64 * 1024)
         self.app.add_routes(
             [
                 web.get("/ack", self.get),
@@ -133,15 +192,32 @@ class AckEndpoint:
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
+    @staticmethod
+    def _client(request: web.Request) -> tuple[str, str]:
+        return request.remote or "", request.headers.get("User-Agent", "")[:200]
+
+    def _verified(self, request: web.Request) -> dict[str, str]:
+        client, _ = self._client(request)
+        if self.limit.blocked(client):
+            raise Refused(
+                429, "尝试次数过多，请稍后再试", "Too many failed attempts; try again later."
+            )
+        try:
+            return verify(self.cfg, request.query, self.clock())
+        except Refused:
+            self.limit.failed(client)
+            raise
+
     async def get(self, request: web.Request) -> web.Response:
         try:
-            params = verify(self.cfg, request.query, self.clock())
+            params = self._verified(request)
         except Refused as r:
             return page(r.status, r.zh, r.en)
         zh, en = ACTION_NAMES[params["action"]]
         form = (
             f"<p>案件 / case: <code>{html.escape(params['case'])}</code><br>设备 / device: "
-            f"<code>{html.escape(params['device'])}</code></p>"
+            f"<code>{html.escape(params['device'])}</code><br>经办人 / officer: "
+            f"<code>{html.escape(params['officer'])}</code></p>"
             f"<form method='post' action='/ack?{html.escape(request.query_string)}'>"
             f"<button style='font-size:1.4em;padding:.5em 1.5em'>{html.escape(zh)} / {html.escape(en)}</button></form>"
         )
@@ -152,45 +228,80 @@ class AckEndpoint:
         if auth:
             return await self._bearer(request, auth)
         try:
-            params = verify(self.cfg, request.query, self.clock())
+            params = self._verified(request)
         except Refused as r:
             return page(r.status, r.zh, r.en)
-        action = OfficerAction(action=params["action"], device=params["device"], at=self.clock(),
-                               officer=params["officer"], case_id=params["case"])  # fmt: skip
-        try:
-            await self.submit(action)
-        except Exception as exc:  # noqa: BLE001 - Kafka down: tell the officer to try again
-            log.error("could not submit %s: %s", action, exc)
-            return page(
-                503, "暂时无法记录，请稍后重试", "Could not record it just now; please try again."
-            )
         zh, en = ACTION_NAMES[params["action"]]
-        log.info("officer %s: %s on case %s (link)", action.officer, action.action, action.case_id)
+        nonce = params["n"]
+        if not self.claim(nonce, params["officer"], params["case"], self.clock()):
+            return page(
+                200, f"已记录过：{zh}", f"Already recorded: {en}. Nothing more was changed."
+            )
+        client, agent = self._client(request)
+        req = ActRequest(action=params["action"], device=params["device"], channel="link",
+                         case_id=params["case"], client=client, user_agent=agent)  # fmt: skip
+        outcome = await self.gate.for_link(params["officer"], f"link:{nonce}", req)
+        if not outcome.accepted:
+            self.release(nonce)
+            return page(403, "未能记录", f"Not recorded: {outcome.message}")
         return page(200, f"已记录：{zh}", f"Recorded: {en}. Thank you.")
 
     async def _bearer(self, request: web.Request, auth: str) -> web.Response:
+        client, agent = self._client(request)
+        if self.limit.blocked(client):
+            return web.json_response(
+                {"error": "too many failed attempts; try again later"}, status=429
+            )
         scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not any(
-            hmac.compare_digest(token.strip(), t) for t in self.cfg.tokens
-        ):
-            return web.json_response({"error": "invalid bearer token"}, status=401)
+        if scheme.lower() != "bearer" or not token.strip().isascii():
+            self.limit.failed(client)
+            return web.json_response(
+                {"error": "expected Authorization: Bearer <officer token>"}, status=401
+            )
         try:
             body = await request.json()
         except ValueError:
             return web.json_response({"error": "body must be JSON"}, status=400)
-        if not isinstance(body, dict):
-            return web.json_response({"error": "body must be a JSON object"}, status=400)
-        missing = [k for k in ("device", "action", "officer") if not body.get(k)]
-        if missing:
-            return web.json_response({"error": f"missing {', '.join(missing)}"}, status=400)
-        try:
-            action = OfficerAction(action=str(body["action"]), device=str(body["device"]), at=self.clock(),
-                                   officer=str(body["officer"]), case_id=body.get("case") or None,
-                                   note=body.get("note"))  # fmt: skip
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        try:
-            await self.submit(action)
-        except Exception as exc:  # noqa: BLE001
-            return web.json_response({"error": f"could not submit: {exc}"}, status=503)
-        return web.json_response({"ok": True, "action": action.to_dict()})
+        error = _body_error(body)
+        if error:
+            return web.json_response({"error": error}, status=400)
+        req = ActRequest(
+            action=body["action"], device=body["device"], channel="api", case_id=body.get("case"),
+            note=body.get("note"), at=body.get("at"), reason=body.get("reason"),
+            client=client, user_agent=agent,
+        )  # fmt: skip
+        outcome: Outcome = await self.gate.with_token(token.strip(), req)
+        if not outcome.accepted:
+            if outcome.audit.officer == "":
+                self.limit.failed(client)
+                return web.json_response({"error": outcome.message}, status=401)
+            return web.json_response({"error": outcome.message}, status=403)
+        assert outcome.action is not None
+        return web.json_response(
+            {"ok": True, "message": outcome.message, "action": outcome.action.to_dict()}
+        )
+
+
+_BODY_TEXT = {"device": True, "action": True, "case": False, "note": False, "reason": False}
+
+
+def _body_error(body: object) -> str | None:
+    """Why an API body is malformed, or None: an object of the documented keys and types."""
+    if not isinstance(body, dict):
+        return "body must be a JSON object"
+    unknown = sorted(set(body) - set(_BODY_TEXT) - {"at"})
+    if unknown:
+        extra = " (the token says who acts)" if "officer" in unknown else ""
+        return f"unknown key(s) {', '.join(unknown)}{extra}; allowed: action, device, case, note, at, reason"
+    for key, required in _BODY_TEXT.items():
+        value = body.get(key)
+        if value is None:
+            if required:
+                return f"missing {key}"
+            continue
+        if not isinstance(value, str) or (required and not value.strip()):
+            return f"{key} must be text"
+    at = body.get("at")
+    if at is not None and type(at) is not int:
+        return "at must be integer epoch milliseconds"
+    return None

@@ -67,6 +67,8 @@ CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT
                                   next_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL,
                                   done_ms INTEGER, detail TEXT);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_ms);
+CREATE TABLE IF NOT EXISTS used_links(nonce TEXT PRIMARY KEY, used_ms INTEGER NOT NULL, officer TEXT NOT NULL,
+                                      case_id TEXT NOT NULL);
 """
 
 
@@ -185,7 +187,23 @@ class Store:
             self.db.execute(
                 "DELETE FROM outbox WHERE state != 'pending' AND created_ms < ?", (before_ms,)
             )
+            # a link older than this has long expired: its use need not be remembered
+            self.db.execute("DELETE FROM used_links WHERE used_ms < ?", (before_ms,))
         return len(ids)
+
+    def claim_link(self, nonce: str, officer: str, case_id: str, now_ms: int) -> bool:
+        """Take a signed link's single use; False when it was used already (docs/officers.md)."""
+        with self.transaction():
+            cur = self.db.execute(
+                "INSERT OR IGNORE INTO used_links(nonce, used_ms, officer, case_id) VALUES(?,?,?,?)",
+                (nonce, now_ms, officer, case_id),
+            )
+        return cur.rowcount == 1
+
+    def release_link(self, nonce: str) -> None:
+        """Give a link its use back: the act it carried was not recorded (refused, Kafka down)."""
+        with self.transaction():
+            self.db.execute("DELETE FROM used_links WHERE nonce=?", (nonce,))
 
     def add_entry(self, entry_id: str, case_id: str, amount: int) -> bool:
         """Count a ledger entry once; False if it was already counted."""

@@ -38,6 +38,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from alerts.channels import CHANNELS, channel_target
 from alerts.channels.plugin import ChannelModule, Option
 from contract.cases import SEVERITIES
+from contract.officers import OFFICER_ROLES
 from foundation.cityfile import Document, Section, did_you_mean
 from foundation.errors import ConfigError, read_config_text
 
@@ -47,7 +48,7 @@ GROUP_LABELS = (*LABELS, "case_id")
 """What a route can group by."""
 
 TOP_KEYS = ("receivers", "escalations", "route", "ack", "delivery", "notify", "district_names")
-RECEIVER_KEYS = ("name", "officer", "label")
+RECEIVER_KEYS = ("name", "officer", "roles", "label")
 LEVEL_KEYS = ("receiver", "after", "name")
 ROUTE_KEYS = ("match", "match_re", "receiver", "group_by", "group_wait", "group_interval",
               "repeat_interval", "escalation", "continue", "routes")  # fmt: skip
@@ -88,9 +89,12 @@ class Receiver:
     name: str
     channels: tuple[ChannelSpec, ...]
     officer: str
-    """Officer id put into this receiver's acknowledge links (default: the receiver name)."""
+    """The directory officer this receiver's links are made for ("" : by ``roles``)."""
     label: str
     """Display name, e.g. ``金水区值班长 / Jinshui duty officer``."""
+    roles: tuple[str, ...] = ()
+    """Without ``officer``: links are made for the directory's officer of these roles in
+    the case's district (docs/officers.md, "Links")."""
 
 
 @dataclass(frozen=True)
@@ -416,11 +420,19 @@ class _RoutesFile(Document):
                     sec.node,
                     f"{sec.path}: receiver {name!r} has no channel; give one of {', '.join(CHANNELS)}",
                 )
+            roles = []
+            for node in sec.nodes("roles"):
+                role = self.scalar(node)
+                if role not in OFFICER_ROLES:
+                    self.fail(node, f"{sec.key_path('roles')}: unknown role {role!r}; roles: "
+                                    f"{', '.join(OFFICER_ROLES)}{did_you_mean(role, OFFICER_ROLES)}")  # fmt: skip
+                roles.append(str(role))
             out[name] = Receiver(
                 name=name,
                 channels=tuple(channels),
-                officer=self.text_key(sec, "officer", name),
+                officer=self.text_key(sec, "officer", ""),
                 label=self.text_key(sec, "label", name),
+                roles=tuple(roles),
             )
         return out
 
@@ -524,8 +536,11 @@ class _RoutesFile(Document):
             self.fail(
                 sec.get("listen") or sec.node, f"ack.listen: expected host:port, got {listen!r}"
             )
-        tokens = tuple(t for t in (self.text(n, f"ack.tokens[{i}]", empty_ok=True)
-                                   for i, n in enumerate(sec.nodes("tokens"))) if t)  # fmt: skip
+        if sec.get("tokens") is not None:
+            self.fail(sec.key_node("tokens"), "ack.tokens: shared bearer tokens are gone; every "
+                      "officer acts with a personal token (`citywatch officers token issue ID`, "
+                      "docs/officers.md)")  # fmt: skip
+        tokens: tuple[str, ...] = ()
         secret = self.text_key(sec, "secret", "", empty_ok=True)
         if not secret:
             # No secret: links are still signed, with a per-process random key (links die with a restart).
@@ -533,7 +548,7 @@ class _RoutesFile(Document):
         return AckConfig(
             base_url=self.text_key(sec, "base_url", f"http://{listen}", empty_ok=True).rstrip("/"),
             secret=secret,
-            link_ttl_ms=_duration(sec, "link_ttl", 24 * 3600_000),
+            link_ttl_ms=_duration(sec, "link_ttl", 2 * 3600_000),
             listen_host=host,
             listen_port=int(port),
             tokens=tokens,

@@ -43,15 +43,20 @@ import orjson
 from alerts import escalate
 from alerts.channels import make_channel
 from alerts.channels.plugin import Channel, OptionError, Result
+from alerts.gate import Gate
 from alerts.group import Grouper, group_key
 from alerts.http import AckEndpoint, make_link
 from alerts.message import CaseInfo, Notice, Renderer
 from alerts.outbox import Deliverer, OutboxRow, Store, message_key
+from alerts.policy import load_policy
 from alerts.route import AckConfig, RoutingConfig, load_routes
 from contract.cases import OfficerAction
+from contract.officers import AuditRecord
 from foundation.errors import ConfigError
 from foundation.logs import register_secret, register_secrets
 from foundation.settings import MAKE_SECRET, MIN_SECRET_BYTES, AlertsSettings, Settings
+from registry.officer_tokens import TokenStore
+from registry.officers import load_directory
 
 log = logging.getLogger("citywatch.alerts")
 
@@ -90,6 +95,7 @@ class AlertsService:
         http_host: str | None = None,
         submit: Callable[[OfficerAction], Any] | None = None,
         poll_ms: int = 50,
+        audit: Callable[[AuditRecord], Any] | None = None,
     ):
         self.settings = settings
         self.config: RoutingConfig = load_routes(routes_path)
@@ -104,11 +110,10 @@ class AlertsService:
         self.deliverer = Deliverer(
             self.store, self.channels, self.config.delivery, clock, on_done=self._pushed
         )
+        self.directory = load_directory(settings.paths.officers)
         self.renderer = Renderer(
             locate=self._locate,
-            ack_link=lambda case, dev, action, officer: make_link(
-                self.config.ack, case, dev, action, officer, self.clock()
-            ),  # fmt: skip
+            ack_link=self._ack_link,
             now=clock,
             district_names=self.config.district_names,
             max_cases=self.config.max_cases_in_message,
@@ -116,6 +121,16 @@ class AlertsService:
         self.http_port = http_port
         self.http_host = http_host
         self._submit = submit
+        self._audit = audit
+        self.gate = Gate(
+            lambda: self.directory,
+            TokenStore(Path(settings.paths.state_dir) / "officers"),
+            load_policy(settings.paths.policy),
+            lambda device: self.registry.get(device) if self.registry is not None else None,
+            self._submit_action,
+            self._publish_audit,
+            clock,
+        )
         self.records: list[dict[str, Any]] = []
         """Pushes finished since the last produce to ``<prefix>.alerts``."""
         self.esc_due: dict[str, int] = {}
@@ -266,8 +281,8 @@ class AlertsService:
                 )
                 key = message_key(receiver.name, (f"{n.route_id}|{n.key}" for n in notices))
                 msg = self.renderer.render(
-                    key, receiver.name, receiver.officer, notices, self.cases, receiver.label
-                )
+                    key, receiver.name, receiver.name, notices, self.cases, receiver.label
+                )  # links: made per case for the receiver's officer (``_ack_link``)
                 self.store.enqueue(
                     notices, msg, [(c.type, c.target) for c in receiver.channels], now
                 )
@@ -330,7 +345,10 @@ class AlertsService:
                    for p in sorted(consumer.partitions_for_topic(t) or {0})]  # fmt: skip
             consumer.assign(tps)
             if self.http_port != -1:
-                self.http = AckEndpoint(self.config.ack, self._submit_action, self.clock)
+                self.http = AckEndpoint(
+                    self.config.ack, self.gate, self.clock,
+                    self.store.claim_link, self.store.release_link,
+                )  # fmt: skip
                 port = await self.http.start(
                     self.http_host or self.config.ack.listen_host,
                     self.config.ack.listen_port if self.http_port is None else self.http_port,
@@ -381,6 +399,40 @@ class AlertsService:
             await ch.close()
         self.store.close()
 
+    def link_officer(self, receiver_name: str, device: str) -> str:
+        """The directory officer a receiver's link for ``device``'s case is made for, or "".
+
+        The receiver's ``officer`` if the directory knows them, else the first officer (by id)
+        of the receiver's ``roles`` who acts in the device's district (docs/officers.md, "Links").
+        """
+        receiver = self.config.receivers.get(receiver_name)
+        if receiver is None:
+            return ""
+        if receiver.officer:
+            return receiver.officer if self.directory.get(receiver.officer) else ""
+        dev = self.registry.get(device) if self.registry is not None else None
+        if dev is None or not receiver.roles:
+            return ""
+        for oid in sorted(self.directory.officers):
+            o = self.directory.officers[oid]
+            if any(r in receiver.roles for r in o.roles) and o.covers(dev.district):
+                return oid
+        return ""
+
+    def _ack_link(self, case_id: str, device: str, action: str, receiver_name: str) -> str:
+        officer = self.link_officer(receiver_name, device)
+        if not officer:
+            return ""  # nobody to make it for: the push carries no action link
+        return make_link(self.config.ack, case_id, device, action, officer, self.clock())
+
+    async def _publish_audit(self, record: AuditRecord) -> None:
+        if self._audit is not None:
+            await self._audit(record)
+            return
+        from alerts.acks import publish_audit
+
+        await publish_audit(self.settings, record)
+
     async def _submit_action(self, action: OfficerAction) -> None:
         if self._submit is not None:
             await self._submit(action)
@@ -402,16 +454,13 @@ def ack_config(alerts: AlertsSettings, config: RoutingConfig, routes_path: str |
     ack = config.ack
     if alerts.base_url:
         ack = replace(ack, base_url=alerts.base_url.rstrip("/"))
-    if alerts.ack_token and alerts.ack_token not in ack.tokens:
-        ack = replace(ack, tokens=(*ack.tokens, alerts.ack_token))
-    for i, token in enumerate(ack.tokens):
-        if len(token.encode()) < MIN_SECRET_BYTES:
-            raise ConfigError(
-                config.file,
-                None,
-                f"ack.tokens[{i}]: {len(token.encode())} bytes; a bearer token needs at least "
-                f"{MIN_SECRET_BYTES}: make one with {MAKE_SECRET}",
-            )
+    if alerts.ack_token:
+        raise ConfigError(
+            "CITYWATCH_ALERTS_ACK_TOKEN",
+            None,
+            "a shared bearer token no longer acts on cases: every officer acts with a personal "
+            "token (`citywatch officers token issue ID`, docs/officers.md); unset it",
+        )
     if alerts.ack_secret:
         ack = replace(ack, secret=alerts.ack_secret)
     elif _no_secret_in(routes_path, ack):

@@ -23,9 +23,11 @@ def routes(tmp_path: Path, grid_url: str, duty_url: str, command_url: str, *, gr
     p.write_text(
         f"""
 receivers:
-  - {{name: grid, label: 网格员, webhook: {{url: "{grid_url}", timeout: 500ms}}}}
-  - {{name: duty, label: 区值班长, webhook: {{url: "{duty_url}", timeout: 500ms}}}}
-  - {{name: command, label: 市指挥中心, webhook: {{url: "{command_url}", timeout: 500ms}}}}
+  - {{name: grid, label: 网格员, roles: [grid], webhook: {{url: "{grid_url}", timeout: 500ms}}}}
+  - {{name: duty, label: 区值班长, roles: [duty], webhook: {{url: "{duty_url}", timeout: 500ms}}}}
+  - {{name: command, label: 市指挥中心, roles: [city_supervisor], webhook: {{url: "{
+            command_url
+        }", timeout: 500ms}}}}
 escalations:
   std:
     - {{name: 区值班长 / district duty officer, receiver: duty, after: {{critical: 5m, major: 30m}}}}

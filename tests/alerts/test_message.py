@@ -69,5 +69,5 @@ def test_the_message_is_chinese_first_with_place_time_clock_and_a_signed_link(
     assert (
         params["action"] == "ack"
         and params["device"] == dev.device_id
-        and params["officer"] == "grid"
+        and params["officer"] == "JS-GRID-01"  # the directory's grid officer of jinshui
     )

@@ -289,7 +289,7 @@ ERRORS = [
         "    console: {}",
         "    pager: {}",
         3,
-        f"receivers[0].pager: unknown key; a receiver has name, officer, label and channels: {', '.join(CHANNELS)}",
+        f"receivers[0].pager: unknown key; a receiver has name, officer, roles, label and channels: {', '.join(CHANNELS)}",
     ),
     (
         "secret: s3cret}",

@@ -46,7 +46,6 @@ KAFKA_PASSWORD = "kafka-sasl-password-Qm3Zt8Wc1"
 INFLUX_PASSWORD = "influx-password-Rk5Ns0Yd6"
 INFLUX_TOKEN = "influx-token-Jb1Xe7Gu3Pw"
 ACK_SECRET = "ack-secret-Fz4Tq9Lm2Vc8Hn5Kd0Wr6Ys3Bj7"
-ACK_TOKEN = "ack-token-Cp8Mv2Nx6Qa1Zl9Eh4Tg7Ru0"
 WECOM_KEY = "693a91f6-7b2c-4e1d-9a3f-wecom-robot-key"
 DT_TOKEN = "dingtalk-access-token-Ua5Ko3Ji9"
 DT_SECRET = "SEC-dingtalk-signing-secret-Wy1Hb6Gf2"
@@ -58,7 +57,6 @@ SECRETS = {
     "influx.password": INFLUX_PASSWORD,
     "influx.token": INFLUX_TOKEN,
     "alerts.ack_secret": ACK_SECRET,
-    "alerts.ack_token": ACK_TOKEN,
     "wecom key": WECOM_KEY,
     "dingtalk access_token": DT_TOKEN,
     "dingtalk secret": DT_SECRET,
@@ -108,7 +106,7 @@ def with_secrets(settings: Settings) -> Settings:
     )
     s = s.replace("kafka", password=KAFKA_PASSWORD)  # unused on PLAINTEXT, still a secret setting
     s = s.replace("influx", password=INFLUX_PASSWORD, token=INFLUX_TOKEN)
-    return s.replace("alerts", ack_secret=ACK_SECRET, ack_token=ACK_TOKEN, base_url=BASE_URL)
+    return s.replace("alerts", ack_secret=ACK_SECRET, base_url=BASE_URL)
 
 
 def routes_env(wecom: HttpStandIn, ding: HttpStandIn, hook: HttpStandIn) -> dict[str, str]:
@@ -129,7 +127,7 @@ def routes_file(tmp_path: Path, ack: str = "") -> Path:
         f"""
 receivers:
   - name: everyone
-    officer: grid-07
+    officer: JS-GRID-01
     wecom: {{url: "${{CW_T_WECOM_URL}}", per_minute: 100, timeout: 1s}}
     dingtalk: {{url: "${{CW_T_DT_URL}}", secret: "${{CW_T_DT_SECRET}}", per_minute: 100, timeout: 1s}}
     webhook: {{url: "${{CW_T_HOOK_URL}}", secret: "${{CW_T_HOOK_SECRET}}", timeout: 1s}}
@@ -185,7 +183,6 @@ def test_no_secret_of_any_setting_reaches_a_log_line_a_detail_or_an_alerts_recor
     async def go() -> tuple[AlertsService, list[dict]]:
         svc = AlertsService(s, routes_file(tmp_path), tmp_path / "state", http_port=-1)
         try:
-            assert ACK_TOKEN in svc.config.ack.tokens
             logging.getLogger("citywatch.test").info("running with %r and %s", s, s.mqtt.url)
             svc.accept([("cases", case_event(1, detail={"acknowledged_at": T0 + 1}))])
             await async_wait_for(
@@ -233,9 +230,7 @@ def test_the_alerts_process_logs_and_records_no_secret(
     wecom, ding = robots
     s = with_secrets(settings)
     env = settings_env(s) | routes_env(wecom, ding, hook)
-    # citywatch.run.settings_env passes the five older sections only: the alerts ones by hand
-    env |= {"CITYWATCH_ALERTS_ACK_SECRET": ACK_SECRET, "CITYWATCH_ALERTS_ACK_TOKEN": ACK_TOKEN,
-            "CITYWATCH_ALERTS_BASE_URL": BASE_URL}  # fmt: skip
+    assert env["CITYWATCH_ALERTS_ACK_SECRET"] == ACK_SECRET  # settings_env passes every section
     log = tmp_path / "alerts.log"
     asyncio.run(produce(s, [case_event(1, detail={"acknowledged_at": T0 + 1})]))
     with open(log, "wb") as out:
@@ -344,18 +339,22 @@ def test_an_ack_secret_shorter_than_32_bytes_in_the_routing_file_is_refused(
     assert "CITYWATCH_ALERTS_ACK_SECRET" in message and "one-char-is-too-few" not in message
 
 
-def test_a_bearer_token_shorter_than_32_bytes_is_refused(
+def test_shared_bearer_tokens_are_refused_with_the_way_to_personal_ones(
     plain_settings: Settings, tmp_path: Path
 ) -> None:
+    with pytest.raises(ConfigError, match=r"ack\.tokens: shared bearer tokens are gone") as err:
+        build(plain_settings, quiet_routes(tmp_path, ack=f", secret: {ACK_SECRET}, tokens: [{ACK_SECRET}]"),
+              tmp_path)  # fmt: skip
+    assert (
+        "citywatch officers token issue" in err.value.message
+        and ACK_SECRET not in err.value.message
+    )
     with pytest.raises(
-        ConfigError, match=r"ack\.tokens\[1\]: 5 bytes; a bearer token needs at least 32"
-    ) as err:
+        ConfigError, match="CITYWATCH_ALERTS_ACK_TOKEN: a shared bearer token no longer"
+    ):
         build(
-            plain_settings,
-            quiet_routes(tmp_path, ack=f", secret: {ACK_SECRET}, tokens: [{ACK_TOKEN}, short]"),
-            tmp_path,
+            plain_settings.replace("alerts", ack_token=ACK_SECRET), quiet_routes(tmp_path), tmp_path
         )
-    assert "short" not in err.value.message  # the token is not echoed
 
 
 def test_a_webhook_secret_shorter_than_32_bytes_is_refused_at_its_line(

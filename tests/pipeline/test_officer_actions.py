@@ -207,7 +207,9 @@ def test_a_signed_ack_link_acknowledges_the_case_on_the_cases_topic(
                         break
                     await asyncio.sleep(0.05)
                 cfg = svc.config.ack
-                link = make_link(cfg, case_id, mh, "ack", "grid-03", T0 + 30 * M + 10 * H)
+                officer = svc.link_officer("grid-officer", mh)  # the shipped routes: roles [grid]
+                assert officer == "EQ-GRID-01"  # the example directory's grid officer of erqi
+                link = make_link(cfg, case_id, mh, "ack", officer, T0 + 30 * M + 10 * H)
                 query = dict(parse_qsl(urlsplit(link).query))
                 async with (
                     aiohttp.ClientSession() as http,
@@ -229,6 +231,6 @@ def test_a_signed_ack_link_acknowledges_the_case_on_the_cases_topic(
             ]
 
         event = wait_until(acknowledged, what="the case acknowledged on the cases topic")[0]
-        assert event["detail"]["acknowledged_by"] == "grid-03"
+        assert event["detail"]["acknowledged_by"] == "EQ-GRID-01"
     finally:
         worker.stop()
