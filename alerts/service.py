@@ -283,6 +283,7 @@ class AlertsService:
                 msg = self.renderer.render(
                     key, receiver.name, receiver.name, notices, self.cases, receiver.label
                 )  # links: made per case for the receiver's officer (``_ack_link``)
+                msg.data["mention"] = self._mentions(receiver.name, notices)
                 self.store.enqueue(
                     notices, msg, [(c.type, c.target) for c in receiver.channels], now
                 )
@@ -418,6 +419,19 @@ class AlertsService:
             if any(r in receiver.roles for r in o.roles) and o.covers(dev.district):
                 return oid
         return ""
+
+    def _mentions(self, receiver_name: str, notices: Any) -> list[dict[str, str]]:
+        """The officers this push's links are made for, with how each channel addresses them."""
+        out: dict[str, dict[str, str]] = {}
+        for n in notices:
+            info = self.cases.get(n.case_id)
+            device = str((info.snapshot if info else {}).get("device") or "")
+            oid = self.link_officer(receiver_name, device) if device else ""
+            o = self.directory.get(oid) if oid else None
+            if o is not None and oid not in out:
+                out[oid] = {"officer": oid, "name": o.name, "wecom": o.wecom,
+                            "dingtalk": o.dingtalk or o.phone, "email": o.email}  # fmt: skip
+        return list(out.values())
 
     def _ack_link(self, case_id: str, device: str, action: str, receiver_name: str) -> str:
         officer = self.link_officer(receiver_name, device)

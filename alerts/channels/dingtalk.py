@@ -88,11 +88,23 @@ class DingTalkChannel:
 
     @staticmethod
     def payload(message: Message) -> dict:
+        """Markdown; the officers the links are for are @mentioned: DingTalk rings a user id
+        or mobile listed in ``at`` only when the text also says ``@<it>``."""
         title = message.title if len(message.title) <= 60 else message.title[:59] + "…"
-        return {
+        ids = [m["dingtalk"] for m in message.data.get("mention") or () if m.get("dingtalk")]
+        mobiles = [i for i in ids if i.isdigit()]
+        users = [i for i in ids if not i.isdigit()]
+        tail = ("\n\n" + " ".join(f"@{i}" for i in ids)) if ids else ""
+        body: dict = {
             "msgtype": "markdown",
-            "markdown": {"title": title, "text": cut(message.markdown, MAX_BYTES)},
+            "markdown": {
+                "title": title,
+                "text": cut(message.markdown, MAX_BYTES - len(tail.encode())) + tail,
+            },
         }
+        if ids:
+            body["at"] = {"atMobiles": mobiles, "atUserIds": users, "isAtAll": False}
+        return body
 
     async def send(self, message: Message) -> Result:
         await self.bucket.acquire()

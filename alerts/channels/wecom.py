@@ -67,7 +67,12 @@ class WeComChannel:
 
     @staticmethod
     def payload(message: Message) -> dict:
-        return {"msgtype": "markdown", "markdown": {"content": cut(message.markdown, MAX_BYTES)}}
+        """Markdown; the officers the links are for are @mentioned (``<@userid>``, WeCom's
+        markdown mention), so the person who must act is the one whose phone rings."""
+        ids = [m["wecom"] for m in message.data.get("mention") or () if m.get("wecom")]
+        tail = ("\n" + " ".join(f"<@{i}>" for i in ids)) if ids else ""
+        content = cut(message.markdown, MAX_BYTES - len(tail.encode())) + tail
+        return {"msgtype": "markdown", "markdown": {"content": content}}
 
     async def send(self, message: Message) -> Result:
         await self.bucket.acquire()

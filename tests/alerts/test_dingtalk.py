@@ -74,3 +74,18 @@ def test_dingtalk_entry_of_the_routing_file() -> None:
     ch = make_channel(spec)
     assert isinstance(ch, DingTalkChannel) and ch.secret == "S3" and ch.bucket.capacity == 10
     assert ch.http.timeout.total == 3
+
+
+def test_the_officer_a_link_is_for_is_mentioned_by_mobile_or_user_id() -> None:
+    from alerts.channels.dingtalk import DingTalkChannel
+    from tests.alerts.standins import message
+
+    m = message("k")
+    m.data["mention"] = [
+        {"officer": "A", "dingtalk": "13800000001"},
+        {"officer": "B", "dingtalk": "ding-b"},
+    ]
+    body = DingTalkChannel.payload(m)
+    assert body["at"] == {"atMobiles": ["13800000001"], "atUserIds": ["ding-b"], "isAtAll": False}
+    assert body["markdown"]["text"].endswith("@13800000001 @ding-b")  # DingTalk rings only these
+    assert "at" not in DingTalkChannel.payload(message("k"))

@@ -58,3 +58,12 @@ def test_a_redirect_is_not_followed_and_puts_no_robot_key_into_the_detail(
     assert res.detail.startswith("HTTP 302: redirected to another path; redirects are not followed")
     assert key not in res.detail and "/moved" not in res.detail
     assert [s.path for s in server.seen] == ["/send"]  # the address it pointed to was never asked
+
+
+def test_the_officer_a_link_is_for_is_mentioned_by_wecom_user_id() -> None:
+    m = message("k")
+    m.data["mention"] = [{"officer": "JS-GRID-01", "wecom": "jsgrid01", "dingtalk": ""},
+                         {"officer": "JS-X", "wecom": "", "dingtalk": "138"}]  # fmt: skip
+    content = WeComChannel.payload(m)["markdown"]["content"]
+    assert content.endswith("\n<@jsgrid01>") and content.startswith("### 花园路井盖缺失")
+    assert WeComChannel.payload(message("k"))["markdown"]["content"].count("<@") == 0
