@@ -41,9 +41,11 @@ from collections.abc import Callable, Mapping
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from alerts.gate import ActRequest, Gate, Outcome
 from alerts.route import AckConfig
+from foundation.logs import redact
 
 log = logging.getLogger("citywatch.alerts.http")
 
@@ -121,6 +123,18 @@ def page(status: int, zh: str, en: str, body_extra: str = "") -> web.Response:
     return web.Response(status=status, text=text, content_type="text/html", charset="utf-8")
 
 
+class RedactedAccessLogger(AbstractAccessLogger):
+    """aiohttp's access line with the request's secrets masked (``foundation.logs.redact``):
+    whatever handler the process has, a link's ``sig`` never reaches a log."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %d %s "%s" %.6fs',
+            request.remote, request.method, redact(request.path_qs), response.status,
+            response.body_length, redact(request.headers.get("User-Agent", "")[:200]), time,
+        )  # fmt: skip
+
+
 class AttemptLimit:
     """Failed attempts per client address: ``burst`` at once, one more each ``per_s``.
 
@@ -177,7 +191,13 @@ class AckEndpoint:
         self.port: int | None = None
 
     async def start(self, host: str, port: int) -> int:
-        self.runner = web.AppRunner(self.app, access_log=None)
+        # one access line per request (the client, the request line with sig=/token masked by
+        # foundation.logs' redaction, status, size, user agent, seconds): who knocked, and how often
+        self.runner = web.AppRunner(
+            self.app,
+            access_log=logging.getLogger("citywatch.alerts.access"),
+            access_log_class=RedactedAccessLogger,
+        )
         await self.runner.setup()
         site = web.TCPSite(self.runner, host, port)
         await site.start()

@@ -175,3 +175,23 @@ def test_the_api_acts_for_the_officer_whose_token_it_is(
     assert [(a["officer"], a["credential"]) for a in acks] == [
         ("JS-GRID-01", f"token:{info.token_id}")
     ]
+
+
+def test_every_request_has_an_access_line_without_the_signature(
+    settings, tmp_path, hook, caplog
+) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="citywatch.alerts.access")
+    sig = "ab" * 32
+
+    async def requests(svc, base, http):  # noqa: ANN001
+        async with http.post(
+            f"{base}/ack?case=c&device=d&action=ack&officer=o&n=x&exp=1&sig={sig}"
+        ) as r:
+            return r.status
+
+    assert asyncio.run(_run(settings, tmp_path, hook, requests)) == 403
+    lines = [r.getMessage() for r in caplog.records if r.name == "citywatch.alerts.access"]
+    assert len(lines) == 1 and "POST /ack?" in lines[0] and " 403 " in lines[0]
+    assert "officer-phone/1.0" in lines[0] and sig not in lines[0]
