@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 __all__ = [
     "DUST", "DUST_FLATLINE", "DUST_WARNING", "MANHOLE", "MANHOLE_ACCIDENT", "NOTICE_RULES",
-    "OFFLINE", "RULES", "STREETLIGHT_FAULT", "STREETLIGHT_LEAKAGE", "RuleName", "rule_name",
+    "OFFLINE", "RULES", "STREETLIGHT_DAY_BURNER", "STREETLIGHT_FAULT", "STREETLIGHT_LEAKAGE",
+    "RuleName", "rule_name",
 ]  # fmt: skip
 
 MANHOLE = "manhole"
@@ -29,6 +30,8 @@ STREETLIGHT_FAULT = "streetlight.fault"
 """A lamp dark when it should be lit."""
 STREETLIGHT_LEAKAGE = "streetlight.leakage"
 """A lamp leaking current: an electric-shock risk."""
+STREETLIGHT_DAY_BURNER = "streetlight.day_burner"
+"""A lamp lit in daylight for longer than allowed: wasted energy (白天亮灯)."""
 OFFLINE = "offline"
 """A device silent past its limit (with the ``suspected_tampering`` flag when it looks deliberate)."""
 
@@ -51,6 +54,7 @@ RULES: dict[str, RuleName] = {
     STREETLIGHT_LEAKAGE: RuleName(
         "路灯漏电", "Streetlight leakage (electric-shock risk)", "streetlight"
     ),
+    STREETLIGHT_DAY_BURNER: RuleName("路灯白天亮灯", "Streetlight lit in daylight", "streetlight"),
     OFFLINE: RuleName("设备离线", "Device offline", "*"),
 }
 

@@ -41,11 +41,13 @@ Signals (all local times Asia/Shanghai, UTC+8 without DST):
 * manhole covers, heartbeat every ``Cadence.manhole_s`` (10 min): closed,
   tilt under 3°, water level (rain raises it), battery draining per message
   (alarms cost more), RSSI. Alarms are sent when they happen, not on the beat.
-* streetlights, every ``Cadence.streetlight_s`` (5 min): lit from a few minutes
-  before ``lamp_on`` to a few after ``lamp_off`` (by default the rules'
-  schedule, 18:30 to 06:30: docs/rules.md), so a healthy lamp is never dark
-  inside the schedule; 0.5-1.2 A when lit, dimmed to 60 % from 23:30 to
-  05:00, 0 A by day; leakage of a few mA (more in rain).
+* streetlights, every ``Cadence.streetlight_s`` (5 min): photocell lamps, lit
+  from 1-6 minutes after sunset to 1-6 minutes before sunrise at their own
+  coordinates (each lamp its own switching delay), so a healthy lamp is never
+  dark inside the rules' window (sunset + 15 min to sunrise - 15 min:
+  docs/rules.md); with ``lamp_on``/``lamp_off`` given, lamps on a timetable
+  instead (a few minutes either side); 0.5-1.2 A when lit, dimmed to 60 % from
+  23:30 to 05:00, 0 A by day; leakage of a few mA (more in rain).
 * vendor garbage: a share (``garbage_share``, default 0.5 %) of routine
   messages is replaced by a malformed payload (``GARBAGE_VARIANTS``: not JSON,
   missing ts, a number as a string, NaN, epoch seconds, out-of-range sensor
@@ -83,6 +85,7 @@ from sim.scenarios import (
     parse_span,
     resolve_scenarios,
 )
+from streams.daylight import SunTable
 from streams.replay import ReplayResult, replay
 from streams.rules import Rules, default_rules
 
@@ -273,9 +276,9 @@ class Simulation:
         possible); kept here so a caller can pass one object around.
     garbage_share: share of routine messages replaced by malformed payloads (0..1).
     cadence: report intervals per kind (``Cadence``).
-    lamp_on / lamp_off: local ``"HH:MM"`` the lamps should be lit between
-        (match the rules file's streetlight schedule); None: the default
-        rules' schedule (``streams.rules.default_rules().streetlight``).
+    lamp_on / lamp_off: local ``"HH:MM"`` of a timetable the lamps follow (match
+        a ``fixed`` streetlight schedule of the rules file); None: photocell lamps
+        that follow the sun (the default rules' ``sun`` schedule).
     """
 
     def __init__(
@@ -309,6 +312,8 @@ class Simulation:
         self.garbage_share = float(garbage_share)
         self.cadence = cadence or Cadence()
         schedule = default_rules().streetlight
+        self.photocell = lamp_on is None and lamp_off is None
+        self._sun = SunTable(LocalClock(DEFAULT_TIMEZONE))
         self.lamp_on = schedule.on_minute if lamp_on is None else _hm(lamp_on)
         self.lamp_off = schedule.off_minute if lamp_off is None else _hm(lamp_off)
         self._lamp_text = (lamp_on, lamp_off)
@@ -527,6 +532,9 @@ class Simulation:
     def lamp_should_be_lit(self, dv_or_id: Any, t: int) -> bool:
         """Whether the simulated lamp switches itself on at ``t`` (its photocell window)."""
         dv = dv_or_id if isinstance(dv_or_id, _Dev) else self._devs[self._index(dv_or_id)]
+        if self.photocell:
+            rise, down = self._sun.rise_set(dv.sd.lat, dv.sd.lon, self._sun.local_date(t))
+            return t >= down + dv.on_early * MINUTE_MS or t < rise - dv.off_late * MINUTE_MS
         return _in_window(
             local_minute(t),
             (self.lamp_on - dv.on_early) % 1440,

@@ -1,14 +1,22 @@
-"""Streetlights: dark lamps at night (fault) and leakage current (safety).
+"""Streetlights: dark lamps at night (fault), lamps burning by day, and leakage current (safety).
 
 Rules-file section ``rules.streetlight`` (docs/rules.md#streetlight). docs/rules.md:
 
-* Lamp fault (``streetlight.fault``, severity minor): a reading whose event
-  time is inside the district's lamp-on period (local time; an on-time after
-  the off-time spans midnight, the default 18:30 -> 06:30) and that shows no
-  light: ``on: false``, or ``current_a`` below ``current_threshold_a``. It is
-  repaired by the first reading that shows current again (``current_a`` at or
-  above the threshold, or ``on: true`` when the lamp reports no current). A
-  dark lamp in the daytime is no fault (and no repair either).
+* "Should be lit" follows the sun at the lamp's coordinates by default, from
+  sunset + ``after_sunset`` to sunrise − ``before_sunrise``; ``fixed`` mode
+  keeps a timetable (``on``/``off``, optionally per month); both per district
+  (``streams.daylight``).
+* Lamp fault (``streetlight.fault``, severity minor): the lamp shows no light
+  (``on: false``, or ``current_a`` below ``current_threshold_a``) inside the
+  lit window, and stays dark for ``fault.dark_for`` (no lit reading, still in
+  the window): the case opens at the first dark reading + ``dark_for``, so a
+  lamp a few minutes slow to light is no case. It is repaired by the first
+  reading that shows current again (``current_a`` at or above the threshold,
+  or ``on: true`` when the lamp reports no current). A dark lamp in the
+  daytime is no fault (and no repair either).
+* Day burner (``streetlight.day_burner``, severity minor): lit outside the
+  window for ``day_burner.lit_for`` (default 2 h); ends when the lamp goes
+  dark or the window begins.
 * Leakage (``streetlight.leakage``, severity critical: electric-shock risk):
   ``leakage_ma`` at or above ``leakage_threshold_ma`` opens it at once;
   repaired by a reading below the threshold.
@@ -26,9 +34,10 @@ from typing import TYPE_CHECKING, Any
 
 from contract import rules as rule_ids
 from contract.cases import COMMON_ACTIONS, PAYER_TYPES, OfficerAction
-from contract.clock import NEVER, LocalClock, in_daily_window
+from contract.clock import MINUTE_MS, NEVER, LocalClock
 from foundation.cityfile import Section
 from streams.case import CaseRecord, Context, action_evidence, penalty_entry, reading_evidence
+from streams.daylight import MODES, Schedule, SunTable
 
 if TYPE_CHECKING:
     from contract.reading import Reading
@@ -36,6 +45,7 @@ if TYPE_CHECKING:
 
 FAULT_RULE = rule_ids.STREETLIGHT_FAULT
 LEAKAGE_RULE = rule_ids.STREETLIGHT_LEAKAGE
+BURNER_RULE = rule_ids.STREETLIGHT_DAY_BURNER
 
 # --------------------------------------------------------------------------- the plugin (docs/extending.md)
 
@@ -43,7 +53,11 @@ SECTION = "streetlight"
 """This kind's key under ``rules:`` in the rules file (docs/rules.md)."""
 KIND = "streetlight"
 """The device kind it judges (``"*"``: every device)."""
-RULE_IDS = (rule_ids.STREETLIGHT_FAULT, rule_ids.STREETLIGHT_LEAKAGE)
+RULE_IDS = (
+    rule_ids.STREETLIGHT_FAULT,
+    rule_ids.STREETLIGHT_LEAKAGE,
+    rule_ids.STREETLIGHT_DAY_BURNER,
+)
 """The rule ids its cases and ledger entries carry (contract.rules)."""
 
 
@@ -51,59 +65,102 @@ RULE_IDS = (rule_ids.STREETLIGHT_FAULT, rule_ids.STREETLIGHT_LEAKAGE)
 class StreetlightRules:
     """docs/rules.md "Streetlight"."""
 
-    on_minute: int = 18 * 60 + 30
-    """Local time (minutes after midnight) the lamps should switch on."""
-    off_minute: int = 6 * 60 + 30
-    district_schedule: dict[str, tuple[int, int]] = field(default_factory=dict)
-    """Per-district ``(on_minute, off_minute)`` overrides."""
+    schedule: Schedule = field(default_factory=Schedule)
+    district_schedule: dict[str, Schedule] = field(default_factory=dict)
+    """Per-district overrides of the schedule."""
     current_threshold_a: float = 0.05
     """Below this current a lamp counts as drawing no current."""
     leakage_threshold_ma: float = 30.0
+    dark_for_ms: int = 15 * MINUTE_MS
+    """A lamp dark this long inside the lit window opens a fault case."""
     fault_penalty_yuan: int = 0
     fault_payer_type: str = "property_unit"
     leakage_penalty_yuan: int = 0
     leakage_payer_type: str = "property_unit"
+    lit_for_ms: int = 2 * 60 * MINUTE_MS
+    """A lamp lit this long outside the window opens a day-burner case."""
+    burner_penalty_yuan: int = 0
+    burner_payer_type: str = "property_unit"
 
-    def schedule_for(self, district: str) -> tuple[int, int]:
-        s = self.district_schedule.get(district)
-        return s if s is not None else (self.on_minute, self.off_minute)
+    @property
+    def on_minute(self) -> int:
+        return self.schedule.on_minute
+
+    @property
+    def off_minute(self) -> int:
+        return self.schedule.off_minute
+
+    def schedule_for(self, district: str) -> Schedule:
+        return self.district_schedule.get(district, self.schedule)
 
 
 Settings = StreetlightRules
 
 
+def _schedule(sec: Section, base: Schedule) -> Schedule:
+    doc = sec.doc
+    mode = sec.choice("mode", base.mode, MODES)
+    on = sec.time_of_day("on", base.on_minute)
+    off = sec.time_of_day("off", base.off_minute)
+    if on == off:
+        doc.fail(sec.get("off") or sec.node, f"{sec.path}: 'on' and 'off' are the same time")
+    months = dict(base.months)
+    msec = sec.sub("months")
+    if msec is not None:
+        for key in msec.keys():
+            if not key.isdigit() or not 1 <= int(key) <= 12:
+                doc.fail(msec.key_node(key), f"{msec.path}.{key}: a month is 1-12")
+            one = msec.sub(key)
+            assert one is not None
+            m_on, m_off = one.time_of_day("on", on), one.time_of_day("off", off)
+            if m_on == m_off:
+                doc.fail(one.node, f"{one.path}: 'on' and 'off' are the same time")
+            one.finish()
+            months[int(key)] = (m_on, m_off)
+        msec.finish()
+    after = sec.duration_ms("after_sunset", base.after_sunset_ms, zero_ok=True)
+    before = sec.duration_ms("before_sunrise", base.before_sunrise_ms, zero_ok=True)
+    lat, lon = base.latitude, base.longitude
+    loc = sec.get("location")
+    if loc is not None:
+        pair = sec.doc.plain(loc)
+        ok = (
+            isinstance(pair, list) and len(pair) == 2
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in pair)
+            and -90 <= pair[0] <= 90 and -180 <= pair[1] <= 180
+        )  # fmt: skip
+        if not ok:
+            doc.fail(
+                loc,
+                f"{sec.key_path('location')}: expected [latitude, longitude], e.g. [34.75, 113.65]",
+            )
+        lat, lon = float(pair[0]), float(pair[1])
+    return Schedule(mode, after or 0, before or 0, on, off, months, lat, lon)
+
+
 def parse(m: Section) -> StreetlightRules:
     """This kind's section of the rules file (docs/rules.md); every key optional."""
     d = StreetlightRules()
-    doc = m.doc
-    on, off, per = d.on_minute, d.off_minute, {}
+    schedule, per = d.schedule, {}
     sched = m.sub("schedule")
     if sched is not None:
-        on = sched.time_of_day("on", on)
-        off = sched.time_of_day("off", off)
-        if on == off:
-            doc.fail(
-                sched.get("off") or sched.node,
-                "rules.streetlight.schedule: 'on' and 'off' are the same time",
-            )
         districts = sched.sub("districts")
+        sched.known.append("districts")
+        schedule = _schedule(sched, schedule)
         if districts is not None:
-            for name in list(districts.items):
+            for name in districts.keys():
                 dm = districts.sub(name)
                 assert dm is not None
-                d_on = dm.time_of_day("on", on)
-                d_off = dm.time_of_day("off", off)
-                if d_on == d_off:
-                    doc.fail(dm.node, f"{dm.path}: 'on' and 'off' are the same time")
+                per[name] = _schedule(dm, schedule)
                 dm.finish()
-                per[name] = (d_on, d_off)
             districts.finish()
         sched.finish()
     fault = m.sub("fault")
-    f_pen, f_pay = d.fault_penalty_yuan, d.fault_payer_type
+    f_pen, f_pay, dark_for = d.fault_penalty_yuan, d.fault_payer_type, d.dark_for_ms
     if fault is not None:
         f_pen = fault.yuan("penalty_yuan", f_pen)
         f_pay = fault.choice("payer_type", f_pay, PAYER_TYPES)
+        dark_for = fault.duration_ms("dark_for", dark_for, zero_ok=True) or 0
         fault.finish()
     leak = m.sub("leakage")
     l_pen, l_pay = d.leakage_penalty_yuan, d.leakage_payer_type
@@ -111,16 +168,26 @@ def parse(m: Section) -> StreetlightRules:
         l_pen = leak.yuan("penalty_yuan", l_pen)
         l_pay = leak.choice("payer_type", l_pay, PAYER_TYPES)
         leak.finish()
+    burner = m.sub("day_burner")
+    b_pen, b_pay, lit_for = d.burner_penalty_yuan, d.burner_payer_type, d.lit_for_ms
+    if burner is not None:
+        b_pen = burner.yuan("penalty_yuan", b_pen)
+        b_pay = burner.choice("payer_type", b_pay, PAYER_TYPES)
+        lit_for = burner.duration_ms("lit_for", lit_for) or lit_for
+        burner.finish()
     out = StreetlightRules(
-        on_minute=on,
-        off_minute=off,
+        schedule=schedule,
         district_schedule=per,
         current_threshold_a=m.number("current_threshold_a", d.current_threshold_a),
         leakage_threshold_ma=m.number("leakage_threshold_ma", d.leakage_threshold_ma),
+        dark_for_ms=dark_for,
         fault_penalty_yuan=f_pen,
         fault_payer_type=f_pay,
         leakage_penalty_yuan=l_pen,
         leakage_payer_type=l_pay,
+        lit_for_ms=lit_for,
+        burner_penalty_yuan=b_pen,
+        burner_payer_type=b_pay,
     )
     m.finish()
     return out
@@ -131,6 +198,13 @@ class LampState:
     max_ts: int = NEVER
     fault: CaseRecord | None = None
     leakage: CaseRecord | None = None
+    dark_since: int | None = None
+    """First dark reading inside the lit window since the lamp was last seen lit."""
+    dark_ev: dict[str, Any] | None = None
+    lit_since: int | None = None
+    """First lit reading outside the window since the lamp was last seen dark or at night."""
+    lit_ev: dict[str, Any] | None = None
+    burner: CaseRecord | None = None
 
 
 class StreetlightRule:
@@ -141,21 +215,22 @@ class StreetlightRule:
     def __init__(self, rules: StreetlightRules, clock: LocalClock) -> None:
         self.rules = rules
         self.clock = clock
+        self.sun = SunTable(clock)
         self.current_threshold = rules.current_threshold_a
         self.leak_threshold = rules.leakage_threshold_ma
 
     def new_state(self, dev: Device) -> LampState:
         return LampState()
 
-    def should_be_on(self, district: str, ts: int) -> bool:
-        on, off = self.rules.schedule_for(district)
-        return in_daily_window(self.clock.minute_of_day(ts), on, off)
+    def should_be_on(self, dev: Device, ts: int) -> bool:
+        return self.sun.should_be_lit(self.rules.schedule_for(dev.district), dev.lat, dev.lon, ts)
 
     def on_reading(self, st: LampState, r: Reading, dev: Device, ctx: Context) -> bool:
         ts = r.ts
         if ts <= st.max_ts:
             return False
         st.max_ts = ts
+        self._timers(st, dev, ts, ctx)  # what was due before this reading, as the clock would
         f = r.fields
         cur = f.get("current_a")
         on = f.get("on")
@@ -164,14 +239,25 @@ class StreetlightRule:
         else:
             lit = on is True
         dark = on is False or (cur is not None and cur < self.current_threshold)
+        night = self.should_be_on(dev, ts)
         if st.fault is not None:
             if lit:
                 st.fault.end("repaired", ts, "reading")
                 ctx.out.append(st.fault.event(dev, ts, [reading_evidence(r)]))
                 st.fault = None
-        elif dark and self.should_be_on(dev.district, ts):
-            st.fault = self._open(FAULT_RULE, "minor", r, dev, ctx, self.rules.fault_penalty_yuan,
-                                  self.rules.fault_payer_type, {"schedule": self._schedule_text(dev)})  # fmt: skip
+        if lit or not night:
+            st.dark_since = st.dark_ev = None
+        elif dark and st.fault is None and st.dark_since is None:
+            st.dark_since, st.dark_ev = ts, reading_evidence(r)
+            self._timers(st, dev, ts, ctx)  # dark_for 0: at once
+        if st.burner is not None and (dark or night):
+            st.burner.end("repaired", ts, "reading")
+            ctx.out.append(st.burner.event(dev, ts, [reading_evidence(r)]))
+            st.burner = None
+        if dark or night:
+            st.lit_since = st.lit_ev = None
+        elif lit and st.burner is None and st.lit_since is None:
+            st.lit_since, st.lit_ev = ts, reading_evidence(r)
         leak = f.get("leakage_ma")
         if leak is not None:
             if leak >= self.leak_threshold:
@@ -179,7 +265,8 @@ class StreetlightRule:
                     st.leakage = self._open(
                         LEAKAGE_RULE,
                         "critical",
-                        r,
+                        r.ts,
+                        reading_evidence(r),
                         dev,
                         ctx,
                         self.rules.leakage_penalty_yuan,
@@ -192,37 +279,75 @@ class StreetlightRule:
                 st.leakage = None
         return True
 
+    def _timers(self, st: LampState, dev: Device, now: int, ctx: Context) -> None:
+        """Open what has been due by ``now``: a lamp dark for ``dark_for`` in the window (a
+        fault), or lit for ``lit_for`` outside it (a day burner). The case opens at the due
+        instant itself, whichever of a reading or the watermark gets there first, so live
+        and replay agree."""
+        r = self.rules
+        if st.dark_since is not None and st.fault is None:
+            due = st.dark_since + r.dark_for_ms
+            if due <= now:
+                since, ev = st.dark_since, st.dark_ev or {}
+                st.dark_since = st.dark_ev = None
+                if self.should_be_on(dev, due):
+                    st.fault = self._open(
+                        FAULT_RULE, "minor", since, ev, dev, ctx, r.fault_penalty_yuan,
+                        r.fault_payer_type,
+                        {"schedule": self._schedule_text(dev), "dark_since": since,
+                         "dark_for_ms": r.dark_for_ms},
+                        at=due,
+                    )  # fmt: skip
+        if st.lit_since is not None and st.burner is None:
+            due = st.lit_since + r.lit_for_ms
+            if due <= now:
+                since, ev = st.lit_since, st.lit_ev or {}
+                st.lit_since = st.lit_ev = None
+                if not self.should_be_on(dev, due):
+                    st.burner = self._open(
+                        BURNER_RULE, "minor", since, ev, dev, ctx, r.burner_penalty_yuan,
+                        r.burner_payer_type,
+                        {"schedule": self._schedule_text(dev), "lit_since": since,
+                         "lit_for_ms": r.lit_for_ms},
+                        at=due,
+                    )  # fmt: skip
+
     def _schedule_text(self, dev: Device) -> str:
-        on, off = self.rules.schedule_for(dev.district)
-        return f"{on // 60:02d}:{on % 60:02d}-{off // 60:02d}:{off % 60:02d}"
+        return self.rules.schedule_for(dev.district).describe()
 
     def _open(
-        self, rule: str, severity: str, r: Reading, dev: Device, ctx: Context,
-        penalty: int, payer_type: str, extra: dict[str, Any],
+        self, rule: str, severity: str, since: int, ev: dict[str, Any], dev: Device, ctx: Context,
+        penalty: int, payer_type: str, extra: dict[str, Any], at: int | None = None,
     ) -> CaseRecord:  # fmt: skip
-        ev = reading_evidence(r)
+        """A case that began at ``since`` (its id), found at ``at`` (its first event)."""
+        when = since if at is None else at
         rec = CaseRecord(
-            case_id=f"{rule}:{dev.device_id}:{r.ts}", rule=rule, opened_at=r.ts,
+            case_id=f"{rule}:{dev.device_id}:{since}", rule=rule, opened_at=since,
             severity=severity, evidence=[ev], extra=extra,
         )  # fmt: skip
-        ctx.out.append(rec.event(dev, r.ts))
+        ctx.out.append(rec.event(dev, when))
         if penalty:
             ctx.out.append(
-                penalty_entry(dev, rec.case_id, "penalty", rule, payer_type, penalty, r.ts, [ev])
+                penalty_entry(dev, rec.case_id, "penalty", rule, payer_type, penalty, when, [ev])
             )
         return rec
 
     def next_due(self, st: LampState, dev: Device) -> int | None:
-        return None
+        dues = []
+        if st.dark_since is not None and st.fault is None:
+            dues.append(st.dark_since + self.rules.dark_for_ms)
+        if st.lit_since is not None and st.burner is None:
+            dues.append(st.lit_since + self.rules.lit_for_ms)
+        return min(dues) if dues else None
 
     def on_clock(self, st: LampState, due: int, dev: Device, ctx: Context) -> None:
-        return None
+        self._timers(st, dev, due, ctx)
 
     def on_action(self, st: LampState, a: OfficerAction, dev: Device, ctx: Context) -> bool:
         """ack/close/note on the leakage case first (it is the dangerous one), else the fault."""
         if a.action not in COMMON_ACTIONS:
             return False
-        for attr in ("leakage", "fault"):
+        for attr in ("leakage", "fault", "burner"):
             rec: CaseRecord | None = getattr(st, attr)
             if rec is not None and (a.case_id is None or a.case_id == rec.case_id):
                 if rec.apply(a):
@@ -237,13 +362,24 @@ class StreetlightRule:
             "max_ts": st.max_ts,
             "fault": None if st.fault is None else st.fault.to_dict(),
             "leakage": None if st.leakage is None else st.leakage.to_dict(),
+            "dark_since": st.dark_since,
+            "dark_ev": st.dark_ev,
+            "lit_since": st.lit_since,
+            "lit_ev": st.lit_ev,
+            "burner": None if st.burner is None else st.burner.to_dict(),
         }
 
     def restore(self, dev: Device, d: dict[str, Any]) -> LampState:
+        """A state exported by this or an earlier version (no timers: none running)."""
         return LampState(
             max_ts=d["max_ts"],
             fault=CaseRecord.from_dict(d["fault"]),
             leakage=CaseRecord.from_dict(d["leakage"]),
+            dark_since=d.get("dark_since"),
+            dark_ev=d.get("dark_ev"),
+            lit_since=d.get("lit_since"),
+            lit_ev=d.get("lit_ev"),
+            burner=CaseRecord.from_dict(d.get("burner")),
         )
 
 

@@ -104,18 +104,24 @@ def _by_device(events, kind):
     return out
 
 
-def test_streetlights_lit_at_night_dark_by_day_local_time(day):
+def test_streetlights_are_photocell_lamps_lit_inside_the_rules_window(day, city):
+    from contract.clock import DEFAULT_TIMEZONE, LocalClock
+    from streams.daylight import Schedule, SunTable
+
     events, _ = day
     lamps = _by_device(events, "streetlight")
     assert len(lamps) == 90
-    for msgs in lamps.values():
+    sun = SunTable(LocalClock(DEFAULT_TIMEZONE))
+    window = Schedule()  # the rules' default: sunset + 15 min to sunrise - 15 min
+    daylight = Schedule(after_sunset_ms=-15 * 60_000, before_sunrise_ms=-15 * 60_000)
+    for device_id, msgs in lamps.items():
+        dv = city.by_id[device_id]
         for due, p in msgs:
-            m = local_minute(due)
-            if m >= 18 * 60 + 30 or m < 6 * 60 + 30:  # the schedule: lit
-                assert p["on"] is True and 0.25 <= p["current_a"] <= 1.3, (m, p)
+            if sun.should_be_lit(window, dv.lat, dv.lon, due):
+                assert p["on"] is True and 0.25 <= p["current_a"] <= 1.3, (local_minute(due), p)
                 assert p["power_w"] > 0
-            elif 7 * 60 <= m < 18 * 60:  # clearly day
-                assert p["on"] is False and p["current_a"] == 0, (m, p)
+            elif not sun.should_be_lit(daylight, dv.lat, dv.lon, due):  # clearly day
+                assert p["on"] is False and p["current_a"] == 0, (local_minute(due), p)
             assert p["leakage_ma"] < 30
 
 
@@ -126,7 +132,12 @@ def test_dust_follows_working_hours_and_stays_below_warning(day):
     work, night = [], []
     for msgs in sites.values():
         gaps = {b - a for (a, _), (b, _) in zip(msgs, msgs[1:], strict=False)}
-        assert gaps <= {60_000, 120_000, 180_000}  # one a minute; garbled ones left out
+        assert gaps <= {
+            60_000,
+            120_000,
+            180_000,
+            240_000,
+        }  # one a minute; garbled ones left out (1 %: up to 3 in a row)
         for k, (due, p) in enumerate(msgs):
             assert p["pm25"] < p["pm10"] < p["tsp"]
             hour = [q["pm10"] for t, q in msgs[max(0, k - 60) : k + 1] if t > due - HOUR]

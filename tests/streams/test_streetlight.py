@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
-from streams.harness import M, Run, local, rules_with
+from streams.daylight import Schedule
+from streams.harness import SH, M, Run, local, rules_with
 
 DARK = {"on": True, "current_a": 0.0, "voltage_v": 228.0}
 LIT = {"on": True, "current_a": 0.42, "voltage_v": 228.0}
+H = 60 * M
+FIXED = rules_with(streetlight={"schedule": Schedule("fixed"), "dark_for_ms": 0})
+"""The fixed 18:30 -> 06:30 timetable, a case at the first dark reading (the old default)."""
 
 
 @pytest.mark.parametrize(
@@ -26,10 +32,10 @@ LIT = {"on": True, "current_a": 0.42, "voltage_v": 228.0}
         (12, 0, LIT, False),  # lit at noon: wasteful, but not this rule
     ],
 )
-def test_streetlight_fault_only_when_dark_in_on_period(
+def test_fixed_timetable_fault_only_when_dark_in_on_period(
     hour: int, minute: int, fields: dict, fault: bool
 ) -> None:
-    run = Run()
+    run = Run(FIXED)
     run.read("SL-1", local(hour, minute), **fields)
     assert len(run.of_rule("streetlight.fault")) == int(fault)
     assert list(run.ledger) == []  # no money by default
@@ -39,7 +45,7 @@ def test_streetlight_dark_at_night_opens_fault() -> None:
     run = Run()
     t = local(21)
     run.read("SL-1", t, **DARK)
-    run.read("SL-1", t + 10 * M, **DARK)
+    run.read("SL-1", t + 20 * M, **DARK)  # dark for 20 min > dark_for (15 min)
     [case] = run.of_rule("streetlight.fault")
     assert (case.case_id, case.severity, case.state, case.component_code) == (
         f"streetlight.fault:SL-1:{t}", "minor", "open", "0118",
@@ -66,7 +72,9 @@ def test_dark_daytime_reading_does_not_repair_fault() -> None:
 
 
 def test_district_schedule_override() -> None:
-    rules = rules_with(streetlight={"district_schedule": {"erqi": (17 * 60, 7 * 60)}})
+    erqi = Schedule("fixed", on_minute=17 * 60, off_minute=7 * 60)
+    rules = rules_with(streetlight={"schedule": Schedule("fixed"), "dark_for_ms": 0,
+                                    "district_schedule": {"erqi": erqi}})  # fmt: skip
     run = Run(rules)
     run.read("SL-1", local(17, 30), **DARK)  # jinshui: default 18:30, not yet on
     run.read("SL-EQ", local(17, 30), **DARK)  # erqi: on from 17:00
@@ -94,7 +102,7 @@ def test_leakage_repaired_when_below_threshold() -> None:
 
 def test_streetlight_penalty_when_rules_set_one() -> None:
     rules = rules_with(streetlight={"fault_penalty_yuan": 500, "leakage_penalty_yuan": 2000,
-                                    "leakage_payer_type": "district_government"})  # fmt: skip
+                                    "leakage_payer_type": "district_government", "dark_for_ms": 0})  # fmt: skip
     run = Run(rules)
     t = local(22)
     run.read("SL-1", t, on=True, current_a=0.0, leakage_ma=31.0)
@@ -106,9 +114,108 @@ def test_streetlight_penalty_when_rules_set_one() -> None:
 
 
 def test_action_goes_to_leakage_case_first() -> None:
-    run = Run()
+    run = Run(FIXED)
     t = local(22)
     run.read("SL-1", t, on=True, current_a=0.0, leakage_ma=31.0)
     run.act("ack", "SL-1", t + M)
     assert run.cases[f"streetlight.leakage:SL-1:{t}"].state == "acknowledged"
     assert run.cases[f"streetlight.fault:SL-1:{t}"].state == "open"
+
+
+# ------------------------------------------------------------------ the sun (docs/rules.md, "Streetlight")
+
+
+def _at(y: int, mo: int, d: int, h: int, mi: int = 0) -> int:
+    return int(datetime(y, mo, d, h, mi, tzinfo=SH).timestamp() * 1000)
+
+
+def _night(run: Run, lamp: str, y: int, mo: int, d: int, on: tuple[int, int], off: tuple[int, int],
+           every_min: int = 5) -> None:  # fmt: skip
+    """A photocell lamp's readings from noon to noon: lit from ``on`` to ``off`` (local)."""
+    t, end = _at(y, mo, d, 12), _at(y, mo, d + 1, 12)
+    lit_from, lit_to = _at(y, mo, d, *on), _at(y, mo, d + 1, *off)
+    while t < end:
+        run.read(lamp, t, **(LIT if lit_from <= t < lit_to else DARK))
+        t += every_min * M
+
+
+def test_a_june_lamp_lit_a_few_minutes_after_sunset_opens_no_case() -> None:
+    # Zhengzhou, 21 June: sunset ~19:41, sunrise ~05:12; the fixed 18:30 window faulted it nightly
+    run = Run()
+    for day in range(18, 25):
+        _night(run, "SL-1", 2026, 6, day, on=(19, 45), off=(5, 5))
+    assert run.cases == {}
+
+
+def test_the_fixed_window_would_have_faulted_that_june_lamp_every_evening() -> None:
+    run = Run(rules_with(streetlight={"schedule": Schedule("fixed")}))
+    for day in range(18, 21):
+        _night(run, "SL-1", 2026, 6, day, on=(19, 45), off=(5, 5))
+    # dark from 18:30 the first evening, then every morning from 05:05 (to 06:30), each case
+    # open until the lamp lights again at 19:45 (so it swallows that evening's dark)
+    opened = [c.opened_at for c in run.of_rule("streetlight.fault")]
+    assert opened == [_at(2026, 6, 18, 18, 30)] + [_at(2026, 6, d, 5, 5) for d in (19, 20, 21)]
+
+
+def test_a_december_lamp_dark_all_night_opens_one_fault_case_after_dark_for() -> None:
+    # 21 December: sunset ~17:17 -> lit from ~17:32
+    run = Run()
+    _night(run, "SL-1", 2026, 12, 20, on=(17, 25), off=(7, 35))  # a healthy night first
+    assert run.cases == {}
+    t = _at(2026, 12, 21, 17, 40)
+    for k in range(0, 12 * 12):  # dark all night, every 5 min
+        run.read("SL-1", t + k * 5 * M, **DARK)
+    [case] = run.of_rule("streetlight.fault")
+    assert case.opened_at == t and case.at == t + 15 * M and case.detail["dark_since"] == t
+
+
+def test_a_lamp_slow_to_light_by_less_than_dark_for_is_no_case() -> None:
+    run = Run()
+    t = _at(2026, 12, 21, 17, 35)
+    run.read("SL-1", t, **DARK)
+    run.read("SL-1", t + 10 * M, **DARK)
+    run.read("SL-1", t + 14 * M, **LIT)
+    assert run.cases == {}
+
+
+def test_a_dark_lamp_opens_its_fault_on_the_clock_without_another_reading() -> None:
+    run = Run()
+    t = _at(2026, 12, 21, 22)
+    run.read("SL-1", t, **DARK)
+    assert run.cases == {}
+    run.tick(t + 15 * M)
+    [case] = run.of_rule("streetlight.fault")
+    assert case.at == t + 15 * M
+
+
+def test_a_lamp_burning_all_day_opens_a_day_burner_case_after_lit_for() -> None:
+    run = Run()
+    t = _at(2026, 6, 21, 8)
+    for k in range(0, 10 * 12):  # lit 08:00 -> 18:00 in June daylight
+        run.read("SL-1", t + k * 5 * M, **LIT)
+    [case] = run.of_rule("streetlight.day_burner")
+    assert case.opened_at == t and case.at == t + 2 * H and case.state == "open"
+    assert list(run.ledger) == []  # an energy case: no money by default
+    run.read("SL-1", _at(2026, 6, 21, 18, 30), on=False)
+    assert run.of_rule("streetlight.day_burner")[0].state == "repaired"
+
+
+def test_a_lamp_switching_off_a_little_after_sunrise_is_no_day_burner() -> None:
+    run = Run()
+    _night(run, "SL-1", 2026, 6, 21, on=(19, 45), off=(5, 40))  # 30 min after sunrise
+    assert run.cases == {}
+
+
+def test_fixed_timetable_by_month(tmp_path) -> None:  # noqa: ANN001
+    from streams.rules import load_rules
+
+    p = tmp_path / "rules.yaml"
+    p.write_text(
+        "rules:\n  streetlight:\n    schedule:\n      mode: fixed\n      on: '18:30'\n      off: '06:30'\n"
+        "      months: {12: {on: '17:20', off: '07:20'}}\n    fault: {dark_for: 0s}\n",
+        encoding="utf-8",
+    )
+    run = Run(load_rules(p))
+    run.read("SL-1", _at(2026, 12, 21, 17, 30), **DARK)  # December: on from 17:20
+    run.read("SL-EQ", _at(2026, 11, 21, 17, 30), **DARK)  # November: the year's 18:30
+    assert [c.device for c in run.of_rule("streetlight.fault")] == ["SL-1"]
