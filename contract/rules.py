@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "DUST", "DUST_FLATLINE", "DUST_WARNING", "MANHOLE", "MANHOLE_ACCIDENT", "NOTICE_RULES",
+    "DUST", "DUST_FLATLINE", "DUST_WARNING", "MANHOLE", "MANHOLE_ACCIDENT",
+    "MANHOLE_BATTERY_LOW", "MANHOLE_WATER_LEVEL", "NOISE", "NOTICE_RULES",
     "OFFLINE", "RULES", "STREETLIGHT_DAY_BURNER", "STREETLIGHT_FAULT", "STREETLIGHT_LEAKAGE",
     "RuleName", "rule_name",
 ]  # fmt: skip
@@ -20,8 +21,14 @@ MANHOLE = "manhole"
 """A cover open, tilted or gone; its clock books per hour past the grace period."""
 MANHOLE_ACCIDENT = "manhole.accident"
 """An accident an officer reported on a manhole case (a ledger rule only)."""
+MANHOLE_BATTERY_LOW = "manhole.battery_low"
+"""A cover sensor's battery low: maintenance before the sensor dies."""
+MANHOLE_WATER_LEVEL = "manhole.water_level"
+"""Water high in a well: overflow risk (冒溢)."""
 DUST = "dust"
 """A site's 60-minute PM10 mean above its violation level."""
+NOISE = "noise"
+"""A site's 20-minute equivalent noise level above GB 12523-2011's limit, or a night peak."""
 DUST_WARNING = "dust.warning"
 """The same mean above the warning level: a notice, never money."""
 DUST_FLATLINE = "dust.flatline"
@@ -47,7 +54,12 @@ class RuleName:
 RULES: dict[str, RuleName] = {
     MANHOLE: RuleName("窨井盖异常", "Manhole cover open, tilted or missing", "manhole"),
     MANHOLE_ACCIDENT: RuleName("窨井盖致事故", "Manhole cover accident", "manhole"),
+    MANHOLE_BATTERY_LOW: RuleName("井盖传感器电量低", "Cover sensor battery low", "manhole"),
+    MANHOLE_WATER_LEVEL: RuleName(
+        "窨井水位过高（冒溢风险）", "Manhole water level high (overflow risk)", "manhole"
+    ),
     DUST: RuleName("工地扬尘超标", "Construction-site dust violation", "dust"),
+    NOISE: RuleName("工地噪声超标", "Construction noise above the limit", "dust"),
     DUST_WARNING: RuleName("工地扬尘预警", "Construction-site dust warning", "dust"),
     DUST_FLATLINE: RuleName("扬尘监测数据异常", "Dust monitor flatline (data suspect)", "dust"),
     STREETLIGHT_FAULT: RuleName("路灯故障", "Streetlight fault", "streetlight"),

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from streams import dust, manhole, offline, streetlight
+from streams import battery, dust, manhole, noise, offline, streetlight, water
 
-RULE_KINDS: dict[str, ModuleType] = {m.SECTION: m for m in (manhole, dust, streetlight, offline)}
+RULE_KINDS: dict[str, ModuleType] = {
+    m.SECTION: m for m in (manhole, dust, streetlight, offline, battery, water, noise)
+}
 """Section name -> rule-kind module, in the order the rules file documents them."""

@@ -79,10 +79,10 @@ class _NoiseRule:
 
 
 def _noise_module() -> types.ModuleType:
-    m = types.ModuleType("noise")
-    m.SECTION = "noise"  # type: ignore[attr-defined]
+    m = types.ModuleType("loudness")
+    m.SECTION = "loudness"  # type: ignore[attr-defined]
     m.KIND = "dust"  # type: ignore[attr-defined]
-    m.RULE_IDS = ("noise.night",)  # type: ignore[attr-defined]
+    m.RULE_IDS = ("loudness.night",)  # type: ignore[attr-defined]
     m.Settings = _NoiseSettings  # type: ignore[attr-defined]
 
     def parse(sec: Section) -> _NoiseSettings:
@@ -98,15 +98,17 @@ def _noise_module() -> types.ModuleType:
 def test_a_kind_added_to_the_table_is_read_from_the_rules_file_and_judges_beside_the_others(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(kinds.RULE_KINDS, "noise", _noise_module())
+    monkeypatch.setitem(kinds.RULE_KINDS, "loudness", _noise_module())
     from streams.rules import parse_rules
 
     rules = parse_rules(
-        "rules:\n  noise:\n    limit_db: 70\n  dust:\n    violation: 150\n    warning: 100\n"
+        "rules:\n  loudness:\n    limit_db: 70\n  dust:\n    violation: 150\n    warning: 100\n"
     )
-    assert rules.noise.limit_db == 70 and rules.dust.violation == 150
-    with pytest.raises(Exception, match="rules.noise.limit: unknown key; did you mean 'limit_db'"):
-        parse_rules("rules:\n  noise:\n    limit: 70\n")
+    assert rules.loudness.limit_db == 70 and rules.dust.violation == 150
+    with pytest.raises(
+        Exception, match="rules.loudness.limit: unknown key; did you mean 'limit_db'"
+    ):
+        parse_rules("rules:\n  loudness:\n    limit: 70\n")
 
     det = Detector(rules, REG)
     det.on_reading(Reading("DS-1", "dust", "jinshui", T0, T0, {"pm10": 50.0, "noise_db": 80.0}))
@@ -114,8 +116,8 @@ def test_a_kind_added_to_the_table_is_read_from_the_rules_file_and_judges_beside
         Reading("DS-1", "dust", "jinshui", T0 + M, T0 + M, {"pm10": 50.0, "noise_db": 40.0})
     )
     state = json.loads(json.dumps(det.export_device("DS-1")))
-    assert set(state["states"]) == {"dust", "noise", "offline"}
-    assert state["states"]["noise"] == {"loud": 1}
+    assert set(state["states"]) == {"dust", "noise", "loudness", "offline"}
+    assert state["states"]["loudness"] == {"loud": 1}
 
     restarted = Detector(rules, REG)
     assert restarted.import_device("DS-1", state)
@@ -128,10 +130,10 @@ def test_a_state_saved_before_a_kind_was_added_restores_with_that_kind_fresh(
     det = Detector(default_rules(), REG)
     det.on_reading(Reading("DS-1", "dust", "jinshui", T0, T0, {"pm10": 50.0, "noise_db": 80.0}))
     old = json.loads(json.dumps(det.export_device("DS-1")))
-    monkeypatch.setitem(kinds.RULE_KINDS, "noise", _noise_module())
+    monkeypatch.setitem(kinds.RULE_KINDS, "loudness", _noise_module())
     later = Detector(Rules(), REG)
     assert later.import_device("DS-1", old)
-    assert later.export_device("DS-1")["states"]["noise"] == {"loud": 0}  # type: ignore[index]
+    assert later.export_device("DS-1")["states"]["loudness"] == {"loud": 0}  # type: ignore[index]
 
 
 def test_a_version_1_state_from_the_previous_release_is_read() -> None:
