@@ -20,6 +20,7 @@ from typing import Any
 from contract import clock
 from contract.cases import SEVERITY_NAMES
 from contract.clock import local as local_time
+from contract.officers import ROLE_NAMES
 from contract.rules import RULES
 
 HOUR_MS = clock.HOUR_MS
@@ -45,7 +46,65 @@ CHANGE_NAMES = {
     "overdue": ("超期未修复", "still overdue"),
     "escalation": ("未确认，升级", "unacknowledged, escalated"),
     "reminder": ("仍未确认", "still unacknowledged"),
+    "claim": ("修复时间待确认", "repair claim to decide"),
 }
+
+CLAIM_KINDS = {"late_repair_claim": "readings", "backdated_close_claim": "close"}
+"""The claims a manhole case event may carry (docs/rules.md, "Late repair claims",
+"Backdated closes"), and the word for each in a claim notice's key."""
+
+CLAIM_ACTIONS = ("confirm_repair", "reject_repair")
+
+REASON_MAX = 200
+"""At most this many characters of an officer's reason are quoted in a push."""
+
+
+def pending_claims(snapshot: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(kind, claim) of every pending claim of a case event, late readings' first."""
+    detail = snapshot.get("detail") or {}
+    out = []
+    for field_name, kind in CLAIM_KINDS.items():
+        claim = detail.get(field_name)
+        if isinstance(claim, dict) and claim.get("status") == "pending":
+            out.append((kind, claim))
+    return out
+
+
+def claim_key(case_id: str, kind: str, claim: dict[str, Any]) -> str:
+    """Idempotency key of a claim notice: one push per claim, however often the case repeats it.
+
+    A late repair claim is claimed anew (a new ``at``) when more late readings change what
+    it would prove; that is a new claim and a new push.
+    """
+    return f"{case_id}:claim:{kind}:{claim.get('at')}"
+
+
+def _link_actions() -> frozenset[str]:
+    """The actions the ack endpoint takes from a signed link (alerts/http.py): the others
+    are offered as commands only, never as a link that would answer 400."""
+    from alerts import http
+
+    return frozenset(getattr(http, "LINK_ACTIONS", ()))
+
+
+def _plain(text: object, limit: int = REASON_MAX) -> str:
+    """Officer text quoted in a push: one line, bounded, no markdown link brackets."""
+    one = " ".join(str(text).split())
+    one = "".join(ch for ch in one if ch.isprintable())
+    if len(one) > limit:
+        one = one[: limit - 1] + "…"
+    return one.replace("[", "［").replace("]", "］")
+
+
+def _duration(ms: int) -> tuple[str, str]:
+    """(zh, en) of a lateness: hours and minutes."""
+    minutes = max(0, int(ms)) // 60_000
+    h, m = divmod(minutes, 60)
+    if h and m:
+        return f"{h} 小时 {m} 分钟", f"{h} h {m} min"
+    if h:
+        return f"{h} 小时", f"{h} h"
+    return f"{m} 分钟", f"{m} min"
 
 
 @dataclass
@@ -61,6 +120,9 @@ class CaseInfo:
     accident: bool = False
     escalation: dict[str, dict[str, int]] = field(default_factory=dict)
     """Per route id: ``{"level": levels reached, "reminders": reminders sent}``."""
+    claims: list[str] = field(default_factory=list)
+    """Keys (``claim_key``) of the claims already pushed: a pending claim repeated by every
+    later snapshot of the case is pushed once, also after its notice rows were pruned."""
 
     @property
     def acknowledged(self) -> bool:
@@ -82,12 +144,14 @@ class CaseInfo:
         return {
             "snapshot": self.snapshot, "yuan": self.yuan, "hours_booked": self.hours_booked,
             "last_state": self.last_state, "accident": self.accident, "escalation": self.escalation,
+            "claims": self.claims,
         }  # fmt: skip
 
     @classmethod
     def from_row(cls, case_id: str, d: dict[str, Any]) -> CaseInfo:
         return cls(case_id=case_id, snapshot=d["snapshot"], yuan=d["yuan"], hours_booked=d["hours_booked"],
-                   last_state=d["last_state"], accident=d["accident"], escalation=d["escalation"])  # fmt: skip
+                   last_state=d["last_state"], accident=d["accident"], escalation=d["escalation"],
+                   claims=list(d.get("claims") or []))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -104,11 +168,14 @@ class Notice:
     group_key: str
     level_name: str = ""
     hours: int | None = None
+    claim: dict[str, Any] | None = field(default=None, hash=False)
+    """A ``claim`` notice: the claim as the case event carried it, plus ``kind``
+    (``CLAIM_KINDS``): what is pushed is what was claimed, whatever happens to it later."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "case_id": self.case_id, "change": self.change, "at": self.at,
                 "route_id": self.route_id, "receiver": self.receiver, "group_key": self.group_key,
-                "level_name": self.level_name, "hours": self.hours}  # fmt: skip
+                "level_name": self.level_name, "hours": self.hours, "claim": self.claim}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Notice:
@@ -198,6 +265,8 @@ class Renderer:
                     "close": self.ack_link(n.case_id, device, "close", officer) if device else None,
                 }
             )
+            if n.change == "claim" and n.claim is not None:
+                items[-1].update(self._decision(n, device, officer))
         title_zh, title_en = self._titles(items)
         md = self._markdown(items, title_zh, title_en)
         text = self._text(items, title_zh, title_en)
@@ -217,6 +286,62 @@ class Renderer:
             text=text,
             data=data,
         )
+
+    # ------------------------------------------------------------------ claims
+
+    def _decision(self, n: Notice, device: str, officer: str) -> dict[str, Any]:
+        """How to decide a claim: signed links where the endpoint takes the action, and the
+        commands a supervisor runs with their own token (docs/officers.md) always."""
+        links = _link_actions()
+        out: dict[str, Any] = {"commands": {}}
+        for action in CLAIM_ACTIONS:
+            word = "confirm" if action == "confirm_repair" else "reject"
+            ok = bool(device) and action in links
+            out[word] = self.ack_link(n.case_id, device, action, officer) if ok else None
+            out["commands"][word] = f"citywatch case {action} {device} --case {n.case_id}"
+        return out
+
+    @staticmethod
+    def _claim_lines(it: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """(zh, en) lines of a claim notice: what is claimed, by whom, what it would reverse,
+        who decides it. Officer text is quoted as plain text (``_plain``)."""
+        n = it["notice"]
+        c = n.claim or {}
+        repair = local_time(c.get("repair_at"), empty="-")
+        late_zh, late_en = _duration(int(c.get("lateness_ms") or 0))
+        if c.get("kind") == "close":
+            officer = _plain(c.get("claimed_by") or "-", 64)
+            role_zh, role_en = ROLE_NAMES.get(str(c.get("role")), ("", ""))
+            by_zh = f"{officer}{f'（{role_zh}）' if role_zh else ''}补记结案，补记 {late_zh}"
+            by_en = (
+                f"{officer}{f' ({role_en})' if role_en else ''} closed it backdated by {late_en}"
+            )
+            if c.get("reason"):
+                by_zh += f"，理由：{_plain(c['reason'])}"
+                by_en += f", reason: {_plain(c['reason'])}"
+            stopped = local_time(c.get("at"), empty="-")
+            clock_zh = f"计时已于 {stopped} 停止"
+            clock_en = f"the clock stopped at {stopped}"
+            who_zh = f"须由 {officer} 以外的督办确认；本人确认无效"
+            who_en = f"A supervisor other than {officer} confirms it; the claimant's own confirmation does nothing"
+        else:
+            k = len(c.get("readings") or ()) or 1
+            by_zh = f"设备 {it['device']} 的迟到读数 {k} 条，迟到 {late_zh}"
+            by_en = f"the device's own late reading{'s' if k > 1 else ''} ({k}), {late_en} late"
+            clock_zh, clock_en = "等待期间继续计时", "the clock runs on while it waits"
+            who_zh, who_en = "须由督办确认或驳回", "A supervisor confirms or rejects it"
+        hours, yuan = c.get("hours_at_stake"), c.get("yuan_at_stake")
+        if hours is not None and yuan is not None:
+            stake_zh = f"如确认：冲销 {hours} 小时，{_yuan(int(yuan))} 元（{clock_zh}）"
+            stake_en = f"If confirmed: {hours} h reversed, {_yuan(int(yuan))} yuan ({clock_en})"
+        else:  # a claim made before the stake was recorded
+            stake_zh = f"如确认：冲销修复时间之后已计的小时（{clock_zh}）"
+            stake_en = (
+                f"If confirmed: the hours booked after the claimed repair are reversed ({clock_en})"
+            )
+        zh = [f"申报修复时间：{repair}（北京时间），{by_zh}", stake_zh, who_zh]
+        en = [f"Claimed repair: {repair} (Asia/Shanghai), {by_en}", stake_en, who_en]
+        return zh, en
 
     # ------------------------------------------------------------------ pieces
 
@@ -293,7 +418,15 @@ class Renderer:
             clock = self._clock_zh(it)
             if clock:
                 zh.append(f"> 计时：{clock}")
-            if it["ack"] and n.change not in ("repaired", "closed"):
+            if n.change == "claim" and n.claim is not None:
+                lines, _ = self._claim_lines(it)
+                zh.extend(f"> {line}" for line in lines)
+                links = [f"[{label}]({it[w]})" for w, label in (("confirm", "确认修复"), ("reject", "驳回"))
+                         if it.get(w)]  # fmt: skip
+                if links:
+                    zh.append("> " + "　".join(links))
+                zh.append(f"> 命令：`{it['commands']['confirm']}` 或 `{it['commands']['reject']}`")
+            elif it["ack"] and n.change not in ("repaired", "closed"):
                 zh.append(f"> [确认收到]({it['ack']})　[已修复结案]({it['close']})")
             zh.append("")
         if more:
@@ -309,7 +442,15 @@ class Renderer:
             clock = self._clock_en(it)
             if clock:
                 line += f"; {clock}"
-            if it["ack"] and n.change not in ("repaired", "closed"):
+            if n.change == "claim" and n.claim is not None:
+                _, lines = self._claim_lines(it)
+                line += ". " + ". ".join(lines)
+                links = [f"[{label}]({it[w]})" for w, label in (("confirm", "Confirm"), ("reject", "Reject"))
+                         if it.get(w)]  # fmt: skip
+                if links:
+                    line += ". " + " ".join(links)
+                line += f". Commands: `{it['commands']['confirm']}` or `{it['commands']['reject']}`"
+            elif it["ack"] and n.change not in ("repaired", "closed"):
                 line += f". [Acknowledge]({it['ack']})"
             en.append(line)
         if more:
@@ -339,7 +480,16 @@ class Renderer:
             zh.append(f"  开始：{local_time(s.get('opened_at'), empty='-')}（北京时间）")
             if self._clock_zh(it):
                 zh.append(f"  计时：{self._clock_zh(it)}")
-            if it["ack"] and n.change not in ("repaired", "closed"):
+            claim_en: list[str] = []
+            if n.change == "claim" and n.claim is not None:
+                claim_zh, claim_en = self._claim_lines(it)
+                zh.extend(f"  {line}" for line in claim_zh)
+                for w, label in (("confirm", "确认修复"), ("reject", "驳回")):
+                    if it.get(w):
+                        zh.append(f"  {label}：{it[w]}")
+                zh.append(f"  命令：{it['commands']['confirm']}")
+                zh.append(f"        {it['commands']['reject']}")
+            elif it["ack"] and n.change not in ("repaired", "closed"):
                 zh.append(f"  确认收到：{it['ack']}")
             en.append(f"* {re_}: {ce} ({se})")
             en.append(f"  Where: {where} ({s.get('district', '')}, grid {s.get('grid', '-')})")
@@ -348,7 +498,14 @@ class Renderer:
             en.append(f"  Since: {local_time(s.get('opened_at'), empty='-')} (Asia/Shanghai)")
             if self._clock_en(it):
                 en.append(f"  Clock: {self._clock_en(it)}")
-            if it["ack"] and n.change not in ("repaired", "closed"):
+            if claim_en:
+                en.extend(f"  {line}" for line in claim_en)
+                for w, label in (("confirm", "Confirm"), ("reject", "Reject")):
+                    if it.get(w):
+                        en.append(f"  {label}: {it[w]}")
+                en.append(f"  Commands: {it['commands']['confirm']}")
+                en.append(f"            {it['commands']['reject']}")
+            elif it["ack"] and n.change not in ("repaired", "closed"):
                 en.append(f"  Acknowledge: {it['ack']}")
         if more:
             zh.append(f"……另有 {more} 起。")
@@ -367,4 +524,7 @@ class Renderer:
             "opened_at": s.get("opened_at"), "deadline": s.get("deadline"),
             "hours_past_deadline": it["overdue_h"], "yuan_so_far": info.yuan if info else 0,
             "level": n.level_name or None, "ack_url": it["ack"],
-        }  # fmt: skip
+        } | ({
+            "claim": dict(n.claim), "confirm_url": it.get("confirm"), "reject_url": it.get("reject"),
+            "commands": dict(it["commands"]),
+        } if n.change == "claim" and n.claim is not None else {})  # fmt: skip

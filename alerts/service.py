@@ -9,12 +9,14 @@
 
 * A *meaningful change* of a case is a push: opened, deadline passed
   (``escalated``), accident, repaired/closed, every ``notify.overdue_every_hours``
-  hours past the deadline (from the ledger's hour entries). Acknowledgements
+  hours past the deadline (from the ledger's hour entries), a pending claim
+  (late repair or backdated close) an officer has to decide. Acknowledgements
   and notes are not pushed; they stop escalation.
 * Idempotency keys: ``case_id:state:at`` for a state change,
   ``case_id:accident``, the ledger entry id for an overdue notice,
-  ``case_id:esc:<route>:<level>`` for an escalation. A redelivered Kafka
-  record inserts nothing new (``notices`` primary key).
+  ``case_id:esc:<route>:<level>`` for an escalation, ``case_id:claim:<kind>:<at>``
+  for a claim. A redelivered Kafka record inserts nothing new (``notices``
+  primary key).
 * Kafka offsets are committed after the notices they produced are committed
   to sqlite: a crash repeats records (deduplicated), never loses them.
 
@@ -46,7 +48,7 @@ from alerts.channels.plugin import Channel, OptionError, Result
 from alerts.gate import Gate
 from alerts.group import Grouper, group_key
 from alerts.http import AckEndpoint, make_link
-from alerts.message import CaseInfo, Notice, Renderer
+from alerts.message import CaseInfo, Notice, Renderer, claim_key, pending_claims
 from alerts.outbox import Deliverer, OutboxRow, Store, message_key
 from alerts.policy import load_policy
 from alerts.route import AckConfig, RoutingConfig, load_routes
@@ -199,8 +201,23 @@ class AlertsService:
             self._notify(info, change, key, int(ev["at"]), hours, now)
             for change, key, hours in changes
         )
+        accepted += self._notify_claims(info, ev, now)
         self.store.save_case(info, now)
         self._schedule(info)
+        return accepted
+
+    def _notify_claims(self, info: CaseInfo, ev: dict[str, Any], now: int) -> int:
+        """A pending claim the case event carries and no push told yet: one notice to the
+        case's route (docs/alerts.md, "Claims"). Money waits on an officer's decision, so the
+        people who can make it must hear of it; the key (``claim_key``) makes it once."""
+        accepted = 0
+        for kind, claim in pending_claims(ev):
+            key = claim_key(info.case_id, kind, claim)
+            if key in info.claims:
+                continue
+            info.claims.append(key)
+            at = int(claim.get("at") or ev["at"])
+            accepted += self._notify(info, "claim", key, at, None, now, {**claim, "kind": kind})
         return accepted
 
     def on_entry(self, e: dict[str, Any]) -> int:
@@ -227,15 +244,16 @@ class AlertsService:
         return accepted
 
     def _notify(
-        self, info: CaseInfo, change: str, key: str, at: int, hours: int | None, now: int
-    ) -> int:
+        self, info: CaseInfo, change: str, key: str, at: int, hours: int | None, now: int,
+        claim: dict[str, Any] | None = None,
+    ) -> int:  # fmt: skip
         labels = info.labels()
         accepted = 0
         for route in self.config.match(labels):
             gk = group_key(labels, route.group_by)
             for receiver in escalate.reached_receivers(info, route, self.config):
                 n = Notice(key=key, case_id=info.case_id, change=change, at=at, route_id=route.id,
-                           receiver=receiver, group_key=gk, hours=hours)  # fmt: skip
+                           receiver=receiver, group_key=gk, hours=hours, claim=claim)  # fmt: skip
                 accepted += self._accept(n, route.group_wait_ms, route.group_interval_ms, now)
         return accepted
 

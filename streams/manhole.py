@@ -27,6 +27,12 @@ docs/rules.md, exactly:
   readings and books the reversals (the officer is part of their evidence),
   ``reject_repair`` sets them aside for good. A late reading that would un-owe
   nothing is taken as it is.
+* Backdated closes (docs/rules.md, "Backdated closes"): an officer's close
+  whose ``at`` lies more than ``late_repair_max_minutes`` before the instant it
+  was said (the watermark, or the gate's ``recorded_at`` when later) stops the
+  clock at that instant and reverses nothing; the backdated part is a pending
+  claim (``detail.backdated_close_claim``) that only a *different* officer's
+  ``confirm_repair`` books; ``reject_repair`` leaves the ledger as it is.
 * A late *abnormal* reading never opens a case or delays a repair: it is
   either superseded by a newer normal reading, or falls inside a case that is
   already open. An abnormal reading opens a new case only when it is newer
@@ -195,7 +201,14 @@ class ManholeCase:
     """Event times of readings an officer rejected as repair evidence: never counted again."""
     claim: dict[str, Any] | None = None
     """The latest late repair claim: ``status`` (pending, confirmed, rejected, superseded),
-    ``repair_at``, ``lateness_ms``, ``at``, ``readings``, ``decided_by``, ``decided_at``."""
+    ``repair_at``, ``lateness_ms``, ``at``, ``readings``, ``hours_at_stake``,
+    ``yuan_at_stake``, ``decided_by``, ``decided_at``."""
+    close_claim: dict[str, Any] | None = None
+    """A backdated close's claim (docs/rules.md, "Backdated closes"): the same statuses and
+    ``repair_at`` (the claimed instant), ``claimed_by``, ``role``, ``reason``,
+    ``recorded_at`` (the gate's, or None), ``at`` (when it was said: the clock stopped
+    there), ``lateness_ms``, ``hours_at_stake``, ``yuan_at_stake``, ``decided_by``,
+    ``decided_at``."""
 
     @property
     def repair_at(self) -> int | None:
@@ -224,6 +237,10 @@ def _ts(item: tuple[int, bool]) -> int:
 
 def _ev_ts(ev: dict[str, Any]) -> int:
     return int(ev["ts"])
+
+
+def _pending(claim: dict[str, Any] | None) -> bool:
+    return claim is not None and claim["status"] == "pending"
 
 
 def _first_run(
@@ -376,14 +393,20 @@ class ManholeRule:
 
     # ------------------------------------------------------------------ late repair claims
 
-    def _at_stake(self, case: ManholeCase, at: int, now: int) -> bool:
-        """Would a repair at ``at`` un-owe an hour booked or due by ``now``?"""
+    def _at_stake(self, case: ManholeCase, at: int, now: int) -> int:
+        """How many hourly entries booked or due by ``now`` a repair at ``at`` would un-owe.
+
+        Hour ``k`` accrues at ``deadline + k h`` and is owed unless the case was repaired
+        before that instant; the accepted repair (if any) bounds what was ever due, and
+        every hour after it is already reversed or was never booked.
+        """
         if not self.per_hour:
-            return False
+            return 0
         rep = case.repair_at
         limit = now if rep is None else min(now, rep)
-        k = max(1, (at - case.deadline) // HOUR_MS + 1)  # the first hour accruing after ``at``
-        return case.deadline + k * HOUR_MS <= limit
+        first = max(1, (at - case.deadline) // HOUR_MS + 1)  # the first hour accruing after ``at``
+        last = (limit - case.deadline) // HOUR_MS  # the last hour accrued by ``limit``
+        return max(0, last - first + 1)
 
     def _weigh_claim(self, case: ManholeCase, r: Reading, dev: Device, ctx: Context) -> None:
         """The repair the late readings would prove: taken when it un-owes nothing, else claimed."""
@@ -406,40 +429,65 @@ class ManholeRule:
         readings = [e["ts"] for e in case.unconfirmed]
         if claim is not None and claim["repair_at"] == start and claim["readings"] == readings:
             return
+        hours = self._at_stake(case, start, now)
         case.claim = {
             "status": "pending", "repair_at": start, "lateness_ms": now - start, "at": now,
-            "readings": readings, "decided_by": None, "decided_at": None,
+            "readings": readings, "hours_at_stake": hours, "yuan_at_stake": hours * self.per_hour,
+            "decided_by": None, "decided_at": None,
         }  # fmt: skip
         ctx.out.append(self._event(case, dev, now, [ev]))
 
     def _decide_claim(self, st: ManholeState, a: OfficerAction, dev: Device, ctx: Context) -> bool:
-        """``confirm_repair`` / ``reject_repair``: the most recent case with a pending claim
-        (or ``a.case_id``'s); a repeat of the decision changes nothing."""
+        """``confirm_repair`` / ``reject_repair``: the pending claims of the most recent case
+        that has one (or of ``a.case_id``'s); a repeat of the decision changes nothing.
+
+        The late readings' claim is decided first, then the backdated close's, so a
+        confirmation that decides both books each reversal once, with the evidence that
+        un-owed it. Four eyes: the officer who made a backdated close cannot confirm it
+        (their confirmation changes nothing, as an accident reporter's second report);
+        they may reject it, which books nothing.
+        """
         cases = [c for c in (st.case, *reversed(st.pending)) if c is not None]
         if a.case_id is not None:
             cases = [c for c in cases if c.case_id == a.case_id]
-        case = next((c for c in cases if c.claim and c.claim["status"] == "pending"), None)
+        case = next((c for c in cases if _pending(c.claim) or _pending(c.close_claim)), None)
         want = "confirmed" if a.action == "confirm_repair" else "rejected"
         if case is None:
-            decided = next((c.claim for c in cases if c.claim), None)
-            return decided is not None and decided["status"] == want
-        claim = case.claim
-        assert claim is not None
+            for c in cases:  # the most recent decision: repeating it is no mistake
+                claims = [d for d in (c.claim, c.close_claim) if d is not None]
+                if claims:
+                    return any(d["status"] == want for d in claims)
+            return False
         act = action_evidence(a)
-        case.claim = {**claim, "status": want, "decided_by": a.officer, "decided_at": a.at}
-        readings = case.unconfirmed
-        case.unconfirmed = []
+        decided = {"status": want, "decided_by": a.officer, "decided_at": a.at}
         changed = False
-        if want == "confirmed":
-            start = _first_run(case.history, self.normal_run, set(case.rejected))
-            rep = case.repair_at
-            if start is not None and (rep is None or start < rep):
-                ev = next(
-                    (e for e in readings if e["ts"] == start), readings[0] if readings else act
-                )
-                changed = self._set_repair(case, start, None, ev, dev, ctx, [act])
-        else:
-            case.rejected = sorted({*case.rejected, *(e["ts"] for e in readings)})
+        claim = case.claim
+        by_readings = claim is not None and _pending(claim)
+        if claim is not None and by_readings:
+            case.claim = {**claim, **decided}
+            readings = case.unconfirmed
+            case.unconfirmed = []
+            if want == "confirmed":
+                start = _first_run(case.history, self.normal_run, set(case.rejected))
+                rep = case.repair_at
+                if start is not None and (rep is None or start < rep):
+                    ev = next(
+                        (e for e in readings if e["ts"] == start), readings[0] if readings else act
+                    )
+                    changed = self._set_repair(case, start, None, ev, dev, ctx, [act])
+            else:
+                case.rejected = sorted({*case.rejected, *(e["ts"] for e in readings)})
+        close = case.close_claim
+        if close is not None and _pending(close):
+            if want == "confirmed" and close["claimed_by"] == a.officer:
+                if not by_readings:
+                    return True  # four eyes: nothing was decided, nothing changes
+            else:
+                case.close_claim = {**close, **decided}
+                close_ev = case.close_evidence  # the backdated close's own action
+                if want == "confirmed" and close_ev is not None:
+                    at = close["repair_at"]
+                    changed = self._set_repair(case, at, a, close_ev, dev, ctx, [act]) or changed
         if not changed:
             ctx.out.append(self._event(case, dev, a.at, [act]))
         if st.pending:
@@ -448,10 +496,39 @@ class ManholeRule:
 
     def _keep(self, case: ManholeCase) -> bool:
         """An earlier case stays while it owes hours or waits for an officer's decision."""
-        claim = case.claim
-        return self._case_due(case) is not None or (
-            claim is not None and claim["status"] == "pending"
+        return (
+            self._case_due(case) is not None or _pending(case.claim) or _pending(case.close_claim)
         )
+
+    # ------------------------------------------------------------------ backdated closes
+
+    def _close(self, case: ManholeCase, a: OfficerAction, dev: Device, ctx: Context) -> None:
+        """An officer's close (docs/rules.md, "Backdated closes").
+
+        The close repairs the case at its ``at`` -- unless ``at`` lies more than
+        ``late_repair_max`` before the instant it was said (the watermark, or the
+        gate's ``recorded_at`` when later) and a repair at ``at`` would un-owe hours
+        booked or due by then. Then the clock stops at the instant it was said (no
+        hour accrues after an officer said the cover is repaired), nothing booked is
+        reversed, and the backdated part is a pending claim a different officer
+        confirms (``confirm_repair``) or anyone with the role rejects.
+        """
+        ev = action_evidence(a)
+        said = max(ctx.wm, a.at if a.recorded_at is None else a.recorded_at)
+        claimed = max(a.at, case.opened_at)
+        hours = self._at_stake(case, claimed, said) if said - a.at > self.late_max else 0
+        if not hours:
+            self._set_repair(case, a.at, a, ev, dev, ctx)
+            return
+        case.close_claim = {
+            "status": "pending", "repair_at": claimed, "claimed_by": a.officer,
+            "role": a.role or None, "reason": a.reason, "recorded_at": a.recorded_at,
+            "lateness_ms": said - a.at, "at": said,
+            "hours_at_stake": hours, "yuan_at_stake": hours * self.per_hour,
+            "decided_by": None, "decided_at": None,
+        }  # fmt: skip
+        if not self._set_repair(case, said, a, ev, dev, ctx):
+            ctx.out.append(self._event(case, dev, said, [ev]))  # its sensor stopped the clock first
 
     def _set_repair(
         self, case: ManholeCase, at: int, officer: OfficerAction | None,
@@ -484,6 +561,9 @@ class ManholeRule:
         claim = case.claim
         if claim is not None and claim["status"] == "pending" and claim["repair_at"] >= new:
             case.claim = {**claim, "status": "superseded"}  # an earlier repair was proved
+        close = case.close_claim
+        if close is not None and close["status"] == "pending" and close["repair_at"] >= new:
+            case.close_claim = {**close, "status": "superseded"}
         ctx.out.append(self._event(case, dev, new, proof))
         return True
 
@@ -598,7 +678,7 @@ class ManholeRule:
                 ctx.out.append(self._event(case, dev, a.at, [action_evidence(a)]))
         elif a.action == "close":
             if case.officer_close_at is None:
-                self._set_repair(case, a.at, a, action_evidence(a), dev, ctx)
+                self._close(case, a, dev, ctx)
         elif a.action == "note":
             n = {"at": a.at, "officer": a.officer, "note": a.note}
             if n not in case.notes:
@@ -631,6 +711,8 @@ class ManholeRule:
             detail["notes"] = list(case.notes)
         if case.claim is not None:
             detail["late_repair_claim"] = dict(case.claim)
+        if case.close_claim is not None:
+            detail["backdated_close_claim"] = dict(case.close_claim)
         return CaseEvent(
             case_id=case.case_id,
             kind="manhole",
@@ -685,6 +767,7 @@ def _case_to_dict(c: ManholeCase) -> dict[str, Any]:
         "accident_report": None if c.accident_report is None else dict(c.accident_report),
         "unconfirmed": [dict(e) for e in c.unconfirmed], "rejected": list(c.rejected),
         "claim": None if c.claim is None else dict(c.claim),
+        "close_claim": None if c.close_claim is None else dict(c.close_claim),
     }  # fmt: skip
 
 
@@ -703,6 +786,7 @@ def _case_from_dict(c: dict[str, Any]) -> ManholeCase:
         unconfirmed=[dict(e) for e in c.get("unconfirmed", ())],
         rejected=list(c.get("rejected", ())),
         claim=None if c.get("claim") is None else dict(c["claim"]),
+        close_claim=None if c.get("close_claim") is None else dict(c["close_claim"]),
     )  # fmt: skip
 
 

@@ -10,8 +10,10 @@
   same ``Reading``s; a line that fails validation is reported in
   ``rejected`` with its line number, never silently dropped;
 * an officer action on the device's current case:
-  ``{"action": "ack"|"close"|"accident"|"note", "device": ..., "at": ms,
-  "officer": ...}`` (optionally ``case_id``, ``note``);
+  ``{"action": "ack"|"close"|"accident"|"note"|"confirm_repair"|"reject_repair",
+  "device": ..., "at": ms, "officer": ...}`` (optionally ``case_id``, ``note`` and
+  the gate's provenance ``role``, ``channel``, ``credential``, ``reason``,
+  ``recorded_at``) -- read by the journal's own codec, as the worker reads it;
 * ``{"watermark": ms}``: time passes with no reading.
 
 At the end time advances to the latest instant any line named (received_at,
@@ -30,7 +32,7 @@ import orjson
 
 from contract.cases import ActionRejected, CaseEvent, LedgerEntry, OfficerAction
 from contract.clock import iso_utc
-from contract.journal import JournalItem, Watermark
+from contract.journal import JournalError, JournalItem, Watermark, from_record
 from contract.reading import Reading
 from streams.detector import Detector, RegistryLike
 from streams.ledger import Ledger
@@ -131,13 +133,12 @@ def parse_lines(
                 continue
             yield lineno, res
         elif "action" in obj:
+            # read as the worker reads an acks record (contract.journal), provenance and all: a
+            # backdated close's ``recorded_at`` decides whether it is a claim (docs/rules.md)
             try:
-                action = OfficerAction(
-                    action=obj["action"], device=obj["device"], at=obj["at"],
-                    officer=str(obj.get("officer") or ""), case_id=obj.get("case_id"), note=obj.get("note"),
-                )  # fmt: skip
-            except (KeyError, ValueError, TypeError) as exc:
-                yield lineno, BadLine(lineno, "bad_action", f"bad officer action: {exc}")
+                action = from_record({**obj, "type": "action"})
+            except JournalError as exc:
+                yield lineno, BadLine(lineno, "bad_action", f"bad officer action: {exc.message}")
                 continue
             yield lineno, action
         elif "watermark" in obj:

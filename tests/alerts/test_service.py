@@ -25,6 +25,7 @@ from tests.alerts.standins import (
     T0,
     FakeClock,
     HttpStandIn,
+    async_wait_for,
     case_event,
     hour_entry,
     wait_for,
@@ -272,3 +273,128 @@ def test_a_replayed_history_pushes_nothing_again(
     assert [c for p in cases_of(hooks[0]) for c in p] == [
         (history[0]["case_id"], ch) for ch in ("open", "escalated", "repaired")
     ]
+
+
+# ---------------------------------------------------------------------- claims (docs/alerts.md, "Claims")
+
+
+def _detector_outputs(script: str) -> tuple[list[dict], list[dict], str]:
+    """Case events and ledger entries as the real detector makes them (streams.harness).
+
+    ``close``: a cover open 12 h, closed by a supervisor backdated to the opening;
+    ``readings``: the same cover's own reading, 12 h late, then a second late one.
+    """
+    from streams.harness import T0 as D0
+    from streams.harness import Run
+
+    run = Run()
+    run.read("MH-MAIN", D0, open=True)
+    run.act("ack", "MH-MAIN", D0 + MIN)  # acknowledged: these tests are not about escalation
+    run.tick(D0 + 12 * 3_600_000)
+    if script == "close":
+        run.act("close", "MH-MAIN", D0, officer="sup-jinshui", role="district_supervisor",
+                reason="巡查记录：早已修复", recorded_at=D0 + 12 * 3_600_000 + MIN)  # fmt: skip
+    else:
+        run.read("MH-MAIN", D0 + 30 * MIN, received_at=D0 + 12 * 3_600_000, open=False)
+        run.read("MH-MAIN", D0 + 20 * MIN, received_at=D0 + 12 * 3_600_000 + MIN, open=False)
+    events = [e.to_dict() for e in run.events]
+    entries = [e.to_dict() for e in run.ledger.entries()]
+    return events, entries, f"manhole:MH-MAIN:{D0}"
+
+
+def claims_of(hook: HttpStandIn) -> list[dict]:
+    return [c for s in hook.delivered for c in s.json()["cases"] if c["change"] == "claim"]
+
+
+def test_a_pending_backdated_close_is_pushed_once_with_what_confirming_it_would_reverse(
+    settings: Settings, tmp_path: Path, hooks: list[HttpStandIn]
+) -> None:
+    from streams.harness import T0 as D0
+
+    events, entries, cid = _detector_outputs("close")
+    clock = FakeClock(D0 + 12 * 3_600_000 + 2 * MIN)
+
+    async def go() -> None:
+        svc = service(settings, tmp_path, hooks, clock=clock)
+        try:
+            records = [("cases", e) for e in events] + [("penalties", e) for e in entries]
+            svc.accept(records)
+            assert svc.accept(records) == 0  # Kafka redelivered everything
+            # a later snapshot still carrying the same pending claim (a note) is no new claim
+            noted = events[-1] | {"at": events[-1]["at"] + MIN, "detail": events[-1]["detail"]
+                                  | {"notes": [{"note": "已通知督办"}]}}  # fmt: skip
+            assert svc.accept([("cases", noted)]) == 0
+            await async_wait_for(
+                lambda: claims_of(hooks[0]), what="the claim pushed", tick=svc.tick
+            )
+            await settle(svc, hooks, len(hooks[0].delivered))  # anything more would be a repeat
+        finally:
+            await svc.close()
+        again = service(settings, tmp_path, hooks, clock=clock)  # a restart of the service
+        try:
+            assert again.accept([("cases", events[-1])]) == 0
+        finally:
+            await again.close()
+
+    asyncio.run(go())
+    grid, duty, command = hooks
+    (claim,) = claims_of(grid)
+    assert (
+        claim["case_id"] == cid
+        and claim["notice_key"] == f"{cid}:claim:close:{D0 + 12 * 3_600_000 + MIN}"
+    )
+    c = claim["claim"]
+    assert (c["kind"], c["repair_at"], c["claimed_by"]) == ("close", D0, "sup-jinshui")
+    assert (c["hours_at_stake"], c["yuan_at_stake"]) == (10, 100_000)
+    assert claim["commands"] == {
+        "confirm": f"citywatch case confirm_repair MH-MAIN --case {cid}",
+        "reject": f"citywatch case reject_repair MH-MAIN --case {cid}",
+    }
+    assert not duty.seen and not command.seen
+    changes = [x["change"] for p in grid.delivered for x in p.json()["cases"]]
+    assert changes.count("claim") == 1 and changes.count("closed") == 1
+
+
+def test_a_late_reading_claim_is_pushed_and_a_claim_changed_by_more_readings_again(
+    settings: Settings, tmp_path: Path, hooks: list[HttpStandIn]
+) -> None:
+    from streams.harness import T0 as D0
+
+    events, entries, cid = _detector_outputs("readings")
+    pending = [
+        e["detail"]["late_repair_claim"]
+        for e in events
+        if (e["detail"].get("late_repair_claim") or {}).get("status") == "pending"
+    ]
+    assert [p["repair_at"] for p in pending] == [D0 + 30 * MIN, D0 + 20 * MIN]
+
+    clock = FakeClock(D0 + 12 * 3_600_000 + 2 * MIN)
+
+    async def go() -> None:
+        svc = service(settings, tmp_path, hooks, clock=clock)
+        try:
+            assert svc.accept([("cases", e) for e in events]) >= 2
+            decided = events[-1] | {"at": events[-1]["at"] + MIN, "detail": events[-1]["detail"]
+                                    | {"late_repair_claim": pending[-1] | {"status": "rejected"}}}  # fmt: skip
+            assert svc.accept([("cases", decided)]) == 0  # a decided claim is no news
+            await async_wait_for(
+                lambda: len(claims_of(hooks[0])) >= 2, what="both claims pushed", tick=svc.tick
+            )
+            await settle(svc, hooks, len(hooks[0].delivered))
+            # a week on, the sent notices are pruned; the claim, still pending, is not news
+            clock.advance(8 * 24 * 3_600_000)
+            svc.prune()
+            noted = events[-1] | {"at": events[-1]["at"] + 2 * MIN, "detail": events[-1]["detail"]
+                                  | {"notes": [{"note": "督办已知"}]}}  # fmt: skip
+            assert svc.accept([("cases", noted)]) == 0
+        finally:
+            await svc.close()
+
+    asyncio.run(go())
+    pushed = claims_of(hooks[0])
+    assert [(c["claim"]["kind"], c["claim"]["repair_at"]) for c in pushed] == [
+        ("readings", D0 + 30 * MIN),
+        ("readings", D0 + 20 * MIN),
+    ]
+    assert [c["notice_key"] for c in pushed] == [f"{cid}:claim:readings:{p['at']}" for p in pending]
+    assert pushed[0]["claim"]["hours_at_stake"] == 10

@@ -45,12 +45,13 @@ def _officers(s: Settings, tmp_path: Path, unique: str) -> tuple[Settings, dict[
         "officers:\n"
         f"  - {{id: grid-{unique}, name: 网格员, roles: [grid], districts: [jinshui]}}\n"
         f"  - {{id: sup-{unique}, name: 督办, roles: [district_supervisor], districts: [jinshui]}}\n"
+        f"  - {{id: city-{unique}, name: 市督办, roles: [city_supervisor]}}\n"
         f"  - {{id: duty-{unique}, name: 值班员, roles: [duty], districts: [erqi]}}\n",
         encoding="utf-8",
     )
     s = s.replace("paths", officers=str(path))
     store = TokenStore(Path(s.paths.state_dir) / "officers")
-    return s, {role: store.issue(f"{role}-{unique}")[0] for role in ("grid", "sup", "duty")}
+    return s, {role: store.issue(f"{role}-{unique}")[0] for role in ("grid", "sup", "city", "duty")}
 
 
 def test_officer_closes_a_case_from_the_cli_and_the_clock_stops(
@@ -94,25 +95,37 @@ def test_officer_closes_a_case_from_the_cli_and_the_clock_stops(
             s, "case", "close", mh, "--at", at, "--reason", "巡查记录：已修复", token=tokens["sup"]
         )
         assert done.returncode == 0, done.stderr
-        journal_topic = KafkaTopics(s.kafka.topic_prefix).telemetry
-        wait_until(
-            lambda: any(
-                r.get("type") == "action"
-                for r in read_topic_sync(s.kafka.bootstrap, journal_topic, 10**6, 1)
-            ),
-            what="the officer's close forwarded into the journal",
-        )
-        # time goes on: no entry may accrue after the close
+        said_before = time.time_ns() // 1_000_000  # the gate records the close about now
+
+        def claim() -> dict | None:
+            """The backdated close claim of the latest case event that carries one."""
+            found = None
+            for r in read_topic_sync(s.kafka.bootstrap, cases, 10**6, 1):
+                c = (r.get("detail") or {}).get("backdated_close_claim")
+                if c is not None and r["state"] == "closed":
+                    found = c
+            return found
+
+        # backdated by hours: a claim, not a booking; the clock stopped when the close was said
+        pending = wait_until(claim, what="the backdated close as a pending claim")
+        assert pending["status"] == "pending" and pending["claimed_by"] == f"sup-{unique}"
+        assert pending["reason"] == "巡查记录：已修复" and pending["repair_at"] == int(at)
+        assert pending["at"] >= said_before - 60_000
+        # time goes on to 9 h: the hours at 6..9 h accrued before the officer said it, so they
+        # are owed until a second officer confirms the backdated repair
         asyncio.run(
             journal.load([{"watermark": T0 + 9 * H}], reg, s.kafka.bootstrap, s.kafka.topic_prefix)
         )
-
-        def closed() -> bool:
-            return any(
-                r["state"] == "closed" for r in read_topic_sync(s.kafka.bootstrap, cases, 10**6, 1)
-            )
-
-        wait_until(closed, what="the case closed on the cases topic")
+        wait_until(
+            lambda: (
+                len({r["id"] for r in read_topic_sync(s.kafka.bootstrap, penalties, 7, 1)}) == 7
+            ),
+            what="7 hourly entries (the backdated close reversed none)",
+        )
+        own = _cli(s, "case", "confirm_repair", mh, token=tokens["sup"])
+        assert own.returncode == 0, own.stderr  # accepted as an act; four eyes: it decides nothing
+        confirmed = _cli(s, "case", "confirm_repair", mh, token=tokens["city"])
+        assert confirmed.returncode == 0, confirmed.stderr
 
         def in_influx() -> list | None:
             try:
@@ -121,9 +134,15 @@ def test_officer_closes_a_case_from_the_cli_and_the_clock_stops(
                 return None
 
         entries = wait_until(
-            lambda: (rows := in_influx()) and len(rows) == 3 and rows, what="penalties in InfluxDB"
+            lambda: (rows := in_influx()) and len(rows) == 11 and rows,
+            what="7 hours and 4 reversals in InfluxDB",
         )
         assert sum(e["amount_yuan"] for e in entries) == 30_000
+        decided = wait_until(
+            lambda: (c := claim()) and c["status"] == "confirmed" and c,
+            what="the claim confirmed on the cases topic",
+        )
+        assert decided["decided_by"] == f"city-{unique}"
         wait_until(
             lambda: "closed" in _cli(s, "case", "list", "--all").stdout,
             what="case list shows it closed",
@@ -131,7 +150,7 @@ def test_officer_closes_a_case_from_the_cli_and_the_clock_stops(
     finally:
         worker.stop()
     ids = {r["id"] for r in read_topic_sync(s.kafka.bootstrap, penalties, 10**6, 1)}
-    assert len(ids) == 3, "an hour accrued after the officer's close"
+    assert len(ids) == 11, "an hour accrued after the officer said it was repaired"
     listing = _cli(s, "case", "list", "--all").stdout
     case_id = next(line.split()[0] for line in listing.splitlines() if mh in line)
     shown = _cli(s, "case", "show", case_id)

@@ -15,6 +15,8 @@ from streams.rules import Rules, default_rules
 
 DEVICES = ("MH-MAIN", "MH-SEC", "DS-1", "DS-2", "SL-1")
 END = T0 + 100 * H
+OFFICERS = ("grid-07", "sup-01", "sup-02")
+LATE_MAX = 15 * M
 
 op = st.one_of(
     st.tuples(
@@ -27,9 +29,11 @@ op = st.one_of(
     st.tuples(st.just("w"), st.integers(0, 26 * 60)),
     st.tuples(
         st.just("a"),
-        st.sampled_from(("close", "accident", "ack", "note")),
+        st.sampled_from(("close", "accident", "ack", "note", "confirm_repair", "reject_repair")),
         st.sampled_from(DEVICES),
         st.integers(0, 26 * 60),
+        st.sampled_from(OFFICERS),
+        st.one_of(st.none(), st.integers(0, 600)),  # recorded this many minutes later (the gate)
     ),
 )
 ops = st.lists(op, max_size=120)
@@ -56,10 +60,10 @@ def build(ops_: list[tuple[Any, ...]]) -> list[tuple[str, Any]]:
         elif o[0] == "w":
             evs.append(("w", T0 + o[1] * M))
         else:
-            _, kind, dev, minute = o
-            evs.append(
-                ("a", action(kind, dev, T0 + minute * M, note="n" if kind == "note" else None))
-            )
+            _, kind, dev, minute, officer, recorded = o
+            at = T0 + minute * M
+            evs.append(("a", action(kind, dev, at, officer, note="n" if kind == "note" else None,
+                                    recorded_at=None if recorded is None else at + recorded * M)))  # fmt: skip
     evs.append(("w", END))  # long after everything: all owed hours are booked
     return evs
 
@@ -90,6 +94,14 @@ def check_invariants(normal_run: int, ops_: list[tuple[Any, ...]]) -> None:
         if e.reverses is not None:
             assert e.amount_yuan == -by_id[e.reverses].amount_yuan
             assert e.accrued_at >= by_id[e.reverses].accrued_at
+            first = e.evidence[0]
+            if first.get("action") == "close":  # a close reversed it: at once only within the bound
+                decided = [ev for ev in e.evidence[1:] if ev.get("action") == "confirm_repair"]
+                if decided:
+                    assert all(ev["officer"] != first["officer"] for ev in decided), e
+                else:
+                    said = max(e.accrued_at, first.get("recorded_at") or first["at"])
+                    assert said - first["at"] <= LATE_MAX, e
     cases: dict[str, CaseEvent] = {}
     for o in log:
         if isinstance(o, CaseEvent):

@@ -522,3 +522,243 @@ def test_claims_survive_a_restore() -> None:
     assert [o.reverses for o in outs if getattr(o, "reverses", None)] == [
         f"{CASE}:hour:{k}" for k in range(1, 5)
     ]
+
+
+# ------------------------------------------------------------------ backdated closes (docs/rules.md)
+
+
+def backdated_close(run: Run, at: int, said: int, officer: str = "sup-jinshui") -> list:
+    """A supervisor's close dated ``at``, recorded by the gate at ``said``, with its reason."""
+    return run.act(
+        "close", "MH-MAIN", at, officer=officer, role="district_supervisor", channel="cli",
+        credential="token:t1", reason="巡查记录：早已修复", recorded_at=said,
+    )  # fmt: skip
+
+
+def test_a_close_backdated_beyond_the_bound_reverses_nothing_until_a_second_officer_confirms() -> (
+    None
+):
+    """The issue's attack: a close backdated to the opening instant wiped a case (net 100,000 -> 0)."""
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.tick(T0 + 12 * H)  # hours 1..10
+    booked = run.ledger.entries()
+    assert run.ledger.net() == 100_000
+    said = T0 + 12 * H + M
+    backdated_close(run, T0, said)
+    assert run.ledger.entries() == booked, "a backdated close may not reverse on its own"
+    case = run.cases[CASE]
+    assert (
+        case.state == "closed" and case.detail["repair_at"] == said
+    )  # the clock stopped when said
+    claim = case.detail["backdated_close_claim"]
+    assert claim == {
+        "status": "pending", "repair_at": T0, "claimed_by": "sup-jinshui",
+        "role": "district_supervisor", "reason": "巡查记录：早已修复", "recorded_at": said,
+        "lateness_ms": 12 * H + M, "at": said, "hours_at_stake": 10, "yuan_at_stake": 100_000,
+        "decided_by": None, "decided_at": None,
+    }  # fmt: skip
+    close_ev = case.evidence[-1]
+    assert close_ev["action"] == "close" and close_ev["at"] == T0
+    assert close_ev["reason"] == "巡查记录：早已修复" and close_ev["recorded_at"] == said
+    run.tick(T0 + 30 * H)
+    assert run.ledger.entries() == booked, "no hour accrues after the officer said it is repaired"
+    # a second officer confirms: every hour after the claimed repair is reversed, once
+    run.act("confirm_repair", "MH-MAIN", T0 + 30 * H, officer="sup-city")
+    reversals = [e for e in run.ledger.entries() if e.reverses]
+    assert [e.reverses for e in reversals] == [f"{CASE}:hour:{k}" for k in range(1, 11)]
+    assert all(e.accrued_at == T0 + 30 * H for e in reversals)  # the watermark when confirmed
+    assert all(
+        [(ev["action"], ev["officer"]) for ev in e.evidence]
+        == [("close", "sup-jinshui"), ("confirm_repair", "sup-city")]
+        for e in reversals
+    )
+    assert run.ledger.net() == 0
+    case = run.cases[CASE]
+    assert case.state == "closed" and case.detail["repair_at"] == T0
+    claim = case.detail["backdated_close_claim"]
+    assert (claim["status"], claim["decided_by"], claim["decided_at"]) == (
+        "confirmed", "sup-city", T0 + 30 * H,
+    )  # fmt: skip
+    before = run.ledger.entries()
+    run.act("confirm_repair", "MH-MAIN", T0 + 31 * H, officer="sup-city")  # the link used again
+    backdated_close(run, T0, T0 + 31 * H)  # and the close redelivered
+    run.tick(T0 + 40 * H)
+    assert run.ledger.entries() == before and run.rejected == []
+
+
+def test_the_claimant_cannot_confirm_their_own_backdated_close() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.tick(T0 + 6 * H)
+    backdated_close(run, T0 + H, T0 + 6 * H)
+    snapshot = run.cases[CASE]
+    assert run.act("confirm_repair", "MH-MAIN", T0 + 6 * H + M, officer="sup-jinshui") == []
+    assert run.cases[CASE] == snapshot and run.ledger.net() == 40_000
+    assert run.rejected == []  # accepted as an act, but it decides nothing
+    assert run.cases[CASE].detail["backdated_close_claim"]["status"] == "pending"
+    run.act("confirm_repair", "MH-MAIN", T0 + 6 * H + 2 * M, officer="sup-city")
+    assert run.ledger.net() == 0
+    assert run.cases[CASE].detail["backdated_close_claim"]["decided_by"] == "sup-city"
+
+
+def test_a_rejected_backdated_close_keeps_the_ledger_and_the_clock_stopped_when_it_was_said() -> (
+    None
+):
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.tick(T0 + 6 * H)  # hours 1..4
+    backdated_close(run, T0, T0 + 6 * H + 30 * M)
+    run.act("reject_repair", "MH-MAIN", T0 + 7 * H, officer="sup-city")
+    claim = run.cases[CASE].detail["backdated_close_claim"]
+    assert (claim["status"], claim["decided_by"]) == ("rejected", "sup-city")
+    run.tick(T0 + 20 * H)
+    assert run.amounts() == [10_000] * 4  # nothing reversed, nothing more accrued
+    assert run.cases[CASE].state == "closed"
+    assert run.cases[CASE].detail["repair_at"] == T0 + 6 * H + 30 * M
+    run.act("confirm_repair", "MH-MAIN", T0 + 20 * H, officer="sup-other")
+    assert [r.reason for r in run.rejected] == ["MH-MAIN has no pending late repair claim"]
+    assert run.amounts() == [10_000] * 4
+
+
+def test_the_claimant_may_withdraw_a_backdated_close() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.tick(T0 + 6 * H)
+    backdated_close(run, T0, T0 + 6 * H)
+    run.act("reject_repair", "MH-MAIN", T0 + 6 * H + M, officer="sup-jinshui")
+    claim = run.cases[CASE].detail["backdated_close_claim"]
+    assert (claim["status"], claim["decided_by"]) == ("rejected", "sup-jinshui")
+    assert run.ledger.net() == 40_000
+
+
+@pytest.mark.parametrize(
+    "backdated_min, at_once", [(0, True), (1, True), (15, True), (16, False), (120, False)]
+)
+def test_a_close_backdated_within_the_bound_repairs_at_once(
+    backdated_min: int, at_once: bool
+) -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.tick(DEADLINE + 4 * H)  # hours 1..4
+    at = DEADLINE + 4 * H - backdated_min * M
+    backdated_close(run, at, DEADLINE + 4 * H)
+    run.tick(DEADLINE + 10 * H)
+    case = run.cases[CASE]
+    if at_once:
+        assert "backdated_close_claim" not in case.detail
+        assert case.detail["repair_at"] == at and run.ledger.net() == 10_000 * hours_owed(at)
+    else:
+        assert case.detail["backdated_close_claim"]["status"] == "pending"
+        assert case.detail["repair_at"] == DEADLINE + 4 * H and run.ledger.net() == 40_000
+
+
+def test_the_bound_counts_from_the_recorded_instant_when_the_watermark_lags() -> None:
+    """A quiet partition: the gate recorded the close well after the worker's watermark."""
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.tick(DEADLINE + 2 * H)  # hours 1, 2
+    at = DEADLINE + 2 * H - 5 * M  # five minutes behind the watermark ...
+    said = DEADLINE + 3 * H + 30 * M  # ... but 3 h 35 min behind when the officer said it
+    backdated_close(run, at, said)
+    claim = run.cases[CASE].detail["backdated_close_claim"]
+    assert claim["status"] == "pending" and claim["lateness_ms"] == said - at
+    assert (claim["hours_at_stake"], claim["yuan_at_stake"]) == (2, 20_000)  # hours 2 and 3
+    run.tick(DEADLINE + 10 * H)
+    assert run.amounts() == [10_000] * 3  # hour 3 accrued before the officer said it: owed
+    run.act("confirm_repair", "MH-MAIN", DEADLINE + 10 * H, officer="sup-city")
+    assert run.ledger.net() == 10_000 == 10_000 * hours_owed(at)
+
+
+def test_a_backdated_close_that_un_owes_nothing_is_taken_as_it_is() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.tick(DEADLINE + 30 * M)  # escalated, no hour booked or due yet
+    backdated_close(run, T0 + 10 * M, DEADLINE + 30 * M)
+    case = run.cases[CASE]
+    assert case.detail["repair_at"] == T0 + 10 * M and "backdated_close_claim" not in case.detail
+    run.tick(T0 + 24 * H)
+    assert list(run.ledger) == []
+
+
+def test_without_recorded_at_the_bound_counts_from_the_watermark() -> None:
+    """A replay file's close (no gate, no ``recorded_at``) is judged on the watermark alone."""
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.tick(T0 + 12 * H)
+    run.act("close", "MH-MAIN", T0, officer="grid-07")
+    claim = run.cases[CASE].detail["backdated_close_claim"]
+    assert (claim["status"], claim["at"], claim["recorded_at"]) == ("pending", T0 + 12 * H, None)
+    assert run.ledger.net() == 100_000
+
+
+def test_an_earlier_proof_supersedes_a_backdated_close() -> None:
+    """The device's own late reading, once confirmed, proves a repair before the claimed one."""
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.tick(T0 + 8 * H)  # hours 1..6
+    backdated_close(run, T0 + 5 * H, T0 + 8 * H)  # claims hours 4..6
+    run.read("MH-MAIN", T0 + S, received_at=T0 + 8 * H + M, open=False)  # claims hours 1..6
+    d = run.cases[CASE].detail
+    assert d["late_repair_claim"]["status"] == d["backdated_close_claim"]["status"] == "pending"
+    # the close's own claimant may decide the device's claim: that one needs no four eyes
+    run.act("confirm_repair", "MH-MAIN", T0 + 8 * H + 2 * M, officer="sup-jinshui")
+    d = run.cases[CASE].detail
+    assert d["late_repair_claim"]["status"] == "confirmed"
+    assert d["backdated_close_claim"]["status"] == "superseded"
+    assert d["repair_at"] == T0 + S and run.ledger.net() == 0
+    assert len([e for e in run.ledger if e.reverses]) == 6
+
+
+def test_one_confirmation_books_each_claim_s_reversals_with_its_own_evidence() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.tick(T0 + 8 * H)  # hours 1..6 (at T0 + 3 h .. T0 + 8 h)
+    backdated_close(run, T0 + 3 * H + 30 * M, T0 + 8 * H)  # would un-owe hours 2..6
+    run.read("MH-MAIN", T0 + 6 * H + 30 * M, received_at=T0 + 8 * H, open=False)  # hours 5, 6
+    # the claimant confirming decides the device's claim only; theirs still waits
+    run.act("confirm_repair", "MH-MAIN", T0 + 8 * H + M, officer="sup-jinshui")
+    assert [e.reverses for e in run.ledger if e.reverses] == [f"{CASE}:hour:{k}" for k in (5, 6)]
+    assert run.cases[CASE].detail["backdated_close_claim"]["status"] == "pending"
+    run.act("confirm_repair", "MH-MAIN", T0 + 8 * H + 2 * M, officer="sup-city")
+    reversals = [e for e in run.ledger if e.reverses]
+    assert [e.reverses for e in reversals] == [f"{CASE}:hour:{k}" for k in (5, 6, 2, 3, 4)]
+    assert [e.evidence[0]["type"] for e in reversals] == ["reading"] * 2 + ["action"] * 3
+    assert run.ledger.net() == 10_000 * hours_owed(T0 + 3 * H + 30 * M)
+
+
+def test_a_backdated_close_waits_on_an_older_case_when_the_cover_opens_again() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    run.tick(T0 + 6 * H)
+    backdated_close(run, T0, T0 + 6 * H)
+    run.read("MH-MAIN", T0 + 7 * H, open=True)  # stolen again: a new case
+    second = f"manhole:MH-MAIN:{T0 + 7 * H}"
+    run.act("confirm_repair", "MH-MAIN", T0 + 7 * H + M, officer="sup-city")
+    assert [e.reverses for e in run.ledger if e.reverses] == [
+        f"{CASE}:hour:{k}" for k in range(1, 5)
+    ]
+    assert "backdated_close_claim" not in run.cases[second].detail
+
+
+def test_backdated_close_claims_survive_a_restore() -> None:
+    from streams.detector import Detector
+    from streams.harness import REG, action, reading
+    from streams.rules import default_rules
+
+    det = Detector(default_rules(), REG)
+    det.on_reading(reading("MH-MAIN", T0, open=True))
+    det.on_watermark(T0 + 6 * H)
+    det.on_action(action("close", "MH-MAIN", T0, officer="sup-jinshui", recorded_at=T0 + 6 * H))
+    saved = det.export_device("MH-MAIN")
+    again = Detector(default_rules(), REG)
+    again.import_clock(det.export_clock())
+    assert saved is not None and again.import_device("MH-MAIN", saved)
+    assert (
+        again.on_action(action("confirm_repair", "MH-MAIN", T0 + 6 * H, officer="sup-jinshui"))
+        == []
+    )
+    outs = again.on_action(action("confirm_repair", "MH-MAIN", T0 + 6 * H, officer="sup-city"))
+    assert [o.reverses for o in outs if getattr(o, "reverses", None)] == [
+        f"{CASE}:hour:{k}" for k in range(1, 5)
+    ]

@@ -124,3 +124,96 @@ def test_format_table_shows_net_by_payer() -> None:
     net = text.split("Net by payer")[1]
     assert "市政工程管理处" in net and "1,030,000" in net  # property unit: 3 hours + accident
     assert "jinshui" in net and "600,000" in net  # district: dust case + accident
+
+
+def backdated_close_day() -> list[str]:
+    """The issue's attack as a replay file: a close backdated to the opening, then the decisions."""
+    close = {"action": "close", "device": "MH-MAIN", "at": T0, "officer": "sup-jinshui",
+             "role": "district_supervisor", "channel": "cli", "credential": "token:t1",
+             "reason": "巡查记录", "recorded_at": T0 + 12 * H + M}  # fmt: skip
+    return [
+        reading_line("MH-MAIN", "manhole", T0, open=True),
+        json.dumps({"watermark": T0 + 12 * H}),
+        json.dumps(close, ensure_ascii=False),
+        json.dumps(
+            {
+                "action": "confirm_repair",
+                "device": "MH-MAIN",
+                "at": T0 + 12 * H + 2 * M,
+                "officer": "sup-jinshui",
+                "recorded_at": T0 + 12 * H + 2 * M,
+            }
+        ),  # fmt: skip
+        json.dumps(
+            {
+                "action": "confirm_repair",
+                "device": "MH-MAIN",
+                "at": T0 + 12 * H + 3 * M,
+                "officer": "sup-city",
+                "recorded_at": T0 + 12 * H + 3 * M,
+            }
+        ),  # fmt: skip
+        json.dumps({"watermark": T0 + 20 * H}),
+    ]
+
+
+def test_a_backdated_close_in_a_replay_file_is_a_claim_a_second_officer_confirms() -> None:
+    lines = backdated_close_day()
+    claimed = replay(lines[:4], default_rules(), REG)  # the claimant's own confirmation included
+    assert claimed.ledger.net() == 100_000 and len(claimed.ledger.entries()) == 10
+    case = next(c for c in claimed.cases if c.case_id == CASE)
+    claim = case.detail["backdated_close_claim"]
+    assert (claim["status"], claim["claimed_by"], claim["reason"]) == (
+        "pending", "sup-jinshui", "巡查记录",
+    )  # fmt: skip
+    assert claim["recorded_at"] == T0 + 12 * H + M
+    done = replay(lines, default_rules(), REG)
+    assert done.ledger.net() == 0 and done.rejected == []
+    case = next(c for c in done.cases if c.case_id == CASE)
+    assert case.detail["backdated_close_claim"]["decided_by"] == "sup-city"
+
+
+def test_replay_keeps_the_gate_s_recorded_at_as_the_live_journal_does() -> None:
+    """Replay and live read an action with the same codec: the same claim, the same ledger."""
+    from contract.cases import LedgerEntry, OfficerAction
+    from contract.journal import decode, encode, to_record
+    from contract.reading import Reading
+    from streams.detector import Detector
+    from streams.ledger import Ledger
+    from streams.replay import BadLine, parse_lines
+
+    lines = [
+        reading_line("MH-MAIN", "manhole", T0, open=True),
+        json.dumps({"watermark": T0 + 4 * H}),  # hours 1, 2
+        # five minutes behind the watermark, but recorded 1 h 35 min after the act
+        json.dumps(
+            {
+                "action": "close",
+                "device": "MH-MAIN",
+                "at": T0 + 4 * H - 5 * M,
+                "officer": "sup-jinshui",
+                "reason": "巡查",
+                "recorded_at": T0 + 5 * H + 30 * M,
+            }
+        ),  # fmt: skip
+        json.dumps({"watermark": T0 + 9 * H}),
+    ]
+    res = replay(lines, default_rules(), REG)
+    case = next(c for c in res.cases if c.case_id == CASE)
+    assert case.detail["backdated_close_claim"]["status"] == "pending"
+    assert res.ledger.net() == 30_000  # hour 3 accrued before the officer said it
+    # the live path: each item through the journal's bytes, as `journal load` and the worker do
+    det, live = Detector(default_rules(), REG), Ledger()
+    for _, item in parse_lines(lines, REG):
+        assert not isinstance(item, BadLine)
+        back = decode(encode(to_record(item)[1]))
+        if isinstance(back, Reading):
+            outs = det.on_reading(back)
+        elif isinstance(back, OfficerAction):
+            outs = det.on_action(back)
+        else:
+            outs = det.on_watermark(back.at)
+        for o in outs:
+            if isinstance(o, LedgerEntry):
+                live.add(o)
+    assert live.to_json_list() == res.ledger.to_json_list()
