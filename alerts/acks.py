@@ -12,7 +12,7 @@ from __future__ import annotations
 import orjson
 
 from alerts.gate import Gate
-from bus.kafka import ensure_topics_for, producer_for
+from bus.kafka import ensure_topics_for, producer_for, start_client
 from contract.cases import OfficerAction
 from contract.officers import AuditRecord
 from contract.topics import KafkaTopics
@@ -23,8 +23,9 @@ async def submit(settings: Settings, action: OfficerAction) -> None:
     """Publish one officer action and wait until Kafka has stored it."""
     k = settings.kafka
     await ensure_topics_for(k)
-    producer = producer_for(k, client_id="citywatch-acks", linger_ms=0)
-    await producer.start()
+    producer = await start_client(
+        producer_for(k, client_id="citywatch-acks", linger_ms=0), k.bootstrap
+    )
     try:
         body = orjson.dumps(action.to_dict(), option=orjson.OPT_SORT_KEYS)
         await producer.send_and_wait(
@@ -38,8 +39,9 @@ async def publish_audit(settings: Settings, record: AuditRecord) -> None:
     """Publish one audit record (``<prefix>.audit``, keyed by officer) and wait for Kafka's ack."""
     k = settings.kafka
     await ensure_topics_for(k)
-    producer = producer_for(k, client_id="citywatch-audit", linger_ms=0)
-    await producer.start()
+    producer = await start_client(
+        producer_for(k, client_id="citywatch-audit", linger_ms=0), k.bootstrap
+    )
     try:
         body = orjson.dumps(record.to_dict(), option=orjson.OPT_SORT_KEYS)
         await producer.send_and_wait(

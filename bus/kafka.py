@@ -4,22 +4,32 @@ Topics are created explicitly before anything produces: a Kafka-protocol
 broker that auto-creates on first produce picks its own partition count, and
 Faust then refuses to join a table's changelog with a source topic of another
 size.
+
+A broker that does not answer when a client starts (``ensure_topics``,
+``start_client``) is a ``KafkaDown``: one line naming the bootstrap servers and
+how to start Kafka, instead of aiokafka's ``KafkaConnectionError`` traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    TopicAlreadyExistsError,
+)
 from aiokafka.helpers import create_ssl_context
 
 from contract.topics import KafkaTopics
-from foundation.errors import ConfigError
+from foundation.errors import ConfigError, ServiceDown
 from foundation.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -27,6 +37,46 @@ log = logging.getLogger(__name__)
 TOPIC_NAMES = (
     "telemetry", "deadletter", "quarantine", "cases", "penalties", "alerts", "acks", "audit",
 )  # fmt: skip
+
+
+KAFKA_SETTING = "kafka.bootstrap / CITYWATCH_KAFKA_BOOTSTRAP"
+UNREACHABLE = (KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError)
+"""aiokafka's ways of saying that no broker answered (as opposed to a broker refusing a request)."""
+
+ADMIN_TIMEOUT_MS = 10_000
+"""How long the admin client waits for a broker: a command run by hand learns of an outage
+(a broker that accepts connections but does not answer) within seconds."""
+
+
+class KafkaDown(ServiceDown):
+    """No Kafka broker of ``bootstrap`` answers."""
+
+    def __init__(self, bootstrap: str, cause: object = "") -> None:
+        super().__init__("Kafka", bootstrap, KAFKA_SETTING, _cause(cause))
+
+
+def _cause(exc: object) -> object:
+    if isinstance(exc, KafkaTimeoutError):
+        return "no answer before the timeout"
+    if isinstance(exc, KafkaConnectionError) and "bootstrap" in str(exc):
+        return "no bootstrap server answered"  # aiokafka's text lists the addresses as tuples
+    return exc
+
+
+C = TypeVar("C")
+
+
+async def start_client(client: C, bootstrap: str) -> C:
+    """``await client.start()`` of a producer, consumer or admin client; ``KafkaDown`` when
+    no broker answers (the half-started client closed, so nothing is left open)."""
+    try:
+        await client.start()  # type: ignore[attr-defined]
+    except UNREACHABLE as exc:
+        stop = getattr(client, "stop", None) or client.close  # type: ignore[attr-defined]
+        with contextlib.suppress(Exception):
+            await stop()
+        raise KafkaDown(bootstrap, exc) from None
+    return client
 
 
 def client_security(k: KafkaSettings | None) -> dict[str, Any]:
@@ -90,9 +140,9 @@ async def ensure_topics(
     topics = KafkaTopics(prefix)
     names = [getattr(topics, n) for n in TOPIC_NAMES]
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=10_000, **(security or {})
+        bootstrap_servers=bootstrap, request_timeout_ms=ADMIN_TIMEOUT_MS, **(security or {})
     )
-    await admin.start()
+    await start_client(admin, bootstrap)
     try:
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
@@ -107,6 +157,8 @@ async def ensure_topics(
                 if set(missing) <= set(await admin.list_topics()):
                     break
                 await asyncio.sleep(0.1)
+    except UNREACHABLE as exc:  # the broker went away after answering once
+        raise KafkaDown(bootstrap, exc) from None
     finally:
         await admin.close()
     return names

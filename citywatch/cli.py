@@ -2,7 +2,11 @@
 
 A mistake by the person at the keyboard (a bad flag, a bad setting, a broken
 registry or rules file, a service that will not start) ends with one line on
-stderr and exit code 2, never a traceback.
+stderr and exit code 2, never a traceback. So does an outage: a command that
+needs the MQTT broker, Kafka or InfluxDB and finds it not answering says which,
+where, and how to start it (``foundation.errors.ServiceDown``, raised by the
+client that tried; the long-running ones check before they start). The line is
+redacted: settings may carry passwords.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from contract.kinds import KINDS
 from foundation.errors import CitywatchError
-from foundation.logs import setup_logging
+from foundation.logs import redact, setup_logging
 from foundation.settings import Settings, describe, load_settings
+from store.errors import InfluxError
 
 if TYPE_CHECKING:
     from contract.cases import CaseEvent
@@ -44,6 +49,33 @@ def _settings(args: argparse.Namespace) -> Settings:
     if overrides:
         settings = settings.replace("paths", **overrides)
     return settings
+
+
+def _preflight(settings: Settings, *needs: str) -> None:
+    """Check that the services a command needs answer, before it starts (``ServiceDown`` if not).
+
+    For the long-running commands (bridge, worker, alerts, simulate), whose own
+    clients retry an outage quietly or crash deep inside a framework, and for an
+    officer's act, which the gate would otherwise turn into a refusal that
+    cannot even be recorded. ``kafka`` creates the topics, as each of them does
+    first anyway; ``mqtt`` and ``influx`` only knock (``bus.mqtt.probe``,
+    ``store.influxql.ping``).
+    """
+    for need in needs:
+        if need == "mqtt":
+            from bus.mqtt import probe
+
+            probe(settings.mqtt)
+        elif need == "kafka":
+            from bus.kafka import ensure_topics_for
+
+            asyncio.run(ensure_topics_for(settings.kafka))
+        elif need == "influx":
+            from store.influxql import ping
+
+            ping(settings)
+        else:
+            raise ValueError(f"Invalid service {need!r}; expected mqtt, kafka or influx")
 
 
 # ---------------------------------------------------------------- subcommands
@@ -115,6 +147,7 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     from ingest.bridge import Bridge
 
     settings = _settings(args)
+    _preflight(settings, "kafka", "mqtt")
     setup_logging(settings.log.level)
     bridge = Bridge(settings, client_suffix=args.name, event_time_clock=args.event_time)
     _run_async(
@@ -128,13 +161,11 @@ def cmd_bridge(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
-    from bus.kafka import ensure_topics
     from streams.worker import build_app
 
     settings = _settings(args)
+    _preflight(settings, "kafka", "influx")  # the topics first: Faust joins tables to them
     setup_logging(settings.log.level)
-    k = settings.kafka
-    asyncio.run(ensure_topics(k.bootstrap, k.topic_prefix, k.partitions))
     app = build_app(
         settings, live_clock=not args.simulation, session_timeout_s=args.session_timeout
     )
@@ -220,6 +251,7 @@ def cmd_case_action(args: argparse.Namespace) -> int:
         client=f"cli@{socket.gethostname()}",
         user_agent=f"citywatch-cli pid {os.getpid()}",
     )
+    _preflight(settings, "kafka")  # without Kafka nothing is recorded, not even a refusal
     outcome = asyncio.run(gate.with_token(token, req))
     if not outcome.accepted:
         raise CitywatchError(f"refused: {outcome.message}")
@@ -229,16 +261,26 @@ def cmd_case_action(args: argparse.Namespace) -> int:
     return 0
 
 
-def _latest_cases(settings: Settings, district: str | None, kind: str | None) -> list[CaseEvent]:
+T = TypeVar("T")
+
+
+def read_if_any(settings: Settings, reader: Callable[..., list[T]], **filters: Any) -> list[T]:
+    """``reader(settings, **filters)``; nothing when the database does not exist yet (no
+    worker has run), any other failure as one line (the top-level handler)."""
     from store.errors import InfluxQueryError
-    from store.read import latest_cases
 
     try:
-        return latest_cases(settings, district=district or None, kind=kind or None)
+        return reader(settings, **filters)
     except InfluxQueryError as exc:
         if "database not found" in str(exc):
             return []
-        raise CitywatchError(str(exc)) from None
+        raise
+
+
+def _latest_cases(settings: Settings, district: str | None, kind: str | None) -> list[CaseEvent]:
+    from store.read import latest_cases
+
+    return read_if_any(settings, latest_cases, district=district or None, kind=kind or None)
 
 
 def cmd_case_list(args: argparse.Namespace) -> int:
@@ -263,12 +305,12 @@ def cmd_case_show(args: argparse.Namespace) -> int:
     from store.read import case_events, ledger_entries
 
     settings = _settings(args)
-    events = case_events(settings, case_id=args.case_id)
+    events = read_if_any(settings, case_events, case_id=args.case_id)
     if not events:
         raise CitywatchError(
             f"no case {args.case_id!r} in {settings.influx.database}; `citywatch case list --all` shows the ids"
         )
-    entries = ledger_entries(settings, case_id=args.case_id)
+    entries = read_if_any(settings, ledger_entries, case_id=args.case_id)
     first = events[0]
     print(
         f"case {args.case_id}: {first.rule} on {first.device} at {first.address} ({first.district})"
@@ -313,6 +355,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     from alerts.service import main as alerts_main
 
     settings = _settings(args)
+    _preflight(settings, "kafka")
     setup_logging(settings.log.level)
     return alerts_main(args, settings)
 
@@ -322,6 +365,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from sim.simulator import build_city, load_scenario_file, split_devices
 
     settings = _settings(args)
+    _preflight(settings, "mqtt")  # the simulator provisions its devices on the running broker
     scen = load_scenario_file(args.scenarios)
     seed = args.seed if args.seed is not None else (scen.seed if scen.seed is not None else 7)
     city = build_city(seed, *split_devices(args.devices))
@@ -438,12 +482,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_grafana_push(args: argparse.Namespace) -> int:
+    from niquests.exceptions import ConnectionError as NoConnection
+    from niquests.exceptions import Timeout
+
     from citywatch.grafana.push import main_push
+    from foundation.errors import ServiceDown, public_address
 
     try:
         return main_push(args, settings=_settings(args))
     except CitywatchError:
         raise
+    except (NoConnection, Timeout) as exc:
+        raise ServiceDown(
+            "Grafana", args.url, "--url", exc,
+            fix="check --url (citywatch does not run Grafana: docs/grafana.md)",
+        ) from None  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - HTTP client errors become one line for the operator
         if type(exc).__module__.split(".")[0] in (
             "niquests",
@@ -452,7 +505,7 @@ def cmd_grafana_push(args: argparse.Namespace) -> int:
             "grafana_client",
         ):
             raise CitywatchError(
-                f"Grafana at {args.url} could not be reached or refused the push: {exc}"
+                f"Grafana at {public_address(args.url)} refused the push: {exc}"
             ) from None
         raise
 
@@ -661,13 +714,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
+    _quiet_libraries()
     try:
         return int(args.func(args) or 0)
-    except CitywatchError as exc:
-        print(f"citywatch: {exc}", file=sys.stderr)
+    except (CitywatchError, InfluxError) as exc:
+        print(f"citywatch: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        down = _as_outage(exc, args)
+        if down is None:
+            raise
+        print(f"citywatch: {_one_line(down)}", file=sys.stderr)
+        return 2
+
+
+CHATTY_LIBRARIES = ("aiokafka", "kafka")
+"""Libraries that log every failed connection attempt at ERROR: in a command run by hand the
+outage is told once, by the command. ``setup_logging`` (the long-running commands) puts them
+back at WARNING."""
+
+
+def _quiet_libraries() -> None:
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error's text on one line, with every password and token masked."""
+    return redact(" ".join(str(exc).split()))
+
+
+def _as_outage(exc: Exception, args: argparse.Namespace) -> CitywatchError | None:
+    """aiokafka's "no broker answered" from a client not started through ``bus.kafka``."""
+    if not type(exc).__module__.startswith("aiokafka"):
+        return None
+    from bus.kafka import UNREACHABLE, KafkaDown
+
+    if not isinstance(exc, UNREACHABLE):
+        return None
+    try:
+        bootstrap = _settings(args).kafka.bootstrap
+    except CitywatchError:
+        bootstrap = "kafka.bootstrap"
+    return KafkaDown(bootstrap, exc)
 
 
 if __name__ == "__main__":

@@ -90,15 +90,13 @@ def cmd_token_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from citywatch.cli import _parse_instant, read_if_any
     from store.read import audit_records
 
-    since = None
-    if args.since:
-        from citywatch.cli import _parse_instant
-
-        since = _parse_instant(args.since)
-    rows = audit_records(
+    since = None if not args.since else _parse_instant(args.since)
+    rows = read_if_any(
         settings,
+        audit_records,
         officer=args.officer,
         case_id=args.case,
         outcome=args.outcome,

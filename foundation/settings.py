@@ -34,7 +34,11 @@ KAFKA_SASL = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def _url(schemes: tuple[str, ...]) -> Callable[[str], str | None]:
+def _url(schemes: tuple[str, ...], credentials: str = "") -> Callable[[str], str | None]:
+    """A URL of one of ``schemes``; with ``credentials`` (where they go instead), one
+    without ``user:password@``: a client that ignores them would fail as if the
+    server did not answer."""
+
     def check(value: str) -> str | None:
         parsed = urlparse(value)
         if parsed.scheme not in schemes or not parsed.hostname:
@@ -43,6 +47,8 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str], str | None]:
             parsed.port  # noqa: B018 - raises on a non-numeric port
         except ValueError:
             return f"a URL like {schemes[0]}://host:port with a numeric port"
+        if credentials and "@" in parsed.netloc:
+            return f"a URL like {schemes[0]}://host:port without user:password@ ({credentials})"
         return None
 
     return check
@@ -170,7 +176,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "ca_file": Key(str, "", None, "CA bundle for SSL / SASL_SSL (empty: system CAs)"),
     },
     "influx": {
-        "url": Key(str, "http://127.0.0.1:18086", _url(("http", "https")), "InfluxDB HTTP address"),
+        "url": Key(
+            str,
+            "http://127.0.0.1:18086",
+            _url(
+                ("http", "https"), credentials="set influx.username and CITYWATCH_INFLUX_PASSWORD"
+            ),
+            "InfluxDB HTTP address",
+        ),
         "database": Key(
             str, "citywatch", _identifier, "database (1.x) or bucket mapping (v2/v3 compatibility)"
         ),

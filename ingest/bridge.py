@@ -58,7 +58,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from bus.kafka import client_security, ensure_topics, make_producer
+from bus.kafka import client_security, ensure_topics, make_producer, start_client
 from contract.reading import Reading
 from contract.topics import KafkaTopics, parse_topic, shared_subscription
 from foundation.settings import Settings
@@ -564,7 +564,7 @@ class Bridge:
         security = client_security(k)  # docs/decisions/006-kafka-authentication.md
         await ensure_topics(k.bootstrap, k.topic_prefix, k.partitions, security=security)
         producer = make_producer(k.bootstrap, client_id=self.client_id, security=security)
-        await producer.start()
+        await start_client(producer, k.bootstrap)
         client = self._make_client()
         self._client = client
         props = Properties(PacketTypes.CONNECT)

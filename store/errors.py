@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
-__all__ = ["InfluxError", "InfluxQueryError", "server_message"]
+from foundation.errors import ServiceDown
+
+__all__ = ["InfluxDown", "InfluxError", "InfluxQueryError", "server_message"]
+
+INFLUX_SETTING = "influx.url / CITYWATCH_INFLUX_URL"
 
 
 class InfluxError(Exception):
@@ -13,6 +17,17 @@ class InfluxError(Exception):
 
 class InfluxQueryError(InfluxError):
     """An InfluxQL statement failed; the message has the server's reason and the query."""
+
+
+class InfluxDown(InfluxError, ServiceDown):
+    """InfluxDB does not answer at ``url`` (refused, unreachable, timed out).
+
+    Both an ``InfluxError`` (what ``store``'s callers catch) and a ``ServiceDown``
+    (what the CLI prints as one line with the fix).
+    """
+
+    def __init__(self, url: str, cause: object = "") -> None:
+        ServiceDown.__init__(self, "InfluxDB", url, INFLUX_SETTING, cause)
 
 
 def server_message(text: str) -> str:

@@ -12,6 +12,7 @@ field names, which InfluxQL cannot bind) are written into the text, quoted by
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -19,10 +20,11 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
-from store.errors import InfluxError, InfluxQueryError, server_message
+from foundation.errors import public_address
+from store.errors import InfluxDown, InfluxError, InfluxQueryError, server_message
 from store.identity import Role, as_role
 
-__all__ = ["ident", "query", "target"]
+__all__ = ["ident", "ping", "query", "target"]
 
 _BINDABLE = (str, int, float, bool)
 
@@ -103,7 +105,8 @@ def query(
     URL. ``params`` binds ``$name`` in the statement(s). Each row maps column ->
     value (``time`` in epoch ``epoch`` units), plus the series' GROUP BY tags and
     ``_series`` (the measurement / series name). A statement error raises
-    ``InfluxQueryError`` with the server's message; no answer raises ``InfluxError``.
+    ``InfluxQueryError`` with the server's message; no answer raises ``InfluxDown``
+    (an ``InfluxError`` and a ``foundation.errors.ServiceDown``).
     ``role`` picks the embedded identity (``store.identity``): readers read,
     ``store.schema`` runs its DDL as ``admin``.
     """
@@ -124,15 +127,20 @@ def query(
         req.add_header("Authorization", authorization(tok))
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            payload = json.loads(resp.read())
+            body = resp.read()
     except urllib.error.HTTPError as exc:
-        body = exc.read().decode(errors="replace")
+        text = exc.read().decode(errors="replace")
         raise InfluxQueryError(
-            f"InfluxDB answered HTTP {exc.code} ({server_message(body)}) to: {shown}"
+            f"InfluxDB answered HTTP {exc.code} ({server_message(text)}) to: {shown}"
         ) from None
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise InfluxDown(url, exc) from None
+    try:
+        payload = json.loads(body)
+    except ValueError:
         raise InfluxError(
-            f"InfluxDB at {url} does not answer ({exc}); is it running? (`citywatch services up`)"
+            f"what answers at {public_address(url)} is not InfluxDB (its reply to /query is not "
+            "JSON); check influx.url / CITYWATCH_INFLUX_URL"
         ) from None
     if "error" in payload:
         raise InfluxQueryError(f"{payload['error']} in: {shown}")
@@ -151,3 +159,25 @@ def query(
                     row["_series"] = name
                 rows.append(row)
     return rows
+
+
+PING_TIMEOUT_S = 5.0
+"""Seconds ``ping`` waits: a process that checks InfluxDB before it starts should learn of
+an outage in seconds, not after a query's timeout."""
+
+
+def ping(settings_or_url: Any, timeout: float = PING_TIMEOUT_S) -> None:
+    """Return if InfluxDB answers at the settings' (or the given) URL; ``InfluxDown`` if not.
+
+    ``GET /ping`` needs no credentials on 1.x, 2.x and the compatibility API of 3.x,
+    so any HTTP answer counts: a wrong password is the query's to report, with
+    the server's reason.
+    """
+    url = target(settings_or_url, None, "")[0]
+    try:
+        with urllib.request.urlopen(f"{url}/ping", timeout=timeout) as resp:
+            resp.read()
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise InfluxDown(url, exc) from None

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from bus.kafka import ensure_topics, make_producer
+from bus.kafka import ensure_topics, make_producer, start_client
 from contract.journal import encode, to_record
 from contract.reading import Reading
 from contract.topics import KafkaTopics
@@ -40,7 +40,7 @@ async def load(
     await ensure_topics(bootstrap, prefix, partitions, security=security)
     topic = KafkaTopics(prefix).telemetry
     producer = make_producer(bootstrap, client_id="citywatch-journal-load", security=security)
-    await producer.start()
+    await start_client(producer, bootstrap)
     written = 0
     end: int | None = None
     try:

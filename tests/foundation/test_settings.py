@@ -166,3 +166,12 @@ def test_a_bad_url_is_quoted_without_its_password() -> None:
     assert "'mqtt://bridge:***@broker:18s83'" in str(err.value) and "pa55word-9x" not in str(
         err.value
     )
+
+
+def test_credentials_in_the_influx_url_are_refused_with_where_they_go() -> None:
+    """The InfluxDB clients ignore ``user:password@``: the server would seem not to answer."""
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, env={"CITYWATCH_INFLUX_URL": "http://cw:pa55word-9x@influx:8086"})
+    text = str(err.value)
+    assert "influx.url: bad value 'http://cw:***@influx:8086'" in text and "pa55word-9x" not in text
+    assert "set influx.username and CITYWATCH_INFLUX_PASSWORD" in text

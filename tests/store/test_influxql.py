@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from store.errors import InfluxError, InfluxQueryError
-from store.influxql import ident, query, target
+from foundation.errors import ServiceDown
+from store.errors import InfluxDown, InfluxError, InfluxQueryError
+from store.influxql import ident, ping, query, target
 from store.schema import create_database
 
 
@@ -29,6 +30,45 @@ def test_query_error_names_the_query(settings):
 def test_no_server_is_an_influx_error_that_says_so():
     with pytest.raises(InfluxError, match="does not answer"):
         query("http://127.0.0.1:1", "db", "SHOW DATABASES", timeout=2)
+
+
+def test_no_server_is_an_outage_naming_influxdb_and_how_to_start_it():
+    with pytest.raises(InfluxDown) as err:
+        query("http://127.0.0.1:1", "db", "SHOW DATABASES", timeout=2)
+    assert isinstance(err.value, ServiceDown)
+    assert str(err.value) == (
+        "InfluxDB at http://127.0.0.1:1 does not answer (Connection refused); start it with "
+        "`citywatch services up` (or check influx.url / CITYWATCH_INFLUX_URL)"
+    )
+
+
+def test_ping_returns_when_influxdb_answers_and_says_so_when_it_does_not(settings):
+    ping(settings)  # no credentials needed: /ping is open on 1.x
+    with pytest.raises(InfluxDown, match="InfluxDB at http://127.0.0.1:1 does not answer"):
+        ping("http://127.0.0.1:1", timeout=2)
+
+
+def test_something_that_is_not_influxdb_answering_is_said_so(settings):
+    import http.server
+    import threading
+
+    class NotInflux(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the stdlib's name
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"<html>a login page</html>")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotInflux)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        with pytest.raises(InfluxError, match=f"what answers at {url} is not InfluxDB"):
+            query(url, "db", "SHOW DATABASES", timeout=2)
+    finally:
+        server.shutdown()
 
 
 def test_values_are_bound_never_spliced(settings):
