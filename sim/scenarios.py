@@ -46,6 +46,12 @@ lamp_leakage           lamp     ``leakage_ma`` (38) for ``duration`` (30m);
                                 ``rain`` (true) rains on its district meanwhile
 rain                   (all)    rain in ``district`` (all districts if absent):
                                 humidity up, water in the covers
+day_burner             lamp(s)  lit (drawing current) in daylight too, for
+                                ``duration`` (8h): a stuck photocell or contactor
+flooded_well           manhole  water rises to ``water_cm`` (165) within 30 min
+                                and stays for ``duration`` (2h)
+night_pour             dust     a night concrete pour: ``noise_db`` (68) at the
+                                boundary for ``duration`` (2h)
 =====================  =======  ==============================================
 
 The file is read through ``foundation.cityfile`` (the one reader of every
@@ -111,6 +117,9 @@ SCENARIO_KINDS: dict[str, _KindSpec] = {
     "lamp_failure": _KindSpec("streetlight", None, {}),
     "lamp_leakage": _KindSpec("streetlight", 30 * MINUTE_MS, {"leakage_ma": 38.0, "rain": True}),
     "rain": _KindSpec(None, 2 * HOUR_MS, {"district": None}),
+    "day_burner": _KindSpec("streetlight", 8 * HOUR_MS, {}),
+    "flooded_well": _KindSpec("manhole", 2 * HOUR_MS, {"water_cm": 165.0}),
+    "night_pour": _KindSpec("dust", 2 * HOUR_MS, {"noise_db": 68.0}),
 }
 _COMMON_KEYS = ("kind", "device", "devices", "district", "at", "duration")
 

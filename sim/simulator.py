@@ -228,6 +228,7 @@ class _Dev:
     __slots__ = (
         "sd", "kind", "topic", "d", "interval", "battery", "silent", "abnormal",
         "episodes", "failures", "leaks", "events_at", "on_early", "off_late",
+        "burns", "floods", "pours",
     )  # fmt: skip
 
     def __init__(self, sd: SimDevice, interval: int, d: int) -> None:
@@ -242,6 +243,9 @@ class _Dev:
         self.episodes: list[tuple[int, int, float]] = []
         self.failures: list[tuple[int, int | None]] = []
         self.leaks: list[tuple[int, int, float]] = []
+        self.burns: list[tuple[int, int]] = []
+        self.floods: list[tuple[int, int, float]] = []
+        self.pours: list[tuple[int, int, float]] = []
         self.events_at: set[int] = set()
         # a photocell switches a little early at dusk and a little late at dawn
         self.on_early = 1 + int(sd.phase * 5)
@@ -377,6 +381,15 @@ class Simulation:
                 self._event(i, t1, "restore")
             elif k == "lamp_failure":
                 dv.failures.append((t0, t1))
+            elif k == "day_burner":
+                assert t1 is not None
+                dv.burns.append((t0, t1))
+            elif k == "flooded_well":
+                assert t1 is not None
+                dv.floods.append((t0, t1, p["water_cm"]))
+            elif k == "night_pour":
+                assert t1 is not None
+                dv.pours.append((t0, t1, p["noise_db"]))
             elif k == "lamp_leakage":
                 assert t1 is not None
                 dv.leaks.append((t0, t1, p["leakage_ma"]))
@@ -501,12 +514,18 @@ class Simulation:
             "pm25": round(pm10 * pm25_share * (1 + g(0, 0.05)), 1),
             "pm10": round(pm10, 1),
             "tsp": round(pm10 * 1.7 * (1 + g(0, 0.05)), 1),
-            "noise_db": round(max(30.0, 52 + (16 if working else 0) + g(0, 2)), 1),
+            "noise_db": round(max(30.0, self._noise(dv, t, working) + g(0, 2)), 1),
             "wind_speed": round(min(wind, 74.0), 1),
             "wind_dir": round(wdir),
             "temp_c": round(temp, 1),
             "humidity": round(min(100.0, max(5.0, hum)), 1),
         }
+
+    @staticmethod
+    def _noise(dv: _Dev, t: int, working: bool) -> float:
+        """The boundary's A-weighted level before noise: 68 dB(A) at work, 52 at rest, or a pour's."""
+        pour = _active(dv.pours, t)
+        return pour[2] if pour is not None else 52 + (16 if working else 0)
 
     def _manhole(self, dv: _Dev, t: int, action: str) -> dict[str, Any]:
         g = self._rng.gauss
@@ -522,7 +541,11 @@ class Simulation:
         else:
             p["open"] = False
             p["tilt_deg"] = round(min(3.0, abs(g(0, 0.8))), 1)
-        p["water_level_cm"] = round(max(0.0, dv.sd.base + 45 * self._raining(dv.d, t) + g(0, 1)), 1)
+        water = dv.sd.base + 45 * self._raining(dv.d, t)
+        flood = _active(dv.floods, t)
+        if flood is not None:  # rising to the flood level within 30 minutes
+            water = max(water, flood[2] * min(1.0, (t - flood[0]) / (30 * MINUTE_MS)))
+        p["water_level_cm"] = round(max(0.0, water + g(0, 1)), 1)
         p["battery_pct"] = round(dv.battery, 1)
         p["rssi"] = int(min(-45, max(-120, round(-78 + g(0, 6)))))
         if action:
@@ -550,7 +573,7 @@ class Simulation:
     def _lamp(self, dv: _Dev, t: int, action: str) -> dict[str, Any]:
         g = self._rng.gauss
         rain = self._raining(dv.d, t)
-        lit = self.lamp_should_be_lit(dv, t)
+        lit = self.lamp_should_be_lit(dv, t) or _active(dv.burns, t) is not None
         volt = 220 + g(0, 3)
         leak_iv = _active(dv.leaks, t)
         leak = 0.8 + abs(g(0, 0.4)) + 4 * rain

@@ -24,6 +24,7 @@ __all__ = ["MODES", "Schedule", "SunTable"]
 
 MODES = ("sun", "fixed")
 _EPOCH = date(1970, 1, 1)
+_EPOCH_ORDINAL = _EPOCH.toordinal()
 CELL_DEG = 0.05
 """Cache cell (~5 km): sunset moves by about 10 s per 5 km east-west here."""
 
@@ -64,17 +65,32 @@ class Schedule:
 
 
 class SunTable:
-    """Sunrise and sunset (epoch ms) per location cell and local date, computed once."""
+    """Sunrise and sunset (epoch ms) per location cell and local date, computed once.
+
+    The hot path (``should_be_lit`` on a known cell and day) is two dict lookups
+    and integer arithmetic: no date object is made unless the day is new.
+    """
 
     def __init__(self, clock: LocalClock) -> None:
         self.clock = clock
-        self._cache: dict[tuple[int, int, int], tuple[int, int]] = {}
+        self._cells: dict[tuple[float, float], tuple[int, int]] = {}
+        self._cache: dict[tuple[tuple[int, int], int], tuple[int, int]] = {}
+
+    def _cell(self, lat: float, lon: float) -> tuple[int, int]:
+        cell = self._cells.get((lat, lon))
+        if cell is None:
+            cell = self._cells[(lat, lon)] = (round(lat / CELL_DEG), round(lon / CELL_DEG))
+        return cell
 
     def rise_set(self, lat: float, lon: float, day: date) -> tuple[int, int]:
-        key = (round(lat / CELL_DEG), round(lon / CELL_DEG), day.toordinal())
+        return self._rise_set(self._cell(lat, lon), day.toordinal() - _EPOCH_ORDINAL)
+
+    def _rise_set(self, cell: tuple[int, int], day_no: int) -> tuple[int, int]:
+        key = (cell, day_no)
         hit = self._cache.get(key)
         if hit is None:
-            obs = Observer(key[0] * CELL_DEG, key[1] * CELL_DEG)
+            day = date.fromordinal(day_no + _EPOCH_ORDINAL)
+            obs = Observer(cell[0] * CELL_DEG, cell[1] * CELL_DEG)
             tz = self.clock.tz
             try:
                 rise = sunrise(obs, day, tzinfo=tz)
@@ -102,5 +118,6 @@ class SunTable:
             return in_daily_window(self.clock.minute_of_day(ts), on, off)
         if lat is None or lon is None:
             lat, lon = s.latitude, s.longitude
-        rise, down = self.rise_set(lat, lon, self.local_date(ts))
+        day_no = (ts + self.clock.offset_ms(ts)) // 86_400_000
+        rise, down = self._rise_set(self._cell(lat, lon), day_no)
         return ts < rise - s.before_sunrise_ms or ts >= down + s.after_sunset_ms

@@ -385,6 +385,15 @@ def test_default_file_hint_is_the_documented_ledger(city):
     assert rows["dust_storm"]["amount_yuan"] == 45 * 100_000  # absolute: every site
     assert rows["dust_storm"]["devices"] == 45
     assert rows["dust_off"]["rule"] == "offline" and rows["lamp_failure"]["cases"] == 2
+    assert (rows["day_burner"]["rule"], rows["day_burner"]["cases"]) == (
+        "streetlight.day_burner",
+        1,
+    )
+    assert (rows["flooded_well"]["rule"], rows["flooded_well"]["cases"]) == (
+        "manhole.water_level",
+        1,
+    )
+    assert (rows["night_pour"]["rule"], rows["night_pour"]["cases"]) == ("noise", 1)
     assert hint["total_yuan"] == 4_890_000
     # the site of the episode is fined twice: once for its episode, once in the storm
     site = [i for i in hint["items"] if i["device"] == "DS-JS-0001" and i["amount_yuan"]]
