@@ -66,9 +66,14 @@ COLUMNS = (
 )  # fmt: skip
 """Every column of a device's data, in the order docs/contracts.md, "Registry" lists them."""
 IDENTITY_COLUMNS = ("gateway",)
+ROLE_COLUMNS = ("role", "cabinet", "circuit")
+"""Optional: ``role`` (a dust monitor that is a reference station, 国控站, judges no site:
+docs/rules.md "dust"), ``cabinet`` and ``circuit`` (the control cabinet, 控制箱, and
+circuit a lamp hangs on: docs/rules.md "streetlight")."""
+DEVICE_ROLES = ("", "reference")
 """Columns about who speaks for the device on the broker (docs/contracts.md, "Device identity"):
 optional, after the data columns when a city uses them."""
-ALL_COLUMNS = COLUMNS + IDENTITY_COLUMNS
+ALL_COLUMNS = COLUMNS + IDENTITY_COLUMNS + ROLE_COLUMNS
 REQUIRED_COLUMNS = ("device_id", "kind", "district", "grid", "unit")
 """Columns that must be in the header and non-blank on every row."""
 
@@ -97,6 +102,13 @@ class Device:
     """数字城管 component code (CJ/T 214): 4-digit minor category or the 16-digit id."""
     gateway: str | None = None
     """The gateway that publishes for this device (its broker identity), None: the device itself."""
+    role: str = ""
+    """"reference": a reference air-quality station (国控站) whose PM10 is the district's
+    ambient; it judges no site and is never judged itself."""
+    cabinet: str | None = None
+    """A lamp's control cabinet (控制箱)."""
+    circuit: str | None = None
+    """A lamp's circuit (回路) in its cabinet: lamps of one circuit go dark together."""
 
     @property
     def speaker(self) -> str:
@@ -424,6 +436,20 @@ def _build(name: str, rows: Iterable[_Row]) -> Registry:
         if gateway is not None and gateway == device_id:
             raise fail("gateway", "names the device itself; leave it blank instead")
 
+        role = get("role")
+        if role not in DEVICE_ROLES:
+            raise fail("role", f"{role!r} is not a device role; use 'reference' or leave it blank")
+        if role == "reference" and kind != "dust":
+            raise fail("role", "only a dust monitor can be a reference station")
+        cabinet, circuit = get("cabinet") or None, get("circuit") or None
+        for col, value in (("cabinet", cabinet), ("circuit", circuit)):
+            if value is not None and not is_valid_segment(value):
+                raise fail(col, f"{value!r} is not a usable id; use 1-64 characters from "
+                                "A-Z a-z 0-9 _ . : -")  # fmt: skip
+            if value is not None and kind != "streetlight":
+                raise fail(col, f"only a streetlight hangs on a {col}; leave it blank")
+        if circuit is not None and cabinet is None:
+            raise fail("circuit", "a circuit belongs to a cabinet: fill in the cabinet too")
         devices[device_id] = Device(
             device_id=device_id,
             kind=kind,
@@ -438,6 +464,9 @@ def _build(name: str, rows: Iterable[_Row]) -> Registry:
             pm10_violation=viol,
             component_code=code,
             gateway=gateway,
+            role=role,
+            cabinet=cabinet,
+            circuit=circuit,
         )
         first_line[device_id] = line
         if gateway is not None:

@@ -83,8 +83,9 @@ class DustRules:
     recovery_ms: int = 60 * MINUTE_MS
     penalty_yuan: int = 100_000
     payer_type: str = "district_government"
-    mode: str = "absolute"
-    """``absolute``: judge the site's mean; ``background``: judge site minus district ambient."""
+    mode: str = "background"
+    """``background`` (the default): a site is in violation when its mean is above the
+    level *and* above the district's ambient by the margin; ``absolute``: the level alone."""
     background_violation: float = 80.0
     background_warning: float | None = 50.0
     background_min_sites: int = 1
@@ -169,6 +170,8 @@ class DustState:
     flat_value: int | None = None
     flat_count: int = 0
     flat: CaseRecord | None = None
+    reference: bool = False
+    """A reference station (registry ``role: reference``): its mean is the ambient; never judged."""
 
 
 class DustRule:
@@ -191,16 +194,21 @@ class DustRule:
         """Background mode: event time of this detector's first judgement per district
         (partition-level state, exported with the clock)."""
         self._sites: dict[str, dict[str, DustState]] = {}
+        self._order: dict[str, list[str]] = {}
+        """Per district, the site ids in id order: the ambient sums their means in this
+        order, so it is the same float whatever order the sites were first seen in."""
 
     def _register(self, dev: Device, st: DustState) -> DustState:
         old = self._sites.get(st.district)
-        if old is not None and st.district != dev.district:
-            old.pop(dev.device_id, None)  # the site moved district in a reloaded registry
+        if old is not None and st.district != dev.district and dev.device_id in old:
+            del old[dev.device_id]  # the site moved district in a reloaded registry
+            self._order[st.district].remove(dev.device_id)
         st.district = dev.district
+        st.reference = dev.role == "reference"
         sites = self._sites.setdefault(dev.district, {})
+        if dev.device_id not in sites:
+            insort(self._order.setdefault(dev.district, []), dev.device_id)  # O(n), not a re-sort
         sites[dev.device_id] = st
-        if len(sites) > 1:
-            self._sites[dev.district] = dict(sorted(sites.items()))
         return st
 
     def set_registry(self, district_sites: dict[str, int]) -> None:
@@ -256,6 +264,8 @@ class DustRule:
                 total -= win.popleft()[1]
             st.total = total
             st.mean = total / len(win)
+            if st.reference:
+                return True  # the ambient's source: it judges no site and is not judged
             n = self.rules.flatline_readings
             if n:
                 if v == st.flat_value:
@@ -280,6 +290,8 @@ class DustRule:
         st.window = deque(items)
         st.total += v
         st.mean = st.total / len(st.window)
+        if st.reference:
+            return True
         self._judge(st, st.max_ts, r, dev, ctx)
         return True
 
@@ -300,10 +312,11 @@ class DustRule:
             if amb is not None:
                 excess = total / n / 1000 - amb
                 bw = self.rules.background_warning
+                w, v = self._levels_for(dev)  # the absolute levels stay a floor
                 self._step(
                     st.violation,
                     RULE,
-                    excess > self.rules.background_violation,
+                    total > v * n and excess > self.rules.background_violation,
                     t,
                     r,
                     dev,
@@ -314,7 +327,7 @@ class DustRule:
                 self._step(
                     st.warning,
                     WARNING_RULE,
-                    bw is not None and excess > bw,
+                    bw is not None and total > w * n and excess > bw,
                     t,
                     r,
                     dev,
@@ -328,13 +341,24 @@ class DustRule:
         self._step(st.warning, WARNING_RULE, total > w * n, t, r, dev, ctx, None, st)
 
     def _ambient(self, st: DustState, t: int) -> float | None:
+        """The district's ambient PM10 at ``t``: the mean of its reference stations that
+        reported in the last window, if it has any; else the plain mean of the other
+        sites' current means (None with fewer than ``background.min_sites`` of them)."""
         lo = t - self.window_ms
-        s = 0.0
-        k = 0
-        for ps in self._sites.get(st.district, {}).values():
-            if ps.max_ts > lo and ps is not st:
+        sites = self._sites.get(st.district, {})
+        ref_s, ref_k, s, k = 0.0, 0, 0.0, 0
+        for did in self._order.get(st.district, ()):
+            ps = sites[did]
+            if ps.max_ts <= lo or ps is st:
+                continue
+            if ps.reference:
+                ref_s += ps.mean
+                ref_k += 1
+            else:
                 s += ps.mean
                 k += 1
+        if ref_k:
+            return ref_s / ref_k / 1000
         if k < self.rules.background_min_sites:
             return None
         return s / k / 1000
@@ -499,6 +523,6 @@ def district_sites(registry: Any) -> dict[str, int]:
     except TypeError:
         return counts
     for d in devices:
-        if getattr(d, "kind", None) == "dust":
+        if getattr(d, "kind", None) == "dust" and getattr(d, "role", "") != "reference":
             counts[d.district] = counts.get(d.district, 0) + 1
     return counts

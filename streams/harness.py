@@ -72,8 +72,10 @@ def registry() -> Registry:
 REG = registry()
 
 
-def reading(device: str, ts: int, received_at: int | None = None, **fields: Any) -> Reading:
-    dev = REG.get(device)
+def reading(
+    device: str, ts: int, received_at: int | None = None, reg: Registry | None = None, **fields: Any
+) -> Reading:
+    dev = (reg or REG).get(device)
     assert dev is not None, device
     return Reading(device=device, kind=dev.kind, district=dev.district, ts=ts,
                    received_at=ts if received_at is None else received_at, fields=fields)  # fmt: skip
@@ -87,7 +89,8 @@ class Run:
     """A detector plus everything it put out: the ledger, the latest case snapshots."""
 
     def __init__(self, rules: Rules | None = None, reg: Registry | None = None) -> None:
-        self.det = Detector(rules or default_rules(), reg or REG)
+        self.reg = reg or REG
+        self.det = Detector(rules or default_rules(), self.reg)
         self.ledger = Ledger()
         self.cases: dict[str, CaseEvent] = {}
         self.events: list[CaseEvent] = []
@@ -109,7 +112,7 @@ class Run:
     def read(
         self, device: str, ts: int, received_at: int | None = None, **fields: Any
     ) -> list[Any]:
-        return self.take(self.det.on_reading(reading(device, ts, received_at, **fields)))
+        return self.take(self.det.on_reading(reading(device, ts, received_at, self.reg, **fields)))
 
     def act(self, kind: str, device: str, at: int, **kw: Any) -> list[Any]:
         return self.take(self.det.on_action(action(kind, device, at, **kw)))

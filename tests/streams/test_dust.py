@@ -6,6 +6,9 @@ import pytest
 
 from streams.harness import T0, M, Run, rules_with
 
+ABSOLUTE = rules_with(dust={"mode": "absolute"})
+"""The level machinery on its own (the default, background mode, has the level as its floor)."""
+
 
 def feed_minutes(run: Run, device: str, start: int, values: list[float]) -> int:
     """One reading a minute from ``start``; returns the ts after the last one."""
@@ -17,7 +20,7 @@ def feed_minutes(run: Run, device: str, start: int, values: list[float]) -> int:
 
 
 def test_dust_violation_books_100000_against_district() -> None:
-    run = Run()
+    run = Run(ABSOLUTE)
     feed_minutes(run, "DS-1", T0, [250.0] * 5)
     cases = run.of_rule("dust")
     assert [c.case_id for c in cases] == [f"dust:DS-1:{T0}"]
@@ -44,7 +47,7 @@ def test_dust_violation_books_100000_against_district() -> None:
 def test_dust_levels_judge_the_rolling_mean(
     values: list[float], warning_cases: int, violation_cases: int
 ) -> None:
-    run = Run()
+    run = Run(ABSOLUTE)
     feed_minutes(run, "DS-1", T0, values)
     assert len(run.of_rule("dust.warning")) == warning_cases
     assert len(run.of_rule("dust")) == violation_cases
@@ -52,7 +55,7 @@ def test_dust_levels_judge_the_rolling_mean(
 
 
 def test_dust_window_forgets_readings_older_than_60_minutes() -> None:
-    run = Run()
+    run = Run(ABSOLUTE)
     run.read("DS-1", T0, pm10=1000.0)  # opens a case; mean 1000
     run.read("DS-1", T0 + 60 * M, pm10=100.0)  # the 1000 is exactly 60 min old: out of (t-60m, t]
     # below since T0+60m; closes after 60 more minutes
@@ -64,7 +67,9 @@ def test_dust_window_forgets_readings_older_than_60_minutes() -> None:
 
 
 def test_dust_oscillation_around_level_makes_one_case() -> None:
-    run = Run(rules_with(dust={"window_ms": 1 * M}))  # a 1-minute window: the mean is the reading
+    run = Run(
+        rules_with(dust={"window_ms": 1 * M, "mode": "absolute"})
+    )  # a 1-minute window: the mean is the reading
     ts = T0
     for k in range(120):  # two hours of 195 / 205 alternating every 10 minutes
         run.read("DS-1", ts, pm10=205.0 if (k // 10) % 2 == 0 else 195.0)
@@ -75,7 +80,7 @@ def test_dust_oscillation_around_level_makes_one_case() -> None:
 
 
 def test_dust_new_exceedance_after_recovery_is_new_case() -> None:
-    run = Run(rules_with(dust={"window_ms": 1 * M}))
+    run = Run(rules_with(dust={"window_ms": 1 * M, "mode": "absolute"}))
     ts = feed_minutes(run, "DS-1", T0, [250.0] * 10)
     ts = feed_minutes(run, "DS-1", ts, [100.0] * 61)  # 60 minutes at or below the level: closes
     [first] = run.of_rule("dust")
@@ -88,7 +93,7 @@ def test_dust_new_exceedance_after_recovery_is_new_case() -> None:
 
 
 def test_dust_recovery_on_watermark_when_site_goes_quiet() -> None:
-    run = Run(rules_with(dust={"window_ms": 1 * M}))
+    run = Run(rules_with(dust={"window_ms": 1 * M, "mode": "absolute"}))
     ts = feed_minutes(run, "DS-1", T0, [250.0, 250.0, 50.0])
     below = ts - M
     run.tick(below + 60 * M - 1)
@@ -99,7 +104,7 @@ def test_dust_recovery_on_watermark_when_site_goes_quiet() -> None:
 
 
 def test_dust_site_override_from_registry() -> None:
-    run = Run()
+    run = Run(ABSOLUTE)
     feed_minutes(run, "DS-OVR", T0, [130.0] * 3)  # registry: warning 100, violation 120
     feed_minutes(run, "DS-1", T0, [130.0] * 3)
     assert [c.device for c in run.of_rule("dust")] == ["DS-OVR"]
@@ -139,7 +144,7 @@ def test_dust_background_mode_without_peers_judges_absolute_levels() -> None:
 
 
 def test_dust_duplicate_reading_changes_nothing() -> None:
-    run = Run()
+    run = Run(ABSOLUTE)
     run.read("DS-1", T0, pm10=100.0)
     run.read("DS-1", T0 + M, pm10=300.0)
     state = run.det.export_device("DS-1")
@@ -150,7 +155,7 @@ def test_dust_duplicate_reading_changes_nothing() -> None:
 
 
 def test_dust_late_reading_joins_window_and_rejudges() -> None:
-    run = Run()
+    run = Run(ABSOLUTE)
     run.read("DS-1", T0, pm10=190.0)
     run.read("DS-1", T0 + 2 * M, pm10=190.0)
     assert run.of_rule("dust") == []
@@ -160,7 +165,7 @@ def test_dust_late_reading_joins_window_and_rejudges() -> None:
 
 
 def test_dust_flatline_flags_tampering() -> None:
-    run = Run(rules_with(dust={"flatline_readings": 5}))
+    run = Run(rules_with(dust={"flatline_readings": 5, "mode": "absolute"}))
     ts = feed_minutes(run, "DS-1", T0, [88.0, 42.0, 42.0, 42.0, 42.0])
     assert run.of_rule("dust.flatline") == []
     ts = feed_minutes(run, "DS-1", ts, [42.0])
@@ -173,7 +178,7 @@ def test_dust_flatline_flags_tampering() -> None:
 
 
 def test_dust_officer_close_then_continued_exceedance_opens_new_case() -> None:
-    run = Run()
+    run = Run(ABSOLUTE)
     ts = feed_minutes(run, "DS-1", T0, [300.0] * 3)
     run.act("close", "DS-1", ts)
     feed_minutes(run, "DS-1", ts + M, [300.0])
@@ -182,7 +187,7 @@ def test_dust_officer_close_then_continued_exceedance_opens_new_case() -> None:
 
 def test_dust_late_reading_after_officer_close_cannot_reuse_case_id() -> None:
     """Found by hypothesis: closed at its own opening instant, then re-judged at that instant."""
-    run = Run()
+    run = Run(ABSOLUTE)
     run.read("DS-1", T0 + M, pm10=400.0)
     run.act("close", "DS-1", T0)  # an officer's close time before the opening: clamped to it
     run.read("DS-1", T0, pm10=50.0)  # late: mean still above, judged at T0 + 1 min

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from streams.harness import REG, T0, H, M
+from streams.harness import REG, T0, H, M, rules_with
 from streams.replay import format_json, format_table, replay, replay_file
 from streams.rules import default_rules
 
@@ -58,8 +58,12 @@ def stolen_cover_file() -> list[str]:
     ]
 
 
+ABSOLUTE = rules_with(dust={"mode": "absolute"})
+"""The day's lone dust site judged on its level alone (background mode waits a window for peers)."""
+
+
 def test_replay_stolen_cover_day() -> None:
-    res = replay(stolen_cover_file(), default_rules(), REG)
+    res = replay(stolen_cover_file(), ABSOLUTE, REG)
     doc = json.loads(format_json(res))
     assert set(doc) == {"cases", "ledger"}
     ids = [e["id"] for e in doc["ledger"]]
@@ -120,7 +124,7 @@ def test_replay_accepts_parsed_dicts_and_reports_bad_lines() -> None:
 
 
 def test_format_table_shows_net_by_payer() -> None:
-    text = format_table(replay(stolen_cover_file(), default_rules(), REG))
+    text = format_table(replay(stolen_cover_file(), ABSOLUTE, REG))
     net = text.split("Net by payer")[1]
     assert "市政工程管理处" in net and "1,030,000" in net  # property unit: 3 hours + accident
     assert "jinshui" in net and "600,000" in net  # district: dust case + accident
