@@ -49,9 +49,11 @@ from foundation.logs import redact
 
 log = logging.getLogger("citywatch.alerts.http")
 
-LINK_ACTIONS = ("ack", "close", "accident")
+LINK_ACTIONS = ("ack", "close", "accident", "confirm_repair", "reject_repair")
 ACTION_NAMES = {"ack": ("确认收到", "acknowledge"), "close": ("已修复结案", "close as repaired"),
-                "accident": ("上报事故", "report an accident")}  # fmt: skip
+                "accident": ("上报事故", "report an accident"),
+                "confirm_repair": ("确认修复申报", "confirm the repair claim"),
+                "reject_repair": ("驳回修复申报", "reject the repair claim")}  # fmt: skip
 SIGNED = ("action", "case", "device", "exp", "n", "officer")
 MAX_PARAM = 200
 """Longest value a link parameter may have (ids, a nonce, a hex signature)."""

@@ -62,6 +62,8 @@ from registry.officers import load_directory
 
 log = logging.getLogger("citywatch.alerts")
 
+DECISIONS = ("confirm_repair", "reject_repair")
+SUPERVISOR_ROLES = ("district_supervisor", "city_supervisor")
 PUSH_STATES = ("open", "reopened", "escalated", "repaired", "closed")
 FORGET_AFTER_MS = 7 * 24 * 3600_000
 """Ended cases, sent notices and finished outbox rows are kept this long (a late repeat is still recognised)."""
@@ -418,24 +420,29 @@ class AlertsService:
             await ch.close()
         self.store.close()
 
-    def link_officer(self, receiver_name: str, device: str) -> str:
+    def link_officer(self, receiver_name: str, device: str, action: str = "ack") -> str:
         """The directory officer a receiver's link for ``device``'s case is made for, or "".
 
         The receiver's ``officer`` if the directory knows them, else the first officer (by id)
-        of the receiver's ``roles`` who acts in the device's district (docs/officers.md, "Links").
+        of the receiver's first role that has one acting in the device's district; a claim's
+        decision links go to the district's supervisor (else the city's) whoever was pushed
+        (docs/officers.md, "Links").
         """
         receiver = self.config.receivers.get(receiver_name)
         if receiver is None:
             return ""
-        if receiver.officer:
+        deciding = action in DECISIONS  # a claim is decided by a supervisor, whoever is pushed
+        if receiver.officer and not deciding:
             return receiver.officer if self.directory.get(receiver.officer) else ""
         dev = self.registry.get(device) if self.registry is not None else None
-        if dev is None or not receiver.roles:
+        roles = SUPERVISOR_ROLES if deciding else receiver.roles
+        if dev is None or not roles:
             return ""
-        for oid in sorted(self.directory.officers):
-            o = self.directory.officers[oid]
-            if any(r in receiver.roles for r in o.roles) and o.covers(dev.district):
-                return oid
+        for role in roles:  # in the order given: the district's own before the city's
+            for oid in sorted(self.directory.officers):
+                o = self.directory.officers[oid]
+                if role in o.roles and o.covers(dev.district):
+                    return oid
         return ""
 
     def _mentions(self, receiver_name: str, notices: Any) -> list[dict[str, str]]:
@@ -452,7 +459,7 @@ class AlertsService:
         return list(out.values())
 
     def _ack_link(self, case_id: str, device: str, action: str, receiver_name: str) -> str:
-        officer = self.link_officer(receiver_name, device)
+        officer = self.link_officer(receiver_name, device, action)
         if not officer:
             return ""  # nobody to make it for: the push carries no action link
         return make_link(self.config.ack, case_id, device, action, officer, self.clock())

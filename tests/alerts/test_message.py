@@ -99,7 +99,11 @@ def _claim_message(
     async def go() -> list[dict]:
         path = routes(tmp_path, *(h.url for h in hooks))
         clock = FakeClock(D0 + 12 * 3_600_000 + 2 * MIN)
-        svc = AlertsService(settings, path, tmp_path / "state", clock=clock, http_port=-1)
+        from streams.harness import REG
+
+        svc = AlertsService(
+            settings, path, tmp_path / "state", clock=clock, http_port=-1, registry=REG
+        )
         try:
             assert svc.accept([("cases", claim_event)]) == 2  # closed, and the claim
             await settle(svc, hooks, 1)
@@ -133,10 +137,13 @@ def test_a_claim_notice_says_what_is_claimed_by_whom_what_it_would_reverse_and_h
     for action in ("confirm_repair", "reject_repair"):
         command = f"citywatch case {action} MH-MAIN --case {cid}"
         assert text.count(command) == 2 and md.count(command) == 2  # in both languages
-    # the ack endpoint takes no decision from a link yet: no link that would answer 400
-    assert "action=confirm_repair" not in text + md and "action=reject_repair" not in text + md
+    # the decision links are made for the district's supervisor, whoever the push went to
     claim_item = next(c for c in msg["data"]["cases"] if c["change"] == "claim")
-    assert claim_item["confirm_url"] is None and claim_item["claim"]["kind"] == "close"
+    assert (
+        "action=confirm_repair" in claim_item["confirm_url"]
+        and "officer=JS-SUP-01" in claim_item["confirm_url"]
+    )
+    assert claim_item["claim"]["kind"] == "close"
     assert md.index("修复时间待确认") < md.index("repair claim to decide")
 
 
@@ -148,8 +155,7 @@ def test_claim_links_are_signed_for_the_decision_when_the_endpoint_takes_it(
     import alerts.http
     from alerts.route import load_routes
 
-    actions = (*alerts.http.LINK_ACTIONS, "confirm_repair", "reject_repair")
-    monkeypatch.setattr(alerts.http, "LINK_ACTIONS", actions)
+    assert {"confirm_repair", "reject_repair"} <= set(alerts.http.LINK_ACTIONS)
     msg = _claim_message(settings, tmp_path, hooks)
     cfg = load_routes(tmp_path / "routes.yaml").ack
     for label, action in (("Confirm", "confirm_repair"), ("Reject", "reject_repair")):
