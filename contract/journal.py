@@ -71,12 +71,30 @@ class JournalError(ValueError):
         self.message = message
 
 
-def to_record(item: JournalItem) -> tuple[bytes | None, dict[str, Any]]:
-    """(Kafka key, record) of one journal item; readings and actions are keyed by device."""
+def journal_key(district: str) -> bytes:
+    """The journal's Kafka key: the district (docs/contracts.md, "Kafka"; decision 007).
+
+    Everything a district's rules judge together -- its dust sites against their
+    ambient, the lamps of one circuit -- then meets in one partition, whatever
+    the partition count, and a device's records stay in order (a device never
+    changes district without a registry edit)."""
+    return district.encode()
+
+
+def to_record(
+    item: JournalItem, district: str | None = None
+) -> tuple[bytes | None, dict[str, Any]]:
+    """(Kafka key, record) of one journal item: readings and actions keyed by district.
+
+    An action names only its device: the caller gives its ``district`` from the
+    registry (an action for a device the registry does not know is keyed by the
+    device and refused by the detector).
+    """
     if isinstance(item, Reading):
-        return item.device.encode(), item.to_record()
+        return journal_key(item.district), item.to_record()
     if isinstance(item, OfficerAction):
-        return item.device.encode(), item.to_dict() | {"type": "action"}
+        key = journal_key(district) if district else item.device.encode()
+        return key, item.to_dict() | {"type": "action"}
     return None, {"type": "watermark", "at": item.at}
 
 

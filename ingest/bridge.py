@@ -59,6 +59,7 @@ from prometheus_client import (
 )
 
 from bus.kafka import client_security, ensure_topics, make_producer, start_client
+from contract.journal import journal_key
 from contract.reading import Reading
 from contract.topics import KafkaTopics, parse_topic, shared_subscription
 from foundation.settings import Settings
@@ -228,7 +229,7 @@ def kafka_record(
 ) -> KafkaRecord:
     """The Kafka record of one validation result (docs/contracts.md, "Kafka").
 
-    A ``Reading`` goes to ``<prefix>.telemetry`` keyed by its device (with
+    A ``Reading`` goes to ``<prefix>.telemetry`` keyed by its district (with
     ``event_time``, ``received_at`` is its own ``ts``: simulation mode), a
     ``Rejection`` to ``<prefix>.deadletter`` keyed by its device when the topic
     parsed. Raises only when a reading cannot be serialised, which validation
@@ -239,7 +240,7 @@ def kafka_record(
     record = result.to_record()
     if event_time:
         record["received_at"] = result.ts
-    return topics.telemetry, result.device.encode(), orjson.dumps(record)
+    return topics.telemetry, journal_key(result.district), orjson.dumps(record)
 
 
 def deadletter_value(rejection: Rejection) -> bytes:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from bus.kafka import ensure_topics, make_producer, start_client
+from contract.cases import OfficerAction
 from contract.journal import encode, to_record
 from contract.reading import Reading
 from contract.topics import KafkaTopics
@@ -52,7 +53,8 @@ async def load(
                 if item.at is not None:
                     end = item.at if end is None else max(end, item.at)
                 continue
-            key, rec = to_record(item)
+            dev = registry.get(item.device) if isinstance(item, OfficerAction) else None
+            key, rec = to_record(item, dev.district if dev is not None else None)
             at = item.received_at if isinstance(item, Reading) else item.at
             end = at if end is None else max(end, at)
             if key is None:  # a watermark concerns every partition

@@ -426,7 +426,7 @@ def build_app(
 
     @app.agent(acks, name="forward-acks")
     async def forward_acks(stream: faust.StreamT) -> None:
-        """Officer actions join the journal on their device's partition, in order."""
+        """Officer actions join the journal on their device's district's partition, in order."""
         async for event in stream.events():
             value, m = event.value, event.message
             item = action_of(value)  # a malformed action is quarantined here, never journaled
@@ -438,7 +438,8 @@ def build_app(
                     refused, value, event.key, topics.acks, m.partition, m.offset
                 )
                 continue
-            key, body = journal.to_record(item)
+            dev = registry.current().get(item.device)
+            key, body = journal.to_record(item, dev.district if dev is not None else None)
             fut = await journal_topic.send(key=key, value=journal.encode(body))
             await fut
 
