@@ -13,7 +13,8 @@ from dataclasses import dataclass
 __all__ = [
     "DUST", "DUST_FLATLINE", "DUST_WARNING", "MANHOLE", "MANHOLE_ACCIDENT",
     "MANHOLE_BATTERY_LOW", "MANHOLE_WATER_LEVEL", "NOISE", "NOTICE_RULES",
-    "OFFLINE", "RULES", "STREETLIGHT_DAY_BURNER", "STREETLIGHT_FAULT", "STREETLIGHT_LEAKAGE",
+    "OFFLINE", "RULES", "STREETLIGHT_CIRCUIT", "STREETLIGHT_DAY_BURNER", "STREETLIGHT_FAULT",
+    "STREETLIGHT_LEAKAGE",
     "RuleName", "rule_name",
 ]  # fmt: skip
 
@@ -37,6 +38,8 @@ STREETLIGHT_FAULT = "streetlight.fault"
 """A lamp dark when it should be lit."""
 STREETLIGHT_LEAKAGE = "streetlight.leakage"
 """A lamp leaking current: an electric-shock risk."""
+STREETLIGHT_CIRCUIT = "streetlight.circuit"
+"""Most lamps of one circuit dark together: a tripped feeder or a cabinet fault, one case."""
 STREETLIGHT_DAY_BURNER = "streetlight.day_burner"
 """A lamp lit in daylight for longer than allowed: wasted energy (白天亮灯)."""
 OFFLINE = "offline"
@@ -67,6 +70,7 @@ RULES: dict[str, RuleName] = {
         "路灯漏电", "Streetlight leakage (electric-shock risk)", "streetlight"
     ),
     STREETLIGHT_DAY_BURNER: RuleName("路灯白天亮灯", "Streetlight lit in daylight", "streetlight"),
+    STREETLIGHT_CIRCUIT: RuleName("路灯回路故障", "Streetlight circuit dark", "streetlight"),
     OFFLINE: RuleName("设备离线", "Device offline", "*"),
 }
 

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 FAULT_RULE = rule_ids.STREETLIGHT_FAULT
 LEAKAGE_RULE = rule_ids.STREETLIGHT_LEAKAGE
 BURNER_RULE = rule_ids.STREETLIGHT_DAY_BURNER
+CIRCUIT_RULE = rule_ids.STREETLIGHT_CIRCUIT
 
 # --------------------------------------------------------------------------- the plugin (docs/extending.md)
 
@@ -57,6 +58,7 @@ RULE_IDS = (
     rule_ids.STREETLIGHT_FAULT,
     rule_ids.STREETLIGHT_LEAKAGE,
     rule_ids.STREETLIGHT_DAY_BURNER,
+    rule_ids.STREETLIGHT_CIRCUIT,
 )
 """The rule ids its cases and ledger entries carry (contract.rules)."""
 
@@ -79,6 +81,10 @@ class StreetlightRules:
     leakage_payer_type: str = "property_unit"
     lit_for_ms: int = 2 * 60 * MINUTE_MS
     """A lamp lit this long outside the window opens a day-burner case."""
+    circuit_dark_share: float = 0.6
+    """This share of a circuit's lamps dark together: one circuit case, not one per lamp."""
+    circuit_min_lamps: int = 3
+    """A circuit with fewer lamps in the registry is judged lamp by lamp."""
     burner_penalty_yuan: int = 0
     burner_payer_type: str = "property_unit"
 
@@ -168,6 +174,17 @@ def parse(m: Section) -> StreetlightRules:
         l_pen = leak.yuan("penalty_yuan", l_pen)
         l_pay = leak.choice("payer_type", l_pay, PAYER_TYPES)
         leak.finish()
+    circ = m.sub("circuit")
+    c_share, c_min = d.circuit_dark_share, d.circuit_min_lamps
+    if circ is not None:
+        c_share = circ.number("dark_share", c_share)
+        if c_share > 1:
+            m.doc.fail(
+                circ.get("dark_share") or circ.node,
+                f"{circ.key_path('dark_share')}: a share is at most 1",
+            )
+        c_min = circ.whole("min_lamps", c_min, minimum=2)
+        circ.finish()
     burner = m.sub("day_burner")
     b_pen, b_pay, lit_for = d.burner_penalty_yuan, d.burner_payer_type, d.lit_for_ms
     if burner is not None:
@@ -186,6 +203,8 @@ def parse(m: Section) -> StreetlightRules:
         leakage_penalty_yuan=l_pen,
         leakage_payer_type=l_pay,
         lit_for_ms=lit_for,
+        circuit_dark_share=c_share,
+        circuit_min_lamps=c_min,
         burner_penalty_yuan=b_pen,
         burner_payer_type=b_pay,
     )
@@ -205,6 +224,10 @@ class LampState:
     """First lit reading outside the window since the lamp was last seen dark or at night."""
     lit_ev: dict[str, Any] | None = None
     burner: CaseRecord | None = None
+    circuit: tuple[str, str] | None = None
+    """(cabinet, circuit) of the lamp from the registry, None when it has none."""
+    dark: bool = False
+    """Its newest reading (inside the window) showed it dark: what a circuit counts."""
 
 
 class StreetlightRule:
@@ -212,15 +235,37 @@ class StreetlightRule:
 
     kind = "streetlight"
 
-    def __init__(self, rules: StreetlightRules, clock: LocalClock) -> None:
+    def __init__(self, rules: StreetlightRules, clock: LocalClock, registry: Any = None) -> None:
         self.rules = rules
         self.clock = clock
         self.sun = SunTable(clock)
+        self.registry = registry
+        self._sizes: dict[tuple[str, str], int] = circuit_sizes(registry)
+        self._members: dict[tuple[str, str], dict[str, LampState]] = {}
+        self._ccases: dict[tuple[str, str], CaseRecord] = {}
+        """Open circuit cases (partition-level state, exported with the clock)."""
         self.current_threshold = rules.current_threshold_a
         self.leak_threshold = rules.leakage_threshold_ma
 
     def new_state(self, dev: Device) -> LampState:
-        return LampState()
+        return self._index(dev, LampState())
+
+    def _index(self, dev: Device, st: LampState) -> LampState:
+        old = st.circuit
+        key = (dev.cabinet, dev.circuit) if dev.cabinet and dev.circuit else None
+        if old is not None and old != key:
+            self._members.get(old, {}).pop(dev.device_id, None)
+        st.circuit = key
+        if key is not None:
+            self._members.setdefault(key, {})[dev.device_id] = st
+        return st
+
+    def follow(self, dev: Device, st: LampState) -> None:
+        self._index(dev, st)
+
+    def on_registry(self, registry: Any) -> None:
+        self.registry = registry
+        self._sizes = circuit_sizes(registry)
 
     def should_be_on(self, dev: Device, ts: int) -> bool:
         return self.sun.should_be_lit(self.rules.schedule_for(dev.district), dev.lat, dev.lon, ts)
@@ -240,6 +285,9 @@ class StreetlightRule:
             lit = on is True
         dark = on is False or (cur is not None and cur < self.current_threshold)
         night = self.should_be_on(dev, ts)
+        st.dark = bool(dark and night)
+        if lit and st.circuit in self._ccases:
+            self._circuit_lamp_lit(st, dev, ts, ctx)
         if st.fault is not None:
             if lit:
                 st.fault.end("repaired", ts, "reading")
@@ -290,7 +338,9 @@ class StreetlightRule:
             if due <= now:
                 since, ev = st.dark_since, st.dark_ev or {}
                 st.dark_since = st.dark_ev = None
-                if self.should_be_on(dev, due):
+                if self.should_be_on(dev, due) and not self._circuit_dark(
+                    st, dev, since, ev, due, ctx
+                ):
                     st.fault = self._open(
                         FAULT_RULE, "minor", since, ev, dev, ctx, r.fault_penalty_yuan,
                         r.fault_payer_type,
@@ -311,6 +361,74 @@ class StreetlightRule:
                          "lit_for_ms": r.lit_for_ms},
                         at=due,
                     )  # fmt: skip
+
+    # ------------------------------------------------------------------ circuits
+
+    def _circuit_dark(self, st: LampState, dev: Device, since: int, ev: dict[str, Any],
+                      due: int, ctx: Context) -> bool:  # fmt: skip
+        """True when this lamp's darkness is its circuit's (one circuit case: opened now
+        when most of the circuit is dark, or joined if it is open); False: a lamp case."""
+        key = st.circuit
+        size = self._sizes.get(key, 0) if key is not None else 0
+        if key is None or size < self.rules.circuit_min_lamps:
+            return False
+        case = self._ccases.get(key)
+        if case is None:
+            members = self._members.get(key, {})
+            dark = sorted(d for d, m in members.items() if m.dark or m is st)
+            if len(dark) < self.rules.circuit_dark_share * size:
+                return False
+            case = CaseRecord(
+                case_id=f"{CIRCUIT_RULE}:{key[0]}/{key[1]}:{since}", rule=CIRCUIT_RULE,
+                opened_at=since, severity="major", evidence=[ev],
+                extra={"cabinet": key[0], "circuit": key[1], "lamps": size, "dark_lamps": dark,
+                       "reported_by": dev.device_id},
+            )  # fmt: skip
+            self._ccases[key] = case
+            ctx.out.append(case.event(dev, due))
+            return True
+        lamps = case.extra["dark_lamps"]
+        if dev.device_id not in lamps:
+            case.extra["dark_lamps"] = sorted([*lamps, dev.device_id])
+            ctx.out.append(case.event(self._reporter(case, dev), due, [ev]))
+        return True
+
+    def _circuit_lamp_lit(self, st: LampState, dev: Device, ts: int, ctx: Context) -> None:
+        """A lamp of an open circuit case lights: the case ends when most of the circuit is lit."""
+        assert st.circuit is not None
+        case = self._ccases[st.circuit]
+        members = self._members.get(st.circuit, {})
+        still = sorted(d for d, m in members.items() if m.dark and m is not st)
+        if len(still) >= self.rules.circuit_dark_share * self._sizes.get(st.circuit, 0):
+            return
+        case.extra["dark_lamps"] = still
+        case.end("repaired", ts, "reading")
+        ctx.out.append(case.event(self._reporter(case, dev), ts))
+        del self._ccases[st.circuit]
+        for did in still:  # what stays dark now is a lamp's own fault: a fresh dark_for from here
+            m = members[did]
+            m.dark_since, m.dark_ev = ts, {"type": "clock", "at": ts, "after": case.case_id}
+
+    def _reporter(self, case: CaseRecord, dev: Device) -> Device:
+        """The device a circuit case is told under (the lamp that opened it), fixed for its life."""
+        first = case.extra.get("reported_by")
+        if first and first != dev.device_id and self.registry is not None:
+            found = self.registry.get(first)
+            if found is not None:
+                return found
+        return dev
+
+    def export_clock(self) -> dict[str, Any]:
+        return {
+            "circuits": {f"{k[0]}/{k[1]}": c.to_dict() for k, c in sorted(self._ccases.items())}
+        }
+
+    def import_clock(self, d: dict[str, Any]) -> None:
+        for name, rec in (d.get("circuits") or {}).items():
+            cabinet, _, circuit = name.partition("/")
+            case = CaseRecord.from_dict(rec)
+            if case is not None:
+                self._ccases[(cabinet, circuit)] = case
 
     def _schedule_text(self, dev: Device) -> str:
         return self.rules.schedule_for(dev.district).describe()
@@ -364,6 +482,7 @@ class StreetlightRule:
             "leakage": None if st.leakage is None else st.leakage.to_dict(),
             "dark_since": st.dark_since,
             "dark_ev": st.dark_ev,
+            "dark": st.dark,
             "lit_since": st.lit_since,
             "lit_ev": st.lit_ev,
             "burner": None if st.burner is None else st.burner.to_dict(),
@@ -371,18 +490,36 @@ class StreetlightRule:
 
     def restore(self, dev: Device, d: dict[str, Any]) -> LampState:
         """A state exported by this or an earlier version (no timers: none running)."""
-        return LampState(
-            max_ts=d["max_ts"],
-            fault=CaseRecord.from_dict(d["fault"]),
-            leakage=CaseRecord.from_dict(d["leakage"]),
-            dark_since=d.get("dark_since"),
-            dark_ev=d.get("dark_ev"),
-            lit_since=d.get("lit_since"),
-            lit_ev=d.get("lit_ev"),
-            burner=CaseRecord.from_dict(d.get("burner")),
+        return self._index(
+            dev,
+            LampState(
+                max_ts=d["max_ts"],
+                fault=CaseRecord.from_dict(d["fault"]),
+                leakage=CaseRecord.from_dict(d["leakage"]),
+                dark_since=d.get("dark_since"),
+                dark_ev=d.get("dark_ev"),
+                dark=bool(d.get("dark", False)),
+                lit_since=d.get("lit_since"),
+                lit_ev=d.get("lit_ev"),
+                burner=CaseRecord.from_dict(d.get("burner")),
+            ),
         )
 
 
 def build(settings: StreetlightRules, clock: LocalClock, registry: Any) -> StreetlightRule:
     """The rule object the detector runs for one partition."""
-    return StreetlightRule(settings, clock)
+    return StreetlightRule(settings, clock, registry)
+
+
+def circuit_sizes(registry: Any) -> dict[tuple[str, str], int]:
+    """Lamps per (cabinet, circuit) in the registry (empty when it cannot be iterated)."""
+    sizes: dict[tuple[str, str], int] = {}
+    try:
+        devices = list(registry) if registry is not None else []
+    except TypeError:
+        return sizes
+    for d in devices:
+        cab, circ = getattr(d, "cabinet", None), getattr(d, "circuit", None)
+        if getattr(d, "kind", None) == "streetlight" and cab and circ:
+            sizes[(cab, circ)] = sizes.get((cab, circ), 0) + 1
+    return sizes
