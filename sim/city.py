@@ -146,11 +146,28 @@ class SimDevice:
     phase: float
     """Report phase in [0, 1): when in its period the device reports."""
 
+    @property
+    def cabinet(self) -> str:
+        """A lamp's control cabinet (控制箱): twelve lamps of a district to a cabinet."""
+        if self.kind != "streetlight":
+            return ""
+        n = int(self.device_id.rsplit("-", 1)[1])
+        return f"KX-{self.device_id.split('-')[1]}-{(n - 1) // LAMPS_PER_CABINET + 1:02d}"
+
+    @property
+    def circuit(self) -> str:
+        """A lamp's circuit in its cabinet: two circuits of six lamps each."""
+        if self.kind != "streetlight":
+            return ""
+        n = int(self.device_id.rsplit("-", 1)[1])
+        return f"L{(n - 1) % LAMPS_PER_CABINET // LAMPS_PER_CIRCUIT + 1}"
+
     def registry_row(self) -> list[str]:
-        """The row in ``COLUMNS`` order."""
+        """The row in ``REGISTRY_HEADER`` order."""
         return [
             self.device_id, self.kind, self.district, self.grid, self.unit, self.road_class,
             self.address, f"{self.lat:.5f}", f"{self.lon:.5f}", "", "", self.component_code,
+            self.cabinet, self.circuit,
         ]  # fmt: skip
 
     def to_device(self) -> Device:
@@ -159,7 +176,14 @@ class SimDevice:
             self.device_id, self.kind, self.district, self.grid, self.unit,
             self.road_class or None, self.address, round(self.lat, 5), round(self.lon, 5),
             None, None, self.component_code or None,
+            cabinet=self.cabinet or None, circuit=self.circuit or None,
         )  # fmt: skip
+
+
+LAMPS_PER_CABINET = 12
+LAMPS_PER_CIRCUIT = 6
+REGISTRY_HEADER = (*COLUMNS, "cabinet", "circuit")
+"""The written registry's columns: docs/contracts.md's, and the lamps' cabinet and circuit."""
 
 
 @dataclass(frozen=True)
@@ -200,7 +224,7 @@ class City:
         """The registry file's text (the header of docs/contracts.md, one row per device)."""
         buf = io.StringIO(newline="")
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(COLUMNS)
+        w.writerow(REGISTRY_HEADER)
         for d in self.devices:
             w.writerow(d.registry_row())
         return buf.getvalue()

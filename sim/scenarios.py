@@ -52,6 +52,9 @@ flooded_well           manhole  water rises to ``water_cm`` (165) within 30 min
                                 and stays for ``duration`` (2h)
 night_pour             dust     a night concrete pour: ``noise_db`` (68) at the
                                 boundary for ``duration`` (2h)
+circuit_trip           lamp     the lamp's circuit trips: every lamp of its
+                                cabinet's circuit dark when it should be lit,
+                                for ``duration`` (2h)
 =====================  =======  ==============================================
 
 The file is read through ``foundation.cityfile`` (the one reader of every
@@ -120,6 +123,7 @@ SCENARIO_KINDS: dict[str, _KindSpec] = {
     "day_burner": _KindSpec("streetlight", 8 * HOUR_MS, {}),
     "flooded_well": _KindSpec("manhole", 2 * HOUR_MS, {"water_cm": 165.0}),
     "night_pour": _KindSpec("dust", 2 * HOUR_MS, {"noise_db": 68.0}),
+    "circuit_trip": _KindSpec("streetlight", 2 * HOUR_MS, {}, max_devices=1),
 }
 _COMMON_KEYS = ("kind", "device", "devices", "district", "at", "duration")
 

@@ -228,7 +228,7 @@ class _Dev:
     __slots__ = (
         "sd", "kind", "topic", "d", "interval", "battery", "silent", "abnormal",
         "episodes", "failures", "leaks", "events_at", "on_early", "off_late",
-        "burns", "floods", "pours",
+        "burns", "floods", "pours", "trips",
     )  # fmt: skip
 
     def __init__(self, sd: SimDevice, interval: int, d: int) -> None:
@@ -244,6 +244,7 @@ class _Dev:
         self.failures: list[tuple[int, int | None]] = []
         self.leaks: list[tuple[int, int, float]] = []
         self.burns: list[tuple[int, int]] = []
+        self.trips: list[tuple[int, int]] = []
         self.floods: list[tuple[int, int, float]] = []
         self.pours: list[tuple[int, int, float]] = []
         self.events_at: set[int] = set()
@@ -381,6 +382,14 @@ class Simulation:
                 self._event(i, t1, "restore")
             elif k == "lamp_failure":
                 dv.failures.append((t0, t1))
+            elif k == "circuit_trip":
+                assert t1 is not None
+                for other in self._devs:  # the whole circuit of the named lamp goes dark
+                    if other.sd.kind == "streetlight" and (other.sd.cabinet, other.sd.circuit) == (
+                        dv.sd.cabinet,
+                        dv.sd.circuit,
+                    ):
+                        other.trips.append((t0, t1))
             elif k == "day_burner":
                 assert t1 is not None
                 dv.burns.append((t0, t1))
@@ -583,7 +592,7 @@ class Simulation:
         if lit:
             minute = local_minute(t)
             dim = 60 if _in_window(minute, 23 * 60 + 30, 5 * 60) else 100
-            failed = _active(dv.failures, t) is not None
+            failed = _active(dv.failures, t) is not None or _active(dv.trips, t) is not None
             cur = 0.0 if failed else dv.sd.base * dim / 100 * (1 + g(0, 0.02))
             p.update(voltage_v=round(volt, 1), current_a=round(cur, 3),
                      power_w=round(volt * cur * 0.95, 1), leakage_ma=round(leak, 1), dim_pct=dim)  # fmt: skip

@@ -382,10 +382,10 @@ class StreetlightRule:
                 case_id=f"{CIRCUIT_RULE}:{key[0]}/{key[1]}:{since}", rule=CIRCUIT_RULE,
                 opened_at=since, severity="major", evidence=[ev],
                 extra={"cabinet": key[0], "circuit": key[1], "lamps": size, "dark_lamps": dark,
-                       "reported_by": dev.device_id},
+                       "reported_by": dark[0]},
             )  # fmt: skip
             self._ccases[key] = case
-            ctx.out.append(case.event(dev, due))
+            ctx.out.append(case.event(self._reporter(case, dev), due))
             return True
         lamps = case.extra["dark_lamps"]
         if dev.device_id not in lamps:
@@ -410,7 +410,7 @@ class StreetlightRule:
             m.dark_since, m.dark_ev = ts, {"type": "clock", "at": ts, "after": case.case_id}
 
     def _reporter(self, case: CaseRecord, dev: Device) -> Device:
-        """The device a circuit case is told under (the lamp that opened it), fixed for its life."""
+        """The device a circuit case is told under (its first dark lamp by id), fixed for its life."""
         first = case.extra.get("reported_by")
         if first and first != dev.device_id and self.registry is not None:
             found = self.registry.get(first)

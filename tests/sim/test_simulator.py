@@ -395,6 +395,10 @@ def test_default_file_hint_is_the_documented_ledger(city):
         1,
     )
     assert (rows["night_pour"]["rule"], rows["night_pour"]["cases"]) == ("noise", 1)
+    assert (rows["circuit_trip"]["rule"], rows["circuit_trip"]["cases"]) == (
+        "streetlight.circuit",
+        1,
+    )
     # the two dust episodes: Monday's on a clean day, Tuesday's site dirtier than the storm
     fined = {i["device"]: i["amount_yuan"] for i in hint["items"]
              if i["scenario"].startswith("dust_episode") and i["amount_yuan"]}  # fmt: skip
