@@ -190,11 +190,15 @@ def _telemetry_prefix(reading: Reading, device: Device | None) -> str:
     return escape_measurement(reading.kind) + _tags(tags) + " "
 
 
-def telemetry_line(reading: Reading, device: Device | None = None) -> str | None:
+def telemetry_line(
+    reading: Reading, device: Device | None = None, marks: Mapping[str, float] | None = None
+) -> str | None:
     """One telemetry point, or None when the reading has no storable value.
 
     ``device`` is the registry entry (tags grid and unit come from it); without
-    it only ``device`` and ``district`` (from the reading) are tagged.
+    it only ``device`` and ``district`` (from the reading) are tagged. ``marks``
+    are float fields the streams add to the reading's own (a lamp's
+    ``should_lit`` and ``lit_when_should``, docs/contracts.md "InfluxDB").
     """
     bools = _KNOWN_BOOLS.get(reading.kind, _NO_BOOLS)
     keys = _FIELD_KEY_CACHE
@@ -223,6 +227,8 @@ def telemetry_line(reading: Reading, device: Device | None = None) -> str | None
                 parts.append(key + repr(f))
     if not parts:
         return None
+    if marks:
+        parts.extend(f"{_field_key(k)}{float(v)!r}" for k, v in marks.items())
     return f"{_telemetry_prefix(reading, device)}{','.join(parts)} {int(reading.ts)}"
 
 

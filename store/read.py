@@ -287,3 +287,20 @@ def audit_records(
         ):
             r[key] = r.get(key) or ""
     return rows
+
+
+def lighting_rates(settings: Any, start_ms: int, end_ms: int, rp: str = "raw") -> dict[str, float]:
+    """The lighting rate (亮灯率) per district over ``[start_ms, end_ms)``: lamp readings lit
+    inside the lit window / lamp readings inside it (docs/rules.md "Lighting rate").
+
+    ``rp``: ``raw`` (30 days) or ``long`` (the 1-minute means, two years: summing a lamp's
+    minute means counts its readings, one per minute at most).
+    """
+    conds, params = _conditions(start_ms, end_ms, {})
+    rows = query(
+        settings, None,
+        f'SELECT sum("lit_when_should") AS lit, sum("should_lit") AS should FROM {ident(rp)}."streetlight" '
+        f'WHERE {" AND ".join(conds)} GROUP BY "district"',
+        params=params,
+    )  # fmt: skip
+    return {r["district"]: r["lit"] / r["should"] for r in rows if r.get("should")}

@@ -44,6 +44,8 @@ CASE_EVENT = f"{ident(LEDGER_RP)}.{ident(points.CASE_EVENT)}"
 AUDIT = f"{ident(LEDGER_RP)}.{ident(points.AUDIT)}"
 """Qualified measurement names for InfluxQL ``FROM`` clauses: ``"ledger"."penalty"``."""
 
+LIGHTING_MARKS = ("should_lit", "lit_when_should")
+"""Fields the worker adds to lamp telemetry for the lighting rate (docs/rules.md)."""
 DEFAULT_DOWNSAMPLE: dict[str, tuple[str, ...]] = {}
 """measurement -> numeric fields averaged per minute into the long RP (the number
 fields of each kind, docs/contracts.md "Payloads"; filled from ``contract.kinds.KIND_SPECS``)."""
@@ -55,6 +57,8 @@ def _default_downsample() -> dict[str, tuple[str, ...]]:
 
         for kind, spec in KIND_SPECS.items():
             DEFAULT_DOWNSAMPLE[kind] = tuple(spec.numbers)
+        # the lighting rate's marks (store.points.telemetry_line): kept two years like the readings
+        DEFAULT_DOWNSAMPLE["streetlight"] += LIGHTING_MARKS
     return DEFAULT_DOWNSAMPLE
 
 

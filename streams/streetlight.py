@@ -523,3 +523,34 @@ def circuit_sizes(registry: Any) -> dict[tuple[str, str], int]:
         if getattr(d, "kind", None) == "streetlight" and cab and circ:
             sizes[(cab, circ)] = sizes.get((cab, circ), 0) + 1
     return sizes
+
+
+class LightingMarks:
+    """Per lamp reading, what the lighting rate (亮灯率) counts: ``should_lit`` (1 inside the
+    lit window) and ``lit_when_should`` (1 when also lit), written beside the reading's
+    telemetry (docs/rules.md "Lighting rate"). Lamps report on a fixed cadence, so the
+    share of readings is the share of time."""
+
+    def __init__(self, rules: StreetlightRules, clock: LocalClock) -> None:
+        self.rules = rules
+        self.sun = SunTable(clock)
+
+    def marks(self, r: Reading, dev: Device | None) -> dict[str, float] | None:
+        if r.kind != "streetlight" or dev is None:
+            return None
+        should = self.sun.should_be_lit(
+            self.rules.schedule_for(dev.district), dev.lat, dev.lon, r.ts
+        )
+        cur, on = r.fields.get("current_a"), r.fields.get("on")
+        if cur is not None:
+            lit = (
+                isinstance(cur, int | float)
+                and cur >= self.rules.current_threshold_a
+                and on is not False
+            )
+        else:
+            lit = on is True
+        return {
+            "should_lit": 1.0 if should else 0.0,
+            "lit_when_should": 1.0 if should and lit else 0.0,
+        }

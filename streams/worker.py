@@ -49,6 +49,7 @@ import orjson
 from bus.kafka import faust_credentials
 from contract import journal
 from contract.cases import CaseEvent, LedgerEntry, OfficerAction
+from contract.clock import LocalClock
 from contract.journal import JournalItem, Watermark, quarantine_record
 from contract.reading import Reading
 from contract.topics import KafkaTopics
@@ -61,6 +62,7 @@ from store.writer import InfluxWriter
 from streams.detector import Detector
 from streams.intake import LiveBound, Refused, decode
 from streams.rules import Rules, load_rules
+from streams.streetlight import LightingMarks
 
 log = logging.getLogger(__name__)
 
@@ -466,13 +468,16 @@ def build_app(
     def record(to_line: Callable[[dict[str, Any]], str | None]) -> Callable[[bytes], str | None]:
         return lambda value: to_line(orjson.loads(value))
 
+    lighting = LightingMarks(rules.streetlight, LocalClock(rules.timezone))
+
     def journal_line(value: bytes) -> str | None:
         item = decode(value)
         if not isinstance(item, Reading):
             return None  # actions, watermarks; refused records are the detect agent's
         if bound is not None and bound.check(item, wall_ms()) is not None:
             return None  # quarantined by the detect agent: no telemetry from the future
-        return points.telemetry_line(item, registry.current().get(item.device))
+        dev = registry.current().get(item.device)
+        return points.telemetry_line(item, dev, lighting.marks(item, dev))
 
     @app.agent(journal_topic, name="sink-telemetry")
     async def sink_telemetry(stream: faust.StreamT) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from citywatch.reports.data import Period, load_period, parse_month, parse_period
+from citywatch.reports.data import Period, load_lighting, load_period, parse_month, parse_period
 from citywatch.reports.output import Output, file_component
 from contract.clock import DEFAULT_TIMEZONE
 from foundation.errors import CitywatchError
@@ -179,8 +179,9 @@ def produce_ranking(settings: Any, period: Period, out_dir: str | os.PathLike[st
     from citywatch.reports import ranking as rm
 
     rk = rm.build_ranking(
-        load_period(settings, period), load_period(settings, period.previous()), registry
-    )
+        load_period(settings, period), load_period(settings, period.previous()), registry,
+        lighting=load_lighting(settings, period),
+    )  # fmt: skip
     names = [f"ranking-{period.label}.csv"] + ([f"ranking-{period.label}.pdf"] if pdf else [])
     out = Output(out_dir, names)
     with out.writing() as tmp:

@@ -361,6 +361,18 @@ def load_entries(settings: Any, start_ms: int, end_ms: int) -> list[Entry]:
     return _read(settings, read.ledger_entries, start_ms=start_ms, end_ms=end_ms)
 
 
+def load_lighting(settings: Any, period: Period) -> dict[str, float]:
+    """The period's lighting rate per district (``store.read.lighting_rates``): from the raw
+    readings while the period is inside their 30 days, else from the two-year minute means;
+    empty when there is no streetlight telemetry (an old database, a city without lamps)."""
+    raw_since = int(time.time() * 1000) - 30 * 24 * 3_600_000
+    rp = "raw" if period.start_ms >= raw_since else "long"
+    try:
+        return read.lighting_rates(settings, period.start_ms, period.end_ms, rp)
+    except InfluxQueryError:
+        return {}
+
+
 def load_period(settings: Any, period: Period) -> PeriodData:
     """The period's ledger entries, cases and reversed originals (see the module doc)."""
     start, end = period.start_ms, period.end_ms

@@ -53,7 +53,7 @@ EXCLUDED_RULES = NOTICE_RULES
 CSV_COLUMNS = (
     "rank", "district", "name", "devices", "cases", "cases_per_1000", "penalty_yuan", "penalty_per_1000_yuan",
     "median_ttr_h", "due", "on_time", "share_on_time", "score", "list", "prev_rank", "rank_change",
-    "prev_score", "score_change",
+    "prev_score", "score_change", "lighting_rate",
 )  # fmt: skip
 
 
@@ -82,6 +82,9 @@ class DistrictRow:
     """``red``, ``black`` or ""."""
     prev_rank: int | None = None
     prev_score: float | None = None
+    lighting_rate: float | None = None
+    """亮灯率: lamp readings lit inside the lit window / inside it (None: no lamp telemetry).
+    Shown beside the score, not in it: the score's formula is the published one."""
 
     @property
     def cases_per_1000(self) -> float | None:
@@ -167,12 +170,15 @@ def _rows(data: PeriodData, devices: dict[str, int], ref: ScoreRef) -> list[Dist
 
 
 def build_ranking(
-    data: PeriodData, previous: PeriodData | None, registry: Any, ref: ScoreRef = ScoreRef()
+    data: PeriodData, previous: PeriodData | None, registry: Any, ref: ScoreRef = ScoreRef(),
+    lighting: dict[str, float] | None = None,
 ) -> Ranking:
     devices: dict[str, int] = {}
     for dev in registry or ():
         devices[dev.district] = devices.get(dev.district, 0) + 1
     rows = _rows(data, devices, ref)
+    for r in rows:
+        r.lighting_rate = (lighting or {}).get(r.district)
     n = len(rows)
     k = 3 if n >= 6 else n // 2
     red, black = rows[:k], list(reversed(rows[n - k :])) if k else []
@@ -199,6 +205,6 @@ def write_csv(rk: Ranking, path: str | os.PathLike[str]) -> None:
          decimal_text(r.penalty_per_1000), decimal_text(r.median_ttr_h), r.due, r.on_time,
          decimal_text(r.share_on_time, 4), decimal_text(r.score), r.list,
          "" if r.prev_rank is None else r.prev_rank, "" if r.rank_change is None else r.rank_change,
-         decimal_text(r.prev_score), decimal_text(r.score_change)]
+         decimal_text(r.prev_score), decimal_text(r.score_change), decimal_text(r.lighting_rate, 4)]
         for r in rk.rows
     ))  # fmt: skip
