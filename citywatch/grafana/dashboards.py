@@ -856,6 +856,29 @@ def streetlight() -> dict:
     )
     L.add(
         "timeseries",
+        "应亮时段亮灯率（每夜） · Lighting rate in the lit window, per night",
+        [
+            InfluxQL(
+                'SELECT sum("lit_when_should") / sum("should_lit") * 100 AS "lighting_rate" '
+                f'FROM "streetlight" WHERE {where(TIME, DISTRICT, UNIT)} '
+                f"GROUP BY time(1d, 12h), \"district\" fill(none) tz('{TIMEZONE}')",
+                format="time_series",
+                alias="$tag_district",
+            )
+        ],
+        w=24,
+        h=8,
+        unit="percent",
+        decimals=1,
+        description="亮灯率 as the city plan counts it: lamp readings lit inside each lamp's lit "
+        "window (sunset + 15 min to sunrise - 15 min, or the district's timetable) / lamp readings "
+        "inside it, per district and night (noon to noon, city time). The worker writes the marks "
+        "(docs/rules.md, 'Lighting rate'); the monthly ranking prints the month's rate.",
+        custom=timeseries_custom("bars"),
+        options=timeseries_options(),
+    )
+    L.add(
+        "timeseries",
         "漏电电流 · Leakage current per lamp",
         [
             InfluxQL(

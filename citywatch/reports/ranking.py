@@ -170,7 +170,10 @@ def _rows(data: PeriodData, devices: dict[str, int], ref: ScoreRef) -> list[Dist
 
 
 def build_ranking(
-    data: PeriodData, previous: PeriodData | None, registry: Any, ref: ScoreRef = ScoreRef(),
+    data: PeriodData,
+    previous: PeriodData | None,
+    registry: Any,
+    ref: ScoreRef = ScoreRef(),
     lighting: dict[str, float] | None = None,
 ) -> Ranking:
     devices: dict[str, int] = {}

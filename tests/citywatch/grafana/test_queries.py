@@ -458,6 +458,18 @@ def scenario() -> list[str]:
             at(11, 20, 9, 50),
         )
     tele("streetlight", "SL-3", {"on": True, "current_a": 0.7, "leakage_ma": 50.0}, at(11, 20, 6))
+    # the lighting rate's marks the worker adds (docs/rules.md): last night in jinshui SL-1 lit
+    # 3 of its 4 readings inside its window, erqi SL-2 all 4; a noon reading counts for nothing
+    for k in range(4):
+        ts = at(11, 20, 1, 5 * k)
+        tele(
+            "streetlight",
+            "SL-1",
+            {"should_lit": 1.0, "lit_when_should": 0.0 if k == 2 else 1.0},
+            ts,
+        )
+        tele("streetlight", "SL-2", {"should_lit": 1.0, "lit_when_should": 1.0}, ts)
+    tele("streetlight", "SL-1", {"should_lit": 0.0, "lit_when_should": 0.0}, at(11, 19, 13))
     tele("manhole", "MH-1", {"open": True, "tilt_deg": 30.0, "battery_pct": 80.0}, at(11, 20, 2))
     # ---- dead letters (the last one is yesterday, outside the wall's 6 hours)
     for ts in (at(11, 20, 5), at(11, 20, 6), at(11, 20, 7)):
@@ -968,6 +980,13 @@ def _(s):
     assert {r["district"]: r["lighting_rate"] for r in rows if r["time"] == at(11, 20, 6)} == {
         "zhongyuan": 100.0
     }
+
+
+@check(SL, "Lighting rate in the lit window, per night [A]")
+def _(s):
+    rows = run(s, (SL, "Lighting rate in the lit window, per night [A]"))
+    night = {r["district"]: r["lighting_rate"] for r in rows if r["time"] == at(11, 19, 12)}
+    assert night == {"jinshui": _approx(75.0), "erqi": _approx(100.0)}  # noon Nov 19 to noon Nov 20
 
 
 @check(SL, "Leakage current per lamp [A]")
