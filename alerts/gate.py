@@ -48,6 +48,9 @@ class ActRequest:
     reason: str | None = None
     client: str = ""
     user_agent: str = ""
+    works_from: int | None = None
+    works_until: int | None = None
+    """``announce_works``: the window of the planned works."""
 
 
 @dataclass(frozen=True)
@@ -127,8 +130,10 @@ class Gate:
             role=decision.role,
             channel=req.channel,
             credential=credential,
-            reason=req.reason if decision.backdated else None,
+            reason=req.reason if decision.backdated or req.action == "announce_works" else None,
             recorded_at=now,
+            works_from=req.works_from,
+            works_until=req.works_until,
         )
         try:
             await self.submit(action)

@@ -119,6 +119,7 @@ def default_policy() -> Policy:
             "accident": Rule(SUPERVISORS, four_eyes=True),
             "confirm_repair": Rule(SUPERVISORS),
             "reject_repair": Rule(SUPERVISORS),
+            "announce_works": Rule(("grid", *SUPERVISORS)),
         }
     )
 

@@ -193,7 +193,10 @@ class AlertsService:
             return 0  # older than what we know (a redelivery after newer events): nothing new in it
         changes: list[tuple[str, str, int | None]] = []
         state = ev.get("state")
-        if state in PUSH_STATES and state != info.last_state:
+        detail = ev.get("detail") or {}
+        quiet = bool(detail.get("planned_works")) and not detail.get("escalated")
+        # announced works (报备): nothing is pushed until they overrun their window (docs/rules.md)
+        if state in PUSH_STATES and state != info.last_state and not quiet:
             changes.append((state, f"{cid}:{state}:{ev['at']}", None))
             info.last_state = state
         if (ev.get("detail") or {}).get("accident_at") is not None and not info.accident:

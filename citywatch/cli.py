@@ -277,6 +277,31 @@ def read_if_any(settings: Settings, reader: Callable[..., list[T]], **filters: A
         raise
 
 
+def cmd_works_announce(args: argparse.Namespace) -> int:
+    """Announce planned works (施工报备) on covers: one act per device through the gate."""
+    from alerts.acks import gate_for
+    from alerts.gate import ActRequest
+
+    settings = _settings(args)
+    token = _officer_token(args)
+    gate = gate_for(settings)
+    start, end = _parse_instant(args.start), _parse_instant(args.until)
+    refused = 0
+    for device in args.devices:
+        req = ActRequest(
+            action="announce_works", device=device, channel="cli", note=args.reason,
+            reason=args.reason, works_from=start, works_until=end,
+            client=f"cli@{socket.gethostname()}", user_agent=f"citywatch-cli pid {os.getpid()}",
+        )  # fmt: skip
+        outcome = asyncio.run(gate.with_token(token, req))
+        if outcome.accepted:
+            print(f"works on {device} from {args.start} until {args.until} announced")
+        else:
+            refused += 1
+            print(f"citywatch: refused for {device}: {outcome.message}", file=sys.stderr)
+    return 2 if refused else 0
+
+
 def _latest_cases(settings: Settings, district: str | None, kind: str | None) -> list[CaseEvent]:
     from store.read import latest_cases
 
@@ -666,6 +691,19 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--case", help="case id, when the device has more than one")
         q.add_argument("--note", help="free text kept with the case")
         q.set_defaults(func=cmd_case_action)
+    p_works = sub.add_parser("works", help="announced works (施工报备) on covers")
+    wsub = p_works.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser, required=True)
+    w = wsub.add_parser(
+        "announce", help="planned works on covers: no money, no push inside the window"
+    )
+    w.add_argument("devices", nargs="+", help="cover device ids")
+    w.add_argument(
+        "--from", dest="start", required=True, help="window start (epoch ms or RFC 3339)"
+    )
+    w.add_argument("--until", required=True, help="window end (epoch ms or RFC 3339)")
+    w.add_argument("--reason", required=True, help="why (kept in the evidence and the audit)")
+    w.add_argument("--token-file", help="your officer token (else $CITYWATCH_OFFICER_TOKEN)")
+    w.set_defaults(func=cmd_works_announce)
     q = csub.add_parser("list", help="open cases (from InfluxDB)")
     q.add_argument("--all", action="store_true", help="closed ones too")
     q.add_argument("--district")

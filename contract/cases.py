@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-ACTIONS = ("ack", "close", "accident", "note", "confirm_repair", "reject_repair")
+ACTIONS = ("ack", "close", "accident", "note", "confirm_repair", "reject_repair", "announce_works")
 """Officer actions the core understands. ``confirm_repair`` / ``reject_repair``
 decide a manhole case's late repair claim: a reading that arrived too late to
 reverse booked hours on its own (docs/rules.md, "Late repair claims")."""
@@ -36,7 +36,7 @@ reverse booked hours on its own (docs/rules.md, "Late repair claims")."""
 COMMON_ACTIONS = ("ack", "close", "note")
 """The actions every case takes; the others belong to manhole cases."""
 
-CASE_STATES = ("open", "acknowledged", "escalated", "repaired", "closed", "reopened")
+CASE_STATES = ("open", "acknowledged", "escalated", "repaired", "closed", "reopened", "planned")
 """``open`` -> ``acknowledged`` -> ``repaired`` | ``closed``; ``escalated`` when a
 manhole case passes its repair deadline. ``repaired`` = the device's own
 reading proved the condition over; ``closed`` = an officer closed it, or a dust
@@ -64,6 +64,7 @@ STATE_NAMES: dict[str, tuple[str, str]] = {
     "open": ("待处置", "open"), "acknowledged": ("已确认", "acknowledged"),
     "escalated": ("已超期", "past its deadline"), "repaired": ("已修复", "repaired"),
     "closed": ("已结案", "closed"), "reopened": ("重新打开", "reopened"),
+    "planned": ("施工报备中", "under announced works"),
 }  # fmt: skip
 """(zh, en) of each case state."""
 
@@ -99,12 +100,22 @@ class OfficerAction:
     """Why, when the act is backdated (``at`` earlier than ``recorded_at``)."""
     recorded_at: int | None = None
     """When citywatch received the act (None: the same as ``at``)."""
+    works_from: int | None = None
+    works_until: int | None = None
+    """``announce_works`` (报备): the planned works' window ``[works_from, works_until)``."""
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
             raise ValueError(f"Invalid action {self.action!r}; valid actions: {ACTIONS}")
         if type(self.at) is not int:
             raise ValueError(f"Invalid 'at' {self.at!r}; expected integer epoch milliseconds")
+        if self.action == "announce_works" and not (
+            type(self.works_from) is int and type(self.works_until) is int
+            and self.works_from < self.works_until
+        ):  # fmt: skip
+            raise ValueError(
+                "announce_works needs its window: integer works_from < works_until (epoch ms)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -127,6 +138,10 @@ class OfficerAction:
             out["reason"] = self.reason
         if self.recorded_at is not None:
             out["recorded_at"] = self.recorded_at
+        if self.works_from is not None:
+            out["works_from"] = self.works_from
+        if self.works_until is not None:
+            out["works_until"] = self.works_until
         return out
 
     @classmethod
@@ -143,6 +158,8 @@ class OfficerAction:
             credential=d.get("credential") or "",
             reason=d.get("reason"),
             recorded_at=None if d.get("recorded_at") is None else int(d["recorded_at"]),
+            works_from=None if d.get("works_from") is None else int(d["works_from"]),
+            works_until=None if d.get("works_until") is None else int(d["works_until"]),
         )
 
 

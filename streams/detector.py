@@ -166,6 +166,8 @@ class Detector:
         ctx.out = out
         ctx.wm = self._wm
         slot = self._slots.get(a.device)
+        if slot is None and a.action == "announce_works":
+            slot = self._new_slot(a.device)  # works are announced before the device says anything
         if slot is None:
             reason = (
                 "unknown device"

@@ -199,6 +199,8 @@ class ManholeCase:
     """Late normal readings (their evidence, by ts) not taken as evidence yet: a repair claim."""
     rejected: list[int] = field(default_factory=list)
     """Event times of readings an officer rejected as repair evidence: never counted again."""
+    works: dict[str, Any] | None = None
+    """The announced works the case opened under (its deadline is their end), or None."""
     claim: dict[str, Any] | None = None
     """The latest late repair claim: ``status`` (pending, confirmed, rejected, superseded),
     ``repair_at``, ``lateness_ms``, ``at``, ``readings``, ``hours_at_stake``,
@@ -229,6 +231,9 @@ class ManholeState:
     streak: int = 0
     """Consecutive normal readings at the end of the open case's history."""
     streak_start: int = 0
+    works: list[dict[str, Any]] = field(default_factory=list)
+    """Announced works (报备) on the cover: ``from``, ``until``, ``officer``, ``role``,
+    ``reason``, ``recorded_at`` (docs/rules.md, "Announced works")."""
 
 
 def _ts(item: tuple[int, bool]) -> int:
@@ -332,15 +337,21 @@ class ManholeRule:
     def _open(self, st: ManholeState, r: Reading, dev: Device, ctx: Context) -> None:
         t0 = r.ts
         ev = reading_evidence(r)
+        works = next((w for w in st.works if w["from"] <= t0 < w["until"]), None)
         case = ManholeCase(
             case_id=f"{RULE}:{dev.device_id}:{t0}",
             opened_at=t0,
-            deadline=t0 + self.rules.grace_for(dev.road_class),
+            # announced works: no grace and no money inside the window; still open at its
+            # end, the case is an ordinary one that books from the window's end
+            deadline=t0 + self.rules.grace_for(dev.road_class) if works is None else works["until"],
             open_evidence=ev,
             district=dev.district,
             unit=dev.unit,
             history=[(t0, False)],
+            works=None if works is None else dict(works),
         )
+        if works is not None:
+            case.state = "planned"
         old = st.case
         if old is not None and self._keep(old):
             st.pending.append(old)
@@ -645,6 +656,16 @@ class ManholeRule:
         """Apply an action to the device's most recent case; False if it is not for it."""
         if a.action in ("confirm_repair", "reject_repair"):
             return self._decide_claim(st, a, dev, ctx)
+        if a.action == "announce_works":
+            assert a.works_from is not None and a.works_until is not None
+            w = {"from": a.works_from, "until": a.works_until, "officer": a.officer, "role": a.role,
+                 "reason": a.note, "recorded_at": a.recorded_at if a.recorded_at is not None else a.at}  # fmt: skip
+            if w not in st.works:  # a repeat changes nothing
+                st.works.append(w)
+                # works that ended a window ago can no longer explain an opening: forget them
+                horizon = max(x["until"] for x in st.works) - 30 * 24 * HOUR_MS
+                st.works = [x for x in st.works if x["until"] >= horizon]
+            return True
         case = st.case
         if case is None or (a.case_id is not None and a.case_id != case.case_id):
             return False
@@ -711,6 +732,8 @@ class ManholeRule:
             detail["notes"] = list(case.notes)
         if case.claim is not None:
             detail["late_repair_claim"] = dict(case.claim)
+        if case.works is not None:
+            detail["planned_works"] = dict(case.works)
         if case.close_claim is not None:
             detail["backdated_close_claim"] = dict(case.close_claim)
         return CaseEvent(
@@ -741,6 +764,7 @@ class ManholeRule:
             "streak_start": st.streak_start,
             "case": None if st.case is None else _case_to_dict(st.case),
             "pending": [_case_to_dict(c) for c in st.pending],
+            "works": [dict(w) for w in st.works],
         }
 
     def restore(self, dev: Device, d: dict[str, Any]) -> ManholeState:
@@ -750,6 +774,7 @@ class ManholeRule:
             pending=[_case_from_dict(c) for c in d["pending"]],
             streak=d["streak"],
             streak_start=d["streak_start"],
+            works=[dict(w) for w in d.get("works", ())],
         )
 
 

@@ -108,3 +108,15 @@ def test_a_policy_file_with_an_unknown_action_is_refused(tmp_path: Path) -> None
     p.write_text("actions:\n  clsoe: {roles: [grid]}\n")
     with pytest.raises(ConfigError, match="did you mean 'close'"):
         load_policy(p)
+
+
+def test_announcing_works_is_for_grid_officers_and_supervisors() -> None:
+    assert SHIPPED.decide(
+        GRID, "announce_works", "jinshui", acted_at=NOW, now=NOW, note="清淤"
+    ).allowed
+    assert not SHIPPED.decide(
+        DUTY, "announce_works", "jinshui", acted_at=NOW, now=NOW, note="清淤"
+    ).allowed
+    assert not SHIPPED.decide(
+        GRID, "announce_works", "erqi", acted_at=NOW, now=NOW, note="清淤"
+    ).allowed

@@ -398,3 +398,32 @@ def test_a_late_reading_claim_is_pushed_and_a_claim_changed_by_more_readings_aga
     ]
     assert [c["notice_key"] for c in pushed] == [f"{cid}:claim:readings:{p['at']}" for p in pending]
     assert pushed[0]["claim"]["hours_at_stake"] == 10
+
+
+def test_a_case_under_announced_works_is_not_pushed_until_it_overruns(
+    settings, tmp_path, hooks
+) -> None:
+    """施工报备: the planned case and its repair inside the window push nothing; the overrun does."""
+    from tests.alerts.inprocess import service, settle
+    from tests.alerts.standins import case_event as ev
+
+    async def go() -> list[list[str]]:
+        svc = service(settings, tmp_path, hooks)
+        works = {"from": T0, "until": T0 + 6 * 3_600_000, "officer": "JS-GRID-01", "reason": "清淤"}
+        try:
+            svc.accept([("cases", ev(1, state="planned", detail={"planned_works": works}))])
+            svc.accept(
+                [("cases", ev(1, state="repaired", at=T0 + 1, detail={"planned_works": works}))]
+            )
+            svc.accept([("cases", ev(2, state="planned", detail={"planned_works": works}))])
+            svc.accept([("cases", ev(2, state="escalated", at=T0 + 6 * 3_600_000,
+                                     detail={"planned_works": works, "escalated": True}))])  # fmt: skip
+            await settle(svc, hooks, 1)
+            await asyncio.sleep(0.5)
+            svc.tick()
+            return [[c["device"] for c in d.json()["cases"]] for h in hooks for d in h.delivered]
+        finally:
+            await svc.close()
+
+    pushed = asyncio.run(go())
+    assert pushed == [["MH-0002"]], pushed  # only the overrun of case 2
