@@ -59,6 +59,7 @@ from store import points
 from store.identity import credentials
 from store.schema import LEDGER_RP, ensure_database
 from store.writer import InfluxWriter
+from streams import transport
 from streams.detector import Detector
 from streams.intake import LiveBound, Refused, decode
 from streams.rules import Rules, load_rules
@@ -323,7 +324,7 @@ def faust_config(
     """
     extra = {} if credentials is None else {"broker_credentials": credentials}
     return extra | {
-        "broker": f"kafka://{bootstrap}",
+        "broker": f"{transport.SCHEME}://{bootstrap}",  # Faust's driver with a short fetch wait
         "store": "memory://",
         "processing_guarantee": "at_least_once",
         "topic_partitions": partitions,
