@@ -246,6 +246,7 @@ def bridges(
             "CITYWATCH_PATHS_STATE_DIR": settings.paths.state_dir,
             "CITYWATCH_MQTT_AUTH_DIR": str(services.auth_dir(settings)),
             "CITYWATCH_KAFKA_TOPIC_PREFIX": prefix,
+            "CITYWATCH_KAFKA_BOOTSTRAP": settings.kafka.bootstrap,  # the bench's Kafka, not 19092
             "CITYWATCH_PATHS_REGISTRY": str(registry),
             "CITYWATCH_MQTT_SHARED_GROUP": tag,
             "CITYWATCH_MQTT_CLIENT_ID": prefix,
