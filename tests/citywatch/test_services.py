@@ -439,3 +439,47 @@ def test_a_persistent_session_and_its_queued_message_survive_a_restart_of_the_br
             session.client.loop_stop()
         services.down(settings, log=print, only={"mosquitto"})
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_start_that_died_holding_the_devices_is_shown_and_finished_by_the_next_up() -> None:
+    """`up` killed between the broker's start and the release leaves devices refused:
+    `services status` says so, and the next `up` (which reuses the broker) lets them in."""
+    import json
+    import tempfile
+
+    from citywatch import devices
+    from registry.credentials import Grant
+
+    root = Path(tempfile.mkdtemp(prefix="cw-held-"))
+    root.chmod(0o755)
+    port = _free_run(3)
+    env = {
+        "CITYWATCH_MQTT_URL": f"mqtt://127.0.0.1:{port}",
+        "CITYWATCH_PATHS_STATE_DIR": str(root / "state"),
+        "CITYWATCH_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
+        "CITYWATCH_INFLUX_URL": f"http://127.0.0.1:{port}",
+    }
+    settings = load_settings(env=env)
+    try:
+        services.up(settings, log=print, only={"mosquitto"})
+        change, *_ = devices.provision_grants(
+            settings, "test", [Grant("pub-held", "relay")], require_broker=True
+        )
+        secret = change.issued["pub-held"]
+        assert services.mqtt_connack("127.0.0.1", port, "pub-held", secret) == 0
+        # what a start leaves when it dies before the release
+        services.send_commands(settings, [{"command": "disableClient", "username": "pub-held"}])
+        marker = root / "state" / "mosquitto" / services.HELD_FILE
+        marker.write_text(json.dumps({"held": ["pub-held"], "bridges": []}))
+        assert services.mqtt_connack("127.0.0.1", port, "pub-held", secret) == 5
+        row = _cli("services", "status", env=env).stdout.splitlines()[0]
+        assert "[publishers held since a start that did not finish: run `citywatch" in row
+        lines: list[str] = []
+        services.up(settings, log=lines.append, only={"mosquitto"})
+        assert any("1 publishing identities were held" in x for x in lines), lines
+        assert services.mqtt_connack("127.0.0.1", port, "pub-held", secret) == 0
+        assert not marker.exists()
+        assert "held" not in _cli("services", "status", env=env).stdout.splitlines()[0]
+    finally:
+        services.down(settings, log=print, only={"mosquitto"})
+        shutil.rmtree(root, ignore_errors=True)
