@@ -128,13 +128,10 @@ def cmd_bridge(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
-    from bus.kafka import ensure_topics
     from streams.worker import build_app
 
     settings = _settings(args)
     setup_logging(settings.log.level)
-    k = settings.kafka
-    asyncio.run(ensure_topics(k.bootstrap, k.topic_prefix, k.partitions))
     app = build_app(
         settings, live_clock=not args.simulation, session_timeout_s=args.session_timeout
     )
