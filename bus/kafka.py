@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -22,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     KafkaConnectionError,
+    KafkaError,
     KafkaTimeoutError,
     NodeNotReadyError,
     TopicAlreadyExistsError,
@@ -128,21 +131,173 @@ def faust_credentials(k: KafkaSettings | None) -> Any:
     )
 
 
+# ------------------------------------------------------------------ waiting for Kafka
+
+
+def kafka_outage(exc: BaseException) -> bool:
+    """True when Kafka itself does not answer (down, restarting, unreachable): worth waiting for.
+
+    A connection that fails or times out, or any error Kafka marks retriable.
+    Anything else (refused credentials, a topic not allowed) is an operator's
+    fix, and waiting would only hide it.
+    """
+    return isinstance(exc, (OSError, asyncio.TimeoutError, KafkaTimeoutError, KafkaDown)) or (
+        isinstance(exc, KafkaError) and getattr(exc, "retriable", False) is True
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+class Patience:
+    """Waiting for a dependency that does not answer: the backoff and the operator's log lines.
+
+    An outage is not a bug, so no traceback: one WARNING when the wait starts
+    (who waits, for what, why, that nothing is lost), a reminder every
+    ``remind_every_s`` while it lasts, one INFO when the dependency answers.
+    The pause between attempts doubles from ``first_s`` to ``max_s``. The
+    worker uses it for InfluxDB too.
+    """
+
+    def __init__(
+        self,
+        who: str,
+        what: str,
+        *,
+        meanwhile: str = "",
+        logger: logging.Logger | None = None,
+        first_s: float = 0.5,
+        max_s: float = 5.0,
+        remind_every_s: float = 60.0,
+    ) -> None:
+        self.who, self.what, self.meanwhile = who, what, meanwhile
+        self.log = logger or log
+        self.first_s, self.max_s, self.remind_every_s = first_s, max_s, remind_every_s
+        self.since: float | None = None
+        self.failures = 0
+        self._delay = first_s
+        self._reminded = 0.0
+
+    def failed(self, exc: BaseException, reason: str | None = None) -> float:
+        """Count one failed attempt (logged as the rules above say); seconds to wait before the next.
+
+        ``reason``: the whole of what went wrong, naming the dependency, when the caller
+        knows it better than "<what> does not answer (<the exception's text>)".
+        """
+        now = time.monotonic()
+        self.failures += 1
+        why = reason or f"{self.what} does not answer ({_reason(exc)})"
+        if self.since is None:
+            self.since = self._reminded = now
+            note = f"; {self.meanwhile}" if self.meanwhile else ""
+            self.log.warning(
+                "%s: %s; waiting for it, retrying every %g s at most%s",
+                self.who, why, self.max_s, note,
+            )  # fmt: skip
+        elif now - self._reminded >= self.remind_every_s:
+            self._reminded = now
+            self.log.warning(
+                "%s: still waiting for %s after %.0f s (%d attempts; %s)",
+                self.who, self.what, now - self.since, self.failures, why,
+            )  # fmt: skip
+        delay, self._delay = self._delay, min(self._delay * 2, self.max_s)
+        return delay
+
+    def ok(self) -> float | None:
+        """The dependency answered; how long it was waited for (None: it never failed)."""
+        if self.since is None:
+            return None
+        waited = time.monotonic() - self.since
+        self.log.info("%s: %s answers after %.1f s; going on", self.who, self.what, waited)
+        self.since, self.failures, self._delay = None, 0, self.first_s
+        return waited
+
+
+_muted: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("_muted", default=None)
+_BOOTSTRAP_FAILURES = (
+    'Unable connect to "%s:%s": %s',
+    'Unable to request metadata from "%s:%s": %s',
+)
+
+
+class _QuietWhileWaiting(logging.Filter):
+    """aiokafka logs an ERROR for every failed bootstrap; while ``Patience`` says it once, drop them.
+
+    Only records emitted in the context of one of our own waiting attempts
+    (``_muted`` is a list there) are dropped, and kept in that list: the
+    cause they name ("Connect call failed") is the reason ``Patience`` logs.
+    Every other client's records are left alone.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        muted = _muted.get()
+        if muted is None or record.msg not in _BOOTSTRAP_FAILURES:
+            return True
+        muted.append(record.getMessage())
+        return False
+
+
+logging.getLogger("aiokafka").addFilter(_QuietWhileWaiting())
+
+
+# ------------------------------------------------------------------ topics
+
+
+def topic_names(prefix: str) -> list[str]:
+    """Every citywatch topic of ``prefix`` (``TOPIC_NAMES``)."""
+    topics = KafkaTopics(prefix)
+    return [getattr(topics, n) for n in TOPIC_NAMES]
+
+
 async def ensure_topics(
-    bootstrap: str, prefix: str, partitions: int = 1, *, security: Mapping[str, Any] | None = None
+    bootstrap: str,
+    prefix: str,
+    partitions: int = 1,
+    *,
+    security: Mapping[str, Any] | None = None,
+    wait: bool = False,
+    who: str = "citywatch",
 ) -> list[str]:
     """Create citywatch's topics if missing; return their names.
 
     Every topic gets ``partitions`` partitions: the worker's tables are
     co-partitioned with the telemetry topic, and acks are forwarded into it by
     device key, so all of them must agree.
+
+    ``wait``: while Kafka does not answer (``kafka_outage``), wait for it and
+    try again (``Patience``, as ``who``) instead of raising: what a
+    long-running component does at its start. Without it, one attempt.
     """
-    topics = KafkaTopics(prefix)
-    names = [getattr(topics, n) for n in TOPIC_NAMES]
+    if not wait:
+        return await _ensure_topics(bootstrap, prefix, partitions, security)
+    patience = Patience(who, f"Kafka at {bootstrap}")
+    while True:
+        muted: list[str] = []
+        token = _muted.set(muted)
+        try:
+            names = await _ensure_topics(bootstrap, prefix, partitions, security)
+        except Exception as exc:
+            if not kafka_outage(exc):
+                raise
+            cause = f"Kafka at {bootstrap} does not answer ({muted[-1]})" if muted else None
+            await asyncio.sleep(patience.failed(exc, cause))
+            continue
+        finally:
+            _muted.reset(token)
+        patience.ok()
+        return names
+
+
+async def _ensure_topics(
+    bootstrap: str, prefix: str, partitions: int, security: Mapping[str, Any] | None
+) -> list[str]:
+    names = topic_names(prefix)
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap, request_timeout_ms=ADMIN_TIMEOUT_MS, **(security or {})
     )
-    await start_client(admin, bootstrap)
+    await start_client(admin, bootstrap)  # KafkaDown (the client closed) when nobody answers
     try:
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
@@ -202,8 +357,10 @@ def consumer_for(k: KafkaSettings, *topics: str, **options: Any) -> Any:
     return AIOKafkaConsumer(*topics, bootstrap_servers=k.bootstrap, **client_security(k), **options)
 
 
-async def ensure_topics_for(k: KafkaSettings) -> list[str]:
+async def ensure_topics_for(
+    k: KafkaSettings, *, wait: bool = False, who: str = "citywatch"
+) -> list[str]:
     """``ensure_topics`` for the settings' prefix and partitions, connected as they say."""
     return await ensure_topics(
-        k.bootstrap, k.topic_prefix, k.partitions, security=client_security(k)
+        k.bootstrap, k.topic_prefix, k.partitions, security=client_security(k), wait=wait, who=who
     )

@@ -49,6 +49,7 @@ from registry.credentials import (
     HEALTH,
     Change,
     CredentialStore,
+    Entry,
     Grant,
     dynsec_commands,
     dynsec_config,
@@ -218,8 +219,9 @@ class Service:
     vet: Callable[[Path, Callable[[str], None]], None] | None = None
     """(state dir, log) -> None: looks at what answers on the port before ``up`` reuses it;
     raises ``ServiceError`` for something that must not be taken for citywatch's own."""
-    ready: Callable[[], None] | None = None
-    """Run once the service answers (started or reused): brings its identities up to date."""
+    ready: Callable[[Callable[[str], None]], None] | None = None
+    """(log) -> None, run once the service answers (started or reused): brings its identities
+    up to date (and, for Mosquitto, what a restart cannot keep: ``_mqtt_ready``)."""
 
     @property
     def address(self) -> str:
@@ -524,8 +526,11 @@ def _mosquitto_command(settings: Settings) -> Callable[[Path, str], list[str]]:
             )
         ensure_identities(settings, running=False)
         store = store_for(settings)
+        entries = store.load()
+        config = dynsec_config(entries)
+        _hold_publishers(settings, data, entries, config)
         dynsec = data / "dynamic-security.json"
-        write_private(dynsec, json.dumps(dynsec_config(store.load()), indent=1) + "\n")
+        write_private(dynsec, json.dumps(config, indent=1) + "\n")
         crt, key = ensure_tls(settings, data)
         devices_ca, crl = _install_device_trust(settings, data)
         host = _conf_path("mqtt.url's host", m.host)
@@ -571,6 +576,152 @@ def _mosquitto_command(settings: Settings) -> Callable[[Path, str], list[str]]:
         return [binary, "-c", str(conf)]
 
     return command
+
+
+# ---------------------------------------------------------------- the bridges' subscriptions over a restart
+
+HELD_FILE = "held.json"
+"""In the broker's data directory while publishers are held at a start (``_hold_publishers``)."""
+PUBLISHING_ROLES = ("device", "gateway", "relay")
+
+
+def _hold_publishers(
+    settings: Settings, data: Path, entries: dict[str, Entry], config: dict[str, Any]
+) -> list[str]:
+    """Start the broker with every publishing identity disabled when bridge sessions may return.
+
+    Mosquitto 2.0 saves a persistent session with its queued messages, but never
+    its *shared* subscriptions (``persist__subs_save`` walks the normal ones
+    only), and a bridge reads only through one. A restarted broker therefore
+    restores the bridge's session without its subscription, and every reading
+    a device publishes before the bridge is back and subscribed again is
+    PUBACKed and dropped (issue 14). So when the broker has a saved state
+    (``mosquitto.db``) and there are bridges whose secret citywatch keeps, the
+    devices, gateways and relays start disabled (their CONNECT is refused, as
+    if the broker were still down; they retry), ``_mqtt_ready`` gives each
+    restored bridge session its subscription back and then enables them.
+    Certificate clients cannot be held this way (decision 005: the disabled
+    flag is checked with the password only); decision 007 has that window.
+    Returns the held names, also written to ``held.json`` until released.
+    """
+    marker = data / HELD_FILE
+    store = store_for(settings)
+    bridges = [n for n, e in entries.items() if e.role == "bridge" and store.secret(n)]
+    held = sorted(n for n, e in entries.items() if e.role in PUBLISHING_ROLES)
+    if not ((data / "mosquitto.db").exists() and bridges and held):
+        marker.unlink(missing_ok=True)
+        return []
+    names = set(held)
+    for client in config["clients"]:
+        if client["username"] in names:
+            client["disabled"] = True
+    marker.write_text(json.dumps({"held": held, "bridges": sorted(bridges)}) + "\n")
+    return held
+
+
+def _mqtt_ready(settings: Settings) -> Callable[[Callable[[str], None]], None]:
+    def ready(log: Callable[[str], None]) -> None:
+        data = Path(settings.paths.state_dir).resolve() / "mosquitto"
+        marker = data / HELD_FILE
+        if not _local(settings.mqtt.host) or not marker.exists():
+            return
+        info = json.loads(marker.read_text())
+        try:
+            restored = restore_bridge_subscriptions(settings, info.get("bridges", []))
+        finally:  # whatever happened, devices are never left locked out
+            held = info.get("held", [])
+            send_commands(settings, [{"command": "enableClient", "username": n} for n in held])
+            marker.unlink(missing_ok=True)
+        names = f": {', '.join(restored)}" if restored else ""
+        log(
+            f"mosquitto: gave {len(restored)} restored bridge session(s) their shared "
+            f"subscription (group {settings.mqtt.shared_group}){names}; {len(held)} publishing "
+            "identities were held until then"
+        )
+
+    return ready
+
+
+def restore_bridge_subscriptions(
+    settings: Settings, bridges: list[str], timeout: float = 10.0
+) -> list[str]:
+    """Give every bridge session the broker restored its shared subscription back.
+
+    Connects as each bridge (its kept secret) with clean_start false and the
+    bridge's Session Expiry Interval: a session present means the bridge was
+    reading before the restart, so ``$share/<mqtt.shared_group>/city/#`` is
+    subscribed in it again (the bridge's own SUBSCRIBE on its return replaces
+    it, no duplicate); no session means there was none to keep, and the empty
+    one this connect made is ended (expiry 0 on the DISCONNECT). Receive
+    Maximum 1 and no PUBACK: a queued message the broker sends meanwhile stays
+    unacknowledged in the session and goes to the bridge when it resumes.
+    Returns the bridges whose subscription was restored.
+    """
+    from contract.topics import shared_subscription
+
+    wanted = shared_subscription(settings.mqtt.shared_group)
+    store = store_for(settings)
+    restored = []
+    for name in bridges:
+        secret = store.secret(name)
+        if secret is not None and _resubscribe(settings, name, secret, wanted, timeout):
+            restored.append(name)
+    return restored
+
+
+def _resubscribe(settings: Settings, name: str, secret: str, wanted: str, timeout: float) -> bool:
+    """One bridge of ``restore_bridge_subscriptions``: True when its session got ``wanted``."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    m = settings.mqtt
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv5, manual_ack=True
+    )
+    client.username_pw_set(name, secret)
+    ctx = client_tls(settings)
+    if ctx is not None:
+        client.tls_set_context(ctx)
+    connected, subscribed = threading.Event(), threading.Event()
+    state: dict[str, bool] = {}
+
+    def on_connect(c: Any, u: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        state["ok"] = not rc.is_failure
+        state["present"] = bool(flags.session_present)
+        if state["ok"] and state["present"]:
+            c.subscribe(wanted, qos=1)
+        connected.set()
+
+    def on_subscribe(c: Any, u: Any, mid: Any, codes: Any, props: Any = None) -> None:
+        state["granted"] = all(not code.is_failure for code in codes)
+        subscribed.set()
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = lambda *a: None  # never acknowledged: the bridge gets it again
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = m.session_expiry_s
+    props.ReceiveMaximum = 1
+    try:
+        client.connect(m.host, m.port, keepalive=30, clean_start=False, properties=props)
+    except OSError as exc:
+        raise BrokerUnreachable(f"the MQTT broker at {m.host}:{m.port}: {exc}") from None
+    client.loop_start()
+    try:
+        if not connected.wait(timeout) or not state.get("ok"):
+            return False  # refused (revoked meanwhile), or the bridge itself took over
+        if not state["present"]:
+            end = Properties(PacketTypes.DISCONNECT)
+            end.SessionExpiryInterval = 0
+            client.disconnect(properties=end)
+            return False
+        granted = subscribed.wait(timeout) and state.get("granted", False)
+        client.disconnect()
+        return granted
+    finally:
+        client.loop_stop()
 
 
 def _mqtt_health(settings: Settings) -> Callable[[str, int], bool]:
@@ -850,8 +1001,8 @@ def _influx_vet(settings: Settings) -> Callable[[Path, Callable[[str], None]], N
     return vet
 
 
-def _influx_ready(settings: Settings) -> Callable[[], None] | None:
-    def ready() -> None:
+def _influx_ready(settings: Settings) -> Callable[[Callable[[str], None]], None] | None:
+    def ready(log: Callable[[str], None]) -> None:
         if not _embedded_influx(settings):
             return
         try:
@@ -874,6 +1025,7 @@ def services_for(settings: Settings) -> list[Service]:
             "install it: apt-get install -y mosquitto (or run `make setup`)",
             _mosquitto_command(settings),
             vet=_mqtt_vet(settings),
+            ready=_mqtt_ready(settings),
         ),
         Service(
             "kafka",
@@ -965,7 +1117,7 @@ def _up(
             if service.name == "mosquitto" and _local(service.host):
                 ensure_identities(settings, running=True)
             if service.ready is not None:
-                service.ready()
+                service.ready(log)
             result.append(
                 Status(service.name, service.address, True, pid is not None, pid, "reused")
             )
@@ -1015,7 +1167,7 @@ def _up(
                 )
             time.sleep(0.1)
         if service.ready is not None:
-            service.ready()
+            service.ready(log)
         result[-1] = Status(service.name, service.address, True, True, proc.pid, "started")
 
 
@@ -1024,15 +1176,17 @@ def status(settings: Settings) -> list[Status]:
     out = []
     for service in services_for(settings):
         pid = _owned_pid(state, service)
-        out.append(
-            Status(
-                service.name,
-                service.address,
-                service.healthy(service.host, service.port),
-                pid is not None,
-                pid,
+        healthy = service.healthy(service.host, service.port)
+        detail = ""
+        if (
+            service.name == "mosquitto"
+            and pid is not None
+            and (state / service.name / HELD_FILE).exists()
+        ):
+            detail = (
+                "publishers held since a start that did not finish: run `citywatch services up`"
             )
-        )
+        out.append(Status(service.name, service.address, healthy, pid is not None, pid, detail))
     return out
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import logging
 import ssl
@@ -563,7 +564,11 @@ class Bridge:
         metrics = await self.serve_metrics(metrics_port) if metrics_port else None
         k = self.settings.kafka
         security = client_security(k)  # docs/decisions/006-kafka-authentication.md
-        await ensure_topics(k.bootstrap, k.topic_prefix, k.partitions, security=security)
+        if not await self._wait_for_kafka(stop, security):
+            if metrics is not None:
+                await metrics.cleanup()
+            log.info("bridge stopped before Kafka answered")
+            return self.stats
         producer = make_producer(k.bootstrap, client_id=self.client_id, security=security)
         await start_client(producer, k.bootstrap)
         client = self._make_client()
@@ -596,6 +601,36 @@ class Bridge:
                 await metrics.cleanup()
             log.info("bridge stopped: %s", self.stats.summary())
         return self.stats
+
+    async def _wait_for_kafka(self, stop: asyncio.Event, security: dict[str, Any]) -> bool:
+        """Kafka answers and citywatch's topics exist: True; ``stop`` was set first: False.
+
+        A bridge started before Kafka waits for it (one log line, a reminder a
+        minute: ``bus.kafka.Patience``) and connects to MQTT only then, so what
+        devices send meanwhile waits in its persistent session. A failure that
+        is not an outage (refused credentials) stops the bridge.
+        """
+        k = self.settings.kafka
+        ready = asyncio.create_task(
+            ensure_topics(
+                k.bootstrap,
+                k.topic_prefix,
+                k.partitions,
+                security=security,
+                wait=True,
+                who=f"bridge {self.client_id}",
+            )  # fmt: skip
+        )
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not ready.done():
+            ready.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ready
+            return False
+        ready.result()
+        return True
 
     async def _report(self, every_s: float) -> None:
         while True:

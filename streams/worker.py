@@ -46,7 +46,7 @@ from typing import Any
 import faust
 import orjson
 
-from bus.kafka import faust_credentials
+from bus.kafka import Patience, ensure_topics_for, faust_credentials
 from contract import journal
 from contract.cases import CaseEvent, LedgerEntry, OfficerAction
 from contract.clock import LocalClock
@@ -56,6 +56,7 @@ from contract.topics import KafkaTopics
 from foundation.settings import Settings
 from registry.devices import RegistryWatcher
 from store import points
+from store.errors import InfluxError
 from store.identity import credentials
 from store.schema import LEDGER_RP, ensure_database
 from store.writer import InfluxWriter
@@ -310,6 +311,25 @@ class Pipeline:
             await asyncio.gather(*futures)
 
 
+class WorkerApp(faust.App):
+    """The worker's Faust app: it waits for Kafka before anything of Faust's talks to it.
+
+    Faust's consumer and producer give up at once when Kafka does not answer
+    at their start, and the worker would exit. ``on_first_start`` runs before
+    them (mode's Service: dependencies start after it): it waits for Kafka,
+    one log line and a reminder a minute (``bus.kafka.Patience``), and creates
+    citywatch's topics with the settings' partitions before Faust sees them.
+    """
+
+    citywatch_kafka: Any = None
+    """The ``KafkaSettings`` it waits for (set by ``build_app``)."""
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        if self.citywatch_kafka is not None:
+            await ensure_topics_for(self.citywatch_kafka, wait=True, who="worker")
+
+
 def faust_config(
     bootstrap: str,
     partitions: int,
@@ -362,10 +382,11 @@ def build_app(
     topics = KafkaTopics(k.topic_prefix)
     datadir = Path(settings.paths.state_dir) / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = WorkerApp(
         f"{k.topic_prefix}-worker",
         **faust_config(k.bootstrap, k.partitions, session_timeout_s, datadir, faust_credentials(k)),
     )
+    app.citywatch_kafka = k
     registry = RegistryWatcher(settings.paths.registry)
     declared = WorkerTopics.declare(app, topics)
     rules = load_rules(settings.paths.rules)
@@ -394,7 +415,23 @@ def build_app(
 
     @app.task(on_leader=False)
     async def start_writer() -> None:
-        await asyncio.to_thread(ensure_database, settings)
+        """Set up the database, then let the sinks write: waiting while InfluxDB is not there.
+
+        A worker started before InfluxDB (or while it restarts) detects and
+        books as usual; its sinks wait on ``writer_ready`` without taking a
+        batch, so no sink offset is committed and nothing is lost.
+        """
+        patience = Patience(
+            "worker", f"InfluxDB at {influx.url}", logger=log,
+            meanwhile="the sinks wait (nothing is lost: their offsets are not committed)",
+        )  # fmt: skip
+        while True:
+            try:
+                await asyncio.to_thread(ensure_database, settings)
+                break
+            except InfluxError as exc:  # its text says what is wrong and how to fix it
+                await asyncio.sleep(patience.failed(exc, str(exc)))
+        patience.ok()
         await writer.start()
         await ledger_writer.start()
         writer_ready.set()

@@ -278,3 +278,208 @@ def test_up_restarts_its_own_earlier_broker_that_has_no_certificate_listener(
         services.down(settings, log=print, only={"mosquitto"})
         if earlier.poll() is None:
             earlier.kill()
+
+
+# ---------------------------------------------------------------- the broker's persistence
+
+
+def _free_run(n: int) -> int:
+    """The first of ``n`` consecutive free loopback ports (a private broker needs three)."""
+    import random
+
+    for _ in range(200):
+        base = random.randrange(43100, 43990)
+        try:
+            for port in range(base, base + n):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise AssertionError(f"no {n} consecutive free ports in 43100-43990")
+
+
+class _Session:
+    """An MQTT v5 client with a persistent session (clean_start false, a Session Expiry
+    Interval), as the bridge connects; what it receives is collected in ``got``."""
+
+    def __init__(self, port: int, name: str, secret: str, expiry_s: int = 300) -> None:
+        import threading
+
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        self.got: list[bytes] = []
+        self.arrived = threading.Event()
+        self.session_present: bool | None = None
+        connected, self.subscribed = threading.Event(), threading.Event()
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv5)
+        client.username_pw_set(name, secret)
+
+        def on_connect(c, u, flags, rc, props=None) -> None:  # noqa: ANN001
+            self.session_present = bool(flags.session_present)
+            connected.set()
+
+        def on_message(c, u, msg) -> None:  # noqa: ANN001
+            self.got.append(bytes(msg.payload))
+            self.arrived.set()
+
+        client.on_connect = on_connect
+        client.on_message = on_message
+        client.on_subscribe = lambda *a: self.subscribed.set()
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = expiry_s
+        client.connect("127.0.0.1", port, clean_start=False, properties=props)
+        client.loop_start()
+        assert connected.wait(10), f"no CONNACK for {name}"
+        self.client = client
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _send(port: int, name: str, secret: str, payload: bytes, sessions: list[_Session]) -> None:
+    """One QoS-1 message, PUBACKed by the broker before this returns."""
+    pub = _Session(port, name, secret, expiry_s=0)
+    sessions.append(pub)
+    info = pub.client.publish("city/jinshui/manhole/MH-1/telemetry", payload, qos=1)
+    info.wait_for_publish(10)
+    assert info.is_published()
+    pub.close()
+
+
+def test_a_persistent_session_and_its_queued_message_survive_a_restart_of_the_broker() -> None:
+    """`services down`/`up` of Mosquitto keeps a bridge's session, its subscription and the
+    QoS-1 messages published while it was away, before and after the restart (issue 14).
+
+    Started as root, Mosquitto drops to the ``mosquitto`` user, which must own its data
+    directory to save ``mosquitto.db``; pytest's tmp directories are private to root (the
+    broker would stay root there), so the state lives in a directory the broker's user can
+    reach, as ``.state`` in a checkout is. An earlier citywatch's data directory that root
+    owns is given to the broker again by the next ``up``.
+    """
+    import pwd
+    import tempfile
+
+    from citywatch import devices
+    from registry.credentials import Grant
+
+    root = Path(tempfile.mkdtemp(prefix="cw-persist-"))
+    root.chmod(0o755)
+    port = _free_run(3)
+    env = {
+        "CITYWATCH_MQTT_URL": f"mqtt://127.0.0.1:{port}",
+        "CITYWATCH_PATHS_STATE_DIR": str(root / "state"),
+        "CITYWATCH_MQTT_SHARED_GROUP": "gpersist",
+        # never started here (only={"mosquitto"}); named so nothing points at another's
+        "CITYWATCH_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
+        "CITYWATCH_INFLUX_URL": f"http://127.0.0.1:{port}",
+    }
+    settings = load_settings(env=env)
+    data = root / "state" / "mosquitto"
+    as_root = os.geteuid() == 0
+    broker_uid = pwd.getpwnam("mosquitto").pw_uid if as_root else os.geteuid()
+    reader, sender = "br-persist", "pub-persist"
+    sessions: list[_Session] = []
+    try:
+        services.up(settings, log=print, only={"mosquitto"})
+        conf = (data / "mosquitto.conf").read_text().splitlines()
+        assert "persistence true" in conf and f"persistence_location {data}/" in conf
+        assert ("user mosquitto" in conf) == as_root, "as root it drops to the broker's user"
+        assert data.stat().st_uid == broker_uid
+        change, *_ = devices.provision_grants(
+            settings, "test", [Grant(reader, "bridge"), Grant(sender, "relay")],
+            require_broker=True,
+        )  # fmt: skip
+        secrets = change.issued
+        away = _Session(port, reader, secrets[reader])
+        sessions.append(away)
+        assert away.session_present is False
+        away.client.subscribe("$share/gpersist/city/#", qos=1)
+        assert away.subscribed.wait(10)
+        away.close()
+        _send(port, sender, secrets[sender], b"while away", sessions)
+
+        services.down(settings, log=print, only={"mosquitto"})
+        saved = data / "mosquitto.db"
+        assert saved.exists() and saved.stat().st_uid == broker_uid, "the broker saved its state"
+        if as_root:  # an earlier citywatch left the data directory to root
+            for path in (data, saved):
+                os.chown(path, 0, 0)
+        lines: list[str] = []
+        services.up(settings, log=lines.append, only={"mosquitto"})
+        assert data.stat().st_uid == broker_uid, "given to the broker's user again"
+        # Mosquitto saves no shared subscription: `up` gave the session its own back
+        assert any(
+            "gave 1 restored bridge session(s) their shared subscription (group gpersist): "
+            "br-persist; 1 publishing identities were held" in x
+            for x in lines
+        ), lines
+        assert not (data / services.HELD_FILE).exists()
+        _send(port, sender, secrets[sender], b"after the restart", sessions)
+
+        back = _Session(port, reader, secrets[reader])
+        sessions.append(back)
+        assert back.session_present is True, "the session survived the restart"
+        wait = time.monotonic() + 10
+        while len(back.got) < 2 and time.monotonic() < wait:
+            time.sleep(0.05)
+        assert back.got == [b"while away", b"after the restart"], "queued messages were lost"
+        back.close()
+        before = saved.stat().st_mtime_ns
+        services.down(settings, log=print, only={"mosquitto"})
+        assert saved.stat().st_mtime_ns > before, "saved again at the second stop"
+        log = (data / "service.log").read_text(errors="replace")
+        assert "Error saving" not in log and "Saving in-memory database" in log
+    finally:
+        for session in sessions:
+            session.client.loop_stop()
+        services.down(settings, log=print, only={"mosquitto"})
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_start_that_died_holding_the_devices_is_shown_and_finished_by_the_next_up() -> None:
+    """`up` killed between the broker's start and the release leaves devices refused:
+    `services status` says so, and the next `up` (which reuses the broker) lets them in."""
+    import json
+    import tempfile
+
+    from citywatch import devices
+    from registry.credentials import Grant
+
+    root = Path(tempfile.mkdtemp(prefix="cw-held-"))
+    root.chmod(0o755)
+    port = _free_run(3)
+    env = {
+        "CITYWATCH_MQTT_URL": f"mqtt://127.0.0.1:{port}",
+        "CITYWATCH_PATHS_STATE_DIR": str(root / "state"),
+        "CITYWATCH_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
+        "CITYWATCH_INFLUX_URL": f"http://127.0.0.1:{port}",
+    }
+    settings = load_settings(env=env)
+    try:
+        services.up(settings, log=print, only={"mosquitto"})
+        change, *_ = devices.provision_grants(
+            settings, "test", [Grant("pub-held", "relay")], require_broker=True
+        )
+        secret = change.issued["pub-held"]
+        assert services.mqtt_connack("127.0.0.1", port, "pub-held", secret) == 0
+        # what a start leaves when it dies before the release
+        services.send_commands(settings, [{"command": "disableClient", "username": "pub-held"}])
+        marker = root / "state" / "mosquitto" / services.HELD_FILE
+        marker.write_text(json.dumps({"held": ["pub-held"], "bridges": []}))
+        assert services.mqtt_connack("127.0.0.1", port, "pub-held", secret) == 5
+        row = _cli("services", "status", env=env).stdout.splitlines()[0]
+        assert "[publishers held since a start that did not finish: run `citywatch" in row
+        lines: list[str] = []
+        services.up(settings, log=lines.append, only={"mosquitto"})
+        assert any("1 publishing identities were held" in x for x in lines), lines
+        assert services.mqtt_connack("127.0.0.1", port, "pub-held", secret) == 0
+        assert not marker.exists()
+        assert "held" not in _cli("services", "status", env=env).stdout.splitlines()[0]
+    finally:
+        services.down(settings, log=print, only={"mosquitto"})
+        shutil.rmtree(root, ignore_errors=True)
