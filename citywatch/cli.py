@@ -54,8 +54,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _preflight(settings: Settings, *needs: str) -> None:
     """Check that the services a command needs answer, before it starts (``ServiceDown`` if not).
 
-    For the long-running commands (bridge, worker, alerts, simulate), whose own
-    clients retry an outage quietly or crash deep inside a framework, and for an
+    For the long-running commands that do not wait for their dependencies (the
+    bridge's MQTT broker, alerts, simulate), whose own clients retry an outage
+    quietly or crash deep inside a framework -- the worker, and the bridge for
+    Kafka, wait instead with one warning line (``bus.kafka.Patience``) -- and for an
     officer's act, which the gate would otherwise turn into a refusal that
     cannot even be recorded. ``kafka`` creates the topics, as each of them does
     first anyway; ``mqtt`` and ``influx`` only knock (``bus.mqtt.probe``,
@@ -147,7 +149,7 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     from ingest.bridge import Bridge
 
     settings = _settings(args)
-    _preflight(settings, "kafka", "mqtt")
+    _preflight(settings, "mqtt")  # Kafka it waits for (docs/architecture.md, "Outages"); MQTT not
     setup_logging(settings.log.level)
     bridge = Bridge(settings, client_suffix=args.name, event_time_clock=args.event_time)
     _run_async(
@@ -164,7 +166,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from streams.worker import build_app
 
     settings = _settings(args)
-    _preflight(settings, "kafka", "influx")  # the topics first: Faust joins tables to them
+    # no preflight: the worker waits for Kafka and InfluxDB with one warning each (issue 14)
     setup_logging(settings.log.level)
     app = build_app(
         settings, live_clock=not args.simulation, session_timeout_s=args.session_timeout

@@ -77,8 +77,6 @@ ROWS = [
         for verb in ("ack", "close", "accident", "note", "confirm_repair", "reject_repair")
     ),
     Row(("journal", "load", "{journal}"), "kafka"),
-    Row(("bridge",), "kafka"),
-    Row(("worker", "--simulation"), "kafka"),
     Row(("alerts", "--state-dir", "{out}"), "kafka"),
     Row(("simulate", "--devices", "10", "--registry-out", "{out}/sim.csv"), "mqtt"),
 ]
@@ -171,7 +169,6 @@ def test_a_command_names_the_service_it_needs_in_one_line_when_it_does_not_answe
 
 LIVE_ROWS = [
     Row(("bridge",), "mqtt"),
-    Row(("worker", "--simulation"), "influx"),
 ]
 
 
@@ -266,3 +263,36 @@ def test_provisioning_during_a_broker_outage_keeps_the_identities_and_says_the_b
     assert "not applied to a running broker" in done.stdout
     assert (outage.tmp / "batch.csv").exists()
     _assert_no_secret(done, outage.env)
+
+
+# ------------------------------------------------------------------ the components that wait (issue 14)
+
+
+WAITING_ROWS = [
+    Row(("worker", "--simulation"), "kafka"),
+]
+"""The bridge waits for Kafka too, once its MQTT broker answers: tests/pipeline/test_dependencies.py."""
+
+
+@pytest.mark.parametrize("row", WAITING_ROWS, ids=str)
+def test_a_component_that_waits_for_its_service_says_so_in_one_line_and_keeps_running(
+    row: Row, outage: Outage
+) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "citywatch", *outage.args(row)], env=outage.env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(8)
+        assert proc.poll() is None, "a worker waits for Kafka instead of exiting"
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=20)
+    waiting = [ln for ln in err.splitlines() if "waiting for it" in ln]
+    assert len(waiting) == 1, err
+    assert f"Kafka at {outage.address('kafka')} does not answer" in waiting[0]
+    assert "Traceback" not in err + out
+    _assert_no_secret(type("Done", (), {"stdout": out, "stderr": err})(), outage.env)
