@@ -76,6 +76,9 @@ ROWS = [
         Row(("case", verb, DEVICE, "--note", "on site"), "kafka")
         for verb in ("ack", "close", "accident", "note", "confirm_repair", "reject_repair")
     ),
+    Row(("silence", "add", "district=jinshui", "--duration", "1h", "--comment", "检修"), "kafka"),
+    Row(("silence", "list", "--expired"), "kafka"),
+    Row(("silence", "expire", "3f2a9c1d"), "kafka"),
     Row(("journal", "load", "{journal}"), "kafka"),
     Row(("bridge",), "kafka"),
     Row(("worker", "--simulation"), "kafka"),
