@@ -72,6 +72,7 @@ ROWS = [
     Row(("report", "settlement", "--month", "2026-01", "--out", "{out}"), "influx"),
     Row(("report", "ranking", "--month", "2026-01", "--out", "{out}"), "influx"),
     Row(("report", "cases", "--week", "2026-W02", "--out", "{out}"), "influx"),
+    Row(("report", "units", "--week", "2026-W02", "--out", "{out}"), "influx"),
     *(
         Row(("case", verb, DEVICE, "--note", "on site"), "kafka")
         for verb in ("ack", "close", "accident", "note", "confirm_repair", "reject_repair")
