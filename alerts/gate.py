@@ -13,6 +13,10 @@ links of a push all hand their request here (docs/officers.md):
    outcome and the reason; an accepted act goes to ``<prefix>.acks`` as an
    ``OfficerAction`` carrying the same provenance into the case's evidence.
 
+Acts on the pushes rather than on a case (adding or expiring a silence) come
+through ``push_act``: the same token, directory and audit trail, the policy's
+``silences`` rule instead of a case action's.
+
 Nothing here trusts the request: a free-text officer id is never taken, and a
 refusal is one line saying why.
 """
@@ -23,6 +27,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from alerts.policy import Policy
 from contract.cases import ACTIONS, OfficerAction
@@ -81,16 +86,53 @@ class Gate:
 
     async def with_token(self, token: str, req: ActRequest) -> Outcome:
         """An act on the strength of a personal token (CLI, HTTP API)."""
+        who = await self._identify(token, req)
+        if isinstance(who, Outcome):
+            return who
+        return await self.as_officer(*who, req)
+
+    async def _identify(self, token: str, req: ActRequest,
+                        extra: dict[str, Any] | None = None) -> tuple[Officer, str] | Outcome:  # fmt: skip
+        """(officer, credential id) of a valid token of a directory officer, else the refusal."""
         try:
             info = self.tokens.verify(token, self.clock())
         except TokenError as exc:
-            return await self._refuse(None, "", req, str(exc))
+            return await self._refuse(None, "", req, str(exc), extra=extra)
         officer = self.directory().get(info.officer)
         credential = f"token:{info.token_id}"
         if officer is None:
             return await self._refuse(None, credential, req,
-                                      f"officer {info.officer} is no longer in the directory")  # fmt: skip
-        return await self.as_officer(officer, credential, req)
+                                      f"officer {info.officer} is no longer in the directory", extra=extra)  # fmt: skip
+        return officer, credential
+
+    async def push_act(self, token: str, req: ActRequest, scope: tuple[str, ...] | None,
+                       perform: Callable[[Officer], Awaitable[str]], duration_ms: int | None = None,
+                       extra: dict[str, Any] | None = None) -> Outcome:  # fmt: skip
+        """An act on the pushes (``req.action`` ``silence_add`` | ``silence_expire``), by token.
+
+        The policy's ``silences`` rule decides for the districts the silence is confined to
+        (``scope``; None: anywhere); ``perform(officer)`` records it (publishes the silence) and
+        returns the line the officer and the audit record read; ``extra`` (the silence) goes
+        into the audit record, accepted or refused.
+        """
+        who = await self._identify(token, req, extra)
+        if isinstance(who, Outcome):
+            return who
+        officer, credential = who
+        decision = self.policy.decide_silence(officer, req.action, scope, duration_ms)
+        if not decision.allowed:
+            return await self._refuse(officer, credential, req, decision.reason, extra=extra)
+        try:
+            said = await perform(officer)
+        except Exception as exc:  # noqa: BLE001 - Kafka down: nothing recorded, say so
+            log.error("could not record %s: %s", req.action, exc)
+            return await self._refuse(officer, credential, req,
+                                      f"could not record it just now ({type(exc).__name__}); try again", extra=extra)  # fmt: skip
+        record = self._record(
+            officer, credential, req, "accepted", said, role=decision.role, extra=extra
+        )
+        await self._audit(record)
+        return Outcome(True, said, record)
 
     async def for_link(self, officer_id: str, credential: str, req: ActRequest) -> Outcome:
         """An act from a signed link made for ``officer_id`` (its signature already checked)."""
@@ -151,7 +193,7 @@ class Gate:
 
     def _record(
         self, officer: Officer | None, credential: str, req: ActRequest, outcome: str,
-        reason: str, at: int | None = None, role: str = "",
+        reason: str, at: int | None = None, role: str = "", extra: dict[str, Any] | None = None,
     ) -> AuditRecord:  # fmt: skip
         return AuditRecord(
             at=self.clock(),
@@ -168,13 +210,14 @@ class Gate:
             user_agent=req.user_agent[:200],
             acted_at=at,
             note=req.note[:1000] if isinstance(req.note, str) else None,
+            extra=dict(extra or {}),
         )
 
     async def _refuse(
         self, officer: Officer | None, credential: str, req: ActRequest, reason: str,
-        at: int | None = None,
+        at: int | None = None, extra: dict[str, Any] | None = None,
     ) -> Outcome:  # fmt: skip
-        record = self._record(officer, credential, req, "refused", reason, at)
+        record = self._record(officer, credential, req, "refused", reason, at, extra=extra)
         await self._audit(record)
         log.info(  # the caller tells the officer; the audit record keeps it
             "refused %s on %s by %s via %s: %s",

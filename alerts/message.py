@@ -47,6 +47,11 @@ CHANGE_NAMES = {
     "escalation": ("未确认，升级", "unacknowledged, escalated"),
     "reminder": ("仍未确认", "still unacknowledged"),
     "claim": ("修复时间待确认", "repair claim to decide"),
+    "unsilenced": ("静默已结束，案件仍未处置", "silence over, still open"),
+    "uninhibited": (
+        "关联案件已结束，本案仍未处置",
+        "the case that explained it is over, still open",
+    ),
 }
 
 CLAIM_KINDS = {"late_repair_claim": "readings", "backdated_close_claim": "close"}

@@ -11,6 +11,13 @@ Tables:
 * ``outbox``   -- one row per (message, channel): ``pending`` until the channel
   said delivered (or the message was given up). On restart only undelivered
   rows are sent again.
+* ``silences`` -- the latest version of every silence the service knows (the
+  record is ``<prefix>.silences``; alerts/silence.py);
+* ``mutes``    -- which cases a silence or an inhibiting case muted a notice of,
+  so when the silence ends (or the inhibiting case is over) each of them that
+  is still open is told once (docs/alerts.md, "Silences and inhibition"). A
+  muted notice keeps its row in ``notices`` with ``message_key``
+  ``muted:<by>``: it is never restored as pending.
 
 A push is *accepted* when its notice row is committed; the Kafka offsets of
 the records that produced it are committed only after that. Grouping a set of
@@ -67,6 +74,9 @@ CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT
                                   next_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL,
                                   done_ms INTEGER, detail TEXT);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_ms);
+CREATE TABLE IF NOT EXISTS silences(id TEXT PRIMARY KEY, body BLOB NOT NULL, ends_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS mutes(case_id TEXT NOT NULL, kind TEXT NOT NULL, muted_by TEXT NOT NULL,
+                                 at_ms INTEGER NOT NULL, PRIMARY KEY(case_id, kind, muted_by));
 CREATE TABLE IF NOT EXISTS used_links(nonce TEXT PRIMARY KEY, used_ms INTEGER NOT NULL, officer TEXT NOT NULL,
                                       case_id TEXT NOT NULL);
 """
@@ -189,7 +199,44 @@ class Store:
             )
             # a link older than this has long expired: its use need not be remembered
             self.db.execute("DELETE FROM used_links WHERE used_ms < ?", (before_ms,))
+            self.db.execute("DELETE FROM silences WHERE ends_ms < ?", (before_ms,))
+            self.db.execute("DELETE FROM mutes WHERE case_id NOT IN (SELECT case_id FROM cases)")
         return len(ids)
+
+    # ------------------------------------------------------------------ silences and mutes
+
+    def save_silence(self, silence: dict[str, Any]) -> None:
+        """Keep a silence's version (``Silence.to_dict()``); the caller decided it is the newest."""
+        self.db.execute(
+            "INSERT INTO silences(id, body, ends_ms) VALUES(?,?,?) "
+            "ON CONFLICT(id) DO UPDATE SET body=excluded.body, ends_ms=excluded.ends_ms",
+            (silence["id"], orjson.dumps(silence), int(silence["ends_at"])),
+        )
+
+    def load_silences(self) -> list[dict[str, Any]]:
+        return [
+            orjson.loads(b) for (b,) in self.db.execute("SELECT body FROM silences ORDER BY id")
+        ]
+
+    def mark_muted(self, n: Notice, kind: str, by: str, now_ms: int) -> None:
+        """The notice was muted (``kind`` silence|inhibit, ``by`` the silence / source case id):
+        done, never pushed or restored; the case is remembered as muted by ``by``."""
+        self.db.execute("UPDATE notices SET message_key=? WHERE key=? AND route_id=? AND receiver=?",
+                        (f"muted:{by}", n.key, n.route_id, n.receiver))  # fmt: skip
+        self.db.execute(
+            "INSERT OR IGNORE INTO mutes(case_id, kind, muted_by, at_ms) VALUES(?,?,?,?)",
+            (n.case_id, kind, by, now_ms),
+        )
+
+    def load_mutes(self) -> dict[tuple[str, str], set[str]]:
+        """(kind, muted_by) -> the case ids it muted."""
+        out: dict[tuple[str, str], set[str]] = {}
+        for case_id, kind, by in self.db.execute("SELECT case_id, kind, muted_by FROM mutes"):
+            out.setdefault((kind, by), set()).add(case_id)
+        return out
+
+    def drop_mutes(self, kind: str, by: str) -> None:
+        self.db.execute("DELETE FROM mutes WHERE kind=? AND muted_by=?", (kind, by))
 
     def claim_link(self, nonce: str, officer: str, case_id: str, now_ms: int) -> bool:
         """Take a signed link's single use; False when it was used already (docs/officers.md)."""

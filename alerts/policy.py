@@ -12,6 +12,9 @@
       roles: [district_supervisor, city_supervisor]
     note:
       max_length: 500
+    silences:                # muting pushes (docs/alerts.md, "Silences and inhibition")
+      roles: [district_supervisor, city_supervisor]
+      max_duration: 7d
 
 Every rule is also scoped: an officer acts only on cases of the districts the
 directory gives them (a city-wide role: everywhere). ``decide`` answers in one
@@ -25,12 +28,14 @@ from dataclasses import dataclass
 
 from contract.cases import ACTIONS
 from contract.officers import OFFICER_ROLES, ROLE_NAMES
-from foundation.cityfile import Section, did_you_mean, read_yaml
+from foundation.cityfile import Section, did_you_mean, format_duration_ms, read_yaml
 from registry.officers import Officer
 
 __all__ = ["Decision", "Policy", "Rule", "default_policy", "load_policy"]
 
 SUPERVISORS = ("district_supervisor", "city_supervisor")
+SILENCE_ACTS = ("silence_add", "silence_expire")
+"""Acts on the pushes rather than on a case (the gate's ``push_act``); audited under these names."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,37 @@ class Policy:
     backdate_roles: tuple[str, ...] = SUPERVISORS
     note_max_length: int = 500
     source: str = "<default policy>"
+    silence_roles: tuple[str, ...] = SUPERVISORS
+    """Who may add and expire silences: a silence hides cases from every level of the
+    escalation, the supervisors above whoever sets it included, so it takes a supervisor."""
+    silence_max_ms: int = 7 * 24 * 3_600_000
+    """The longest silence: a forgotten one would hide a district's cases for good."""
+
+    def decide_silence(self, officer: Officer, act: str, scope: tuple[str, ...] | None,
+                       duration_ms: int | None = None) -> Decision:  # fmt: skip
+        """May ``officer`` add (or expire) a silence confined to the districts ``scope``
+        (None: it may match cases anywhere, which only a city-wide officer may silence)?"""
+        if act not in SILENCE_ACTS:
+            return Decision(False, f"'{act}' is not an act on silences ({', '.join(SILENCE_ACTS)})")
+        role = next((r for r in officer.roles if r in self.silence_roles), None)
+        if role is None:
+            allowed = ", ".join(ROLE_NAMES[r][1] for r in self.silence_roles)
+            return Decision(
+                False, f"{officer.officer_id} may not silence pushes: that needs {allowed}"
+            )
+        if scope is None and not officer.city_wide:
+            return Decision(False, (
+                f"{officer.officer_id} acts in {', '.join(officer.districts) or 'no district'} only: "
+                "confine the silence with district=<one of theirs> (or device=<a device there>)"))  # fmt: skip
+        outside = [d for d in scope or () if not officer.covers(d)]
+        if outside:
+            return Decision(False, f"{officer.officer_id} does not act in district {', '.join(outside)} "
+                                   f"(theirs: {', '.join(officer.districts) or 'none'})")  # fmt: skip
+        if act == "silence_add" and duration_ms is not None and duration_ms > self.silence_max_ms:
+            return Decision(False, (
+                f"a silence lasts at most {format_duration_ms(self.silence_max_ms)} (policy "
+                f"silences.max_duration); this one would last {format_duration_ms(duration_ms)}"))  # fmt: skip
+        return Decision(True, "recorded", role)
 
     def decide(
         self,
@@ -172,5 +208,12 @@ def load_policy(path: str | os.PathLike[str] | None) -> Policy:
     if note is not None:
         max_len = note.whole("max_length", max_len, minimum=1)
         note.finish()
+    silence_roles, silence_max = base.silence_roles, base.silence_max_ms
+    sil = root.sub("silences")
+    if sil is not None:
+        if sil.get("roles") is not None:
+            silence_roles = _roles(sil, "roles")
+        silence_max = sil.duration_ms("max_duration", silence_max) or silence_max
+        sil.finish()
     root.finish()
-    return Policy(actions, tolerance, roles, max_len, str(path))
+    return Policy(actions, tolerance, roles, max_len, str(path), silence_roles, silence_max)

@@ -37,6 +37,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from alerts.channels import CHANNELS, channel_target
 from alerts.channels.plugin import ChannelModule, Option
+from alerts.inhibit import InhibitRule
+from alerts.matchers import MUTE_LABELS, LabelMatcher, MatcherError, parse_matcher
 from contract.cases import SEVERITIES
 from contract.officers import OFFICER_ROLES
 from foundation.cityfile import Document, Section, did_you_mean
@@ -47,7 +49,8 @@ LABELS = ("kind", "rule", "severity", "district", "grid", "unit", "device")
 GROUP_LABELS = (*LABELS, "case_id")
 """What a route can group by."""
 
-TOP_KEYS = ("receivers", "escalations", "route", "ack", "delivery", "notify", "district_names")
+TOP_KEYS = ("receivers", "escalations", "route", "inhibit_rules", "ack", "delivery", "notify",
+            "district_names")  # fmt: skip
 RECEIVER_KEYS = ("name", "officer", "roles", "label")
 LEVEL_KEYS = ("receiver", "after", "name")
 ROUTE_KEYS = ("match", "match_re", "receiver", "group_by", "group_wait", "group_interval",
@@ -55,6 +58,7 @@ ROUTE_KEYS = ("match", "match_re", "receiver", "group_by", "group_wait", "group_
 ACK_KEYS = ("base_url", "secret", "link_ttl", "listen", "tokens")
 DELIVERY_KEYS = ("retry_initial", "retry_max", "give_up_after", "timeout")
 NOTIFY_KEYS = ("overdue_every_hours", "max_cases_in_message")
+INHIBIT_KEYS = ("name", "source_matchers", "target_matchers", "equal")
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _URL = re.compile(r"https?://[^/\s]+")
@@ -176,6 +180,8 @@ class RoutingConfig:
     overdue_every_hours: int
     max_cases_in_message: int
     district_names: dict[str, str]
+    inhibit_rules: list[InhibitRule] = field(default_factory=list)
+    """Open cases that mute the pushes of the cases they explain (docs/alerts.md, "Silences and inhibition")."""
 
     def match(self, labels: Mapping[str, str]) -> list[Route]:
         """The routes a notice with these labels ends in (at least one: the default)."""
@@ -374,7 +380,50 @@ class _RoutesFile(Document):
             overdue_every_hours=notify.whole("overdue_every_hours", 1, minimum=1),
             max_cases_in_message=notify.whole("max_cases_in_message", 10, minimum=1),
             district_names=district_names,
+            inhibit_rules=self.inhibit_rules(top),
         )
+
+    # ------------------------------------------------------------------ inhibition
+
+    def inhibit_rules(self, top: Section) -> list[InhibitRule]:
+        """``inhibit_rules``: Alertmanager's form (``source_matchers``, ``target_matchers``,
+        ``equal``); its deprecated ``source_match``/``target_match`` maps are refused by name."""
+        out: list[InhibitRule] = []
+        if "inhibit_rules" not in top.items:
+            return out
+        for sec in top.sections("inhibit_rules"):
+            for k in sec.keys():
+                if k in ("source_match", "source_match_re", "target_match", "target_match_re"):
+                    side = k.split("_")[0]
+                    self.fail(sec.key_node(k), f"{sec.key_path(k)}: write {side}_matchers as a list of "
+                              f"matchers instead, e.g. {side}_matchers: ['rule=\"streetlight.circuit\"']")  # fmt: skip
+            _known(sec, INHIBIT_KEYS)
+            source = self.matchers(sec, "source_matchers")
+            target = self.matchers(sec, "target_matchers")
+            equal = tuple(self.one_of(n, f"{sec.key_path('equal')}[{i}]", MUTE_LABELS, "label")
+                          for i, n in enumerate(sec.nodes("equal")))  # fmt: skip
+            name = self.text_key(sec, "name", "")
+            out.append(InhibitRule(source, target, equal, name, sec.node.start_mark.line + 1))
+        return out
+
+    def matchers(self, sec: Section, key: str) -> tuple[LabelMatcher, ...]:
+        """A non-empty list of matchers in their text form (``alerts/matchers.py``)."""
+        nodes = sec.nodes(key)
+        if not nodes:
+            self.fail(sec.get(key) or sec.node, f"{sec.key_path(key)}: missing (required); a list of "
+                      "matchers, e.g. ['rule=\"streetlight.fault\"', 'severity=~\"minor|warning\"']")  # fmt: skip
+        out = []
+        for i, node in enumerate(nodes):
+            path = f"{sec.key_path(key)}[{i}]"
+            text = self.scalar(node)
+            if not isinstance(text, str):
+                self.fail(node, f"{path}: expected a matcher such as 'district=\"jinshui\"', "
+                                f"got {self.describe(node)}")  # fmt: skip
+            try:
+                out.append(parse_matcher(text, MUTE_LABELS))
+            except MatcherError as exc:
+                self.fail(node, f"{path}: {exc}")
+        return tuple(out)
 
     # ------------------------------------------------------------------ receivers and their channels
 

@@ -19,6 +19,15 @@
   primary key).
 * Kafka offsets are committed after the notices they produced are committed
   to sqlite: a crash repeats records (deduplicated), never loses them.
+* Silences (``<prefix>.silences``, read from its beginning at every start) and
+  the routing file's ``inhibit_rules`` mute notices when their group is
+  pushed, as Alertmanager mutes at notification time: a muted notice is not
+  pushed but recorded on ``<prefix>.alerts`` (``status`` silenced/inhibited,
+  naming the silence or the inhibiting case); the case, its escalation progress
+  and the money go on untouched. Muted notices are not re-sent; when the
+  silence ends or the inhibiting case is over, each case it muted that is still
+  open and unacknowledged is told once (``unsilenced`` / ``uninhibited``): what
+  Alertmanager's re-evaluation at the next flush amounts to for one-shot notices.
 
 The consumer reads every partition of both topics itself (``assign``), and
 commits its offsets under the consumer group ``<prefix>.alerts`` (so lag is
@@ -48,10 +57,12 @@ from alerts.channels.plugin import Channel, OptionError, Result
 from alerts.gate import Gate
 from alerts.group import Grouper, group_key
 from alerts.http import AckEndpoint, make_link
+from alerts.inhibit import Inhibitor
 from alerts.message import CaseInfo, Notice, Renderer, claim_key, pending_claims
 from alerts.outbox import Deliverer, OutboxRow, Store, message_key
 from alerts.policy import load_policy
 from alerts.route import AckConfig, RoutingConfig, load_routes
+from alerts.silence import Silence, SilenceError, Silences
 from contract.cases import OfficerAction
 from contract.officers import AuditRecord
 from foundation.errors import ConfigError
@@ -136,9 +147,17 @@ class AlertsService:
             clock,
         )
         self.records: list[dict[str, Any]] = []
-        """Pushes finished since the last produce to ``<prefix>.alerts``."""
+        """Pushes finished (and notices muted) since the last produce to ``<prefix>.alerts``."""
         self.esc_due: dict[str, int] = {}
-        self.stats = {"events": 0, "entries": 0, "notices": 0, "messages": 0}
+        self.stats = {"events": 0, "entries": 0, "notices": 0, "messages": 0, "muted": 0}
+        self.silences = Silences(self._stored_silences())
+        self.inhibitor = Inhibitor(self.config.inhibit_rules)
+        self.mutes: dict[tuple[str, str], set[str]] = self.store.load_mutes()
+        """(silence|inhibit, silence id | source case id) -> cases it muted a notice of."""
+        self.untold: dict[str, tuple[str, str]] = {}
+        """Cases that were over when what muted them let go, nobody told of them: their end
+        notice is not pushed either (as Alertmanager sends no resolved for an alert it never
+        notified). In memory: after a restart such an end is pushed, which says no more than it is."""
         self.http: AckEndpoint | None = None
         self._restore()
 
@@ -148,6 +167,7 @@ class AlertsService:
         now = self.clock()
         for info in self.cases.values():
             self._schedule(info)
+            self._index(info)
         routes = {r.id: r for r in self.config.routes()}
         restored = 0
         for n, created in self.store.pending_notices():
@@ -164,6 +184,15 @@ class AlertsService:
                 "restored %d notices not yet pushed; outbox: %s", restored, self.store.counts()
             )
 
+    def _stored_silences(self) -> list[Silence]:
+        out = []
+        for d in self.store.load_silences():
+            try:
+                out.append(Silence.from_dict(d))
+            except SilenceError as exc:
+                log.warning("outbox silence skipped: %s", exc)
+        return out
+
     def _locate(self, device: str) -> tuple[float | None, float | None]:
         dev = self.registry.get(device) if self.registry is not None else None
         return (dev.lat, dev.lon) if dev is not None else (None, None)
@@ -175,8 +204,26 @@ class AlertsService:
         n = 0
         with self.store.transaction():
             for kind, rec in records:
+                if kind == "silences":
+                    self.on_silence(rec)
+                    continue
                 n += self.on_case_event(rec) if kind == "cases" else self.on_entry(rec)
         return n
+
+    def on_silence(self, rec: dict[str, Any]) -> bool:
+        """A version of a silence from ``<prefix>.silences``; True if it is news. A record that
+        is not a silence is logged and skipped (the topic is shared; nothing half-applied)."""
+        try:
+            silence = Silence.from_dict(rec)
+        except SilenceError as exc:
+            log.warning("%s: skipped: %s", "silences", exc)
+            return False
+        if not self.silences.apply(silence):
+            return False
+        self.store.save_silence(silence.to_dict())
+        log.info("%s (%s, by %s)", silence.describe(), silence.state(self.clock()),
+                 silence.expired_by or silence.created_by)  # fmt: skip
+        return True
 
     def on_case_event(self, ev: dict[str, Any]) -> int:
         self.stats["events"] += 1
@@ -209,6 +256,7 @@ class AlertsService:
         accepted += self._notify_claims(info, ev, now)
         self.store.save_case(info, now)
         self._schedule(info)
+        self._index(info)
         return accepted
 
     def _notify_claims(self, info: CaseInfo, ev: dict[str, Any], now: int) -> int:
@@ -238,6 +286,7 @@ class AlertsService:
                 "device": e.get("device"), "district": e.get("district"), "severity": "major", "state": "open",
                 "at": 0, "opened_at": None, "deadline": None, "detail": {}, "_partial": True,
             })  # fmt: skip
+            self._index(info)
         info.yuan += int(e["amount_yuan"])
         accepted = 0
         k = e.get("hour_index")
@@ -279,11 +328,103 @@ class AlertsService:
         else:
             self.esc_due[info.case_id] = due
 
+    # ------------------------------------------------------------------ silences and inhibition
+
+    def mute_labels(self, info: CaseInfo) -> dict[str, str]:
+        """What silences and inhibition rules match on (``alerts.matchers.MUTE_LABELS``): the
+        routing labels plus the lamp's ``cabinet`` and ``circuit``, from a circuit case's own
+        detail, else from the registry."""
+        labels = info.labels()
+        detail = info.snapshot.get("detail") or {}
+        dev = (
+            self.registry.get(labels["device"])
+            if self.registry is not None and labels["device"]
+            else None
+        )
+        for key in ("cabinet", "circuit"):
+            labels[key] = str(detail.get(key) or getattr(dev, key, None) or "")
+        return labels
+
+    def _index(self, info: CaseInfo) -> None:
+        """Keep the inhibitor's view of the case: its labels, and whether it is firing."""
+        if self.inhibitor.rules:
+            self.inhibitor.update(info.case_id, self.mute_labels(info), not info.ended)
+
+    def muted(
+        self, info: CaseInfo, now: int, change: str = ""
+    ) -> tuple[str, list[str], str] | None:
+        """(silence|inhibit, who mutes it, why in words) for a case's notice now, or None.
+
+        Inhibition first, then silences, as Alertmanager's notification pipeline does."""
+        if change in ("repaired", "closed") and info.case_id in self.untold:
+            kind, by = self.untold[info.case_id]
+            word = "silenced" if kind == "silence" else "inhibited"
+            return kind, [by], f"over before anyone was told of it ({word} by {by})"
+        labels = self.mute_labels(info)
+        hit = self.inhibitor.muted_by(info.case_id, labels)
+        if hit is not None:
+            rule, source = hit
+            return "inhibit", [source], f"inhibited by case {source} ({rule.title})"
+        silences = self.silences.muting(labels, now)
+        if silences:
+            ids = [x.id for x in silences]
+            return "silence", ids, "silenced by " + ", ".join(ids)
+        return None
+
+    def _unmuted(self, notices: list[Notice], now: int) -> list[Notice]:
+        """The notices of a due group that may be pushed; the others are recorded as muted."""
+        out = []
+        for n in notices:
+            info = self.cases.get(n.case_id)
+            why = self.muted(info, now, n.change) if info is not None else None
+            if why is None:
+                out.append(n)
+                continue
+            kind, ids, detail = why
+            for by in ids:
+                self.store.mark_muted(n, kind, by, now)
+                if n.case_id not in self.untold:
+                    self.mutes.setdefault((kind, by), set()).add(n.case_id)
+            self.stats["muted"] += 1
+            self.records.append({
+                "id": f"muted:{n.route_id}:{n.receiver}:{n.key}", "message": n.key, "receiver": n.receiver,
+                "channel": "", "status": "silenced" if kind == "silence" else "inhibited", "detail": detail,
+                "silenced_by": ids if kind == "silence" else [], "inhibited_by": ids[0] if kind == "inhibit" else None,
+                "attempts": 0, "title": "", "cases": [{"case_id": n.case_id, "change": n.change}], "at": now,
+            })  # fmt: skip
+            log.info("case %s: %s to %s not pushed: %s", n.case_id, n.change, n.receiver, detail)
+        return out
+
+    def _still_muting(self, kind: str, by: str, now: int) -> bool:
+        if kind == "silence":
+            s = self.silences.by_id.get(by)
+            return s is not None and s.active(now)
+        return self.inhibitor.firing(by)
+
+    def _release(self, now: int) -> None:
+        """A silence that ended, an inhibiting case that is over: each case it muted that is
+        still open and unacknowledged gets one notice saying so (key ``<case>:<change>:<by>``)."""
+        for (kind, by), case_ids in list(self.mutes.items()):
+            if self._still_muting(kind, by, now):
+                continue
+            del self.mutes[(kind, by)]
+            self.store.drop_mutes(kind, by)
+            change = "unsilenced" if kind == "silence" else "uninhibited"
+            for cid in sorted(case_ids):
+                info = self.cases.get(cid)
+                if info is not None and info.ended:
+                    self.untold[cid] = (kind, by)
+                if info is None or info.ended or info.acknowledged:
+                    continue
+                self._notify(info, change, f"{cid}:{change}:{by}", now, None, now)
+
     def tick(self) -> int:
         """Fire due escalations, push due groups into the outbox, start deliveries. Returns messages made."""
         now = self.clock()
         made = 0
         with self.store.transaction():
+            if self.mutes:
+                self._release(now)
             for cid, due in list(self.esc_due.items()):
                 if due > now:
                     continue
@@ -297,7 +438,10 @@ class AlertsService:
                     log.info("case %s: %s to %s", cid, step.change, step.receiver)
                 self.store.save_case(info, now)
                 self._schedule(info)
-            for (_route_id, receiver_name, _gk), notices in self.grouper.due(now):
+            for (_route_id, receiver_name, _gk), due in self.grouper.due(now):
+                notices = self._unmuted(due, now)
+                if not notices:
+                    continue
                 receiver = (
                     self.config.receivers.get(receiver_name)
                     or self.config.receivers[self.config.root.receiver]
@@ -318,6 +462,7 @@ class AlertsService:
     def prune(self) -> int:
         """Forget cases that ended more than ``FORGET_AFTER_MS`` ago (by the clock)."""
         before = self.clock() - FORGET_AFTER_MS
+        self.silences.forget(before)
         n = self.store.prune(before)
         if n:
             for cid in [
@@ -329,6 +474,8 @@ class AlertsService:
                     "SELECT 1 FROM cases WHERE case_id=?", (cid,)
                 ).fetchone():
                     del self.cases[cid]
+                    self.inhibitor.update(cid, {}, False)
+                    self.untold.pop(cid, None)
         return n
 
     def _pushed(self, row: OutboxRow, result: Result, attempts: int) -> None:
@@ -365,9 +512,11 @@ class AlertsService:
         await producer.start()
         try:
             await consumer.topics()
-            tps = [TopicPartition(t, p) for t in (topics.cases, topics.penalties)
+            tps = [TopicPartition(t, p) for t in (topics.cases, topics.penalties, topics.silences)
                    for p in sorted(consumer.partitions_for_topic(t) or {0})]  # fmt: skip
             consumer.assign(tps)
+            # every silence, every start: the topic is the record several processes agree on
+            await consumer.seek_to_beginning(*[tp for tp in tps if tp.topic == topics.silences])
             if self.http_port != -1:
                 self.http = AckEndpoint(
                     self.config.ack, self.gate, self.clock,
@@ -382,7 +531,11 @@ class AlertsService:
                     self.http_host or self.config.ack.listen_host,
                     port,
                 )
-            names = {topics.cases: "cases", topics.penalties: "penalties"}
+            names = {
+                topics.cases: "cases",
+                topics.penalties: "penalties",
+                topics.silences: "silences",
+            }
             log.info("alerts service ready: %d routes, %d receivers, outbox %s",
                      len(self.config.routes()), len(self.config.receivers), self.store.counts())  # fmt: skip
             self.tick()

@@ -38,8 +38,12 @@ from foundation.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 TOPIC_NAMES = (
-    "telemetry", "deadletter", "quarantine", "cases", "penalties", "alerts", "acks", "audit",
+    "telemetry", "deadletter", "quarantine", "cases", "penalties", "alerts", "acks", "audit", "silences",
 )  # fmt: skip
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {"silences": {"cleanup.policy": "compact"}}
+"""Per-topic settings at creation. Silences are read from the beginning by every alerts start and
+``citywatch silence list``: compaction keeps each one's latest version however long ago it was
+made, where time-based retention (7 days by default) would drop a month-long silence."""
 
 
 KAFKA_SETTING = "kafka.bootstrap / CITYWATCH_KAFKA_BOOTSTRAP"
@@ -294,6 +298,8 @@ async def _ensure_topics(
     bootstrap: str, prefix: str, partitions: int, security: Mapping[str, Any] | None
 ) -> list[str]:
     names = topic_names(prefix)
+    topics = KafkaTopics(prefix)
+    configs = {getattr(topics, n): c for n, c in TOPIC_CONFIGS.items()}
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap, request_timeout_ms=ADMIN_TIMEOUT_MS, **(security or {})
     )
@@ -304,7 +310,15 @@ async def _ensure_topics(
         if missing:
             try:
                 await admin.create_topics(
-                    [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in missing]
+                    [
+                        NewTopic(
+                            n,
+                            num_partitions=partitions,
+                            replication_factor=1,
+                            topic_configs=configs.get(n, {}),
+                        )
+                        for n in missing
+                    ]  # fmt: skip
                 )
             except TopicAlreadyExistsError:
                 pass

@@ -727,6 +727,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_devices_arguments(sub, _settings, parser_class=_Parser)
     add_officers_arguments(sub, _settings, parser_class=_Parser)
+    from citywatch.silences import add_arguments as add_silence_arguments
+
+    add_silence_arguments(sub, _settings, parser_class=_Parser)
 
     from citywatch.reports.cli import add_arguments as add_report_arguments
 

@@ -224,7 +224,10 @@ def _tail_alerts(settings: Settings, snap: Snapshot, stop: threading.Event) -> N
                 batch = await consumer.getmany(timeout_ms=500)
                 for records in batch.values():
                     for r in records:
-                        snap.pushes.append(orjson.loads(r.value))
+                        rec = orjson.loads(r.value)
+                        if rec.get("status") in ("silenced", "inhibited"):
+                            continue  # a muted notice is recorded, not pushed
+                        snap.pushes.append(rec)
                         snap.push_count += 1
                 del snap.pushes[:-20]
         finally:

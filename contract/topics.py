@@ -180,3 +180,9 @@ class KafkaTopics:
         """Every officer act, accepted or refused (``contract.officers.AuditRecord``),
         keyed by officer id (docs/officers.md, "The audit trail")."""
         return f"{self.prefix}.audit"
+
+    @property
+    def silences(self) -> str:
+        """Every version of every silence (``alerts.silence.Silence``), keyed by silence id and
+        compacted, so the latest version of each is kept (docs/alerts.md, "Silences and inhibition")."""
+        return f"{self.prefix}.silences"

@@ -1,4 +1,4 @@
-"""``citywatch report settlement | ranking | cases`` (docs/reports.md).
+"""``citywatch report settlement | ranking | cases | units`` (docs/reports.md).
 
 Wiring (citywatch/cli.py)::
 
@@ -30,12 +30,15 @@ __all__ = [
     "add_cases_arguments",
     "add_ranking_arguments",
     "add_settlement_arguments",
+    "add_units_arguments",
     "main_cases",
     "main_ranking",
     "main_settlement",
+    "main_units",
     "produce_cases",
     "produce_ranking",
     "produce_settlement",
+    "produce_units",
     "statement_file_name",
 ]
 
@@ -77,6 +80,10 @@ def add_cases_arguments(p: argparse.ArgumentParser) -> None:
     _common(p)
 
 
+def add_units_arguments(p: argparse.ArgumentParser) -> None:
+    add_cases_arguments(p)
+
+
 def add_arguments(subparsers: Any, settings_of: Callable[[argparse.Namespace], Any],
                   parser_class: type | None = None) -> argparse.ArgumentParser:  # fmt: skip
     """Add ``report {settlement,ranking,cases}``; ``func(args)`` loads settings with ``settings_of``."""
@@ -103,6 +110,12 @@ def add_arguments(subparsers: Any, settings_of: Callable[[argparse.Namespace], A
             "case statistics for a week or a month (案件统计)",
             add_cases_arguments,
             main_cases,
+        ),
+        (
+            "units",
+            "responsible units ranked by on-time closure, rework, extension (责任单位考核通报)",
+            add_units_arguments,
+            main_units,
         ),
     ):
         q = rsub.add_parser(name, help=text)
@@ -209,6 +222,24 @@ def produce_cases(settings: Any, period: Period, out_dir: str | os.PathLike[str]
     return {"cases": cs, "files": out.paths}
 
 
+def produce_units(settings: Any, period: Period, out_dir: str | os.PathLike[str], registry: Any = None,
+                  city: str = DEFAULT_CITY, pdf: bool = True) -> dict[str, Any]:  # fmt: skip
+    from citywatch.reports import units as um
+
+    b = um.build_units(
+        load_period(settings, period), load_period(settings, period.previous()), registry
+    )
+    names = [f"units-{period.label}.csv"] + ([f"units-{period.label}.pdf"] if pdf else [])
+    out = Output(out_dir, names)
+    with out.writing() as tmp:
+        um.write_csv(b, tmp[0])
+        if pdf:
+            from citywatch.reports.pdf import render_units
+
+            render_units(b, tmp[1], city)
+    return {"units": b, "files": out.paths}
+
+
 # ------------------------------------------------------------------ mains
 
 
@@ -255,5 +286,17 @@ def main_cases(args: argparse.Namespace, settings: Any) -> int:
     print(
         f"cases {period.label}: {cs.total.cases} opened, {cs.total.ended} ended, {cs.total.open} open"
     )
+    _print_files(res["files"])
+    return 0
+
+
+def main_units(args: argparse.Namespace, settings: Any) -> int:
+    reg_path, rules_path = _paths(settings, args)
+    period = parse_period(args.month, args.week, city_tz(rules_path))
+    registry = _registry(reg_path) if reg_path and os.path.exists(reg_path) else None
+    res = produce_units(settings, period, args.out, registry, args.city, pdf=not args.no_pdf)
+    b = res["units"]
+    best = ", ".join(f"{r.unit} {r.score:.2f}" for r in b.ranked[:3]) or "-"
+    print(f"units {period.label}: {len(b.ranked)} ranked of {len(b.rows)} units; best: {best}")
     _print_files(res["files"])
     return 0

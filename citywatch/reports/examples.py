@@ -4,7 +4,7 @@
 scenario (``scenario_lines``) with the rules (``RULES_YAML``) and registry
 (``registry_csv``) below, writes the replay's ledger entries and case events
 into a scratch InfluxDB database (retention policy ``ledger``, exactly as the
-worker does), produces the three reports from InfluxDB, renders page 1 of each
+worker does), produces the reports (settlement, ranking, cases, units) from InfluxDB, renders page 1 of each
 PDF as a PNG (``pdftoppm``) and drops the scratch database. It needs InfluxDB
 (``citywatch services up``); the tests run the same code.
 
@@ -236,7 +236,12 @@ def generate(settings: Any, out: Path, now_ms: int | None = None) -> list[Path]:
     """Seed ``settings``' database with the scenario and write the October reports into ``out``."""
     import tempfile
 
-    from citywatch.reports.cli import produce_cases, produce_ranking, produce_settlement
+    from citywatch.reports.cli import (
+        produce_cases,
+        produce_ranking,
+        produce_settlement,
+        produce_units,
+    )
     from citywatch.reports.data import parse_month
     from registry.devices import load_registry
 
@@ -252,6 +257,7 @@ def generate(settings: Any, out: Path, now_ms: int | None = None) -> list[Path]:
     files += res["files"]
     files += produce_ranking(settings, month, out, registry)["files"]
     files += produce_cases(settings, month, out)["files"]
+    files += produce_units(settings, month, out, registry)["files"]
     for pdf in [f for f in files if f.suffix == ".pdf"]:
         if pdf.name.endswith("-summary.pdf"):
             continue

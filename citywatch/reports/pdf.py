@@ -36,6 +36,7 @@ __all__ = [
     "render_ranking",
     "render_settlement",
     "render_settlement_summary",
+    "render_units",
 ]
 
 CJK_FONTS = (
@@ -439,6 +440,101 @@ def render_cases(cs: Any, path: str | os.PathLike[str], city: str = "") -> int:
             fontsize=7,
             color="#555555",
         )
+        pdf.savefig(fig)
+        plt.close(fig)
+    return 1
+
+
+UNIT_ROWS = 25
+"""Units in the bulletin's table (the CSV has all of them)."""
+
+
+def render_units(b: Any, path: str | os.PathLike[str], city: str = "") -> int:
+    """The unit bulletin (``citywatch.reports.units``): one page, the table, the rates per unit,
+    the formula and what each rate counts. Unit names come from the registry: drawn literally."""
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    from citywatch.reports.units import EXTENSIONS_NOTE
+
+    p, ref = b.period, b.ref
+    with _style(), PdfPages(path, metadata=_metadata(f"{city}责任单位考核通报 {p.label}")) as pdf:
+        note = "" if p.complete else f"（截至 {local_time(p.as_of_ms, p.tz)}，未结束）"
+        fig = _chart_page(f"{city}责任单位考核通报", "Unit bulletin: on-time closure, rework and extension rates",
+                          f"{p.title_zh}（{p.label}，{p.tz}）{note}")  # fmt: skip
+        cols = [Col("名次", 0.4, "right"), Col("责任单位", 2.35), Col("设备", 0.5, "right"), Col("案件", 0.45, "right"),
+                Col("按期结案率", 0.8, "right"), Col("返工率", 0.6, "right"), Col("延期率", 0.55, "right"),
+                Col("得分", 0.6, "right"), Col("较上期", 0.6, "right")]  # fmt: skip
+
+        def pct(v: float | None) -> str:
+            return _f(None if v is None else 100 * v, 1, "%")
+
+        rows = []
+        for r in b.rows[:UNIT_ROWS]:
+            ch = "—" if r.rank_change is None else (f"↑{r.rank_change}" if r.rank_change > 0 else
+                                                     f"↓{-r.rank_change}" if r.rank_change < 0 else "0")  # fmt: skip
+            rows.append(["—" if r.rank is None else str(r.rank), r.unit, "—" if r.devices is None else str(r.devices),
+                         str(r.cases), pct(r.on_time_rate), pct(r.rework_rate), pct(r.extension_rate),
+                         "—" if r.score is None else f"{r.score:.2f}", ch])  # fmt: skip
+        y = _text_table(fig, 1.35, cols, rows, size=7.5)
+        if len(b.rows) > UNIT_ROWS:
+            fig.text(LEFT / W, 1 - (y + 0.05) / H, f"……另有 {len(b.rows) - UNIT_ROWS} 个单位，见 CSV / "
+                     f"{len(b.rows) - UNIT_ROWS} more units in the CSV", fontsize=7, va="top", color="#555555")  # fmt: skip
+            y += 0.2
+        if not b.rows:
+            fig.text(
+                LEFT / W, 1 - y / H, "本期无案件 No cases in this period", fontsize=8, va="top"
+            )
+            y += 0.2
+        chart_top = y + 0.35
+        ranked = b.ranked[:15]
+        ax = fig.add_axes((0.34, 1 - (chart_top + 2.6) / H, 0.6, 2.5 / H))
+        if ranked:
+            names = [fit(r.unit, 2.3, 7) for r in ranked][::-1]
+            pos = list(range(len(ranked)))
+            rev = ranked[::-1]
+            on = [100 * (r.on_time_rate or 0.0) for r in rev]
+            redo = [100 * (r.rework_rate or 0.0) for r in rev]
+            ax.barh(
+                [i + 0.2 for i in pos], on, height=0.4, color="#27ae60", label="按期结案率 on time"
+            )
+            ax.barh(
+                [i - 0.2 for i in pos], redo, height=0.4, color="#c0392b", label="返工率 rework"
+            )
+            for i, r in enumerate(
+                rev
+            ):  # no deadline was due: no rate to draw (the score counts it as 100 %)
+                if r.on_time_rate is None:
+                    ax.text(
+                        1, i + 0.2, "无到期时限 none due", va="center", fontsize=6, color="#555555"
+                    )
+            ax.set_yticks(pos, names)
+            ax.set_xlim(0, 100)
+            ax.legend(
+                fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, frameon=False
+            )
+        else:
+            ax.text(
+                0.5, 0.5, "本期无案件 No cases", ha="center", va="center", transform=ax.transAxes
+            )
+            ax.set_yticks([])
+        ax.set_title("各单位按期结案率与返工率（%）On-time closure and rework per unit (%)")
+        ax.tick_params(axis="y", labelsize=6.5)
+        fy = chart_top + 3.0
+        w_on, w_re, w_ext = (
+            f"{v:g}" for v in (ref.on_time_weight, ref.rework_weight, ref.extension_weight)
+        )
+        for line in (
+            f"得分 Score = 100 − {w_on}·(1 − 按期结案率) − {w_re}·返工率 − {w_ext}·延期率；越高越好。详见 docs/reports.md。",
+            "案件：本期立案（不含扬尘预警）。按期结案率：在处置时限内修复/结案的案件 / 时限已到或已结束的案件（无时限到期时计 100%）。",
+            f"返工率：修复后 {ref.rework_within_h:g} 小时内同一设备同类再次立案，或结案后重新打开的案件 / 曾修复或结案的案件。",
+            EXTENSIONS_NOTE[0],
+            "名次：有案件的单位按得分排序（同分时案件多者在前）；本期无案件的单位列于其后，不排名。",
+        ):
+            fig.text(LEFT / W, 1 - fy / H, line, fontsize=7, va="top", color="#333333")
+            fy += 0.2
+        fig.text(0.5, 0.35 / H, f"{p.label} 责任单位考核通报    第 1 / 1 页", ha="center", fontsize=7,
+                 color="#555555")  # fmt: skip
         pdf.savefig(fig)
         plt.close(fig)
     return 1

@@ -72,10 +72,14 @@ ROWS = [
     Row(("report", "settlement", "--month", "2026-01", "--out", "{out}"), "influx"),
     Row(("report", "ranking", "--month", "2026-01", "--out", "{out}"), "influx"),
     Row(("report", "cases", "--week", "2026-W02", "--out", "{out}"), "influx"),
+    Row(("report", "units", "--week", "2026-W02", "--out", "{out}"), "influx"),
     *(
         Row(("case", verb, DEVICE, "--note", "on site"), "kafka")
         for verb in ("ack", "close", "accident", "note", "confirm_repair", "reject_repair")
     ),
+    Row(("silence", "add", "district=jinshui", "--duration", "1h", "--comment", "检修"), "kafka"),
+    Row(("silence", "list", "--expired"), "kafka"),
+    Row(("silence", "expire", "3f2a9c1d"), "kafka"),
     Row(("journal", "load", "{journal}"), "kafka"),
     Row(("alerts", "--state-dir", "{out}"), "kafka"),
     Row(("simulate", "--devices", "10", "--registry-out", "{out}/sim.csv"), "mqtt"),

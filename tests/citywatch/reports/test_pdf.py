@@ -147,6 +147,7 @@ def test_examples_generator(settings, tmp_path):
     files = generate(settings, tmp_path / "examples")
     names = {f.name for f in files}
     assert {"settlement-2026-10.csv", "ranking-2026-10.csv", "cases-2026-10.csv", "ranking-2026-10.png",
-            "cases-2026-10.png", f"settlement-2026-10-property_unit-{U_POWER}.png"} <= names  # fmt: skip
+            "cases-2026-10.png", f"settlement-2026-10-property_unit-{U_POWER}.png", "units-2026-10.csv",
+            "units-2026-10.png"} <= names  # fmt: skip
     for f in files:
         assert f.exists() and f.stat().st_size > 0
