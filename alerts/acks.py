@@ -19,36 +19,28 @@ from contract.topics import KafkaTopics
 from foundation.settings import Settings
 
 
-async def submit(settings: Settings, action: OfficerAction) -> None:
-    """Publish one officer action and wait until Kafka has stored it."""
+async def _publish(settings: Settings, client_id: str, topic: str, record: dict, key: str) -> None:
+    """One record on one of citywatch's topics, waiting until Kafka has stored it."""
     k = settings.kafka
     await ensure_topics_for(k)
-    producer = await start_client(
-        producer_for(k, client_id="citywatch-acks", linger_ms=0), k.bootstrap
-    )
+    producer = await start_client(producer_for(k, client_id=client_id, linger_ms=0), k.bootstrap)
     try:
-        body = orjson.dumps(action.to_dict(), option=orjson.OPT_SORT_KEYS)
-        await producer.send_and_wait(
-            KafkaTopics(k.topic_prefix).acks, body, key=action.device.encode()
-        )
+        body = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+        await producer.send_and_wait(topic, body, key=key.encode())
     finally:
         await producer.stop()
+
+
+async def submit(settings: Settings, action: OfficerAction) -> None:
+    """Publish one officer action and wait until Kafka has stored it."""
+    topic = KafkaTopics(settings.kafka.topic_prefix).acks
+    await _publish(settings, "citywatch-acks", topic, action.to_dict(), action.device)
 
 
 async def publish_audit(settings: Settings, record: AuditRecord) -> None:
     """Publish one audit record (``<prefix>.audit``, keyed by officer) and wait for Kafka's ack."""
-    k = settings.kafka
-    await ensure_topics_for(k)
-    producer = await start_client(
-        producer_for(k, client_id="citywatch-audit", linger_ms=0), k.bootstrap
-    )
-    try:
-        body = orjson.dumps(record.to_dict(), option=orjson.OPT_SORT_KEYS)
-        await producer.send_and_wait(
-            KafkaTopics(k.topic_prefix).audit, body, key=(record.officer or "-").encode()
-        )
-    finally:
-        await producer.stop()
+    topic = KafkaTopics(settings.kafka.topic_prefix).audit
+    await _publish(settings, "citywatch-audit", topic, record.to_dict(), record.officer or "-")
 
 
 def gate_for(settings: Settings) -> Gate:

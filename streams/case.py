@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from contract.cases import FINAL_STATES, CaseEvent, LedgerEntry, OfficerAction, Output
+from contract.cases import (
+    COMMON_ACTIONS,
+    FINAL_STATES,
+    CaseEvent,
+    LedgerEntry,
+    OfficerAction,
+    Output,
+)
 
 if TYPE_CHECKING:
     from contract.reading import Reading
@@ -34,6 +41,21 @@ def action_evidence(a: OfficerAction) -> dict[str, Any]:
     if a.note is not None:
         ev["note"] = a.note
     return ev | a.provenance()
+
+
+def act_on_case(
+    rec: CaseRecord | None, a: OfficerAction, dev: Device, ctx: Context
+) -> tuple[bool, CaseRecord | None]:
+    """ack/close/note on a rule kind's one open case: (the action was for it, the case if still open).
+
+    The shared verb of the kinds that hold one case per device (levels, noise)."""
+    if a.action not in COMMON_ACTIONS or rec is None:
+        return False, rec
+    if a.case_id is not None and a.case_id != rec.case_id:
+        return False, rec
+    if rec.apply(a):
+        ctx.out.append(rec.event(dev, a.at, [action_evidence(a)]))
+    return True, rec if rec.is_open else None
 
 
 def clock_evidence(at: int) -> dict[str, Any]:

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from contract.cases import COMMON_ACTIONS, OfficerAction
+from contract.cases import OfficerAction
 from contract.clock import NEVER
-from streams.case import CaseRecord, Context, action_evidence, penalty_entry, reading_evidence
+from streams.case import CaseRecord, Context, act_on_case, penalty_entry, reading_evidence
 
 if TYPE_CHECKING:
     from contract.reading import Reading
@@ -108,16 +108,8 @@ class LevelRule:
         return None
 
     def on_action(self, st: LevelState, a: OfficerAction, dev: Device, ctx: Context) -> bool:
-        rec = st.case
-        if a.action not in COMMON_ACTIONS or rec is None:
-            return False
-        if a.case_id is not None and a.case_id != rec.case_id:
-            return False
-        if rec.apply(a):
-            ctx.out.append(rec.event(dev, a.at, [action_evidence(a)]))
-            if not rec.is_open:
-                st.case = None
-        return True
+        handled, st.case = act_on_case(st.case, a, dev, ctx)
+        return handled
 
     def export(self, st: LevelState) -> dict[str, Any]:
         return {"max_ts": st.max_ts, "case": None if st.case is None else st.case.to_dict()}

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from contract import rules as rule_ids
-from contract.cases import COMMON_ACTIONS, PAYER_TYPES, OfficerAction
+from contract.cases import PAYER_TYPES, OfficerAction
 from contract.clock import MINUTE_MS, NEVER, LocalClock, in_daily_window
 from foundation.cityfile import Section
-from streams.case import CaseRecord, Context, action_evidence, penalty_entry, reading_evidence
+from streams.case import CaseRecord, Context, act_on_case, penalty_entry, reading_evidence
 
 if TYPE_CHECKING:
     from contract.reading import Reading
@@ -143,16 +143,8 @@ class NoiseRule:
         return None
 
     def on_action(self, st: NoiseState, a: OfficerAction, dev: Device, ctx: Context) -> bool:
-        rec = st.case
-        if a.action not in COMMON_ACTIONS or rec is None:
-            return False
-        if a.case_id is not None and a.case_id != rec.case_id:
-            return False
-        if rec.apply(a):
-            ctx.out.append(rec.event(dev, a.at, [action_evidence(a)]))
-            if not rec.is_open:
-                st.case = None
-        return True
+        handled, st.case = act_on_case(st.case, a, dev, ctx)
+        return handled
 
     def export(self, st: NoiseState) -> dict[str, Any]:
         return {"max_ts": st.max_ts, "window": [list(x) for x in st.window],
