@@ -726,6 +726,9 @@ def build_parser() -> argparse.ArgumentParser:
     from citywatch.officers import add_arguments as add_officers_arguments
 
     add_devices_arguments(sub, _settings, parser_class=_Parser)
+    from citywatch.gateways import add_arguments as add_gateway_arguments
+
+    add_gateway_arguments(sub, _settings, parser_class=_Parser)
     add_officers_arguments(sub, _settings, parser_class=_Parser)
     from citywatch.silences import add_arguments as add_silence_arguments
 
