@@ -197,7 +197,9 @@ def _crc16_fast(data: bytes) -> int:
     reg = 0xFFFF
     t = _TABLE
     for byte in data:
-        reg = t[(reg >> 8) ^ byte]  # (reg >> 8) ^ byte is one byte: its eight shifts are the table's
+        reg = t[
+            (reg >> 8) ^ byte
+        ]  # (reg >> 8) ^ byte is one byte: its eight shifts are the table's
     return reg
 
 
@@ -242,7 +244,10 @@ def decode(raw: bytes) -> Frame:
         got = int(crc_text.decode("ascii"), 16)
     except (UnicodeDecodeError, ValueError):
         raise FrameError(
-            "hj212_crc", f"the CRC field {bytes(crc_text)!r} is not 4 hex digits", QN_BAD_CRC, header
+            "hj212_crc",
+            f"the CRC field {bytes(crc_text)!r} is not 4 hex digits",
+            QN_BAD_CRC,
+            header,
         ) from None
     want = _crc16_fast(data)
     if got != want:
@@ -266,19 +271,25 @@ def _peek_header(segment: str) -> dict[str, str]:
 def _parse_segment(segment: str, header: dict[str, str]) -> Frame:
     head, cp_mark, rest = segment.partition("CP=&&")
     if not cp_mark or not rest.endswith("&&"):
-        raise FrameError("hj212_syntax", "no CP=&&...&& at the end of the data segment", None, header)
+        raise FrameError(
+            "hj212_syntax", "no CP=&&...&& at the end of the data segment", None, header
+        )
     cp = rest[:-2]
     fields: dict[str, str] = {}
     for part in head.rstrip(";").split(";"):
         k, eq, v = part.partition("=")
         if not eq or not k:
-            raise FrameError("hj212_syntax", f"header part {part[:40]!r} is not KEY=VALUE", None, header)
+            raise FrameError(
+                "hj212_syntax", f"header part {part[:40]!r} is not KEY=VALUE", None, header
+            )
         if k in fields:
             raise FrameError("hj212_syntax", f"header field {k} given twice", None, header)
         fields[k] = v
     missing = [k for k in _HEADER_FIELDS if k not in fields and k != "QN"]
     if missing:
-        raise FrameError("hj212_syntax", f"missing header field(s) {', '.join(missing)}", None, header)
+        raise FrameError(
+            "hj212_syntax", f"missing header field(s) {', '.join(missing)}", None, header
+        )
     qn = fields.get("QN", "")
     checks = (
         ("QN", _QN, QN_BAD_QN, "17 digits YYYYMMDDhhmmsszzz"),
@@ -307,7 +318,9 @@ def _parse_segment(segment: str, header: dict[str, str]) -> Frame:
                 QN_BAD_FLAG, header,
             ) from None  # fmt: skip
     extra = {k: v for k, v in fields.items() if k not in (*_HEADER_FIELDS, "PNUM", "PNO")}
-    return Frame(qn, fields["ST"], fields["CN"], fields["PW"], fields["MN"], flag, cp, pnum, pno, extra)
+    return Frame(
+        qn, fields["ST"], fields["CN"], fields["PW"], fields["MN"], flag, cp, pnum, pno, extra
+    )
 
 
 # ------------------------------------------------------------------ replies

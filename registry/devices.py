@@ -472,7 +472,9 @@ def _build(name: str, rows: Iterable[_Row]) -> Registry:
                     "gateway's identity (hj212.identity) in the 'gateway' column",
                 )
             if mn in mn_line:
-                raise fail("mn", f"MN {mn} is also the MN of line {mn_line[mn]}; one MN, one monitor")
+                raise fail(
+                    "mn", f"MN {mn} is also the MN of line {mn_line[mn]}; one MN, one monitor"
+                )
             mn_line[mn] = line
         devices[device_id] = Device(
             device_id=device_id,

@@ -174,7 +174,9 @@ class _Publisher:
         fut: asyncio.Future[None] = self.loop.create_future()
         info = self.client.publish(topic, payload, qos=1)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            fut.set_exception(ConnectionError(f"paho refused the publish: {mqtt.error_string(info.rc)}"))
+            fut.set_exception(
+                ConnectionError(f"paho refused the publish: {mqtt.error_string(info.rc)}")
+            )
             return fut
         self._futures[info.mid] = fut
         if info.is_published():  # acked before we registered: resolve now
@@ -208,16 +210,22 @@ class Hj212Gateway:
         self.deadletter_topic = gateway_deadletter_topic(self.identity)
         h = settings.hj212
         self.listen_host, self.listen_port = (
-            (listen.rpartition(":")[0], int(listen.rpartition(":")[2])) if listen else (h.host, h.port)
+            (listen.rpartition(":")[0], int(listen.rpartition(":")[2]))
+            if listen
+            else (h.host, h.port)
         )
         self.pm_factor = h.pm_factor
         self.max_bad = h.max_bad_frames
         self.idle_s = h.idle_timeout_s
         self.clock = clock
         self.registry = RegistryWatcher(
-            settings.paths.registry, check_interval_s=registry_check_s, on_error=self._registry_error
+            settings.paths.registry,
+            check_interval_s=registry_check_s,
+            on_error=self._registry_error,
         )
-        self.passwords = PasswordWatcher(passwords_path(settings), check_interval_s=registry_check_s)
+        self.passwords = PasswordWatcher(
+            passwords_path(settings), check_interval_s=registry_check_s
+        )
         self.stats = GatewayStats()
         self.ready = asyncio.Event()
         self.port: int | None = None
@@ -244,7 +252,9 @@ class Hj212Gateway:
     async def run(self, stop: asyncio.Event, stats_every_s: float = 30.0) -> GatewayStats:
         loop = asyncio.get_running_loop()
         self._pending = asyncio.Semaphore(self.settings.hj212.max_pending)
-        publisher = self._publisher = _Publisher(self.settings, loop, self.settings.hj212.max_pending)
+        publisher = self._publisher = _Publisher(
+            self.settings, loop, self.settings.hj212.max_pending
+        )
         publisher.start()
         try:
             await asyncio.wait_for(publisher.connected.wait(), 30)
@@ -260,7 +270,7 @@ class Hj212Gateway:
                 "(citywatch devices provision) and give the gateway its secret"
             )
         server = await asyncio.start_server(
-            self._serve, self.listen_host, self.listen_port, limit=MAX_FRAME + 2, backlog=4096
+            self._serve, self.listen_host, self.listen_port, backlog=4096
         )
         self.port = server.sockets[0].getsockname()[1]
         log.info(
@@ -343,29 +353,62 @@ class _Connection:
         self.waiting: set[asyncio.Future[Any]] = set()
 
     async def serve(self, reader: asyncio.StreamReader) -> None:
+        """Frames are CRLF-delimited; at most one frame's bytes are buffered.
+
+        A line longer than any frame is one bad frame (``hj212_length``, its
+        first bytes kept), discarded as it arrives; a stream of more than
+        ``max_bad_frames`` frames' worth of bytes without a CRLF is closed.
+        """
+        buf = bytearray()
+        junk_head: bytes | None = None
+        junk = 0
         while True:
-            try:
-                raw = await asyncio.wait_for(reader.readuntil(b"\r\n"), self.gw.idle_s)
-            except TimeoutError:
-                log.info("HJ 212 connection from %s idle for %d s, closed", self.peer, self.gw.idle_s)
-                return
-            except asyncio.IncompleteReadError as exc:
-                if exc.partial.strip():
-                    await self.bad("hj212_framing", "the connection ended inside a frame", exc.partial, None)
-                return
-            except asyncio.LimitOverrunError as exc:
-                junk = await reader.read(exc.consumed)
-                ok = await self.bad(
-                    "hj212_length",
-                    f"no CRLF within {MAX_FRAME} bytes (an HJ 212 frame is at most that long)",
-                    junk, None,
-                )  # fmt: skip
-                if not ok:
+            end = buf.find(b"\r\n")
+            if end >= 0:
+                raw = bytes(buf[: end + 2])
+                del buf[: end + 2]
+                if junk_head is not None:
+                    ok = await self.bad(
+                        "hj212_length",
+                        f"a line of {junk + len(raw)} bytes: no CRLF within {MAX_FRAME} bytes "
+                        "(an HJ 212 frame is at most that long)",
+                        junk_head, None,
+                    )  # fmt: skip
+                    junk_head, junk = None, 0
+                    if not ok:
+                        return
+                    continue
+                self.gw.stats.frames += 1
+                if not await self.frame(raw):
                     return
                 continue
-            self.gw.stats.frames += 1
-            if not await self.frame(raw):
+            if len(buf) > MAX_FRAME:
+                if junk_head is None:
+                    junk_head = bytes(buf)
+                junk += len(buf) - 1
+                del buf[:-1]  # keep a last b"\r": the CRLF may be split across reads
+                if junk > self.gw.max_bad * MAX_FRAME:
+                    await self.bad(
+                        "hj212_length", f"{junk} bytes without a CRLF; the connection is closed",
+                        junk_head, None,
+                    )  # fmt: skip
+                    self.gw.stats.closed_for_errors += 1
+                    return
+            try:
+                chunk = await asyncio.wait_for(reader.read(4096), self.gw.idle_s)
+            except TimeoutError:
+                log.info(
+                    "HJ 212 connection from %s idle for %d s, closed", self.peer, self.gw.idle_s
+                )
                 return
+            if not chunk:
+                if buf.strip() or junk_head is not None:
+                    await self.bad(
+                        "hj212_framing", "the connection ended inside a frame",
+                        junk_head or bytes(buf), None,
+                    )  # fmt: skip
+                return
+            buf += chunk
 
     async def frame(self, raw: bytes) -> bool:
         """Handle one frame; False when the connection is to be closed."""

@@ -33,7 +33,9 @@ def report_payload(
 ) -> bytes:
     """The report's JSON; ``raw`` cut to ``MAX_RAW`` bytes (the message says so)."""
     if code not in GATEWAY_CODES:
-        raise ValueError(f"unknown gateway dead-letter code {code!r}; one of {', '.join(GATEWAY_CODES)}")
+        raise ValueError(
+            f"unknown gateway dead-letter code {code!r}; one of {', '.join(GATEWAY_CODES)}"
+        )
     if len(raw) > MAX_RAW:
         message += f"; raw bytes truncated to the first {MAX_RAW} of {len(raw)}"
         raw = raw[:MAX_RAW]
