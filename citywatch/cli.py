@@ -504,6 +504,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         scenario_file=args.scenarios,
         keep_services=args.keep_services,
         live=sys.stdout.isatty(),
+        hj212_share=args.hj212_share,
     )
     return 0
 
@@ -671,6 +672,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rules", help="rules file (overrides settings)")
     p.add_argument(
         "--keep-services", action="store_true", help="leave the services running afterwards"
+    )
+    p.add_argument(
+        "--hj212-share",
+        type=float,
+        default=0.2,
+        metavar="SHARE",
+        help="share of dust sites that are HJ 212 monitors reporting through the gateway "
+        "(default 0.2; 0: all MQTT)",
     )
     p.set_defaults(func=cmd_run)
 

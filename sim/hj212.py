@@ -104,7 +104,7 @@ class MonitorFleet:
         self.host, self.port = host, port
         self.credentials = dict(credentials)
         self.stats = FleetStats()
-        self._q: queue.Queue[tuple[str, bytes] | None] = queue.Queue(maxsize=10_000)
+        self._q: queue.Queue[tuple[str, bytes, bool] | None] = queue.Queue(maxsize=10_000)
         self._thread = threading.Thread(target=self._main, name="hj212-monitors", daemon=True)
         self._writers: dict[str, asyncio.StreamWriter] = {}
         self._readers: set[asyncio.Task[None]] = set()
@@ -115,9 +115,12 @@ class MonitorFleet:
     def start(self) -> None:
         self._thread.start()
 
-    def send(self, device_id: str, payload: bytes) -> None:
-        """Queue one simulated message of an HJ 212 monitor (blocks when 10,000 are waiting)."""
-        self._q.put((device_id, payload))
+    def send(self, device_id: str, payload: bytes, garbage: bool = False) -> None:
+        """Queue one simulated message of an HJ 212 monitor (blocks when 10,000 are waiting).
+
+        garbage: the simulator garbled it (its JSON may still parse): sent with a broken CRC.
+        """
+        self._q.put((device_id, payload, garbage))
 
     def close(self, drain_s: float = 30.0) -> FleetStats:
         """Send what is queued, wait up to ``drain_s`` for the replies, close the connections."""
@@ -137,8 +140,7 @@ class MonitorFleet:
             item = await loop.run_in_executor(None, self._q.get)
             if item is None:
                 break
-            device_id, payload = item
-            await self._send(device_id, payload)
+            await self._send(*item)
         deadline = time.monotonic() + getattr(self, "_drain_s", 30.0)
         while (
             self.stats.replied + self.stats.refused < self.stats.sent
@@ -150,12 +152,13 @@ class MonitorFleet:
         for t in self._readers:
             t.cancel()
 
-    async def _send(self, device_id: str, payload: bytes) -> None:
+    async def _send(self, device_id: str, payload: bytes, garbage: bool) -> None:
         mn, pw = self.credentials[device_id]
         try:
-            reading = orjson.loads(payload)
-            frame = frame_for(reading, mn, pw)
+            frame = None if garbage else frame_for(orjson.loads(payload), mn, pw)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            frame = None
+        if frame is None:
             frame = garbled_frame(payload, mn, pw, int(time.time() * 1000))
         for _ in range(3):
             writer = self._writers.get(device_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -94,4 +95,8 @@ def test_citywatch_run_books_what_the_scenarios_cost(
     assert "✗" not in out
     assert "alerts pushed:" in out and "alerts pushed: 0 " not in out
     assert "dead letters" in out
+    # a fifth of the dust sites reported in HJ 212 through the gateway, and every frame was answered
+    line = next(ln for ln in out.splitlines() if ln.startswith("HJ 212 monitors"))
+    sent, answered, refused = (int(x.replace(",", "")) for x in re.findall(r"([\d,]+) (?:frames|answered|refused)", line))
+    assert sent > 0 and answered + refused == sent, line
     assert os.path.exists(tmp_path / "state" / "run" / "worker.log")
