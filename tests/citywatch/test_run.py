@@ -97,6 +97,8 @@ def test_citywatch_run_books_what_the_scenarios_cost(
     assert "dead letters" in out
     # a fifth of the dust sites reported in HJ 212 through the gateway, and every frame was answered
     line = next(ln for ln in out.splitlines() if ln.startswith("HJ 212 monitors"))
-    sent, answered, refused = (int(x.replace(",", "")) for x in re.findall(r"([\d,]+) (?:frames|answered|refused)", line))
+    sent, answered, refused = (
+        int(x.replace(",", "")) for x in re.findall(r"([\d,]+) (?:frames|answered|refused)", line)
+    )
     assert sent > 0 and answered + refused == sent, line
     assert os.path.exists(tmp_path / "state" / "run" / "worker.log")
