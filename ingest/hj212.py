@@ -366,7 +366,9 @@ def data_time_ms(value: str) -> int:
     if len(value) != 14 or not value.isdigit():
         raise ValueError(f"DataTime={value!r}: expected YYYYMMDDhhmmss")
     try:
-        dt = datetime.strptime(value, "%Y%m%d%H%M%S").replace(tzinfo=city_zone())
+        v = value
+        dt = datetime(int(v[:4]), int(v[4:6]), int(v[6:8]), int(v[8:10]), int(v[10:12]),
+                      int(v[12:14]), tzinfo=city_zone())  # fmt: skip
     except ValueError as exc:
         raise ValueError(f"DataTime={value!r}: {exc}") from None
     return int(dt.timestamp() * 1000)

@@ -230,7 +230,10 @@ class Hj212Gateway:
         self.ready = asyncio.Event()
         self.port: int | None = None
         self._by_mn: tuple[Registry | None, dict[str, Device]] = (None, {})
-        self._pending: asyncio.Semaphore | None = None
+        self._pending = 0
+        self._max_pending = settings.hj212.max_pending
+        self._room = asyncio.Event()
+        self._room.set()
         self._publisher: _Publisher | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -251,7 +254,6 @@ class Hj212Gateway:
 
     async def run(self, stop: asyncio.Event, stats_every_s: float = 30.0) -> GatewayStats:
         loop = asyncio.get_running_loop()
-        self._pending = asyncio.Semaphore(self.settings.hj212.max_pending)
         publisher = self._publisher = _Publisher(
             self.settings, loop, self.settings.hj212.max_pending
         )
@@ -321,11 +323,21 @@ class Hj212Gateway:
 
     async def publish(self, topic: str, payload: bytes) -> asyncio.Future[None]:
         """Publish once there is room under ``max_pending``; the future is the PUBACK."""
-        assert self._pending is not None and self._publisher is not None
-        await self._pending.acquire()
+        assert self._publisher is not None
+        while self._pending >= self._max_pending:
+            # an Event, not a Semaphore: asyncio's Semaphore walks its waiters on every
+            # release, which with hundreds of waiting connections cost more than the frames
+            self._room.clear()
+            await self._room.wait()
+        self._pending += 1
         fut = self._publisher.publish(topic, payload)
-        fut.add_done_callback(lambda _f: self._pending.release())  # type: ignore[union-attr]
+        fut.add_done_callback(self._released)
         return fut
+
+    def _released(self, _fut: asyncio.Future[None]) -> None:
+        self._pending -= 1
+        if self._pending < self._max_pending:
+            self._room.set()
 
     async def dead_letter(
         self, code: str, message: str, raw: bytes, device: str | None, peer: str
