@@ -55,6 +55,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from contract.topics import gateway_deadletter_topic, telemetry_topic
+from foundation.errors import CitywatchError
 from foundation.settings import Settings
 from ingest.gateways.report import report_payload
 from ingest.hj212 import (
@@ -199,12 +200,6 @@ class Hj212Gateway:
         clock: Callable[[], int] = wall_clock_ms,
         registry_check_s: float = 2.0,
     ):
-        if not settings.mqtt.username:
-            raise ValueError(
-                "the HJ 212 gateway needs a broker identity: set mqtt.username to the gateway id "
-                "the registry's 'gateway' column names (and its secret in mqtt.password or "
-                "mqtt.password_file)"
-            )
         self.settings = settings
         self.identity = settings.mqtt.username
         self.deadletter_topic = gateway_deadletter_topic(self.identity)
@@ -223,6 +218,14 @@ class Hj212Gateway:
             check_interval_s=registry_check_s,
             on_error=self._registry_error,
         )
+        served = [d for d in self.registry.current() if d.mn and d.gateway == self.identity]
+        if not served:
+            # the default mqtt.username is the bridge's: running as it would take its session
+            raise CitywatchError(
+                f"no HJ 212 monitor of {settings.paths.registry} names gateway {self.identity!r} "
+                "in its 'gateway' column (with an 'mn'): set mqtt.username to the gateway's id "
+                "(and its secret in mqtt.password or mqtt.password_file)"
+            )
         self.passwords = PasswordWatcher(
             passwords_path(settings), check_interval_s=registry_check_s
         )
@@ -262,12 +265,12 @@ class Hj212Gateway:
             await asyncio.wait_for(publisher.connected.wait(), 30)
         except TimeoutError:
             publisher.stop()
-            raise ConnectionError(
+            raise CitywatchError(
                 f"the broker at {publisher.host}:{publisher.port} did not answer within 30 s"
             ) from None
         if publisher.refused:
             publisher.stop()
-            raise ConnectionError(
+            raise CitywatchError(
                 f"the broker refused identity {self.identity} ({publisher.refused}): provision it "
                 "(citywatch devices provision) and give the gateway its secret"
             )
