@@ -11,6 +11,9 @@ An optional ``gateway`` column names the gateway (a site's DTU) that publishes f
 the device then has no broker identity of its own and the gateway speaks
 for it (docs/contracts.md, "Device identity"). A gateway id is not a device
 id: one that is also a device id of the registry is refused.
+An optional ``mn`` column holds the HJ 212 MN of a dust monitor that reports
+in HJ 212-2017 through citywatch's HJ 212 gateway, which its ``gateway`` column
+must name (docs/gateways.md); MNs are unique.
 Columns may come in any order. Blank lines and lines whose first cell starts
 with ``#`` are skipped. A ``.yaml``/``.yml`` file holds the same columns as a
 list of mappings (or a mapping with a ``devices:`` list)::
