@@ -96,9 +96,13 @@ def test_citywatch_run_books_what_the_scenarios_cost(
     assert "alerts pushed:" in out and "alerts pushed: 0 " not in out
     assert "dead letters" in out
     # a fifth of the dust sites reported in HJ 212 through the gateway, and every frame was answered
-    line = next(ln for ln in out.splitlines() if ln.startswith("HJ 212 monitors"))
-    sent, answered, refused = (
-        int(x.replace(",", "")) for x in re.findall(r"([\d,]+) (?:frames|answered|refused)", line)
+    text = " ".join(out.split())  # rich wraps the summary at the terminal's width
+    found = re.search(
+        r"HJ 212 monitors .*?: ([\d,]+) frames sent, ([\d,]+) answered 9014, ([\d,]+) refused 9011",
+        text,
     )
+    assert found, out[-3000:]
+    sent, answered, refused = (int(g.replace(",", "")) for g in found.groups())
+    line = found.group(0)
     assert sent > 0 and answered + refused == sent, line
     assert os.path.exists(tmp_path / "state" / "run" / "worker.log")
