@@ -346,3 +346,34 @@ def test_two_thousand_monitors_connected_at_once_lose_nothing(
     got = {p["mn"] for p in listener.on("/telemetry")}
     assert got == {mn for mn, _ in big.pw.values()}
     assert len(listener.on("/telemetry")) == n
+
+
+def test_a_broker_that_does_not_acknowledge_stops_the_reading_and_nothing_is_lost(
+    city: City, listener: Listener
+) -> None:
+    dev = city.ids[0]
+    base = now_ms() // 1000 * 1000 - 100_000
+    mn, pw = city.pw[dev]
+    frames = [frame_for({"ts": base + k * 1000, "pm10": 60.0 + k}, mn, pw) for k in range(50)]
+    city.settings = city.settings.replace("hj212", max_pending=5)
+
+    async def body(gw: Hj212Gateway) -> None:
+        assert gw.port is not None and gw._publisher is not None
+        paho = gw._publisher.client
+        paho.loop_stop()  # PUBACKs are no longer read: the broker looks stuck to the gateway
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(b"".join(frames))
+        await writer.drain()
+        await _wait(lambda: gw._pending == 5)
+        await asyncio.sleep(1.0)
+        assert gw._pending == 5 and gw.stats.frames <= 6, "reading must pause at the bound"
+        assert gw.stats.replies == 0  # nothing is answered before the broker has it
+        paho.loop_start()
+        replies = [await asyncio.wait_for(reader.readuntil(b"\r\n"), 30) for _ in frames]
+        assert all(decode(r).cn == "9014" for r in replies)
+        writer.close()
+        await _wait(lambda: len(listener.on("/telemetry")) == len(frames))
+
+    _with_gateway(city, body)
+    got = sorted(p["ts"] for p in listener.on(f"/dust/{dev}/telemetry"))
+    assert got == [base + k * 1000 for k in range(50)]
