@@ -377,3 +377,21 @@ def test_a_broker_that_does_not_acknowledge_stops_the_reading_and_nothing_is_los
     _with_gateway(city, body)
     got = sorted(p["ts"] for p in listener.on(f"/dust/{dev}/telemetry"))
     assert got == [base + k * 1000 for k in range(50)]
+
+
+def test_a_frame_whose_flag_asks_no_reply_is_published_and_not_answered(
+    city: City, listener: Listener
+) -> None:
+    dev = city.ids[1]
+    mn, pw = city.pw[dev]
+    t = now_ms() // 1000 * 1000
+    quiet = frame_for({"ts": t - 1000, "pm10": 40.0}, mn, pw, flag=4)
+    asks = frame_for({"ts": t, "pm10": 41.0}, mn, pw, flag=5)
+
+    async def body(gw: Hj212Gateway) -> None:
+        assert gw.port is not None
+        (reply,) = await _exchange(gw.port, quiet, asks)
+        assert decode(reply).qn == decode(asks).qn  # the only reply is the second frame's
+        await _wait(lambda: len(listener.on(f"/dust/{dev}/telemetry")) == 2)
+
+    _with_gateway(city, body)
