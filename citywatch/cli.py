@@ -98,7 +98,7 @@ def cmd_services(args: argparse.Namespace) -> int:
         statuses = services.status(settings)
         for st in statuses:
             print(st.line())
-        return 0 if all(s.healthy for s in statuses) else 1
+        return 0 if all(s.healthy and not s.degraded for s in statuses) else 1
     return 0
 
 
@@ -169,11 +169,30 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # no preflight: the worker waits for Kafka and InfluxDB with one warning each (issue 14)
     setup_logging(settings.log.level)
     app = build_app(
-        settings, live_clock=not args.simulation, session_timeout_s=args.session_timeout
+        settings,
+        live_clock=not args.simulation,
+        session_timeout_s=args.session_timeout,
+        on_topics_lost=_start_afresh,
     )
     worker = faust.Worker(app, loglevel=settings.log.level, quiet=True)
     worker.execute_from_commandline()
     return 0
+
+
+def _start_afresh(loss: object) -> None:
+    """The broker lost the journal, the changelogs and the offsets: this worker's state is of a
+    journal that is gone. It becomes a new worker process (same pid, same arguments), which
+    reads the recreated journal from its start, as restored from the archive (decision 010),
+    and books the same entries under the same ids."""
+    import logging
+
+    logging.getLogger("citywatch.worker").error(
+        "worker: starting afresh on the recreated journal (the broker lost its state)"
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "citywatch", *sys.argv[1:]])
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

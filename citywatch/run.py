@@ -106,6 +106,28 @@ class Snapshot:
     latest: list[CaseEvent] = field(default_factory=list)
     pushes: list[dict[str, Any]] = field(default_factory=list)
     push_count: int = 0
+    broker: str = ""
+    """What the broker watch saw ("" all well; ``topics missing: ...``, ``broker restarted``)."""
+    cluster_id: str | None = None
+
+
+def _broker_view(settings: Settings, snap: Snapshot) -> None:
+    """``snap.broker``: the topics of the run's prefix missing, or the broker restarted (new cluster id)."""
+    from bus.watch import look_for
+
+    try:
+        seen = asyncio.run(look_for(settings.kafka))
+    except Exception as exc:  # an outage: the view says so, the components wait
+        snap.broker = f"Kafka does not answer ({type(exc).__name__})"
+        return
+    restarted = snap.cluster_id is not None and seen.cluster_id not in (None, snap.cluster_id)
+    if seen.missing:
+        snap.broker = f"topics missing: {len(seen.missing)} ({', '.join(seen.missing)})"
+    elif restarted:
+        snap.broker = f"broker restarted (cluster id {seen.cluster_id}): journal restored?"
+    elif not snap.broker.startswith("broker restarted"):
+        snap.broker = ""
+    snap.cluster_id = seen.cluster_id or snap.cluster_id
 
 
 def _bridge_metrics() -> tuple[int, dict[str, int]]:
@@ -168,6 +190,8 @@ def _render(snap: Snapshot, end_ms: int, phase: str):  # noqa: ANN202
         f"into Kafka {snap.forwarded:,}",
         f"dead letters {sum(snap.dead.values()):,}",
     )
+    if snap.broker:
+        head.add_row("[b red]Kafka[/b red]", f"[b red]{snap.broker}[/b red]", "", "", "")
     cases = Table(title="open cases 未结案件", show_edge=False)
     cases.add_column("rule")
     cases.add_column("open", justify="right")
@@ -443,6 +467,7 @@ def run(
                 if time.monotonic() - last_poll > 2:
                     last_poll = time.monotonic()
                     snap.forwarded, snap.dead = _bridge_metrics()
+                    _broker_view(settings, snap)
                     _influx_view(settings, snap)
                     if not publisher.is_alive():
                         if (

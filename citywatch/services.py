@@ -70,6 +70,8 @@ class Status:
     started_by_us: bool
     pid: int | None
     detail: str = ""
+    degraded: bool = False
+    """It answers but cannot serve citywatch as it is (a broker that lost citywatch's topics)."""
 
     def line(self) -> str:
         state = "up" if self.healthy else "DOWN"
@@ -922,10 +924,17 @@ def _chunks(cmds: list[dict[str, Any]], limit: int) -> list[list[dict[str, Any]]
 
 
 def _tansu_command(host: str, port: int) -> Callable[[Path, str], list[str]]:
+    """tansu keeps everything in memory (decision 010): each start is a new, empty cluster, and
+    its cluster id says so (``citywatch-<start time>-<random>``), so a component that watches
+    the broker (``bus.watch.BrokerWatch``) tells a restarted broker from the one it knew even
+    when another component has already recreated the topics."""
+
     def command(data: Path, binary: str) -> list[str]:
         return [
             binary,
             "broker",
+            "--cluster-id",
+            f"citywatch-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.urandom(3).hex()}",
             "--listener-url",
             f"tcp://{host}:{port}",
             "--advertised-listener-url",
@@ -1186,8 +1195,34 @@ def status(settings: Settings) -> list[Status]:
             detail = (
                 "publishers held since a start that did not finish: run `citywatch services up`"
             )
-        out.append(Status(service.name, service.address, healthy, pid is not None, pid, detail))
+        degraded = False
+        if service.name == "kafka" and healthy:
+            detail = _topics_detail(settings)
+            degraded = bool(detail)
+        out.append(
+            Status(service.name, service.address, healthy, pid is not None, pid, detail, degraded)
+        )
     return out
+
+
+def _topics_detail(settings: Settings) -> str:
+    """``topics missing: ...`` when the broker lacks citywatch's topics of the settings' prefix."""
+    import asyncio
+
+    from bus.watch import look_for
+
+    try:
+        seen = asyncio.run(look_for(settings.kafka))
+    except Exception as exc:  # it answered ApiVersions; whatever else fails is worth one line
+        return f"topics unknown: {exc}"
+    if not seen.missing:
+        return ""
+    return (
+        f"topics missing: {len(seen.missing)} of prefix {settings.kafka.topic_prefix} "
+        f"({', '.join(seen.missing)}); a restarted broker lost them, or nothing created them "
+        "yet: the worker, bridge and alerts recreate them, `citywatch archive restore` brings "
+        "the journal back"
+    )
 
 
 def down(
