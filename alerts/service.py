@@ -598,7 +598,7 @@ class AlertsService:
         text = (
             f"Kafka at {loss.bootstrap}: {what}. The broker restarted empty; what it held is gone "
             "from it, and until the journal is restored from the archive (`citywatch archive "
-            "restore`, or `citywatch services up`, which restores it when it starts the broker) "
+            "restore`, or `citywatch services up`, which restores it when the broker lacks it) "
             "open cases and their clocks are not where they were. The topics were recreated."
         )
         made = 0

@@ -779,7 +779,7 @@ def build_parser() -> argparse.ArgumentParser:
     asub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser, required=True)
     for verb, text in (
         ("run", "archive the journal, audit and silences, one file per topic and day (runs until stopped)"),
-        ("restore", "write the archive back into an empty broker (services up does it when it starts one)"),
+        ("restore", "write the archive back into an empty broker (services up does it when the broker lost the journal)"),
         ("lag", "records not yet on disk (exit 1 when some are, or no archive ran)"),
     ):  # fmt: skip
         q = asub.add_parser(verb, help=text)

