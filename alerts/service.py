@@ -508,6 +508,7 @@ class AlertsService:
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         producer = producer_for(k, client_id="citywatch-alerts", linger_ms=5)
+        watcher: asyncio.Task[None] | None = None
         await consumer.start()
         await producer.start()
         try:
@@ -561,7 +562,7 @@ class AlertsService:
                             topics.alerts, orjson.dumps(rec), key=rec["message"].encode()
                         )
         finally:
-            if "watcher" in locals():
+            if watcher is not None:
                 watcher.cancel()
             try:
                 await producer.stop()

@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 RESTORED = "citywatch-restored"
 """The header of a record ``restore`` wrote: the archive has it already."""
-KINDS = ("journal", "audit", "silences")
+ARCHIVED = ("journal", "audit", "silences")
 """The archived topics, by their file names' first word (``KafkaTopics`` attribute: telemetry, audit, silences)."""
 _ATTR = {"journal": "telemetry", "audit": "audit", "silences": "silences"}
 
@@ -152,7 +152,7 @@ def other_line(key: bytes | None, value: bytes | None, partition: int) -> dict[s
 
 @dataclass
 class ArchiveStats:
-    archived: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    archived: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ARCHIVED, 0))
     skipped_restored: int = 0
     fsyncs: int = 0
     bytes: int = 0
@@ -255,7 +255,7 @@ async def run_archive(
 
     k = settings.kafka
     topics = KafkaTopics(k.topic_prefix)
-    names = {getattr(topics, _ATTR[kind]): kind for kind in KINDS}
+    names = {getattr(topics, _ATTR[kind]): kind for kind in ARCHIVED}
     archive = Archive(directory or archive_dir(settings))
     await ensure_topics_for(k, wait=True, who="archive")
     consumer = consumer_for(
@@ -273,7 +273,7 @@ async def run_archive(
             batch = await consumer.getmany(timeout_ms=200)
             if not batch:
                 continue
-            lines: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+            lines: dict[str, list[dict[str, Any]]] = {kind: [] for kind in ARCHIVED}
             skipped = 0
             for tp, records in batch.items():
                 kind = names[tp.topic]
@@ -351,12 +351,12 @@ async def restore(settings: Settings, directory: Path | None = None) -> dict[str
     producer = producer_for(k, client_id="citywatch-archive-restore", linger_ms=20)
     await start_client(producer, k.bootstrap)
     headers = [(RESTORED, b"1")]
-    written = dict.fromkeys(KINDS, 0)
+    written = dict.fromkeys(ARCHIVED, 0)
     try:
         parts = {t: len(await producer.partitions_for(t) or {0}) for t in
                  (topics.telemetry, topics.audit, topics.silences)}  # fmt: skip
         futures = []
-        for kind in KINDS:
+        for kind in ARCHIVED:
             topic = getattr(topics, _ATTR[kind])
             for path in archive_files(directory, kind):
                 for lineno, line in read_lines(path):
@@ -402,7 +402,7 @@ async def lag(settings: Settings) -> int | None:
     try:
         await reader.topics()
         tps = []
-        for kind in KINDS:
+        for kind in ARCHIVED:
             t = getattr(topics, _ATTR[kind])
             tps += [TopicPartition(t, p) for p in sorted(reader.partitions_for_topic(t) or ())]
         if not tps:
