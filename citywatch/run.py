@@ -109,6 +109,7 @@ class Snapshot:
     broker: str = ""
     """What the broker watch saw ("" all well; ``topics missing: ...``, ``broker restarted``)."""
     cluster_id: str | None = None
+    restarted_to: str | None = None
 
 
 def _broker_view(settings: Settings, snap: Snapshot) -> None:
@@ -120,14 +121,15 @@ def _broker_view(settings: Settings, snap: Snapshot) -> None:
     except Exception as exc:  # an outage: the view says so, the components wait
         snap.broker = f"Kafka does not answer ({type(exc).__name__})"
         return
-    restarted = snap.cluster_id is not None and seen.cluster_id not in (None, snap.cluster_id)
+    if snap.cluster_id is not None and seen.cluster_id not in (None, snap.cluster_id):
+        snap.restarted_to = seen.cluster_id  # shown for the rest of the run: worth knowing
+    snap.cluster_id = seen.cluster_id or snap.cluster_id
     if seen.missing:
         snap.broker = f"topics missing: {len(seen.missing)} ({', '.join(seen.missing)})"
-    elif restarted:
-        snap.broker = f"broker restarted (cluster id {seen.cluster_id}): journal restored?"
-    elif not snap.broker.startswith("broker restarted"):
+    elif snap.restarted_to:
+        snap.broker = f"broker restarted (cluster id {snap.restarted_to}): journal restored?"
+    else:
         snap.broker = ""
-    snap.cluster_id = seen.cluster_id or snap.cluster_id
 
 
 def _bridge_metrics() -> tuple[int, dict[str, int]]:
