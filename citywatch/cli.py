@@ -385,9 +385,9 @@ def cmd_archive(args: argparse.Namespace) -> int:
         return 0
     _preflight(settings, "kafka")
     if args.verb == "restore":
-        if not archive.archive_files(directory, "journal"):
+        if not archive.kept(directory):
             raise CitywatchError(
-                f"{directory}: no journal archive there (journal-YYYY-MM-DD.jsonl)"
+                f"{directory}: no archive there (journal-, audit-, silences-YYYY-MM-DD.jsonl)"
             )
         written = asyncio.run(archive.restore(settings, directory))
         print(

@@ -977,7 +977,7 @@ def _kafka_ready(
             seen = asyncio.run(look_for(k))
             directory = archive.archive_dir(settings)
             lost = force or KafkaTopics(k.topic_prefix).telemetry in seen.missing
-            if not (lost and archive.archive_files(directory, "journal")):
+            if not (lost and archive.kept(directory)):
                 if seen.missing:
                     asyncio.run(ensure_topics_for(k))
                 return

@@ -310,6 +310,11 @@ def archive_files(directory: Path, kind: str) -> list[Path]:
     return sorted(directory.glob(f"{kind}-????-??-??.jsonl"))
 
 
+def kept(directory: Path) -> bool:
+    """Whether ``directory`` holds any archive file (of the journal, the audit or the silences)."""
+    return any(archive_files(directory, kind) for kind in ARCHIVED)
+
+
 def read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, line) of an archive file; ``ArchiveError`` names a line that is not JSON.
 

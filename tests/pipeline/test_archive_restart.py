@@ -11,8 +11,10 @@ it; the worker sees the restart and starts afresh on it; the ledger comes back w
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from contract.topics import KafkaTopics
@@ -103,3 +105,62 @@ def test_a_reading_and_its_ledger_survive_a_restart_of_the_embedded_broker(
         "8 readings and a tick, once: not again after the restore"
     )
     assert "archive: 9 records written by a restore skipped" in texts[0]
+
+
+def test_the_audit_and_the_silences_come_back_with_their_keys(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """What a rebuild needs beside the journal: the officers' acts (the ledger's evidence) and
+    the silences (read from the beginning by every alerts start)."""
+    from aiokafka import AIOKafkaConsumer
+
+    from bus.kafka import producer_for
+    from streams.archive import lag
+
+    kafka = PrivateKafka(settings, tmp_path)
+    s = settings.replace("paths", state_dir=str(kafka.state))
+    s = s.replace("kafka", bootstrap=kafka.bootstrap)
+    topics = KafkaTopics(s.kafka.topic_prefix)
+    acts = [(b"GRID-07", {"type": "audit", "act": "close", "n": i}) for i in range(2)]
+    silence = (b"sil-1", {"type": "silence", "id": "sil-1", "ends_at": 1})
+
+    async def produce() -> None:
+        producer = producer_for(s.kafka, "test")
+        await producer.start()
+        try:
+            for key, value in acts:
+                await producer.send_and_wait(topics.audit, orjson.dumps(value), key=key)
+            await producer.send_and_wait(topics.silences, orjson.dumps(silence[1]), key=silence[0])
+        finally:
+            await producer.stop()
+
+    async def read(topic: str, want: int) -> list[tuple[bytes | None, dict]]:
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=s.kafka.bootstrap,
+                                    auto_offset_reset="earliest", group_id=None)  # fmt: skip
+        await consumer.start()
+        out: list[tuple[bytes | None, dict]] = []
+        try:
+            deadline = time.monotonic() + 10
+            while len(out) < want and time.monotonic() < deadline:
+                for rs in (await consumer.getmany(timeout_ms=200)).values():
+                    out += [(r.key, orjson.loads(r.value)) for r in rs]
+        finally:
+            await consumer.stop()
+        return out
+
+    kafka.up()
+    archiver = Proc(["archive", "run"], s, tmp_path / "archive.log")
+    try:
+        archiver.wait_for_log("archive of", timeout=30)
+        asyncio.run(produce())
+        wait_until(lambda: asyncio.run(lag(s)) == 0, timeout=30, what="the archive on disk")
+        kafka.restart()
+        audit = asyncio.run(read(topics.audit, 2))
+        silences = asyncio.run(read(topics.silences, 1))
+    finally:
+        archiver.stop()
+        kafka.down()
+    assert audit == acts
+    assert silences == [silence]
+    kinds = {p.name.split("-")[0] for p in archive_dir(s).glob("*.jsonl")}
+    assert kinds == {"audit", "silences"}, "a file per topic (no journal record was written)"
