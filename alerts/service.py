@@ -58,7 +58,7 @@ from alerts.gate import Gate
 from alerts.group import Grouper, group_key
 from alerts.http import AckEndpoint, make_link
 from alerts.inhibit import Inhibitor
-from alerts.message import CaseInfo, Notice, Renderer, claim_key, pending_claims
+from alerts.message import CaseInfo, Message, Notice, Renderer, claim_key, pending_claims
 from alerts.outbox import Deliverer, OutboxRow, Store, message_key
 from alerts.policy import load_policy
 from alerts.route import AckConfig, RoutingConfig, load_routes
@@ -508,6 +508,7 @@ class AlertsService:
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         producer = producer_for(k, client_id="citywatch-alerts", linger_ms=5)
+        watcher: asyncio.Task[None] | None = None
         await consumer.start()
         await producer.start()
         try:
@@ -536,6 +537,7 @@ class AlertsService:
                 topics.penalties: "penalties",
                 topics.silences: "silences",
             }
+            watcher = asyncio.create_task(self._watch_broker(stop))
             log.info("alerts service ready: %d routes, %d receivers, outbox %s",
                      len(self.config.routes()), len(self.config.receivers), self.store.counts())  # fmt: skip
             self.tick()
@@ -560,11 +562,62 @@ class AlertsService:
                             topics.alerts, orjson.dumps(rec), key=rec["message"].encode()
                         )
         finally:
+            if watcher is not None:
+                watcher.cancel()
             try:
                 await producer.stop()
                 await consumer.stop()
             finally:
                 await self.close()
+
+    async def _watch_broker(self, stop: asyncio.Event) -> None:
+        """A broker that lost the topics: told in the log and pushed to the operators (``broker_alert``)."""
+        from bus.watch import BrokerWatch
+
+        await BrokerWatch(self.settings.kafka, "alerts", on_loss=self.broker_alert, logger=log).run(
+            stop
+        )
+
+    def operators(self) -> list[str]:
+        """Who hears of the pipeline itself failing: the top level of the root route's escalation
+        (the city command center in the shipped routing), else the root route's receiver."""
+        esc = self.config.escalations.get(self.config.root.escalation or "")
+        if esc is not None and esc.levels:
+            return [esc.levels[-1].receiver]
+        return [self.config.root.receiver]
+
+    def broker_alert(self, loss: Any) -> int:
+        """Push "the broker lost citywatch's topics" to ``operators()``; one push per loss.
+
+        Not a case: nothing of the city is wrong, the pipeline is. The push says
+        what was lost and what to do; its key is the loss (bootstrap, cluster id,
+        instant): the outbox's retries never make it two pushes.
+        """
+        now = self.clock()
+        what = loss.describe()
+        title = "citywatch: Kafka lost the journal / Kafka 丢失了主题"
+        text = (
+            f"Kafka at {loss.bootstrap}: {what}. The broker restarted empty; what it held is gone "
+            "from it, and until the journal is restored from the archive (`citywatch archive "
+            "restore`, or `citywatch services up`, which restores it when the broker lacks it) "
+            "open cases and their clocks are not where they were. The topics were recreated."
+        )
+        made = 0
+        with self.store.transaction():
+            for name in self.operators():
+                receiver = self.config.receivers.get(name)
+                if receiver is None:
+                    continue
+                key = message_key(name, [f"kafka-lost|{loss.bootstrap}|{loss.now}|{loss.at_ms}"])
+                msg = Message(key, name, title, f"**{title}**\n\n{text}", text,
+                              {"kind": "pipeline", "problem": "kafka_topics_lost",
+                               "missing": list(loss.missing), "cluster_id": loss.now})  # fmt: skip
+                made += self.store.enqueue(
+                    [], msg, [(c.type, c.target) for c in receiver.channels], now
+                )
+        self.deliverer.pump()
+        log.error("alerts: told %s of the broker's loss", ", ".join(self.operators()))
+        return made
 
     async def close(self) -> None:
         """Stop deliveries (unsent rows stay pending in the outbox), the endpoint and the channels."""

@@ -98,7 +98,7 @@ def cmd_services(args: argparse.Namespace) -> int:
         statuses = services.status(settings)
         for st in statuses:
             print(st.line())
-        return 0 if all(s.healthy for s in statuses) else 1
+        return 0 if all(s.healthy and not s.degraded for s in statuses) else 1
     return 0
 
 
@@ -169,11 +169,30 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # no preflight: the worker waits for Kafka and InfluxDB with one warning each (issue 14)
     setup_logging(settings.log.level)
     app = build_app(
-        settings, live_clock=not args.simulation, session_timeout_s=args.session_timeout
+        settings,
+        live_clock=not args.simulation,
+        session_timeout_s=args.session_timeout,
+        on_topics_lost=_start_afresh,
     )
     worker = faust.Worker(app, loglevel=settings.log.level, quiet=True)
     worker.execute_from_commandline()
     return 0
+
+
+def _start_afresh(loss: object) -> None:
+    """The broker lost the journal, the changelogs and the offsets: this worker's state is of a
+    journal that is gone. It becomes a new worker process (same pid, same arguments), which
+    reads the recreated journal from its start, as restored from the archive (decision 010),
+    and books the same entries under the same ids."""
+    import logging
+
+    logging.getLogger("citywatch.worker").error(
+        "worker: starting afresh on the recreated journal (the broker lost its state)"
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "citywatch", *sys.argv[1:]])
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -350,6 +369,38 @@ def cmd_case_show(args: argparse.Namespace) -> int:
         rev = f"  reverses {e.reverses}" if e.reverses else ""
         print(f"  {iso_utc(e.accrued_at)}  {e.id:<56} {e.payer:<24} {e.amount_yuan:>12,}{rev}")
     return 0
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    """``citywatch archive run|restore|lag``: the journal's copy on disk (decision 010)."""
+    from pathlib import Path
+
+    from streams import archive
+
+    settings = _settings(args)
+    directory = Path(args.dir) if args.dir else archive.archive_dir(settings)
+    if args.verb == "run":
+        setup_logging(settings.log.level)
+        _run_async(lambda stop: archive.run_archive(settings, stop, directory=directory))
+        return 0
+    _preflight(settings, "kafka")
+    if args.verb == "restore":
+        if not archive.kept(directory):
+            raise CitywatchError(
+                f"{directory}: no archive there (journal-, audit-, silences-YYYY-MM-DD.jsonl)"
+            )
+        written = asyncio.run(archive.restore(settings, directory))
+        print(
+            f"restored from {directory}: "
+            + ", ".join(f"{n:,} {kind} records" for kind, n in written.items())
+        )
+        return 0
+    behind = asyncio.run(archive.lag(settings))
+    if behind is None:
+        print(f"no archive has run for {settings.kafka.topic_prefix} on this broker")
+        return 1
+    print(f"{behind:,} records of {settings.kafka.topic_prefix} not yet on disk in {directory}")
+    return 0 if behind == 0 else 1
 
 
 def cmd_journal_load(args: argparse.Namespace) -> int:
@@ -730,6 +781,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("file")
     q.add_argument("--registry", help="device registry file (overrides settings)")
     q.set_defaults(func=cmd_journal_load)
+
+    p = sub.add_parser(
+        "archive", help="the journal's copy on disk: what a restarted in-memory broker forgets"
+    )
+    asub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser, required=True)
+    for verb, text in (
+        ("run", "archive the journal, audit and silences, one file per topic and day (runs until stopped)"),
+        ("restore", "write the archive back into an empty broker (services up does it when the broker lost the journal)"),
+        ("lag", "records not yet on disk (exit 1 when some are, or no archive ran)"),
+    ):  # fmt: skip
+        q = asub.add_parser(verb, help=text)
+        q.add_argument(
+            "--dir", help="the archive's directory (default <paths.state_dir>/archive/<prefix>)"
+        )
+        q.set_defaults(func=cmd_archive)
 
     from citywatch.devices import add_arguments as add_devices_arguments
     from citywatch.officers import add_arguments as add_officers_arguments

@@ -116,6 +116,30 @@ class Snapshot:
     push_count: int = 0
     hj212: Any = None
     """The HJ 212 monitors' ``sim.hj212.FleetStats`` once they are done."""
+    broker: str = ""
+    """What the broker watch saw ("" all well; ``topics missing: ...``, ``broker restarted``)."""
+    cluster_id: str | None = None
+    restarted_to: str | None = None
+
+
+def _broker_view(settings: Settings, snap: Snapshot) -> None:
+    """``snap.broker``: the topics of the run's prefix missing, or the broker restarted (new cluster id)."""
+    from bus.watch import look_for
+
+    try:
+        seen = asyncio.run(look_for(settings.kafka))
+    except Exception as exc:  # an outage: the view says so, the components wait
+        snap.broker = f"Kafka does not answer ({type(exc).__name__})"
+        return
+    if snap.cluster_id is not None and seen.cluster_id not in (None, snap.cluster_id):
+        snap.restarted_to = seen.cluster_id  # shown for the rest of the run: worth knowing
+    snap.cluster_id = seen.cluster_id or snap.cluster_id
+    if seen.missing:
+        snap.broker = f"topics missing: {len(seen.missing)} ({', '.join(seen.missing)})"
+    elif snap.restarted_to:
+        snap.broker = f"broker restarted (cluster id {snap.restarted_to}): journal restored?"
+    else:
+        snap.broker = ""
 
 
 def _bridge_metrics() -> tuple[int, dict[str, int]]:
@@ -178,6 +202,8 @@ def _render(snap: Snapshot, end_ms: int, phase: str):  # noqa: ANN202
         f"into Kafka {snap.forwarded:,}",
         f"dead letters {sum(snap.dead.values()):,}",
     )
+    if snap.broker:
+        head.add_row("[b red]Kafka[/b red]", f"[b red]{snap.broker}[/b red]", "", "", "")
     cases = Table(title="open cases 未结案件", show_edge=False)
     cases.add_column("rule")
     cases.add_column("open", justify="right")
@@ -506,6 +532,7 @@ def run(
                 if time.monotonic() - last_poll > 2:
                     last_poll = time.monotonic()
                     snap.forwarded, snap.dead = _bridge_metrics()
+                    _broker_view(settings, snap)
                     _influx_view(settings, snap)
                     if not publisher.is_alive():
                         if (
