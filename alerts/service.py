@@ -58,12 +58,13 @@ from alerts.gate import Gate
 from alerts.group import Grouper, group_key
 from alerts.http import AckEndpoint, make_link
 from alerts.inhibit import Inhibitor
-from alerts.message import CaseInfo, Notice, Renderer, claim_key, pending_claims
+from alerts.message import CaseInfo, Message, Notice, Renderer, claim_key, pending_claims
 from alerts.outbox import Deliverer, OutboxRow, Store, message_key
 from alerts.policy import load_policy
 from alerts.route import AckConfig, RoutingConfig, load_routes
 from alerts.silence import Silence, SilenceError, Silences
 from contract.cases import OfficerAction
+from contract.handover import handover_push
 from contract.officers import AuditRecord
 from foundation.errors import ConfigError
 from foundation.logs import register_secret, register_secrets
@@ -254,10 +255,37 @@ class AlertsService:
             for change, key, hours in changes
         )
         accepted += self._notify_claims(info, ev, now)
+        accepted += self._hand_over(ev, now)
         self.store.save_case(info, now)
         self._schedule(info)
         self._index(info)
         return accepted
+
+    def _hand_over(self, ev: dict[str, Any], now: int) -> int:
+        """Each stage change the event made, as one push to the platform's receiver (routing file
+        ``handover``; docs/handover.md): keyed by the change's id, so a redelivered event adds no
+        outbox row and every retry carries the same ``Idempotency-Key``. Silences do not apply:
+        this is the platform's record, not an officer's alarm."""
+        name = self.config.handover
+        flow = (ev.get("detail") or {}).get("workflow") or {}
+        changes = flow.get("changes") or []
+        if name is None or not changes:
+            return 0
+        receiver = self.config.receivers[name]
+        made = 0
+        with self.store.transaction():
+            for change in changes:
+                payload = handover_push(ev, change)
+                text = f"{ev['case_id']}: {payload['stage']['change_name']}"
+                msg = Message(payload["id"], receiver.name, text, text, text, payload)
+                made += bool(
+                    self.store.enqueue(
+                        [], msg, [(c.type, c.target) for c in receiver.channels], now
+                    )
+                )
+        if made:
+            self.deliverer.pump()
+        return made
 
     def _notify_claims(self, info: CaseInfo, ev: dict[str, Any], now: int) -> int:
         """A pending claim the case event carries and no push told yet: one notice to the

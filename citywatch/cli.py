@@ -313,6 +313,12 @@ def _latest_cases(settings: Settings, district: str | None, kind: str | None) ->
     return read_if_any(settings, latest_cases, district=district or None, kind=kind or None)
 
 
+def cmd_case_export(args: argparse.Namespace) -> int:
+    from citywatch.handover import cmd_export
+
+    return cmd_export(args, _settings, _parse_instant)
+
+
 def cmd_case_list(args: argparse.Namespace) -> int:
     from contract.clock import iso_utc
 
@@ -733,6 +739,15 @@ def build_parser() -> argparse.ArgumentParser:
     q = csub.add_parser("show", help="one case: its events and ledger entries")
     q.add_argument("case_id")
     q.set_defaults(func=cmd_case_show)
+    q = csub.add_parser(
+        "export", help="cases and their stages for the city's platform (docs/handover.md)"
+    )
+    q.add_argument("--from", dest="start", required=True,
+                   help="stage changes from (epoch ms or RFC 3339)")  # fmt: skip
+    q.add_argument("--until", required=True, help="up to (exclusive)")
+    q.add_argument("--format", choices=("json", "csv"), default="json")
+    q.add_argument("--out", default="-", help="file (default: stdout, JSON only)")
+    q.set_defaults(func=cmd_case_export)
 
     p = sub.add_parser("journal", help="the detector's input log on Kafka")
     jsub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser, required=True)
