@@ -73,8 +73,11 @@ class Outcome:
 
 
 def _stage_fields(req: ActRequest) -> dict[str, Any]:
-    """A stage act's own fields, for its audit record (the photos' references, not the photos)."""
+    """An act's own fields for its audit record: an announcement's window, a stage act's deadline,
+    result and photo references (not the photos)."""
     out: dict[str, Any] = {}
+    if req.works_from is not None and req.works_until is not None:  # the settlement lists them
+        out["works_from"], out["works_until"] = req.works_from, req.works_until
     if req.deadline is not None:
         out["deadline"] = req.deadline
     if req.passed is not None:

@@ -459,6 +459,10 @@ def audit_line(record: Mapping[str, Any]) -> str:
         for name in ("case_id", "device", "reason", "client", "user_agent", "note")
     )
     fields += "," + _str_field("roles", ",".join(record.get("roles") or ()))
+    extra = record.get("extra")
+    if extra:  # an announcement's window, a stage act's fields, a silence (JSON)
+        text = orjson.dumps(extra, option=orjson.OPT_SORT_KEYS, default=str).decode()
+        fields += "," + _str_field("extra", text[:20_000])
     acted = record.get("acted_at")
     if type(acted) is int:
         fields += f",acted_at={acted}i"

@@ -37,6 +37,7 @@ __all__ = [
     "StoredEntry",
     "case_event_from_row",
     "case_events",
+    "announcements",
     "case_stages",
     "StageChange",
     "latest_cases",
@@ -364,6 +365,17 @@ def audit_records(
             "reason",
         ):
             r[key] = r.get(key) or ""
+    return rows
+
+
+def announcements(settings: Any) -> list[dict[str, Any]]:
+    """Every accepted ``announce_works`` act (``audit``; docs/reports.md, "Announced works"),
+    oldest first, ``extra`` read back from its JSON (the window). Not bounded by when it was
+    recorded: the window is in ``extra``, and an announcement may be recorded after it began."""
+    conds, params = _conditions(None, None, {"action": "announce_works", "outcome": "accepted"})
+    rows = _select(settings, AUDIT, conds, params, " ORDER BY time ASC")
+    for r in rows:
+        r["extra"] = _json(r.get("extra"), dict)
     return rows
 
 

@@ -376,6 +376,12 @@ def load_lighting(settings: Any, period: Period) -> dict[str, float]:
         return {}
 
 
+def load_announcements(settings: Any, period: Period) -> list[dict[str, Any]]:
+    """The accepted announcements of works (the audit trail); ``announced_works`` keeps those
+    whose window overlaps ``period``."""
+    return _read(settings, read.announcements)
+
+
 def load_period(settings: Any, period: Period) -> PeriodData:
     """The period's ledger entries, cases and reversed originals (see the module doc)."""
     start, end = period.start_ms, period.end_ms
