@@ -208,7 +208,7 @@ class Detector:
             if done is True:
                 return out
             # a passing check of a case the device still holds open: the inspector's close
-            a = dataclasses.replace(a, action="close", passed=None)
+            a = dataclasses.replace(a, action="close", passed=None, case_id=done)
         ok = False
         for i, (rule, st) in enumerate(zip(slot.rules, slot.states, strict=True)):
             if i > 0 and a.action not in COMMON_ACTIONS:

@@ -277,9 +277,9 @@ class Workflow:
 
     def act(
         self, flows: dict[str, dict[str, Any]], a: OfficerAction, dev: Device, out: list[Output]
-    ) -> bool | None:
-        """Apply a stage action. True: done; None: done and the case is to be closed by the
-        rule kind (a passing check); False: refused (an ``ActionRejected`` is in ``out``)."""
+    ) -> bool | str:
+        """Apply a stage action. True: done; False: refused (an ``ActionRejected`` is in
+        ``out``); a case id: done, and the rule kind is to close that case (a passing check)."""
         found = self.find(flows, a)
         if isinstance(found, str):
             out.append(ActionRejected(a, found))
@@ -322,7 +322,7 @@ class Workflow:
         ev = CaseEvent.from_dict(flow.last)
         ev = dataclasses.replace(ev, at=a.at, evidence=ev.evidence + [action_evidence(a)])
         out.append(self._with(ev, flow, changes, stage_only=True))
-        return None if close else True
+        return flow.case_id if close else True
 
     @staticmethod
     def _repeat(flow: Flow, a: OfficerAction) -> bool:

@@ -234,3 +234,22 @@ def test_a_wrong_workflow_section_is_refused_by_name(text: str, says: str) -> No
 
 def test_the_shipped_rules_file_has_the_default_workflow() -> None:
     assert load_rules(ROOT / "config" / "rules.yaml").workflow == WorkflowRules()
+
+
+def test_a_passing_check_closes_its_own_case_and_no_other_of_the_device() -> None:
+    """A lamp leaking (not filed: the rules give leakage no disposal time here) and dark (filed):
+    the check of the fault, naming no case, closes the fault -- not the leak a plain close
+    without a case id would take first."""
+    from streams.harness import local
+
+    table = {k: v for k, v in WorkflowRules().disposal_ms.items() if k != "streetlight.leakage"}
+    run = Run(replace(default_rules(), workflow=WorkflowRules(disposal_ms=table)))
+    t = local(21)
+    dark = {"on": True, "current_a": 0.0, "voltage_v": 228.0}
+    run.read("SL-1", t, leakage_ma=45.0, **dark)
+    run.read("SL-1", t + 20 * M, leakage_ma=45.0, **dark)  # dark 20 min: a fault beside the leak
+    fault, leak = run.of_rule("streetlight.fault")[0], run.of_rule("streetlight.leakage")[0]
+    run.act("feedback", "SL-1", t + 30 * M, note="已更换光源")
+    run.act("check", "SL-1", t + 40 * M, officer="insp-01", passed=True)
+    assert run.cases[fault.case_id].state == "closed"
+    assert run.cases[leak.case_id].state == "open"
