@@ -230,6 +230,7 @@ class AlertsService:
         self.stats["events"] += 1
         cid = ev["case_id"]
         now = self.clock()
+        handed = self._hand_over(ev, now)  # every change, even of a snapshot older than the latest
         info = self.cases.get(cid)
         if info is None:
             info = self.cases[cid] = CaseInfo(cid, snapshot=ev)
@@ -238,7 +239,7 @@ class AlertsService:
         ):
             info.snapshot = ev
         else:
-            return 0  # older than what we know (a redelivery after newer events): nothing new in it
+            return handed  # older than what we know (a redelivery after newer events): nothing new in it
         changes: list[tuple[str, str, int | None]] = []
         state = ev.get("state")
         detail = ev.get("detail") or {}
@@ -250,12 +251,11 @@ class AlertsService:
         if (ev.get("detail") or {}).get("accident_at") is not None and not info.accident:
             info.accident = True
             changes.append(("accident", f"{cid}:accident", None))
-        accepted = sum(
+        accepted = handed + sum(
             self._notify(info, change, key, int(ev["at"]), hours, now)
             for change, key, hours in changes
         )
         accepted += self._notify_claims(info, ev, now)
-        accepted += self._hand_over(ev, now)
         self.store.save_case(info, now)
         self._schedule(info)
         self._index(info)

@@ -59,7 +59,7 @@ def test_every_stage_change_is_pushed_once_signed_with_its_id(
                        "checked", "closed", "evaluated"]  # fmt: skip
 
     async def go() -> None:
-        for ev in events + events:  # every case event twice: Kafka redelivers
+        for ev in events + events[::-1]:  # twice, the second time newest first: Kafka redelivers
             svc.on_case_event(ev)
         await async_wait_for(lambda: len(hook.delivered) >= len(changes), 5, "the stage pushes",
                              tick=svc.tick)  # fmt: skip
@@ -175,3 +175,28 @@ def test_the_platform_drives_stages_with_a_token_and_bad_input_is_refused(
     assert next(a for a in audit if a["action"] == "feedback" and a["outcome"] == "accepted")[
         "extra"
     ]["photos"] == ["https://oss.example/p/1.jpg"]
+
+
+def test_a_stage_change_of_a_snapshot_older_than_the_latest_is_still_pushed(
+    settings, tmp_path, server, hook
+) -> None:
+    """The case's last snapshot arrives first (another partition's order, a redelivery): the
+    service keeps the newest snapshot for its pushes, but every stage change goes to the platform."""
+    run = _walk()
+    svc = AlertsService(settings, _routes(tmp_path, server.url, hook.url), tmp_path / "state",
+                        clock=FakeClock(), http_port=-1)  # fmt: skip
+    events = [e.to_dict() for e in run.events]
+    history = events[-1]["detail"]["workflow"]["history"]
+
+    async def go() -> None:
+        for ev in [events[-1], *events[:-1]]:
+            svc.on_case_event(ev)
+        await async_wait_for(lambda: len(hook.delivered) >= len(history), 5, "the stage pushes",
+                             tick=svc.tick)  # fmt: skip
+        await svc.deliverer.close()
+
+    asyncio.run(go())
+    case_id = events[0]["case_id"]
+    assert sorted(s.json()["id"] for s in hook.delivered) == sorted(
+        stage_change_id(case_id, c) for c in history
+    )
