@@ -204,6 +204,8 @@ class Workflow:
 
     def observe(self, flows: dict[str, dict[str, Any]], ev: CaseEvent, dev: Device) -> CaseEvent:
         """A case event the rules made: file a new case, follow its end; the event as it goes out."""
+        if (ev.detail.get("workflow") or {}).get("stage_only"):
+            return ev  # the workflow's own snapshot of a stage act, already complete
         raw = flows.get(ev.case_id)
         changes: list[dict[str, Any]] = []
         if raw is None:

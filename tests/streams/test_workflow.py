@@ -24,6 +24,14 @@ def _changes(run: Run, case_id: str) -> list[str]:
     return [c["change"] for c in run.cases[case_id].detail["workflow"]["history"]]
 
 
+def _every_change_once(run: Run, case_id: str) -> None:
+    """Each change of the history is in the ``changes`` of exactly one snapshot, in order (what
+    the sink writes as case_stage points and the hand-over pushes)."""
+    made = [c for e in run.events if e.case_id == case_id
+            for c in e.detail.get("workflow", {}).get("changes", [])]  # fmt: skip
+    assert made == run.cases[case_id].detail["workflow"]["history"]
+
+
 def _ledger(run: Run) -> list[tuple[Any, ...]]:
     return sorted((e.id, e.amount_yuan, e.accrued_at, e.payer) for e in run.ledger)
 
@@ -60,6 +68,7 @@ def test_a_case_walks_every_stage_and_the_ledger_is_the_one_without_them() -> No
     assert handled["note"] == "已更换井盖" and handled["photos"] == ["oss://p/1.jpg"]
     assert _ledger(with_stages) == _ledger(without) != []
     assert case.state == "repaired"
+    _every_change_once(with_stages, case.case_id)
 
 
 def test_stage_actions_put_out_no_ledger_entry() -> None:
@@ -91,6 +100,7 @@ def test_an_inspectors_passing_check_is_the_officers_close_and_books_as_one() ->
     flow = case.detail["workflow"]
     assert [c["change"] for c in flow["history"]][-3:] == ["checked", "closed", "evaluated"]
     assert flow["history"][-3]["by"] == "officer:insp-01" and flow["evaluation"] == "late"
+    _every_change_once(checked, case.case_id)
 
 
 def test_an_approved_extension_moves_the_disposal_deadline_and_not_the_penalty_clock() -> None:
