@@ -65,7 +65,7 @@ def test_every_stage_change_is_pushed_once_signed_with_its_id(
                              tick=svc.tick)  # fmt: skip
         await asyncio.sleep(0.3)
         svc.tick()
-        await svc.deliverer.close()
+        await svc.close()
 
     asyncio.run(go())
     assert hook.refused == []  # every push verified with the shared secret
@@ -193,7 +193,7 @@ def test_a_stage_change_of_a_snapshot_older_than_the_latest_is_still_pushed(
             svc.on_case_event(ev)
         await async_wait_for(lambda: len(hook.delivered) >= len(history), 5, "the stage pushes",
                              tick=svc.tick)  # fmt: skip
-        await svc.deliverer.close()
+        await svc.close()
 
     asyncio.run(go())
     case_id = events[0]["case_id"]
