@@ -64,6 +64,7 @@ from alerts.policy import load_policy
 from alerts.route import AckConfig, RoutingConfig, load_routes
 from alerts.silence import Silence, SilenceError, Silences
 from contract.cases import OfficerAction
+from contract.handover import handover_push
 from contract.officers import AuditRecord
 from foundation.errors import ConfigError
 from foundation.logs import register_secret, register_secrets
@@ -229,6 +230,7 @@ class AlertsService:
         self.stats["events"] += 1
         cid = ev["case_id"]
         now = self.clock()
+        handed = self._hand_over(ev, now)  # every change, even of a snapshot older than the latest
         info = self.cases.get(cid)
         if info is None:
             info = self.cases[cid] = CaseInfo(cid, snapshot=ev)
@@ -237,7 +239,7 @@ class AlertsService:
         ):
             info.snapshot = ev
         else:
-            return 0  # older than what we know (a redelivery after newer events): nothing new in it
+            return handed  # older than what we know (a redelivery after newer events): nothing new in it
         changes: list[tuple[str, str, int | None]] = []
         state = ev.get("state")
         detail = ev.get("detail") or {}
@@ -249,7 +251,7 @@ class AlertsService:
         if (ev.get("detail") or {}).get("accident_at") is not None and not info.accident:
             info.accident = True
             changes.append(("accident", f"{cid}:accident", None))
-        accepted = sum(
+        accepted = handed + sum(
             self._notify(info, change, key, int(ev["at"]), hours, now)
             for change, key, hours in changes
         )
@@ -258,6 +260,32 @@ class AlertsService:
         self._schedule(info)
         self._index(info)
         return accepted
+
+    def _hand_over(self, ev: dict[str, Any], now: int) -> int:
+        """Each stage change the event made, as one push to the platform's receiver (routing file
+        ``handover``; docs/handover.md): keyed by the change's id, so a redelivered event adds no
+        outbox row and every retry carries the same ``Idempotency-Key``. Silences do not apply:
+        this is the platform's record, not an officer's alarm."""
+        name = self.config.handover
+        flow = (ev.get("detail") or {}).get("workflow") or {}
+        changes = flow.get("changes") or []
+        if name is None or not changes:
+            return 0
+        receiver = self.config.receivers[name]
+        made = 0
+        with self.store.transaction():
+            for change in changes:
+                payload = handover_push(ev, change)
+                text = f"{ev['case_id']}: {payload['stage']['change_name']}"
+                msg = Message(payload["id"], receiver.name, text, text, text, payload)
+                made += bool(
+                    self.store.enqueue(
+                        [], msg, [(c.type, c.target) for c in receiver.channels], now
+                    )
+                )
+        if made:
+            self.deliverer.pump()
+        return made
 
     def _notify_claims(self, info: CaseInfo, ev: dict[str, Any], now: int) -> int:
         """A pending claim the case event carries and no push told yet: one notice to the

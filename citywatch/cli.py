@@ -271,6 +271,9 @@ def cmd_case_action(args: argparse.Namespace) -> int:
         reason=args.reason,
         client=f"cli@{socket.gethostname()}",
         user_agent=f"citywatch-cli pid {os.getpid()}",
+        deadline=_parse_instant(args.until) if getattr(args, "until", None) else None,
+        passed=getattr(args, "passed", None),
+        photos=tuple(getattr(args, "photos", None) or ()),
     )
     _preflight(settings, "kafka")  # without Kafka nothing is recorded, not even a refusal
     outcome = asyncio.run(gate.with_token(token, req))
@@ -327,6 +330,12 @@ def _latest_cases(settings: Settings, district: str | None, kind: str | None) ->
     from store.read import latest_cases
 
     return read_if_any(settings, latest_cases, district=district or None, kind=kind or None)
+
+
+def cmd_case_export(args: argparse.Namespace) -> int:
+    from citywatch.handover import cmd_export
+
+    return cmd_export(args, _settings, _parse_instant)
 
 
 def cmd_case_list(args: argparse.Namespace) -> int:
@@ -743,8 +752,24 @@ def build_parser() -> argparse.ArgumentParser:
         ("note", "add a note"),
         ("confirm_repair", "accept a late repair report: book the reversals (docs/rules.md)"),
         ("reject_repair", "refuse a late repair report: the ledger stays"),
+        ("dispatch", "dispatch (派遣) a filed case to its unit, with the rules' deadline"),
+        ("feedback", "the unit's report (处置反馈): --note text, --photo references"),
+        ("check", "the inspector's check (核查): --passed, or --failed for rework (返工)"),
+        ("extend", "approve an extension (延期) of the disposal deadline: --until, --reason"),
     ):
         q = csub.add_parser(verb, help=text)
+        if verb == "feedback":
+            q.add_argument("--photo", action="append", default=[], dest="photos",
+                           help="a photo reference (URL or the platform's id); repeatable")  # fmt: skip
+        elif verb == "check":
+            g = q.add_mutually_exclusive_group(required=True)
+            g.add_argument("--passed", dest="passed", action="store_true", default=None,
+                           help="the condition is over: closes the case as an officer's close")  # fmt: skip
+            g.add_argument("--failed", dest="passed", action="store_false",
+                           help="not over: back to dispatched, counted as rework")  # fmt: skip
+        elif verb == "extend":
+            q.add_argument("--until", required=True,
+                           help="the approved deadline (epoch ms or RFC 3339)")  # fmt: skip
         q.add_argument("device", help="device id, e.g. MH-JS-0001")
         q.add_argument("--officer", help=argparse.SUPPRESS)  # gone: refused with a hint
         q.add_argument("--token-file", help="your officer token (else $CITYWATCH_OFFICER_TOKEN)")
@@ -774,6 +799,15 @@ def build_parser() -> argparse.ArgumentParser:
     q = csub.add_parser("show", help="one case: its events and ledger entries")
     q.add_argument("case_id")
     q.set_defaults(func=cmd_case_show)
+    q = csub.add_parser(
+        "export", help="cases and their stages for the city's platform (docs/handover.md)"
+    )
+    q.add_argument("--from", dest="start", required=True,
+                   help="stage changes from (epoch ms or RFC 3339)")  # fmt: skip
+    q.add_argument("--until", required=True, help="up to (exclusive)")
+    q.add_argument("--format", choices=("json", "csv"), default="json")
+    q.add_argument("--out", default="-", help="file (default: stdout, JSON only)")
+    q.set_defaults(func=cmd_case_export)
 
     p = sub.add_parser("journal", help="the detector's input log on Kafka")
     jsub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser, required=True)

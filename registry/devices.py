@@ -46,6 +46,7 @@ from typing import Any
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from contract.cases import ROAD_CLASSES
+from contract.components import component_problem
 from contract.kinds import KINDS
 from contract.topics import is_valid_segment
 from foundation.cityfile import Document, did_you_mean
@@ -425,7 +426,11 @@ def _build(name: str, rows: Iterable[_Row]) -> Registry:
             )
 
         code = get("component_code") or None
-        if code is not None and not (code.isascii() and code.isdigit() and len(code) in (4, 16)):
+        if code is not None and code.isascii() and code.isdigit() and len(code) in (4, 16):
+            problem = component_problem(code)
+            if problem is not None:
+                raise fail("component_code", f"{code!r}: {problem}")
+        elif code is not None:
             hint = ""
             if code.isascii() and code.isdigit() and len(code) in (3, 15):
                 hint = (

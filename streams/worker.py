@@ -527,7 +527,7 @@ def build_app(
 
     @app.agent(cases, name="sink-cases")
     async def sink_cases(stream: faust.StreamT) -> None:
-        await sink(stream, record(points.case_event_line), topics.cases, ledger_writer)
+        await sink(stream, record(points.case_lines), topics.cases, ledger_writer)
 
     @app.agent(penalties, name="sink-penalties")
     async def sink_penalties(stream: faust.StreamT) -> None:

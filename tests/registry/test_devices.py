@@ -128,6 +128,8 @@ BAD_ROWS = [
     ("pm10 override not positive", "X-1,dust,jinshui,G,U,,,,,0,,", "pm10_warning", "> 0"),
     ("component_code 3 digits (Excel ate the zero)", "X-1,manhole,jinshui,G,U,,,,,,,102", "component_code", "'0102'"),
     ("component_code letters", "X-1,manhole,jinshui,G,U,,,,,,,01A2", "component_code", "16-digit"),
+    ("component_code of no CJ/T 214 category", "X-1,manhole,jinshui,G,U,,,,,,,0902", "component_code", "'09' are no CJ/T 214 major category"),
+    ("component id of no category", "X-1,manhole,jinshui,G,U,,,,,,,4101059902000217", "component_code", "digits 7-8"),
     ("too many cells", "X-1,manhole,jinshui,G,U,,,,,,,0102,extra", 13, "13 cells"),
     ("too few cells", "X-1,manhole,jinshui,G,U", 6, "5 cells"),
 ]  # fmt: skip
