@@ -504,6 +504,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         scenario_file=args.scenarios,
         keep_services=args.keep_services,
         live=sys.stdout.isatty(),
+        metrics_port=args.metrics_port,
+        ack_listen=args.ack_listen,
     )
     return 0
 
@@ -671,6 +673,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rules", help="rules file (overrides settings)")
     p.add_argument(
         "--keep-services", action="store_true", help="leave the services running afterwards"
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="the bridge's /metrics, read by the live view (default 0: a free port)",
+    )
+    p.add_argument(
+        "--ack-listen",
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="the alerts service's ack endpoint (default 127.0.0.1:0: a free port)",
     )
     p.set_defaults(func=cmd_run)
 

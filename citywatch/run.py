@@ -34,7 +34,15 @@ from contract.clock import local as local_time
 from foundation.errors import CitywatchError
 from foundation.settings import Settings
 
-METRICS_PORT = 19109
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (the OS picks it): what a run gives its bridge's metrics and
+    its ack endpoint, so two runs on one machine never collide on a fixed port (issue 15)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def last_weeks_monday(now: datetime | None = None) -> int:
@@ -108,18 +116,14 @@ class Snapshot:
     push_count: int = 0
 
 
-def _bridge_metrics() -> tuple[int, dict[str, int]]:
-    """(forwarded, dead letters by reason) from the bridge's /metrics ((0, {}) while it is not up)."""
+def _bridge_metrics(port: int) -> tuple[int, dict[str, int]]:
+    """(forwarded, dead letters by reason) from the bridge's /metrics on ``port`` ((0, {}) while it is not up)."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
-        text = (
-            urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=1)
-            .read()
-            .decode()
-        )
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
         families = list(text_string_to_metric_families(text))
     except (OSError, ValueError):
         return 0, {}
@@ -304,8 +308,15 @@ def run(
     scenario_file: str = "config/scenarios/default.yaml",
     keep_services: bool = False,
     live: bool = True,
+    metrics_port: int = 0,
+    ack_listen: str = "127.0.0.1:0",
 ) -> dict[str, Any]:
-    """The main job; returns the summary it printed (tests read it)."""
+    """The main job; returns the summary it printed (tests read it).
+
+    ``metrics_port`` (the bridge's ``/metrics``, which the live view reads) and the port of
+    ``ack_listen`` (the alerts service's ack endpoint): 0 is a port the OS finds free, so two
+    runs on one machine do not collide (``citywatch run --metrics-port/--ack-listen`` fix them).
+    """
     from rich.console import Console
     from rich.live import Live
 
@@ -313,6 +324,11 @@ def run(
     from streams.rules import load_rules
 
     console = Console(stderr=False, force_terminal=None)
+    metrics_port = metrics_port or free_port()
+    ack_host, _, ack_port = ack_listen.rpartition(":")
+    if not ack_host or not ack_port.isdigit():
+        raise CitywatchError(f"ack_listen {ack_listen!r}: expected HOST:PORT, e.g. 127.0.0.1:0")
+    ack_listen = f"{ack_host}:{int(ack_port) or free_port(ack_host)}"
     state = Path(settings.paths.state_dir).resolve()
     logdir = state / "run"
     logdir.mkdir(parents=True, exist_ok=True)
@@ -366,7 +382,7 @@ def run(
                     "bridge",
                     "--event-time",
                     "--metrics-port",
-                    str(METRICS_PORT),
+                    str(metrics_port),
                     "--stats-every",
                     "10",
                 ],
@@ -382,7 +398,7 @@ def run(
                     "--state-dir",
                     str(logdir / f"alerts-{run_tag}"),
                     "--listen",
-                    "127.0.0.1:18787",
+                    ack_listen,
                 ],
                 settings,
                 logdir,
@@ -442,7 +458,7 @@ def run(
                         )
                 if time.monotonic() - last_poll > 2:
                     last_poll = time.monotonic()
-                    snap.forwarded, snap.dead = _bridge_metrics()
+                    snap.forwarded, snap.dead = _bridge_metrics(metrics_port)
                     _influx_view(settings, snap)
                     if not publisher.is_alive():
                         if (
