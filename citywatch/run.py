@@ -109,6 +109,10 @@ class Snapshot:
     sim_ms: int | None = None
     forwarded: int = 0
     dead: dict[str, int] = field(default_factory=dict)
+    broker_dropped: int | None = None
+    """The MQTT broker's drops since its start (its $SYS counter, through the bridge): readings
+    it acknowledged and lost. None until the broker has said."""
+    broker_stored: int | None = None
     open_cases: dict[str, int] = field(default_factory=dict)
     penalties: dict[str, int] = field(default_factory=dict)
     latest: list[CaseEvent] = field(default_factory=list)
@@ -116,8 +120,9 @@ class Snapshot:
     push_count: int = 0
 
 
-def _bridge_metrics(port: int) -> tuple[int, dict[str, int]]:
-    """(forwarded, dead letters by reason) from the bridge's /metrics on ``port`` ((0, {}) while it is not up)."""
+def _bridge_metrics(port: int, snap: Snapshot | None = None) -> tuple[int, dict[str, int]]:
+    """(forwarded, dead letters by reason) from the bridge's /metrics on ``port`` ((0, {}) while
+    it is not up); the broker's drop counter and queue depth go into ``snap``."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
@@ -134,6 +139,10 @@ def _bridge_metrics(port: int) -> tuple[int, dict[str, int]]:
                 forwarded = int(sample.value)
             elif sample.name == "citywatch_bridge_rejected_total":
                 dead[sample.labels["reason"]] = int(sample.value)
+            elif snap is not None and sample.name == "citywatch_broker_dropped":
+                snap.broker_dropped = None if sample.value < 0 else int(sample.value)
+            elif snap is not None and sample.name == "citywatch_broker_stored_messages":
+                snap.broker_stored = None if sample.value < 0 else int(sample.value)
     return forwarded, dead
 
 
@@ -171,6 +180,7 @@ def _render(snap: Snapshot, end_ms: int, phase: str):  # noqa: ANN202
         f"published {snap.published:,} ({snap.rate:,.0f}/s)",
         f"into Kafka {snap.forwarded:,}",
         f"dead letters {sum(snap.dead.values()):,}",
+        _broker_cell(snap),
     )
     cases = Table(title="open cases 未结案件", show_edge=False)
     cases.add_column("rule")
@@ -206,6 +216,16 @@ def _render(snap: Snapshot, end_ms: int, phase: str):  # noqa: ANN202
             str(rec.get("title", ""))[:60],
         )
     return Panel(Group(head, body, latest, pushes), title="citywatch — simulated Zhengzhou 郑州")
+
+
+def _broker_cell(snap: Snapshot) -> str:
+    """The broker's drops (red when any: acknowledged readings lost) and its queue depth."""
+    if snap.broker_dropped is None:
+        return "broker drops [dim]?[/dim]"
+    queued = "" if snap.broker_stored is None else f", holds {snap.broker_stored:,}"
+    if snap.broker_dropped:
+        return f"[b red]broker DROPPED {snap.broker_dropped:,}[/b red]{queued}"
+    return f"broker drops 0{queued}"
 
 
 def _tail_alerts(settings: Settings, snap: Snapshot, stop: threading.Event) -> None:
@@ -458,7 +478,7 @@ def run(
                         )
                 if time.monotonic() - last_poll > 2:
                     last_poll = time.monotonic()
-                    snap.forwarded, snap.dead = _bridge_metrics(metrics_port)
+                    snap.forwarded, snap.dead = _bridge_metrics(metrics_port, snap)
                     _influx_view(settings, snap)
                     if not publisher.is_alive():
                         if (
@@ -518,6 +538,7 @@ def _summary(settings: Settings, snap: Snapshot, hint: dict[str, Any]) -> dict[s
         "published": snap.published,
         "forwarded": snap.forwarded,
         "dead_letters": snap.dead,
+        "broker_dropped": snap.broker_dropped,
         "telemetry_points": counts,
         "cases": len(cases),
         "cases_by_rule": _count_by([c.rule for c in cases]),
@@ -580,6 +601,13 @@ def _print_summary(console: Any, settings: Settings, s: dict[str, Any]) -> None:
     console.print(
         f"[b]Summary[/b]: {s['published']:,} messages published, {s['forwarded']:,} forwarded, "
         f"{sum(s['dead_letters'].values()):,} dead letters ({', '.join(f'{k} {v}' for k, v in s['dead_letters'].items()) or 'none'})"
+    )
+    dropped = s.get("broker_dropped")
+    console.print(
+        "broker drops: not reported by the broker"
+        if dropped is None
+        else f"broker drops since its start: {dropped:,}"
+        + (" [b red]✗ acknowledged readings were lost[/b red]" if dropped else "")
     )
     console.print(f"telemetry points in InfluxDB: {s['telemetry_points']}")
     console.print(
