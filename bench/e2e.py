@@ -6,7 +6,7 @@
 Against citywatch's own services on the settings' ports (``CITYWATCH_*``; `citywatch services
 up` starts them when nothing answers there), every client a provisioned identity of this run.
 A registered city of ``--devices`` manhole covers in three districts; each offered rate is
-published for ``--seconds`` (QoS 1, one publisher process) with a cover *opening* every 0.25 s
+published for ``--seconds`` (QoS 1, split over ``--publishers`` processes) with a cover *opening* every 0.25 s
 as the probe (each probe a fresh cover, so each opens a case). Per rate it prints:
 
 - the share of the rate's telemetry in InfluxDB, and the drain time after publishing stopped
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing as mp
 import os
 import statistics
 import sys
@@ -94,8 +95,29 @@ class City:
         self.path.write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
-def baseline(settings, secrets: dict[str, str], pub: str, sub: str, city: City, n: int) -> float:  # noqa: ANN001
-    """A bare QoS-1 subscriber's rate (counts only) on the same broker: the transport ceiling."""
+def _flood(settings, identity: str, secret: str, topics: list[str], n: int) -> None:  # noqa: ANN001
+    """One publisher process: ``n`` QoS-1 messages as fast as the broker acks them."""
+    p = _client(settings, identity, secret)
+    body = orjson.dumps({"ts": now_ms(), "open": False, "tilt_deg": 1.0})
+    infos = [None] * n
+    for k in range(n):
+        while True:
+            info = p.publish(topics[k % len(topics)], body, qos=1)
+            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                break
+            time.sleep(0.002)
+        infos[k] = info
+    for info in infos:
+        info.wait_for_publish(60)
+    p.disconnect()
+    p.loop_stop()
+
+
+def baseline(
+    settings, secrets: dict[str, str], pubs: list[str], sub: str, city: City, n: int
+) -> float:  # noqa: ANN001
+    """A bare QoS-1 subscriber's rate (counts only) on the same broker, fed by the publisher
+    processes: the transport ceiling of one subscribing process."""
     got = [0, 0.0, 0.0]
     done = threading.Event()
 
@@ -116,14 +138,20 @@ def baseline(settings, secrets: dict[str, str], pub: str, sub: str, city: City, 
     c.connect(settings.mqtt.host, settings.mqtt.port, clean_start=True)
     c.loop_start()
     assert subscribed.wait(10), "the baseline subscriber was not subscribed"
-    p = _client(settings, pub, secrets[pub])
-    body = orjson.dumps({"ts": now_ms(), "open": False, "tilt_deg": 1.0})
-    for i in range(n):
-        dist, dev = city.covers[i % len(city.covers)]
-        _publish(p, _topic(dist, dev), body)
+    topics = [_topic(dist, dev) for dist, dev in city.covers]
+    share = n // len(pubs)
+    procs = [
+        mp.get_context("fork").Process(
+            target=_flood,
+            args=(settings, pub, secrets[pub], topics, share + (n % len(pubs) if k == 0 else 0)),
+        )
+        for k, pub in enumerate(pubs)
+    ]
+    for proc in procs:
+        proc.start()
     done.wait(120)
-    p.disconnect()
-    p.loop_stop()
+    for proc in procs:
+        proc.join(30)
     c.disconnect()
     c.loop_stop()
     return got[0] / (got[2] - got[1]) if got[2] > got[1] else float("nan")
@@ -188,9 +216,11 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def offer(settings, client: mqtt.Client, city: City, rate: int, seconds: float,
-          probes: list[tuple[str, str]]) -> tuple[int, dict[str, int]]:  # fmt: skip  # noqa: ANN001
-    """Publish ``rate`` msg/s for ``seconds`` with a probe every 0.25 s; (sent, probe -> publish ms)."""
+def offer(settings, identity: str, secret: str, covers: list[tuple[str, str]], rate: float,
+          seconds: float, probes: list[tuple[str, str]], out) -> None:  # fmt: skip  # noqa: ANN001
+    """One publisher process: ``rate`` msg/s for ``seconds``, a probe (a cover opening) every
+    0.25 s from ``probes``; puts (sent, {probe: publish ms}) on ``out``."""
+    client = _client(settings, identity, secret)
     sent, sent_probes = 0, {}
     start = time.perf_counter()
     next_probe = start
@@ -200,8 +230,8 @@ def offer(settings, client: mqtt.Client, city: City, rate: int, seconds: float,
         if elapsed >= seconds:
             break
         due = int(elapsed * rate)
-        while sent < due:
-            dist, dev = city.covers[i % len(city.covers)]
+        while sent - len(sent_probes) < due:
+            dist, dev = covers[i % len(covers)]
             i += 1
             body = orjson.dumps({"ts": now_ms(), "open": False, "tilt_deg": 1.0})
             _publish(client, _topic(dist, dev), body)
@@ -209,15 +239,42 @@ def offer(settings, client: mqtt.Client, city: City, rate: int, seconds: float,
         if time.perf_counter() >= next_probe and probes:
             dist, dev = probes.pop()
             sent_probes[dev] = now_ms()
-            _publish(
-                client,
-                _topic(dist, dev),
-                orjson.dumps({"ts": now_ms(), "open": True, "tilt_deg": 40.0}),
-            )
+            body = orjson.dumps({"ts": now_ms(), "open": True, "tilt_deg": 40.0})
+            _publish(client, _topic(dist, dev), body)
             sent += 1
             next_probe += PROBE_EVERY_S
         time.sleep(0.001)
-    return sent, sent_probes
+    client.disconnect()
+    client.loop_stop()
+    out.put((sent, sent_probes))
+
+
+def publish_rate(settings, secrets: dict[str, str], pubs: list[str], city: City, rate: int,  # noqa: ANN001
+                 seconds: float, probes: list[tuple[str, str]]) -> tuple[int, dict[str, int]]:  # fmt: skip
+    """``rate`` split over the publisher processes (the probes from the first); (sent, probes)."""
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    mine = [probes.pop() for _ in range(min(len(probes), int(seconds / PROBE_EVERY_S) + 1))]
+    procs = []
+    for k, pub in enumerate(pubs):
+        covers = city.covers[k :: len(pubs)]
+        args = (
+            settings,
+            pub,
+            secrets[pub],
+            covers,
+            rate / len(pubs),
+            seconds,
+            mine if k == 0 else [],
+            out,
+        )
+        procs.append(ctx.Process(target=offer, args=args))
+    for proc in procs:
+        proc.start()
+    results = [out.get(timeout=seconds + 120) for _ in procs]
+    for proc in procs:
+        proc.join(30)
+    return sum(r[0] for r in results), {d: t for r in results for d, t in r[1].items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rates", default="1000,2000,4000,8000", help="offered msg/s, comma-separated")
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds per offered rate")
     ap.add_argument("--drain-timeout", type=float, default=120.0)
+    ap.add_argument("--publishers", type=int, default=2, help="publisher processes (relays)")
     ap.add_argument("--baseline-messages", type=int, default=30_000)
     ap.add_argument("--plot", default=str(ROOT / "bench" / "e2e.png"), help="PNG ('' for none)")
     ap.add_argument(
@@ -247,11 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
-            probes_needed = int(sum(args.seconds / PROBE_EVERY_S + 2 for _ in rates))
+            probes_needed = int(sum(args.seconds / PROBE_EVERY_S + 2 for _ in rates)) + 4
             city = City(args.devices, probes_needed, tag, workdir)
-            pub, sub, bridge = f"e2e-pub-{tag}", f"e2e-sub-{tag}", f"e2e-br-{tag}"
+            pubs = [f"e2e-pub-{tag}-{k}" for k in range(args.publishers)]
+            sub, bridge = f"e2e-sub-{tag}", f"e2e-br-{tag}"
             change, *_ = devices.provision_grants(
-                settings, source, [Grant(pub, "relay"), Grant(sub, "bridge"), Grant(bridge, "bridge")],
+                settings, source, [*(Grant(p, "relay") for p in pubs), Grant(sub, "bridge"),
+                                   Grant(bridge, "bridge")],
                 remove_missing=False, require_broker=True,
             )  # fmt: skip
             secrets = change.issued
@@ -267,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"Kafka {s.kafka.bootstrap}, InfluxDB {s.influx.url}",
                 flush=True,
             )
-            raw = baseline(s, secrets, pub, sub, city, args.baseline_messages)
+            raw = baseline(s, secrets, pubs, sub, city, args.baseline_messages)
             print(f"baseline: bare QoS-1 subscriber {raw:,.0f} msg/s", flush=True)
             from bus.kafka import ensure_topics_for
 
@@ -283,10 +343,9 @@ def main(argv: list[str] | None = None) -> int:
                 if time.monotonic() > deadline or not all(c.alive() for c in children):
                     raise SystemExit("the bridge did not connect:\n" + children[1].tail())
                 time.sleep(0.2)
-            client = _client(s, pub, secrets[pub])
             probes = list(city.probes)
             # warm-up: the worker takes seconds to join its group; the first rate must not pay it
-            warm_sent, warm = offer(s, client, city, 10, 0.5, probes)
+            warm_sent, warm = publish_rate(s, secrets, pubs[:1], city, 10, 0.5, probes)
             while not set(warm) <= set(clock.first) or _points(s) < warm_sent:
                 if time.monotonic() > deadline + 60:
                     raise SystemExit("the worker made no case within 2 min:\n" + children[0].tail())
@@ -297,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                 dropped_before = _metric(metrics_port, "citywatch_broker_dropped") or 0.0
                 print(f"rate {rate:,} msg/s: publishing {args.seconds:g} s ...", flush=True)
                 t0, lo = time.monotonic(), now_ms()
-                sent, sent_probes = offer(s, client, city, rate, args.seconds, probes)
+                sent, sent_probes = publish_rate(s, secrets, pubs, city, rate, args.seconds, probes)
                 t_stop, hi = time.monotonic(), now_ms() + 1
                 got = _points(s, lo, hi)
                 while got < sent and time.monotonic() - t_stop < args.drain_timeout:
@@ -313,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 dropped_after = _metric(metrics_port, "citywatch_broker_dropped") or dropped_before
                 row = {
-                    "rate": rate, "sent": sent, "share": got / sent if sent else float("nan"),
+                    "rate": rate, "sent": sent, "offered": sent / (t_stop - t0), "share": got / sent if sent else float("nan"),
                     "drain_s": drained - t_stop, "ev_s": got / (drained - t0),
                     "p50": _pct(lat, 0.5), "p99": _pct(lat, 0.99),
                     "probes": f"{len(lat)}/{len(sent_probes)}",
@@ -321,20 +380,18 @@ def main(argv: list[str] | None = None) -> int:
                 }  # fmt: skip
                 rows.append(row)
                 print(
-                    f"RESULT rate={rate} in_influx={row['share']:.1%} drain_s={row['drain_s']:.1f} "
+                    f"RESULT rate={rate} offered={row['offered']:.0f} in_influx={row['share']:.1%} drain_s={row['drain_s']:.1f} "
                     f"ev_s={row['ev_s']:.0f} ev_s/baseline={row['ev_s'] / raw:.2f}x "
                     f"p50_s={row['p50']:.2f} p99_s={row['p99']:.2f} probes={row['probes']} "
                     f"broker_dropped={row['dropped']}",
                     flush=True,
                 )
-            client.disconnect()
-            client.loop_stop()
             clock.stop.set()
-            print("\n| offered msg/s | in InfluxDB | drain s | pipeline ev/s | / bare subscriber "
+            print("\n| offered msg/s (achieved) | in InfluxDB | drain s | pipeline ev/s | / bare subscriber "
                   "| publish→case p50 s | p99 s | probes | broker drops |")  # fmt: skip
             print("|---|---|---|---|---|---|---|---|---|")
             for r in rows:
-                print(f"| {r['rate']:,} | {r['share']:.1%} | {r['drain_s']:.1f} | {r['ev_s']:,.0f} | "
+                print(f"| {r['rate']:,} ({r['offered']:,.0f}) | {r['share']:.1%} | {r['drain_s']:.1f} | {r['ev_s']:,.0f} | "
                       f"{r['ev_s'] / raw:.2f}x | {r['p50']:.2f} | {r['p99']:.2f} | {r['probes']} | "
                       f"{r['dropped']} |")  # fmt: skip
             print(f"baseline (same run): bare QoS-1 subscriber {raw:,.0f} msg/s", flush=True)
