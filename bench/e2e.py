@@ -209,6 +209,16 @@ def _points(settings, lo_ms: int = 0, hi_ms: int = 4_000_000_000_000) -> int:  #
     return int(rows[0]["count"]) if rows else 0
 
 
+def _drop(settings, database: str) -> None:  # noqa: ANN001
+    """This run's InfluxDB database goes when the run ends (unless --keep): runs pile up."""
+    from store.influxql import ident, query
+
+    try:
+        query(settings, None, f"DROP DATABASE {ident(database)}", role="admin")
+    except Exception as exc:  # noqa: BLE001 (a leftover database is worth a line, not a traceback)
+        print(f"note: database {database} was not dropped ({exc})", file=sys.stderr)
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -283,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rates", default="1000,2000,4000,8000", help="offered msg/s, comma-separated")
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds per offered rate")
     ap.add_argument("--drain-timeout", type=float, default=120.0)
+    ap.add_argument("--keep", action="store_true", help="keep this run's InfluxDB database")
     ap.add_argument("--publishers", type=int, default=2, help="publisher processes (relays)")
     ap.add_argument("--baseline-messages", type=int, default=30_000)
     ap.add_argument("--plot", default=str(ROOT / "bench" / "e2e.png"), help="PNG ('' for none)")
@@ -372,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 dropped_after = _metric(metrics_port, "citywatch_broker_dropped") or dropped_before
                 row = {
-                    "rate": rate, "sent": sent, "offered": sent / (t_stop - t0), "share": got / sent if sent else float("nan"),
+                    "rate": rate, "sent": sent, "got": got, "offered": sent / (t_stop - t0), "share": got / sent if sent else float("nan"),
                     "drain_s": drained - t_stop, "ev_s": got / (drained - t0),
                     "p50": _pct(lat, 0.5), "p99": _pct(lat, 0.99),
                     "probes": f"{len(lat)}/{len(sent_probes)}",
@@ -380,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
                 }  # fmt: skip
                 rows.append(row)
                 print(
-                    f"RESULT rate={rate} offered={row['offered']:.0f} in_influx={row['share']:.1%} drain_s={row['drain_s']:.1f} "
+                    f"RESULT rate={rate} offered={row['offered']:.0f} in_influx={row['share']:.2%} "
+                    f"missing={sent - got} drain_s={row['drain_s']:.1f} "
                     f"ev_s={row['ev_s']:.0f} ev_s/baseline={row['ev_s'] / raw:.2f}x "
                     f"p50_s={row['p50']:.2f} p99_s={row['p99']:.2f} probes={row['probes']} "
                     f"broker_dropped={row['dropped']}",
@@ -391,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
                   "| publish→case p50 s | p99 s | probes | broker drops |")  # fmt: skip
             print("|---|---|---|---|---|---|---|---|---|")
             for r in rows:
-                print(f"| {r['rate']:,} ({r['offered']:,.0f}) | {r['share']:.1%} | {r['drain_s']:.1f} | {r['ev_s']:,.0f} | "
+                print(f"| {r['rate']:,} ({r['offered']:,.0f}) | {r['share']:.2%} ({r['sent'] - r['got']:,} missing) | {r['drain_s']:.1f} | {r['ev_s']:,.0f} | "
                       f"{r['ev_s'] / raw:.2f}x | {r['p50']:.2f} | {r['p99']:.2f} | {r['probes']} | "
                       f"{r['dropped']} |")  # fmt: skip
             print(f"baseline (same run): bare QoS-1 subscriber {raw:,.0f} msg/s", flush=True)
@@ -401,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for child in reversed(children):
             child.stop()
+        if not args.keep:
+            _drop(settings, f"e2e_{tag}")
         devices.retire(settings, source)
         if started:
             services.down(settings, log=lambda _: None, only=started)

@@ -15,7 +15,7 @@ from tests.conftest import settings_env
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[2]
 RESULT = re.compile(
-    r"RESULT rate=(\d+) offered=\d+ in_influx=([\d.]+)% drain_s=[\d.]+ ev_s=\d+ ev_s/baseline=[\d.]+x "
+    r"RESULT rate=(\d+) offered=\d+ in_influx=([\d.]+)% missing=\d+ drain_s=[\d.]+ ev_s=\d+ ev_s/baseline=[\d.]+x "
     r"p50_s=([\d.]+) p99_s=([\d.]+) probes=(\d+)/(\d+) broker_dropped=(\d+)"
 )
 
