@@ -293,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rates", default="1000,2000,4000,8000", help="offered msg/s, comma-separated")
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds per offered rate")
     ap.add_argument("--drain-timeout", type=float, default=120.0)
+    ap.add_argument("--logs", default="", help="keep the worker's and bridge's logs here")
     ap.add_argument("--keep", action="store_true", help="keep this run's InfluxDB database")
     ap.add_argument("--publishers", type=int, default=2, help="publisher processes (relays)")
     ap.add_argument("--baseline-messages", type=int, default=30_000)
@@ -315,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     children = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            workdir = Path(tmp)
+            workdir = Path(args.logs or tmp)
+            workdir.mkdir(parents=True, exist_ok=True)
             probes_needed = int(sum(args.seconds / PROBE_EVERY_S + 2 for _ in rates)) + 4
             city = City(args.devices, probes_needed, tag, workdir)
             pubs = [f"e2e-pub-{tag}-{k}" for k in range(args.publishers)]
