@@ -9,8 +9,9 @@ A registered city of ``--devices`` manhole covers in three districts; each offer
 published for ``--seconds`` (QoS 1, split over ``--publishers`` processes) with a cover *opening* every 0.25 s
 as the probe (each probe a fresh cover, so each opens a case). Per rate it prints:
 
-- the share of the rate's telemetry in InfluxDB, and the drain time after publishing stopped
-  (until every reading is there, or ``--drain-timeout``);
+- the share of the rate's telemetry in InfluxDB, and the drain time after the broker acknowledged
+  the last message (until every reading is there, or ``--drain-timeout``): publishers wait
+  for every PUBACK, since paho only queues what ``publish()`` takes;
 - the pipeline's events/s (readings in InfluxDB over first publish -> drained);
 - publish -> case event p50/p99 (the probe's publish to the Kafka timestamp of its case's
   first event on ``<prefix>.cases``);
@@ -72,8 +73,12 @@ def _client(settings, identity: str, secret: str) -> mqtt.Client:  # noqa: ANN00
     return c
 
 
-def _publish(client: mqtt.Client, topic: str, payload: bytes) -> None:
-    while client.publish(topic, payload, qos=1).rc != mqtt.MQTT_ERR_SUCCESS:
+def _publish(client: mqtt.Client, topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:
+    """Queue one QoS-1 message in paho (not yet sent: wait on the info for the broker's PUBACK)."""
+    while True:
+        info = client.publish(topic, payload, qos=1)
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            return info
         time.sleep(0.002)  # 65k message ids in flight: wait for acks
 
 
@@ -229,9 +234,12 @@ def _pct(values: list[float], q: float) -> float:
 def offer(settings, identity: str, secret: str, covers: list[tuple[str, str]], rate: float,
           seconds: float, probes: list[tuple[str, str]], out) -> None:  # fmt: skip  # noqa: ANN001
     """One publisher process: ``rate`` msg/s for ``seconds``, a probe (a cover opening) every
-    0.25 s from ``probes``; puts (sent, {probe: publish ms}) on ``out``."""
+    0.25 s from ``probes``; waits for the broker's PUBACK of every message (paho only queues
+    them: a disconnect before that loses them), then puts (sent, {probe: publish ms},
+    monotonic time of the last PUBACK) on ``out``."""
     client = _client(settings, identity, secret)
     sent, sent_probes = 0, {}
+    last = None
     start = time.perf_counter()
     next_probe = start
     i = 0
@@ -244,24 +252,28 @@ def offer(settings, identity: str, secret: str, covers: list[tuple[str, str]], r
             dist, dev = covers[i % len(covers)]
             i += 1
             body = orjson.dumps({"ts": now_ms(), "open": False, "tilt_deg": 1.0})
-            _publish(client, _topic(dist, dev), body)
+            last = _publish(client, _topic(dist, dev), body)
             sent += 1
         if time.perf_counter() >= next_probe and probes:
             dist, dev = probes.pop()
             sent_probes[dev] = now_ms()
             body = orjson.dumps({"ts": now_ms(), "open": True, "tilt_deg": 40.0})
-            _publish(client, _topic(dist, dev), body)
+            last = _publish(client, _topic(dist, dev), body)
             sent += 1
             next_probe += PROBE_EVERY_S
         time.sleep(0.001)
+    if last is not None:  # PUBACKs arrive in order per client: the last one means all
+        last.wait_for_publish(300)
+    acked = time.monotonic()
     client.disconnect()
     client.loop_stop()
-    out.put((sent, sent_probes))
+    out.put((sent, sent_probes, acked))
 
 
 def publish_rate(settings, secrets: dict[str, str], pubs: list[str], city: City, rate: int,  # noqa: ANN001
-                 seconds: float, probes: list[tuple[str, str]]) -> tuple[int, dict[str, int]]:  # fmt: skip
-    """``rate`` split over the publisher processes (the probes from the first); (sent, probes)."""
+                 seconds: float, probes: list[tuple[str, str]]) -> tuple[int, dict[str, int], float]:  # fmt: skip
+    """``rate`` split over the publisher processes (the probes from the first); (sent, probes,
+    monotonic time the broker acknowledged the last message)."""
     ctx = mp.get_context("fork")
     out = ctx.Queue()
     mine = [probes.pop() for _ in range(min(len(probes), int(seconds / PROBE_EVERY_S) + 1))]
@@ -284,7 +296,11 @@ def publish_rate(settings, secrets: dict[str, str], pubs: list[str], city: City,
     results = [out.get(timeout=seconds + 120) for _ in procs]
     for proc in procs:
         proc.join(30)
-    return sum(r[0] for r in results), {d: t for r in results for d, t in r[1].items()}
+    return (
+        sum(r[0] for r in results),
+        {d: t for r in results for d, t in r[1].items()},
+        max(r[2] for r in results),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -358,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.2)
             probes = list(city.probes)
             # warm-up: the worker takes seconds to join its group; the first rate must not pay it
-            warm_sent, warm = publish_rate(s, secrets, pubs[:1], city, 10, 0.5, probes)
+            warm_sent, warm, _ = publish_rate(s, secrets, pubs[:1], city, 10, 0.5, probes)
             while not set(warm) <= set(clock.first) or _points(s) < warm_sent:
                 if time.monotonic() > deadline + 60:
                     raise SystemExit("the worker made no case within 2 min:\n" + children[0].tail())
@@ -369,8 +385,10 @@ def main(argv: list[str] | None = None) -> int:
                 dropped_before = _metric(metrics_port, "citywatch_broker_dropped") or 0.0
                 print(f"rate {rate:,} msg/s: publishing {args.seconds:g} s ...", flush=True)
                 t0, lo = time.monotonic(), now_ms()
-                sent, sent_probes = publish_rate(s, secrets, pubs, city, rate, args.seconds, probes)
-                t_stop, hi = time.monotonic(), now_ms() + 1
+                sent, sent_probes, t_stop = publish_rate(
+                    s, secrets, pubs, city, rate, args.seconds, probes
+                )
+                hi = now_ms() + 1  # drain from the broker's last PUBACK
                 got = _points(s, lo, hi)
                 while got < sent and time.monotonic() - t_stop < args.drain_timeout:
                     time.sleep(0.5)
