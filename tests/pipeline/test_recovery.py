@@ -169,6 +169,10 @@ def _worker(s: Settings, tmp_path: Path, name: str) -> Proc:
     )
 
 
+SAMPLES: dict[str, list[str]] = {}
+"""Examples of what differed at the last look (the failure message shows them)."""
+
+
 def _outcome(s: Settings, lines: list[dict[str, Any]]) -> dict[str, Any]:
     """What the pipeline booked against what the replay says, as figures."""
     topics = KafkaTopics(s.kafka.topic_prefix)
@@ -182,6 +186,13 @@ def _outcome(s: Settings, lines: list[dict[str, Any]]) -> dict[str, Any]:
         orjson.dumps(r, option=orjson.OPT_SORT_KEYS)
         for r in read_topic_sync(s.kafka.bootstrap, topics.cases, want=10**9, timeout_s=1.5)
     }
+
+    def brief(raw: bytes) -> str:
+        e = orjson.loads(raw)
+        return f"{e['case_id']} {e['state']} at {e['at']}"
+
+    SAMPLES["events missing"] = sorted(brief(x) for x in events - got)[:6]
+    SAMPLES["events extra"] = sorted(brief(x) for x in got - events)[:6]
     return {
         "entries": len(live),
         "missing": len(set(want) - set(live)),
@@ -213,7 +224,7 @@ def _assert_books_the_replay(s: Settings, lines: list[dict[str, Any]], workers: 
     while not settled() and time.monotonic() < deadline:
         time.sleep(2.0)
     print("outcome:", last)
-    assert last == right, {k: (v, right[k]) for k, v in last.items() if v != right[k]}
+    assert last == right, ({k: (v, right[k]) for k, v in last.items() if v != right[k]}, SAMPLES)
     logs = [w.text() for w in workers]
     assert all("Traceback" not in text for text in logs), logs
 
