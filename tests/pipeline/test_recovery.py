@@ -193,6 +193,8 @@ def _outcome(s: Settings, lines: list[dict[str, Any]]) -> dict[str, Any]:
 
     SAMPLES["events missing"] = sorted(brief(x) for x in events - got)[:6]
     SAMPLES["events extra"] = sorted(brief(x) for x in got - events)[:6]
+    SAMPLES["ids missing"] = sorted(set(want) - set(live))[:4]
+    SAMPLES["ids extra"] = sorted(set(live) - set(want))[:4]
     return {
         "entries": len(live),
         "missing": len(set(want) - set(live)),
