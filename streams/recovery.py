@@ -57,6 +57,19 @@ def tag(state: dict[str, Any], offset: int) -> dict[str, Any]:
     return state | {OFFSET: offset}
 
 
+def partition_state_moved(saved: Mapping[str, Any] | None, exported: Mapping[str, Any]) -> bool:
+    """The partition-level state (``Detector.export_clock``) moved other than by its watermark.
+
+    The watermark is a maximum, so a restored clock a few events behind is caught
+    up by the next event; a district's background dust judging start or a circuit
+    case is not, and a restore that paired newer device states with an older one
+    opened dust cases at other instants (other ids). Such a change is saved at once.
+    """
+    if saved is None:
+        return True
+    return any(v != saved.get(k) for k, v in exported.items() if k != "watermark")
+
+
 @dataclass(frozen=True)
 class Restored:
     """What ``restore`` found for one partition."""

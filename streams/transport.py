@@ -28,6 +28,7 @@ Two more changes make a restarted worker correct (issue 14, docs/decisions/009-s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -37,6 +38,8 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
 from streams.recovery import true_ends
+
+log = logging.getLogger(__name__)
 
 __all__ = ["FETCH_MAX_WAIT_MS", "SCHEME", "Transport"]
 
@@ -84,6 +87,7 @@ class _Consumer(driver.Consumer):
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
         self._unsought = {tp for tp in assigned if not self._is_changelog_tp(tp)}
         self._held = set()
+        self._buffered_partitions.difference_update(self._unsought)
         await super().on_partitions_assigned(assigned, generation_id)
 
     def _set_active_tps(self, tps: Iterable[TP]) -> set[TP]:
@@ -94,11 +98,24 @@ class _Consumer(driver.Consumer):
         self._held |= tps & self._unsought
         super().resume_partitions(tps - self._unsought)
 
+    def on_buffer_drop(self, tp: TP) -> None:
+        if tp in self._unsought:  # a full stream buffer drained: still not sought
+            self._buffered_partitions.discard(tp)
+            return
+        super().on_buffer_drop(tp)
+
     async def perform_seek(self) -> None:
+        """Seek to the committed offsets; then let go of what Faust asked to resume.
+
+        Faust also seeks from ``getmany`` while the flow is stopped in a rebalance,
+        before recovery asked for anything: that seek releases nothing.
+        """
         await super().perform_seek()
+        if not self._held:
+            return
         held, self._unsought, self._held = self._held, set(), set()
-        if held:
-            super().resume_partitions(held)
+        log.info("stream partitions at their committed offsets, resumed: %s", sorted(held))
+        super().resume_partitions(held)
 
 
 class Transport(driver.Transport):

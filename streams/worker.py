@@ -165,6 +165,7 @@ class Pipeline:
         self.journal_reader = journal_reader
         self.detectors: dict[int, Detector] = {}
         self._restored: dict[int, recovery.Restored] = {}
+        self._saved_clock: dict[int, dict[str, Any]] = {}
         self.devices = app.Table("detector-devices", default=None)
         self.clocks = app.Table("detector-clocks", default=None)
         self.cases = topics.cases
@@ -185,6 +186,7 @@ class Pipeline:
             clock = self.clocks.get(f"clock:{partition}")
             restored = recovery.restore(det, partition, clock, list(self.devices.items()))
             self._restored[partition] = restored
+            self._saved_clock[partition] = clock or {}
             if restored.devices or clock:
                 log.info(
                     "partition %d: restored %d devices, watermark %s, journal offset %s",
@@ -208,6 +210,7 @@ class Pipeline:
         009-state-recovery.md); the journal records in between are run again first.
         """
         self.detector(partition)
+        log.info("partition %d: the first record taken is at %d", partition, offset)
         restored = self._restored.pop(partition, None)
         if restored is None or self.journal_reader is None:
             return
@@ -250,7 +253,10 @@ class Pipeline:
             for d in self.detectors.values():
                 d.set_registry(self.registry.current())
         # The partition's clock is saved when time itself moved (a watermark record), when it
-        # produced outputs, and every CLOCK_EVERY events otherwise: a changelog send per reading
+        # produced outputs, when partition-level rule state other than the watermark moved (a
+        # district's dust judging started: a restore must never pair newer devices with an
+        # older partition state, docs/decisions/009-state-recovery.md), and every CLOCK_EVERY
+        # events otherwise: a changelog send per reading
         # cost a fifth of the worker's time (bench/streams.py). A restored clock that is a few
         # readings behind is caught up by the next reading (the watermark is a maximum), and the
         # devices' own states, written on every change, record what they have booked.
@@ -263,8 +269,12 @@ class Pipeline:
             else:
                 outputs = det.on_watermark(item.at)
             states = [(d, det.export_device(d)) for d in det.take_dirty()]
-            save_clock = bool(outputs) or isinstance(item, Watermark) or since >= CLOCK_EVERY
-            clock = recovery.tag(det.export_clock(), offset) if save_clock else None
+            exported = det.export_clock()
+            save_clock = (
+                bool(outputs) or isinstance(item, Watermark) or since >= CLOCK_EVERY
+                or recovery.partition_state_moved(self._saved_clock.get(partition), exported)
+            )  # fmt: skip
+            clock = recovery.tag(exported, offset) if save_clock else None
         except Exception as exc:  # one record's failure: never the stream's (docs/contracts.md)
             # Whatever the detector did before raising was neither emitted nor saved: drop it,
             # the next record restores the partition from the tables.
@@ -279,6 +289,7 @@ class Pipeline:
             self.devices[device_id] = recovery.tag({"p": partition, "s": state}, offset)
         if clock is not None:
             self.clocks[f"clock:{partition}"] = clock
+            self._saved_clock[partition] = clock
             since = 0
         self._since_clock[partition] = since
         self.processed += 1
