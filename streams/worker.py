@@ -479,7 +479,11 @@ def build_app(
                 )
                 continue
             dev = registry.current().get(item.device)
-            key, body = journal.to_record(item, dev.district if dev is not None else None)
+            key, body = journal.to_record(
+                item,
+                dev.district if dev is not None else None,
+                dev.kind if dev is not None else None,
+            )
             fut = await journal_topic.send(key=key, value=journal.encode(body))
             await fut
 
