@@ -387,7 +387,7 @@ def build_app(
         **faust_config(k.bootstrap, k.partitions, session_timeout_s, datadir, faust_credentials(k)),
     )
     app.citywatch_kafka = k
-    registry = RegistryWatcher(settings.paths.registry)
+    registry = RegistryWatcher(settings.paths.registry, fleet=settings.paths.fleet)
     declared = WorkerTopics.declare(app, topics)
     rules = load_rules(settings.paths.rules)
     bound = None
