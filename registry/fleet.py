@@ -29,8 +29,8 @@ Coordinates are ``[lon, lat]`` in WGS-84 degrees, GeoJSON's order. Geometry is s
 every shape is projected once, at load, onto a local plane in metres (equirectangular about
 the fleet's centre: well under 1 % off across a city), so a position costs two
 multiplications and a point-in-polygon test, and distances (a route's corridor) are metres.
-A position's places come from ``Fleet.places(lat, lon)``: a bounding-box scan while there are
-few shapes, an ``STRtree`` when there are many (decision 013).
+A position's places come from ``Fleet.places(lat, lon)``: a grid of cells built at load (with
+an ``STRtree`` when there are many shapes), decision 013.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+import numpy as np
 import shapely
 from shapely.geometry import LineString, Polygon
 from shapely.validation import explain_validity
@@ -70,7 +71,7 @@ SITE_KINDS = ("loading", "disposal")
 """A loading site (a construction site trucks load at, 出土工地) or a disposal site (消纳场)."""
 
 INDEX_FROM = 16
-"""From this many shapes of one family on, positions are looked up through an STRtree."""
+"""From this many shapes of one family on, the grid's cells are paired with shapes by an STRtree."""
 
 _PLATE = re.compile(r"^[^\x00-\x1f\x7f-\x9f\s]{2,16}$")
 
@@ -162,28 +163,70 @@ _NOWHERE = Places(None, ())
 
 
 class _Shapes:
-    """Point-in-polygon over one family of shapes: bounding boxes while few, an STRtree beyond."""
+    """Point-in-polygon over one family of shapes, through a grid of cells built at load.
 
-    __slots__ = ("items", "boxes", "tree")
+    Each cell of ``cell`` metres lists the shapes that touch it, and says for each whether
+    the cell lies wholly inside (no test needed then), so a position costs one dict lookup
+    and, on a cell a shape's edge crosses, one prepared ``intersects_xy``. The cell-shape
+    pairs come from an STRtree when the family has ``INDEX_FROM`` shapes or more, else from
+    each shape's bounding box (decision 013).
+    """
 
-    def __init__(self, items: Sequence[tuple[Any, Polygon]]) -> None:
+    __slots__ = ("items", "cell", "grid", "tree")
+
+    def __init__(self, items: Sequence[tuple[Any, Polygon]], cell_m: float = 250.0) -> None:
         self.items = list(items)
-        for _, g in self.items:
+        geoms = [g for _, g in self.items]
+        for g in geoms:
             shapely.prepare(g)
-        self.boxes = [(g.bounds, obj, g) for obj, g in self.items]
-        self.tree = (
-            shapely.STRtree([g for _, g in self.items]) if len(items) >= INDEX_FROM else None
-        )
+        self.tree = shapely.STRtree(geoms) if len(geoms) >= INDEX_FROM else None
+        self.grid: dict[tuple[int, int], list[tuple[int, bool]]] = {}
+        cell = cell_m
+
+        def span(b: tuple[float, float, float, float], c: float) -> tuple[range, range]:
+            return (range(math.floor(b[0] / c), math.floor(b[2] / c) + 1),
+                    range(math.floor(b[1] / c), math.floor(b[3] / c) + 1))  # fmt: skip
+
+        while (
+            geoms and sum(len(a) * len(b) for a, b in (span(g.bounds, cell) for g in geoms)) > 2e6
+        ):
+            cell *= 2  # a bounded grid however large the shapes
+        self.cell = cell
+        if not geoms:
+            return
+        if self.tree is not None:
+            keys = sorted(
+                {(i, j) for g in geoms for a, b in [span(g.bounds, cell)] for i in a for j in b}
+            )
+            boxes = shapely.box(*np.array([[i * cell, j * cell, (i + 1) * cell, (j + 1) * cell]
+                                           for i, j in keys]).T)  # fmt: skip
+            box_idx, shape_idx = self.tree.query(boxes, predicate="intersects")
+            pairs = sorted(zip(shape_idx.tolist(), box_idx.tolist(), strict=True))
+            inside = shapely.contains(
+                np.array(geoms)[[p[0] for p in pairs]], boxes[[p[1] for p in pairs]]
+            )
+            for (k, b), whole in zip(pairs, inside.tolist(), strict=True):
+                self.grid.setdefault(keys[b], []).append((k, bool(whole)))
+            return
+        for k, g in enumerate(geoms):
+            a, b = span(g.bounds, cell)
+            keys = [(i, j) for i in a for j in b]
+            boxes = shapely.box(*np.array([[i * cell, j * cell, (i + 1) * cell, (j + 1) * cell]
+                                           for i, j in keys]).T)  # fmt: skip
+            touch = shapely.intersects(g, boxes).tolist()
+            whole = shapely.contains(g, boxes).tolist()
+            for key, t, w in zip(keys, touch, whole, strict=True):
+                if t:
+                    self.grid.setdefault(key, []).append((k, bool(w)))
 
     def at(self, x: float, y: float) -> list[Any]:
-        if self.tree is not None:
-            hits = self.tree.query(shapely.Point(x, y), predicate="intersects")
-            return [self.items[i][0] for i in sorted(hits)]
-        out = []
-        for (x0, y0, x1, y1), obj, g in self.boxes:
-            if x0 <= x <= x1 and y0 <= y <= y1 and shapely.intersects_xy(g, x, y):
-                out.append(obj)
-        return out
+        entries = self.grid.get((math.floor(x / self.cell), math.floor(y / self.cell)))
+        if entries is None:
+            return []
+        items = self.items
+        return [
+            items[k][0] for k, whole in entries if whole or shapely.intersects_xy(items[k][1], x, y)
+        ]
 
 
 class Fleet:
