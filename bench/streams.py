@@ -115,7 +115,7 @@ def build_input(devices: int, hours: float) -> tuple[Any, list[Any], int]:
     from sim.simulator import DEFAULT_START_MS, Simulation
 
     sf = load_scenario_file(SCENARIOS)
-    city = build_city(7, *split_devices(devices))
+    city = build_city(7, *split_devices(devices), fleet=True)
     sim = Simulation(city, sf.scenarios, seed=7)
     registry = city.registry()
     readings: list[Reading] = []

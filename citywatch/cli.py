@@ -404,11 +404,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     _preflight(settings, "mqtt")  # the simulator provisions its devices on the running broker
     scen = load_scenario_file(args.scenarios)
     seed = args.seed if args.seed is not None else (scen.seed if scen.seed is not None else 7)
-    city = build_city(seed, *split_devices(args.devices))
+    city = build_city(seed, *split_devices(args.devices), fleet=True)
     city.write_registry(args.registry_out)
+    fleet_out = os.path.join(os.path.dirname(args.registry_out) or ".", "fleet.yaml")
+    city.write_fleet(fleet_out)
     print(
         f"{len(city.devices)} devices; registry written to {args.registry_out} "
-        f"(start bridges with --registry {args.registry_out})"
+        f"(start bridges with --registry {args.registry_out}), its trucks' fleet file to "
+        f"{fleet_out} (workers: CITYWATCH_PATHS_FLEET={fleet_out})"
     )
     # The simulator is its own installer: fresh secrets, kept in memory, removed at the end
     # (docs/contracts.md, "Device identity").

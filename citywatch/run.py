@@ -325,11 +325,13 @@ def run(
     end_ms = start_ms + run_for_ms
     speed = run_for_ms / 1000 / duration_s
 
-    city = build_city(seed, *split_devices(devices))
+    city = build_city(seed, *split_devices(devices), fleet=True)
     registry = logdir / "registry.csv"
     city.write_registry(registry)
+    fleet = logdir / "fleet.yaml"
+    city.write_fleet(fleet)
     run_tag = f"run-{datetime.now(city_zone()):%Y%m%d-%H%M%S}"
-    settings = settings.replace("paths", registry=str(registry))
+    settings = settings.replace("paths", registry=str(registry), fleet=str(fleet))
     settings = settings.replace("kafka", topic_prefix=f"{settings.kafka.topic_prefix}-{run_tag}")
     settings = settings.replace(
         "mqtt", client_id=run_tag, shared_group=run_tag, session_expiry_s=60
