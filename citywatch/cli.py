@@ -516,6 +516,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         scenario_file=args.scenarios,
         keep_services=args.keep_services,
         live=sys.stdout.isatty(),
+        hj212_share=args.hj212_share,
     )
     return 0
 
@@ -685,6 +686,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--keep-services", action="store_true", help="leave the services running afterwards"
     )
+    p.add_argument(
+        "--hj212-share",
+        type=float,
+        default=0.2,
+        metavar="SHARE",
+        help="share of dust sites that are HJ 212 monitors reporting through the gateway "
+        "(default 0.2; 0: all MQTT)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("case", help="list, show and act on cases")
@@ -739,6 +748,9 @@ def build_parser() -> argparse.ArgumentParser:
     from citywatch.officers import add_arguments as add_officers_arguments
 
     add_devices_arguments(sub, _settings, parser_class=_Parser)
+    from citywatch.gateways import add_arguments as add_gateway_arguments
+
+    add_gateway_arguments(sub, _settings, parser_class=_Parser)
     add_officers_arguments(sub, _settings, parser_class=_Parser)
     from citywatch.silences import add_arguments as add_silence_arguments
 
