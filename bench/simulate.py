@@ -90,7 +90,7 @@ def main() -> None:
     rows.append(("Simulation.events only (no MQTT)", n / (time.perf_counter() - t), ""))
 
     scen = load_scenario_file(os.path.join(ROOT, "config", "scenarios", "default.yaml"))
-    sim = Simulation(build_city(7, *split_devices(300)), scen.scenarios, seed=scen.seed or 7,
+    sim = Simulation(build_city(7, *split_devices(300), fleet=True), scen.scenarios, seed=scen.seed or 7,
                      start_ms=scen.start_ms or 0)  # fmt: skip
     t = time.perf_counter()
     hint = sim.expected_ledger_hint(sim.start_ms + (scen.run_for_ms or 0))

@@ -1,7 +1,8 @@
 """Events per second of the detection core and of the Faust worker, against a Faust no-op ceiling measured in the same run.
 
     .venv/bin/python bench/streams.py [--devices 3000] [--hours 3] [--records 100000]
-                                      [--profile-worker FILE]
+                                      [--profile-worker FILE] [--trucks 10000] [--zones 64]
+                                      [--core-only]
 
 Rows, all over the same simulated city (``build_city``, default scenarios,
 absolute dust mode of ``config/rules.yaml``):
@@ -9,6 +10,11 @@ absolute dust mode of ``config/rules.yaml``):
 1. core: ``streams.detector.Detector.on_reading`` over pre-built ``Reading``s
    in memory (a few sim hours of every device; parsing is done up front and
    not timed); best of three passes, each on a fresh detector;
+1b. core, vehicle mix (issue 18): ``--trucks`` trucks (default 10,000) reporting every 10 s
+   for 10 sim minutes, driving from one of 20 loading sites toward one of 5 disposal sites,
+   a tenth of them speeding, a tenth without a permit, judged against ``--zones`` speed and
+   control zones (default 64: the STRtree path) and each permit's route corridor; its rate
+   beside row 1's says what the geometry costs per reading (``--core-only`` stops here);
 2. core + what the worker adds per event outside Faust: the strict decoding
    of the journal record (``streams.intake.decode``, which quarantines what it
    cannot read), and the per-event state export
@@ -109,7 +115,7 @@ def build_input(devices: int, hours: float) -> tuple[Any, list[Any], int]:
     from sim.simulator import DEFAULT_START_MS, Simulation
 
     sf = load_scenario_file(SCENARIOS)
-    city = build_city(7, *split_devices(devices))
+    city = build_city(7, *split_devices(devices), fleet=True)
     sim = Simulation(city, sf.scenarios, seed=7)
     registry = city.registry()
     readings: list[Reading] = []
@@ -121,6 +127,74 @@ def build_input(devices: int, hours: float) -> tuple[Any, list[Any], int]:
         else:
             rejected += 1
     return city, readings, rejected
+
+
+def build_vehicle_input(trucks: int, zones: int, minutes: int = 10) -> tuple[Any, list[Any]]:
+    """(registry with a fleet, readings in arrival order) of the vehicle-heavy mix (row 1b)."""
+    import random
+
+    from contract.reading import Reading
+    from registry.devices import Device, Registry
+    from registry.fleet import Fleet, Permit, Vehicle, parse_fleet
+    from sim.simulator import DEFAULT_START_MS
+
+    rnd = random.Random(7)
+    lon0, lat0 = 113.50, 34.65
+
+    def square(lon: float, lat: float, d: float) -> str:
+        return f"[[{lon}, {lat}], [{lon + d}, {lat}], [{lon + d}, {lat + d}], [{lon}, {lat + d}]]"
+
+    loading = [(lon0 + 0.05 + 0.02 * (i % 10), lat0 + 0.05 + 0.1 * (i // 10)) for i in range(20)]
+    disposal = [(lon0 + 0.45, lat0 + 0.04 * i) for i in range(5)]
+    text = ["sites:"]
+    text += [f"  - {{id: L{i}, kind: loading, district: d{i % 10}, polygon: {square(x, y, 0.004)}}}"
+             for i, (x, y) in enumerate(loading)]  # fmt: skip
+    text += [f"  - {{id: D{i}, kind: disposal, district: zhongmou, polygon: {square(x, y, 0.01)}}}"
+             for i, (x, y) in enumerate(disposal)]  # fmt: skip
+    text += ["routes:"]
+    text += [f"  - {{id: R{i}, width_m: 200, line: [[{x + 0.002}, {y + 0.002}], "
+             f"[{disposal[i % 5][0] + 0.005}, {disposal[i % 5][1] + 0.005}]]}}"
+             for i, (x, y) in enumerate(loading)]  # fmt: skip
+    text += ["zones:", f"  - {{id: ring4, control: true, speed_limit_kmh: 40, polygon: "
+             f"{square(lon0 + 0.03, lat0 + 0.03, 0.25)}}}"]  # fmt: skip
+    side = max(1, int((zones - 1) ** 0.5))
+    text += [f"  - {{id: z{i}, speed_limit_kmh: {30 + 5 * (i % 5)}, polygon: "
+             f"{square(lon0 + 0.5 * (i % side) / side, lat0 + 0.5 * (i // side) / side, 0.5 / side)}}}"
+             for i in range(zones - 1)]  # fmt: skip
+    places = parse_fleet("\n".join(text) + "\n", "<bench fleet>")
+    devices, vehicles = [], []
+    for i in range(trucks):
+        tid = f"T-{i:05d}"
+        devices.append(Device(tid, "vehicle", f"d{i % 10}", "G", f"company{i % 50}", None, "",
+                              None, None, None, None, None))  # fmt: skip
+        permit = (
+            None
+            if i % 10 == 9
+            else Permit(f"P{i}", "2025-01-01", "2030-12-31", (22 * 60, 6 * 60), (f"R{i % 20}",), ())
+        )
+        vehicles.append(
+            Vehicle(f"豫A{i:05d}", tid, f"company{i % 50}", f"d{i % 10}", 3, None, permit)
+        )
+    fleet = Fleet(vehicles, places.sites.values(), places.routes.values(), places.zones.values(),
+                  places.origin)  # fmt: skip
+    registry = Registry(devices, fleet=fleet)
+    start = DEFAULT_START_MS + 15 * HOUR_MS  # 23:00 Beijing: inside the permits' hours
+    per_truck = []
+    for i in range(trucks):
+        x, y = loading[i % 20]
+        tx, ty = disposal[i % 5]
+        speed = 70.0 if i % 10 == 3 else rnd.uniform(25, 38)
+        per_truck.append((f"T-{i:05d}", x + 0.002, y + 0.002, tx, ty, speed, rnd.randrange(10_000)))
+    readings = []
+    for k in range(minutes * 6):
+        for tid, x, y, tx, ty, speed, offset in per_truck:
+            f = min(1.0, k * 10 * speed / 3.6 / 40_000)  # about 40 km to the disposal site
+            ts = start + k * 10_000 + offset
+            readings.append(Reading(tid, "vehicle", "d0", ts, ts + 200, {
+                "lat": y + (ty - y) * f, "lon": x + (tx - x) * f, "speed_kmh": 0.0 if k == 0 else speed,
+                "heading_deg": 90.0, "acc_on": True, "cover_closed": True, "body_lifted": False}))  # fmt: skip
+    readings.sort(key=lambda r: r.received_at)
+    return registry, readings
 
 
 # --------------------------------------------------------------------------- in-memory rows
@@ -378,6 +452,13 @@ def main() -> None:
         metavar="FILE",
         help="also record the worker with py-spy (raw collapsed stacks into FILE; slows it a little)",
     )
+    ap.add_argument(
+        "--trucks", type=int, default=10_000, help="vehicle mix: trucks (default 10000)"
+    )
+    ap.add_argument("--zones", type=int, default=64, help="vehicle mix: zones (default 64)")
+    ap.add_argument(
+        "--core-only", action="store_true", help="only the in-memory core rows (no services)"
+    )
     ap.add_argument("--noop-agent", nargs=2, metavar=("PREFIX", "N"), help=argparse.SUPPRESS)
     ap.add_argument("--bootstrap", help=argparse.SUPPRESS)
     ap.add_argument("--datadir", help=argparse.SUPPRESS)
@@ -420,6 +501,32 @@ def main() -> None:
 
     registry = city.registry()
     core, outputs = bench_core(readings, registry, rules)
+    t = time.perf_counter()
+    fleet_registry, truck_readings = build_vehicle_input(args.trucks, args.zones)
+    print(
+        f"vehicle mix: {args.trucks:,} trucks every 10 s for 10 sim min, {args.zones} zones, "
+        f"{len(truck_readings):,} readings, built in {time.perf_counter() - t:.1f} s (untimed)"
+    )
+    trucks_core, truck_outputs = bench_core(truck_readings, fleet_registry, rules)
+    vehicle_row = (
+        f"core: vehicle mix ({len(truck_readings):,} ev)",
+        trucks_core,
+        f"{truck_outputs} outputs; {trucks_core / core:.2f}x the city mix, "
+        f"{1e6 / trucks_core:.1f} us per reading",
+    )
+    del truck_readings
+    if args.core_only:
+        print(f"{'path':58} {'events/s':>10}  note")
+        for name, rate, note in [
+            (
+                f"core: Detector.on_reading, in memory ({len(readings):,} ev)",
+                core,
+                f"{outputs} outputs",
+            ),
+            vehicle_row,
+        ]:
+            print(f"{name:58} {rate:10,.0f}  {note}")
+        return
     encoded = [journal.encode(journal.to_record(r)[1]) for r in readings]
     core_plus = bench_core_plus(encoded, registry, rules)
     n = min(args.records, len(readings))
@@ -521,6 +628,7 @@ def main() -> None:
             core,
             f"{outputs} outputs",
         ),
+        vehicle_row,
         ("core + record decode + state export (handle w/o Faust)", core_plus, ""),
         (
             "Faust no-op agent, at_least_once (ceiling)",

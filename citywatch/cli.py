@@ -116,13 +116,20 @@ def cmd_registry_check(args: argparse.Namespace) -> int:
 
     from registry.devices import load_registry
 
-    registry = load_registry(args.file)
+    registry = load_registry(args.file, args.fleet)
     kinds = Counter(d.kind for d in registry)
     districts = sorted({d.district for d in registry})
     print(
         f"{args.file}: OK, {len(registry)} devices "
         f"({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}) in {len(districts)} districts"
     )
+    if args.fleet:
+        f = registry.fleet
+        print(
+            f"{args.fleet}: OK, {len(f)} vehicles "
+            f"({sum(v.permit is not None for v in f.by_plate.values())} with a permit), "
+            f"{len(f.sites)} sites, {len(f.routes)} routes, {len(f.zones)} zones"
+        )
     return 0
 
 
@@ -204,7 +211,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not os.path.exists(args.file):
         raise CitywatchError(f"{args.file}: no such replay file")
     result = replay_file(
-        args.file, load_rules(settings.paths.rules), load_registry(settings.paths.registry)
+        args.file,
+        load_rules(settings.paths.rules),
+        load_registry(settings.paths.registry, settings.paths.fleet),
     )
     sys.stdout.write(format_json(result) if args.format == "json" else format_table(result))
     return 0
@@ -455,11 +464,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     _preflight(settings, "mqtt")  # the simulator provisions its devices on the running broker
     scen = load_scenario_file(args.scenarios)
     seed = args.seed if args.seed is not None else (scen.seed if scen.seed is not None else 7)
-    city = build_city(seed, *split_devices(args.devices))
+    city = build_city(seed, *split_devices(args.devices), fleet=True)
     city.write_registry(args.registry_out)
+    fleet_out = os.path.join(os.path.dirname(args.registry_out) or ".", "fleet.yaml")
+    city.write_fleet(fleet_out)
     print(
         f"{len(city.devices)} devices; registry written to {args.registry_out} "
-        f"(start bridges with --registry {args.registry_out})"
+        f"(start bridges with --registry {args.registry_out}), its trucks' fleet file to "
+        f"{fleet_out} (workers: CITYWATCH_PATHS_FLEET={fleet_out})"
     )
     # The simulator is its own installer: fresh secrets, kept in memory, removed at the end
     # (docs/contracts.md, "Device identity").
@@ -629,6 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     rsub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser, required=True)
     q = rsub.add_parser("check", help="validate a registry file")
     q.add_argument("file")
+    q.add_argument("--fleet", help="also check a fleet file against it (docs/contracts.md, Fleet)")
     q.set_defaults(func=cmd_registry_check)
 
     p = sub.add_parser("rules", help="rules file tools")

@@ -394,10 +394,12 @@ def run(
 
     run_tag = f"run-{datetime.now(city_zone()):%Y%m%d-%H%M%S}"
     gateway_id = f"hj212-{run_tag}"
-    city = build_city(seed, *split_devices(devices)).with_hj212(hj212_share, gateway_id)
+    city = build_city(seed, *split_devices(devices), fleet=True).with_hj212(hj212_share, gateway_id)
     registry = logdir / "registry.csv"
     city.write_registry(registry)
-    settings = settings.replace("paths", registry=str(registry))
+    fleet = logdir / "fleet.yaml"
+    city.write_fleet(fleet)
+    settings = settings.replace("paths", registry=str(registry), fleet=str(fleet))
     settings = settings.replace("kafka", topic_prefix=f"{settings.kafka.topic_prefix}-{run_tag}")
     settings = settings.replace(
         "mqtt", client_id=run_tag, shared_group=run_tag, session_expiry_s=60

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from contract.cases import OfficerAction
-from contract.kinds import BOOL, KIND_SPECS, KINDS
+from contract.kinds import BOOL, FLEET_KINDS, KIND_SPECS, KINDS, TEXT
 from contract.reading import Reading
 from contract.topics import is_valid_segment
 
@@ -81,18 +81,30 @@ def journal_key(district: str) -> bytes:
     return district.encode()
 
 
+FLEET_KEY = b"fleet"
+"""The key of every vehicle, weigh-station and camera record (decision 013): a truck's track,
+its weighings and its sightings meet in one detector, which a weighing's loading district and
+a day's one illegal-operation case need. A district called ``fleet`` would only share the
+fleet's partition, which is harmless: records that must meet still meet."""
+
+
 def to_record(
-    item: JournalItem, district: str | None = None
+    item: JournalItem, district: str | None = None, kind: str | None = None
 ) -> tuple[bytes | None, dict[str, Any]]:
     """(Kafka key, record) of one journal item: readings and actions keyed by district.
 
     An action names only its device: the caller gives its ``district`` from the
     registry (an action for a device the registry does not know is keyed by the
-    device and refused by the detector).
+    device and refused by the detector), and its ``kind``: an action on a vehicle, weigh
+    station or camera goes with the fleet's records (``FLEET_KEY``).
     """
     if isinstance(item, Reading):
+        if item.kind in FLEET_KINDS:
+            return FLEET_KEY, item.to_record()
         return journal_key(item.district), item.to_record()
     if isinstance(item, OfficerAction):
+        if kind in FLEET_KINDS:
+            return FLEET_KEY, item.to_dict() | {"type": "action"}
         key = journal_key(district) if district else item.device.encode()
         return key, item.to_dict() | {"type": "action"}
     return None, {"type": "watermark", "at": item.at}
@@ -124,6 +136,10 @@ def _optional_text(rec: dict[str, Any], kind: str, name: str) -> str | None:
     return v
 
 
+def _want(typ: str) -> str:
+    return {BOOL: "true or false", TEXT: "text of the allowed length"}.get(typ, "a finite number")
+
+
 def _reading(rec: dict[str, Any]) -> Reading:
     device = _segment(rec, "reading", "device")
     kind = rec.get("kind")
@@ -144,13 +160,15 @@ def _reading(rec: dict[str, Any]) -> Reading:
             continue  # unknown extras are kept as they came (docs/contracts.md, "MQTT")
         if rule[0] == BOOL:
             ok = type(v) is bool
+        elif rule[0] == TEXT:
+            ok = type(v) is str and int(rule[1]) <= len(v) <= int(rule[2])
         else:
             ok = type(v) in (int, float) and math.isfinite(v)
         if not ok:
             raise JournalError(
                 "bad_record",
                 f"reading record: field {name!r} of a {kind} must be "
-                f"{'true or false' if rule[0] == BOOL else 'a finite number'}, got {v!r:.80}",
+                f"{_want(rule[0])}, got {v!r:.80}",
             )
     topic = rec.get("topic", "")
     if not isinstance(topic, str):

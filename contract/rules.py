@@ -13,7 +13,9 @@ from dataclasses import dataclass
 __all__ = [
     "BROKER_DROPPED", "PLATFORM_RULES",
     "DUST", "DUST_FLATLINE", "DUST_WARNING", "MANHOLE", "MANHOLE_ACCIDENT",
-    "MANHOLE_BATTERY_LOW", "MANHOLE_WATER_LEVEL", "NOISE", "NOTICE_RULES",
+    "ILLEGAL_OPERATION", "MANHOLE_BATTERY_LOW", "MANHOLE_WATER_LEVEL", "MUCK_COVER_OPEN",
+    "MUCK_DUMPING", "MUCK_OFF_HOURS", "MUCK_OFF_ROUTE", "MUCK_SPEEDING", "NOISE", "NOTICE_RULES",
+    "OVERLOAD",
     "OFFLINE", "RULES", "STREETLIGHT_CIRCUIT", "STREETLIGHT_DAY_BURNER", "STREETLIGHT_FAULT",
     "STREETLIGHT_LEAKAGE",
     "RuleName", "rule_name",
@@ -46,6 +48,21 @@ STREETLIGHT_DAY_BURNER = "streetlight.day_burner"
 OFFLINE = "offline"
 """A device silent past its limit (with the ``suspected_tampering`` flag when it looks deliberate)."""
 
+MUCK_SPEEDING = "muck.speeding"
+"""A muck truck faster than its zone's limit (野蛮渣土车: 超速)."""
+MUCK_OFF_HOURS = "muck.off_hours"
+"""A muck truck moving outside its permit's hours (野蛮渣土车: 不按规定时间行驶)."""
+MUCK_OFF_ROUTE = "muck.off_route"
+"""A muck truck off its permit's approved routes (野蛮渣土车: 不按规定路线行驶)."""
+MUCK_COVER_OPEN = "muck.cover_open"
+"""A loaded muck truck moving with its cover open (野蛮渣土车: 未密闭运输, 抛洒)."""
+MUCK_DUMPING = "muck.dumping"
+"""A muck truck tipping outside an approved disposal site (野蛮渣土车: 乱倒)."""
+OVERLOAD = "overload"
+"""A weighing above the vehicle's legal gross mass (超载超限): two districts pay."""
+ILLEGAL_OPERATION = "illegal_operation"
+"""A vehicle without a valid permit operating in a control zone (非法营运)."""
+
 
 @dataclass(frozen=True, slots=True)
 class RuleName:
@@ -73,6 +90,19 @@ RULES: dict[str, RuleName] = {
     STREETLIGHT_DAY_BURNER: RuleName("路灯白天亮灯", "Streetlight lit in daylight", "streetlight"),
     STREETLIGHT_CIRCUIT: RuleName("路灯回路故障", "Streetlight circuit dark", "streetlight"),
     OFFLINE: RuleName("设备离线", "Device offline", "*"),
+    MUCK_SPEEDING: RuleName("渣土车超速", "Muck truck speeding", "vehicle"),
+    MUCK_OFF_HOURS: RuleName(
+        "渣土车不按规定时间行驶", "Muck truck outside permitted hours", "vehicle"
+    ),
+    MUCK_OFF_ROUTE: RuleName(
+        "渣土车不按规定路线行驶", "Muck truck off its approved route", "vehicle"
+    ),
+    MUCK_COVER_OPEN: RuleName(
+        "渣土车未密闭运输", "Muck truck moving loaded with the cover open", "vehicle"
+    ),
+    MUCK_DUMPING: RuleName("渣土车乱倒", "Muck truck dumping outside a disposal site", "vehicle"),
+    OVERLOAD: RuleName("车辆超载超限", "Overloaded vehicle", "weighstation"),
+    ILLEGAL_OPERATION: RuleName("车辆非法营运", "Illegal operating vehicle", "vehicle"),
 }
 
 BROKER_DROPPED = "broker.dropped"

@@ -217,6 +217,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "paths": {
         "registry": Key(str, "config/registry.example.csv", None, "device registry (CSV or YAML)"),
+        "fleet": Key(
+            str,
+            "config/fleet.example.yaml",
+            None,
+            "vehicles, permits, sites, routes and zones (docs/contracts.md, Fleet); empty: none",
+        ),
         "rules": Key(str, "config/rules.yaml", None, "rules file"),
         "officers": Key(
             str, "config/officers.example.yaml", None, "officer directory (docs/officers.md)"
@@ -390,6 +396,7 @@ class PathSettings:
     state_dir: str
     officers: str = "config/officers.example.yaml"
     policy: str = "config/policy.yaml"
+    fleet: str = "config/fleet.example.yaml"
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,7 @@ import msgspec
 import orjson
 
 from contract.clock import iso_utc
-from contract.kinds import BOOL, KIND_SPECS, KINDS, NUMBER, KindSpec
+from contract.kinds import BOOL, KIND_SPECS, KINDS, NUMBER, TEXT_PATTERN, KindSpec
 from contract.kinds import UNBOUNDED as _BIG
 from contract.reading import Reading
 from contract.topics import parse_gateway_deadletter, parse_topic
@@ -220,6 +220,8 @@ class _RegistryLike(Protocol):
 
 _DEFAULT_LIMITS = IngestLimits()
 FAST_CHECK = True
+_TEXT_OK = re.compile(TEXT_PATTERN).match
+"""A text field holds no control character (the fast check's pattern too)."""
 """Use the msgspec fast check before the table loop (False: table loop only; same results)."""
 _convert = msgspec.convert
 _ValidationError = msgspec.ValidationError
@@ -484,6 +486,7 @@ def check_fields(kind: str, obj: dict[str, Any]) -> tuple[str, str] | None:
     spec = KIND_SPECS[kind]
     numbers = spec.numbers
     bools = spec.bools
+    texts = spec.texts
     nulls = None
     for name, value in obj.items():
         rng = numbers.get(name)
@@ -494,6 +497,12 @@ def check_fields(kind: str, obj: dict[str, Any]) -> tuple[str, str] | None:
         elif name in bools:
             if type(value) is bool:
                 continue
+        elif name in texts:
+            lo, hi = texts[name]
+            if type(value) is str and lo <= len(value) <= hi and _TEXT_OK(value) is not None:
+                continue
+            if value is not None:
+                return _text_problem(kind, name, value, lo, hi)
         else:
             continue  # unknown extra: kept as sent
         if value is None:
@@ -507,6 +516,21 @@ def check_fields(kind: str, obj: dict[str, Any]) -> tuple[str, str] | None:
         for name in nulls:
             del obj[name]
     return None
+
+
+def _text_problem(kind: str, name: str, value: Any, lo: int, hi: int) -> tuple[str, str]:
+    """(code, message) for a text field (a plate) that is not printable text of the right length."""
+    if type(value) is not str:
+        return "wrong_type", (
+            f"field {name!r} is {_describe(value)}; {kind} {name!r} must be a JSON string"
+        )
+    if _TEXT_OK(value) is None:
+        return "wrong_type", (
+            f"field {name!r} holds a control character; {kind} {name!r} must be printable text"
+        )
+    return "out_of_range", (
+        f"field {name!r} has {len(value)} characters; {kind} {name!r} must have {lo} to {hi}"
+    )
 
 
 def _field_problem(

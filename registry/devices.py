@@ -51,6 +51,7 @@ from contract.kinds import KINDS
 from contract.topics import is_valid_segment
 from foundation.cityfile import Document, did_you_mean
 from foundation.errors import ConfigError
+from registry.fleet import Fleet, empty_fleet, load_fleet
 
 __all__ = [
     "ALL_COLUMNS",
@@ -131,9 +132,13 @@ class Device:
 class Registry:
     """Devices by id. Immutable once built; swap whole registries to change it."""
 
-    __slots__ = ("_devices", "path")
+    __slots__ = ("_devices", "path", "fleet")
 
-    def __init__(self, devices: Iterable[Device] = (), path: str | None = None):
+    def __init__(
+        self, devices: Iterable[Device] = (), path: str | None = None, fleet: Fleet | None = None
+    ):
+        self.fleet: Fleet = fleet if fleet is not None else empty_fleet()
+        """The vehicles, sites, routes and zones (registry.fleet) the vehicle rules judge by."""
         self._devices: dict[str, Device] = {}
         for d in devices:
             if d.device_id in self._devices:
@@ -160,11 +165,23 @@ class Registry:
 # --------------------------------------------------------------------------- loading
 
 
-def load_registry(path: str | os.PathLike[str]) -> Registry:
+def load_registry(
+    path: str | os.PathLike[str], fleet: str | os.PathLike[str] | None = None
+) -> Registry:
     """Load a CSV (any extension but ``.yaml``/``.yml``) or YAML registry.
 
-    Raises ``ConfigError`` on the first bad row, or when the file cannot be read.
+    ``fleet``: the fleet file (registry.fleet; ``paths.fleet``), checked against the
+    devices (a vehicle's terminal is a ``vehicle`` device of its owner district); None or
+    empty: no vehicles. Raises ``ConfigError`` on the first bad row, or when a file cannot
+    be read.
     """
+    registry = _load_devices(path)
+    if fleet:
+        registry.fleet = load_fleet(fleet, registry)
+    return registry
+
+
+def _load_devices(path: str | os.PathLike[str]) -> Registry:
     name = os.fspath(path)
     try:
         with open(name, "rb") as f:
@@ -543,10 +560,13 @@ class RegistryWatcher:
         path: str | os.PathLike[str],
         check_interval_s: float = 2.0,
         on_error: Callable[[ConfigError], None] | None = None,
+        fleet: str | os.PathLike[str] | None = None,
     ):
         if not check_interval_s >= 0:
             raise ValueError(f"Invalid 'check_interval_s' {check_interval_s!r}; expected >= 0")
         self.path = os.fspath(path)
+        self.fleet_path = os.fspath(fleet) if fleet else None
+        """The fleet file, reloaded with the registry (a change of either reloads both)."""
         self.check_interval_s = check_interval_s
         self.on_error = on_error
         self.last_error: ConfigError | None = None
@@ -555,7 +575,7 @@ class RegistryWatcher:
         """Successful reloads since start (not counting the first load)."""
         self._lock = threading.Lock()
         sig = self._signature()
-        self._registry = load_registry(self.path)
+        self._registry = load_registry(self.path, self.fleet_path)
         self._sig = sig
         self._failed_sig: tuple[int, int, int] | None = None
         self._next_check = time.monotonic() + check_interval_s
@@ -579,9 +599,13 @@ class RegistryWatcher:
     def _signature(self) -> tuple[int, int, int] | None:
         try:
             st = os.stat(self.path)
+            sig = (st.st_mtime_ns, st.st_size, st.st_ino)
+            if self.fleet_path:
+                fs = os.stat(self.fleet_path)
+                sig = (sig[0] ^ fs.st_mtime_ns, sig[1] ^ (fs.st_size << 32), sig[2] ^ fs.st_ino)
         except OSError:
             return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        return sig
 
     def _check(self) -> None:
         sig = self._signature()
@@ -597,7 +621,7 @@ class RegistryWatcher:
                 self._report(err)
             return
         try:
-            registry = load_registry(self.path)
+            registry = load_registry(self.path, self.fleet_path)
         except ConfigError as err:
             if self._signature() != sig:
                 return  # still being written; look again next time

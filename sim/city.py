@@ -199,6 +199,8 @@ class City:
 
     seed: int
     devices: tuple[SimDevice, ...]
+    fleet_yaml: str = ""
+    """The fleet file of its trucks (sim/trucks.py), empty for a city without them."""
     by_id: dict[str, SimDevice] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -218,7 +220,7 @@ class City:
     def counts(self) -> dict[str, int]:
         out = {"dust": 0, "manhole": 0, "streetlight": 0}
         for d in self.devices:
-            out[d.kind] += 1
+            out[d.kind] = out.get(d.kind, 0) + 1
         return out
 
     def with_hj212(self, share: float, gateway: str) -> City:
@@ -238,7 +240,7 @@ class City:
                     d = dataclasses.replace(d, gateway=gateway, mn=mn)
                 k += 1
             out.append(d)
-        return City(self.seed, tuple(out))
+        return dataclasses.replace(self, devices=tuple(out))  # the fleet stays
 
     def hj212_monitors(self) -> list[SimDevice]:
         return [d for d in self.devices if d.mn]
@@ -247,7 +249,7 @@ class City:
         """Every ``count``-th device starting at ``index`` (one publisher process's share)."""
         if not 0 <= index < count:
             raise ValueError(f"Invalid slice {index} of {count}; expected 0 <= index < count")
-        return City(self.seed, self.devices[index::count])
+        return City(self.seed, self.devices[index::count], self.fleet_yaml)
 
     def registry_csv(self) -> str:
         """The registry file's text (the header of docs/contracts.md, one row per device)."""
@@ -267,8 +269,21 @@ class City:
         os.replace(tmp, name)
 
     def registry(self) -> Registry:
-        """The same registry in memory (equal to loading the written file)."""
-        return Registry((d.to_device() for d in self.devices), path=None)
+        """The same registry in memory (equal to loading the written file), with its fleet."""
+        reg = Registry((d.to_device() for d in self.devices), path=None)
+        if self.fleet_yaml:
+            from registry.fleet import parse_fleet
+
+            reg.fleet = parse_fleet(self.fleet_yaml, "<simulated fleet>", reg)
+        return reg
+
+    def write_fleet(self, path: str | os.PathLike[str]) -> None:
+        """Write the fleet file (docs/contracts.md, "Fleet") atomically, as the registry."""
+        name = os.fspath(path)
+        tmp = f"{name}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(self.fleet_yaml)
+        os.replace(tmp, name)
 
 
 def split_devices(
@@ -307,6 +322,7 @@ def build_city(
     n_manhole: int,
     n_streetlight: int,
     id_tag: str = "",
+    fleet: bool = False,
 ) -> City:
     """A deterministic fleet of the given sizes spread over the ten districts.
 
@@ -315,6 +331,8 @@ def build_city(
     id_tag: optional text inserted in every device id (``MH-<tag>-JS-0001``),
         so a test's devices never collide with another's; 1-20 characters from
         ``A-Z a-z 0-9``.
+    fleet: also the six muck trucks, the weigh station and the two plate cameras of
+        sim/trucks.py, with their fleet file (``City.fleet_yaml``).
     """
     for name, n in (("n_dust", n_dust), ("n_manhole", n_manhole), ("n_streetlight", n_streetlight)):
         if type(n) is not int or n < 0:
@@ -334,7 +352,17 @@ def build_city(
             for i in range(1, count + 1):
                 did = f"{prefix}-{tag}{dist.code}-{i:04d}"
                 devices.append(_device(rng, kind, did, dist))
-    return City(seed, tuple(devices))
+    if not fleet:
+        return City(seed, tuple(devices))
+    from sim.trucks import FLEET_YAML, fleet_sim_devices, hash_phase
+
+    for row in fleet_sim_devices():
+        devices.append(SimDevice(
+            row["device_id"], row["kind"], row["district"], row["grid"], row["unit"], "",
+            row["address"], row["lat"], row["lon"], "", base=0.0, battery0=0.0,
+            phase=hash_phase(row["device_id"]) % 1000 / 1000,
+        ))  # fmt: skip
+    return City(seed, tuple(devices), FLEET_YAML)
 
 
 def _device(rng: random.Random, kind: str, did: str, dist: District) -> SimDevice:

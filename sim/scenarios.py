@@ -55,6 +55,14 @@ night_pour             dust     a night concrete pour: ``noise_db`` (68) at the
 circuit_trip           lamp     the lamp's circuit trips: every lamp of its
                                 cabinet's circuit dark when it should be lit,
                                 for ``duration`` (2h)
+truck_speeding         truck    its trip at ``at`` at ``speed_kmh`` (70)
+truck_dumping          truck    its trip stops at ``fraction`` (0.4) of the
+                                way and tips by the road
+truck_cover_open       truck    its trip drives out loaded, cover open
+truck_overload         truck    its trip carries ``gross_kg`` (33000) across
+                                the weigh station
+truck_unlicensed       truck    a trip of a truck without a permit, inside
+                                the Fourth Ring (its own track, a camera)
 =====================  =======  ==============================================
 
 The file is read through ``foundation.cityfile`` (the one reader of every
@@ -124,6 +132,12 @@ SCENARIO_KINDS: dict[str, _KindSpec] = {
     "flooded_well": _KindSpec("manhole", 2 * HOUR_MS, {"water_cm": 165.0}),
     "night_pour": _KindSpec("dust", 2 * HOUR_MS, {"noise_db": 68.0}),
     "circuit_trip": _KindSpec("streetlight", 2 * HOUR_MS, {}, max_devices=1),
+    # a truck's trip at `at` goes wrong (sim/trucks.py); the trip takes as long as it takes
+    "truck_speeding": _KindSpec("vehicle", False, {"speed_kmh": 70.0}, max_devices=1),
+    "truck_dumping": _KindSpec("vehicle", False, {"fraction": 0.4}, max_devices=1),
+    "truck_cover_open": _KindSpec("vehicle", False, {}, max_devices=1),
+    "truck_overload": _KindSpec("vehicle", False, {"gross_kg": 33_000.0}, max_devices=1),
+    "truck_unlicensed": _KindSpec("vehicle", False, {}, max_devices=1),
 }
 _COMMON_KEYS = ("kind", "device", "devices", "district", "at", "duration")
 

@@ -111,6 +111,9 @@ __all__ = [
     "split_devices",
 ]
 
+FLEET_HORIZON_MS = 7 * 24 * 3_600_000
+"""The trucks' trips are planned this far ahead of the start (a week of nights)."""
+
 NO_SCENARIO = "(no scenario)"
 """The hint's scenario for cases on devices no scenario acted on (a healthy city has none)."""
 
@@ -157,6 +160,9 @@ class Cadence:
                 raise ValueError(f"Invalid {name!r} {v!r}; expected seconds >= 1")
 
     def ms(self, kind: str) -> int:
+        """A kind's report interval; 0 for the fleet's kinds, whose messages are planned trips."""
+        if kind in ("vehicle", "weighstation", "platecam"):
+            return 0
         return int(1000 * {"dust": self.dust_s, "manhole": self.manhole_s,
                            "streetlight": self.streetlight_s}[kind])  # fmt: skip
 
@@ -169,9 +175,10 @@ GARBAGE_VARIANTS = (
 )  # fmt: skip
 """The malformed payloads vendors send, in the order they are drawn from."""
 
-_NUMBER_FIELD = {"dust": "pm10", "manhole": "tilt_deg", "streetlight": "voltage_v"}
+_NUMBER_FIELD = {"dust": "pm10", "manhole": "tilt_deg", "streetlight": "voltage_v",
+                 "vehicle": "speed_kmh"}  # fmt: skip
 _ERROR_VALUE = {"dust": ("pm10", 65535), "manhole": ("battery_pct", 255),
-                "streetlight": ("voltage_v", 655.35)}  # fmt: skip
+                "streetlight": ("voltage_v", 655.35), "vehicle": ("lat", 655.35)}  # fmt: skip
 
 
 def _garble(variant: str, kind: str, device_id: str, p: dict[str, Any]) -> bytes:
@@ -194,7 +201,7 @@ def _garble(variant: str, kind: str, device_id: str, p: dict[str, Any]) -> bytes
     if variant == "int_bool":
         if kind == "dust":  # no booleans: the required pm10 is "not measured"
             return orjson.dumps({**p, "pm10": None})
-        f = "open" if kind == "manhole" else "on"
+        f = {"manhole": "open", "vehicle": "cover_closed"}.get(kind, "on")
         return orjson.dumps({**p, f: int(bool(p.get(f)))})
     if variant == "other_device":
         return orjson.dumps({"device_id": device_id + "X", **p})
@@ -214,8 +221,9 @@ def _garble(variant: str, kind: str, device_id: str, p: dict[str, Any]) -> bytes
 
 # --------------------------------------------------------------------------- the simulation
 
-_DUST, _MANHOLE, _LAMP = 0, 1, 2
-_KIND_CODE = {"dust": _DUST, "manhole": _MANHOLE, "streetlight": _LAMP}
+_DUST, _MANHOLE, _LAMP, _FLEET = 0, 1, 2, 3
+_KIND_CODE = {"dust": _DUST, "manhole": _MANHOLE, "streetlight": _LAMP, "vehicle": _FLEET,
+              "weighstation": _FLEET, "platecam": _FLEET}  # fmt: skip
 _TWO_PI = 2 * math.pi
 _RAMP_MS = 5 * MINUTE_MS
 _STORM_RAMP_MS = 20 * MINUTE_MS
@@ -228,7 +236,7 @@ class _Dev:
     __slots__ = (
         "sd", "kind", "topic", "d", "interval", "battery", "silent", "abnormal",
         "episodes", "failures", "leaks", "events_at", "on_early", "off_late",
-        "burns", "floods", "pours", "trips",
+        "burns", "floods", "pours", "trips", "fleet",
     )  # fmt: skip
 
     def __init__(self, sd: SimDevice, interval: int, d: int) -> None:
@@ -248,6 +256,8 @@ class _Dev:
         self.floods: list[tuple[int, int, float]] = []
         self.pours: list[tuple[int, int, float]] = []
         self.events_at: set[int] = set()
+        self.fleet: dict[int, dict[str, Any]] = {}
+        """A truck's, station's or camera's messages by due time (sim/trucks.py)."""
         # a photocell switches a little early at dusk and a little late at dawn
         self.on_early = 1 + int(sd.phase * 5)
         self.off_late = 1 + int((sd.phase * 7) % 1 * 5)
@@ -329,6 +339,8 @@ class Simulation:
         """Sim time of the last yielded event (the start before any)."""
 
         self._rng = random.Random(f"citywatch-sim:{seed}")
+        self._fleet_rng = random.Random(f"citywatch-sim-fleet:{seed}")
+        """The trucks' garbage has its own draws: adding trucks changes no other message."""
         drng = random.Random(f"citywatch-sim-districts:{seed}")
         self._dist_index = {d.id: i for i, d in enumerate(DISTRICTS)}
         nd = len(DISTRICTS)
@@ -343,9 +355,21 @@ class Simulation:
         self._heap: list[tuple[int, int, int, str]] = []
         self._seq = 0
         for i, dv in enumerate(self._devs):
-            self._push(start_ms + int(dv.sd.phase * dv.interval), i, "")
+            if dv.interval:
+                self._push(start_ms + int(dv.sd.phase * dv.interval), i, "")
         for s in self.scenarios:
-            self._install(s, [by_id[d] for d in s.devices])
+            self._install(s, [by_id[d] for d in s.devices if d in by_id])
+        if any(dv.kind == _FLEET for dv in self._devs):
+            from sim.trucks import fleet_messages
+
+            horizon = start_ms + FLEET_HORIZON_MS
+            for did, msgs in fleet_messages(self.scenarios, start_ms, horizon).items():
+                i = by_id.get(did)
+                if i is None:
+                    continue  # another slice's device
+                for due, payload in msgs:
+                    self._devs[i].fleet[due] = payload
+                    self._push(due, i, "fleet")
 
     # ------------------------------------------------------------------ setup
 
@@ -433,7 +457,16 @@ class Simulation:
             heapq.heappop(heap)
             dv = devs[i]
             tag = ""
-            if action:
+            if action == "fleet":  # a truck's, station's or camera's planned message
+                payload = dv.fleet.pop(due)
+                if share and dv.sd.kind == "vehicle" and self._fleet_rng.random() < share:
+                    variant = GARBAGE_VARIANTS[self._fleet_rng.randrange(len(GARBAGE_VARIANTS))]
+                    body = _garble(variant, dv.sd.kind, dv.sd.device_id, payload)
+                    tag = "garbage:" + variant
+                    counts["garbage"] += 1
+                else:
+                    body = dumps(payload)
+            elif action:
                 payload = self._payload(dv, due, action)
                 body = dumps(payload)
                 tag = "scenario"
@@ -462,6 +495,8 @@ class Simulation:
     # ------------------------------------------------------------------ signals
 
     def _payload(self, dv: _Dev, t: int, action: str) -> dict[str, Any]:
+        if dv.kind == _FLEET:
+            return dv.fleet.pop(t)
         if dv.kind == _DUST:
             return self._dust(dv, t)
         if dv.kind == _MANHOLE:
@@ -770,6 +805,12 @@ class Simulation:
 
     def _acted_on(self, s: Scenario) -> tuple[list[str], list[str]]:
         """(devices listed for ``s`` even when nothing is booked, devices whose cases ``s`` explains)."""
+        if s.kind in ("truck_overload", "truck_unlicensed"):
+            # the weigh station's case, the camera's sighting
+            seen = [
+                d.device_id for d in self.city.devices if d.kind in ("weighstation", "platecam")
+            ]
+            return list(s.devices), list(s.devices) + seen
         if s.devices:
             return list(s.devices), list(s.devices)
         if s.kind == "dust_storm":
@@ -780,5 +821,5 @@ class Simulation:
 
 
 def default_city(devices: int = 300, seed: int = 7) -> City:
-    """``build_city(seed, *split_devices(devices))``: the CLI's default fleet."""
-    return build_city(seed, *split_devices(devices))
+    """``build_city(seed, *split_devices(devices), fleet=True)``: the CLI's default city."""
+    return build_city(seed, *split_devices(devices), fleet=True)

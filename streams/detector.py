@@ -105,10 +105,20 @@ class Detector:
         """Every rule object, for the partition-level hooks (registry, clock state)."""
         specific: dict[str, list[tuple[str, _KindRule]]] = {k: [] for k in KINDS}
         every: list[tuple[str, _KindRule]] = []
+        built: dict[str, Any] = {}
         for name, kind in RULE_KINDS.items():
             rule = kind.build(rules.section(name), self.clock, registry)
             self._rules.append(rule)
-            (every if kind.KIND == "*" else specific[kind.KIND]).append((name, rule))
+            built[name] = rule
+            if kind.KIND == "*":
+                every.append((name, rule))
+            else:
+                for k in (kind.KIND,) if isinstance(kind.KIND, str) else kind.KIND:
+                    specific[k].append((name, rule))
+        for rule in self._rules:
+            bind = getattr(rule, "bind", None)
+            if bind is not None:
+                bind(built)  # a kind reading another's partition index (overload: the trips)
         self._by_kind: dict[str, list[tuple[str, _KindRule]]] = {
             k: pairs + every for k, pairs in specific.items() if pairs
         }

@@ -66,10 +66,55 @@ def registry() -> Registry:
         _dev("DS-EQ", "dust", district="erqi", unit="BuilderErqi"),
         _dev("SL-1", "streetlight", unit="路灯管理处", component_code="0118"),
         _dev("SL-EQ", "streetlight", district="erqi", unit="路灯管理处"),
+        _dev("T-1", "vehicle", unit="顺达渣土"),
+        _dev("T-2", "vehicle", district="erqi", unit="宏远土方"),
+        _dev("T-3", "vehicle", unit="过期渣土"),
+        _dev("WIM-1", "weighstation", district="zhongmou", unit="治超办", lat=34.8015, lon=113.85),
+        _dev("CAM-1", "platecam", unit="交警支队", lat=34.79, lon=113.68),
+        _dev("CAM-OUT", "platecam", district="zhongmou", unit="交警支队", lat=34.80, lon=113.95),
     ])  # fmt: skip
 
 
-REG = registry()
+FLEET = """
+vehicles:
+  - {plate: 豫A11111, terminal: T-1, company: 顺达渣土, owner_district: jinshui, axles: 3,
+     permit: {number: P-1, valid_from: 2025-11-01, valid_until: 2025-11-30,
+              hours: ["22:00", "06:00"], routes: [R-1], sites: [L-1, D-1]}}
+  - {plate: 豫A22222, terminal: T-2, company: 宏远土方, owner_district: erqi, axles: 4}
+  - {plate: 豫A33333, terminal: T-3, company: 过期渣土, owner_district: jinshui, axles: 2,
+     permit: {number: P-3, valid_from: 2025-01-01, valid_until: 2025-10-31}}
+  - {plate: 豫A44444, company: 无终端运输, owner_district: huiji, axles: 6, gross_limit_kg: 46000}
+sites:
+  - {id: L-1, kind: loading, district: jinshui,
+     polygon: [[113.700, 34.800], [113.704, 34.800], [113.704, 34.803], [113.700, 34.803]]}
+  - {id: L-2, kind: loading, district: erqi,
+     polygon: [[113.620, 34.700], [113.624, 34.700], [113.624, 34.703], [113.620, 34.703]]}
+  - {id: D-1, kind: disposal, district: zhongmou,
+     polygon: [[113.900, 34.798], [113.908, 34.798], [113.908, 34.805], [113.900, 34.805]]}
+  - {id: D-X, kind: disposal, district: zhongmou,
+     polygon: [[113.950, 34.700], [113.958, 34.700], [113.958, 34.705], [113.950, 34.705]]}
+routes:
+  - {id: R-1, width_m: 150, line: [[113.702, 34.8015], [113.904, 34.8015]]}
+zones:
+  - {id: ring4, name: 四环以内, control: true, speed_limit_kmh: 40,
+     polygon: [[113.55, 34.67], [113.80, 34.67], [113.80, 34.86], [113.55, 34.86]]}
+"""
+"""The test city's trucks: T-1 (豫A11111) holds a night permit for route R-1 from loading
+site L-1 (jinshui, inside the Fourth Ring) east to disposal site D-1 (zhongmou, outside),
+through weigh station WIM-1; T-2 (豫A22222) has no permit, T-3's expired in October."""
+ROUTE_LAT = 34.8015
+"""R-1 runs along this latitude from L-1 (lon 113.702) to D-1 (lon 113.904)."""
+
+
+def fleet_registry() -> Registry:
+    from registry.fleet import parse_fleet
+
+    reg = registry()
+    reg.fleet = parse_fleet(FLEET, "<harness fleet>", reg)
+    return reg
+
+
+REG = fleet_registry()
 
 
 def reading(

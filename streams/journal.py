@@ -54,7 +54,11 @@ async def load(
                     end = item.at if end is None else max(end, item.at)
                 continue
             dev = registry.get(item.device) if isinstance(item, OfficerAction) else None
-            key, rec = to_record(item, dev.district if dev is not None else None)
+            key, rec = to_record(
+                item,
+                dev.district if dev is not None else None,
+                dev.kind if dev is not None else None,
+            )
             at = item.received_at if isinstance(item, Reading) else item.at
             end = at if end is None else max(end, at)
             if key is None:  # a watermark concerns every partition

@@ -61,7 +61,8 @@ class OfflineRules:
 
     heartbeat_ms: dict[str, int] = field(
         default_factory=lambda: {"dust": 10 * MINUTE_MS, "manhole": 120 * MINUTE_MS,
-                                 "streetlight": 30 * MINUTE_MS}
+                                 "streetlight": 30 * MINUTE_MS, "vehicle": 1440 * MINUTE_MS,
+                                 "weighstation": 1440 * MINUTE_MS, "platecam": 1440 * MINUTE_MS}
     )  # fmt: skip
     penalty_yuan: int = 0
     payer_type: str = "property_unit"

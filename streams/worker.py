@@ -418,7 +418,7 @@ def build_app(
         **faust_config(k.bootstrap, k.partitions, session_timeout_s, datadir, faust_credentials(k)),
     )
     app.citywatch_kafka = k
-    registry = RegistryWatcher(settings.paths.registry)
+    registry = RegistryWatcher(settings.paths.registry, fleet=settings.paths.fleet)
     declared = WorkerTopics.declare(app, topics)
     rules = load_rules(settings.paths.rules)
     bound = None
@@ -513,7 +513,11 @@ def build_app(
                 )
                 continue
             dev = registry.current().get(item.device)
-            key, body = journal.to_record(item, dev.district if dev is not None else None)
+            key, body = journal.to_record(
+                item,
+                dev.district if dev is not None else None,
+                dev.kind if dev is not None else None,
+            )
             fut = await journal_topic.send(key=key, value=journal.encode(body))
             await fut
 

@@ -1,4 +1,4 @@
-"""The five citywatch dashboards and Grafana's provisioning files, as code.
+"""The six citywatch dashboards and Grafana's provisioning files, as code.
 
 Plain dicts, built by a few helpers (docs/decisions/003-grafana-client.md says
 why not grafana-foundation-sdk). What Grafana gets is exactly what is
@@ -39,6 +39,7 @@ from citywatch.grafana.queries import (
     PAYER_UNIT,
     PM10_VIOLATION,
     PM10_WARNING,
+    RULES,
     TIME,
     UNIT,
     InfluxQL,
@@ -47,6 +48,7 @@ from citywatch.grafana.queries import (
     rule_is,
     where,
 )
+from contract import rules as rule_ids
 
 SCHEMA_VERSION = 39
 """Grafana 10.4 / 11.0 dashboard schema: 10.x opens it, later versions migrate it on load."""
@@ -1059,6 +1061,157 @@ def penalties() -> dict:
     )
 
 
+# --------------------------------------------------------------------------- 6. vehicles
+
+
+def vehicles() -> dict:
+    """Muck trucks, weigh stations and cameras (docs/rules.md "muck_truck", "overload",
+    "illegal_operation"): the day's cases and money, the trucks' tracks on a map, speeds."""
+    L = Layout()
+    for title, group, colour in (
+        ("渣土车违规（今日） · Muck-truck cases today", "muck_any", "orange"),
+        ("超载超限（今日） · Overloads today", "overload", "red"),
+        ("非法营运（今日） · Illegal operation today", "illegal_operation", "red"),
+    ):
+        L.add(
+            "stat",
+            title,
+            [
+                InfluxQL(
+                    'SELECT count("device") AS "cases" FROM "ledger"."case_event" '
+                    f"WHERE {where(TIME, rule_is(group), OPENED, DISTRICT, UNIT)}"
+                )
+            ],
+            w=6,
+            h=4,
+            thresholds_=thresholds("green", (1, colour)),
+            options=stat_options(),
+            time_from="now/d",
+            description="Cases opened since local midnight.",
+        )
+    L.add(
+        "stat",
+        "车辆扣款（今日） · Vehicle penalties today",
+        [penalty_sum(rule_is("vehicle_any"), alias="yuan")],
+        w=6,
+        h=4,
+        unit=YUAN,
+        thresholds_=MONEY_THRESHOLDS,
+        options=stat_options(),
+        time_from="now/d",
+        description="20,000 per reckless-truck case to the company, 30,000 to each of the loading "
+        "and owner districts per overload, 10,000 per illegal operator and day.",
+    )
+    L.add(
+        "geomap",
+        "车辆轨迹 · Truck tracks",
+        [
+            InfluxQL(
+                'SELECT "lat", "lon", "speed_kmh", "device" FROM "vehicle" '
+                f"WHERE {where(TIME, DISTRICT, UNIT)}"
+            )
+        ],
+        w=14,
+        h=14,
+        description="Every position the trucks' terminals reported in the range, coloured by "
+        "speed (green below 40 km/h, the limit inside the Fourth Ring; orange to 60; red above).",
+        overrides=[
+            by_name(
+                "speed_kmh",
+                unit="velocitykmh",
+                thresholds=thresholds("green", (40, "orange"), (60, "red")),
+                color={"mode": "thresholds"},
+            )
+        ],
+        options={
+            "view": {"id": "fit", "lat": 34.77, "lon": 113.75, "zoom": 11, "allLayers": True},
+            "controls": {"showZoom": True, "mouseWheelZoom": True, "showAttribution": True},
+            "basemap": {"type": "default", "name": "底图 Basemap", "config": {}},
+            "layers": [
+                {
+                    "type": "markers",
+                    "name": "轨迹点 Track points",
+                    "config": {
+                        "showLegend": True,
+                        "style": {
+                            "color": {"field": "speed_kmh", "fixed": "green"},
+                            "size": {"fixed": 3, "min": 2, "max": 6},
+                            "opacity": 0.8,
+                            "symbol": {"mode": "fixed", "fixed": "img/icons/marker/circle.svg"},
+                        },
+                    },
+                    "location": {"mode": "coords", "latitude": "lat", "longitude": "lon"},
+                    "filterData": {"id": "byRefId", "options": "A"},
+                    "tooltip": True,
+                }
+            ],
+            "tooltip": {"mode": "details"},
+        },
+    )
+    L.add(
+        "table",
+        "车辆案件 · Vehicle cases",
+        [
+            InfluxQL(
+                'SELECT "rule", "device", "address", "district", "unit" FROM "ledger"."case_event" '
+                f"WHERE {where(TIME, rule_is('vehicle_any'), OPENED, DISTRICT, UNIT)} "
+                "ORDER BY time DESC"
+            )
+        ],
+        w=10,
+        h=7,
+        overrides=[by_name("rule", mappings=[VEHICLE_RULE_MAPPING])],
+        options=table_options(),
+    )
+    L.add(
+        "bargauge",
+        "车辆扣款（按责任方） · Vehicle penalties by payer",
+        [penalty_sum(rule_is("vehicle_any"), group_by=("payer",))],
+        w=10,
+        h=7,
+        unit=YUAN,
+        thresholds_=MONEY_THRESHOLDS,
+        options=bargauge_options(),
+        description="Companies (reckless trucks, illegal operation) and districts (overloads).",
+    )
+    L.add(
+        "timeseries",
+        "车速 · Speed per truck",
+        [
+            InfluxQL(
+                f'SELECT max("speed_kmh") AS "speed_kmh" FROM "vehicle" WHERE {where(TIME, DISTRICT, UNIT)} '
+                'GROUP BY time($__interval), "device" fill(none)',
+                format="time_series",
+                alias="$tag_device",
+            )
+        ],
+        w=24,
+        h=8,
+        unit="velocitykmh",
+        thresholds_=thresholds("green", (40, "orange"), (60, "red")),
+        custom=timeseries_custom(threshold_lines=True),
+        options=timeseries_options(),
+    )
+    return dashboard(
+        "citywatch-vehicles",
+        "渣土车与治超 · Muck trucks and overloads",
+        "Reckless muck trucks, overloaded trucks and illegal operators: the day's cases and "
+        "money, every truck's track on the map, and their speeds.",
+        L.panels,
+        time_from="now-24h",
+        refresh="1m",
+    )
+
+
+VEHICLE_RULE_MAPPING = {
+    "type": "value",
+    "options": {
+        rule: {"text": f"{rule_ids.RULES[rule].zh} {rule}", "index": i}
+        for i, rule in enumerate(RULES["vehicle_any"])
+    },
+}
+
+
 # --------------------------------------------------------------------------- all of it
 
 BUILDERS = {
@@ -1067,6 +1220,7 @@ BUILDERS = {
     "manhole": manhole,
     "streetlight": streetlight,
     "penalty": penalties,
+    "vehicles": vehicles,
 }
 
 

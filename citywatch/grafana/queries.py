@@ -15,7 +15,7 @@ variables in the regex form Grafana's InfluxDB datasource uses), and
 The tests run every panel's rendered query against a real InfluxDB with both.
 
 Schema the queries rely on (docs/contracts.md, "InfluxDB" and the sink): telemetry ``dust``,
-``manhole``, ``streetlight`` (tags device, district, grid, unit);
+``manhole``, ``streetlight``, ``vehicle`` (tags device, district, grid, unit);
 ``case_event`` (tags case_id, kind, rule, district, unit, state, severity;
 fields device, grid, address, lat, lon, opened_at, deadline, open = 1 while
 the case is open after this event); ``penalty`` (tags case_id, rule, payer,
@@ -49,7 +49,18 @@ RULES: dict[str, tuple[str, ...]] = {
     "manhole_abnormal": (rule_ids.MANHOLE,),
     "streetlight_fault": (rule_ids.STREETLIGHT_FAULT,),
     "streetlight_leakage": (rule_ids.STREETLIGHT_LEAKAGE,),
-}
+    "muck_any": (
+        rule_ids.MUCK_SPEEDING, rule_ids.MUCK_OFF_HOURS, rule_ids.MUCK_OFF_ROUTE,
+        rule_ids.MUCK_COVER_OPEN, rule_ids.MUCK_DUMPING,
+    ),
+    "overload": (rule_ids.OVERLOAD,),
+    "illegal_operation": (rule_ids.ILLEGAL_OPERATION,),
+    "vehicle_any": (
+        rule_ids.MUCK_SPEEDING, rule_ids.MUCK_OFF_HOURS, rule_ids.MUCK_OFF_ROUTE,
+        rule_ids.MUCK_COVER_OPEN, rule_ids.MUCK_DUMPING, rule_ids.OVERLOAD,
+        rule_ids.ILLEGAL_OPERATION,
+    ),
+}  # fmt: skip
 
 # Thresholds drawn on the panels: the shipped rules' defaults (streams.rules),
 # so a dashboard's orange and red lines are the levels the detector judges by.

@@ -130,7 +130,8 @@ def build_case_stats(data: PeriodData, top: int = 10) -> CaseStats:
     top_devices = [
         (d, n, by_dev[d][-1].address, by_dev[d][-1].district) for d, n in recurring[:top]
     ]
-    kind_names = {"manhole": "窨井盖", "dust": "工地扬尘", "streetlight": "路灯"}
+    kind_names = {"manhole": "窨井盖", "dust": "工地扬尘", "streetlight": "路灯", "vehicle": "渣土车辆",
+                  "weighstation": "治超检测点", "platecam": "卡口"}  # fmt: skip
     return CaseStats(
         period=data.period,
         total=total,

@@ -207,7 +207,8 @@ def evidence_items(c: Case, tz: str, as_of: int | None = None) -> list[str]:
     ended = c.ended_at
     if ended is not None:
         by = d.get("repaired_by") or d.get("closed_by") or ""
-        how = {"reading": "设备读数恢复正常", "officer": "执法人员关闭"}.get(by, "")
+        how = {"reading": "设备读数恢复正常", "officer": "执法人员关闭", "weighing": "称重记录",
+               "camera": "卡口抓拍", "track": "车辆轨迹"}.get(by, "")  # fmt: skip
         if not how and isinstance(by, str) and by.startswith("officer:"):
             how = f"执法人员 {by.split(':', 1)[1]} 关闭"
         elif not how and by:
@@ -228,6 +229,15 @@ def evidence_items(c: Case, tz: str, as_of: int | None = None) -> list[str]:
         if ev.get("type") == "reading" and ev.get("ts") is not None:
             values = "，".join(f"{k}={v}" for k, v in sorted((ev.get("fields") or {}).items()))
             out.append(f"{local_time(int(ev['ts']), tz)} 读数 reading：{values}")
+        elif ev.get("type") == "track" and ev.get("ts") is not None:
+            where = f"{ev.get('lat')}, {ev.get('lon')}"
+            speed = f"，{ev['speed_kmh']} km/h" if ev.get("speed_kmh") is not None else ""
+            flags = "".join(
+                text for key, bad, text in (("cover_closed", False, "，篷布未关闭"),
+                                            ("body_lifted", True, "，车厢举升"))
+                if ev.get(key) is bad
+            )  # fmt: skip
+            out.append(f"{local_time(int(ev['ts']), tz)} 轨迹点 track：{where}{speed}{flags}")
         elif ev.get("type") == "action" and ev.get("at") is not None:
             note = f"（{ev['note']}）" if ev.get("note") else ""
             out.append(

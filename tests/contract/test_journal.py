@@ -106,3 +106,23 @@ def test_quarantine_record_keeps_the_bytes_and_where_they_sat() -> None:
     assert big["raw_bytes"] == QUARANTINE_RAW_MAX + 10 and len(big["message"]) == 2000
     with pytest.raises(ValueError, match="unknown quarantine reason"):
         quarantine_record("because", "", b"", "t", 0, 0, 1)
+
+
+def test_vehicle_weighing_and_camera_records_meet_under_the_fleet_key() -> None:
+    """Decision 013: a truck's track, its weighings and its sightings reach one detector,
+    whatever their districts; everything else stays keyed by district."""
+    truck = Reading("T-1", "vehicle", "jinshui", 1, 1, {"lat": 34.7, "lon": 113.6}, "t")
+    wim = Reading("WIM-1", "weighstation", "zhongmou", 1, 1, {"plate": "豫A1", "axles": 3}, "t")
+    cam = Reading("CAM-1", "platecam", "erqi", 1, 1, {"plate": "豫A1"}, "t")
+    cover = Reading("MH-1", "manhole", "jinshui", 1, 1, {"open": True}, "t")
+    assert {to_record(r)[0] for r in (truck, wim, cam)} == {b"fleet"}
+    assert to_record(cover)[0] == b"jinshui"
+    ack = OfficerAction("ack", "T-1", 7, "grid-07")
+    assert to_record(ack, "jinshui", "vehicle")[0] == b"fleet"
+    assert to_record(ack, "jinshui", "manhole")[0] == b"jinshui"
+
+
+def test_a_plate_of_the_wrong_type_in_a_journal_record_is_refused() -> None:
+    rec = READING | {"device": "CAM-1", "kind": "platecam", "fields": {"plate": 12345}}
+    with pytest.raises(JournalError, match="'plate' of a platecam must be text"):
+        from_record(rec)

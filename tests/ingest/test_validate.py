@@ -26,6 +26,9 @@ HOUR = 3_600_000
 DUST = "city/jinshui/dust/DS-JS-001/telemetry"
 MANHOLE = "city/jinshui/manhole/MH-JS-0001/telemetry"
 LIGHT = "city/zhongyuan/streetlight/SL-ZY-0001/telemetry"
+TRUCK = "city/jinshui/vehicle/T-0001/telemetry"
+WIM = "city/zhongmou/weighstation/WIM-ZM-01/telemetry"
+CAM = "city/jinshui/platecam/CAM-JS-01/telemetry"
 GATEWAY_DL = "city/gateway/gw-1/deadletter"
 
 
@@ -40,6 +43,9 @@ REGISTRY = Registry(
         _dev("MH-JS-0001", "manhole", "jinshui"),
         _dev("SL-ZY-0001", "streetlight", "zhongyuan"),
         _dev("17", "manhole", "erqi"),
+        _dev("T-0001", "vehicle", "jinshui"),
+        _dev("WIM-ZM-01", "weighstation", "zhongmou"),
+        _dev("CAM-JS-01", "platecam", "jinshui"),
     ],
     path="registry.csv",
 )
@@ -267,6 +273,25 @@ BAD = [
     ("dust without pm10", DUST, j(ts=NOW, pm25=40), "missing_field"),
     ("dust with null pm10", DUST, j(ts=NOW, pm10=None), "missing_field"),
     ("manhole without open or tilt", MANHOLE, j(ts=NOW, battery_pct=80), "missing_field"),
+    ("truck report without lon", TRUCK, j(ts=NOW, lat=34.75, speed_kmh=30), "missing_field"),
+    ("truck latitude beyond 90", TRUCK, j(ts=NOW, lat=91, lon=113.6), "out_of_range"),
+    (
+        "truck cover status as a number",
+        TRUCK,
+        j(ts=NOW, lat=34.7, lon=113.6, cover_closed=1),
+        "wrong_type",
+    ),
+    ("weighing without gross weight", WIM, j(ts=NOW, plate="豫A12345", axles=3), "missing_field"),
+    ("plate as a number", WIM, j(ts=NOW, plate=12345, axles=3, gross_kg=30000), "wrong_type"),
+    ("plate longer than 16", CAM, j(ts=NOW, plate="豫A" + "1" * 15), "out_of_range"),
+    ("empty plate", CAM, j(ts=NOW, plate=""), "out_of_range"),
+    ("plate with a control character", CAM, j(ts=NOW, plate="豫A1\u00002345"), "wrong_type"),
+    (
+        "a camera speaks for another device",
+        CAM,
+        j(ts=NOW, plate="豫A12345", device_id="CAM-X"),
+        "device_mismatch",
+    ),
     ("gateway report not JSON", GATEWAY_DL, b"{not json", "bad_gateway_report"),
     (
         "gateway report of an unknown code",
@@ -454,6 +479,15 @@ GOOD = [
      NOW, {"on": True, "voltage_v": 221.4, "current_a": 0.45, "power_w": 99.6, "leakage_ma": 2.1,
            "dim_pct": 80}),
     ("streetlight heartbeat", LIGHT, j(ts=NOW), NOW, {}),
+    ("a JT/T 808 location report", TRUCK, j(ts=NOW, lat=34.7466, lon=113.6253, speed_kmh=42.5,
+     heading_deg=90, acc_on=True, located=True, cover_closed=True, body_lifted=False, load_kg=18000,
+     alarm=0, status=3), NOW, {"lat": 34.7466, "lon": 113.6253, "speed_kmh": 42.5, "heading_deg": 90,
+     "acc_on": True, "located": True, "cover_closed": True, "body_lifted": False, "load_kg": 18000,
+     "alarm": 0, "status": 3}),
+    ("a weighing", WIM, j(ts=NOW, plate="豫A12345", axles=3, gross_kg=31500, speed_kmh=38), NOW,
+     {"plate": "豫A12345", "axles": 3, "gross_kg": 31500, "speed_kmh": 38}),
+    ("a sighting", CAM, j(ts=NOW, plate="豫AD12345", confidence=0.97), NOW,
+     {"plate": "豫AD12345", "confidence": 0.97}),
     ("UTF-8 BOM tolerated", DUST, b"\xef\xbb\xbf" + dust(), NOW, {"pm10": 80}),
     ("nesting at the bound (16 levels)", DUST, dust(x=nested(15)), NOW, {"pm10": 80, "x": nested(15)}),
     ("colons inside strings are no members", DUST, j(ts="2025-11-22T16:26:40+08:00", pm10=80,
@@ -531,7 +565,7 @@ def test_parse_ts_examples() -> None:
 def test_spec_table_is_well_formed() -> None:
     for kind, spec in KIND_SPECS.items():
         for name, (typ, lo, hi) in spec.fields.items():
-            assert typ in ("number", "bool"), (kind, name)
+            assert typ in ("number", "bool", "text"), (kind, name)
             assert lo <= hi, (kind, name)
         for group in spec.required_any:
             assert all(f in spec.fields for f in group)

@@ -40,7 +40,7 @@ def test_example_registry_loads() -> None:
     reg = load_registry(EXAMPLE)
     kinds = {d.kind for d in reg}
     districts = {d.district for d in reg}
-    assert kinds == {"dust", "manhole", "streetlight"}
+    assert kinds == {"dust", "manhole", "streetlight", "vehicle", "weighstation", "platecam"}
     assert {"jinshui", "erqi", "zhongyuan", "guancheng", "huiji", "zhengdong"} <= districts
     assert reg.path == str(EXAMPLE)
     for d in reg:

@@ -27,7 +27,7 @@ DEFAULT_FILE = ROOT / "config" / "scenarios" / "default.yaml"
 
 @pytest.fixture(scope="module")
 def city():
-    return build_city(7, *split_devices(300))
+    return build_city(7, *split_devices(300), fleet=True)
 
 
 def test_default_file_loads_with_its_run_defaults():
@@ -37,7 +37,8 @@ def test_default_file_loads_with_its_run_defaults():
     kinds = [s.kind for s in f.scenarios]
     assert kinds == ["dust_episode", "cover_tilted", "cover_open", "cover_stolen", "dust_off",
                      "lamp_failure", "lamp_leakage", "day_burner", "flooded_well", "night_pour",
-                     "circuit_trip", "dust_storm", "dust_episode"]  # fmt: skip
+                     "circuit_trip", "dust_storm", "dust_episode", "truck_unlicensed",
+                     "truck_speeding", "truck_cover_open", "truck_dumping", "truck_overload"]  # fmt: skip
     cover = f.scenarios[2]
     assert (cover.devices, cover.at_ms, cover.duration_ms) == (
         ("MH-ZY-0001",),

@@ -35,7 +35,7 @@ SHORT_FILE = ROOT / "tests" / "data" / "scenarios-short.yaml"
 
 @pytest.fixture(scope="module")
 def city():
-    return build_city(7, *split_devices(300))
+    return build_city(7, *split_devices(300), fleet=True)
 
 
 @pytest.fixture(scope="module")
@@ -403,7 +403,24 @@ def test_default_file_hint_is_the_documented_ledger(city):
     fined = {i["device"]: i["amount_yuan"] for i in hint["items"]
              if i["scenario"].startswith("dust_episode") and i["amount_yuan"]}  # fmt: skip
     assert fined == {"DS-JS-0001": 100_000, "DS-ZY-0002": 100_000}
-    assert hint["total_yuan"] == 490_000
+    # the trucks (sim/trucks.py): each bad trip one case of its rule, the routine trips nothing
+    trucks = {
+        k: (v["rule"], v["cases"], v["amount_yuan"])
+        for k, v in rows.items()
+        if k.startswith("truck_")
+    }
+    assert trucks == {
+        "truck_unlicensed": ("illegal_operation", 1, 10_000),
+        "truck_speeding": ("muck.speeding", 1, 20_000),
+        "truck_cover_open": ("muck.cover_open", 1, 20_000),
+        "truck_dumping": ("muck.dumping", 1, 20_000),
+        "truck_overload": ("overload", 1, 60_000),
+    }
+    payers = sorted(
+        e.payer for e in sim.replay(end, default_rules()).ledger if e.rule == "overload"
+    )
+    assert payers == ["jinshui", "zhengdong"]  # loaded in Jinshui, owned in Zhengdong
+    assert hint["total_yuan"] == 620_000
     absolute = parse_rules("rules:\n  dust:\n    mode: absolute\n")
     rows_abs = _rows(sim.expected_ledger_hint(end, absolute))
     assert (

@@ -101,7 +101,7 @@ def test_dashboard_shape(name: str) -> None:
 
 def test_dashboard_uids_are_unique() -> None:
     uids = [m["uid"] for m in build_all().values()]
-    assert len(uids) == len(set(uids)) == 5
+    assert len(uids) == len(set(uids)) == 6
 
 
 def test_datasource_provisioning() -> None:

@@ -219,7 +219,7 @@ def test_first_push_creates_folder_datasource_and_every_dashboard(grafana) -> No
     assert [(w["method"], w["path"]) for w in writes] == [
         ("POST", "/api/folders"),
         ("POST", "/api/datasources"),
-        *[("POST", "/api/dashboards/db")] * 5,
+        *[("POST", "/api/dashboards/db")] * 6,
     ]
     assert writes[0]["body"] == {"title": FOLDER_TITLE, "uid": FOLDER_UID}
     ds = writes[1]["body"]
@@ -258,11 +258,11 @@ def test_second_push_changes_nothing(grafana) -> None:
     before = len(grafana.requests)
     report = _push(grafana)
     assert report.created == report.updated == []
-    assert len(report.unchanged) == 7 and not report.changed
+    assert len(report.unchanged) == 8 and not report.changed
     assert [r for r in grafana.requests[before:] if r["method"] != "GET"] == [], (
         "a second push must only read"
     )
-    assert report.summary() == "0 created, 0 updated, 7 unchanged"
+    assert report.summary() == "0 created, 0 updated, 8 unchanged"
 
 
 def test_push_updates_only_what_drifted(grafana) -> None:
@@ -324,7 +324,7 @@ def test_secrets_are_compared_by_presence_only(grafana) -> None:
 
 def test_push_without_a_directory_uses_the_generator(grafana) -> None:
     report = push(grafana.url, TOKEN, None, "http://influx.city:8086", "citywatch")
-    assert len(report.created) == 7
+    assert len(report.created) == 8
     # and the committed files are the same dashboards: pushing them changes nothing
     assert not _push(grafana).changed
 
@@ -332,7 +332,7 @@ def test_push_without_a_directory_uses_the_generator(grafana) -> None:
 def test_grafana_under_a_sub_path() -> None:
     with MockGrafanaServer(prefix="/grafana") as grafana:
         report = push(grafana.url, TOKEN, DASHBOARDS, "http://influx.city:8086", "citywatch")
-        assert len(report.created) == 7
+        assert len(report.created) == 8
         assert all(r["path"].startswith("/grafana/api/") for r in grafana.requests)
 
 
@@ -372,6 +372,6 @@ def test_main_push_cli_glue(grafana, monkeypatch) -> None:
         influx = Influx()
 
     assert main_push(args, Settings(), print_=lines.append) == 0
-    assert lines[-1] == "7 created, 0 updated, 0 unchanged"
+    assert lines[-1] == "8 created, 0 updated, 0 unchanged"
     ds = grafana.datasources[DATASOURCE_UID]
     assert (ds["url"], ds["jsonData"]["dbName"]) == ("http://influx.city:8086", "cw")

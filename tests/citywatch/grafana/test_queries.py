@@ -1093,7 +1093,10 @@ def _(s):
 
 
 def test_every_query_has_a_check() -> None:
-    assert set(QUERIES) - set(CHECKS) == set(), "queries with no expected numbers"
+    # the vehicles dashboard has its own city and checks: test_vehicle_queries.py
+    assert {k for k in QUERIES if k[0] != "vehicles"} - set(CHECKS) == set(), (
+        "queries with no expected numbers"
+    )
     assert set(CHECKS) - set(QUERIES) == set(), "checks of queries that no longer exist"
 
 
