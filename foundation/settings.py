@@ -219,9 +219,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "registry": Key(str, "config/registry.example.csv", None, "device registry (CSV or YAML)"),
         "fleet": Key(
             str,
-            "config/fleet.example.yaml",
+            "",
             None,
-            "vehicles, permits, sites, routes and zones (docs/contracts.md, Fleet); empty: none",
+            "vehicles, permits, sites, routes and zones (docs/contracts.md, Fleet), checked "
+            "against the registry; empty (the default): no vehicles",
         ),
         "rules": Key(str, "config/rules.yaml", None, "rules file"),
         "officers": Key(
@@ -396,7 +397,7 @@ class PathSettings:
     state_dir: str
     officers: str = "config/officers.example.yaml"
     policy: str = "config/policy.yaml"
-    fleet: str = "config/fleet.example.yaml"
+    fleet: str = ""
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,10 @@ def test_ensure_database_creates_db_rps_and_cqs_idempotently(settings):
     assert sorted(r["name"].rsplit("_", 1)[0] for r in cqs) == [
         "cq_dust_1m",
         "cq_manhole_1m",
+        "cq_platecam_1m",
         "cq_streetlight_1m",
+        "cq_vehicle_1m",  # a truck's minute-mean position and speed, kept two years
+        "cq_weighstation_1m",
     ]
     dust = next(r["query"] for r in cqs if r["name"].startswith("cq_dust_1m"))
     assert "mean(pm10) AS pm10" in dust and f"INTO {db}.long.dust FROM {db}.raw.dust" in dust
