@@ -73,6 +73,7 @@ from foundation.settings import Settings, load_settings  # noqa: E402
 
 FULL = {"worker": 5, "bridge": 3, "alerts": 2, "influx": 60, "kafka": 1, "mosquitto": 1}
 SHORT = {"worker": 2, "bridge": 1, "alerts": 1, "influx": 10, "mosquitto": 1}
+"""CI's version (six faults; the broker restart joins it once the journal survives it)."""
 SCENARIOS = ROOT / "bench" / "chaos-scenarios.yaml"
 HOOK_SECRET = "chaos-harness-webhook-secret-0123456789abcdef"
 
@@ -170,7 +171,11 @@ class Fault:
     recovered_s: float | None = None
 
     def line(self) -> str:
-        rec = "-" if self.recovered_s is None else f"{self.recovered_s - (self.restarted_s or self.at_s):.1f} s"
+        rec = (
+            "-"
+            if self.recovered_s is None
+            else f"{self.recovered_s - (self.restarted_s or self.at_s):.1f} s"
+        )
         extra = f" for {self.seconds:.0f} s" if self.seconds else ""
         return f"{self.at_s:6.1f} s  {self.kind}{extra}: moving again after {rec}"
 
@@ -190,11 +195,14 @@ def plan(faults: dict[str, int], duration_s: float, rng: random.Random) -> list[
 class Progress:
     """What moves when the pipeline works, sampled once a second (for recovery times)."""
 
-    def __init__(self, settings: Settings, hook: Hook) -> None:
-        self.settings, self.hook = settings, hook
+    def __init__(self, settings: Settings, hook: Hook, pids: Any = dict) -> None:
+        self.settings, self.hook, self.pids = settings, hook, pids
         self.journal_end = 0
         self.committed = 0
         self.telemetry = 0
+        self.max_lag = 0
+        self.rss: dict[str, list[float]] = {}
+        """process name -> RSS samples (MiB), every RSS_EVERY_S."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -206,12 +214,23 @@ class Progress:
         self._thread.join(10)
 
     def _run(self) -> None:
+        n = 0
         while not self._stop.wait(1.0):
+            if n % RSS_EVERY_S == 0:
+                for name, pid in self.pids().items():
+                    mib = rss_mib(pid)
+                    if mib is not None:
+                        self.rss.setdefault(name, []).append(mib)
+            n += 1
             with contextlib.suppress(Exception):
                 end, committed = asyncio.run(journal_position(self.settings))
                 self.journal_end, self.committed = end, committed
+                self.max_lag = max(self.max_lag, end - committed)
             with contextlib.suppress(Exception):
                 self.telemetry = telemetry_total(self.settings)
+
+    def rss_summary(self) -> dict[str, tuple[float, float, float]]:
+        return {k: (v[0], v[-1], max(v)) for k, v in sorted(self.rss.items()) if v}
 
     def value(self, kind: str) -> int:
         if kind in ("bridge", "mosquitto"):
@@ -221,6 +240,49 @@ class Progress:
         if kind == "influx":
             return self.telemetry
         return len(self.hook.seen)
+
+
+RSS_EVERY_S = 5
+
+
+def rss_mib(pid: int) -> float | None:
+    """A process's resident set from /proc (None when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def service_pids(settings: Settings) -> dict[str, int]:
+    """The services citywatch started (their pid files in the state directory)."""
+    out = {}
+    for name in ("mosquitto", "kafka", "influxdb"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            info = orjson.loads((Path(settings.paths.state_dir) / name / "pid.json").read_bytes())
+            out[name] = int(info["pid"])
+    return out
+
+
+RSS_BOUND = (1.25, 32.0)
+"""The soak's bound: a process's RSS at the end <= 1.25 x its RSS once warm (a tenth of the
+run in) + 32 MiB. The broker (memory storage holds the journal) and InfluxDB are reported only."""
+
+
+def rss_growth(samples: dict[str, list[float]]) -> list[str]:
+    out = []
+    factor, slack = RSS_BOUND
+    for name in ("worker", "bridge", "alerts", "mosquitto"):
+        v = samples.get(name, [])
+        if len(v) >= 10:
+            warm, end = v[len(v) // 10], v[-1]
+            if end > warm * factor + slack:
+                out.append(
+                    f"{name} RSS grew {warm:.0f} -> {end:.0f} MiB (bound {factor} x + {slack:.0f})"
+                )
+    return out
 
 
 async def journal_position(settings: Settings) -> tuple[int, int]:
@@ -262,7 +324,9 @@ def telemetry_total(settings: Settings) -> int:
     from store.identity import as_role
     from store.influxql import query
 
-    rows = query(as_role(settings, "reader"), None, "SELECT count(*) FROM dust, manhole, streetlight")
+    rows = query(
+        as_role(settings, "reader"), None, "SELECT count(*) FROM dust, manhole, streetlight"
+    )
     return sum(int(v) for r in rows for k, v in r.items() if k.startswith("count_") and v)
 
 
@@ -329,17 +393,23 @@ class Outcome:
     push_repeats: int = 0
     pushes_missing: int = 0
     cases_never_pushed: int = 0
+    lag_at_end: int = 0
+    max_lag: int = 0
+    rss_growth: list[str] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)
+    rss_mb: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    """process -> (RSS at the start, at the end, the highest seen), MiB."""
     wall_s: float = 0.0
     tracebacks: dict[str, int] = field(default_factory=dict)
 
     def failures(self) -> list[str]:
         out = []
-        for name in ("lost", "ledger_missing", "ledger_extra", "ledger_differing",
+        for name in ("lag_at_end", "lost", "ledger_missing", "ledger_extra", "ledger_differing",
                      "influx_penalty_diff", "influx_case_events_missing", "telemetry_missing",
                      "pushes_missing", "cases_never_pushed"):  # fmt: skip
             if getattr(self, name):
                 out.append(f"{name} {getattr(self, name)}")
+        out.extend(self.rss_growth)
         if self.yuan_live != self.yuan_expected:
             out.append(f"ledger sum {self.yuan_live:,} instead of {self.yuan_expected:,} yuan")
         if self.ledger_expected == 0:
@@ -348,7 +418,9 @@ class Outcome:
 
 
 def run_once(base: Settings, seed: int, faults: dict[str, int], devices: int,
-             duration_s: float, log: Any = print) -> Outcome:  # fmt: skip
+             duration_s: float, log: Any = print, rate: float | None = None) -> Outcome:  # fmt: skip
+    """One seeded day under ``faults``; ``rate``: publish at this many msgs/s for
+    ``duration_s`` instead (the soak: the city's steady load, sim time running on)."""
     from citywatch.devices import retire, simulated_identities
     from citywatch.run import _final_watermark
     from sim.publish import run_publisher
@@ -381,7 +453,10 @@ def run_once(base: Settings, seed: int, faults: dict[str, int], devices: int,
     pipeline = Pipeline(settings, workdir, routes)
     outcome = Outcome(seed)
     published: list[tuple[int, str, bytes]] = []
-    progress = Progress(settings, hook)
+    progress = Progress(
+        settings, hook,
+        lambda: service_pids(settings) | {n: c.proc.pid for n, c in pipeline.children.items() if c.alive()},
+    )  # fmt: skip
     try:
         for name in ("worker", "bridge", "alerts"):
             pipeline.start(name)
@@ -390,7 +465,7 @@ def run_once(base: Settings, seed: int, faults: dict[str, int], devices: int,
                          garbage_share=scen.garbage_share or 0.0)  # fmt: skip
 
         def recorded() -> Any:
-            for ev in sim.events(end_ms):
+            for ev in sim.events(None if rate else end_ms):
                 published.append(ev)
                 yield ev
 
@@ -400,7 +475,8 @@ def run_once(base: Settings, seed: int, faults: dict[str, int], devices: int,
         def publish() -> None:
             stats["final"] = run_publisher(
                 recorded(), m.host, m.port, f"chaos-sim-{tag}", speed, start_ms=start_ms,
-                credentials=credentials, drain_timeout_s=120.0,
+                credentials=credentials, drain_timeout_s=120.0, rate=rate,
+                duration_s=duration_s if rate else None,
             )  # fmt: skip
 
         publisher = threading.Thread(target=publish, daemon=True)
@@ -416,8 +492,12 @@ def run_once(base: Settings, seed: int, faults: dict[str, int], devices: int,
             inject(fault, pipeline, settings, progress, t0, log)
         publisher.join()
         log(f"seed {seed}: published {len(published):,} messages; draining")
-        asyncio.run(_final_watermark(settings, end_ms))
-        settle(settings, pipeline, progress, hook, log)
+        asyncio.run(_final_watermark(settings, published[-1][0] if rate and published else end_ms))
+        outcome.lag_at_end = settle(settings, pipeline, progress, hook, log)
+        outcome.rss_mb = progress.rss_summary()
+        outcome.max_lag = progress.max_lag
+        if rate:  # the soak: citywatch's own processes stay flat once warm
+            outcome.rss_growth = rss_growth(progress.rss)
         for fault in schedule:
             outcome.faults.append(fault.line())
         verify(settings, city, published, hook, outcome)
@@ -458,7 +538,9 @@ def inject(fault: Fault, pipeline: Pipeline, settings: Settings, progress: Progr
         services.down(settings, log=quiet, only={fault.kind})
         services.up(settings, log=quiet, only={fault.kind})
     fault.restarted_s = time.monotonic() - t0
-    log(f"  {fault.restarted_s:6.1f} s: {fault.kind} {'stopped and started' if fault.kind in ('influx', 'kafka', 'mosquitto') else 'SIGKILLed and restarted'}")
+    log(
+        f"  {fault.restarted_s:6.1f} s: {fault.kind} {'stopped and started' if fault.kind in ('influx', 'kafka', 'mosquitto') else 'SIGKILLed and restarted'}"
+    )
 
     def watch() -> None:
         deadline = time.monotonic() + 300
@@ -472,7 +554,7 @@ def inject(fault: Fault, pipeline: Pipeline, settings: Settings, progress: Progr
 
 
 def settle(settings: Settings, pipeline: Pipeline, progress: Progress, hook: Hook,
-           log: Any, timeout_s: float = 300.0) -> None:  # fmt: skip
+           log: Any, timeout_s: float = 300.0) -> int:  # fmt: skip
     """Wait until the worker committed the whole journal and InfluxDB and the webhook stopped moving."""
     deadline = time.monotonic() + timeout_s
     last: tuple[int, int, int] | None = None
@@ -484,9 +566,10 @@ def settle(settings: Settings, pipeline: Pipeline, progress: Progress, hook: Hoo
         if state != last or not drained:
             last, stable_since = state, time.monotonic()
         elif time.monotonic() - stable_since > 8:
-            return
+            return 0
     log(f"chaos: the pipeline did not settle within {timeout_s:.0f} s "
         f"(journal {progress.journal_end}, committed {progress.committed})")  # fmt: skip
+    return max(0, progress.journal_end - progress.committed)
 
 
 # ------------------------------------------------------------------ the checks
@@ -588,17 +671,23 @@ def verify(settings: Settings, city: Any, published: list[tuple[int, str, bytes]
     outcome.ledger_expected, outcome.ledger_live = len(expected), len(live)
     outcome.ledger_missing = len(expected.keys() - live.keys())
     outcome.ledger_extra = len(live.keys() - expected.keys())
-    outcome.ledger_differing = sum(1 for i in expected.keys() & live.keys() if expected[i] != live[i])
+    outcome.ledger_differing = sum(
+        1 for i in expected.keys() & live.keys() if expected[i] != live[i]
+    )
     outcome.yuan_expected = sum(e["amount_yuan"] for e in expected.values())
     outcome.yuan_live = sum(e["amount_yuan"] for e in live.values())
 
     reader = as_role(settings, "reader")
     stored = {e.id: {"amount_yuan": e.amount_yuan} for e in ledger_entries(reader)}
     outcome.influx_penalty_diff = len(stored.keys() ^ expected.keys()) + sum(
-        1 for i in stored.keys() & expected.keys() if stored[i]["amount_yuan"] != expected[i]["amount_yuan"]
+        1
+        for i in stored.keys() & expected.keys()
+        if stored[i]["amount_yuan"] != expected[i]["amount_yuan"]
     )
     stored_events = {(e.case_id, e.at, e.state) for e in case_events(reader)}
-    wanted_events = {(d["case_id"], d["at"], d["state"]) for d in map(orjson.loads, expected_events)}
+    wanted_events = {
+        (d["case_id"], d["at"], d["state"]) for d in map(orjson.loads, expected_events)
+    }
     outcome.influx_case_events_missing = len(wanted_events - stored_events)
 
     from store.influxql import query
@@ -606,7 +695,12 @@ def verify(settings: Settings, city: Any, published: list[tuple[int, str, bytes]
     missing = 0
     for kind in ("dust", "manhole", "streetlight"):
         rows = query(reader, None, f"SELECT count(*) FROM {kind}")
-        counts = {k.removeprefix("count_"): int(v) for r in rows for k, v in r.items() if k.startswith("count_")}
+        counts = {
+            k.removeprefix("count_"): int(v)
+            for r in rows
+            for k, v in r.items()
+            if k.startswith("count_")
+        }
         for (k, name), keys in fields.items():
             if k == kind and name in counts:
                 missing += max(0, len(keys) - counts[name])
@@ -618,7 +712,11 @@ def verify(settings: Settings, city: Any, published: list[tuple[int, str, bytes]
     recorded_sent = set()
     for _, value in asyncio.run(read_all(settings, topics.alerts)):
         rec = orjson.loads(value or b"null")
-        if isinstance(rec, dict) and rec.get("status") == "delivered" and rec.get("channel") == "webhook":
+        if (
+            isinstance(rec, dict)
+            and rec.get("status") == "delivered"
+            and rec.get("channel") == "webhook"
+        ):
             recorded_sent.add(rec.get("message"))
     outcome.pushes_missing = len({k for k in recorded_sent if k} - set(keys))
     pushed_cases: set[str] = set()
@@ -649,6 +747,13 @@ def report(outcomes: list[Outcome]) -> str:
     for o in outcomes:
         lines.append(f"seed {o.seed} recovery:")
         lines.extend(f"  {f}" for f in o.faults)
+        if o.rss_mb:
+            lines.append(
+                f"seed {o.seed} RSS MiB (start -> end, max); journal lag at most {o.max_lag:,} records:"
+            )
+            lines.extend(
+                f"  {k:10s} {a:7.1f} -> {b:7.1f}  ({c:.1f})" for k, (a, b, c) in o.rss_mb.items()
+            )
         if o.tracebacks:
             lines.append(f"  tracebacks in logs: {o.tracebacks}")
     return "\n".join(lines)
@@ -658,15 +763,39 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", default="1", help="comma-separated seeds, one run each (default 1)")
     p.add_argument("--short", action="store_true", help="CI's version: fewer faults, a shorter day")
-    p.add_argument("--faults", default=None, help="NAME=N,... (default: the full list, or --short's)")
+    p.add_argument(
+        "--faults", default=None, help="NAME=N,... (default: the full list, or --short's)"
+    )
     p.add_argument("--devices", type=int, default=None, help="city size (default 40, --short 24)")
-    p.add_argument("--duration", type=float, default=None, help="publishing seconds (default 180, --short 60)")
+    p.add_argument(
+        "--duration", type=float, default=None, help="publishing seconds (default 180, --short 60)"
+    )
+    p.add_argument(
+        "--soak",
+        action="store_true",
+        help="the soak: no faults, a city of 3,000 devices at --rate for --duration (default 1 h)",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="msgs/s (the soak's default: 1,600, the city's steady load)",
+    )
     p.add_argument("--json", default=None, help="also write the outcomes as JSON to this file")
     args = p.parse_args(argv)
-    faults = parse_faults(args.faults) if args.faults is not None else (SHORT if args.short else FULL)
-    devices = args.devices or (24 if args.short else 40)
-    duration = args.duration or (60.0 if args.short else 180.0)
-    env = {k: v for k, v in os.environ.items() if k.startswith("CITYWATCH_") and k != "CITYWATCH_CONFIG"}
+    faults = (
+        parse_faults(args.faults)
+        if args.faults is not None
+        else ({} if args.soak else SHORT if args.short else FULL)
+    )
+    devices = args.devices or (3000 if args.soak else 24 if args.short else 40)
+    duration = args.duration or (3600.0 if args.soak else 60.0 if args.short else 180.0)
+    rate = args.rate or (1600.0 if args.soak else None)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith("CITYWATCH_") and k != "CITYWATCH_CONFIG"
+    }
     base = load_settings(ROOT / "tests" / "citywatch.test.toml", env=env)
     base = base.replace("paths", state_dir=str(ROOT / ".state"))
     if "CITYWATCH_MQTT_AUTH_DIR" not in env:
@@ -676,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = []
     try:
         for seed in (int(s) for s in args.seeds.split(",")):
-            outcomes.append(run_once(base, seed, faults, devices, duration))
+            outcomes.append(run_once(base, seed, faults, devices, duration, rate=rate))
             print(report(outcomes[-1:]), flush=True)
     finally:
         if started:
@@ -684,7 +813,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report(outcomes))
     if args.json:
-        Path(args.json).write_text(orjson.dumps([vars(o) for o in outcomes], option=orjson.OPT_INDENT_2).decode())
+        Path(args.json).write_text(
+            orjson.dumps([vars(o) for o in outcomes], option=orjson.OPT_INDENT_2).decode()
+        )
     failed = [(o.seed, o.failures()) for o in outcomes if o.failures()]
     for seed, why in failed:
         print(f"seed {seed}: FAILED: {'; '.join(why)}")
