@@ -56,6 +56,12 @@ class ActRequest:
     works_from: int | None = None
     works_until: int | None = None
     """``announce_works``: the window of the planned works."""
+    deadline: int | None = None
+    """``extend``: the approved disposal deadline."""
+    passed: bool | None = None
+    """``check``: the inspector's result."""
+    photos: tuple[str, ...] = ()
+    """``feedback``: the unit's photo references."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,21 @@ class Outcome:
     message: str
     audit: AuditRecord
     action: OfficerAction | None = None
+
+
+def _stage_fields(req: ActRequest) -> dict[str, Any]:
+    """An act's own fields for its audit record: an announcement's window, a stage act's deadline,
+    result and photo references (not the photos)."""
+    out: dict[str, Any] = {}
+    if req.works_from is not None and req.works_until is not None:  # the settlement lists them
+        out["works_from"], out["works_until"] = req.works_from, req.works_until
+    if req.deadline is not None:
+        out["deadline"] = req.deadline
+    if req.passed is not None:
+        out["passed"] = req.passed
+    if req.photos:
+        out["photos"] = [str(p)[:500] for p in req.photos[:20]]
+    return out
 
 
 def _wall_ms() -> int:
@@ -162,21 +183,11 @@ class Gate:
         )
         if not decision.allowed:
             return await self._refuse(officer, credential, req, decision.reason, at)
-        action = OfficerAction(
-            action=req.action,
-            device=dev.device_id,
-            at=at,
-            officer=officer.officer_id,
-            case_id=req.case_id,
-            note=req.note,
-            role=decision.role,
-            channel=req.channel,
-            credential=credential,
-            reason=req.reason if decision.backdated or req.action == "announce_works" else None,
-            recorded_at=now,
-            works_from=req.works_from,
-            works_until=req.works_until,
-        )
+        try:
+            action = self._action(req, dev, officer, decision.role, credential, at, now,
+                                  decision.backdated)  # fmt: skip
+        except ValueError as exc:  # the act's own fields (an extension without its deadline...)
+            return await self._refuse(officer, credential, req, str(exc), at)
         try:
             await self.submit(action)
         except Exception as exc:  # noqa: BLE001 - Kafka down: nothing recorded, say so
@@ -188,6 +199,28 @@ class Gate:
         )
         await self._audit(record)
         return Outcome(True, decision.reason, record, action)
+
+    @staticmethod
+    def _action(req: ActRequest, dev: Device, officer: Officer, role: str, credential: str,
+                at: int, now: int, backdated: bool) -> OfficerAction:  # fmt: skip
+        return OfficerAction(
+            action=req.action,
+            device=dev.device_id,
+            at=at,
+            officer=officer.officer_id,
+            case_id=req.case_id,
+            note=req.note,
+            role=role,
+            channel=req.channel,
+            credential=credential,
+            reason=req.reason if backdated or req.action in ("announce_works", "extend") else None,
+            recorded_at=now,
+            works_from=req.works_from,
+            works_until=req.works_until,
+            deadline=req.deadline,
+            passed=req.passed,
+            photos=tuple(req.photos),
+        )
 
     # ------------------------------------------------------------------ the record
 
@@ -210,7 +243,7 @@ class Gate:
             user_agent=req.user_agent[:200],
             acted_at=at,
             note=req.note[:1000] if isinstance(req.note, str) else None,
-            extra=dict(extra or {}),
+            extra=dict(extra or {}) | _stage_fields(req),
         )
 
     async def _refuse(

@@ -22,6 +22,11 @@ agent. Malformed input answers 400; a client that keeps failing is answered
   (``citywatch officers token issue``) and a JSON body ``{"case": .., "device":
   .., "action": .., "note": .., "at": .., "reason": ..}``; the answer is JSON.
   An ``officer`` in the body is refused: the token says who acts.
+* The city's platform drives the workflow's stages with ``POST /cases/stage``, the
+  same bearer token and ``{"action": "dispatch"|"feedback"|"check", "device": ..,
+  "case": .., "note": .., "photos": [..], "passed": true|false, "at": .., "reason": ..}``
+  (docs/handover.md): a malformed body is 400 with the key and the fix, a bad token
+  401, an act the policy refuses 403.
 
 An accepted act becomes an ``OfficerAction`` on ``<prefix>.acks``, which the
 stream worker applies to the case; the case event that follows
@@ -45,6 +50,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from alerts.gate import ActRequest, Gate, Outcome
 from alerts.route import AckConfig
+from contract.cases import PHOTOS_MAX
 from foundation.logs import redact
 
 log = logging.getLogger("citywatch.alerts.http")
@@ -186,6 +192,7 @@ class AckEndpoint:
             [
                 web.get("/ack", self.get),
                 web.post("/ack", self.post),
+                web.post("/cases/stage", self.stage),
                 web.get("/healthz", self.health),
             ]
         )
@@ -268,7 +275,12 @@ class AckEndpoint:
             return page(403, "未能记录", f"Not recorded: {outcome.message}")
         return page(200, f"已记录：{zh}", f"Recorded: {en}. Thank you.")
 
-    async def _bearer(self, request: web.Request, auth: str) -> web.Response:
+    async def stage(self, request: web.Request) -> web.Response:
+        """The city platform drives a stage (docs/handover.md, "The incoming endpoint"):
+        ``dispatch``, ``feedback`` or ``check`` with a personal token, through the gate."""
+        return await self._bearer(request, request.headers.get("Authorization", ""), stage=True)
+
+    async def _bearer(self, request: web.Request, auth: str, stage: bool = False) -> web.Response:
         client, agent = self._client(request)
         if self.limit.blocked(client):
             return web.json_response(
@@ -284,13 +296,14 @@ class AckEndpoint:
             body = await request.json()
         except ValueError:
             return web.json_response({"error": "body must be JSON"}, status=400)
-        error = _body_error(body)
+        error = _stage_body_error(body) if stage else _body_error(body)
         if error:
             return web.json_response({"error": error}, status=400)
         req = ActRequest(
             action=body["action"], device=body["device"], channel="api", case_id=body.get("case"),
             note=body.get("note"), at=body.get("at"), reason=body.get("reason"),
-            client=client, user_agent=agent,
+            client=client, user_agent=agent, passed=body.get("passed"),
+            photos=tuple(body.get("photos") or ()),
         )  # fmt: skip
         outcome: Outcome = await self.gate.with_token(token.strip(), req)
         if not outcome.accepted:
@@ -326,4 +339,48 @@ def _body_error(body: object) -> str | None:
     at = body.get("at")
     if at is not None and type(at) is not int:
         return "at must be integer epoch milliseconds"
+    return None
+
+
+PLATFORM_STAGES = ("dispatch", "feedback", "check")
+"""The stages the city's platform drives through ``POST /cases/stage``."""
+
+_STAGE_KEYS = (*_BODY_TEXT, "at", "passed", "photos")
+
+
+def _stage_body_error(body: object) -> str | None:
+    """Why a ``/cases/stage`` body is malformed, or None (docs/handover.md has the keys)."""
+    if not isinstance(body, dict):
+        return "body must be a JSON object"
+    unknown = sorted(set(body) - set(_STAGE_KEYS))
+    if unknown:
+        extra = " (the token says who acts)" if "officer" in unknown else ""
+        return f"unknown key(s) {', '.join(unknown)}{extra}; allowed: {', '.join(_STAGE_KEYS)}"
+    if body.get("action") not in PLATFORM_STAGES:
+        return f"action must be one of {', '.join(PLATFORM_STAGES)}, got {body.get('action')!r:.40}"
+    base = {k: v for k, v in body.items() if k not in ("passed", "photos")}
+    error = _body_error(base)
+    if error:
+        return error
+    passed = body.get("passed")
+    if body["action"] == "check" and type(passed) is not bool:
+        return "a check needs passed: true or false"
+    if body["action"] != "check" and passed is not None:
+        return "passed belongs to a check"
+    photos = body.get("photos")
+    if photos is not None:
+        if body["action"] != "feedback":
+            return "photos belong to a feedback"
+        if (
+            not isinstance(photos, list)
+            or len(photos) > PHOTOS_MAX
+            or not all(isinstance(p, str) and 0 < len(p) <= 500 and p.isprintable() for p in photos)
+        ):
+            return (
+                f"photos: a list of at most {PHOTOS_MAX} references of 1-500 printable characters"
+            )
+    if body["action"] == "feedback" and not (
+        isinstance(body.get("note"), str) and body["note"].strip()
+    ):
+        return "a feedback needs note: the unit's report as text"
     return None

@@ -156,6 +156,12 @@ def default_policy() -> Policy:
             "confirm_repair": Rule(SUPERVISORS),
             "reject_repair": Rule(SUPERVISORS),
             "announce_works": Rule(("grid", *SUPERVISORS)),
+            # the workflow (docs/rules.md "The case workflow"): the command center dispatches,
+            # the grid officer relays the unit's report and checks it, a supervisor extends
+            "dispatch": Rule(("duty", *SUPERVISORS)),
+            "feedback": Rule(("grid", *SUPERVISORS)),
+            "check": Rule(("grid", *SUPERVISORS)),
+            "extend": Rule(SUPERVISORS),
         }
     )
 

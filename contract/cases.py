@@ -28,10 +28,42 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-ACTIONS = ("ack", "close", "accident", "note", "confirm_repair", "reject_repair", "announce_works")
+ACTIONS = (
+    "ack", "close", "accident", "note", "confirm_repair", "reject_repair", "announce_works",
+    "dispatch", "feedback", "check", "extend",
+)  # fmt: skip
 """Officer actions the core understands. ``confirm_repair`` / ``reject_repair``
 decide a manhole case's late repair claim: a reading that arrived too late to
-reverse booked hours on its own (docs/rules.md, "Late repair claims")."""
+reverse booked hours on its own (docs/rules.md, "Late repair claims").
+``dispatch`` / ``feedback`` / ``check`` / ``extend`` are the workflow's stage
+actions (``STAGE_ACTIONS``, docs/rules.md "The case workflow")."""
+
+STAGE_ACTIONS = ("dispatch", "feedback", "check", "extend")
+"""The workflow's actions (派遣, 处置反馈, 核查, 延期): they move a case's stage, never its
+money (``streams.workflow``)."""
+
+STAGES = ("filed", "dispatched", "handled", "checked", "closed", "evaluated")
+"""GB/T 30428's stages of a case as citywatch records them: 立案, 派遣, 处置/反馈,
+核查, 结案, 评价 (docs/contracts.md, "Case stages")."""
+
+STAGE_CHANGES = (*STAGES, "extended", "check_failed")
+"""What a stage record says happened: a stage reached, an extension approved (延期),
+a check that failed (the case goes back to ``dispatched``: 返工, rework)."""
+
+STAGE_NAMES: dict[str, tuple[str, str]] = {
+    "filed": ("立案", "filed"), "dispatched": ("派遣", "dispatched"),
+    "handled": ("处置反馈", "handled"), "checked": ("核查", "checked"),
+    "closed": ("结案", "closed"), "evaluated": ("评价", "evaluated"),
+    "extended": ("延期", "extended"), "check_failed": ("核查不通过（返工）", "check failed (rework)"),
+}  # fmt: skip
+"""(zh, en) of each stage change."""
+
+EVALUATIONS = ("on_time", "late", "reworked")
+"""A closed case's evaluation: closed by its disposal deadline (as extended) with no
+rework; closed after it; closed in time but only after a failed check."""
+
+PHOTOS_MAX = 20
+"""At most this many photo references on one feedback."""
 
 COMMON_ACTIONS = ("ack", "close", "note")
 """The actions every case takes; the others belong to manhole cases."""
@@ -103,6 +135,12 @@ class OfficerAction:
     works_from: int | None = None
     works_until: int | None = None
     """``announce_works`` (报备): the planned works' window ``[works_from, works_until)``."""
+    deadline: int | None = None
+    """``extend``: the disposal deadline the supervisor approved (epoch ms)."""
+    passed: bool | None = None
+    """``check``: whether the inspector found the condition over (True) or not (rework)."""
+    photos: tuple[str, ...] = ()
+    """``feedback``: the unit's photo references (URLs or the platform's ids), not the photos."""
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
@@ -115,6 +153,22 @@ class OfficerAction:
         ):  # fmt: skip
             raise ValueError(
                 "announce_works needs its window: integer works_from < works_until (epoch ms)"
+            )
+        if self.action == "extend" and type(self.deadline) is not int:
+            raise ValueError("extend needs the approved deadline: integer epoch ms")
+        if self.action == "check" and type(self.passed) is not bool:
+            raise ValueError("check needs its result: passed true or false")
+        if self.action == "feedback" and not (isinstance(self.note, str) and self.note.strip()):
+            raise ValueError("feedback needs the unit's report as text (note)")
+        if (
+            not isinstance(self.photos, tuple)
+            or len(self.photos) > PHOTOS_MAX
+            or not all(
+                isinstance(p, str) and 0 < len(p) <= 500 and p.isprintable() for p in self.photos
+            )
+        ):
+            raise ValueError(
+                f"photos: at most {PHOTOS_MAX} references, each 1-500 printable characters"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,6 +196,12 @@ class OfficerAction:
             out["works_from"] = self.works_from
         if self.works_until is not None:
             out["works_until"] = self.works_until
+        if self.deadline is not None:
+            out["deadline"] = self.deadline
+        if self.passed is not None:
+            out["passed"] = self.passed
+        if self.photos:
+            out["photos"] = list(self.photos)
         return out
 
     @classmethod
@@ -160,6 +220,9 @@ class OfficerAction:
             recorded_at=None if d.get("recorded_at") is None else int(d["recorded_at"]),
             works_from=None if d.get("works_from") is None else int(d["works_from"]),
             works_until=None if d.get("works_until") is None else int(d["works_until"]),
+            deadline=None if d.get("deadline") is None else int(d["deadline"]),
+            passed=d.get("passed"),
+            photos=tuple(d.get("photos") or ()),
         )
 
 

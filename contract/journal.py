@@ -172,6 +172,15 @@ def _action(rec: dict[str, Any]) -> OfficerAction:
     credential = _optional_text(rec, "action", "credential") or ""
     reason = _optional_text(rec, "action", "reason")
     recorded_at = None if rec.get("recorded_at") is None else _ms(rec, "action", "recorded_at")
+    works_from = None if rec.get("works_from") is None else _ms(rec, "action", "works_from")
+    works_until = None if rec.get("works_until") is None else _ms(rec, "action", "works_until")
+    deadline = None if rec.get("deadline") is None else _ms(rec, "action", "deadline")
+    passed = rec.get("passed")
+    if passed is not None and type(passed) is not bool:
+        raise _bad("action", "passed", "true, false or null", rec)
+    photos = rec.get("photos") or []
+    if not isinstance(photos, list):
+        raise _bad("action", "photos", "a list of text", rec)
     try:
         return OfficerAction(
             action,
@@ -185,6 +194,11 @@ def _action(rec: dict[str, Any]) -> OfficerAction:
             credential,
             reason,
             recorded_at,
+            works_from,
+            works_until,
+            deadline,
+            passed,
+            tuple(photos),
         )
     except ValueError as exc:
         raise JournalError("bad_record", f"action record: {exc}") from None

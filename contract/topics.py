@@ -30,7 +30,9 @@ __all__ = [
     "TELEMETRY_FILTER",
     "KafkaTopics",
     "TopicParts",
+    "gateway_deadletter_topic",
     "is_valid_segment",
+    "parse_gateway_deadletter",
     "parse_topic",
     "shared_subscription",
     "telemetry_topic",
@@ -118,6 +120,31 @@ def telemetry_topic(district: str, kind: str, device_id: str) -> str:
     if kind not in _KINDS:
         raise ValueError(f"invalid kind {kind!r}; valid kinds: {', '.join(KINDS)}")
     return f"city/{district}/{kind}/{device_id}/telemetry"
+
+
+GATEWAY_DEADLETTER = "city/gateway/{gateway}/deadletter"
+"""Where a protocol gateway reports a frame it could not turn into a reading
+(docs/contracts.md, "Gateway dead letters"): the bridge files it on the dead-letter topic."""
+
+
+def gateway_deadletter_topic(gateway: str) -> str:
+    """``city/gateway/<gateway>/deadletter``; ``ValueError`` for an id that is no topic segment."""
+    if not is_valid_segment(gateway):
+        raise ValueError(
+            f"invalid gateway id {gateway!r} for an MQTT topic; use 1-64 characters from "
+            "A-Z a-z 0-9 _ . : -"
+        )
+    return GATEWAY_DEADLETTER.format(gateway=gateway)
+
+
+def parse_gateway_deadletter(topic: str) -> str | None:
+    """The gateway id of ``city/gateway/<gateway>/deadletter``, None for any other topic."""
+    if type(topic) is not str or not topic.startswith("city/gateway/"):
+        return None
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[3] != "deadletter" or _SEGMENT.fullmatch(parts[2]) is None:
+        return None
+    return parts[2]
 
 
 def shared_subscription(group: str) -> str:

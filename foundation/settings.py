@@ -75,6 +75,16 @@ def _one_of(options: tuple[str, ...]) -> Callable[[str], str | None]:
     return check
 
 
+PM_UNITS = ("mg/m3", "ug/m3")
+
+
+def _listen(value: str) -> str | None:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return "host:port, e.g. 0.0.0.0:7212"
+    return None
+
+
 def _positive(value: float) -> str | None:
     return None if value > 0 else "a number greater than 0"
 
@@ -236,6 +246,37 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "how officers' phones reach the ack endpoint (empty: the routing file's ack.base_url)",
         ),
     },
+    # The HJ 212-2017 gateway (docs/gateways.md). Its broker identity is mqtt.username.
+    "hj212": {
+        "listen": Key(
+            str,
+            "127.0.0.1:17212",
+            _listen,
+            "host:port the gateway accepts monitors on (0.0.0.0:<port> to take them from the network)",
+        ),
+        "pm_unit": Key(
+            str,
+            "mg/m3",
+            _one_of(PM_UNITS),
+            "the unit the monitors report a34001/a34002/a34004 in (HJ 212 dust monitors: mg/m3); "
+            "converted to the contract's µg/m³",
+        ),
+        "passwords": Key(
+            str, "", None, "the file of PW hashes; empty: <paths.state_dir>/hj212/passwords.json"
+        ),
+        "max_bad_frames": Key(
+            int, 10, _positive, "bad frames in a row after which a connection is closed"
+        ),
+        "idle_timeout_s": Key(
+            int, 900, _positive, "a connection silent this long is closed (monitors reconnect)"
+        ),
+        "max_pending": Key(
+            int,
+            2000,
+            _positive,
+            "publishes awaiting the broker's PUBACK before the gateway stops reading its sockets",
+        ),
+    },
 }
 
 
@@ -349,6 +390,29 @@ class AlertsSettings:
 
 
 @dataclass(frozen=True)
+class Hj212Settings:
+    listen: str = "127.0.0.1:17212"
+    pm_unit: str = "mg/m3"
+    passwords: str = ""
+    max_bad_frames: int = 10
+    idle_timeout_s: int = 900
+    max_pending: int = 2000
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def pm_factor(self) -> float:
+        """What turns the monitors' particle concentrations into µg/m³."""
+        return 1000.0 if self.pm_unit == "mg/m3" else 1.0
+
+
+@dataclass(frozen=True)
 class Settings:
     mqtt: MqttSettings
     kafka: KafkaSettings
@@ -356,6 +420,7 @@ class Settings:
     paths: PathSettings
     log: LogSettings
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
+    hj212: Hj212Settings = field(default_factory=Hj212Settings)
     source: str = field(default="<defaults>")
 
     def __post_init__(self) -> None:
@@ -380,6 +445,7 @@ _SECTION_TYPES = {
     "paths": PathSettings,
     "log": LogSettings,
     "alerts": AlertsSettings,
+    "hj212": Hj212Settings,
 }
 
 

@@ -100,6 +100,9 @@ class BridgeStats:
     citywatch_bridge_produce_batches_total    counter  batches produced
     citywatch_bridge_produce_batch_seconds    histo.   one batch, from validation to Kafka's acks
     citywatch_bridge_mqtt_connects_total      counter  MQTT (re)connections
+    citywatch_kafka_topics_missing            gauge    citywatch topics the broker lacked at the
+                                                       last look (``bus.watch``; 0 when all there)
+    citywatch_kafka_topics_lost_total         counter  times the broker was seen to have lost them
     ========================================  =======  ==========================================
     """
 
@@ -138,6 +141,16 @@ class BridgeStats:
         )  # fmt: skip
         self._connects = Counter(
             "citywatch_bridge_mqtt_connects", "MQTT connections (re)established", registry=reg
+        )
+        self.topics_missing = Gauge(
+            "citywatch_kafka_topics_missing",
+            "citywatch topics the Kafka broker lacked at the last look (0: all there)",
+            registry=reg,
+        )
+        self.topics_lost = Counter(
+            "citywatch_kafka_topics_lost",
+            "Times the Kafka broker was seen to have lost citywatch's topics (restarted empty)",
+            registry=reg,
         )
         self._rejected_by: dict[str, Counter] = {}
         self.acked = 0
@@ -319,6 +332,7 @@ class Bridge:
     client_suffix: distinguishes bridges of one group (each needs its own
         persistent session; the shared subscription splits the stream).
     registry_check_s: how often the registry file is checked for edits.
+    broker_watch_s: how often the broker is checked for lost topics (``bus.watch``).
     event_time_clock: stamp ``received_at`` with the reading's own ``ts``
         instead of the wall clock (simulation mode: a time-warped city runs on
         its own clock, and the pipeline's watermark follows it).
@@ -332,6 +346,7 @@ class Bridge:
         event_time_clock: bool = False,
         clock: Callable[[], int] = wall_clock_ms,
         registry_check_s: float = 2.0,
+        broker_watch_s: float = 5.0,
     ):
         self.settings = settings
         self.topics = KafkaTopics(settings.kafka.topic_prefix)
@@ -349,6 +364,7 @@ class Bridge:
             on_error=self._registry_error,
         )
         self.stats = BridgeStats()
+        self.broker_watch_s = broker_watch_s
         self.subscribed = asyncio.Event()
         self._queue: asyncio.Queue[tuple[int, int, str, bytes, int]] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -586,6 +602,7 @@ class Bridge:
         client.loop_start()
         pump = asyncio.create_task(self._pump(producer, client))
         reporter = asyncio.create_task(self._report(stats_every_s))
+        watcher = asyncio.create_task(self._watch_broker(stop))
         try:
             stopper = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait({pump, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -593,6 +610,7 @@ class Bridge:
                 pump.result()  # re-raise a crash of the pump
         finally:
             reporter.cancel()
+            watcher.cancel()
             client.disconnect()
             client.loop_stop()
             pump.cancel()
@@ -631,6 +649,27 @@ class Bridge:
             return False
         ready.result()
         return True
+
+    async def _watch_broker(self, stop: asyncio.Event) -> None:
+        """A broker that lost the topics is told once, they are recreated, the metrics count it.
+
+        What the bridge produces afterwards goes into the recreated journal; what
+        the broker lost comes back from the archive (decision 010)."""
+        from bus.watch import BrokerWatch
+
+        def lost(_loss: object) -> None:
+            self.stats.topics_lost.inc()
+
+        watch = BrokerWatch(self.settings.kafka, f"bridge {self.client_id}", on_loss=lost,
+                            every_s=self.broker_watch_s)  # fmt: skip
+        while not stop.is_set():
+            try:
+                await watch.check()
+            except Exception:  # never the bridge's end: it goes on forwarding
+                log.exception("bridge: the broker watch failed once; it goes on")
+            self.stats.topics_missing.set(len(watch.missing))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), watch.every_s)
 
     async def _report(self, every_s: float) -> None:
         while True:

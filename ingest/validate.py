@@ -34,6 +34,9 @@ too_late            ``ts`` more than ``max_lateness_ms`` before ``received_at``
 wrong_type          a known field has the wrong JSON type
 out_of_range        a known field is outside its range (``KIND_SPECS``)
 missing_field       a required field (group) is absent
+bad_gateway_report  a message on ``city/gateway/<id>/deadletter`` that is not a
+                    well-formed gateway report (a report's own code is one of
+                    ``ingest.gateways.report.GATEWAY_CODES``: docs/gateways.md)
 internal_error      a bug or a failing registry object; never expected. The bridge
                     uses it too for a message that failed after validation
                     (serialising it, producing it to Kafka): the message gives
@@ -103,7 +106,8 @@ from contract.clock import iso_utc
 from contract.kinds import BOOL, KIND_SPECS, KINDS, NUMBER, KindSpec
 from contract.kinds import UNBOUNDED as _BIG
 from contract.reading import Reading
-from contract.topics import parse_topic
+from contract.topics import parse_gateway_deadletter, parse_topic
+from ingest.gateways.report import GATEWAY_CODES, parse_report
 
 __all__ = [
     "BOOL",
@@ -125,9 +129,11 @@ CODES = (
     "not_object", "duplicate_key",
     "device_mismatch", "unknown_device", "kind_mismatch", "district_mismatch",
     "missing_ts", "bad_ts", "future_ts", "too_late",
-    "wrong_type", "out_of_range", "missing_field", "internal_error",
+    "wrong_type", "out_of_range", "missing_field", "bad_gateway_report", "internal_error",
 )  # fmt: skip
-"""Every ``Rejection.code``, in check order."""
+"""Every ``Rejection.code`` of MQTT validation, in check order; a gateway's report on
+``city/gateway/<id>/deadletter`` gives one of ``GATEWAY_CODES`` instead (or ``bad_gateway_report``)."""
+ALL_CODES = CODES + tuple(GATEWAY_CODES)
 
 # --------------------------------------------------------------------------- public types
 
@@ -260,6 +266,39 @@ def parse_message(
         )
 
 
+def _gateway_report(
+    gateway: str,
+    topic: str,
+    payload: bytes,
+    received_at: int,
+    registry: _RegistryLike | None,
+    limits: IngestLimits,
+) -> Rejection:
+    """A gateway's dead-letter report as the dead letter it reports (``ingest.gateways.report``).
+
+    The device it names is kept only when the registry has it behind this gateway
+    (a gateway cannot file dead letters under another's devices).
+    """
+    if len(payload) > limits.max_payload_bytes:
+        got: tuple[str, str, bytes, str | None] | str = (
+            f"the report has {len(payload)} bytes, more than {limits.max_payload_bytes}"
+        )
+    else:
+        got = parse_report(payload)
+    if isinstance(got, str):
+        return Rejection(
+            "bad_gateway_report", f"gateway {gateway}: {got}", topic,
+            payload[: limits.max_deadletter_raw_bytes], received_at, None,
+        )  # fmt: skip
+    code, message, raw, device = got
+    if device is not None and registry is not None:
+        known = registry.get(device)
+        if known is None or getattr(known, "gateway", None) != gateway:
+            message += f"; device {device} is not behind gateway {gateway} in the registry"
+            device = None
+    return Rejection(code, f"gateway {gateway}: {message}", topic, raw, received_at, device)
+
+
 def _parse(
     topic: str,
     payload: Any,
@@ -273,6 +312,9 @@ def _parse(
     # 1. topic
     parts = parse_topic(topic)
     if parts is None:
+        gateway = parse_gateway_deadletter(topic)
+        if gateway is not None:
+            return _gateway_report(gateway, topic, payload, received_at, registry, limits)
         return Rejection(
             "bad_topic",
             f"topic {_short(topic)} does not match {_EXPECTED_TOPIC} "

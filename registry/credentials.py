@@ -53,7 +53,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from contract.topics import telemetry_topic
+from contract.topics import gateway_deadletter_topic, telemetry_topic
 from foundation.errors import CitywatchError
 from registry.devices import Registry
 
@@ -166,6 +166,9 @@ def grants_from_registry(registry: Registry) -> list[Grant]:
     topics: dict[str, list[str]] = {}
     for d in registry:
         topics.setdefault(d.speaker, []).append(telemetry_topic(d.district, d.kind, d.device_id))
+    for name, ts in topics.items():
+        if name not in registry:  # a gateway also reports the frames it could not take
+            ts.append(gateway_deadletter_topic(name))
     return [
         Grant(name, "device" if name in registry else "gateway", tuple(sorted(ts)))
         for name, ts in topics.items()
@@ -535,7 +538,10 @@ def dynsec_commands(change: Change) -> list[dict[str, Any]]:
             "textname": f"{e.role} ({e.source})",
         }
         if acls:
-            cmds.append({"command": "createRole", "rolename": _role_name(name), "acls": acls})
+            # one command per ACL: a gateway's thousands of topics in one createRole exceeded
+            # the broker's max_packet_size (4608 bytes) and the broker dropped the connection
+            cmds.append({"command": "createRole", "rolename": _role_name(name)})
+            cmds.extend({"command": "addRoleACL", "rolename": _role_name(name), **a} for a in acls)
             client["roles"] = [{"rolename": _role_name(name)}]
         cmds.append(client)
     for name in sorted(change.regranted - set(change.issued)):

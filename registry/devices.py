@@ -11,6 +11,9 @@ An optional ``gateway`` column names the gateway (a site's DTU) that publishes f
 the device then has no broker identity of its own and the gateway speaks
 for it (docs/contracts.md, "Device identity"). A gateway id is not a device
 id: one that is also a device id of the registry is refused.
+An optional ``mn`` column holds the HJ 212 MN of a dust monitor that reports
+in HJ 212-2017 through citywatch's HJ 212 gateway, which its ``gateway`` column
+must name (docs/gateways.md); MNs are unique.
 Columns may come in any order. Blank lines and lines whose first cell starts
 with ``#`` are skipped. A ``.yaml``/``.yml`` file holds the same columns as a
 list of mappings (or a mapping with a ``devices:`` list)::
@@ -33,6 +36,7 @@ import io
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -42,6 +46,7 @@ from typing import Any
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from contract.cases import ROAD_CLASSES
+from contract.components import component_problem
 from contract.kinds import KINDS
 from contract.topics import is_valid_segment
 from foundation.cityfile import Document, did_you_mean
@@ -65,7 +70,12 @@ COLUMNS = (
     "lat", "lon", "pm10_warning", "pm10_violation", "component_code",
 )  # fmt: skip
 """Every column of a device's data, in the order docs/contracts.md, "Registry" lists them."""
-IDENTITY_COLUMNS = ("gateway",)
+IDENTITY_COLUMNS = ("gateway", "mn")
+"""``gateway``: who publishes for the device; ``mn``: the HJ 212 MN (设备唯一标识) of a dust
+monitor that speaks HJ 212-2017 to citywatch's HJ 212 gateway, which its ``gateway`` names
+(docs/gateways.md)."""
+MN_PATTERN = re.compile(r"[A-Za-z0-9]{1,24}")
+"""What an HJ 212 MN may be (HJ 212-2017: up to 24 characters; letters and digits here)."""
 ROLE_COLUMNS = ("role", "cabinet", "circuit")
 """Optional: ``role`` (a dust monitor that is a reference station, 国控站, judges no site:
 docs/rules.md "dust"), ``cabinet`` and ``circuit`` (the control cabinet, 控制箱, and
@@ -109,6 +119,8 @@ class Device:
     """A lamp's control cabinet (控制箱)."""
     circuit: str | None = None
     """A lamp's circuit (回路) in its cabinet: lamps of one circuit go dark together."""
+    mn: str | None = None
+    """The HJ 212 MN of a dust monitor that reports through the HJ 212 gateway (docs/gateways.md)."""
 
     @property
     def speaker(self) -> str:
@@ -312,6 +324,7 @@ def _build(name: str, rows: Iterable[_Row]) -> Registry:
     devices: dict[str, Device] = {}
     first_line: dict[str, int] = {}
     gateway_line: dict[str, int] = {}
+    mn_line: dict[str, int] = {}
     for line, row in rows:
 
         def fail(col: str, why: str, _row: dict[str, Any] = row, _line: int = line) -> ConfigError:
@@ -413,7 +426,11 @@ def _build(name: str, rows: Iterable[_Row]) -> Registry:
             )
 
         code = get("component_code") or None
-        if code is not None and not (code.isascii() and code.isdigit() and len(code) in (4, 16)):
+        if code is not None and code.isascii() and code.isdigit() and len(code) in (4, 16):
+            problem = component_problem(code)
+            if problem is not None:
+                raise fail("component_code", f"{code!r}: {problem}")
+        elif code is not None:
             hint = ""
             if code.isascii() and code.isdigit() and len(code) in (3, 15):
                 hint = (
@@ -450,6 +467,23 @@ def _build(name: str, rows: Iterable[_Row]) -> Registry:
                 raise fail(col, f"only a streetlight hangs on a {col}; leave it blank")
         if circuit is not None and cabinet is None:
             raise fail("circuit", "a circuit belongs to a cabinet: fill in the cabinet too")
+        mn = get("mn") or None
+        if mn is not None:
+            if not MN_PATTERN.fullmatch(mn):
+                raise fail("mn", f"{mn!r} is not an HJ 212 MN; use 1-24 letters or digits")
+            if kind != "dust":
+                raise fail("mn", "only a dust monitor speaks HJ 212; leave it blank")
+            if gateway is None:
+                raise fail(
+                    "mn",
+                    "an HJ 212 monitor reaches the broker through the HJ 212 gateway: put the "
+                    "gateway's identity (hj212.identity) in the 'gateway' column",
+                )
+            if mn in mn_line:
+                raise fail(
+                    "mn", f"MN {mn} is also the MN of line {mn_line[mn]}; one MN, one monitor"
+                )
+            mn_line[mn] = line
         devices[device_id] = Device(
             device_id=device_id,
             kind=kind,
@@ -467,6 +501,7 @@ def _build(name: str, rows: Iterable[_Row]) -> Registry:
             role=role,
             cabinet=cabinet,
             circuit=circuit,
+            mn=mn,
         )
         first_line[device_id] = line
         if gateway is not None:

@@ -23,6 +23,7 @@ company power covers, ...).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 import random
@@ -145,6 +146,10 @@ class SimDevice:
     """Battery at the start, % (covers; 0 for mains-powered kinds)."""
     phase: float
     """Report phase in [0, 1): when in its period the device reports."""
+    gateway: str = ""
+    """The HJ 212 gateway a dust monitor reports through (``City.with_hj212``); empty: MQTT."""
+    mn: str = ""
+    """Its HJ 212 MN (empty: not an HJ 212 monitor)."""
 
     @property
     def cabinet(self) -> str:
@@ -167,7 +172,7 @@ class SimDevice:
         return [
             self.device_id, self.kind, self.district, self.grid, self.unit, self.road_class,
             self.address, f"{self.lat:.5f}", f"{self.lon:.5f}", "", "", self.component_code,
-            self.cabinet, self.circuit,
+            self.cabinet, self.circuit, self.gateway, self.mn,
         ]  # fmt: skip
 
     def to_device(self) -> Device:
@@ -177,13 +182,15 @@ class SimDevice:
             self.road_class or None, self.address, round(self.lat, 5), round(self.lon, 5),
             None, None, self.component_code or None,
             cabinet=self.cabinet or None, circuit=self.circuit or None,
+            gateway=self.gateway or None, mn=self.mn or None,
         )  # fmt: skip
 
 
 LAMPS_PER_CABINET = 12
 LAMPS_PER_CIRCUIT = 6
-REGISTRY_HEADER = (*COLUMNS, "cabinet", "circuit")
-"""The written registry's columns: docs/contracts.md's, and the lamps' cabinet and circuit."""
+REGISTRY_HEADER = (*COLUMNS, "cabinet", "circuit", "gateway", "mn")
+"""The written registry's columns: docs/contracts.md's, the lamps' cabinet and circuit, and the
+HJ 212 monitors' gateway and MN."""
 
 
 @dataclass(frozen=True)
@@ -213,6 +220,28 @@ class City:
         for d in self.devices:
             out[d.kind] += 1
         return out
+
+    def with_hj212(self, share: float, gateway: str) -> City:
+        """The same city with ``share`` of its dust sites as HJ 212 monitors behind ``gateway``.
+
+        Spread evenly over the dust sites in their order (every fifth for 0.2), so
+        the same city and share always give the same monitors. Their MN is
+        ``4101`` + the device id without dashes (letters and digits, at most 24).
+        """
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"Invalid HJ 212 share {share!r}; expected 0 to 1")
+        out, k = [], 0
+        for d in self.devices:
+            if d.kind == "dust":
+                if int((k + 1) * share) > int(k * share):
+                    mn = ("4101" + d.device_id.replace("-", ""))[:24]
+                    d = dataclasses.replace(d, gateway=gateway, mn=mn)
+                k += 1
+            out.append(d)
+        return City(self.seed, tuple(out))
+
+    def hj212_monitors(self) -> list[SimDevice]:
+        return [d for d in self.devices if d.mn]
 
     def slice(self, index: int, count: int) -> City:
         """Every ``count``-th device starting at ``index`` (one publisher process's share)."""

@@ -31,6 +31,15 @@ Measurements
     ``open`` (int: 1 while the case is open after this event, else 0).
     time = ``at``.
 
+``case_stage`` (``case_stage_lines``, one point per stage change, docs/contracts.md "Case stages")
+    tags ``case_id, kind, rule, district, unit, stage`` (filed, dispatched, handled,
+    checked, closed, evaluated, extended, check_failed), ``evaluation`` (evaluated only);
+    fields ``device, by, note`` (strings), ``deadline`` (int ms, when set),
+    ``reworks`` / ``extensions`` (ints, the counts after the change), ``photos`` and
+    ``change`` (compact JSON: the photo references; the whole change). time = the change's
+    ``at``. A case event that carries no stage change writes none; a snapshot a stage
+    action alone made (``detail.workflow.stage_only``) writes no ``case_event`` point.
+
 ``penalty`` (``penalty_line``)
     tags ``case_id, rule, payer, payer_type, district, entry_id``; fields
     ``amount_yuan`` (**integer**, exact), ``hour_index`` (int, -1 when none),
@@ -87,6 +96,8 @@ __all__ = [
     "TELEMETRY",
     "TELEMETRY_TAGS",
     "case_event_line",
+    "case_lines",
+    "case_stage_lines",
     "deadletter_line",
     "escape_field_string",
     "escape_key",
@@ -301,6 +312,59 @@ def case_event_line(event: Mapping[str, Any]) -> str:
     return f"{CASE_EVENT}{tags} {','.join(fields)} {at}"
 
 
+CASE_STAGE = "case_stage"
+
+
+def case_stage_lines(event: Mapping[str, Any]) -> list[str]:
+    """The ``case_stage`` points of the stage changes a case event carries (``detail.workflow``)."""
+    detail = event.get("detail")
+    flow = detail.get("workflow") if isinstance(detail, Mapping) else None
+    if not isinstance(flow, Mapping):
+        return []
+    out = []
+    for c in flow.get("changes") or ():
+        tags = _tags(
+            [
+                ("case_id", event["case_id"]),
+                ("kind", event.get("kind")),
+                ("rule", event.get("rule")),
+                ("district", event.get("district")),
+                ("unit", event.get("unit")),
+                ("stage", c["change"]),
+                ("evaluation", c.get("evaluation")),
+            ]
+        )
+        fields = [
+            f"reworks={int(flow.get('reworks') or 0)}i",
+            f"extensions={int(flow.get('extensions') or 0)}i",
+        ]
+        if c.get("deadline") is not None:
+            fields.append(f"deadline={int(c['deadline'])}i")
+        for name in ("by", "note"):
+            if c.get(name):
+                fields.append(_str_field(name, c[name]))
+        if event.get("device"):
+            fields.append(_str_field("device", event["device"]))
+        if c.get("photos"):
+            fields.append(_str_field("photos", orjson.dumps(c["photos"]).decode()))
+        fields.append(
+            _str_field("change", orjson.dumps(c, option=orjson.OPT_SORT_KEYS, default=str).decode())
+        )
+        out.append(f"{CASE_STAGE}{tags} {','.join(fields)} {int(c['at'])}")
+    return out
+
+
+def case_lines(event: Mapping[str, Any]) -> str | None:
+    """What one record of ``<prefix>.cases`` writes: its ``case_event`` point (unless a stage
+    action alone made it) and its ``case_stage`` points, newline-separated."""
+    detail = event.get("detail")
+    flow = detail.get("workflow") if isinstance(detail, Mapping) else None
+    lines = case_stage_lines(event)
+    if not (isinstance(flow, Mapping) and flow.get("stage_only")):
+        lines.insert(0, case_event_line(event))
+    return "\n".join(lines) or None
+
+
 # ---------------------------------------------------------------- ledger
 
 
@@ -395,6 +459,10 @@ def audit_line(record: Mapping[str, Any]) -> str:
         for name in ("case_id", "device", "reason", "client", "user_agent", "note")
     )
     fields += "," + _str_field("roles", ",".join(record.get("roles") or ()))
+    extra = record.get("extra")
+    if extra:  # an announcement's window, a stage act's fields, a silence (JSON)
+        text = orjson.dumps(extra, option=orjson.OPT_SORT_KEYS, default=str).decode()
+        fields += "," + _str_field("extra", text[:20_000])
     acted = record.get("acted_at")
     if type(acted) is int:
         fields += f",acted_at={acted}i"
@@ -422,5 +490,5 @@ def record_line(record: Mapping[str, Any], device: Device | None = None) -> str 
     if "amount_yuan" in record:
         return penalty_line(record, unit=device.unit if device is not None else None)
     if "state" in record and "at" in record:
-        return case_event_line(record)
+        return case_lines(record)
     raise ValueError(f"not a citywatch record (no type/amount_yuan/state): keys {sorted(record)}")

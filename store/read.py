@@ -30,13 +30,16 @@ import orjson
 
 from contract.cases import CaseEvent, LedgerEntry
 from store.influxql import ident, query
-from store.schema import AUDIT, CASE_EVENT, PENALTY
+from store.schema import AUDIT, CASE_EVENT, CASE_STAGE, PENALTY
 
 __all__ = [
     "LedgerTotal",
     "StoredEntry",
     "case_event_from_row",
     "case_events",
+    "announcements",
+    "case_stages",
+    "StageChange",
     "latest_cases",
     "ledger_entries",
     "ledger_totals",
@@ -219,6 +222,82 @@ def case_events(
     return sorted((case_event_from_row(r) for r in rows), key=lambda e: e.at)
 
 
+@dataclass(frozen=True, slots=True)
+class StageChange:
+    """One ``case_stage`` point: a stage change of a case (docs/contracts.md, "Case stages")."""
+
+    case_id: str
+    kind: str
+    rule: str
+    district: str
+    unit: str
+    device: str
+    stage: str
+    """The change: a stage, ``extended`` or ``check_failed``."""
+    at: int
+    by: str
+    note: str
+    deadline: int | None
+    evaluation: str
+    reworks: int
+    extensions: int
+    change: dict[str, Any]
+    """The whole change as the workflow recorded it (photos, component, reason...)."""
+
+
+def stage_change_from_row(r: Mapping[str, Any]) -> StageChange:
+    deadline = r.get("deadline")
+    return StageChange(
+        case_id=str(r["case_id"]),
+        kind=str(r.get("kind") or ""),
+        rule=str(r.get("rule") or ""),
+        district=str(r.get("district") or ""),
+        unit=str(r.get("unit") or ""),
+        device=str(r.get("device") or ""),
+        stage=str(r.get("stage") or ""),
+        at=int(r["time"]),
+        by=str(r.get("by") or ""),
+        note=str(r.get("note") or ""),
+        deadline=None if deadline is None else int(deadline),
+        evaluation=str(r.get("evaluation") or ""),
+        reworks=int(r.get("reworks") or 0),
+        extensions=int(r.get("extensions") or 0),
+        change=_json(r.get("change"), dict),
+    )
+
+
+_STAGE_ORDER = {
+    name: i
+    for i, name in enumerate(
+        ("filed", "dispatched", "handled", "extended", "check_failed", "checked", "closed",
+         "evaluated")
+    )
+}  # fmt: skip
+
+
+def case_stages(
+    settings: Any,
+    *,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    case_ids: Iterable[str] | None = None,
+    unit: str | None = None,
+    district: str | None = None,
+) -> list[StageChange]:
+    """Stage changes with ``start_ms <= at < end_ms`` (each bound optional), of ``case_ids``, one
+    unit and/or district; by case, then time (changes of one instant in the workflow's order:
+    filed before dispatched, check_failed before the rework's dispatched)."""
+    rows = _rows(settings, CASE_STAGE, "case_id", case_ids, start_ms, end_ms,
+                 {"unit": unit, "district": district})  # fmt: skip
+    out = [stage_change_from_row(r) for r in rows]
+
+    def order(c: StageChange) -> tuple[str, int, int, int]:
+        rework = c.stage == "dispatched" and c.by == "rework"
+        return c.case_id, c.at, 5 if rework else _STAGE_ORDER.get(c.stage, 9), c.reworks
+
+    return sorted(out, key=order)
+
+
 def latest_cases(
     settings: Any, *, district: str | None = None, kind: str | None = None, unit: str | None = None
 ) -> list[CaseEvent]:
@@ -286,6 +365,17 @@ def audit_records(
             "reason",
         ):
             r[key] = r.get(key) or ""
+    return rows
+
+
+def announcements(settings: Any) -> list[dict[str, Any]]:
+    """Every accepted ``announce_works`` act (``audit``; docs/reports.md, "Announced works"),
+    oldest first, ``extra`` read back from its JSON (the window). Not bounded by when it was
+    recorded: the window is in ``extra``, and an announcement may be recorded after it began."""
+    conds, params = _conditions(None, None, {"action": "announce_works", "outcome": "accepted"})
+    rows = _select(settings, AUDIT, conds, params, " ORDER BY time ASC")
+    for r in rows:
+        r["extra"] = _json(r.get("extra"), dict)
     return rows
 
 

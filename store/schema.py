@@ -41,6 +41,7 @@ LEDGER_RP = "ledger"
 
 PENALTY = f"{ident(LEDGER_RP)}.{ident(points.PENALTY)}"
 CASE_EVENT = f"{ident(LEDGER_RP)}.{ident(points.CASE_EVENT)}"
+CASE_STAGE = f"{ident(LEDGER_RP)}.{ident(points.CASE_STAGE)}"
 AUDIT = f"{ident(LEDGER_RP)}.{ident(points.AUDIT)}"
 """Qualified measurement names for InfluxQL ``FROM`` clauses: ``"ledger"."penalty"``."""
 

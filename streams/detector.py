@@ -30,12 +30,20 @@ from dataclasses import dataclass
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any, Protocol
 
-from contract.cases import COMMON_ACTIONS, ActionRejected, OfficerAction, Output
+from contract.cases import (
+    COMMON_ACTIONS,
+    STAGE_ACTIONS,
+    ActionRejected,
+    CaseEvent,
+    OfficerAction,
+    Output,
+)
 from contract.clock import NEVER, LocalClock
 from contract.kinds import KINDS
 from streams.case import Context
 from streams.kinds import RULE_KINDS
 from streams.rules import Rules
+from streams.workflow import Workflow
 
 if TYPE_CHECKING:
     from contract.reading import Reading
@@ -77,6 +85,8 @@ class _Slot:
     sections: list[str]
     states: list[Any]
     due: list[int | None]
+    flows: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    """The device's cases in the workflow (``streams.workflow.Flow`` as dicts), by case id."""
 
 
 class Detector:
@@ -108,6 +118,7 @@ class Detector:
         self._wm = NEVER
         self._dirty: set[str] = set()
         self._ctx = Context()
+        self.workflow = Workflow(rules.workflow)
 
     # ------------------------------------------------------------------ inputs
 
@@ -137,7 +148,7 @@ class Detector:
         heap = self._heap
         if heap and heap[0][0] <= self._wm:
             self._run_clocks(out)
-        return out
+        return self._follow(out) if out else out
 
     def on_watermark(self, at_ms: int) -> list[Output]:
         """Advance time (never backwards) and run every clock that became due."""
@@ -146,6 +157,19 @@ class Detector:
             self._wm = at_ms
         if self._heap and self._heap[0][0] <= self._wm:
             self._run_clocks(out)
+        return self._follow(out) if out else out
+
+    def _follow(self, out: list[Output]) -> list[Output]:
+        """The rules' case events through the workflow (``streams.workflow``): each goes out with
+        its stage; nothing else is touched (ledger entries pass as they are)."""
+        for i, o in enumerate(out):
+            if isinstance(o, CaseEvent):
+                slot = self._slots.get(o.device)
+                if slot is not None:
+                    before = len(slot.flows)
+                    out[i] = ev = self.workflow.observe(slot.flows, o, slot.device)
+                    if ev is not o or len(slot.flows) != before:
+                        self._dirty.add(o.device)
         return out
 
     def on_action(self, a: OfficerAction) -> list[Output]:
@@ -176,6 +200,15 @@ class Detector:
             )
             out.append(ActionRejected(a, reason))
             return out
+        if a.action in STAGE_ACTIONS:
+            done = self.workflow.act(slot.flows, a, slot.device, out)
+            if done is False:
+                return out
+            self._dirty.add(a.device)
+            if done is True:
+                return out
+            # a passing check of a case the device still holds open: the inspector's close
+            a = dataclasses.replace(a, action="close", passed=None, case_id=done)
         ok = False
         for i, (rule, st) in enumerate(zip(slot.rules, slot.states, strict=True)):
             if i > 0 and a.action not in COMMON_ACTIONS:
@@ -204,7 +237,7 @@ class Detector:
         self._schedule(a.device, slot)
         if self._heap and self._heap[0][0] <= self._wm:
             self._run_clocks(out)
-        return out
+        return self._follow(out)
 
     # ------------------------------------------------------------------ clocks
 
@@ -278,7 +311,7 @@ class Detector:
                 name: rule.export(st)
                 for name, rule, st in zip(slot.sections, slot.rules, slot.states, strict=True)
             },
-        }
+        } | ({"workflow": dict(slot.flows)} if slot.flows else {})
 
     def import_device(self, device_id: str, d: dict[str, Any]) -> bool:
         """Restore one device's state (from ``export_device``), replacing what is there.
@@ -317,6 +350,7 @@ class Detector:
             states = d["states"]
         slot = self._make_slot(device_id, dev, states)
         assert slot is not None
+        slot.flows = {k: dict(v) for k, v in (d.get("workflow") or {}).items()}
         self._schedule(device_id, slot)
         return True
 

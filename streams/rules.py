@@ -31,6 +31,7 @@ from contract.clock import DEFAULT_TIMEZONE, MINUTE_MS
 from foundation.cityfile import Document, Section
 from foundation.errors import read_config_text
 from streams.kinds import RULE_KINDS
+from streams.workflow import WorkflowRules, parse_workflow
 
 __all__ = ["Rules", "default_rules", "load_rules", "parse_rules"]
 
@@ -60,6 +61,8 @@ class Rules:
     """Section name -> that rule kind's settings."""
     source: str | None = field(default=None, compare=False)
     """The file it was loaded from (not part of equality)."""
+    workflow: WorkflowRules = field(default_factory=WorkflowRules)
+    """The case workflow's deadlines (``streams.workflow``, docs/rules.md "The case workflow")."""
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -79,7 +82,10 @@ class Rules:
             raise ValueError(
                 f"unknown rules section(s) {sorted(unknown)}; sections: {', '.join(RULE_KINDS)}"
             )
-        return Rules(self.timezone, self.live_skew_ms, {**self.sections, **sections}, self.source)
+        return Rules(
+            self.timezone, self.live_skew_ms, {**self.sections, **sections}, self.source,
+            self.workflow,
+        )  # fmt: skip
 
 
 def default_rules() -> Rules:
@@ -133,6 +139,8 @@ class _Parser(Document):
             minutes = clock.number("live_skew_minutes", skew / MINUTE_MS, zero_ok=True)
             skew = round(minutes * MINUTE_MS)
             clock.finish()
+        flow = top.sub("workflow")
+        workflow = WorkflowRules() if flow is None else parse_workflow(flow)
         body = top.sub("rules")
         top.finish()
         sections = _default_sections()
@@ -142,4 +150,6 @@ class _Parser(Document):
                 if sub is not None:
                     sections[name] = kind.parse(sub)
             body.finish()
-        return Rules(timezone=tz, live_skew_ms=skew, sections=sections, source=self.file)
+        return Rules(
+            timezone=tz, live_skew_ms=skew, sections=sections, source=self.file, workflow=workflow
+        )

@@ -368,6 +368,7 @@ def build_app(
     live_clock: bool = True,
     tick_interval_s: float = 1.0,
     session_timeout_s: float = 6.0,
+    on_topics_lost: Callable[[Any], None] | None = None,
 ) -> faust.App:
     """The Faust app of the worker.
 
@@ -377,6 +378,9 @@ def build_app(
     session_timeout_s: Kafka consumer session and rebalance timeouts; tansu
         finishes a group join only after the rebalance timeout, so this is also
         the worker's start-up delay.
+    on_topics_lost: what to do when the broker is seen to have lost citywatch's topics
+        (``bus.watch.TopicsLost``; ``citywatch worker`` starts itself afresh); they are
+        recreated and the loss logged once either way.
     """
     k = settings.kafka
     topics = KafkaTopics(k.topic_prefix)
@@ -523,7 +527,7 @@ def build_app(
 
     @app.agent(cases, name="sink-cases")
     async def sink_cases(stream: faust.StreamT) -> None:
-        await sink(stream, record(points.case_event_line), topics.cases, ledger_writer)
+        await sink(stream, record(points.case_lines), topics.cases, ledger_writer)
 
     @app.agent(penalties, name="sink-penalties")
     async def sink_penalties(stream: faust.StreamT) -> None:
@@ -541,6 +545,13 @@ def build_app(
     async def sink_audit(stream: faust.StreamT) -> None:
         # kept forever beside the ledger: the officers' acts are its evidence (docs/officers.md)
         await sink(stream, record(points.audit_line), topics.audit, ledger_writer)
+
+    @app.task(on_leader=False)
+    async def watch_broker() -> None:
+        """A broker that lost the topics (restarted empty) is told, never idled on (issue 14)."""
+        from bus.watch import BrokerWatch
+
+        await BrokerWatch(k, "worker", on_loss=on_topics_lost, logger=log).run()
 
     @app.timer(STATS_EVERY_S)
     async def report_stats() -> None:

@@ -167,10 +167,15 @@ def produce_settlement(settings: Any, period: Period, out_dir: str | os.PathLike
                        city: str = DEFAULT_CITY, pdf: bool = True) -> dict[str, Any]:  # fmt: skip
     """Load, build and write; returns ``{"settlement": Settlement, "files": [paths]}``."""
     from citywatch.reports import settlement as sm
+    from citywatch.reports.data import load_announcements
+    from citywatch.reports.works import write_works_csv
 
     data = load_period(settings, period)
-    s = sm.build_settlement(data, registry, city)
-    names = [f"settlement-{period.label}.csv", f"settlement-{period.label}-evidence.csv"]
+    s = sm.build_settlement(
+        data, registry, city, announcements=load_announcements(settings, period)
+    )
+    names = [f"settlement-{period.label}.csv", f"settlement-{period.label}-evidence.csv",
+             f"settlement-{period.label}-works.csv"]  # fmt: skip
     if pdf:
         names.append(f"settlement-{period.label}-summary.pdf")
         names += [statement_file_name(period.label, st.payer_type, st.payer) for st in s.statements]
@@ -178,11 +183,12 @@ def produce_settlement(settings: Any, period: Period, out_dir: str | os.PathLike
     with out.writing() as tmp:
         sm.write_csv(s, tmp[0])
         sm.write_evidence_csv(s, tmp[1])
+        write_works_csv(s.works, period.tz, tmp[2])
         if pdf:
             from citywatch.reports import pdf as pdfm
 
-            pdfm.render_settlement_summary(s, tmp[2])
-            for st, path in zip(s.statements, tmp[3:], strict=True):
+            pdfm.render_settlement_summary(s, tmp[3])
+            for st, path in zip(s.statements, tmp[4:], strict=True):
                 pdfm.render_settlement(s, st, path)
     return {"settlement": s, "files": out.paths}
 

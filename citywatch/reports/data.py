@@ -322,6 +322,9 @@ class PeriodData:
     """Cases with an event in the period, plus cases the period's entries refer to."""
     originals: dict[str, Entry]
     """Entries reversed by a reversal of the period, by id (wherever they lie in time)."""
+    stages: dict[str, list[read.StageChange]] = field(default_factory=dict)
+    """The recorded stage changes (``case_stage``) of these cases up to the period's end, by
+    case id (docs/contracts.md, "Case stages"): extensions and failed checks for the bulletin."""
 
     def opened_in_period(self) -> list[Case]:
         p = self.period
@@ -373,6 +376,12 @@ def load_lighting(settings: Any, period: Period) -> dict[str, float]:
         return {}
 
 
+def load_announcements(settings: Any, period: Period) -> list[dict[str, Any]]:
+    """The accepted announcements of works (the audit trail); ``announced_works`` keeps those
+    whose window overlaps ``period``."""
+    return _read(settings, read.announcements)
+
+
 def load_period(settings: Any, period: Period) -> PeriodData:
     """The period's ledger entries, cases and reversed originals (see the module doc)."""
     start, end = period.start_ms, period.end_ms
@@ -394,4 +403,8 @@ def load_period(settings: Any, period: Period) -> PeriodData:
         cases.update(
             cases_from_events(_read(settings, read.case_events, case_ids=missing, end_ms=end))
         )
-    return PeriodData(period, entries, cases, originals)
+    stages: dict[str, list[read.StageChange]] = {}
+    if cases:
+        for c in _read(settings, read.case_stages, case_ids=list(cases), end_ms=end):
+            stages.setdefault(c.case_id, []).append(c)
+    return PeriodData(period, entries, cases, originals, stages)

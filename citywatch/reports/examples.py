@@ -195,7 +195,7 @@ def seed(settings: Any, result: Any) -> int:
 
     ensure_database(settings)
     lines = [points.penalty_line(e) for e in result.ledger.to_json_list()]
-    lines += [points.case_event_line(ev.to_dict()) for ev in result.case_events]
+    lines += [line for ev in result.case_events if (line := points.case_lines(ev.to_dict()))]
     write_lines(settings, settings.influx.database, lines, LEDGER_RP)
     return len(lines)
 

@@ -92,6 +92,8 @@ class Settlement:
     statements: list[Statement]
     city: str
     prepared_ms: int
+    works: list[Any] = field(default_factory=list)
+    """The month's announced works (``citywatch.reports.works.WorksLine``): why no penalty."""
 
     @property
     def total(self) -> int:
@@ -111,9 +113,16 @@ def _address(e: Entry, cases: dict[str, Case], registry: Any) -> str:
 
 
 def build_settlement(
-    data: PeriodData, registry: Any = None, city: str = "", prepared_ms: int | None = None
+    data: PeriodData,
+    registry: Any = None,
+    city: str = "",
+    prepared_ms: int | None = None,
+    announcements: Iterable[dict[str, Any]] = (),
 ) -> Settlement:
-    """One statement per payer with at least one entry in the period (see the module doc)."""
+    """One statement per payer with at least one entry in the period (see the module doc), and
+    the month's announced works (``announcements``: the audit trail's, ``store.read.announcements``)."""
+    from citywatch.reports.works import announced_works
+
     by_payer: dict[tuple[str, str], list[Entry]] = {}
     for e in data.entries:
         by_payer.setdefault((e.payer_type, e.payer), []).append(e)
@@ -149,7 +158,11 @@ def build_settlement(
             missing_cases=[c for c in case_ids if c not in data.cases],
         ))  # fmt: skip
     return Settlement(
-        data.period, statements, city, data.period.now_ms if prepared_ms is None else prepared_ms
+        data.period,
+        statements,
+        city,
+        data.period.now_ms if prepared_ms is None else prepared_ms,
+        announced_works(data, announcements, registry),
     )
 
 

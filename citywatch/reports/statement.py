@@ -300,6 +300,23 @@ def _signatures(doc: Any) -> None:
     doc.cell(30, 5, "（盖章 Seal）")
 
 
+def _works(doc: Any, works: list[Any], tz: str) -> None:
+    """The month's announced works: why a cover open for hours cost nothing (docs/reports.md)."""
+    from citywatch.reports.works import OUTCOMES
+
+    doc.ln(6)
+    _text(doc, "本月施工报备（未扣款说明）", 11, bold=True, height=7)
+    _text(doc, "Announced works this month: why no penalty was booked", 8, after=2)
+    rows = []
+    for w in works:
+        window = f"{local_time(w.works_from, tz)[5:]} – {local_time(w.works_until, tz)[5:]}"
+        outcomes = [OUTCOMES[o].split(" / ")[0] + (f" {_yuan(y)} 元" if y else "")
+                    for _, o, y in w.cases] or [OUTCOMES["no_case"].split(" / ")[0]]  # fmt: skip
+        rows.append([w.device, window, w.reason or "—", w.officer or "—", "；".join(outcomes)])
+    _table(doc, (28, 52, 40, 22, 40), ["设备 Device", "报备时段 Window", "事由 Reason", "报备人",
+                                       "结果 Outcome"], rows, 7, "LLLLL")  # fmt: skip
+
+
 def render_settlement_summary(settlement: Settlement, path: str | os.PathLike[str]) -> int:
     """All payers and their totals; states "no deductions" for an empty month. Returns pages."""
     p = settlement.period
@@ -329,5 +346,7 @@ def render_settlement_summary(settlement: Settlement, path: str | os.PathLike[st
                      _yuan(settlement.total)])  # fmt: skip
         _table(doc, (84, 41, 23, 34), ["付款单位 Payer", "类型", "条目", "扣款合计(元)"], rows, 8, "LLRR",
                bold_last=True)  # fmt: skip
+    if settlement.works:
+        _works(doc, settlement.works, tz)
     doc.output(os.fspath(path))
     return int(doc.pages_count)

@@ -11,16 +11,16 @@ each as of the period's end:
   or that ended (the ranking's rule, ``Case.due_by``); 1 when none was due.
   Today only manhole cases carry a repair deadline.
 * rework rate (返工率) ``W = reworked / handled``: ``handled`` are the cases
-  that were repaired or closed at least once by the period's end; a handled
-  case is *reworked* when the fix did not hold: the same device opened a new
-  case of the same rule within ``UnitRef.rework_within_h`` (72 h) of its end,
-  or the case itself was reopened (a ``reopened`` event after a repair or a
-  close). Until the case stages of issue 16 record a failed check (核查不通过),
-  that is what rework can mean from the data.
-* extension rate (延期率) ``E = extended / cases``: citywatch records no
-  extension yet (no 延期 request or approval exists before the case stages), so
-  ``extended`` is 0 for every unit and the bulletin says so; the term is in the
-  formula so that the score keeps its meaning when extensions are recorded.
+  that were repaired or closed at least once, or had the unit's report
+  (``handled`` stage), by the period's end; a handled case is *reworked* when a
+  check failed (核查不通过, the recorded ``check_failed`` stage of the case
+  workflow, docs/rules.md) or the fix did not hold: the same device opened a
+  new case of the same rule within ``UnitRef.rework_within_h`` (72 h) of its
+  end, or the case itself was reopened (a ``reopened`` event after a repair or
+  a close).
+* extension rate (延期率) ``E = extended / cases``: cases with at least one
+  extension (延期) a supervisor approved by the period's end (the recorded
+  ``extended`` stage).
 
 Score (100 points, higher is better, the unit's own figures only)::
 
@@ -64,10 +64,11 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 EXTENSIONS_NOTE = (
-    "延期率：系统尚未记录延期申请与审批（案件阶段上线后统计），本期各单位均计 0。",
-    "Extension rate: no extension is recorded yet (it comes with the case stages); 0 for every unit.",
+    "延期率：本期立案中经督办批准延期的案件占比；返工含核查不通过及 72 小时内同类复发。",
+    "Extension rate: cases with an extension a supervisor approved; rework: failed checks and "
+    "the same rule again within 72 h.",
 )
-"""What the PDF says of the extension rate, until extensions are recorded."""
+"""What the PDF says of the extension and rework rates."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +91,7 @@ class UnitRow:
     handled: int = 0
     reworked: int = 0
     extended: int = 0
-    """Cases with an approved extension: none can be recorded yet (module doc)."""
+    """Cases with an extension approved by the period's end (module doc)."""
     score: float | None = None
     """None for a unit without a case in the period (it is listed, not ranked)."""
     rank: int | None = None
@@ -183,6 +184,11 @@ def reworked(
     return out
 
 
+def _recorded(data: PeriodData, case_id: str, stage: str, as_of: int) -> bool:
+    """The case workflow recorded ``stage`` for the case by ``as_of``."""
+    return any(c.stage == stage and c.at <= as_of for c in data.stages.get(case_id, ()))
+
+
 def _rows(data: PeriodData, devices: dict[str, int] | None, ref: UnitRef) -> list[UnitRow]:
     as_of = data.period.as_of_ms
     cases = [c for c in data.opened_in_period() if c.rule not in NOTICE_RULES]
@@ -198,9 +204,10 @@ def _rows(data: PeriodData, devices: dict[str, int] | None, ref: UnitRef) -> lis
         if c.due_by(as_of):
             r.due += 1
             r.on_time += c.on_time
-        if _handled(c):
+        if _handled(c) or _recorded(data, c.case_id, "handled", as_of):
             r.handled += 1
-            r.reworked += c.case_id in redo
+            r.reworked += c.case_id in redo or _recorded(data, c.case_id, "check_failed", as_of)
+        r.extended += _recorded(data, c.case_id, "extended", as_of)
     ranked = [r for r in rows.values() if r.cases]
     for r in ranked:
         r.score = score(r, ref)

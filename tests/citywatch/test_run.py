@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -94,4 +95,14 @@ def test_citywatch_run_books_what_the_scenarios_cost(
     assert "✗" not in out
     assert "alerts pushed:" in out and "alerts pushed: 0 " not in out
     assert "dead letters" in out
+    # a fifth of the dust sites reported in HJ 212 through the gateway, and every frame was answered
+    text = " ".join(out.split())  # rich wraps the summary at the terminal's width
+    found = re.search(
+        r"HJ 212 monitors .*?: ([\d,]+) frames sent, ([\d,]+) answered 9014, ([\d,]+) refused 9011",
+        text,
+    )
+    assert found, out[-3000:]
+    sent, answered, refused = (int(g.replace(",", "")) for g in found.groups())
+    line = found.group(0)
+    assert sent > 0 and answered + refused == sent, line
     assert os.path.exists(tmp_path / "state" / "run" / "worker.log")

@@ -175,3 +175,14 @@ def test_credentials_in_the_influx_url_are_refused_with_where_they_go() -> None:
     text = str(err.value)
     assert "influx.url: bad value 'http://cw:***@influx:8086'" in text and "pa55word-9x" not in text
     assert "set influx.username and CITYWATCH_INFLUX_PASSWORD" in text
+
+
+def test_the_hj212_gateway_settings_name_the_key_and_what_is_allowed() -> None:
+    done = _cli("config", env={"CITYWATCH_HJ212_PM_UNIT": "ppm"})
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "citywatch: environment CITYWATCH_HJ212_PM_UNIT: hj212.pm_unit: bad value 'ppm'; "
+        "allowed: one of mg/m3, ug/m3"
+    )
+    done = _cli("config", env={"CITYWATCH_HJ212_LISTEN": "7212"})
+    assert done.returncode == 2 and "hj212.listen" in done.stderr and "host:port" in done.stderr

@@ -15,6 +15,7 @@ import pytest
 
 import ingest.validate as validate
 from contract.reading import Reading
+from ingest.gateways.report import report_payload
 from ingest.validate import CODES, KIND_SPECS, IngestLimits, Rejection, parse_message, parse_ts
 from registry.devices import Device, Registry
 
@@ -25,6 +26,7 @@ HOUR = 3_600_000
 DUST = "city/jinshui/dust/DS-JS-001/telemetry"
 MANHOLE = "city/jinshui/manhole/MH-JS-0001/telemetry"
 LIGHT = "city/zhongyuan/streetlight/SL-ZY-0001/telemetry"
+GATEWAY_DL = "city/gateway/gw-1/deadletter"
 
 
 def _dev(device_id: str, kind: str, district: str) -> Device:
@@ -265,7 +267,38 @@ BAD = [
     ("dust without pm10", DUST, j(ts=NOW, pm25=40), "missing_field"),
     ("dust with null pm10", DUST, j(ts=NOW, pm10=None), "missing_field"),
     ("manhole without open or tilt", MANHOLE, j(ts=NOW, battery_pct=80), "missing_field"),
+    ("gateway report not JSON", GATEWAY_DL, b"{not json", "bad_gateway_report"),
+    (
+        "gateway report of an unknown code",
+        GATEWAY_DL,
+        j(code="whatever", message="m"),
+        "bad_gateway_report",
+    ),
+    (
+        "gateway report with bad base64",
+        GATEWAY_DL,
+        j(code="hj212_crc", message="m", raw_b64="%%"),
+        "bad_gateway_report",
+    ),
 ]
+
+
+def test_a_gateways_report_becomes_the_dead_letter_it_reports_with_the_frames_bytes() -> None:
+    frame = b"##0004abcd0000\r\n"
+    report = report_payload(
+        "hj212_crc", "CRC 0000 in the frame", frame, NOW, "DS-0001", "10.0.0.9:4001"
+    )
+    r = parse_message(GATEWAY_DL, report, NOW, None)
+    assert isinstance(r, Rejection)
+    assert (r.code, r.raw, r.device, r.topic) == ("hj212_crc", frame, "DS-0001", GATEWAY_DL)
+    assert "gateway gw-1" in r.message and "10.0.0.9:4001" in r.message
+
+
+def test_a_gateway_cannot_file_dead_letters_under_a_device_it_does_not_serve() -> None:
+    report = report_payload("hj212_bad_pw", "wrong PW", b"x", NOW, "DS-0001", "p")
+    r = parse_message(GATEWAY_DL, report, NOW, REGISTRY)
+    assert isinstance(r, Rejection) and r.code == "hj212_bad_pw" and r.device is None
+    assert "not behind gateway gw-1" in r.message
 
 
 @pytest.mark.parametrize("topic,payload,code", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
@@ -278,7 +311,8 @@ def test_bad_input_is_rejected_with_its_code(topic: str, payload: bytes, code: s
     assert result.received_at == NOW
     assert result.raw == payload  # the dead letter keeps the bytes as received
     assert result.message and len(result.message) < 400
-    assert result.device == (None if code == "bad_topic" else topic.split("/")[3])
+    no_device = ("bad_topic", "bad_gateway_report")
+    assert result.device == (None if code in no_device else topic.split("/")[3])
 
 
 def test_every_code_in_the_table_is_exercised() -> None:

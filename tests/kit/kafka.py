@@ -38,3 +38,36 @@ def read_topic_sync(
     bootstrap: str, topic: str, want: int, timeout_s: float = 30.0
 ) -> list[dict[str, Any]]:
     return asyncio.run(read_topic(bootstrap, topic, want, timeout_s))
+
+
+class PrivateKafka:
+    """A tansu of one test alone, started, stopped and restarted by citywatch's own
+    ``services.up``/``down(only={"kafka"})``: a restart is the real thing (a new empty broker
+    with a new cluster id), and the pid file in its own state directory is nobody else's."""
+
+    def __init__(self, settings: Any, root: Any) -> None:
+        from pathlib import Path
+
+        from tests.kit.influxd import free_port
+
+        self.bootstrap = f"127.0.0.1:{free_port()}"
+        self.state = Path(root) / "kafka-state"
+        self.services = settings.replace("kafka", bootstrap=self.bootstrap).replace(
+            "paths", state_dir=str(self.state)
+        )
+
+    def up(self) -> float:
+        from citywatch import services
+
+        started = time.monotonic()
+        services.up(self.services, log=print, only={"kafka"})
+        return started
+
+    def down(self) -> None:
+        from citywatch import services
+
+        services.down(self.services, log=print, only={"kafka"})
+
+    def restart(self) -> float:
+        self.down()
+        return self.up()

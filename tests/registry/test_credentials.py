@@ -96,7 +96,18 @@ def test_a_gateway_speaks_for_the_devices_that_name_it(tmp_path: Path) -> None:
     assert grants["GW-SITE-1"].publish == (
         "city/erqi/dust/DS-1/telemetry",
         "city/erqi/dust/DS-2/telemetry",
+        "city/gateway/GW-SITE-1/deadletter",  # what it could not turn into a reading
     )
+
+
+def test_a_gateways_role_is_built_one_acl_per_command_so_no_command_outgrows_the_broker() -> None:
+    from registry.credentials import Change, Entry, dynsec_commands
+
+    topics = [f"city/erqi/dust/DS-{i:05d}/telemetry" for i in range(2000)]
+    after = {"GW": Entry("gateway", hash_secret("s"), "t", topics)}
+    cmds = dynsec_commands(Change(issued={"GW": "s"}, after=after))
+    assert max(len(json.dumps(c)) for c in cmds) < 4608 - 512
+    assert sum(c["command"] == "addRoleACL" for c in cmds) == 2000
 
 
 @pytest.mark.parametrize(

@@ -128,6 +128,8 @@ BAD_ROWS = [
     ("pm10 override not positive", "X-1,dust,jinshui,G,U,,,,,0,,", "pm10_warning", "> 0"),
     ("component_code 3 digits (Excel ate the zero)", "X-1,manhole,jinshui,G,U,,,,,,,102", "component_code", "'0102'"),
     ("component_code letters", "X-1,manhole,jinshui,G,U,,,,,,,01A2", "component_code", "16-digit"),
+    ("component_code of no CJ/T 214 category", "X-1,manhole,jinshui,G,U,,,,,,,0902", "component_code", "'09' are no CJ/T 214 major category"),
+    ("component id of no category", "X-1,manhole,jinshui,G,U,,,,,,,4101059902000217", "component_code", "digits 7-8"),
     ("too many cells", "X-1,manhole,jinshui,G,U,,,,,,,0102,extra", 13, "13 cells"),
     ("too few cells", "X-1,manhole,jinshui,G,U", 6, "5 cells"),
 ]  # fmt: skip
@@ -382,3 +384,40 @@ def test_registry_rejects_duplicate_devices_when_built_in_code() -> None:
     d = Device("A", "dust", "jinshui", "G", "U", None, "", None, None, None, None, None)
     with pytest.raises(ValueError, match="duplicate"):
         Registry([d, d])
+
+
+# ----------------------------------------------------------------------------- HJ 212 monitors
+
+MN_HEADER = HEADER + ",gateway,mn"
+MN_ROW = "DS-0009,dust,jinshui,JS-G07,U,,addr,34.8,113.6,,,,gw-hj212-1,410105A0001"
+
+
+def test_an_hj212_monitor_has_its_mn_and_the_gateway_that_serves_it(tmp_path: Path) -> None:
+    reg = load_registry(write(tmp_path, MN_HEADER + "\n" + MN_ROW + "\n"))
+    d = reg.get("DS-0009")
+    assert d is not None and (d.mn, d.gateway) == ("410105A0001", "gw-hj212-1")
+
+
+@pytest.mark.parametrize(
+    "row, needle",
+    [
+        (MN_ROW.replace("410105A0001", "4101-05"), "is not an HJ 212 MN"),
+        (MN_ROW.replace("410105A0001", "X" * 25), "is not an HJ 212 MN"),
+        (
+            MN_ROW.replace(",dust,", ",manhole,").replace(",,addr", ",main,addr"),
+            "only a dust monitor speaks HJ 212",
+        ),
+        (MN_ROW.replace("gw-hj212-1", ""), "through the HJ 212 gateway"),
+    ],
+)
+def test_a_bad_mn_is_refused_at_its_cell(tmp_path: Path, row: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_registry(write(tmp_path, MN_HEADER + "\n" + row + "\n"))
+    assert needle in str(err.value) and "column 'mn'" in str(err.value)
+
+
+def test_one_mn_is_one_monitor(tmp_path: Path) -> None:
+    twin = MN_ROW.replace("DS-0009", "DS-0010")
+    with pytest.raises(ConfigError) as err:
+        load_registry(write(tmp_path, MN_HEADER + "\n" + MN_ROW + "\n" + twin + "\n"))
+    assert "also the MN of line 2" in str(err.value)

@@ -24,7 +24,8 @@ def test_written_registry_loads_and_matches_the_city(tmp_path):
     path = tmp_path / "registry.csv"
     city.write_registry(path)
     with open(path, encoding="utf-8", newline="") as f:
-        assert next(csv.reader(f)) == [*COLUMNS, "cabinet", "circuit"]  # lamps hang on cabinets
+        # lamps hang on cabinets, HJ 212 monitors behind their gateway
+        assert next(csv.reader(f)) == [*COLUMNS, "cabinet", "circuit", "gateway", "mn"]
     reg = load_registry(path)
     assert len(reg) == 300
     assert list(reg) == list(city.registry())
@@ -75,3 +76,17 @@ def test_id_tag_and_slices():
         build_city(1, 1, 1, 1, id_tag="bad/tag")
     with pytest.raises(ValueError, match="n_dust"):
         build_city(1, -1, 1, 1)
+
+
+def test_a_fifth_of_the_dust_sites_become_hj212_monitors_behind_the_gateway(tmp_path):
+    city = build_city(7, 45, 10, 10).with_hj212(0.2, "gw-hj212-1")
+    monitors = city.hj212_monitors()
+    assert len(monitors) == 9 and all(d.kind == "dust" for d in monitors)
+    assert monitors == build_city(7, 45, 10, 10).with_hj212(0.2, "gw-hj212-1").hj212_monitors()
+    path = tmp_path / "registry.csv"
+    city.write_registry(path)
+    reg = load_registry(path)
+    assert list(reg) == list(city.registry())
+    d = reg.get(monitors[0].device_id)
+    assert d.gateway == "gw-hj212-1" and d.mn == "4101" + d.device_id.replace("-", "")
+    assert build_city(7, 45, 10, 10).with_hj212(0.0, "gw").hj212_monitors() == []

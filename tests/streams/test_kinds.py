@@ -149,4 +149,5 @@ def test_a_version_1_state_from_the_previous_release_is_read() -> None:
     }
     again = Detector(default_rules(), REG)
     assert again.import_device("MH-MAIN", v1)
-    assert again.export_device("MH-MAIN") == now
+    # a version 1 state has no workflow: the case is filed again at its next change
+    assert again.export_device("MH-MAIN") == {k: v for k, v in now.items() if k != "workflow"}

@@ -59,7 +59,7 @@ def test_settlement_pdfs(settings, scenario, tmp_path):
     for name in pdfs:
         pngs = assert_not_blank(out / name, tmp_path)
         assert len(pngs) == 1, name  # the scenario's statements each fit one A4 page
-    assert len(res["files"]) == 2 + len(pdfs)
+    assert len(res["files"]) == 3 + len(pdfs)  # the CSVs: entries, evidence, announced works
     text = subprocess.run(["pdftotext", str(out / f"settlement-2026-10-property_unit-{U_POWER}.pdf"), "-"],
                           check=True, capture_output=True, text=True).stdout  # fmt: skip
     assert (

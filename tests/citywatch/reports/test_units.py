@@ -125,7 +125,7 @@ def test_the_unit_bulletin_of_a_small_month_is_the_hand_computed_one(settings, m
         "73.33",
         "50.0%",
         "66.7%",
-        "延期率：系统尚未记录延期申请与审批",
+        "延期率：本期立案中经督办批准延期的案件占比",
     ):
         assert needle in text, needle
 
@@ -210,3 +210,36 @@ def test_the_bulletin_pdf_draws_unit_names_literally(tmp_path: Path) -> None:
     pdfm.render_units(b, tmp_path / "units.pdf", city=f"郑州{POWER}")
     text = joined(pdf_text(tmp_path / "units.pdf"))
     assert f"郑州{FOO}{POWER}" in text and f"郑州{POWER}责任单位考核通报" in text
+
+
+def test_recorded_extensions_and_failed_checks_feed_the_extension_and_rework_rates(
+    settings, tmp_path
+):
+    """The same month, with MH-GC-0001's case worked through the stages: the unit's report at
+    08:20 fails the inspector's check at 08:30 (rework), a supervisor extends the disposal
+    deadline at 08:40, the second report at 08:50, the cover back at 09:00 (the repair deadline,
+    10:00, is not moved: still on time). 郑州市市政工程管理处: 3 cases, 2 of 3 on time, 3 handled,
+    2 reworked, 1 extended: 100 - 50·(1/3) - 30·(2/3) - 20·(1/3) = 56.67; the others as before."""
+    reg, rules = tmp_path / "registry.csv", tmp_path / "rules.yaml"
+    reg.write_text(registry_csv(), encoding="utf-8")
+    rules.write_text(RULES_YAML, encoding="utf-8")
+    registry = load_registry(reg)
+
+    def act(action: str, at: int, **kw: object) -> str:
+        return orjson.dumps({"action": action, "device": "MH-GC-0001", "at": at, **kw}).decode()
+
+    lines = readings()
+    at = lines.index(orjson.dumps(_reading("MH-GC-0001", t(10, 10, 9), open=False)).decode())
+    lines[at:at] = [
+        act("feedback", t(10, 10, 8, 20), officer="GC-GRID-01", note="已更换"),
+        act("check", t(10, 10, 8, 30), officer="GC-GRID-02", passed=False, note="未更换"),
+        act("extend", t(10, 10, 8, 40), officer="GC-SUP-01", deadline=t(10, 10, 12), reason="定制"),
+        act("feedback", t(10, 10, 8, 50), officer="GC-GRID-01", note="已重新更换"),
+    ]
+    result = replay(lines, load_rules(rules), registry)
+    assert result.rejected == []
+    seed(settings, result)
+    b = produce_units(settings, OCT, tmp_path, registry, pdf=False)["units"]
+    got = {r.unit: (r.cases, r.on_time, r.handled, r.reworked, r.extended, r.score) for r in b.rows}
+    assert got[U_MUNI] == (3, 2, 3, 2, 1, 56.67)
+    assert got[U_POWER] == (3, 2, 3, 0, 0, 83.33) and got[U_LIGHT] == (2, 0, 2, 1, 0, 85.0)

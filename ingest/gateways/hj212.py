@@ -1,0 +1,549 @@
+"""The HJ 212-2017 gateway: dust monitors over TCP in, citywatch readings over MQTT out.
+
+``await Hj212Gateway(settings).run(stop)`` serves until ``stop`` is set
+(``citywatch gateway hj212``). docs/gateways.md is the protocol subset and the
+field mapping; ``ingest.hj212`` is the codec.
+
+* **Many long-lived connections, one asyncio loop.** Each monitor keeps a
+  TCP connection open and sends a frame every few seconds to minutes; a
+  connection costs a coroutine and two buffers (asyncio's ``StreamReader``
+  limit is one frame, 1036 bytes, so a monitor cannot make the gateway buffer
+  more). Frames are CRLF-delimited; anything that is not one frame is a bad
+  frame.
+* **Authenticated per frame.** The frame's MN must be a registry row whose
+  ``gateway`` column names this gateway (its broker identity,
+  ``mqtt.username``), and its PW the one issued for that MN
+  (``registry.hj212_passwords``). The registry and the passwords are reloaded
+  when their files change.
+* **Published with the device's identity.** A data record (CN 2011, 2051,
+  2061) becomes the dust payload of ``contract.kinds`` on the device's own
+  topic ``city/<district>/dust/<device>/telemetry``, QoS 1, through one MQTT
+  connection as the gateway identity, which the broker lets publish on its
+  devices' topics only (docs/decisions/011-gateways-publish-over-mqtt.md). The
+  bridge validates it like any device's message.
+* **Answered as the standard asks, after the broker has it.** When a frame's
+  Flag asks for an answer, the 9014 data reply is written only after the
+  broker's PUBACK: a monitor that gets no reply resends (HJ 212's
+  超时重发), so a gateway that dies with a record in flight loses nothing.
+  Refusals are 9011 with the standard's QnRtn (3 PW, 4 MN, 8 CN, 9 CRC...).
+* **Bad frames are dead letters, never silence.** Each goes with its reason
+  (``ingest.hj212.CODES``) and raw bytes to ``city/gateway/<id>/deadletter``,
+  which the bridge files on ``<prefix>.deadletter``. After
+  ``hj212.max_bad_frames`` bad frames in a row a connection is closed (one
+  more dead letter, ``hj212_too_many_errors``); the others are not touched.
+* **Back-pressure, no unbounded buffer.** At most ``hj212.max_pending``
+  publishes wait for PUBACKs (and 32 per connection); beyond that the gateway
+  stops reading sockets, the kernel's buffers fill, and the monitors' sends
+  block: the broker's pace is the monitors' pace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from contract.topics import gateway_deadletter_topic, telemetry_topic
+from foundation.errors import CitywatchError
+from foundation.settings import Settings
+from ingest.gateways.report import report_payload
+from ingest.hj212 import (
+    DATA_CNS,
+    MAX_FRAME,
+    QN_BAD_CN,
+    QN_BAD_MN,
+    QN_BAD_PW,
+    QN_UNKNOWN,
+    Frame,
+    FrameError,
+    data_reply,
+    decode,
+    reading_fields,
+    request_reply,
+)
+from registry.devices import Device, Registry, RegistryWatcher
+from registry.hj212_passwords import PasswordWatcher
+
+log = logging.getLogger(__name__)
+
+PER_CONNECTION_PENDING = 32
+"""Publishes of one connection awaiting PUBACK before that connection's reading pauses."""
+
+
+MAX_UNREAD_REPLIES = 64 * 1024
+"""Bytes of replies a monitor may leave unread before its connection is dropped."""
+
+
+def passwords_path(settings: Settings) -> str:
+    """Where the PW hashes are (``hj212.passwords``, else ``<state_dir>/hj212/passwords.json``)."""
+    return settings.hj212.passwords or os.path.join(
+        settings.paths.state_dir, "hj212", "passwords.json"
+    )
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class GatewayStats:
+    """What the gateway did; ``summary()`` is its periodic log line."""
+
+    connections: int = 0
+    open: int = 0
+    frames: int = 0
+    readings: int = 0
+    """Readings the broker acknowledged."""
+    replies: int = 0
+    dead: Counter[str] = field(default_factory=Counter)
+    """Dead letters the broker acknowledged, by code."""
+    closed_for_errors: int = 0
+
+    def summary(self) -> str:
+        dead = ", ".join(f"{c}={n}" for c, n in self.dead.most_common()) or "none"
+        return (
+            f"connections open={self.open} total={self.connections} frames={self.frames} "
+            f"readings={self.readings} replies={self.replies} closed_for_errors="
+            f"{self.closed_for_errors}; dead letters: {dead}"
+        )
+
+
+class _Publisher:
+    """One paho connection as the gateway identity; ``publish`` returns a future for the PUBACK.
+
+    paho runs its network loop in its own thread; PUBACKs resolve futures on
+    the asyncio loop. A lost connection is re-established by paho and what
+    was not acknowledged is sent again (a persistent session), so the futures
+    of a connection loss simply wait.
+    """
+
+    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop, max_pending: int):
+        m = settings.mqtt
+        self.loop = loop
+        self.connected = asyncio.Event()
+        self.refused: str | None = None
+        self._futures: dict[int, asyncio.Future[None]] = {}
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=m.username, protocol=mqtt.MQTTv5
+        )
+        client.username_pw_set(m.username, m.password or None)
+        if m.tls:
+            client.tls_set(ca_certs=m.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
+        client.max_inflight_messages_set(min(max_pending, 1000))
+        client.max_queued_messages_set(0)  # bounded by the gateway's own semaphore
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_publish = self._on_publish
+        client.on_disconnect = self._on_disconnect
+        self.client = client
+        self.host, self.port = m.host, m.port
+
+    def _on_connect(self, client, userdata, flags, rc, props=None) -> None:  # noqa: ANN001
+        if rc.is_failure:
+            self.refused = str(rc)
+            log.error("the broker refused the gateway identity: %s", rc)
+        self.loop.call_soon_threadsafe(self.connected.set)
+
+    def _on_disconnect(self, client, userdata, flags, rc, props=None) -> None:  # noqa: ANN001
+        if rc != 0:
+            log.warning("MQTT disconnected (%s); paho reconnects with backoff", rc)
+
+    def _on_publish(self, client, userdata, mid, rc, props=None) -> None:  # noqa: ANN001
+        self.loop.call_soon_threadsafe(self._acked, mid)
+
+    def _acked(self, mid: int) -> None:
+        fut = self._futures.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def start(self) -> None:
+        self.client.connect_async(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: bytes) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = self.loop.create_future()
+        info = self.client.publish(topic, payload, qos=1)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            fut.set_exception(
+                ConnectionError(f"paho refused the publish: {mqtt.error_string(info.rc)}")
+            )
+            return fut
+        self._futures[info.mid] = fut
+        if info.is_published():  # acked before we registered: resolve now
+            self._acked(info.mid)
+        return fut
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Hj212Gateway:
+    """One gateway process (see the module doc). ``port`` is the bound port once ``ready`` is set."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        listen: str | None = None,
+        clock: Callable[[], int] = wall_clock_ms,
+        registry_check_s: float = 2.0,
+    ):
+        self.settings = settings
+        self.identity = settings.mqtt.username
+        self.deadletter_topic = gateway_deadletter_topic(self.identity)
+        h = settings.hj212
+        self.listen_host, self.listen_port = (
+            (listen.rpartition(":")[0], int(listen.rpartition(":")[2]))
+            if listen
+            else (h.host, h.port)
+        )
+        self.pm_factor = h.pm_factor
+        self.max_bad = h.max_bad_frames
+        self.idle_s = h.idle_timeout_s
+        self.clock = clock
+        self.registry = RegistryWatcher(
+            settings.paths.registry,
+            check_interval_s=registry_check_s,
+            on_error=self._registry_error,
+        )
+        served = [d for d in self.registry.current() if d.mn and d.gateway == self.identity]
+        if not served:
+            # the default mqtt.username is the bridge's: running as it would take its session
+            raise CitywatchError(
+                f"no HJ 212 monitor of {settings.paths.registry} names gateway {self.identity!r} "
+                "in its 'gateway' column (with an 'mn'): set mqtt.username to the gateway's id "
+                "(and its secret in mqtt.password or mqtt.password_file)"
+            )
+        self.passwords = PasswordWatcher(
+            passwords_path(settings), check_interval_s=registry_check_s
+        )
+        self.stats = GatewayStats()
+        self.ready = asyncio.Event()
+        self.port: int | None = None
+        self._by_mn: tuple[Registry | None, dict[str, Device]] = (None, {})
+        self._pending = 0
+        self._max_pending = settings.hj212.max_pending
+        self._room = asyncio.Event()
+        self._room.set()
+        self._publisher: _Publisher | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _registry_error(self, err: Exception) -> None:
+        log.error("registry edit refused, still serving the previous version: %s", err)
+
+    def monitor(self, mn: str) -> Device | None:
+        """The registry's monitor with this MN behind this gateway, None when there is none."""
+        reg = self.registry.current()
+        if self._by_mn[0] is not reg:
+            self._by_mn = (
+                reg,
+                {d.mn: d for d in reg if d.mn and d.gateway == self.identity},
+            )
+        return self._by_mn[1].get(mn)
+
+    # ---------------------------------------------------------------- serving
+
+    async def run(self, stop: asyncio.Event, stats_every_s: float = 30.0) -> GatewayStats:
+        loop = asyncio.get_running_loop()
+        publisher = self._publisher = _Publisher(
+            self.settings, loop, self.settings.hj212.max_pending
+        )
+        publisher.start()
+        try:
+            await asyncio.wait_for(publisher.connected.wait(), 30)
+        except TimeoutError:
+            publisher.stop()
+            raise CitywatchError(
+                f"the broker at {publisher.host}:{publisher.port} did not answer within 30 s"
+            ) from None
+        if publisher.refused:
+            publisher.stop()
+            raise CitywatchError(
+                f"the broker refused identity {self.identity} ({publisher.refused}): provision it "
+                "(citywatch devices provision) and give the gateway its secret"
+            )
+        server = await asyncio.start_server(
+            self._serve, self.listen_host, self.listen_port, backlog=4096
+        )
+        self.port = server.sockets[0].getsockname()[1]
+        log.info(
+            "HJ 212 gateway %s listening on %s:%d, publishing to %s:%d",
+            self.identity, self.listen_host, self.port, publisher.host, publisher.port,
+        )  # fmt: skip
+        self.ready.set()
+        reporter = asyncio.create_task(self._report(stats_every_s))
+        try:
+            await stop.wait()
+        finally:
+            reporter.cancel()
+            server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 5)
+            publisher.stop()
+            log.info("HJ 212 gateway stopped: %s", self.stats.summary())
+        return self.stats
+
+    async def _report(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            log.info("hj212 gateway: %s", self.stats.summary())
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.stats.connections += 1
+        self.stats.open += 1
+        peername = writer.get_extra_info("peername")
+        peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+        conn = _Connection(self, writer, peer)
+        try:
+            await conn.serve(reader)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        except Exception:  # one connection's bug must not stop the others
+            log.exception("HJ 212 connection from %s failed", peer)
+        finally:
+            self.stats.open -= 1
+            self._tasks.discard(task)
+            await conn.close()
+
+    # ---------------------------------------------------------------- publishing
+
+    async def publish(self, topic: str, payload: bytes) -> asyncio.Future[None]:
+        """Publish once there is room under ``max_pending``; the future is the PUBACK."""
+        assert self._publisher is not None
+        while self._pending >= self._max_pending:
+            # an Event, not a Semaphore: asyncio's Semaphore walks its waiters on every
+            # release, which with hundreds of waiting connections cost more than the frames
+            self._room.clear()
+            await self._room.wait()
+        self._pending += 1
+        fut = self._publisher.publish(topic, payload)
+        fut.add_done_callback(self._released)
+        return fut
+
+    def _released(self, _fut: asyncio.Future[None]) -> None:
+        self._pending -= 1
+        if self._pending < self._max_pending:
+            self._room.set()
+
+    async def dead_letter(
+        self, code: str, message: str, raw: bytes, device: str | None, peer: str
+    ) -> asyncio.Future[None]:
+        payload = report_payload(code, message, raw, self.clock(), device, peer)
+        fut = await self.publish(self.deadletter_topic, payload)
+
+        def count(f: asyncio.Future[None]) -> None:
+            if not f.cancelled() and f.exception() is None:
+                self.stats.dead[code] += 1
+
+        fut.add_done_callback(count)
+        return fut
+
+
+class _Connection:
+    """One monitor's TCP connection: frames in order, replies after the broker's PUBACK."""
+
+    def __init__(self, gateway: Hj212Gateway, writer: asyncio.StreamWriter, peer: str):
+        self.gw = gateway
+        self.writer = writer
+        self.peer = peer
+        self.bad_in_a_row = 0
+        self.inflight = asyncio.Semaphore(PER_CONNECTION_PENDING)
+        self.waiting: set[asyncio.Future[Any]] = set()
+
+    async def serve(self, reader: asyncio.StreamReader) -> None:
+        """Frames are CRLF-delimited; at most one frame's bytes are buffered.
+
+        A line longer than any frame is one bad frame (``hj212_length``, its
+        first bytes kept), discarded as it arrives; a stream of more than
+        ``max_bad_frames`` frames' worth of bytes without a CRLF is closed.
+        """
+        buf = bytearray()
+        junk_head: bytes | None = None
+        junk = 0
+        while True:
+            end = buf.find(b"\r\n")
+            if end >= 0:
+                raw = bytes(buf[: end + 2])
+                del buf[: end + 2]
+                if junk_head is not None:
+                    ok = await self.bad(
+                        "hj212_length",
+                        f"a line of {junk + len(raw)} bytes: no CRLF within {MAX_FRAME} bytes "
+                        "(an HJ 212 frame is at most that long)",
+                        junk_head, None,
+                    )  # fmt: skip
+                    junk_head, junk = None, 0
+                    if not ok:
+                        return
+                    continue
+                self.gw.stats.frames += 1
+                if not await self.frame(raw):
+                    return
+                continue
+            if len(buf) > MAX_FRAME:
+                if junk_head is None:
+                    junk_head = bytes(buf)
+                junk += len(buf) - 1
+                del buf[:-1]  # keep a last b"\r": the CRLF may be split across reads
+                if junk > self.gw.max_bad * MAX_FRAME:
+                    await self.bad(
+                        "hj212_length", f"{junk} bytes without a CRLF; the connection is closed",
+                        junk_head, None,
+                    )  # fmt: skip
+                    self.gw.stats.closed_for_errors += 1
+                    return
+            try:
+                chunk = await asyncio.wait_for(reader.read(4096), self.gw.idle_s)
+            except TimeoutError:
+                log.info(
+                    "HJ 212 connection from %s idle for %d s, closed", self.peer, self.gw.idle_s
+                )
+                return
+            if not chunk:
+                if buf.strip() or junk_head is not None:
+                    await self.bad(
+                        "hj212_framing", "the connection ended inside a frame",
+                        junk_head or bytes(buf), None,
+                    )  # fmt: skip
+                return
+            buf += chunk
+
+    async def frame(self, raw: bytes) -> bool:
+        """Handle one frame; False when the connection is to be closed."""
+        try:
+            frame = decode(raw)
+        except FrameError as exc:
+            if exc.qn_rtn and exc.header.get("MN"):
+                self.reply(request_reply(exc.header, exc.qn_rtn))
+            return await self.bad(exc.code, str(exc), raw, None)
+        device = self.gw.monitor(frame.mn)
+        if device is None:
+            self.reply(request_reply(frame, QN_BAD_MN))
+            return await self.bad(
+                "hj212_unknown_mn",
+                f"MN {frame.mn} is not an HJ 212 monitor behind gateway {self.gw.identity} in the "
+                "registry (its 'mn' and 'gateway' columns)",
+                raw, None,
+            )  # fmt: skip
+        if not self.gw.passwords.check(frame.mn, frame.pw):
+            self.reply(request_reply(frame, QN_BAD_PW))
+            return await self.bad(
+                "hj212_bad_pw",
+                f"the PW of MN {frame.mn} is not the one issued (citywatch gateway hj212-passwords)",
+                raw, device.device_id,
+            )  # fmt: skip
+        if frame.cn not in DATA_CNS:
+            self.reply(request_reply(frame, QN_BAD_CN))
+            return await self.bad(
+                "hj212_unknown_cn",
+                f"CN={frame.cn} is not served; this gateway takes {', '.join(DATA_CNS)} (docs/gateways.md)",
+                raw, device.device_id,
+            )  # fmt: skip
+        if frame.pnum is not None and frame.pnum > 1:
+            self.reply(request_reply(frame, QN_UNKNOWN))
+            return await self.bad(
+                "hj212_syntax", f"a split record (PNUM={frame.pnum}) is not supported; send unsplit frames",
+                raw, device.device_id,
+            )  # fmt: skip
+        try:
+            ts, fields = reading_fields(frame, self.gw.pm_factor)
+        except ValueError as exc:
+            self.reply(request_reply(frame, QN_UNKNOWN))
+            return await self.bad("hj212_syntax", f"CP: {exc}", raw, device.device_id)
+        self.bad_in_a_row = 0
+        if "pm10" not in fields and "pm10_unjudged" in fields:
+            # received well, so answered; not a measurement of the air, so not a reading
+            fut = await self.gw.dead_letter(
+                "hj212_unjudged",
+                f"PM10 (a34002) flagged {fields.get('pm10_flag')}: not judged; kept here",
+                raw, device.device_id, self.peer,
+            )  # fmt: skip
+        else:
+            payload = orjson.dumps({"ts": ts, **fields, "mn": frame.mn})
+            topic = telemetry_topic(device.district, device.kind, device.device_id)
+            fut = await self.gw.publish(topic, payload)
+            fut.add_done_callback(self._count_reading)
+        await self.after(fut, frame)
+        return True
+
+    def _count_reading(self, fut: asyncio.Future[None]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self.gw.stats.readings += 1
+
+    async def after(self, fut: asyncio.Future[None], frame: Frame) -> None:
+        """Reply 9014 once the broker has the record (when the Flag asks); bounded per connection."""
+        await self.inflight.acquire()
+        self.waiting.add(fut)
+
+        def done(f: asyncio.Future[None]) -> None:
+            self.inflight.release()
+            self.waiting.discard(f)
+            if not f.cancelled() and f.exception() is None and frame.wants_reply:
+                self.reply(data_reply(frame))
+
+        fut.add_done_callback(done)
+
+    async def bad(self, code: str, message: str, raw: bytes, device: str | None) -> bool:
+        """Dead-letter a bad frame; False (close) after ``max_bad_frames`` in a row."""
+        self.bad_in_a_row += 1
+        fut = await self.gw.dead_letter(code, message, raw, device, self.peer)
+        await self.inflight.acquire()
+        self.waiting.add(fut)
+
+        def done(f: asyncio.Future[None]) -> None:
+            self.inflight.release()
+            self.waiting.discard(f)
+
+        fut.add_done_callback(done)
+        if self.bad_in_a_row >= self.gw.max_bad:
+            self.gw.stats.closed_for_errors += 1
+            await self.gw.dead_letter(
+                "hj212_too_many_errors",
+                f"{self.bad_in_a_row} bad frames in a row; the connection is closed",
+                b"", device, self.peer,
+            )  # fmt: skip
+            log.warning(
+                "HJ 212 connection from %s closed after %d bad frames in a row (last: %s)",
+                self.peer, self.bad_in_a_row, code,
+            )  # fmt: skip
+            return False
+        return True
+
+    def reply(self, frame: bytes) -> None:
+        if self.writer.is_closing():
+            return
+        if self.writer.transport.get_write_buffer_size() > MAX_UNREAD_REPLIES:
+            # a monitor that never reads its replies would grow our buffer without end
+            log.warning("HJ 212 connection from %s reads no replies; closed", self.peer)
+            self.writer.transport.abort()
+            return
+        self.writer.write(frame)
+        self.gw.stats.replies += 1
+
+    async def close(self) -> None:
+        """Let the replies of what is in flight go out (a few seconds at most), then close."""
+        if self.waiting:
+            with contextlib.suppress(Exception):
+                await asyncio.wait(list(self.waiting), timeout=5)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.drain(), 2)
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.wait_closed(), 2)

@@ -1,0 +1,112 @@
+"""``citywatch gateway hj212`` and ``gateway hj212-passwords`` as an operator runs them."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from foundation.settings import Settings
+from ingest.hj212 import decode
+from sim.hj212 import frame_for
+from tests.conftest import settings_env
+from tests.kit import mqtt as kit_mqtt
+from tests.kit.cli import ROOT, run_cli
+from tests.kit.mqtt import now_ms
+
+pytestmark = pytest.mark.services
+
+
+def _registry(tmp: Path, unique: str) -> Path:
+    path = tmp / "registry.csv"
+    path.write_text(
+        "device_id,kind,district,grid,unit,gateway,mn\n"
+        f"DS-{unique}-1,dust,jinshui,G1,U,gw-{unique},M{unique}1\n"
+        f"DS-{unique}-2,dust,jinshui,G1,U,gw-{unique},M{unique}2\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_passwords_are_handed_out_once_in_a_private_csv(
+    settings: Settings, tmp_path: Path, unique: str
+) -> None:
+    reg = _registry(tmp_path, unique)
+    env = settings_env(settings.replace("hj212", passwords=str(tmp_path / "pw.json")))
+    out = tmp_path / "batch.csv"
+    done = run_cli("gateway", "hj212-passwords", "--registry", str(reg), "--out", str(out), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "2 PW issued" in done.stdout and str(out) in done.stdout
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert [r["mn"] for r in rows] == [f"M{unique}1", f"M{unique}2"]
+    assert all(r["pw"] not in (tmp_path / "pw.json").read_text() for r in rows)
+    again = run_cli("gateway", "hj212-passwords", "--registry", str(reg), env=env)
+    assert again.returncode == 0 and "nothing new" in again.stdout
+
+
+def test_the_gateway_will_not_run_as_an_identity_no_monitor_names(
+    settings: Settings, tmp_path: Path, unique: str
+) -> None:
+    reg = _registry(tmp_path, unique)
+    done = run_cli("gateway", "hj212", "--registry", str(reg), env=settings_env(settings))
+    assert done.returncode != 0
+    assert f"names gateway {settings.mqtt.username!r}" in done.stderr
+    assert "mqtt.username" in done.stderr and "Traceback" not in done.stderr
+
+
+def _port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_gateway_command_answers_a_monitor_and_stops_on_sigterm(
+    settings: Settings, tmp_path: Path, unique: str
+) -> None:
+    reg = _registry(tmp_path, unique)
+    kit_mqtt.provision_registry(reg)
+    gw = f"gw-{unique}"
+    s = settings.replace("paths", registry=str(reg)).replace(
+        "hj212", passwords=str(tmp_path / "pw.json"), listen=f"127.0.0.1:{_port()}"
+    )
+    out = tmp_path / "batch.csv"
+    assert (
+        run_cli("gateway", "hj212-passwords", "--out", str(out), env=settings_env(s)).returncode
+        == 0
+    )
+    mn, pw = next((r["mn"], r["pw"]) for r in csv.DictReader(out.open(encoding="utf-8")))
+    s = s.replace("mqtt", username=gw, password=kit_mqtt.secret_of(gw))
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CITYWATCH_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "citywatch", "gateway", "hj212"],
+        env=base | settings_env(s), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn = socket.create_connection((s.hj212.host, s.hj212.port), timeout=15)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, (
+                    "the gateway did not listen"
+                )
+                time.sleep(0.1)
+        with conn:
+            conn.sendall(frame_for({"ts": now_ms(), "pm10": 75.0}, mn, pw))
+            reply = conn.makefile("rb").readline()
+        assert decode(reply).cn == "9014"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=20)[0].decode()
+    assert proc.returncode == 0, output
+    assert "readings=1" in output and pw not in output
