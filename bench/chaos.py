@@ -5,7 +5,8 @@
                                     [--json FILE]
 
 What runs: the services (``citywatch.services.up`` on the settings' ports), a
-``citywatch bridge --event-time``, a ``citywatch worker --simulation`` and a
+``citywatch bridge --event-time``, a ``citywatch worker --simulation``, the
+journal archive (``citywatch archive run``, decision 010) and a
 ``citywatch alerts`` whose every receiver is a webhook to a loopback receiver
 in this process -- the processes ``citywatch run`` starts, started the same way
 -- while a simulated city (``bench/chaos-scenarios.yaml``, every device
@@ -339,6 +340,7 @@ class Pipeline:
         self.args = {
             "worker": ["worker", "--simulation", "--session-timeout", "3"],
             "bridge": ["bridge", "--event-time", "--metrics-port", str(self.metrics_port)],
+            "archive": ["archive", "run"],  # what a restarted in-memory broker is rebuilt from (decision 010)
             "alerts": ["alerts", "--routes", str(routes), "--state-dir", str(logdir / "alerts"),
                        "--listen", f"127.0.0.1:{free_port()}"],
         }  # fmt: skip
@@ -458,7 +460,7 @@ def run_once(base: Settings, seed: int, faults: dict[str, int], devices: int,
         lambda: service_pids(settings) | {n: c.proc.pid for n, c in pipeline.children.items() if c.alive()},
     )  # fmt: skip
     try:
-        for name in ("worker", "bridge", "alerts"):
+        for name in ("archive", "worker", "bridge", "alerts"):
             pipeline.start(name)
         wait(lambda: "MQTT connected" in pipeline.logs("bridge"), 60, "the bridge to connect")
         sim = Simulation(city, scen.scenarios, seed=seed, start_ms=start_ms, speed=speed,
@@ -507,7 +509,7 @@ def run_once(base: Settings, seed: int, faults: dict[str, int], devices: int,
         for fault in schedule:
             outcome.faults.append(fault.line())
         verify(settings, city, published, hook, outcome)
-        for name in ("worker", "bridge", "alerts"):
+        for name in ("archive", "worker", "bridge", "alerts"):
             n = pipeline.logs(name).count("Traceback")
             if n:
                 outcome.tracebacks[name] = n
