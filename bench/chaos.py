@@ -223,8 +223,11 @@ class Progress:
                     if mib is not None:
                         self.rss.setdefault(name, []).append(mib)
             n += 1
-            with contextlib.suppress(Exception):
+            try:
                 end, committed = asyncio.run(journal_position(self.settings))
+            except Exception:  # noqa: BLE001 - the broker is away: not drained, whatever it was
+                self.committed = -1
+            else:
                 self.journal_end, self.committed = end, committed
                 self.max_lag = max(self.max_lag, end - committed)
             with contextlib.suppress(Exception):
@@ -502,6 +505,12 @@ def run_once(base: Settings, seed: int, faults: dict[str, int], devices: int,
         log(f"seed {seed}: published {len(published):,} messages; draining")
         asyncio.run(_final_watermark(settings, published[-1][0] if rate and published else end_ms))
         outcome.lag_at_end = settle(settings, pipeline, progress, hook, log)
+        if os.environ.get("CHAOS_HOLD"):
+            log(
+                f"holding {os.environ['CHAOS_HOLD']} s: journal {progress.journal_end} committed {progress.committed}"
+            )
+            time.sleep(float(os.environ["CHAOS_HOLD"]))
+            log(f"after: journal {progress.journal_end} committed {progress.committed}")
         outcome.rss_mb = progress.rss_summary()
         outcome.max_lag = progress.max_lag
         if rate:  # the soak: citywatch's own processes stay flat once warm
