@@ -565,6 +565,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         keep_services=args.keep_services,
         live=sys.stdout.isatty(),
         hj212_share=args.hj212_share,
+        metrics_port=args.metrics_port,
+        ack_listen=args.ack_listen,
     )
     return 0
 
@@ -740,6 +742,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SHARE",
         help="share of dust sites that are HJ 212 monitors reporting through the gateway "
         "(default 0.2; 0: all MQTT)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="the bridge's /metrics, read by the live view (default 0: a free port)",
+    )
+    p.add_argument(
+        "--ack-listen",
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="the alerts service's ack endpoint (default 127.0.0.1:0: a free port)",
     )
     p.set_defaults(func=cmd_run)
 

@@ -34,15 +34,15 @@ from contract.clock import local as local_time
 from foundation.errors import CitywatchError
 from foundation.settings import Settings
 
-METRICS_PORT = 19109
 
-
-def _free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (the OS picks it): what a run gives its bridge's metrics and
+    its ack endpoint, so two runs on one machine never collide on a fixed port (issue 15)."""
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def last_weeks_monday(now: datetime | None = None) -> int:
@@ -109,6 +109,10 @@ class Snapshot:
     sim_ms: int | None = None
     forwarded: int = 0
     dead: dict[str, int] = field(default_factory=dict)
+    broker_dropped: int | None = None
+    """The MQTT broker's drops since its start (its $SYS counter, through the bridge): readings
+    it acknowledged and lost. None until the broker has said."""
+    broker_stored: int | None = None
     open_cases: dict[str, int] = field(default_factory=dict)
     penalties: dict[str, int] = field(default_factory=dict)
     latest: list[CaseEvent] = field(default_factory=list)
@@ -142,18 +146,15 @@ def _broker_view(settings: Settings, snap: Snapshot) -> None:
         snap.broker = ""
 
 
-def _bridge_metrics() -> tuple[int, dict[str, int]]:
-    """(forwarded, dead letters by reason) from the bridge's /metrics ((0, {}) while it is not up)."""
+def _bridge_metrics(port: int, snap: Snapshot | None = None) -> tuple[int, dict[str, int]]:
+    """(forwarded, dead letters by reason) from the bridge's /metrics on ``port`` ((0, {}) while
+    it is not up); the broker's drop counter and queue depth go into ``snap``."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
-        text = (
-            urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=1)
-            .read()
-            .decode()
-        )
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
         families = list(text_string_to_metric_families(text))
     except (OSError, ValueError):
         return 0, {}
@@ -164,6 +165,10 @@ def _bridge_metrics() -> tuple[int, dict[str, int]]:
                 forwarded = int(sample.value)
             elif sample.name == "citywatch_bridge_rejected_total":
                 dead[sample.labels["reason"]] = int(sample.value)
+            elif snap is not None and sample.name == "citywatch_broker_dropped":
+                snap.broker_dropped = None if sample.value < 0 else int(sample.value)
+            elif snap is not None and sample.name == "citywatch_broker_stored_messages":
+                snap.broker_stored = None if sample.value < 0 else int(sample.value)
     return forwarded, dead
 
 
@@ -201,6 +206,7 @@ def _render(snap: Snapshot, end_ms: int, phase: str):  # noqa: ANN202
         f"published {snap.published:,} ({snap.rate:,.0f}/s)",
         f"into Kafka {snap.forwarded:,}",
         f"dead letters {sum(snap.dead.values()):,}",
+        _broker_cell(snap),
     )
     if snap.broker:
         head.add_row("[b red]Kafka[/b red]", f"[b red]{snap.broker}[/b red]", "", "", "")
@@ -238,6 +244,16 @@ def _render(snap: Snapshot, end_ms: int, phase: str):  # noqa: ANN202
             str(rec.get("title", ""))[:60],
         )
     return Panel(Group(head, body, latest, pushes), title="citywatch — simulated Zhengzhou 郑州")
+
+
+def _broker_cell(snap: Snapshot) -> str:
+    """The broker's drops (red when any: acknowledged readings lost) and its queue depth."""
+    if snap.broker_dropped is None:
+        return "broker drops [dim]?[/dim]"
+    queued = "" if snap.broker_stored is None else f", holds {snap.broker_stored:,}"
+    if snap.broker_dropped:
+        return f"[b red]broker DROPPED {snap.broker_dropped:,}[/b red]{queued}"
+    return f"broker drops 0{queued}"
 
 
 def _tail_alerts(settings: Settings, snap: Snapshot, stop: threading.Event) -> None:
@@ -341,11 +357,16 @@ def run(
     keep_services: bool = False,
     live: bool = True,
     hj212_share: float = 0.2,
+    metrics_port: int = 0,
+    ack_listen: str = "127.0.0.1:0",
 ) -> dict[str, Any]:
     """The main job; returns the summary it printed (tests read it).
 
     hj212_share: the share of dust sites that are HJ 212-2017 monitors: their readings go
     over TCP through ``citywatch gateway hj212`` (docs/gateways.md) instead of MQTT.
+    ``metrics_port`` (the bridge's ``/metrics``, which the live view reads) and the port of
+    ``ack_listen`` (the alerts service's ack endpoint): 0 is a port the OS finds free, so two
+    runs on one machine do not collide (``citywatch run --metrics-port/--ack-listen`` fix them).
     """
     from rich.console import Console
     from rich.live import Live
@@ -354,6 +375,11 @@ def run(
     from streams.rules import load_rules
 
     console = Console(stderr=False, force_terminal=None)
+    metrics_port = metrics_port or free_port()
+    ack_host, _, ack_port = ack_listen.rpartition(":")
+    if not ack_host or not ack_port.isdigit():
+        raise CitywatchError(f"ack_listen {ack_listen!r}: expected HOST:PORT, e.g. 127.0.0.1:0")
+    ack_listen = f"{ack_host}:{int(ack_port) or free_port(ack_host)}"
     state = Path(settings.paths.state_dir).resolve()
     logdir = state / "run"
     logdir.mkdir(parents=True, exist_ok=True)
@@ -380,7 +406,7 @@ def run(
         "influx", database=f"{settings.influx.database}_{run_tag.replace('-', '_')}"
     )
     settings = settings.replace(
-        "hj212", passwords=str(logdir / f"hj212-{run_tag}.json"), listen=f"127.0.0.1:{_free_port()}"
+        "hj212", passwords=str(logdir / f"hj212-{run_tag}.json"), listen=f"127.0.0.1:{free_port()}"
     )
 
     console.print(
@@ -432,7 +458,7 @@ def run(
                     "bridge",
                     "--event-time",
                     "--metrics-port",
-                    str(METRICS_PORT),
+                    str(metrics_port),
                     "--stats-every",
                     "10",
                 ],
@@ -448,7 +474,7 @@ def run(
                     "--state-dir",
                     str(logdir / f"alerts-{run_tag}"),
                     "--listen",
-                    "127.0.0.1:18787",
+                    ack_listen,
                 ],
                 settings,
                 logdir,
@@ -531,7 +557,7 @@ def run(
                         )
                 if time.monotonic() - last_poll > 2:
                     last_poll = time.monotonic()
-                    snap.forwarded, snap.dead = _bridge_metrics()
+                    snap.forwarded, snap.dead = _bridge_metrics(metrics_port, snap)
                     _broker_view(settings, snap)
                     _influx_view(settings, snap)
                     if not publisher.is_alive():
@@ -596,6 +622,7 @@ def _summary(settings: Settings, snap: Snapshot, hint: dict[str, Any]) -> dict[s
         "published": snap.published,
         "forwarded": snap.forwarded,
         "dead_letters": snap.dead,
+        "broker_dropped": snap.broker_dropped,
         "telemetry_points": counts,
         "cases": len(cases),
         "cases_by_rule": _count_by([c.rule for c in cases]),
@@ -663,6 +690,13 @@ def _print_summary(console: Any, settings: Settings, s: dict[str, Any]) -> None:
     console.print(
         f"[b]Summary[/b]: {s['published']:,} messages published, {s['forwarded']:,} forwarded, "
         f"{sum(s['dead_letters'].values()):,} dead letters ({', '.join(f'{k} {v}' for k, v in s['dead_letters'].items()) or 'none'})"
+    )
+    dropped = s.get("broker_dropped")
+    console.print(
+        "broker drops: not reported by the broker"
+        if dropped is None
+        else f"broker drops since its start: {dropped:,}"
+        + (" [b red]✗ acknowledged readings were lost[/b red]" if dropped else "")
     )
     console.print(f"telemetry points in InfluxDB: {s['telemetry_points']}")
     if s.get("hj212"):

@@ -551,7 +551,8 @@ def _mosquitto_command(settings: Settings) -> Callable[[Path, str], list[str]]:
             f"plugin_opt_config_file {_conf_path('paths.state_dir', dynsec)}",
             "persistence true",
             f"persistence_location {_conf_path('paths.state_dir', data)}/",
-            "max_queued_messages 100000",
+            f"max_queued_messages {m.max_queued_messages}",
+            f"sys_interval {m.sys_interval_s}",
             "max_inflight_messages 200",
             f"max_packet_size {MAX_PACKET_BYTES}",
             "log_dest stderr",  # unbuffered: service.log shows each line at once (a reload, too)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "BROKER_DROPPED", "PLATFORM_RULES",
     "DUST", "DUST_FLATLINE", "DUST_WARNING", "MANHOLE", "MANHOLE_ACCIDENT",
     "MANHOLE_BATTERY_LOW", "MANHOLE_WATER_LEVEL", "NOISE", "NOTICE_RULES",
     "OFFLINE", "RULES", "STREETLIGHT_CIRCUIT", "STREETLIGHT_DAY_BURNER", "STREETLIGHT_FAULT",
@@ -74,13 +75,24 @@ RULES: dict[str, RuleName] = {
     OFFLINE: RuleName("设备离线", "Device offline", "*"),
 }
 
+BROKER_DROPPED = "broker.dropped"
+"""The MQTT broker dropped readings it had acknowledged (a platform case, opened by a bridge
+from the broker's counters: ingest/broker_stats.py), never money."""
+
+PLATFORM_RULES: dict[str, RuleName] = {
+    BROKER_DROPPED: RuleName(
+        "消息代理丢弃已确认数据", "MQTT broker dropped acknowledged readings", "broker"
+    ),
+}
+"""Cases about citywatch itself, not a device: no rule kind emits them (kind ``broker``)."""
+
 NOTICE_RULES = frozenset({DUST_WARNING})
 """Notices beside a case (a dust warning next to its violation): never money, not a recurrence."""
 
 
 def rule_name(rule: str, lang: str = "zh") -> str:
     """The people's name of ``rule``; an id this release does not know shows as itself."""
-    name = RULES.get(rule)
+    name = RULES.get(rule) or PLATFORM_RULES.get(rule)
     if name is None:
         return rule
     return name.zh if lang == "zh" else name.en

@@ -24,6 +24,10 @@ from dataclasses import dataclass
 from contract.reading import KINDS
 
 __all__ = [
+    "BROKER_COUNTERS",
+    "BROKER_DROPPED_RATE",
+    "BROKER_DROPPED_TOTAL",
+    "BROKER_STORED",
     "KINDS",
     "SEGMENT_PATTERN",
     "SHARED_SUBSCRIPTION",
@@ -48,6 +52,16 @@ its vendor can be told) instead of being ignored by the broker."""
 
 SHARED_SUBSCRIPTION = "$share/{group}/city/#"
 """MQTT v5 shared subscription of the bridges; fill ``{group}`` (see ``shared_subscription``)."""
+
+BROKER_DROPPED_TOTAL = "$SYS/broker/publish/messages/dropped"
+"""Mosquitto: messages it dropped since it started (a full subscriber queue), after PUBACKing them."""
+BROKER_DROPPED_RATE = "$SYS/broker/load/publish/dropped/1min"
+"""Mosquitto: drops per minute (moving average)."""
+BROKER_STORED = "$SYS/broker/store/messages/count"
+"""Mosquitto: messages it holds now (queued, in flight, retained): the queue depth."""
+BROKER_COUNTERS = (BROKER_DROPPED_TOTAL, BROKER_DROPPED_RATE, BROKER_STORED)
+"""What a bridge reads of the broker's ``$SYS`` tree (``ingest.broker_stats``), and all its ACL
+grants there (never the ``$SYS/broker/log`` topics, which name clients)."""
 
 SEGMENT_PATTERN = r"[A-Za-z0-9_.:\-]{1,64}"
 """What a district, kind or device id may look like (the whole segment)."""

@@ -168,6 +168,19 @@ SCHEMA: dict[str, dict[str, Key]] = {
             _positive,
             "how long the broker keeps the bridge's session while it is down",
         ),
+        "max_queued_messages": Key(
+            int,
+            100_000,
+            _positive,
+            "citywatch's own broker: QoS-1 messages it queues per client before it drops "
+            "(size it for the bridges' outage window times the city's rate)",
+        ),
+        "sys_interval_s": Key(
+            int,
+            10,
+            _positive,
+            "citywatch's own broker: seconds between its $SYS counters (the bridges read drops there)",
+        ),
     },
     "kafka": {
         "bootstrap": Key(str, "127.0.0.1:19092", _bootstrap, "bootstrap servers"),
@@ -291,6 +304,8 @@ class MqttSettings:
     session_expiry_s: int
     password_file: str = ""
     auth_dir: str = ""
+    max_queued_messages: int = 100_000
+    sys_interval_s: int = 10
 
     @property
     def host(self) -> str:

@@ -62,8 +62,9 @@ from prometheus_client import (
 from bus.kafka import client_security, ensure_topics, make_producer, start_client
 from contract.journal import journal_key
 from contract.reading import Reading
-from contract.topics import KafkaTopics, parse_topic, shared_subscription
+from contract.topics import BROKER_COUNTERS, KafkaTopics, parse_topic, shared_subscription
 from foundation.settings import Settings
+from ingest.broker_stats import BrokerWatch
 from ingest.validate import IngestLimits, Rejection, parse_message
 from registry.devices import RegistryWatcher
 
@@ -103,7 +104,13 @@ class BridgeStats:
     citywatch_kafka_topics_missing            gauge    citywatch topics the broker lacked at the
                                                        last look (``bus.watch``; 0 when all there)
     citywatch_kafka_topics_lost_total         counter  times the broker was seen to have lost them
+    citywatch_broker_dropped                  gauge    the broker's drops since its start ($SYS)
+    citywatch_broker_dropped_per_minute       gauge    the broker's drops per minute ($SYS)
+    citywatch_broker_stored_messages          gauge    messages the broker holds: its queue depth
     ========================================  =======  ==========================================
+
+    The ``citywatch_broker_*`` gauges are the broker's own counters (``ingest.broker_stats``),
+    -1 until the broker has sent them (or when it refuses them to the bridge).
     """
 
     def __init__(self) -> None:
@@ -152,9 +159,27 @@ class BridgeStats:
             "Times the Kafka broker was seen to have lost citywatch's topics (restarted empty)",
             registry=reg,
         )
+        self.broker: BrokerWatch | None = None
+        """The broker's own counters (``ingest.broker_stats``), once the bridge watches them."""
+        for name, doc, read in (
+            ("citywatch_broker_dropped", "Messages the MQTT broker dropped since its start "
+             "(after PUBACKing them; -1 until heard)", lambda c: c.dropped),
+            ("citywatch_broker_dropped_per_minute", "The broker's drops per minute, 1-min "
+             "average (-1 until heard)", lambda c: c.dropped_per_min),
+            ("citywatch_broker_stored_messages", "Messages the broker holds now: queued, in "
+             "flight, retained (-1 until heard)", lambda c: c.stored),
+        ):  # fmt: skip
+            Gauge(name, doc, registry=reg).set_function(self._broker_reader(read))
         self._rejected_by: dict[str, Counter] = {}
         self.acked = 0
         """Messages acknowledged to the MQTT broker (after Kafka acknowledged them)."""
+
+    def _broker_reader(self, read: Callable[[Any], float | None]) -> Callable[[], float]:
+        def value() -> float:
+            v = None if self.broker is None else read(self.broker.counters)
+            return -1.0 if v is None else float(v)
+
+        return value
 
     # ---------------------------------------------------------------- counting (the bridge)
 
@@ -222,9 +247,11 @@ class BridgeStats:
         rejected = ", ".join(f"{c}={n}" for c, n in self.rejected.most_common()) or "none"
         batches = self.produce_batches
         mean_ms = 1000 * self.produce_seconds / batches if batches else 0.0
+        dropped = None if self.broker is None else self.broker.counters.dropped
+        broker = "" if dropped is None else f"; broker dropped {dropped:.0f} since its start"
         return (
             f"received={self.received} forwarded={self.forwarded} in_flight={self.in_flight} "
-            f"rejected: {rejected}; kafka produce {mean_ms:.1f} ms/batch"
+            f"rejected: {rejected}; kafka produce {mean_ms:.1f} ms/batch{broker}"
         )
 
 
@@ -365,6 +392,9 @@ class Bridge:
         )
         self.stats = BridgeStats()
         self.broker_watch_s = broker_watch_s
+        self.broker = BrokerWatch(self.client_id, settings.mqtt.url.split("@")[-1])
+        self.stats.broker = self.broker
+        self._sys_mids: set[int] = set()
         self.subscribed = asyncio.Event()
         self._queue: asyncio.Queue[tuple[int, int, str, bytes, int]] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -383,8 +413,25 @@ class Bridge:
         session = "resumed" if flags.session_present else "new"
         log.info("MQTT connected to %s (%s session)", self.settings.mqtt.url, session)
         client.subscribe(shared_subscription(self.settings.mqtt.shared_group), qos=1)
+        # the broker's drop counters, QoS 0 (never queued for us, never acked): ingest.broker_stats
+        _rc, mid = client.subscribe([(topic, 0) for topic in BROKER_COUNTERS])
+        self._sys_mids.add(mid)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:  # noqa: ANN001
+        if mid in self._sys_mids:
+            self._sys_mids.discard(mid)
+            refused = [
+                t for t, rc in zip(BROKER_COUNTERS, reason_codes, strict=False) if rc.is_failure
+            ]
+            if refused:
+                log.warning(
+                    "the MQTT broker refuses the bridge its drop counters (%s): readings it drops "
+                    "after acknowledging them stay invisible. Grant the bridge identity read on "
+                    "them (citywatch's broker does after `citywatch services down` and `up`; "
+                    "docs/contracts.md, 'Broker counters')",
+                    ", ".join(refused),
+                )
+            return
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.subscribed.set)
 
@@ -395,6 +442,12 @@ class Bridge:
                 topic = msg.topic
             except UnicodeDecodeError:  # MQTT requires UTF-8; a lax broker: bad_topic then
                 topic = bytes(msg._topic).decode("utf-8", "backslashreplace")
+            if topic.startswith("$SYS/"):  # the broker's counters: not a reading, nothing to ack
+                assert self._loop is not None and self.broker is not None
+                self._loop.call_soon_threadsafe(
+                    self.broker.take, topic, bytes(msg.payload), wall_clock_ms()
+                )
+                return
             item = (msg.mid, msg.qos, topic, bytes(msg.payload), self.clock())
             assert self._loop is not None
             self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
@@ -602,15 +655,20 @@ class Bridge:
         client.loop_start()
         pump = asyncio.create_task(self._pump(producer, client))
         reporter = asyncio.create_task(self._report(stats_every_s))
-        watcher = asyncio.create_task(self._watch_broker(stop))
+        kafka_watch = asyncio.create_task(self._watch_kafka(stop))
+        watcher = asyncio.create_task(self._publish_broker_cases(producer))
         try:
             stopper = asyncio.create_task(stop.wait())
-            done, _ = await asyncio.wait({pump, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if pump in done:
-                pump.result()  # re-raise a crash of the pump
+            done, _ = await asyncio.wait(
+                {pump, stopper, watcher}, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in (pump, watcher):
+                if task in done:
+                    task.result()  # re-raise a crash
         finally:
             reporter.cancel()
             watcher.cancel()
+            kafka_watch.cancel()
             client.disconnect()
             client.loop_stop()
             pump.cancel()
@@ -650,7 +708,7 @@ class Bridge:
         ready.result()
         return True
 
-    async def _watch_broker(self, stop: asyncio.Event) -> None:
+    async def _watch_kafka(self, stop: asyncio.Event) -> None:
         """A broker that lost the topics is told once, they are recreated, the metrics count it.
 
         What the bridge produces afterwards goes into the recreated journal; what
@@ -670,6 +728,23 @@ class Bridge:
             self.stats.topics_missing.set(len(watch.missing))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), watch.every_s)
+
+    async def _publish_broker_cases(self, producer, every_s: float = 1.0) -> None:  # noqa: ANN001
+        """Publish the broker case's events (``BrokerWatch.due``) on ``<prefix>.cases``, each
+        acknowledged by Kafka; the alerts service pushes them like any case."""
+        assert self.broker is not None
+        while True:
+            await asyncio.sleep(every_s)
+            for event in self.broker.due(wall_clock_ms()):
+                record = event.to_dict()
+                await self._produce_case(producer, record)
+
+    async def _produce_case(self, producer, record: dict[str, Any]) -> None:  # noqa: ANN001
+        error = await self._produce(
+            producer, (self.topics.cases, record["case_id"].encode(), orjson.dumps(record))
+        )
+        if error is not None:
+            log.error("the broker case %s could not be published: %s", record["case_id"], error)
 
     async def _report(self, every_s: float) -> None:
         while True:

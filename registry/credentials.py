@@ -11,7 +11,8 @@ role        may
 ==========  ====================================================================
 device      publish on ``city/<district>/<kind>/<id>/telemetry`` of its registry row
 gateway     publish on the topics of the devices whose ``gateway`` column names it
-bridge      read the stream, only through a shared subscription ``$share/<group>/city/#``
+bridge      read the stream, only through a shared subscription ``$share/<group>/city/#``;
+            and the broker's drop counters (``contract.topics.BROKER_COUNTERS``)
 relay       publish on any topic under ``city/`` (a harness: decision 005)
 health      connect (the services' health check), nothing else
 admin       manage the broker's identities (the dynamic-security plugin's ``$CONTROL`` topic)
@@ -53,7 +54,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from contract.topics import gateway_deadletter_topic, telemetry_topic
+from contract.topics import BROKER_COUNTERS, gateway_deadletter_topic, telemetry_topic
 from foundation.errors import CitywatchError
 from registry.devices import Registry
 
@@ -459,7 +460,14 @@ def _acls(name: str, e: Entry) -> list[dict[str, Any]]:
     if e.role == "relay":
         return [acl("publishClientSend", STREAM)]
     if e.role == "bridge":
-        return [acl("subscribePattern", SHARED_STREAM), acl("publishClientReceive", STREAM)]
+        counters = [
+            acl(k, t) for t in BROKER_COUNTERS for k in ("subscribeLiteral", "publishClientReceive")
+        ]
+        return [
+            acl("subscribePattern", SHARED_STREAM),
+            acl("publishClientReceive", STREAM),
+            *counters,
+        ]
     if e.role == "admin":
         return [
             acl(k, CONTROL)
@@ -603,4 +611,5 @@ def acl_file(entries: Mapping[str, Entry]) -> str:
             out.append(f"topic write {STREAM}\n")
         elif e.role == "bridge":
             out.append(f"topic read {STREAM}\n")
+            out.extend(f"topic read {t}\n" for t in BROKER_COUNTERS)
     return "".join(out)

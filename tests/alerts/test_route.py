@@ -68,6 +68,16 @@ def test_the_default_file_loads_and_routes_every_kind() -> None:
         assert cfg.match(labels(rule=rule, kind=rule.split(".")[0]))
 
 
+def test_a_broker_case_goes_to_the_command_center_at_once_and_nobody_s_grid_officer() -> None:
+    """Readings the broker acknowledged and dropped (docs/contracts.md, "Broker counters")."""
+    cfg = load_routes(ROOT / "config" / "routes.yaml")
+    broker = labels(kind="broker", rule="broker.dropped", severity="critical", district="",
+                    grid="", unit="", device="cw-bridge-1")  # fmt: skip
+    assert [(r.receiver, r.group_by, r.group_wait_ms, r.escalation) for r in cfg.match(broker)] == [
+        ("city-command", ("case_id",), 0, None)
+    ]
+
+
 def test_the_example_receivers_in_the_shipped_file_load(monkeypatch: pytest.MonkeyPatch) -> None:
     """The commented "a city's receivers look like this" block of config/routes.yaml is a valid routing file."""
     text = (ROOT / "config" / "routes.yaml").read_text(encoding="utf-8")

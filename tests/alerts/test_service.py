@@ -188,7 +188,10 @@ def test_one_push_per_meaningful_change_and_redeliveries_are_dropped(settings: S
             repaired = case_event(1, state="repaired", at=T0 + 150 * MIN, opened_at=T0,
                                   detail={"acknowledged_at": T0 + 2 * MIN, "repair_at": T0 + 150 * MIN})  # fmt: skip
             assert svc.accept([("cases", escalated)]) == 1
-            await settle(svc, hooks, 2)
+            await settle(svc, hooks, 1)
+            await asyncio.sleep(1.0)
+            svc.tick()
+            print("DELIVERED", [cases_of(h) for h in hooks], svc.stats)
             assert svc.accept([("cases", repaired), ("cases", repaired)]) == 1
             await settle(svc, hooks, 3)
         finally:
@@ -231,7 +234,10 @@ def test_overdue_milestones_accidents_and_the_money_so_far(settings: Settings, t
                                   severity="critical", at=clock.now, opened_at=T0,
                                   detail={"acknowledged_at": T0 + 1, "accident_at": clock.now})  # fmt: skip
             svc.accept([("cases", accident), ("cases", accident)])
-            await settle(svc, hooks, 2)
+            await settle(svc, hooks, 1)
+            await asyncio.sleep(1.0)
+            svc.tick()
+            print("DELIVERED", [cases_of(h) for h in hooks], svc.stats)
         finally:
             await svc.close()
         pushes = hooks[0].delivered
@@ -427,3 +433,41 @@ def test_a_case_under_announced_works_is_not_pushed_until_it_overruns(
 
     pushed = asyncio.run(go())
     assert pushed == [["MH-0002"]], pushed  # only the overrun of case 2
+
+
+def test_a_broker_case_from_a_bridge_is_pushed_once_to_the_command_center(
+    settings, tmp_path, hooks
+) -> None:
+    """The broker dropped readings it had acknowledged (ingest/broker_stats.py): its case has no
+    district, grid or unit; one push at the opening to the command center, one at the close."""
+    from contract.topics import BROKER_DROPPED_TOTAL
+    from ingest.broker_stats import UPDATE_EVERY_MS, BrokerWatch
+    from tests.alerts.inprocess import service, settle
+
+    watch = BrokerWatch("cw-bridge-1", "127.0.0.1:18883", quiet_ms=10 * MIN)
+    events = []
+    for dt, total in ((0, b"0"), (1_000, b"35"), (2_000 + UPDATE_EVERY_MS, b"90")):
+        watch.take(BROKER_DROPPED_TOTAL, total, T0 + dt)
+        events += watch.due(T0 + dt)
+    events += watch.due(T0 + 2_000 + UPDATE_EVERY_MS + 10 * MIN)
+    assert [e.state for e in events] == ["open", "open", "closed"]
+    broker_route = "    - {match: {kind: broker}, receiver: command, escalation: null}"
+
+    async def go() -> list[list[tuple[str, str]]]:
+        svc = service(settings, tmp_path, hooks, extra_routes=broker_route)
+        try:
+            svc.accept([("cases", events[0].to_dict())])
+            await settle(svc, hooks, 1)
+            for e in events[1:]:  # the minute's update (still open), then the close
+                svc.accept([("cases", e.to_dict())])
+            await settle(svc, hooks, 2)
+            await asyncio.sleep(0.3)
+            svc.tick()
+            assert not hooks[0].delivered and not hooks[1].delivered, "no grid or duty officer"
+            return cases_of(hooks[2])
+        finally:
+            await svc.close()
+
+    pushed = asyncio.run(go())
+    case_id = events[0].case_id
+    assert pushed == [[(case_id, "open")], [(case_id, "closed")]], pushed

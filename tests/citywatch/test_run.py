@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -70,25 +72,31 @@ def test_citywatch_run_books_what_the_scenarios_cost(
     # its own state folder holds no InfluxDB identities: it runs as the session's admin
     s = as_role(s, "admin").replace("paths", state_dir=str(tmp_path / "state"))
     env = settings_env(s)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "citywatch",
-            "run",
-            "--duration",
-            "15",
-            "--devices",
-            "60",
-            "--scenarios",
-            str(SCENARIOS),
-        ],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    with contextlib.ExitStack() as held:
+        for port in (19109, 18787):  # the ports a run once fixed: as if another run held them
+            squatter = held.enter_context(socket.socket())
+            with contextlib.suppress(OSError):  # taken already: the same proof
+                squatter.bind(("127.0.0.1", port))
+                squatter.listen()
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "citywatch",
+                "run",
+                "--duration",
+                "15",
+                "--devices",
+                "60",
+                "--scenarios",
+                str(SCENARIOS),
+            ],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "ledger total 70,000 yuan; scenarios expect 70,000" in out, out[-3000:]

@@ -20,6 +20,7 @@ from foundation.settings import load_settings
 from registry.credentials import HEALTH, CredentialStore
 from store.users import accepts_anonymous
 from tests.kit.cli import run_cli as _cli
+from tests.kit.ports import free_port, free_ports
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -40,10 +41,11 @@ def _foreign_broker(tmp_path: Path, port: int, *conf: str) -> subprocess.Popen:
 
 def test_services_up_starts_private_services_and_down_stops_only_those(tmp_path: Path) -> None:
     """Own ports and state dir: mosquitto, tansu and influxd started for real, reported, stopped."""
+    mq, kafka, influx = free_ports(3), free_port(), free_port()
     env = {
-        "CITYWATCH_MQTT_URL": "mqtt://127.0.0.1:18831",
-        "CITYWATCH_KAFKA_BOOTSTRAP": "127.0.0.1:19392",
-        "CITYWATCH_INFLUX_URL": "http://127.0.0.1:18386",
+        "CITYWATCH_MQTT_URL": f"mqtt://127.0.0.1:{mq}",
+        "CITYWATCH_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka}",
+        "CITYWATCH_INFLUX_URL": f"http://127.0.0.1:{influx}",
         "CITYWATCH_PATHS_STATE_DIR": str(tmp_path / "state"),
     }
     settings = load_settings(env=env)
@@ -55,36 +57,36 @@ def test_services_up_starts_private_services_and_down_stops_only_those(tmp_path:
         rows = status.stdout.strip().splitlines()
         assert [r.split()[0] for r in rows] == ["mosquitto", "kafka", "influxdb"]
         for row, address in zip(
-            rows, ("127.0.0.1:18831", "127.0.0.1:19392", "127.0.0.1:18386"), strict=True
+            rows, (f"127.0.0.1:{mq}", f"127.0.0.1:{kafka}", f"127.0.0.1:{influx}"), strict=True
         ):
             assert address in row and " up " in row and "started by citywatch (pid" in row
         health = CredentialStore(tmp_path / "state" / "mqtt").secret(HEALTH)
         assert health is not None
-        assert services.mqtt_healthy("127.0.0.1", 18831, HEALTH, health)
-        assert services.mqtt_connack("127.0.0.1", 18831) == 5, "anonymous: not authorised"
-        assert services.mqtt_connack("127.0.0.1", 18831, HEALTH, "a guess") == 5
+        assert services.mqtt_healthy("127.0.0.1", mq, HEALTH, health)
+        assert services.mqtt_connack("127.0.0.1", mq) == 5, "anonymous: not authorised"
+        assert services.mqtt_connack("127.0.0.1", mq, HEALTH, "a guess") == 5
         # the TLS listener on the next port, with the CA citywatch made for it
         ca = tmp_path / "state" / "mqtt" / "tls" / "ca.crt"
         tls = ssl.create_default_context(cafile=str(ca))
-        assert services.mqtt_healthy("127.0.0.1", 18832, HEALTH, health, ssl_context=tls)
-        assert services.mqtt_connack("127.0.0.1", 18832) is None, "no TLS, no MQTT there"
+        assert services.mqtt_healthy("127.0.0.1", mq + 1, HEALTH, health, ssl_context=tls)
+        assert services.mqtt_connack("127.0.0.1", mq + 1) is None, "no TLS, no MQTT there"
         # the certificate listener on the port after: a client certificate of the device CA
         # or no handshake (tests/citywatch/test_certificates.py has the devices that have one)
-        assert services.mqtt_connack("127.0.0.1", 18833, HEALTH, health, ssl_context=tls) is None
+        assert services.mqtt_connack("127.0.0.1", mq + 2, HEALTH, health, ssl_context=tls) is None
         conf = (tmp_path / "state" / "mosquitto" / "mosquitto.conf").read_text()
         assert "allow_anonymous false" in conf and "max_packet_size 4608" in conf
         assert conf.count("use_username_as_clientid true") == 3
         assert (
-            "listener 18833 127.0.0.1\nuse_username_as_clientid true\nrequire_certificate true\nuse_identity_as_username true\n"
+            f"listener {mq + 2} 127.0.0.1\nuse_username_as_clientid true\nrequire_certificate true\nuse_identity_as_username true\n"
             in conf
         )
         device_ca = tmp_path / "state" / "mqtt" / "device-ca"
         assert (device_ca / "ca.key").stat().st_mode & 0o777 == 0o600
         assert f"crlfile {tmp_path / 'state' / 'mosquitto' / 'tls' / 'device-ca.crl'}" in conf
-        assert services.kafka_healthy("127.0.0.1", 19392)
-        assert services.influx_healthy("127.0.0.1", 18386)
+        assert services.kafka_healthy("127.0.0.1", kafka)
+        assert services.influx_healthy("127.0.0.1", influx)
         # InfluxDB with authentication on: nothing without a secret, the secrets owner-only
-        assert not accepts_anonymous("http://127.0.0.1:18386")
+        assert not accepts_anonymous(f"http://127.0.0.1:{influx}")
         assert (
             tmp_path / "state" / "influx-auth" / "citywatch-writer"
         ).stat().st_mode & 0o777 == 0o600
@@ -99,28 +101,29 @@ def test_services_up_starts_private_services_and_down_stops_only_those(tmp_path:
         "kafka",
         "mosquitto",
     ]
-    assert not services.kafka_healthy("127.0.0.1", 19392)
-    assert not services.influx_healthy("127.0.0.1", 18386)
-    assert services.mqtt_connack("127.0.0.1", 18831) is None
-    assert settings.mqtt.port == 18831
+    assert not services.kafka_healthy("127.0.0.1", kafka)
+    assert not services.influx_healthy("127.0.0.1", influx)
+    assert services.mqtt_connack("127.0.0.1", mq) is None
+    assert settings.mqtt.port == mq
 
 
 def test_down_leaves_services_it_did_not_start_running(tmp_path: Path) -> None:
     """A broker somebody else started answers on the configured port: `down` leaves it running."""
-    foreign = _foreign_broker(tmp_path, 18836, "allow_anonymous true")
+    mq = free_port()
+    foreign = _foreign_broker(tmp_path, mq, "allow_anonymous true")
     env = {
-        "CITYWATCH_MQTT_URL": "mqtt://127.0.0.1:18836",
+        "CITYWATCH_MQTT_URL": f"mqtt://127.0.0.1:{mq}",
         "CITYWATCH_PATHS_STATE_DIR": str(tmp_path / "state"),
     }
     try:
         status = _cli("services", "status", env=env)
         assert (
-            "127.0.0.1:18836" in status.stdout
+            f"127.0.0.1:{mq}" in status.stdout
             and "not started by citywatch" in status.stdout.splitlines()[0]
         )
         done = _cli("services", "down", env=env)
         assert done.returncode == 0 and "nothing to stop" in done.stdout
-        assert foreign.poll() is None and services.mqtt_healthy("127.0.0.1", 18836)
+        assert foreign.poll() is None and services.mqtt_healthy("127.0.0.1", mq)
     finally:
         foreign.terminate()
         foreign.wait(10)
@@ -128,20 +131,21 @@ def test_down_leaves_services_it_did_not_start_running(tmp_path: Path) -> None:
 
 def test_up_refuses_an_anonymous_broker_on_its_port(tmp_path: Path) -> None:
     """Anything could publish as any device there: `up` names the port and the fix, starts nothing."""
-    foreign = _foreign_broker(tmp_path, 18837, "allow_anonymous true")
+    mq, kafka = free_port(), free_port()
+    foreign = _foreign_broker(tmp_path, mq, "allow_anonymous true")
     env = {
-        "CITYWATCH_MQTT_URL": "mqtt://127.0.0.1:18837",
-        "CITYWATCH_KAFKA_BOOTSTRAP": "127.0.0.1:19592",
+        "CITYWATCH_MQTT_URL": f"mqtt://127.0.0.1:{mq}",
+        "CITYWATCH_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka}",
         "CITYWATCH_PATHS_STATE_DIR": str(tmp_path / "state"),
     }
     try:
         done = _cli("services", "up", env=env)
         assert done.returncode == 2, done.stdout + done.stderr
         line = done.stderr.strip()
-        assert line.startswith("citywatch: an MQTT broker on 127.0.0.1:18837 accepts anonymous")
+        assert line.startswith(f"citywatch: an MQTT broker on 127.0.0.1:{mq} accepts anonymous")
         assert "stop it, or point citywatch at a free port (CITYWATCH_MQTT_URL=" in line
         assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
-        assert not services.kafka_healthy("127.0.0.1", 19592), "nothing after the refusal"
+        assert not services.kafka_healthy("127.0.0.1", kafka), "nothing after the refusal"
         assert foreign.poll() is None, "somebody else's broker is left alone"
     finally:
         foreign.terminate()
@@ -150,18 +154,19 @@ def test_up_refuses_an_anonymous_broker_on_its_port(tmp_path: Path) -> None:
 
 def test_up_refuses_a_secured_broker_that_is_not_its_own(tmp_path: Path) -> None:
     """A broker that refuses anonymous clients but does not know citywatch's health identity."""
+    mq = free_port()
     passwd = tmp_path / "passwd"
     passwd.write_text("someone:$7$101$abcdefghijklmnop$" + "A" * 86 + "==\n")
-    foreign = _foreign_broker(tmp_path, 18838, "allow_anonymous false", f"password_file {passwd}")
+    foreign = _foreign_broker(tmp_path, mq, "allow_anonymous false", f"password_file {passwd}")
     env = {
-        "CITYWATCH_MQTT_URL": "mqtt://127.0.0.1:18838",
+        "CITYWATCH_MQTT_URL": f"mqtt://127.0.0.1:{mq}",
         "CITYWATCH_PATHS_STATE_DIR": str(tmp_path / "state"),
     }
     try:
-        assert services.mqtt_connack("127.0.0.1", 18838) == 5
+        assert services.mqtt_connack("127.0.0.1", mq) == 5
         done = _cli("services", "up", env=env)
         assert done.returncode == 2
-        assert "an MQTT broker on 127.0.0.1:18838 refuses anonymous clients but also" in done.stderr
+        assert f"an MQTT broker on 127.0.0.1:{mq} refuses anonymous clients but also" in done.stderr
         status = _cli("services", "status", env=env)
         assert status.returncode == 1 and " DOWN " in status.stdout.splitlines()[0]
     finally:
@@ -192,9 +197,10 @@ def test_a_port_taken_by_something_else_is_refused_clearly(tmp_path: Path) -> No
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
+        mq, kafka = free_ports(3), free_port()
         env = {
-            "CITYWATCH_MQTT_URL": "mqtt://127.0.0.1:18839",
-            "CITYWATCH_KAFKA_BOOTSTRAP": "127.0.0.1:19492",
+            "CITYWATCH_MQTT_URL": f"mqtt://127.0.0.1:{mq}",
+            "CITYWATCH_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka}",
             "CITYWATCH_INFLUX_URL": f"http://127.0.0.1:{port}",
             "CITYWATCH_PATHS_STATE_DIR": str(tmp_path),
         }
@@ -204,21 +210,22 @@ def test_a_port_taken_by_something_else_is_refused_clearly(tmp_path: Path) -> No
     assert "stopped kafka" in done.stdout, (
         "all or nothing: the broker this call started is stopped again"
     )
-    assert not services.kafka_healthy("127.0.0.1", 19492)
+    assert not services.kafka_healthy("127.0.0.1", kafka)
     assert "stopped mosquitto" in done.stdout
-    assert services.mqtt_connack("127.0.0.1", 18839) is None
+    assert services.mqtt_connack("127.0.0.1", mq) is None
 
 
 def test_up_refuses_an_influxdb_that_runs_queries_without_authentication(tmp_path: Path) -> None:
     """Anything on the machine could write or drop the ledger there: refused, left alone."""
+    mq, kafka = free_ports(3), free_port()
     from tests.kit.influxd import PrivateInfluxd
 
     (tmp_path / "influx").mkdir()
     foreign = PrivateInfluxd(tmp_path / "influx", auth=False)
     foreign.start()
     env = {
-        "CITYWATCH_MQTT_URL": "mqtt://127.0.0.1:18851",
-        "CITYWATCH_KAFKA_BOOTSTRAP": "127.0.0.1:19652",
+        "CITYWATCH_MQTT_URL": f"mqtt://127.0.0.1:{mq}",
+        "CITYWATCH_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka}",
         "CITYWATCH_INFLUX_URL": foreign.url,
         "CITYWATCH_PATHS_STATE_DIR": str(tmp_path / "state"),
     }
@@ -231,7 +238,7 @@ def test_up_refuses_an_influxdb_that_runs_queries_without_authentication(tmp_pat
         )
         assert "set influx.username and influx.password to use that server as it is" in line
         assert len(line.splitlines()) == 1 and "Traceback" not in done.stderr
-        assert services.mqtt_connack("127.0.0.1", 18851) is None, "what up started is stopped again"
+        assert services.mqtt_connack("127.0.0.1", mq) is None, "what up started is stopped again"
         assert foreign.proc is not None and foreign.proc.poll() is None
     finally:
         foreign.kill()
@@ -241,10 +248,11 @@ def test_up_restarts_its_own_earlier_broker_that_has_no_certificate_listener(
     tmp_path: Path,
 ) -> None:
     """A broker an earlier citywatch started (its pid file) without the device certificate port."""
+    mq, kafka, influx = free_ports(3), free_port(), free_port()
     env = {
-        "CITYWATCH_MQTT_URL": "mqtt://127.0.0.1:38971",
-        "CITYWATCH_KAFKA_BOOTSTRAP": "127.0.0.1:39092",
-        "CITYWATCH_INFLUX_URL": "http://127.0.0.1:38086",
+        "CITYWATCH_MQTT_URL": f"mqtt://127.0.0.1:{mq}",
+        "CITYWATCH_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka}",
+        "CITYWATCH_INFLUX_URL": f"http://127.0.0.1:{influx}",
         "CITYWATCH_PATHS_STATE_DIR": str(tmp_path / "state"),
     }
     settings = load_settings(env=env)
@@ -253,7 +261,7 @@ def test_up_restarts_its_own_earlier_broker_that_has_no_certificate_listener(
     data = tmp_path / "state" / "mosquitto"
     conf = (data / "mosquitto.conf").read_text()
     old = data / "earlier.conf"
-    old.write_text(conf[: conf.index("listener 38973")])
+    old.write_text(conf[: conf.index(f"listener {mq + 2}")])
     earlier = subprocess.Popen(
         [MOSQUITTO, "-c", str(old)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -261,19 +269,19 @@ def test_up_restarts_its_own_earlier_broker_that_has_no_certificate_listener(
     lines: list[str] = []
     try:
         for _ in range(50):
-            if services.mqtt_connack("127.0.0.1", 38971) is not None:
+            if services.mqtt_connack("127.0.0.1", mq) is not None:
                 break
             time.sleep(0.1)
-        assert services.mqtt_connack("127.0.0.1", 38973) is None
+        assert services.mqtt_connack("127.0.0.1", mq + 2) is None
         services.up(settings, log=lines.append, only={"mosquitto"})
         assert any(
-            "without the certificate listener (127.0.0.1:38973); restarting" in x for x in lines
+            f"without the certificate listener (127.0.0.1:{mq + 2}); restarting" in x for x in lines
         )
         assert earlier.wait(10) is not None
         tls = ssl.create_default_context(cafile=str(services.ca_file(settings)))
-        with socket.create_connection(("127.0.0.1", 38973), timeout=2):
+        with socket.create_connection(("127.0.0.1", mq + 2), timeout=2):
             pass  # the certificate listener is there now
-        assert services.mqtt_connack("127.0.0.1", 38973, ssl_context=tls) is None, "no certificate"
+        assert services.mqtt_connack("127.0.0.1", mq + 2, ssl_context=tls) is None, "no certificate"
     finally:
         services.down(settings, log=print, only={"mosquitto"})
         if earlier.poll() is None:
@@ -281,22 +289,6 @@ def test_up_restarts_its_own_earlier_broker_that_has_no_certificate_listener(
 
 
 # ---------------------------------------------------------------- the broker's persistence
-
-
-def _free_run(n: int) -> int:
-    """The first of ``n`` consecutive free loopback ports (a private broker needs three)."""
-    import random
-
-    for _ in range(200):
-        base = random.randrange(43100, 43990)
-        try:
-            for port in range(base, base + n):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise AssertionError(f"no {n} consecutive free ports in 43100-43990")
 
 
 class _Session:
@@ -369,7 +361,7 @@ def test_a_persistent_session_and_its_queued_message_survive_a_restart_of_the_br
 
     root = Path(tempfile.mkdtemp(prefix="cw-persist-"))
     root.chmod(0o755)
-    port = _free_run(3)
+    port = free_ports(3)
     env = {
         "CITYWATCH_MQTT_URL": f"mqtt://127.0.0.1:{port}",
         "CITYWATCH_PATHS_STATE_DIR": str(root / "state"),
@@ -452,7 +444,7 @@ def test_a_start_that_died_holding_the_devices_is_shown_and_finished_by_the_next
 
     root = Path(tempfile.mkdtemp(prefix="cw-held-"))
     root.chmod(0o755)
-    port = _free_run(3)
+    port = free_ports(3)
     env = {
         "CITYWATCH_MQTT_URL": f"mqtt://127.0.0.1:{port}",
         "CITYWATCH_PATHS_STATE_DIR": str(root / "state"),

@@ -25,6 +25,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from citywatch.services import mqtt_connack
+from contract.topics import BROKER_COUNTERS
 from foundation.errors import ConfigError
 from registry.credentials import (
     CredentialError,
@@ -199,6 +200,8 @@ def test_the_dynamic_security_view_refuses_all_that_is_not_granted(tmp_path: Pat
     assert {(a["acltype"], a["topic"]) for a in roles["cw:cw-bridge"]} == {
         ("subscribePattern", "$share/+/city/#"),
         ("publishClientReceive", "city/#"),
+        # the broker's drop counters and nothing else of $SYS (docs/contracts.md, "Broker counters")
+        *((k, t) for t in BROKER_COUNTERS for k in ("subscribeLiteral", "publishClientReceive")),
     }
     salted = base64.b64decode(clients["MH-1"]["salt"])
     assert verify_secret(

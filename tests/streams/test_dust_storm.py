@@ -6,6 +6,7 @@ ambient when a city has them."""
 from __future__ import annotations
 
 from registry.devices import Device, Registry
+from streams.dust import DustRule, DustState
 from streams.harness import M, Run, local, rules_with
 from streams.rules import load_rules
 
@@ -88,3 +89,22 @@ def test_a_reference_station_gives_the_ambient_instead_of_the_other_sites() -> N
     fined = _fined(run)
     assert len(fined) == 10, "the reference says the air is clean: the sites' dust is their own"
     assert "REF-JS" not in {c.device for c in run.cases.values()}
+
+
+def test_the_ambient_is_the_same_float_whatever_order_the_sites_were_first_seen_in() -> None:
+    """The site order is kept by insort at each new site (not a re-sort of the district per
+    reading, quadratic on a cold start, issue 15): the ambient still sums in id order."""
+    means = {f"DS-{i:02d}": 0.1 * (i + 1) * 1000 + 1e-9 * i for i in range(10)}
+    judged = DustState(district="jinshui")
+    shuffled = [SITES[k] for k in (3, 7, 0, 9, 1, 5, 8, 2, 6, 4)]
+    ambients = set()
+    for order in (sorted(means), sorted(means, reverse=True), shuffled):
+        rule = DustRule(SHIPPED.dust, {"jinshui": 10})
+        for device_id in order:
+            st = rule.new_state(_site(device_id))
+            st.mean, st.max_ts = means[device_id], local(9)
+        ambients.add(rule._ambient(judged, local(9)))
+    in_id_order = 0.0
+    for device_id in sorted(means):
+        in_id_order += means[device_id]
+    assert ambients == {in_id_order / 10 / 1000}, "summed in arrival order: the floats differ"
