@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_ARGS ?=
 
-.PHONY: setup run test lint services-up services-down bench clean chaos soak
+.PHONY: setup run test kill-test lint services-up services-down bench clean chaos soak
 
 setup:
 	@bash scripts/setup.sh
@@ -16,6 +16,11 @@ CODE := foundation contract registry bus store ingest streams alerts sim citywat
 
 test: setup lint
 	@$(PY) -m pytest --durations=15
+
+# The long recovery run (issue 14, docs/decisions/009-state-recovery.md): a worker SIGKILLed five
+# times while input flows must book the replay's ledger; `make test` runs the short version.
+kill-test: setup
+	@$(PY) -m pytest tests/pipeline/test_recovery.py -m long -v
 
 # Lint, format, the floors (import-linter's layers contract in pyproject.toml) and
 # the types of the contract and the streams core.

@@ -9,16 +9,37 @@ at 1,500 ms). This transport is the driver with one change, registered under the
 URL scheme ``citywatch-kafka://`` (the way Faust finds transports, its
 ``TRANSPORTS`` mapping): the consumer is built by the driver's own code, then
 given ``FETCH_MAX_WAIT_MS`` before it starts (aiokafka hands the value to its
-fetcher in ``start()``). Nothing else of the driver changes.
+fetcher in ``start()``).
+
+Two more changes make a restarted worker correct (issue 14, docs/decisions/009-state-recovery.md):
+
+- Faust's table recovery reads each changelog up to the end the broker reports;
+  tansu reports the first offset of the last batch plus one (decision 004), so
+  recovery stopped before the changelog's last batch. The consumer's
+  ``highwaters`` here is pushed past the last batch (``streams.recovery.true_ends``).
+- After a rebalance Faust resumes the stream partitions and *then* seeks them
+  to their committed offsets (``Recovery.on_recovery_completed``), and between
+  the assignment and its own pause the fetcher may still deliver them; a record
+  taken before that seek left a hole in Faust's acked offsets below the
+  committed one, and the worker never committed again (the journal lag stayed
+  at ~1,700 records and their readings never reached InfluxDB). Here a newly
+  assigned stream partition stays paused until ``perform_seek`` has placed it.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import aiokafka
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as driver
+from faust.types import TP
+
+from streams.recovery import true_ends
+
+log = logging.getLogger(__name__)
 
 __all__ = ["FETCH_MAX_WAIT_MS", "SCHEME", "Transport"]
 
@@ -34,10 +55,67 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by start() for its Fetcher
         return consumer
 
+    def side_consumer(self) -> aiokafka.AIOKafkaConsumer:
+        """A consumer outside the group, connected as the worker's, for reads of its own."""
+        conf = self.app.conf
+        return aiokafka.AIOKafkaConsumer(
+            bootstrap_servers=driver.server_list(self.transport.url, self.transport.default_port),
+            group_id=None,
+            enable_auto_commit=False,
+            client_id=f"{conf.broker_client_id}-recovery",
+            **driver.credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context),
+        )
+
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        reported = await super()._highwaters(partitions)
+        if self.consumer.in_transaction:
+            return reported
+        return await true_ends(self.side_consumer, reported)
+
 
 class _Consumer(driver.Consumer):
+    """Faust's consumer, with new stream partitions paused until they are sought."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._unsought: set[TP] = set()  # assigned, not yet at their committed offset
+        self._held: set[TP] = set()  # of those, the ones Faust asked to resume
+        super().__init__(*args, **kwargs)
+
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        self._unsought = {tp for tp in assigned if not self._is_changelog_tp(tp)}
+        self._held = set()
+        self._buffered_partitions.difference_update(self._unsought)
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    def _set_active_tps(self, tps: Iterable[TP]) -> set[TP]:
+        return super()._set_active_tps({tp for tp in tps if tp not in self._unsought})
+
+    def resume_partitions(self, tps: Iterable[TP]) -> None:
+        tps = set(tps)
+        self._held |= tps & self._unsought
+        super().resume_partitions(tps - self._unsought)
+
+    def on_buffer_drop(self, tp: TP) -> None:
+        if tp in self._unsought:  # a full stream buffer drained: still not sought
+            self._buffered_partitions.discard(tp)
+            return
+        super().on_buffer_drop(tp)
+
+    async def perform_seek(self) -> None:
+        """Seek to the committed offsets; then let go of what Faust asked to resume.
+
+        Faust also seeks from ``getmany`` while the flow is stopped in a rebalance,
+        before recovery asked for anything: that seek releases nothing.
+        """
+        await super().perform_seek()
+        if not self._held:
+            return
+        held, self._unsought, self._held = self._held, set(), set()
+        log.info("stream partitions at their committed offsets, resumed: %s", sorted(held))
+        super().resume_partitions(held)
 
 
 class Transport(driver.Transport):

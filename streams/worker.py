@@ -46,7 +46,7 @@ from typing import Any
 import faust
 import orjson
 
-from bus.kafka import Patience, ensure_topics_for, faust_credentials
+from bus.kafka import Patience, consumer_for, ensure_topics_for, faust_credentials
 from contract import journal
 from contract.cases import CaseEvent, LedgerEntry, OfficerAction
 from contract.clock import LocalClock
@@ -60,7 +60,7 @@ from store.errors import InfluxError
 from store.identity import credentials
 from store.schema import LEDGER_RP, ensure_database
 from store.writer import InfluxWriter
-from streams import transport
+from streams import recovery, transport
 from streams.detector import Detector
 from streams.intake import LiveBound, Refused, decode
 from streams.rules import Rules, load_rules
@@ -142,6 +142,8 @@ class Pipeline:
     bound: live mode's ceiling on time (``streams.intake.LiveBound``); None in
         simulation mode, where the input's own time drives the clocks.
     now: the wall clock, epoch ms (tests pass their own).
+    journal_reader: reads journal records back to catch a restored partition up
+        (``streams.recovery``); None: a partition resumes from its tables as they are.
     """
 
     def __init__(
@@ -153,13 +155,17 @@ class Pipeline:
         *,
         bound: LiveBound | None = None,
         now: Callable[[], int] = wall_ms,
+        journal_reader: recovery.JournalReader | None = None,
     ):
         self.app = app
         self.rules = rules
         self.registry = registry
         self.bound = bound
         self.now = now
+        self.journal_reader = journal_reader
         self.detectors: dict[int, Detector] = {}
+        self._restored: dict[int, recovery.Restored] = {}
+        self._saved_clock: dict[int, dict[str, Any]] = {}
         self.devices = app.Table("detector-devices", default=None)
         self.clocks = app.Table("detector-clocks", default=None)
         self.cases = topics.cases
@@ -178,25 +184,14 @@ class Pipeline:
         if det is None:
             det = Detector(self.rules, self.registry.current())
             clock = self.clocks.get(f"clock:{partition}")
-            if clock:
-                det.import_clock(clock)
-            restored = 0
-            for device_id, value in list(self.devices.items()):
-                if value and value.get("p") == partition:
-                    if det.import_device(device_id, value["s"]):
-                        restored += 1
-                    else:
-                        log.warning(
-                            "partition %d: %s is not in the registry and its saved state "
-                            "carries no entry (an older release saved it); state dropped",
-                            partition,
-                            device_id,
-                        )
-            det.take_dirty()
-            if restored or clock:
+            restored = recovery.restore(det, partition, clock, list(self.devices.items()))
+            self._restored[partition] = restored
+            self._saved_clock[partition] = clock or {}
+            if restored.devices or clock:
                 log.info(
-                    "partition %d: restored %d devices, watermark %s", partition, restored, clock
-                )
+                    "partition %d: restored %d devices, watermark %s, journal offset %s",
+                    partition, restored.devices, det.watermark, restored.offset,
+                )  # fmt: skip
             wm = det.watermark
             if self.bound is not None and wm is not None and wm > self.now() + self.bound.skew_ms:
                 log.error(
@@ -208,8 +203,32 @@ class Pipeline:
             self.detectors[partition] = det
         return det
 
+    async def resume(self, partition: int, offset: int) -> None:
+        """Restore a partition and catch its state up to ``offset``, the first record taken.
+
+        The tables may hold a state older than the committed offset (docs/decisions/
+        009-state-recovery.md); the journal records in between are run again first.
+        """
+        self.detector(partition)
+        log.info("partition %d: the first record taken is at %d", partition, offset)
+        restored = self._restored.pop(partition, None)
+        if restored is None or self.journal_reader is None:
+            return
+
+        async def again(at: int, raw: bytes | None, key: bytes | None) -> None:
+            item = decode(raw)  # refused records were quarantined the first time
+            if isinstance(item, Refused):
+                return
+            if self.bound is not None and self.bound.check(item, self.now()) is not None:
+                return
+            await self.handle(partition, item, raw=raw, key=key, offset=at)
+
+        await recovery.catch_up(partition, restored, offset, self.journal_reader, again)
+
     async def take(self, partition: int, offset: int, raw: bytes | None, key: bytes | None) -> None:
         """One journal record as it came off Kafka: decoded, bounded, applied -- or quarantined."""
+        if partition not in self.detectors:
+            await self.resume(partition, offset)
         item = decode(raw)
         if isinstance(item, Refused):
             await self.quarantine(item, raw, key, self.journal_name, partition, offset)
@@ -234,7 +253,10 @@ class Pipeline:
             for d in self.detectors.values():
                 d.set_registry(self.registry.current())
         # The partition's clock is saved when time itself moved (a watermark record), when it
-        # produced outputs, and every CLOCK_EVERY events otherwise: a changelog send per reading
+        # produced outputs, when partition-level rule state other than the watermark moved (a
+        # district's dust judging started: a restore must never pair newer devices with an
+        # older partition state, docs/decisions/009-state-recovery.md), and every CLOCK_EVERY
+        # events otherwise: a changelog send per reading
         # cost a fifth of the worker's time (bench/streams.py). A restored clock that is a few
         # readings behind is caught up by the next reading (the watermark is a maximum), and the
         # devices' own states, written on every change, record what they have booked.
@@ -247,8 +269,12 @@ class Pipeline:
             else:
                 outputs = det.on_watermark(item.at)
             states = [(d, det.export_device(d)) for d in det.take_dirty()]
-            save_clock = bool(outputs) or isinstance(item, Watermark) or since >= CLOCK_EVERY
-            clock = det.export_clock() if save_clock else None
+            exported = det.export_clock()
+            save_clock = (
+                bool(outputs) or isinstance(item, Watermark) or since >= CLOCK_EVERY
+                or recovery.partition_state_moved(self._saved_clock.get(partition), exported)
+            )  # fmt: skip
+            clock = recovery.tag(exported, offset) if save_clock else None
         except Exception as exc:  # one record's failure: never the stream's (docs/contracts.md)
             # Whatever the detector did before raising was neither emitted nor saved: drop it,
             # the next record restores the partition from the tables.
@@ -260,9 +286,10 @@ class Pipeline:
         if outputs:
             await self.emit(outputs)
         for device_id, state in states:
-            self.devices[device_id] = {"p": partition, "s": state}
+            self.devices[device_id] = recovery.tag({"p": partition, "s": state}, offset)
         if clock is not None:
             self.clocks[f"clock:{partition}"] = clock
+            self._saved_clock[partition] = clock
             since = 0
         self._since_clock[partition] = since
         self.processed += 1
@@ -399,7 +426,10 @@ def build_app(
         from ingest.validate import IngestLimits
 
         bound = LiveBound(rules.live_skew_ms, IngestLimits().max_future_ms)
-    pipeline = Pipeline(app, rules, registry, declared, bound=bound)
+    reader = recovery.kafka_journal_reader(
+        lambda: consumer_for(k, group_id=None, enable_auto_commit=False), topics.telemetry
+    )
+    pipeline = Pipeline(app, rules, registry, declared, bound=bound, journal_reader=reader)
     app.citywatch_pipeline = pipeline  # type: ignore[attr-defined]
     stats = pipeline.stats
 

@@ -1,0 +1,120 @@
+"""Recovery of a partition's state (streams/recovery.py, docs/decisions/009-state-recovery.md).
+
+The whole road -- a worker killed while input flows -- is tests/pipeline/test_recovery.py;
+here each piece on its own, against the real broker where it reads one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+
+from bus.kafka import consumer_for, make_producer, start_client
+from contract.reading import Reading
+from foundation.settings import Settings
+from registry.devices import load_registry
+from streams import recovery
+from streams.detector import Detector
+from streams.rules import load_rules
+
+
+def test_a_partition_with_nothing_saved_is_rebuilt_from_the_journal_start() -> None:
+    assert recovery.state_offset(None, []) == -1
+
+
+def test_the_state_reflects_the_older_of_the_two_tables_newest_records() -> None:
+    clock = recovery.tag({"watermark": 5}, 40)
+    assert recovery.state_offset(clock, [12, 57, 33]) == 40  # the clock is behind the devices
+    assert recovery.state_offset(recovery.tag({}, 90), [12, 57]) == 57  # the devices are
+    assert recovery.state_offset(None, [12, 57]) == 57  # no clock saved yet
+
+
+def test_state_an_older_release_saved_has_no_offset_and_is_taken_as_it_is() -> None:
+    assert recovery.state_offset({"watermark": 5}, [12]) is None
+    assert recovery.state_offset(recovery.tag({}, 3), [12, None]) is None
+
+
+def test_restore_takes_only_the_partitions_own_devices_and_says_their_offset(
+    settings: Settings, registry_file: Any, unique: str
+) -> None:
+    rules, reg = load_rules(settings.paths.rules), load_registry(registry_file)
+    saved = Detector(rules, reg)
+    mh = f"MH-{unique}-1"
+    saved.on_reading(Reading(mh, "manhole", "jinshui", 1_000, 1_000, {"open": True}))
+    state = saved.export_device(mh)
+    assert state is not None
+    devices = [
+        (mh, recovery.tag({"p": 0, "s": state}, 7)),
+        (f"MH-{unique}-2", recovery.tag({"p": 1, "s": state}, 99)),  # another partition's
+    ]
+    det = Detector(rules, reg)
+    restored = recovery.restore(det, 0, recovery.tag(saved.export_clock(), 9), devices)
+    assert (restored.devices, restored.offset) == (1, 7)
+    assert det.export_device(mh) == state and det.watermark == saved.watermark
+
+
+async def _produce(bootstrap: str, topic: str, batches: list[int]) -> None:
+    producer = make_producer(bootstrap, client_id="cw-recovery-test")
+    await start_client(producer, bootstrap)
+    try:
+        n = 0
+        for size in batches:  # each flushed on its own: one batch per send group
+            futures = [await producer.send(topic, f"r{n + i}".encode(), partition=0)
+                       for i in range(size)]  # fmt: skip
+            await producer.flush()
+            await asyncio.gather(*futures)
+            n += size
+    finally:
+        await producer.stop()
+
+
+@pytest.mark.services
+def test_true_ends_reads_past_the_end_tansu_reports(settings: Settings, unique: str) -> None:
+    k, topic = settings.kafka, f"cw-{unique}-ends"
+    asyncio.run(_produce(k.bootstrap, topic, [1, 1, 10, 100, 1000]))
+    tp = TopicPartition(topic, 0)
+
+    async def ends() -> tuple[int, int]:
+        probe = consumer_for(k, group_id=None)
+        await probe.start()
+        try:
+            reported = (await probe.end_offsets([tp]))[tp]
+        finally:
+            await probe.stop()
+        found = await recovery.true_ends(lambda: consumer_for(k, group_id=None), {tp: reported})
+        return reported, found[tp]
+
+    reported, true = asyncio.run(ends())
+    assert true == 1112
+    assert reported <= true  # tansu: 113, the last batch's first offset + 1 (decision 004)
+
+
+@pytest.mark.services
+def test_catch_up_reruns_exactly_the_records_between_the_state_and_the_resume_point(
+    settings: Settings, unique: str
+) -> None:
+    k, topic = settings.kafka, f"cw-{unique}-journal"
+    asyncio.run(_produce(k.bootstrap, topic, [5, 20, 15]))
+    reader = recovery.kafka_journal_reader(
+        lambda: consumer_for(k, group_id=None, enable_auto_commit=False), topic
+    )
+    taken: list[tuple[int, bytes | None]] = []
+
+    async def take(offset: int, value: bytes | None, key: bytes | None) -> None:
+        taken.append((offset, value))
+
+    def run(offset: int | None, upto: int) -> int:
+        return asyncio.run(
+            recovery.catch_up(0, recovery.Restored(0, offset, None), upto, reader, take)
+        )
+
+    assert run(11, 31) == 19
+    assert taken == [(o, f"r{o}".encode()) for o in range(12, 31)]
+    taken.clear()
+    assert run(-1, 3) == 3 and [o for o, _ in taken] == [0, 1, 2]  # nothing saved: from 0
+    taken.clear()
+    assert run(30, 31) == 0 and run(35, 31) == 0  # up to date, or ahead (redelivered later)
+    assert run(None, 31) == 0 and taken == []  # an older release's state: taken as it is
