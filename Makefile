@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_ARGS ?=
 
-.PHONY: setup run test kill-test lint services-up services-down bench clean
+.PHONY: setup run test kill-test lint services-up services-down bench clean chaos soak
 
 setup:
 	@bash scripts/setup.sh
@@ -30,6 +30,14 @@ lint: setup
 	@$(VENV)/bin/ruff format --check --quiet $(CODE) || { echo "ruff format: run '$(VENV)/bin/ruff format $(CODE)'"; exit 1; }
 	@$(VENV)/bin/lint-imports --no-cache > .state/lint-imports.log 2>&1 || { cat .state/lint-imports.log; exit 1; }
 	@$(VENV)/bin/mypy > .state/mypy.log 2>&1 || { cat .state/mypy.log; exit 1; }
+
+# The fault harness (issue 14): three seeds, the full fault list; `make test` runs its short
+# version (tests/pipeline/test_chaos.py). The soak: an hour at the city's steady load, RSS and lag.
+chaos: setup
+	@$(PY) bench/chaos.py --seeds 1,2,3 --json .state/chaos.json
+
+soak: setup
+	@$(PY) bench/chaos.py --soak --json .state/soak.json
 
 services-up: setup
 	@$(VENV)/bin/citywatch services up
