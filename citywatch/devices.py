@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from citywatch import services
+from citywatch.commands import binder
 from contract.clock import iso_utc
 from foundation.errors import CitywatchError
 from foundation.settings import Settings
@@ -401,8 +402,7 @@ def add_arguments(
 ) -> None:
     """``citywatch devices provision|revoke|list`` (the handlers below)."""
 
-    def bound(handler: Callable[[argparse.Namespace, Settings], int]) -> Callable[..., int]:
-        return lambda args: handler(args, settings_of(args))
+    bound = binder(settings_of)
 
     p = sub.add_parser("devices", help="broker identities of devices, gateways and bridges")
     dsub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=parser_class, required=True)

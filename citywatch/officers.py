@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from citywatch.commands import binder
 from contract.clock import iso_utc
 from contract.officers import OUTCOMES
 from foundation.errors import CitywatchError
@@ -116,10 +117,7 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 def add_arguments(
     sub: Any, settings_of: Callable[[argparse.Namespace], Settings], parser_class: Any
 ) -> None:
-    def bind(
-        fn: Callable[[argparse.Namespace, Settings], int],
-    ) -> Callable[[argparse.Namespace], int]:
-        return lambda args: fn(args, settings_of(args))
+    bind = binder(settings_of)
 
     p = sub.add_parser("officers", help="the officer directory and officers' personal tokens")
     osub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=parser_class, required=True)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from citywatch.commands import binder
 from foundation.cityfile import format_duration_ms, parse_duration_ms
 from foundation.errors import CitywatchError
 from foundation.settings import Settings
@@ -161,10 +162,7 @@ def cmd_expire(args: argparse.Namespace, settings: Settings) -> int:
 def add_arguments(
     sub: Any, settings_of: Callable[[argparse.Namespace], Settings], parser_class: Any
 ) -> None:
-    def bind(
-        fn: Callable[[argparse.Namespace, Settings], int],
-    ) -> Callable[[argparse.Namespace], int]:
-        return lambda args: fn(args, settings_of(args))
+    bind = binder(settings_of)
 
     p = sub.add_parser(
         "silence", help="mute pushes of matching cases for a while (the cases go on)"
