@@ -303,7 +303,7 @@ class _Connection:
             if start > 0 or (start < 0 and buf):
                 cut = start if start > 0 else len(buf)
                 if junk_head is None:
-                    junk_head = bytes(buf[:MAX_RAW])
+                    junk_head = bytes(buf[: min(cut, MAX_RAW)])
                 junk += cut
                 del buf[:cut]
                 if junk > self.gw.max_bad * MAX_WIRE:

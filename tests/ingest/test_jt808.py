@@ -169,8 +169,10 @@ def test_too_short_and_non_bcd_headers_are_framing_errors() -> None:
     ("body", "why"),
     [
         (b"\x00" * 27, "basic part takes 28"),
-        (location_body({"ts": TS, "lat": 1, "lon": 1})[:22] + bytes.fromhex("261332120000"),
-         "time"),
+        (
+            location_body({"ts": TS, "lat": 1, "lon": 1})[:22] + bytes.fromhex("261332120000"),
+            "time",
+        ),
         (location_body({"ts": TS, "lat": 1, "lon": 1}) + b"\x01\x04\x00\x00", "runs past"),
         (location_body({"ts": TS, "lat": 1, "lon": 1}) + b"\x01\x02\x00\x00", "it takes 4"),
         (location_body({"ts": TS, "lat": 1, "lon": 1}) + b"\x01", "runs past"),
