@@ -517,6 +517,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         keep_services=args.keep_services,
         live=sys.stdout.isatty(),
         hj212_share=args.hj212_share,
+        jt808_share=args.jt808_share,
     )
     return 0
 
@@ -693,6 +694,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SHARE",
         help="share of dust sites that are HJ 212 monitors reporting through the gateway "
         "(default 0.2; 0: all MQTT)",
+    )
+    p.add_argument(
+        "--jt808-share",
+        type=float,
+        default=0.5,
+        metavar="SHARE",
+        help="share of the trucks whose terminals speak JT/T 808 through the gateway "
+        "(default 0.5; 0: all MQTT)",
     )
     p.set_defaults(func=cmd_run)
 
