@@ -178,7 +178,10 @@ class TerminalFleet:
             item = await loop.run_in_executor(None, self._q.get)
             if item is None:
                 break
-            await self._send(*item)
+            try:
+                await self._send(*item)
+            except Exception as exc:  # one terminal's trouble must not end the others'
+                self.stats.errors.append(f"{item[0]}: {exc!r}")
         deadline = time.monotonic() + self._drain_s
         while (
             self.stats.replied + self.stats.refused < self.stats.sent
@@ -223,8 +226,18 @@ class TerminalFleet:
     async def _send(self, device_id: str, payload: bytes, garbage: bool) -> None:
         t = self.terminals[device_id]
         try:
-            message = location_message(orjson.loads(payload), t.phone, 0)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError):
+            data = orjson.loads(payload)
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
+            message = location_message(data, t.phone, 0)
+        except (
+            orjson.JSONDecodeError,
+            KeyError,
+            TypeError,
+            ValueError,
+            OverflowError,
+            struct.error,
+        ):
             garbage = True
             message = location_message(
                 {"ts": int(time.time() * 1000), "lat": 0, "lon": 0}, t.phone, 0
