@@ -49,7 +49,8 @@ class AuthCodes:
     """Phone -> hash of its code, in one JSON file (mode 0600), re-read when it changes.
 
     ``issue`` writes through under a lock (another gateway process, or an
-    operator's ``revoke``, may change the file); ``check`` verifies against the
+    operator's ``revoke``, may change the file; the gateway calls it off its
+    event loop, in a thread); ``check`` verifies against the
     hash once per (phone, code) and then compares the remembered code in
     constant time, as ``registry.hj212_passwords.PasswordWatcher`` does.
     """
@@ -87,7 +88,11 @@ class AuthCodes:
         stamp = self._stat()
         if force or stamp != self._stamp:
             with contextlib.suppress(CitywatchError):  # a torn file: keep the previous one
-                self._hashes = self._load()
+                hashes = self._load()
+                # a check on the loop's thread may run between these lines: a code it
+                # remembers from the old hashes is dropped by the second clear
+                self._known = {}
+                self._hashes = hashes
                 self._known = {}
                 self._stamp = stamp
 

@@ -395,7 +395,9 @@ class _Connection:
             )  # fmt: skip
         key = phone_key(frame.phone)
         if frame.msg_id == T_REGISTER:
-            code = self.gw.codes.issue([frame.phone])[frame.phone]
+            # the store's file is rewritten under a lock: off the loop, so the others go on
+            issued = await asyncio.to_thread(self.gw.codes.issue, [frame.phone])
+            code = issued[frame.phone]
             self.phone = None  # the code changed: authenticate with the new one
             self.bad_in_a_row = 0
             self.reply(registration_reply(frame, REGISTER_OK, self.gw.next_serial(), code))
@@ -439,7 +441,7 @@ class _Connection:
         if frame.msg_id in (T_HEARTBEAT, T_GENERAL_REPLY, T_LOGOUT):
             self.bad_in_a_row = 0
             if frame.msg_id == T_LOGOUT:  # 注销: the terminal must register again
-                self.gw.codes.revoke([frame.phone])
+                await asyncio.to_thread(self.gw.codes.revoke, [frame.phone])
                 self.phone = None
             if frame.msg_id != T_GENERAL_REPLY:  # a reply to a reply would never end
                 self.answer(frame, RESULT_OK)
