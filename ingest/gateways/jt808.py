@@ -350,7 +350,7 @@ class _Connection:
                 )
                 return
             if not chunk:
-                if buf or junk_head is not None:
+                if buf.strip(b"\x7e") or junk_head is not None:  # a lone flag is no message
                     await self.bad(
                         "jt808_framing", "the connection ended inside a message",
                         junk_head or bytes(buf), None,

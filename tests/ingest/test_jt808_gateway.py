@@ -267,7 +267,7 @@ def test_bad_messages_are_dead_lettered_with_their_reason_and_bytes_and_answered
     assert len(listener.on("/telemetry")) == 1
 
 
-def test_a_new_registration_replaces_the_code_and_logout_revokes_it(
+def test_a_new_registration_replaces_the_code_and_logout_revokes_it_and_a_lone_flag_is_no_letter(
     fleet: Fleet, listener: Listener
 ) -> None:
     dev = fleet.ids[2]
@@ -287,10 +287,13 @@ def test_a_new_registration_replaces_the_code_and_logout_revokes_it(
         assert _result(await t.answer()) == (7, T_LOGOUT, 0)
         await t.send(auth_message(phone, 8, second))
         assert _result(await t.answer())[2] == 1  # logged out: register again
+        await t.send(b"\x7e")  # a terminal that opens its next message and hangs up
         t.close()
+        await _wait(lambda: len(_letters(listener, fleet)) == 2)
+        await asyncio.sleep(0.5)
 
     _with_gateway(fleet, body)
-    assert {d["code"] for d in _letters(listener, fleet)} <= {"jt808_bad_auth"}
+    assert [d["code"] for d in _letters(listener, fleet)] == ["jt808_bad_auth"] * 2
 
 
 def test_a_terminal_sending_garbage_is_disconnected_after_the_bound_and_the_others_go_on(
