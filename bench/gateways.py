@@ -1,6 +1,6 @@
-"""HJ 212 gateway throughput: frames per CPU-second, against the bare TCP read rate of the same run.
+"""Gateway throughput: frames per CPU-second, against the bare TCP read rate of the same run.
 
-    .venv/bin/python bench/gateways.py [--connections 200] [--frames 250]
+    .venv/bin/python bench/gateways.py [--connections 200] [--frames 250] [--only hj212|jt808]
 
 Against citywatch's own secured Mosquitto (``citywatch services up``, the
 ports of the environment). A registry of ``--connections`` HJ 212 monitors
@@ -14,6 +14,13 @@ frames on each as fast as the server takes them (Flag=5: a 9014 reply wanted).
 2. the gateway (``citywatch gateway hj212``): CRC, syntax, MN and PW, the
    reading, a QoS-1 publish to the broker and the 9014 reply after its PUBACK,
    counted as 9014 replies at the client.
+
+The JT/T 808 rows do the same with ``--connections`` truck terminals (their
+authentication codes issued beforehand, as after a registration): each
+connection authenticates (0x0102) and sends ``--frames`` 0x0200 location
+reports with mileage and load items; the bare server splits at 0x7e, the
+gateway (``citywatch gateway jt808``) unescapes, checks the BCC and the
+header, reads the report, publishes it and answers 0x8001 after the PUBACK.
 
 Each server's CPU time (user + system, from /proc) is measured over its phase,
 so the figures are frames per second of one core of that process, whatever the
@@ -40,14 +47,17 @@ sys.path.insert(0, str(ROOT))
 from citywatch import devices, services  # noqa: E402
 from citywatch.gateways import issue_passwords  # noqa: E402
 from citywatch.run import settings_env  # noqa: E402
-from foundation.settings import load_settings  # noqa: E402
+from foundation.settings import Settings, load_settings  # noqa: E402
 from registry.credentials import grants_from_registry  # noqa: E402
 from registry.devices import load_registry  # noqa: E402
+from registry.jt808_codes import AuthCodes  # noqa: E402
 from sim.hj212 import frame_for  # noqa: E402
+from sim.jt808 import auth_message, location_message  # noqa: E402
 
 BARE_SERVER = r"""
 import asyncio, os, sys, time
 want = int(sys.argv[1]); got = 0; t0 = None; done = asyncio.Event()
+SEP, PER = (b"\x7e", 2) if sys.argv[2] == "jt808" else (b"\r\n", 1)
 async def serve(reader, writer):
     global got, t0
     buf = b""
@@ -58,10 +68,14 @@ async def serve(reader, writer):
         if t0 is None:
             t0 = (time.perf_counter(), time.process_time())
         buf += chunk
-        n = buf.count(b"\r\n")
-        if n:
-            got += n
-            buf = buf[buf.rfind(b"\r\n") + 2:]
+        n = buf.count(SEP)
+        if n >= PER:
+            n -= n % PER
+            got += n // PER
+            cut = 0
+            for _ in range(n):
+                cut = buf.index(SEP, cut) + len(SEP)
+            buf = buf[cut:]
             if got >= want:
                 done.set()
 async def main():
@@ -79,7 +93,11 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _client(port: int, frames: list[list[bytes]], want_replies: bool, out: mp.Queue) -> None:
+def _client(
+    port: int, frames: list[list[bytes]], want_replies: bool, out: mp.Queue, sep: bytes = b"\r\n"
+) -> None:
+    per = 2 if sep == b"\x7e" else 1  # a JT/T 808 reply is between two flags
+
     async def one(chunk: list[bytes]) -> int:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         replies = 0
@@ -87,7 +105,8 @@ def _client(port: int, frames: list[list[bytes]], want_replies: bool, out: mp.Qu
         async def read() -> None:
             nonlocal replies
             while replies < len(chunk):
-                await reader.readuntil(b"\r\n")
+                for _ in range(per):
+                    await reader.readuntil(sep)
                 replies += 1
 
         reading = asyncio.create_task(read()) if want_replies else None
@@ -111,57 +130,102 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--connections", type=int, default=200)
     ap.add_argument("--frames", type=int, default=250, help="frames per connection")
+    ap.add_argument("--only", choices=("hj212", "jt808"), help="one gateway only")
     args = ap.parse_args()
     settings = load_settings(
         env={k: v for k, v in os.environ.items() if k.startswith("CITYWATCH_")}
     )
     services.up(settings, log=lambda line: None)
+    for protocol in ("hj212", "jt808"):
+        if args.only in (None, protocol):
+            _bench(settings, protocol, args.connections, args.frames)
+    return 0
+
+
+def _bench(settings: Settings, protocol: str, connections: int, per: int) -> None:
     tag = uuid.uuid4().hex[:8]
     source = f"bench:{tag}"
     gateway = f"gw-bench-{tag}"
     tmp = Path(tempfile.mkdtemp(prefix="cw-bench-gw-"))
-    rows = ["device_id,kind,district,grid,unit,gateway,mn"] + [
-        f"DS-B{tag}-{i},dust,jinshui,G1,U,{gateway},B{tag}{i:05d}" for i in range(args.connections)
-    ]
+    now = int(time.time()) * 1000
+    if protocol == "hj212":
+        rows = ["device_id,kind,district,grid,unit,gateway,mn"] + [
+            f"DS-B{tag}-{i},dust,jinshui,G1,U,{gateway},B{tag}{i:05d}" for i in range(connections)
+        ]
+    else:
+        rows = ["device_id,kind,district,grid,unit,gateway,phone"] + [
+            f"T-B{tag}-{i},vehicle,jinshui,G1,U,{gateway},0139{i:08d}" for i in range(connections)
+        ]
     (tmp / "registry.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     registry = load_registry(tmp / "registry.csv")
-    s = settings.replace("paths", registry=str(tmp / "registry.csv")).replace(
-        "hj212", passwords=str(tmp / "pw.json")
+    s = (
+        settings.replace("paths", registry=str(tmp / "registry.csv"))
+        .replace("hj212", passwords=str(tmp / "pw.json"))
+        .replace("jt808", auth_codes=str(tmp / "codes.json"))
     )
     change, *_ = devices.provision_grants(
         s, source, grants_from_registry(registry), require_broker=True
     )
-    issued = issue_passwords(s)
-    now = int(time.time()) * 1000
-    frames = [
-        [
-            frame_for(
-                {"ts": now - (args.frames - k) * 1000, "pm10": 80.0 + k % 50, "pm25": 40.0},
-                i.mn,
-                i.pw,
-            )  # fmt: skip
-            for k in range(args.frames)
+    if protocol == "hj212":
+        issued = issue_passwords(s)
+        frames = [
+            [
+                frame_for(
+                    {"ts": now - (per - k) * 1000, "pm10": 80.0 + k % 50, "pm25": 40.0},
+                    i.mn,
+                    i.pw,
+                )  # fmt: skip
+                for k in range(per)
+            ]
+            for i in issued
         ]
-        for i in issued
-    ]
-    total = args.connections * args.frames
-    print(f"HJ 212: {args.connections} connections x {args.frames} frames = {total:,} frames "
-          f"of {len(frames[0][0])} bytes")  # fmt: skip
+        sep, label = b"\r\n", "check, PW, publish QoS 1, 9014 after PUBACK"
+    else:
+        phones = [d.phone for d in registry if d.phone]
+        codes = AuthCodes(tmp / "codes.json").issue(phones)
+        frames = [
+            [auth_message(p, 0, codes[p])]
+            + [
+                location_message(
+                    {
+                        "ts": now - (per - k) * 1000,
+                        "lat": 34.8 + k / 1e5,
+                        "lon": 113.6,
+                        "speed_kmh": 35.0,
+                        "heading_deg": 90,
+                        "acc_on": True,
+                        "located": True,
+                        "cover_closed": True,
+                        "body_lifted": False,
+                        "load_kg": 18_000,
+                        "mileage_km": 1000.0 + k,
+                    },
+                    p,
+                    k + 1,
+                )  # fmt: skip
+                for k in range(per)
+            ]
+            for p in phones
+        ]
+        sep, label = b"\x7e", "BCC, auth, publish QoS 1, 0x8001 after PUBACK"
+    total = sum(len(f) for f in frames)
+    print(f"{protocol}: {connections} connections x {len(frames[0])} frames = {total:,} frames "
+          f"of {len(frames[0][-1])} bytes")  # fmt: skip
     try:
         # 1. the bare read rate
-        bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(total)],
+        bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(total), protocol],
                                 stdout=subprocess.PIPE, text=True)  # fmt: skip
         assert bare.stdout is not None
         port = int(bare.stdout.readline())
         q: mp.Queue = mp.Queue()
-        cl = mp.Process(target=_client, args=(port, frames, False, q))
+        cl = mp.Process(target=_client, args=(port, frames, False, q, sep))
         cl.start()
         wall, cpu = (float(x) for x in bare.stdout.readline().split())
         q.get(timeout=60)  # the client's own report of the bare phase
         cl.join(60)
         bare.wait(10)
         base_cpu, base_wall = total / cpu, total / wall
-        print(f"  bare TCP read (CRLF split, count): {base_cpu:>10,.0f} frames per CPU-s "
+        print(f"  bare TCP read (split, count): {base_cpu:>10,.0f} frames per CPU-s "
               f"({base_wall:,.0f}/s wall)")  # fmt: skip
 
         # 2. the gateway
@@ -174,13 +238,13 @@ def main() -> int:
             else []
         )
         gw = subprocess.Popen(
-            [sys.executable, *profile, "-m", "citywatch", "gateway", "hj212", "--listen", listen],
+            [sys.executable, *profile, "-m", "citywatch", "gateway", protocol, "--listen", listen],
             env={**settings_env(gs), "CITYWATCH_LOG_LEVEL": "WARNING"}, stdout=log,
             stderr=subprocess.STDOUT, cwd=ROOT,
         )  # fmt: skip
         _wait_port(int(listen.rsplit(":", 1)[1]))
         cpu0 = _cpu(gw.pid)
-        cl = mp.Process(target=_client, args=(int(listen.rsplit(":", 1)[1]), frames, True, q))
+        cl = mp.Process(target=_client, args=(int(listen.rsplit(":", 1)[1]), frames, True, q, sep))
         cl.start()
         wall, replies = q.get(timeout=600)
         cpu = _cpu(gw.pid) - cpu0
@@ -189,11 +253,10 @@ def main() -> int:
         gw.wait(20)
         assert replies == total, f"{replies} replies for {total} frames (see {tmp}/gateway.log)"
         g_cpu, g_wall = total / cpu, total / wall
-        print(f"  gateway (check, PW, publish QoS 1, 9014 after PUBACK): {g_cpu:>10,.0f} frames per "
+        print(f"  gateway ({label}): {g_cpu:>10,.0f} frames per "
               f"CPU-s ({g_wall:,.0f}/s wall); 1/{base_cpu / g_cpu:,.0f} of the bare read")  # fmt: skip
     finally:
         devices.retire(s, source)
-    return 0
 
 
 def _free_port() -> int:

@@ -579,6 +579,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         hj212_share=args.hj212_share,
         metrics_port=args.metrics_port,
         ack_listen=args.ack_listen,
+        jt808_share=args.jt808_share,
     )
     return 0
 
@@ -768,6 +769,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1:0",
         metavar="HOST:PORT",
         help="the alerts service's ack endpoint (default 127.0.0.1:0: a free port)",
+    )
+    p.add_argument(
+        "--jt808-share",
+        type=float,
+        default=0.5,
+        metavar="SHARE",
+        help="share of the trucks whose terminals speak JT/T 808 through the gateway "
+        "(default 0.5; 0: all MQTT)",
     )
     p.set_defaults(func=cmd_run)
 

@@ -6,6 +6,10 @@ the broker identity ``mqtt.username``: a gateway id that the registry's
 ``citywatch devices provision`` like any gateway (its secret in
 ``mqtt.password`` or ``mqtt.password_file``).
 
+``gateway jt808`` runs the JT/T 808 gateway (``ingest.gateways.jt808``) for the
+vehicle terminals whose ``phone`` and ``gateway`` columns name it, the same way;
+it issues the terminals' authentication codes itself, at their registration.
+
 ``gateway hj212-passwords`` issues the monitors' HJ 212 access passwords (PW)
 and rotates them; only hashes are kept (``registry.hj212_passwords``), the new
 plaintexts go to the installer once, in a CSV (mode 0600).
@@ -80,6 +84,27 @@ def cmd_hj212(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_jt808(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    import signal
+
+    from foundation.logs import setup_logging
+    from ingest.gateways.jt808 import Jt808Gateway
+
+    setup_logging(settings.log.level)
+    gateway = Jt808Gateway(settings, listen=args.listen)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await gateway.run(stop, stats_every_s=args.stats_every)
+
+    asyncio.run(main())
+    return 0
+
+
 def cmd_hj212_passwords(args: argparse.Namespace, settings: Settings) -> int:
     issued = issue_passwords(
         settings, registry_path=args.registry, rotate=args.rotate, rotate_all=args.rotate_all
@@ -106,13 +131,20 @@ def add_arguments(
     def bound(handler: Callable[[argparse.Namespace, Settings], int]) -> Callable[..., int]:
         return lambda args: handler(args, load(args))
 
-    p = sub.add_parser("gateway", help="protocol gateways (HJ 212-2017 dust monitors)")
+    p = sub.add_parser(
+        "gateway", help="protocol gateways (HJ 212-2017 dust monitors, JT/T 808 truck terminals)"
+    )
     gsub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=parser_class, required=True)
     q = gsub.add_parser("hj212", help="run the HJ 212-2017 gateway (TCP in, MQTT out)")
     q.add_argument("--listen", metavar="HOST:PORT", help="overrides hj212.listen")
     q.add_argument("--stats-every", type=float, default=30.0, metavar="SECONDS")
     q.add_argument("--registry", help="device registry file (overrides settings)")
     q.set_defaults(func=bound(cmd_hj212))
+    q = gsub.add_parser("jt808", help="run the JT/T 808 gateway (TCP in, MQTT out)")
+    q.add_argument("--listen", metavar="HOST:PORT", help="overrides jt808.listen")
+    q.add_argument("--stats-every", type=float, default=30.0, metavar="SECONDS")
+    q.add_argument("--registry", help="device registry file (overrides settings)")
+    q.set_defaults(func=bound(cmd_jt808))
     q = gsub.add_parser("hj212-passwords", help="issue or rotate the HJ 212 monitors' PW")
     q.add_argument("--registry", help="device registry file (overrides settings)")
     q.add_argument(

@@ -124,6 +124,8 @@ class Snapshot:
     """What the broker watch saw ("" all well; ``topics missing: ...``, ``broker restarted``)."""
     cluster_id: str | None = None
     restarted_to: str | None = None
+    jt808: Any = None
+    """The JT/T 808 terminals' ``sim.jt808.TerminalStats`` once they are done."""
 
 
 def _broker_view(settings: Settings, snap: Snapshot) -> None:
@@ -359,6 +361,7 @@ def run(
     hj212_share: float = 0.2,
     metrics_port: int = 0,
     ack_listen: str = "127.0.0.1:0",
+    jt808_share: float = 0.5,
 ) -> dict[str, Any]:
     """The main job; returns the summary it printed (tests read it).
 
@@ -367,6 +370,8 @@ def run(
     ``metrics_port`` (the bridge's ``/metrics``, which the live view reads) and the port of
     ``ack_listen`` (the alerts service's ack endpoint): 0 is a port the OS finds free, so two
     runs on one machine do not collide (``citywatch run --metrics-port/--ack-listen`` fix them).
+    jt808_share: the share of trucks whose terminals speak JT/T 808 through
+    ``citywatch gateway jt808`` (docs/gateways.md) instead of MQTT.
     """
     from rich.console import Console
     from rich.live import Live
@@ -394,7 +399,12 @@ def run(
 
     run_tag = f"run-{datetime.now(city_zone()):%Y%m%d-%H%M%S}"
     gateway_id = f"hj212-{run_tag}"
-    city = build_city(seed, *split_devices(devices), fleet=True).with_hj212(hj212_share, gateway_id)
+    jt808_id = f"jt808-{run_tag}"
+    city = (
+        build_city(seed, *split_devices(devices), fleet=True)
+        .with_hj212(hj212_share, gateway_id)
+        .with_jt808(jt808_share, jt808_id)
+    )
     registry = logdir / "registry.csv"
     city.write_registry(registry)
     fleet = logdir / "fleet.yaml"
@@ -409,6 +419,11 @@ def run(
     )
     settings = settings.replace(
         "hj212", passwords=str(logdir / f"hj212-{run_tag}.json"), listen=f"127.0.0.1:{free_port()}"
+    )
+    settings = settings.replace(
+        "jt808",
+        auth_codes=str(logdir / f"jt808-{run_tag}.json"),
+        listen=f"127.0.0.1:{free_port()}",
     )
 
     console.print(
@@ -448,6 +463,39 @@ def run(
             h = settings.hj212
             fleet = MonitorFleet(h.host, h.port, {i.device_id: (i.mn, i.pw) for i in issued})
             fleet.start()
+        terminals = None
+        if city.jt808_terminals():
+            # the trucks' terminals register with the JT/T 808 gateway, which speaks to the broker
+            from sim.jt808 import TerminalFleet
+
+            speakers = city.jt808_terminals()
+            jt_secret = credentials[speakers[0].device_id][1]
+            credentials = {d: c for d, c in credentials.items() if c[0] != jt808_id}
+            jt_settings = settings.replace("mqtt", username=jt808_id, password=jt_secret)
+            children.append(spawn("jt808", ["gateway", "jt808", "--stats-every", "10"],
+                                  jt_settings, logdir))  # fmt: skip
+            _wait_for(
+                lambda: "JT/T 808 gateway" in children[-1].tail(10**9),
+                children,
+                30,
+                "the JT/T 808 gateway to listen",
+            )
+            plates = city.registry().fleet
+            j = settings.jt808
+            terminals = TerminalFleet(
+                j.host,
+                j.port,
+                {
+                    d.device_id: (
+                        d.phone,
+                        plates.by_terminal[d.device_id].plate
+                        if plates is not None and d.device_id in plates.by_terminal
+                        else d.device_id,
+                    )
+                    for d in speakers
+                },
+            )
+            terminals.start()
         from bus.kafka import ensure_topics_for
 
         k = settings.kafka
@@ -504,7 +552,9 @@ def run(
 
         def progress(stats: Any) -> None:
             mqtt_acked[0] = stats.acked
-            via_gateway = fleet.stats.sent if fleet is not None else 0
+            via_gateway = (fleet.stats.sent if fleet is not None else 0) + (
+                terminals.stats.sent if terminals is not None else 0
+            )
             snap.published, snap.rate, snap.sim_ms = (
                 stats.acked + via_gateway,
                 stats.rate,
@@ -512,11 +562,14 @@ def run(
             )
 
         def routed(events: Any) -> Any:
-            """The HJ 212 monitors' messages go to the fleet, the others to MQTT."""
+            """The HJ 212 monitors' and JT/T 808 terminals' messages go to them, the others to MQTT."""
             for due, topic, body, tag in events:
                 device = topic.split("/")[3] if topic.count("/") == 4 else ""
                 if fleet is not None and device in fleet:
                     fleet.send(device, body, garbage=tag.startswith("garbage"))
+                    continue
+                if terminals is not None and device in terminals:
+                    terminals.send(device, body, garbage=tag.startswith("garbage"))
                     continue
                 yield due, topic, body
 
@@ -566,10 +619,15 @@ def run(
                         if (
                             phase == "publishing"
                         ):  # the city's clock reached the end: say so to the pipeline
+                            snap.published = mqtt_acked[0]
                             if fleet is not None:
                                 fleet.close()
-                                snap.published = mqtt_acked[0] + fleet.stats.sent
+                                snap.published += fleet.stats.sent
                                 snap.hj212 = fleet.stats
+                            if terminals is not None:
+                                terminals.close()
+                                snap.published += terminals.stats.sent
+                                snap.jt808 = terminals.stats
                             asyncio.run(_final_watermark(settings, end_ms))
                         phase = "draining"
                         lag = asyncio.run(_lag(settings))
@@ -637,6 +695,17 @@ def _summary(settings: Settings, snap: Snapshot, hint: dict[str, Any]) -> dict[s
         "hj212": (
             {"sent": snap.hj212.sent, "answered": snap.hj212.replied, "refused": snap.hj212.refused}
             if snap.hj212 is not None
+            else None
+        ),
+        "jt808": (
+            {
+                "sent": snap.jt808.sent,
+                "answered": snap.jt808.replied,
+                "refused": snap.jt808.refused,
+                "registered": snap.jt808.registered,
+                "errors": snap.jt808.errors[:5],
+            }
+            if snap.jt808 is not None
             else None
         ),
     }
@@ -707,6 +776,15 @@ def _print_summary(console: Any, settings: Settings, s: dict[str, Any]) -> None:
             f"HJ 212 monitors (through `citywatch gateway hj212`): {h['sent']:,} frames sent, "
             f"{h['answered']:,} answered 9014, {h['refused']:,} refused 9011"
         )
+    if s.get("jt808"):
+        j = s["jt808"]
+        console.print(
+            f"JT/T 808 terminals (through `citywatch gateway jt808`): {j['registered']} registered, "
+            f"{j['sent']:,} location reports sent, {j['answered']:,} answered 0x8001 result 0, "
+            f"{j['refused']:,} refused"
+        )
+        for err in j["errors"]:
+            console.print(f"  JT/T 808 terminal error: {err}")
     console.print(
         f"cases: {s['cases']} ({', '.join(f'{k} {v}' for k, v in s['cases_by_rule'].items())})"
     )

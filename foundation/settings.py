@@ -297,6 +297,36 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "publishes awaiting the broker's PUBACK before the gateway stops reading its sockets",
         ),
     },
+    # The JT/T 808 gateway (docs/gateways.md). Its broker identity is mqtt.username.
+    "jt808": {
+        "listen": Key(
+            str,
+            "127.0.0.1:17808",
+            _listen,
+            "host:port the gateway accepts terminals on (0.0.0.0:<port> to take them from the network)",
+        ),
+        "auth_codes": Key(
+            str,
+            "",
+            None,
+            "the file of authentication code hashes; empty: <paths.state_dir>/jt808/auth_codes.json",
+        ),
+        "max_bad_frames": Key(
+            int, 10, _positive, "bad messages in a row after which a connection is closed"
+        ),
+        "idle_timeout_s": Key(
+            int,
+            600,
+            _positive,
+            "a connection silent this long is closed (terminals heartbeat, and reconnect)",
+        ),
+        "max_pending": Key(
+            int,
+            2000,
+            _positive,
+            "publishes awaiting the broker's PUBACK before the gateway stops reading its sockets",
+        ),
+    },
 }
 
 
@@ -436,6 +466,23 @@ class Hj212Settings:
 
 
 @dataclass(frozen=True)
+class Jt808Settings:
+    listen: str = "127.0.0.1:17808"
+    auth_codes: str = ""
+    max_bad_frames: int = 10
+    idle_timeout_s: int = 600
+    max_pending: int = 2000
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+@dataclass(frozen=True)
 class Settings:
     mqtt: MqttSettings
     kafka: KafkaSettings
@@ -444,6 +491,7 @@ class Settings:
     log: LogSettings
     alerts: AlertsSettings = field(default_factory=AlertsSettings)
     hj212: Hj212Settings = field(default_factory=Hj212Settings)
+    jt808: Jt808Settings = field(default_factory=Jt808Settings)
     source: str = field(default="<defaults>")
 
     def __post_init__(self) -> None:
@@ -469,6 +517,7 @@ _SECTION_TYPES = {
     "log": LogSettings,
     "alerts": AlertsSettings,
     "hj212": Hj212Settings,
+    "jt808": Jt808Settings,
 }
 
 

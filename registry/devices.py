@@ -13,7 +13,10 @@ for it (docs/contracts.md, "Device identity"). A gateway id is not a device
 id: one that is also a device id of the registry is refused.
 An optional ``mn`` column holds the HJ 212 MN of a dust monitor that reports
 in HJ 212-2017 through citywatch's HJ 212 gateway, which its ``gateway`` column
-must name (docs/gateways.md); MNs are unique.
+must name (docs/gateways.md); MNs are unique. An optional ``phone`` column holds the
+JT/T 808 terminal phone number (终端手机号, the SIM's number the terminal puts in every
+message header) of a vehicle terminal that reports through citywatch's JT/T 808 gateway,
+which its ``gateway`` column must name; 1-20 digits, unique without leading zeros.
 Columns may come in any order. Blank lines and lines whose first cell starts
 with ``#`` are skipped. A ``.yaml``/``.yml`` file holds the same columns as a
 list of mappings (or a mapping with a ``devices:`` list)::
@@ -71,10 +74,13 @@ COLUMNS = (
     "lat", "lon", "pm10_warning", "pm10_violation", "component_code",
 )  # fmt: skip
 """Every column of a device's data, in the order docs/contracts.md, "Registry" lists them."""
-IDENTITY_COLUMNS = ("gateway", "mn")
+IDENTITY_COLUMNS = ("gateway", "mn", "phone")
 """``gateway``: who publishes for the device; ``mn``: the HJ 212 MN (设备唯一标识) of a dust
 monitor that speaks HJ 212-2017 to citywatch's HJ 212 gateway, which its ``gateway`` names
-(docs/gateways.md)."""
+(docs/gateways.md); ``phone``: the JT/T 808 terminal phone number of a vehicle terminal behind
+citywatch's JT/T 808 gateway."""
+PHONE_PATTERN = re.compile(r"[0-9]{1,20}")
+"""A JT/T 808 terminal phone number: BCD[6] (12 digits) in 2013, BCD[10] (20) in 2019."""
 MN_PATTERN = re.compile(r"[A-Za-z0-9]{1,24}")
 """What an HJ 212 MN may be (HJ 212-2017: up to 24 characters; letters and digits here)."""
 ROLE_COLUMNS = ("role", "cabinet", "circuit")
@@ -122,6 +128,8 @@ class Device:
     """A lamp's circuit (回路) in its cabinet: lamps of one circuit go dark together."""
     mn: str | None = None
     """The HJ 212 MN of a dust monitor that reports through the HJ 212 gateway (docs/gateways.md)."""
+    phone: str | None = None
+    """The JT/T 808 terminal phone number of a vehicle terminal behind the JT/T 808 gateway."""
 
     @property
     def speaker(self) -> str:
@@ -342,6 +350,7 @@ def _build(name: str, rows: Iterable[_Row]) -> Registry:
     first_line: dict[str, int] = {}
     gateway_line: dict[str, int] = {}
     mn_line: dict[str, int] = {}
+    phone_line: dict[str, int] = {}
     for line, row in rows:
 
         def fail(col: str, why: str, _row: dict[str, Any] = row, _line: int = line) -> ConfigError:
@@ -501,6 +510,30 @@ def _build(name: str, rows: Iterable[_Row]) -> Registry:
                     "mn", f"MN {mn} is also the MN of line {mn_line[mn]}; one MN, one monitor"
                 )
             mn_line[mn] = line
+        phone = get("phone") or None
+        if phone is not None:
+            if not PHONE_PATTERN.fullmatch(phone):
+                raise fail(
+                    "phone",
+                    f"{phone!r} is not a JT/T 808 terminal phone number; use 1-20 digits "
+                    "(format the column as text in Excel so leading zeros stay)",
+                )
+            if kind != "vehicle":
+                raise fail("phone", "only a vehicle terminal speaks JT/T 808; leave it blank")
+            if gateway is None:
+                raise fail(
+                    "phone",
+                    "a JT/T 808 terminal reaches the broker through the JT/T 808 gateway: put "
+                    "the gateway's identity in the 'gateway' column",
+                )
+            key = phone.lstrip("0") or "0"  # 2013's 12 digits and 2019's 20 name one terminal
+            if key in phone_line:
+                raise fail(
+                    "phone",
+                    f"phone {phone} is also the phone of line {phone_line[key]}; one number, "
+                    "one terminal",
+                )
+            phone_line[key] = line
         devices[device_id] = Device(
             device_id=device_id,
             kind=kind,
@@ -519,6 +552,7 @@ def _build(name: str, rows: Iterable[_Row]) -> Registry:
             cabinet=cabinet,
             circuit=circuit,
             mn=mn,
+            phone=phone,
         )
         first_line[device_id] = line
         if gateway is not None:

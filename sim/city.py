@@ -150,6 +150,8 @@ class SimDevice:
     """The HJ 212 gateway a dust monitor reports through (``City.with_hj212``); empty: MQTT."""
     mn: str = ""
     """Its HJ 212 MN (empty: not an HJ 212 monitor)."""
+    phone: str = ""
+    """A truck terminal's JT/T 808 phone number (``City.with_jt808``; empty: it speaks MQTT)."""
 
     @property
     def cabinet(self) -> str:
@@ -172,7 +174,7 @@ class SimDevice:
         return [
             self.device_id, self.kind, self.district, self.grid, self.unit, self.road_class,
             self.address, f"{self.lat:.5f}", f"{self.lon:.5f}", "", "", self.component_code,
-            self.cabinet, self.circuit, self.gateway, self.mn,
+            self.cabinet, self.circuit, self.gateway, self.mn, self.phone,
         ]  # fmt: skip
 
     def to_device(self) -> Device:
@@ -182,15 +184,15 @@ class SimDevice:
             self.road_class or None, self.address, round(self.lat, 5), round(self.lon, 5),
             None, None, self.component_code or None,
             cabinet=self.cabinet or None, circuit=self.circuit or None,
-            gateway=self.gateway or None, mn=self.mn or None,
+            gateway=self.gateway or None, mn=self.mn or None, phone=self.phone or None,
         )  # fmt: skip
 
 
 LAMPS_PER_CABINET = 12
 LAMPS_PER_CIRCUIT = 6
-REGISTRY_HEADER = (*COLUMNS, "cabinet", "circuit", "gateway", "mn")
-"""The written registry's columns: docs/contracts.md's, the lamps' cabinet and circuit, and the
-HJ 212 monitors' gateway and MN."""
+REGISTRY_HEADER = (*COLUMNS, "cabinet", "circuit", "gateway", "mn", "phone")
+"""The written registry's columns: docs/contracts.md's, the lamps' cabinet and circuit, the
+HJ 212 monitors' gateway and MN, and the JT/T 808 terminals' phone."""
 
 
 @dataclass(frozen=True)
@@ -244,6 +246,27 @@ class City:
 
     def hj212_monitors(self) -> list[SimDevice]:
         return [d for d in self.devices if d.mn]
+
+    def with_jt808(self, share: float, gateway: str) -> City:
+        """The same city with ``share`` of its truck terminals speaking JT/T 808 to ``gateway``.
+
+        Spread evenly over the ``vehicle`` devices in their order, as ``with_hj212``
+        spreads the monitors; the phone number is ``0139`` + eight digits of the
+        truck's place in that order (a 2013 BCD[6] number).
+        """
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"Invalid JT/T 808 share {share!r}; expected 0 to 1")
+        out, k = [], 0
+        for d in self.devices:
+            if d.kind == "vehicle":
+                if int((k + 1) * share) > int(k * share):
+                    d = dataclasses.replace(d, gateway=gateway, phone=f"0139{k + 1:08d}")
+                k += 1
+            out.append(d)
+        return dataclasses.replace(self, devices=tuple(out))
+
+    def jt808_terminals(self) -> list[SimDevice]:
+        return [d for d in self.devices if d.phone]
 
     def slice(self, index: int, count: int) -> City:
         """Every ``count``-th device starting at ``index`` (one publisher process's share)."""

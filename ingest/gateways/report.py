@@ -19,13 +19,17 @@ import orjson
 
 from contract.topics import is_valid_segment
 from ingest.hj212 import CODES as HJ212_CODES
+from ingest.jt808 import CODES as JT808_CODES
 
 __all__ = ["GATEWAY_CODES", "MAX_RAW", "parse_report", "report_payload"]
 
-GATEWAY_CODES: dict[str, str] = {**HJ212_CODES}
+GATEWAY_CODES: dict[str, str] = {**HJ212_CODES, **JT808_CODES}
 """Every reason a gateway may give, with what it means (one dict per gateway module)."""
 MAX_RAW = 2048
-"""Raw bytes a report carries at most (a frame is at most 1036 bytes; garbage is cut)."""
+"""Raw bytes a report carries at most (an HJ 212 frame is at most 1036 bytes; a JT/T 808
+message is at most 2,094 on the wire, fully escaped, and garbage is cut): their base64 and
+the sentence stay under the broker's 4 KiB payload (docs/contracts.md, "MQTT"), which a
+larger report would exceed, and the broker would drop the gateway's connection for it."""
 
 
 def report_payload(

@@ -1,4 +1,4 @@
-"""``citywatch gateway hj212`` and ``gateway hj212-passwords`` as an operator runs them."""
+"""``citywatch gateway hj212``, ``gateway hj212-passwords`` and ``gateway jt808`` as an operator runs them."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ import pytest
 
 from foundation.settings import Settings
 from ingest.hj212 import decode
+from ingest.jt808 import decode as decode_jt808
 from sim.hj212 import frame_for
+from sim.jt808 import auth_message, location_message, register_message
 from tests.conftest import settings_env
 from tests.kit import mqtt as kit_mqtt
 from tests.kit.cli import ROOT, run_cli
@@ -110,3 +112,79 @@ def test_the_gateway_command_answers_a_monitor_and_stops_on_sigterm(
         output = proc.communicate(timeout=20)[0].decode()
     assert proc.returncode == 0, output
     assert "readings=1" in output and pw not in output
+
+
+def _terminals(tmp: Path, unique: str) -> Path:
+    path = tmp / "registry.csv"
+    path.write_text(
+        "device_id,kind,district,grid,unit,gateway,phone\n"
+        f"T-{unique}-1,vehicle,jinshui,G1,U,gw-{unique},013900000001\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_the_jt808_gateway_will_not_run_as_an_identity_no_terminal_names(
+    settings: Settings, tmp_path: Path, unique: str
+) -> None:
+    reg = _terminals(tmp_path, unique)
+    done = run_cli("gateway", "jt808", "--registry", str(reg), env=settings_env(settings))
+    assert done.returncode != 0
+    assert f"names gateway {settings.mqtt.username!r}" in done.stderr
+    assert "'phone'" in done.stderr and "Traceback" not in done.stderr
+
+
+def _answer(stream) -> bytes:  # noqa: ANN001
+    """The bytes between the next two 0x7e flags."""
+    out = bytearray()
+    while stream.read(1) != b"\x7e":
+        pass
+    while (b := stream.read(1)) != b"\x7e":
+        out += b
+    return bytes(out)
+
+
+def test_the_jt808_gateway_command_registers_a_terminal_and_stops_on_sigterm(
+    settings: Settings, tmp_path: Path, unique: str
+) -> None:
+    reg = _terminals(tmp_path, unique)
+    kit_mqtt.provision_registry(reg)
+    gw = f"gw-{unique}"
+    s = (
+        settings.replace("paths", registry=str(reg))
+        .replace("jt808", auth_codes=str(tmp_path / "codes.json"), listen=f"127.0.0.1:{_port()}")
+        .replace("mqtt", username=gw, password=kit_mqtt.secret_of(gw))
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CITYWATCH_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "citywatch", "gateway", "jt808"],
+        env=base | settings_env(s), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    phone = "013900000001"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn = socket.create_connection((s.jt808.host, s.jt808.port), timeout=15)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, (
+                    "the gateway did not listen"
+                )
+                time.sleep(0.1)
+        with conn:
+            stream = conn.makefile("rb")
+            conn.sendall(register_message(phone, 1, "豫A12345"))
+            registered = decode_jt808(_answer(stream))
+            assert registered.msg_id == 0x8100 and registered.body[2] == 0
+            code = registered.body[3:].decode("ascii")
+            conn.sendall(auth_message(phone, 2, code))
+            assert decode_jt808(_answer(stream)).body[4] == 0
+            conn.sendall(location_message({"ts": now_ms(), "lat": 34.8, "lon": 113.7}, phone, 3))
+            answered = decode_jt808(_answer(stream))
+            assert answered.msg_id == 0x8001 and answered.body == bytes.fromhex("0003020000")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=20)[0].decode()
+    assert proc.returncode == 0, output
+    assert "readings=1" in output and code not in output

@@ -113,4 +113,14 @@ def test_citywatch_run_books_what_the_scenarios_cost(
     sent, answered, refused = (int(g.replace(",", "")) for g in found.groups())
     line = found.group(0)
     assert sent > 0 and answered + refused == sent, line
+    # half of the trucks reported in JT/T 808 through the other gateway, every report answered
+    found = re.search(
+        r"JT/T 808 terminals .*?: (\d+) registered, ([\d,]+) location reports sent, "
+        r"([\d,]+) answered 0x8001 result 0, ([\d,]+) refused",
+        text,
+    )
+    assert found, out[-3000:]
+    registered, sent, answered, refused = (int(g.replace(",", "")) for g in found.groups())
+    assert registered == 3 and sent > 0 and answered + refused == sent, found.group(0)
+    assert "JT/T 808 terminal error" not in text
     assert os.path.exists(tmp_path / "state" / "run" / "worker.log")

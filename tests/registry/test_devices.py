@@ -421,3 +421,37 @@ def test_one_mn_is_one_monitor(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_registry(write(tmp_path, MN_HEADER + "\n" + MN_ROW + "\n" + twin + "\n"))
     assert "also the MN of line 2" in str(err.value)
+
+
+# ----------------------------------------------------------------------------- JT/T 808 terminals
+
+PHONE_HEADER = HEADER + ",gateway,phone"
+PHONE_ROW = "T-0009,vehicle,jinshui,JS-FLEET,U,,addr,34.8,113.6,,,,gw-jt808-1,013912345678"
+
+
+def test_a_jt808_terminal_has_its_phone_and_the_gateway_that_serves_it(tmp_path: Path) -> None:
+    reg = load_registry(write(tmp_path, PHONE_HEADER + "\n" + PHONE_ROW + "\n"))
+    d = reg.get("T-0009")
+    assert d is not None and (d.phone, d.gateway) == ("013912345678", "gw-jt808-1")
+
+
+@pytest.mark.parametrize(
+    "row, needle",
+    [
+        (PHONE_ROW.replace("013912345678", "0139-1234"), "is not a JT/T 808 terminal phone"),
+        (PHONE_ROW.replace("013912345678", "1" * 21), "is not a JT/T 808 terminal phone"),
+        (PHONE_ROW.replace(",vehicle,", ",dust,"), "only a vehicle terminal speaks JT/T 808"),
+        (PHONE_ROW.replace("gw-jt808-1", ""), "through the JT/T 808 gateway"),
+    ],
+)
+def test_a_bad_phone_is_refused_at_its_cell(tmp_path: Path, row: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_registry(write(tmp_path, PHONE_HEADER + "\n" + row + "\n"))
+    assert needle in str(err.value) and "column 'phone'" in str(err.value)
+
+
+def test_one_phone_is_one_terminal_with_or_without_leading_zeros(tmp_path: Path) -> None:
+    twin = PHONE_ROW.replace("T-0009", "T-0010").replace("013912345678", "00000000013912345678")
+    with pytest.raises(ConfigError) as err:
+        load_registry(write(tmp_path, PHONE_HEADER + "\n" + PHONE_ROW + "\n" + twin + "\n"))
+    assert "also the phone of line 2" in str(err.value)

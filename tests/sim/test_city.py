@@ -24,8 +24,8 @@ def test_written_registry_loads_and_matches_the_city(tmp_path):
     path = tmp_path / "registry.csv"
     city.write_registry(path)
     with open(path, encoding="utf-8", newline="") as f:
-        # lamps hang on cabinets, HJ 212 monitors behind their gateway
-        assert next(csv.reader(f)) == [*COLUMNS, "cabinet", "circuit", "gateway", "mn"]
+        # lamps hang on cabinets, HJ 212 monitors and JT/T 808 terminals behind their gateway
+        assert next(csv.reader(f)) == [*COLUMNS, "cabinet", "circuit", "gateway", "mn", "phone"]
     reg = load_registry(path)
     assert len(reg) == 300
     assert list(reg) == list(city.registry())
@@ -90,3 +90,18 @@ def test_a_fifth_of_the_dust_sites_become_hj212_monitors_behind_the_gateway(tmp_
     d = reg.get(monitors[0].device_id)
     assert d.gateway == "gw-hj212-1" and d.mn == "4101" + d.device_id.replace("-", "")
     assert build_city(7, 45, 10, 10).with_hj212(0.0, "gw").hj212_monitors() == []
+
+
+def test_half_of_the_trucks_speak_jt808_behind_the_gateway_and_the_registry_loads(tmp_path):
+    city = build_city(7, 45, 10, 10, fleet=True).with_jt808(0.5, "gw-jt808-1")
+    terminals = city.jt808_terminals()
+    trucks = city.of_kind("vehicle")
+    assert len(terminals) == len(trucks) // 2 and terminals[0] is not trucks[0]
+    assert {d.gateway for d in terminals} == {"gw-jt808-1"}
+    assert all(len(d.phone) == 12 and d.phone.isdigit() for d in terminals)
+    city.write_registry(tmp_path / "registry.csv")
+    reg = load_registry(tmp_path / "registry.csv")
+    assert {d.device_id: d.phone for d in reg if d.phone} == {
+        d.device_id: d.phone for d in terminals
+    }
+    assert build_city(7, 45, 10, 10, fleet=True).with_jt808(0.0, "gw").jt808_terminals() == []
