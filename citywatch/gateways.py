@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from citywatch.commands import binder
 from foundation.settings import Settings
 from registry.credentials import write_private
 from registry.devices import load_registry
@@ -128,8 +129,7 @@ def add_arguments(
     load: Callable[[argparse.Namespace], Settings],
     parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser,
 ) -> None:
-    def bound(handler: Callable[[argparse.Namespace, Settings], int]) -> Callable[..., int]:
-        return lambda args: handler(args, load(args))
+    bound = binder(load)
 
     p = sub.add_parser(
         "gateway", help="protocol gateways (HJ 212-2017 dust monitors, JT/T 808 truck terminals)"
