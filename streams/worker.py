@@ -323,11 +323,87 @@ class WorkerApp(faust.App):
 
     citywatch_kafka: Any = None
     """The ``KafkaSettings`` it waits for (set by ``build_app``)."""
+    citywatch_afresh: str | None = None
+    """Set when this process starts afresh on a broker that lost its state (``build_app``'s
+    ``afresh``): what that broker holds of the worker's group is reset before Faust starts."""
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
         if self.citywatch_kafka is not None:
             await ensure_topics_for(self.citywatch_kafka, wait=True, who="worker")
+            if self.citywatch_afresh is not None:
+                await forget_the_lost_broker(self, self.citywatch_kafka)
+
+
+async def forget_the_lost_broker(app: faust.App, k: Any) -> None:
+    """Start this worker from nothing on a broker that lost its state (decision 010, "Rebuild").
+
+    The process this one replaced (exec) went on for a moment on the new broker
+    before it saw the restart: at its last rebalance Faust committed its old
+    position there (aiokafka had already reset the member to a plain commit,
+    which an empty group takes) and flushed its producer, changelog records
+    included. Trusted, they start the rebuild at the old journal's end with
+    state of a journal that is gone (issue 14's harness: 1 of 13 entries came
+    back). So before Faust's consumer joins: every partition of the worker's
+    group is committed back to 0 (the group is empty: the old process never
+    joined it, ``build_app``), and the tables' changelog topics are deleted
+    (Faust declares them again, empty, when the tables start).
+    """
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import CommitFailedError
+
+    from bus.kafka import client_security, consumer_for, start_client
+
+    changelogs = [t.changelog_topic.get_topic_name() for t in app.tables.values()]
+    admin = AIOKafkaAdminClient(bootstrap_servers=k.bootstrap, **client_security(k))
+    await start_client(admin, k.bootstrap)
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [n for n in changelogs if n in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
+        # created again here with the journal's partitions (what Faust declares; a topic the
+        # broker made on the old process's produce may have its own count: PartitionsMismatch)
+        await admin.create_topics([
+            NewTopic(n, k.partitions, 1, topic_configs={"cleanup.policy": "compact"})
+            for n in changelogs
+        ])  # fmt: skip
+    finally:
+        await admin.close()
+    probe = consumer_for(k, group_id=None, enable_auto_commit=False)
+    await start_client(probe, k.bootstrap)
+    try:
+        for _ in range(50):
+            await probe.topics()
+            if all(len(probe.partitions_for_topic(n) or ()) == k.partitions for n in changelogs):
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await probe.stop()
+    topics = KafkaTopics(k.topic_prefix)
+    inputs = [topics.telemetry, topics.acks, topics.cases, topics.penalties, topics.deadletter,
+              topics.quarantine, topics.audit]  # fmt: skip
+    group = consumer_for(k, group_id=app.conf.id, enable_auto_commit=False)
+    await start_client(group, k.bootstrap)
+    try:
+        tps = [TopicPartition(t, p) for t in inputs for p in range(k.partitions)]
+        before = {tp: await group.committed(tp) for tp in tps}
+        group.assign(tps)
+        try:
+            await group.commit(dict.fromkeys(tps, 0))
+        except CommitFailedError:  # a member is in the group: another worker rebuilds already
+            log.warning("worker: afresh: %s has a member on the new broker already; its offsets "
+                        "are kept (that worker started from 0)", app.conf.id)  # fmt: skip
+            return
+    finally:
+        await group.stop()
+    moved = {f"{tp.topic}[{tp.partition}]": o for tp, o in before.items() if o}
+    log.warning(
+        "worker: afresh on the new broker: offsets of %s back to 0 (found there: %s); "
+        "changelogs dropped (%s)",
+        app.conf.id, moved or "none", ", ".join(c for c in changelogs if c in existing) or "none",
+    )  # fmt: skip
 
 
 def faust_config(
@@ -369,6 +445,7 @@ def build_app(
     tick_interval_s: float = 1.0,
     session_timeout_s: float = 6.0,
     on_topics_lost: Callable[[Any], None] | None = None,
+    afresh: str | None = None,
 ) -> faust.App:
     """The Faust app of the worker.
 
@@ -380,7 +457,14 @@ def build_app(
         the worker's start-up delay.
     on_topics_lost: what to do when the broker is seen to have lost citywatch's topics
         (``bus.watch.TopicsLost``; ``citywatch worker`` starts itself afresh); they are
-        recreated and the loss logged once either way.
+        recreated and the loss logged once either way. It is also looked for at every
+        rebalance, before the consumer joins the group again: a restarted broker makes the
+        consumer rejoin, and a process that joined the new broker's group would process the
+        restored journal with the lost state and commit its old position there, which the
+        fresh process would then start from (issue 14's harness: 1 of 13 entries rebuilt).
+    afresh: this process replaces one whose broker lost its state (``citywatch worker``
+        passes the new cluster id): the group's offsets and the changelogs on the broker are reset
+        before Faust's consumer starts (``forget_the_lost_broker``).
     """
     k = settings.kafka
     topics = KafkaTopics(k.topic_prefix)
@@ -391,6 +475,10 @@ def build_app(
         **faust_config(k.bootstrap, k.partitions, session_timeout_s, datadir, faust_credentials(k)),
     )
     app.citywatch_kafka = k
+    app.citywatch_afresh = afresh
+    from bus.watch import BrokerWatch
+
+    watch = BrokerWatch(k, "worker", on_loss=on_topics_lost, logger=log)
     registry = RegistryWatcher(settings.paths.registry)
     declared = WorkerTopics.declare(app, topics)
     rules = load_rules(settings.paths.rules)
@@ -447,7 +535,17 @@ def build_app(
 
     @app.on_partitions_revoked.connect
     async def forget_partitions(app: faust.App, revoked: set, **kwargs: Any) -> None:
-        """Another worker may own them now; if they come back, restore them from the tables."""
+        """Another worker may own them now; if they come back, restore them from the tables.
+
+        First, the broker is looked at: a rebalance is what a restarted broker causes, and
+        this handler runs before the consumer joins the group again. A broker that lost its
+        state is handled here (``on_topics_lost``: the worker starts afresh), never joined.
+        """
+        if watch.cluster_id is not None:
+            try:
+                await watch.check()
+            except Exception:  # a look that failed: the watch task looks again within seconds
+                log.exception("worker: the broker watch failed at a rebalance; it goes on")
         for tp in revoked:
             if tp.topic == topics.telemetry:
                 pipeline.detectors.pop(tp.partition, None)
@@ -549,9 +647,7 @@ def build_app(
     @app.task(on_leader=False)
     async def watch_broker() -> None:
         """A broker that lost the topics (restarted empty) is told, never idled on (issue 14)."""
-        from bus.watch import BrokerWatch
-
-        await BrokerWatch(k, "worker", on_loss=on_topics_lost, logger=log).run()
+        await watch.run()
 
     @app.timer(STATS_EVERY_S)
     async def report_stats() -> None:
