@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -327,12 +328,40 @@ class WorkerApp(faust.App):
     """Set when this process starts afresh on a broker that lost its state (``build_app``'s
     ``afresh``): what that broker holds of the worker's group is reset before Faust starts."""
 
+    citywatch_datadir: Path | None = None
+    """Where the cluster id this worker last ran on is kept (``<group>.cluster``)."""
+
     async def on_first_start(self) -> None:
         await super().on_first_start()
-        if self.citywatch_kafka is not None:
-            await ensure_topics_for(self.citywatch_kafka, wait=True, who="worker")
-            if self.citywatch_afresh is not None:
-                await forget_the_lost_broker(self, self.citywatch_kafka)
+        k = self.citywatch_kafka
+        if k is None:
+            return
+        await ensure_topics_for(k, wait=True, who="worker")
+        from bus.watch import look_for
+
+        try:
+            now = (await look_for(k)).cluster_id
+        except Exception as exc:  # noqa: BLE001 - not told: the watch looks again within seconds
+            log.warning("worker: could not read the broker's cluster id at start (%s)", exc)
+            now = None
+        kept = (
+            None
+            if self.citywatch_datadir is None
+            else self.citywatch_datadir / f"{self.conf.id}.cluster"
+        )
+        last = kept.read_text().strip() if kept is not None and kept.exists() else None
+        # A worker that dies between the broker's restart and its own look at it (SIGKILLed,
+        # the machine rebooted) is started again by its supervisor without --afresh: the
+        # broker's cluster id, not the flag, says it is a new broker (issue 14's harness).
+        if self.citywatch_afresh is not None or (last is not None and now and last != now):
+            if self.citywatch_afresh is None:
+                log.error("worker: the broker is not the one this worker last ran on (cluster id "
+                          "%s -> %s): starting afresh", last, now)  # fmt: skip
+            await forget_the_lost_broker(self, k)
+        if kept is not None and now and now != last:
+            tmp = kept.with_suffix(".tmp")
+            tmp.write_text(now + "\n")
+            os.replace(tmp, kept)  # only once the reset is done: a crash in it resets again
 
 
 async def forget_the_lost_broker(app: faust.App, k: Any) -> None:
@@ -476,6 +505,7 @@ def build_app(
     )
     app.citywatch_kafka = k
     app.citywatch_afresh = afresh
+    app.citywatch_datadir = datadir
     from bus.watch import BrokerWatch
 
     watch = BrokerWatch(k, "worker", on_loss=on_topics_lost, logger=log)
