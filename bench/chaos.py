@@ -314,7 +314,8 @@ async def journal_position(settings: Settings) -> tuple[int, int]:
             end = reported[tp]
             if end > 0:
                 reader.seek(tp, end - 1)
-                while batch := (await reader.getmany(tp, timeout_ms=300)).get(tp):
+                # one fetch: the last batch holds the true end; a loop never ends under load
+                if batch := (await reader.getmany(tp, timeout_ms=300)).get(tp):
                     end = max(end, batch[-1].offset + 1)
             total += end
             done += (await group.committed(tp)) or 0

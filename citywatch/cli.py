@@ -180,6 +180,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         live_clock=not args.simulation,
         session_timeout_s=args.session_timeout,
         on_topics_lost=_start_afresh,
+        afresh=args.afresh,
     )
     worker = faust.Worker(app, loglevel=settings.log.level, quiet=True)
     worker.execute_from_commandline()
@@ -199,7 +200,11 @@ def _start_afresh(loss: object) -> None:
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "citywatch", *sys.argv[1:]])
+    argv = list(sys.argv[1:])
+    if "--afresh" in argv:  # started afresh before: this broker is newer still
+        del argv[argv.index("--afresh") : argv.index("--afresh") + 2]
+    argv += ["--afresh", str(getattr(loss, "now", None) or "unknown")]
+    os.execv(sys.executable, [sys.executable, "-m", "citywatch", *argv])
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -678,6 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="no wall-clock ticks: the input's own time drives the clocks",
     )
     p.add_argument("--session-timeout", type=float, default=6.0, metavar="SECONDS")
+    p.add_argument("--afresh", default=None, help=argparse.SUPPRESS)  # set by _start_afresh
     p.add_argument("--registry", help="device registry file (overrides settings)")
     p.add_argument("--rules", help="rules file (overrides settings)")
     p.set_defaults(func=cmd_worker)

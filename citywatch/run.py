@@ -337,7 +337,8 @@ async def _lag(settings: Settings) -> int | None:
             end = reported[tp]
             if end > 0:
                 reader.seek(tp, end - 1)
-                while batch := (await reader.getmany(tp, timeout_ms=300)).get(tp):
+                # one fetch: the last batch holds the true end; a loop never ends under load
+                if batch := (await reader.getmany(tp, timeout_ms=300)).get(tp):
                     end = max(end, batch[-1].offset + 1)
             committed = await group.committed(tp)
             if committed is None:
@@ -500,6 +501,9 @@ def run(
 
         k = settings.kafka
         asyncio.run(ensure_topics_for(k))
+        # the journal on disk beside the in-memory broker: a restarted tansu is given it back by
+        # `services up` and the worker rebuilds the ledger from it (decision 010)
+        children.append(spawn("archive", ["archive", "run"], settings, logdir))
         children.append(spawn("worker", ["worker", "--simulation"], settings, logdir))
         children.append(
             spawn(

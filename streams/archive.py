@@ -419,7 +419,8 @@ async def lag(settings: Settings) -> int | None:
             end = reported[tp]
             if end > 0:
                 reader.seek(tp, end - 1)
-                while batch := (await reader.getmany(tp, timeout_ms=300)).get(tp):
+                # one fetch: the last batch holds the true end; a loop never ends under load
+                if batch := (await reader.getmany(tp, timeout_ms=300)).get(tp):
                     end = max(end, batch[-1].offset + 1)
             committed = await group.committed(tp)
             seen = seen or committed is not None

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -350,11 +351,115 @@ class WorkerApp(faust.App):
 
     citywatch_kafka: Any = None
     """The ``KafkaSettings`` it waits for (set by ``build_app``)."""
+    citywatch_afresh: str | None = None
+    """Set when this process starts afresh on a broker that lost its state (``build_app``'s
+    ``afresh``): what that broker holds of the worker's group is reset before Faust starts."""
+
+    citywatch_datadir: Path | None = None
+    """Where the cluster id this worker last ran on is kept (``<group>.cluster``)."""
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
-        if self.citywatch_kafka is not None:
-            await ensure_topics_for(self.citywatch_kafka, wait=True, who="worker")
+        k = self.citywatch_kafka
+        if k is None:
+            return
+        await ensure_topics_for(k, wait=True, who="worker")
+        from bus.watch import look_for
+
+        try:
+            now = (await look_for(k)).cluster_id
+        except Exception as exc:  # noqa: BLE001 - not told: the watch looks again within seconds
+            log.warning("worker: could not read the broker's cluster id at start (%s)", exc)
+            now = None
+        kept = (
+            None
+            if self.citywatch_datadir is None
+            else self.citywatch_datadir / f"{self.conf.id}.cluster"
+        )
+        last = kept.read_text().strip() if kept is not None and kept.exists() else None
+        # A worker that dies between the broker's restart and its own look at it (SIGKILLed,
+        # the machine rebooted) is started again by its supervisor without --afresh: the
+        # broker's cluster id, not the flag, says it is a new broker (issue 14's harness).
+        if self.citywatch_afresh is not None or (last is not None and now and last != now):
+            if self.citywatch_afresh is None:
+                log.error("worker: the broker is not the one this worker last ran on (cluster id "
+                          "%s -> %s): starting afresh", last, now)  # fmt: skip
+            await forget_the_lost_broker(self, k)
+        if kept is not None and now and now != last:
+            tmp = kept.with_suffix(".tmp")
+            tmp.write_text(now + "\n")
+            os.replace(tmp, kept)  # only once the reset is done: a crash in it resets again
+
+
+async def forget_the_lost_broker(app: faust.App, k: Any) -> None:
+    """Start this worker from nothing on a broker that lost its state (decision 010, "Rebuild").
+
+    The process this one replaced (exec) went on for a moment on the new broker
+    before it saw the restart: at its last rebalance Faust committed its old
+    position there (aiokafka had already reset the member to a plain commit,
+    which an empty group takes) and flushed its producer, changelog records
+    included. Trusted, they start the rebuild at the old journal's end with
+    state of a journal that is gone (issue 14's harness: 1 of 13 entries came
+    back). So before Faust's consumer joins: every partition of the worker's
+    group is committed back to 0 (the group is empty: the old process never
+    joined it, ``build_app``), and the tables' changelog topics are deleted
+    (Faust declares them again, empty, when the tables start).
+    """
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import CommitFailedError
+
+    from bus.kafka import client_security, consumer_for, start_client
+
+    changelogs = [t.changelog_topic.get_topic_name() for t in app.tables.values()]
+    admin = AIOKafkaAdminClient(bootstrap_servers=k.bootstrap, **client_security(k))
+    await start_client(admin, k.bootstrap)
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [n for n in changelogs if n in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
+        # created again here with the journal's partitions (what Faust declares; a topic the
+        # broker made on the old process's produce may have its own count: PartitionsMismatch)
+        await admin.create_topics([
+            NewTopic(n, k.partitions, 1, topic_configs={"cleanup.policy": "compact"})
+            for n in changelogs
+        ])  # fmt: skip
+    finally:
+        await admin.close()
+    probe = consumer_for(k, group_id=None, enable_auto_commit=False)
+    await start_client(probe, k.bootstrap)
+    try:
+        for _ in range(50):
+            await probe.topics()
+            if all(len(probe.partitions_for_topic(n) or ()) == k.partitions for n in changelogs):
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await probe.stop()
+    topics = KafkaTopics(k.topic_prefix)
+    inputs = [topics.telemetry, topics.acks, topics.cases, topics.penalties, topics.deadletter,
+              topics.quarantine, topics.audit]  # fmt: skip
+    group = consumer_for(k, group_id=app.conf.id, enable_auto_commit=False)
+    await start_client(group, k.bootstrap)
+    try:
+        tps = [TopicPartition(t, p) for t in inputs for p in range(k.partitions)]
+        before = {tp: await group.committed(tp) for tp in tps}
+        group.assign(tps)
+        try:
+            await group.commit(dict.fromkeys(tps, 0))
+        except CommitFailedError:  # a member is in the group: another worker rebuilds already
+            log.warning("worker: afresh: %s has a member on the new broker already; its offsets "
+                        "are kept (that worker started from 0)", app.conf.id)  # fmt: skip
+            return
+    finally:
+        await group.stop()
+    moved = {f"{tp.topic}[{tp.partition}]": o for tp, o in before.items() if o}
+    log.warning(
+        "worker: afresh on the new broker: offsets of %s back to 0 (found there: %s); "
+        "changelogs dropped (%s)",
+        app.conf.id, moved or "none", ", ".join(c for c in changelogs if c in existing) or "none",
+    )  # fmt: skip
 
 
 def faust_config(
@@ -396,6 +501,7 @@ def build_app(
     tick_interval_s: float = 1.0,
     session_timeout_s: float = 6.0,
     on_topics_lost: Callable[[Any], None] | None = None,
+    afresh: str | None = None,
 ) -> faust.App:
     """The Faust app of the worker.
 
@@ -407,7 +513,14 @@ def build_app(
         the worker's start-up delay.
     on_topics_lost: what to do when the broker is seen to have lost citywatch's topics
         (``bus.watch.TopicsLost``; ``citywatch worker`` starts itself afresh); they are
-        recreated and the loss logged once either way.
+        recreated and the loss logged once either way. It is also looked for at every
+        rebalance, before the consumer joins the group again: a restarted broker makes the
+        consumer rejoin, and a process that joined the new broker's group would process the
+        restored journal with the lost state and commit its old position there, which the
+        fresh process would then start from (issue 14's harness: 1 of 13 entries rebuilt).
+    afresh: this process replaces one whose broker lost its state (``citywatch worker``
+        passes the new cluster id): the group's offsets and the changelogs on the broker are reset
+        before Faust's consumer starts (``forget_the_lost_broker``).
     """
     k = settings.kafka
     topics = KafkaTopics(k.topic_prefix)
@@ -418,6 +531,11 @@ def build_app(
         **faust_config(k.bootstrap, k.partitions, session_timeout_s, datadir, faust_credentials(k)),
     )
     app.citywatch_kafka = k
+    app.citywatch_afresh = afresh
+    app.citywatch_datadir = datadir
+    from bus.watch import BrokerWatch
+
+    watch = BrokerWatch(k, "worker", on_loss=on_topics_lost, logger=log)
     registry = RegistryWatcher(settings.paths.registry, fleet=settings.paths.fleet)
     declared = WorkerTopics.declare(app, topics)
     rules = load_rules(settings.paths.rules)
@@ -477,7 +595,17 @@ def build_app(
 
     @app.on_partitions_revoked.connect
     async def forget_partitions(app: faust.App, revoked: set, **kwargs: Any) -> None:
-        """Another worker may own them now; if they come back, restore them from the tables."""
+        """Another worker may own them now; if they come back, restore them from the tables.
+
+        First, the broker is looked at: a rebalance is what a restarted broker causes, and
+        this handler runs before the consumer joins the group again. A broker that lost its
+        state is handled here (``on_topics_lost``: the worker starts afresh), never joined.
+        """
+        if watch.cluster_id is not None:
+            try:
+                await watch.check()
+            except Exception:  # a look that failed: the watch task looks again within seconds
+                log.exception("worker: the broker watch failed at a rebalance; it goes on")
         for tp in revoked:
             if tp.topic == topics.telemetry:
                 pipeline.detectors.pop(tp.partition, None)
@@ -583,9 +711,7 @@ def build_app(
     @app.task(on_leader=False)
     async def watch_broker() -> None:
         """A broker that lost the topics (restarted empty) is told, never idled on (issue 14)."""
-        from bus.watch import BrokerWatch
-
-        await BrokerWatch(k, "worker", on_loss=on_topics_lost, logger=log).run()
+        await watch.run()
 
     @app.timer(STATS_EVERY_S)
     async def report_stats() -> None:

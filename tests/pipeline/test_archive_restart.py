@@ -164,3 +164,68 @@ def test_the_audit_and_the_silences_come_back_with_their_keys(
     assert silences == [silence]
     kinds = {p.name.split("-")[0] for p in archive_dir(s).glob("*.jsonl")}
     assert kinds == {"audit", "silences"}, "a file per topic (no journal record was written)"
+
+
+def test_a_broker_restarted_while_the_worker_is_mid_journal_gives_back_every_entry(
+    settings: Settings, registry_file: Path, unique: str, tmp_path: Path
+) -> None:
+    """The restart hits a worker with records taken but not yet committed (issue 14's harness).
+
+    At the rebalance the restart causes, the replaced process commits its old position
+    into the new broker's empty group and flushes its changelog records there; a fresh
+    worker that trusted them began the rebuild at the old journal's end with lost state
+    (the harness: 1 of 13 entries came back). Here a cover is open for hours while a
+    second one's 12,000 readings move time on; the broker restarts while the worker is
+    part-way through them, and every entry of the replay comes back under its id.
+    """
+    from citywatch.run import _lag
+
+    kafka = PrivateKafka(settings, tmp_path)
+    s = settings.replace("paths", registry=str(registry_file), state_dir=str(kafka.state))
+    s = s.replace("kafka", bootstrap=kafka.bootstrap)
+    k = s.kafka
+    open_cover, other = f"MH-{unique}-1", f"MH-{unique}-2"
+    t0 = (now_ms() // H - 10) * H
+
+    def reading(device: str, district: str, ts: int, opened: bool) -> dict:
+        topic = f"city/{district}/manhole/{device}/telemetry"
+        return {"topic": topic, "payload": {"ts": ts, "open": opened}, "received_at": ts}
+
+    head = [reading(open_cover, "jinshui", t0 + i * M, i >= 3) for i in range(8)]
+    tail = [reading(other, "erqi", t0 + 8 * M + i * 1_500, False) for i in range(12_000)]
+    ticks = [{"watermark": t0 + 6 * H}]
+    registry = load_registry(s.paths.registry)
+    expected = replay(head + tail + ticks, load_rules(s.paths.rules), registry)
+    want = {e["id"]: e["amount_yuan"] for e in expected.ledger.to_json_list()}
+    assert len(want) >= 3
+    kafka.up()
+    # the archive where this broker's `up` restores from; the worker with InfluxDB's secrets
+    at_home = s.replace("paths", state_dir=settings.paths.state_dir)
+    procs = [
+        Proc(["archive", "run"], s, tmp_path / "archive.log"),
+        Proc(
+            ["worker", "--simulation", "--session-timeout", "3"], at_home, tmp_path / "worker.log"
+        ),
+    ]
+    archiver, worker = procs
+    try:
+        load = journal.load  # the journal as the bridge would have written it
+        asyncio.run(load(head, registry, k.bootstrap, k.topic_prefix, final_watermark=False))
+        wait_until(lambda: asyncio.run(_lag(s)) == 0, timeout=60, what="the worker on the journal")
+        asyncio.run(load(tail + ticks, registry, k.bootstrap, k.topic_prefix,
+                         final_watermark=False))  # fmt: skip
+        behind = asyncio.run(_lag(s))
+        kafka.down()  # waits for the archive, not for the worker
+        kafka.up()
+        worker.wait_for_log("starting afresh on the recreated journal", timeout=30)
+        wait_until(lambda: asyncio.run(_lag(s)) == 0, timeout=120, what="the rebuild")
+        after = _ids(s, len(want))
+        alive = [p.proc.poll() is None for p in procs]
+        texts = [p.text() for p in procs]
+    finally:
+        for p in procs:
+            p.stop()
+        kafka.down()
+    assert behind, "the restart came while the worker was part-way through the journal"
+    assert after == want, (sorted(set(want) - set(after)), texts[1][-3000:])
+    assert alive == [True, True], [t[-2000:] for t in texts]
