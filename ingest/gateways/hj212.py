@@ -58,6 +58,7 @@ from contract.topics import gateway_deadletter_topic, telemetry_topic
 from foundation.errors import CitywatchError
 from foundation.settings import Settings
 from ingest.gateways.report import report_payload
+from ingest.gateways.throttle import CredentialThrottle, host_of
 from ingest.hj212 import (
     DATA_CNS,
     MAX_FRAME,
@@ -230,6 +231,7 @@ class Hj212Gateway:
             passwords_path(settings), check_interval_s=registry_check_s
         )
         self.stats = GatewayStats()
+        self.throttle = CredentialThrottle()
         self.ready = asyncio.Event()
         self.port: int | None = None
         self._by_mn: tuple[Registry | None, dict[str, Device]] = (None, {})
@@ -310,6 +312,11 @@ class Hj212Gateway:
         self.stats.open += 1
         peername = writer.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+        if self.throttle.locked(host_of(peer)):  # a guesser's address: closed unread
+            self.stats.open -= 1
+            self._tasks.discard(task)
+            writer.close()
+            return
         conn = _Connection(self, writer, peer)
         try:
             await conn.serve(reader)
@@ -512,6 +519,14 @@ class _Connection:
             self.waiting.discard(f)
 
         fut.add_done_callback(done)
+        if code == "hj212_bad_pw" and self.gw.throttle.failed(host_of(self.peer)):
+            t = self.gw.throttle
+            log.warning(
+                "HJ 212: %d wrong credentials from %s within %.0f s; the address is refused for "
+                "%.0f s (docs/gateways.md, \"Authentication\")",
+                t.limit, host_of(self.peer), t.window_s, t.lockout_s,
+            )  # fmt: skip
+            return False
         if self.bad_in_a_row >= self.gw.max_bad:
             self.gw.stats.closed_for_errors += 1
             await self.gw.dead_letter(

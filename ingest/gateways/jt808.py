@@ -61,6 +61,7 @@ from ingest.gateways.hj212 import (
     wall_clock_ms,
 )
 from ingest.gateways.report import MAX_RAW, report_payload
+from ingest.gateways.throttle import CredentialThrottle, host_of
 from ingest.jt808 import (
     MAX_WIRE,
     MSG_NAMES,
@@ -141,6 +142,7 @@ class Jt808Gateway:
             )
         self.codes = AuthCodes(auth_codes_path(settings), check_interval_s=registry_check_s)
         self.stats = GatewayStats()
+        self.throttle = CredentialThrottle()
         self.ready = asyncio.Event()
         self.port: int | None = None
         self._by_phone: tuple[Registry | None, dict[str, Device]] = (None, {})
@@ -229,6 +231,11 @@ class Jt808Gateway:
         self.stats.open += 1
         peername = writer.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+        if self.throttle.locked(host_of(peer)):  # a guesser's address: closed unread
+            self.stats.open -= 1
+            self._tasks.discard(task)
+            writer.close()
+            return
         conn = _Connection(self, writer, peer)
         try:
             await conn.serve(reader)
@@ -498,6 +505,14 @@ class _Connection:
             self.waiting.discard(f)
 
         fut.add_done_callback(done)
+        if code == "jt808_bad_auth" and self.gw.throttle.failed(host_of(self.peer)):
+            t = self.gw.throttle
+            log.warning(
+                "JT/T 808: %d wrong credentials from %s within %.0f s; the address is refused for "
+                "%.0f s (docs/gateways.md, \"Authentication\")",
+                t.limit, host_of(self.peer), t.window_s, t.lockout_s,
+            )  # fmt: skip
+            return False
         if self.bad_in_a_row >= self.gw.max_bad:
             self.gw.stats.closed_for_errors += 1
             await self.gw.dead_letter(

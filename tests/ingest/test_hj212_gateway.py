@@ -395,3 +395,41 @@ def test_a_frame_whose_flag_asks_no_reply_is_published_and_not_answered(
         await _wait(lambda: len(listener.on(f"/dust/{dev}/telemetry")) == 2)
 
     _with_gateway(city, body)
+
+
+def test_an_address_guessing_passwords_is_locked_out_and_another_address_goes_on(
+    city: City, listener: Listener
+) -> None:
+    from ingest.gateways.throttle import CredentialThrottle
+
+    dev = city.ids[0]
+    mn, pw = city.pw[dev]
+    good = city.frame(dev, pm10=80.0)
+    guess = encode(good[6:-6].decode().replace(f"PW={pw}", "PW=zzzzzz"))
+
+    async def body(gw: Hj212Gateway) -> None:
+        assert gw.port is not None
+        gw.throttle = CredentialThrottle(limit=3, window_s=60, lockout_s=60)
+        for _ in range(3):  # a guesser reconnects for every try, dodging the per-connection bound
+            (reply,) = await _exchange(gw.port, guess)
+            assert decode(reply).cp == "QnRtn=3"
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(good)  # even the right PW: the address is refused, unread
+        await writer.drain()
+        try:  # closed unread: an end of stream, or a reset for the bytes it never read
+            assert await asyncio.wait_for(reader.read(), 10) == b"", "closed without a reply"
+        except ConnectionResetError:
+            pass
+        writer.close()
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", gw.port, local_addr=("127.0.0.2", 0)
+        )
+        writer.write(good)  # the monitor itself, from its own address, is not locked out
+        await writer.drain()
+        assert decode(await asyncio.wait_for(reader.readuntil(b"\r\n"), 15)).cn == "9014"
+        writer.close()
+        assert gw.throttle.refused == 1
+
+    _with_gateway(city, body)
+    assert len(listener.on(f"/dust/{dev}/telemetry")) == 1
+    assert [d["code"] for d in _letters(listener, city)] == ["hj212_bad_pw"] * 3
