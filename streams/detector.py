@@ -25,6 +25,7 @@ the worker writes only those (bench/RESULTS.md: keep table writes off the hot pa
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from heapq import heappop, heappush
@@ -52,6 +53,14 @@ if TYPE_CHECKING:
 __all__ = ["Detector", "RegistryLike"]
 
 STATE_VERSION = 2
+
+
+@functools.lru_cache(maxsize=65536)
+def _device_record(device: Any) -> dict[str, Any]:
+    """``dataclasses.asdict`` of a registry ``Device`` (frozen, all fields scalars), once per
+    device version: asdict's deep copy was 5 % of the worker's time (bench/RESULTS.md, issue 15).
+    Callers copy it (a shallow copy is a full one: the values are scalars)."""
+    return dataclasses.asdict(device)
 
 
 class RegistryLike(Protocol):
@@ -316,7 +325,7 @@ class Detector:
         return {
             "v": STATE_VERSION,
             "kind": slot.device.kind,
-            "device": dataclasses.asdict(slot.device),
+            "device": dict(_device_record(slot.device)),
             "states": {
                 name: rule.export(st)
                 for name, rule, st in zip(slot.sections, slot.rules, slot.states, strict=True)
