@@ -43,22 +43,21 @@ import asyncio
 import contextlib
 import logging
 import os
-import ssl
-import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
-from contract.topics import gateway_deadletter_topic, telemetry_topic
+from contract.topics import telemetry_topic
 from foundation.errors import CitywatchError
 from foundation.settings import Settings
-from ingest.gateways.report import report_payload
-from ingest.gateways.throttle import CredentialThrottle, host_of
+from ingest.gateways.server import (
+    MAX_UNREAD_REPLIES,
+    PER_CONNECTION_PENDING,
+    GatewayServer,
+    wall_clock_ms,
+)
+from ingest.gateways.throttle import host_of
 from ingest.hj212 import (
     DATA_CNS,
     MAX_FRAME,
@@ -73,17 +72,10 @@ from ingest.hj212 import (
     reading_fields,
     request_reply,
 )
-from registry.devices import Device, Registry, RegistryWatcher
+from registry.devices import Device, Registry
 from registry.hj212_passwords import PasswordWatcher
 
 log = logging.getLogger(__name__)
-
-PER_CONNECTION_PENDING = 32
-"""Publishes of one connection awaiting PUBACK before that connection's reading pauses."""
-
-
-MAX_UNREAD_REPLIES = 64 * 1024
-"""Bytes of replies a monitor may leave unread before its connection is dropped."""
 
 
 def passwords_path(settings: Settings) -> str:
@@ -93,105 +85,10 @@ def passwords_path(settings: Settings) -> str:
     )
 
 
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-@dataclass
-class GatewayStats:
-    """What the gateway did; ``summary()`` is its periodic log line."""
-
-    connections: int = 0
-    open: int = 0
-    frames: int = 0
-    readings: int = 0
-    """Readings the broker acknowledged."""
-    replies: int = 0
-    dead: Counter[str] = field(default_factory=Counter)
-    """Dead letters the broker acknowledged, by code."""
-    closed_for_errors: int = 0
-
-    def summary(self) -> str:
-        dead = ", ".join(f"{c}={n}" for c, n in self.dead.most_common()) or "none"
-        return (
-            f"connections open={self.open} total={self.connections} frames={self.frames} "
-            f"readings={self.readings} replies={self.replies} closed_for_errors="
-            f"{self.closed_for_errors}; dead letters: {dead}"
-        )
-
-
-class _Publisher:
-    """One paho connection as the gateway identity; ``publish`` returns a future for the PUBACK.
-
-    paho runs its network loop in its own thread; PUBACKs resolve futures on
-    the asyncio loop. A lost connection is re-established by paho and what
-    was not acknowledged is sent again (a persistent session), so the futures
-    of a connection loss simply wait.
-    """
-
-    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop, max_pending: int):
-        m = settings.mqtt
-        self.loop = loop
-        self.connected = asyncio.Event()
-        self.refused: str | None = None
-        self._futures: dict[int, asyncio.Future[None]] = {}
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=m.username, protocol=mqtt.MQTTv5
-        )
-        client.username_pw_set(m.username, m.password or None)
-        if m.tls:
-            client.tls_set(ca_certs=m.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
-        client.max_inflight_messages_set(min(max_pending, 1000))
-        client.max_queued_messages_set(0)  # bounded by the gateway's own semaphore
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
-        client.on_connect = self._on_connect
-        client.on_publish = self._on_publish
-        client.on_disconnect = self._on_disconnect
-        self.client = client
-        self.host, self.port = m.host, m.port
-
-    def _on_connect(self, client, userdata, flags, rc, props=None) -> None:  # noqa: ANN001
-        if rc.is_failure:
-            self.refused = str(rc)
-            log.error("the broker refused the gateway identity: %s", rc)
-        self.loop.call_soon_threadsafe(self.connected.set)
-
-    def _on_disconnect(self, client, userdata, flags, rc, props=None) -> None:  # noqa: ANN001
-        if rc != 0:
-            log.warning("MQTT disconnected (%s); paho reconnects with backoff", rc)
-
-    def _on_publish(self, client, userdata, mid, rc, props=None) -> None:  # noqa: ANN001
-        self.loop.call_soon_threadsafe(self._acked, mid)
-
-    def _acked(self, mid: int) -> None:
-        fut = self._futures.pop(mid, None)
-        if fut is not None and not fut.done():
-            fut.set_result(None)
-
-    def start(self) -> None:
-        self.client.connect_async(self.host, self.port, keepalive=30)
-        self.client.loop_start()
-
-    def publish(self, topic: str, payload: bytes) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = self.loop.create_future()
-        info = self.client.publish(topic, payload, qos=1)
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            fut.set_exception(
-                ConnectionError(f"paho refused the publish: {mqtt.error_string(info.rc)}")
-            )
-            return fut
-        self._futures[info.mid] = fut
-        if info.is_published():  # acked before we registered: resolve now
-            self._acked(info.mid)
-        return fut
-
-    def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-class Hj212Gateway:
+class Hj212Gateway(GatewayServer):
     """One gateway process (see the module doc). ``port`` is the bound port once ``ready`` is set."""
+
+    PROTOCOL = "HJ 212"
 
     def __init__(
         self,
@@ -201,24 +98,14 @@ class Hj212Gateway:
         clock: Callable[[], int] = wall_clock_ms,
         registry_check_s: float = 2.0,
     ):
-        self.settings = settings
-        self.identity = settings.mqtt.username
-        self.deadletter_topic = gateway_deadletter_topic(self.identity)
         h = settings.hj212
-        self.listen_host, self.listen_port = (
-            (listen.rpartition(":")[0], int(listen.rpartition(":")[2]))
-            if listen
-            else (h.host, h.port)
-        )
+        super().__init__(
+            settings, listen=listen, host=h.host, port=h.port, max_pending=h.max_pending,
+            clock=clock, registry_check_s=registry_check_s,
+        )  # fmt: skip
         self.pm_factor = h.pm_factor
         self.max_bad = h.max_bad_frames
         self.idle_s = h.idle_timeout_s
-        self.clock = clock
-        self.registry = RegistryWatcher(
-            settings.paths.registry,
-            check_interval_s=registry_check_s,
-            on_error=self._registry_error,
-        )
         served = [d for d in self.registry.current() if d.mn and d.gateway == self.identity]
         if not served:
             # the default mqtt.username is the bridge's: running as it would take its session
@@ -230,20 +117,7 @@ class Hj212Gateway:
         self.passwords = PasswordWatcher(
             passwords_path(settings), check_interval_s=registry_check_s
         )
-        self.stats = GatewayStats()
-        self.throttle = CredentialThrottle()
-        self.ready = asyncio.Event()
-        self.port: int | None = None
         self._by_mn: tuple[Registry | None, dict[str, Device]] = (None, {})
-        self._pending = 0
-        self._max_pending = settings.hj212.max_pending
-        self._room = asyncio.Event()
-        self._room.set()
-        self._publisher: _Publisher | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def _registry_error(self, err: Exception) -> None:
-        log.error("registry edit refused, still serving the previous version: %s", err)
 
     def monitor(self, mn: str) -> Device | None:
         """The registry's monitor with this MN behind this gateway, None when there is none."""
@@ -255,112 +129,8 @@ class Hj212Gateway:
             )
         return self._by_mn[1].get(mn)
 
-    # ---------------------------------------------------------------- serving
-
-    async def run(self, stop: asyncio.Event, stats_every_s: float = 30.0) -> GatewayStats:
-        loop = asyncio.get_running_loop()
-        publisher = self._publisher = _Publisher(
-            self.settings, loop, self.settings.hj212.max_pending
-        )
-        publisher.start()
-        try:
-            await asyncio.wait_for(publisher.connected.wait(), 30)
-        except TimeoutError:
-            publisher.stop()
-            raise CitywatchError(
-                f"the broker at {publisher.host}:{publisher.port} did not answer within 30 s"
-            ) from None
-        if publisher.refused:
-            publisher.stop()
-            raise CitywatchError(
-                f"the broker refused identity {self.identity} ({publisher.refused}): provision it "
-                "(citywatch devices provision) and give the gateway its secret"
-            )
-        server = await asyncio.start_server(
-            self._serve, self.listen_host, self.listen_port, backlog=4096
-        )
-        self.port = server.sockets[0].getsockname()[1]
-        log.info(
-            "HJ 212 gateway %s listening on %s:%d, publishing to %s:%d",
-            self.identity, self.listen_host, self.port, publisher.host, publisher.port,
-        )  # fmt: skip
-        self.ready.set()
-        reporter = asyncio.create_task(self._report(stats_every_s))
-        try:
-            await stop.wait()
-        finally:
-            reporter.cancel()
-            server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 5)
-            publisher.stop()
-            log.info("HJ 212 gateway stopped: %s", self.stats.summary())
-        return self.stats
-
-    async def _report(self, every_s: float) -> None:
-        while True:
-            await asyncio.sleep(every_s)
-            log.info("hj212 gateway: %s", self.stats.summary())
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self.stats.connections += 1
-        self.stats.open += 1
-        peername = writer.get_extra_info("peername")
-        peer = f"{peername[0]}:{peername[1]}" if peername else "?"
-        if self.throttle.locked(host_of(peer)):  # a guesser's address: closed unread
-            self.stats.open -= 1
-            self._tasks.discard(task)
-            writer.close()
-            return
-        conn = _Connection(self, writer, peer)
-        try:
-            await conn.serve(reader)
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        except Exception:  # one connection's bug must not stop the others
-            log.exception("HJ 212 connection from %s failed", peer)
-        finally:
-            self.stats.open -= 1
-            self._tasks.discard(task)
-            await conn.close()
-
-    # ---------------------------------------------------------------- publishing
-
-    async def publish(self, topic: str, payload: bytes) -> asyncio.Future[None]:
-        """Publish once there is room under ``max_pending``; the future is the PUBACK."""
-        assert self._publisher is not None
-        while self._pending >= self._max_pending:
-            # an Event, not a Semaphore: asyncio's Semaphore walks its waiters on every
-            # release, which with hundreds of waiting connections cost more than the frames
-            self._room.clear()
-            await self._room.wait()
-        self._pending += 1
-        fut = self._publisher.publish(topic, payload)
-        fut.add_done_callback(self._released)
-        return fut
-
-    def _released(self, _fut: asyncio.Future[None]) -> None:
-        self._pending -= 1
-        if self._pending < self._max_pending:
-            self._room.set()
-
-    async def dead_letter(
-        self, code: str, message: str, raw: bytes, device: str | None, peer: str
-    ) -> asyncio.Future[None]:
-        payload = report_payload(code, message, raw, self.clock(), device, peer)
-        fut = await self.publish(self.deadletter_topic, payload)
-
-        def count(f: asyncio.Future[None]) -> None:
-            if not f.cancelled() and f.exception() is None:
-                self.stats.dead[code] += 1
-
-        fut.add_done_callback(count)
-        return fut
+    def connection(self, writer: asyncio.StreamWriter, peer: str) -> _Connection:
+        return _Connection(self, writer, peer)
 
 
 class _Connection:

@@ -50,18 +50,17 @@ from typing import Any
 
 import orjson
 
-from contract.topics import gateway_deadletter_topic, telemetry_topic
+from contract.topics import telemetry_topic
 from foundation.errors import CitywatchError
 from foundation.settings import Settings
-from ingest.gateways.hj212 import (
+from ingest.gateways.report import MAX_RAW
+from ingest.gateways.server import (
     MAX_UNREAD_REPLIES,
     PER_CONNECTION_PENDING,
-    GatewayStats,
-    _Publisher,
+    GatewayServer,
     wall_clock_ms,
 )
-from ingest.gateways.report import MAX_RAW, report_payload
-from ingest.gateways.throttle import CredentialThrottle, host_of
+from ingest.gateways.throttle import host_of
 from ingest.jt808 import (
     MAX_WIRE,
     MSG_NAMES,
@@ -88,7 +87,7 @@ from ingest.jt808 import (
     phone_key,
     registration_reply,
 )
-from registry.devices import Device, Registry, RegistryWatcher
+from registry.devices import Device, Registry
 from registry.jt808_codes import AuthCodes
 
 log = logging.getLogger(__name__)
@@ -104,8 +103,10 @@ def auth_codes_path(settings: Settings) -> str:
     )
 
 
-class Jt808Gateway:
+class Jt808Gateway(GatewayServer):
     """One gateway process (see the module doc). ``port`` is the bound port once ``ready`` is set."""
+
+    PROTOCOL = "JT/T 808"
 
     def __init__(
         self,
@@ -115,23 +116,13 @@ class Jt808Gateway:
         clock: Callable[[], int] = wall_clock_ms,
         registry_check_s: float = 2.0,
     ):
-        self.settings = settings
-        self.identity = settings.mqtt.username
-        self.deadletter_topic = gateway_deadletter_topic(self.identity)
         j = settings.jt808
-        self.listen_host, self.listen_port = (
-            (listen.rpartition(":")[0], int(listen.rpartition(":")[2]))
-            if listen
-            else (j.host, j.port)
-        )
+        super().__init__(
+            settings, listen=listen, host=j.host, port=j.port, max_pending=j.max_pending,
+            clock=clock, registry_check_s=registry_check_s,
+        )  # fmt: skip
         self.max_bad = j.max_bad_frames
         self.idle_s = j.idle_timeout_s
-        self.clock = clock
-        self.registry = RegistryWatcher(
-            settings.paths.registry,
-            check_interval_s=registry_check_s,
-            on_error=self._registry_error,
-        )
         served = [d for d in self.registry.current() if d.phone and d.gateway == self.identity]
         if not served:
             # the default mqtt.username is the bridge's: running as it would take its session
@@ -141,21 +132,8 @@ class Jt808Gateway:
                 "(and its secret in mqtt.password or mqtt.password_file)"
             )
         self.codes = AuthCodes(auth_codes_path(settings), check_interval_s=registry_check_s)
-        self.stats = GatewayStats()
-        self.throttle = CredentialThrottle()
-        self.ready = asyncio.Event()
-        self.port: int | None = None
         self._by_phone: tuple[Registry | None, dict[str, Device]] = (None, {})
-        self._pending = 0
-        self._max_pending = j.max_pending
-        self._room = asyncio.Event()
-        self._room.set()
-        self._publisher: _Publisher | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._serial = 0
-
-    def _registry_error(self, err: Exception) -> None:
-        log.error("registry edit refused, still serving the previous version: %s", err)
 
     def terminal(self, phone: str) -> Device | None:
         """The registry's vehicle terminal with this phone number behind this gateway, or None."""
@@ -176,108 +154,8 @@ class Jt808Gateway:
         self._serial = (self._serial + 1) & 0xFFFF
         return self._serial
 
-    # ---------------------------------------------------------------- serving
-
-    async def run(self, stop: asyncio.Event, stats_every_s: float = 30.0) -> GatewayStats:
-        loop = asyncio.get_running_loop()
-        publisher = self._publisher = _Publisher(self.settings, loop, self._max_pending)
-        publisher.start()
-        try:
-            await asyncio.wait_for(publisher.connected.wait(), 30)
-        except TimeoutError:
-            publisher.stop()
-            raise CitywatchError(
-                f"the broker at {publisher.host}:{publisher.port} did not answer within 30 s"
-            ) from None
-        if publisher.refused:
-            publisher.stop()
-            raise CitywatchError(
-                f"the broker refused identity {self.identity} ({publisher.refused}): provision it "
-                "(citywatch devices provision) and give the gateway its secret"
-            )
-        server = await asyncio.start_server(
-            self._serve, self.listen_host, self.listen_port, backlog=4096
-        )
-        self.port = server.sockets[0].getsockname()[1]
-        log.info(
-            "JT/T 808 gateway %s listening on %s:%d, publishing to %s:%d",
-            self.identity, self.listen_host, self.port, publisher.host, publisher.port,
-        )  # fmt: skip
-        self.ready.set()
-        reporter = asyncio.create_task(self._report(stats_every_s))
-        try:
-            await stop.wait()
-        finally:
-            reporter.cancel()
-            server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 5)
-            publisher.stop()
-            log.info("JT/T 808 gateway stopped: %s", self.stats.summary())
-        return self.stats
-
-    async def _report(self, every_s: float) -> None:
-        while True:
-            await asyncio.sleep(every_s)
-            log.info("jt808 gateway: %s", self.stats.summary())
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self.stats.connections += 1
-        self.stats.open += 1
-        peername = writer.get_extra_info("peername")
-        peer = f"{peername[0]}:{peername[1]}" if peername else "?"
-        if self.throttle.locked(host_of(peer)):  # a guesser's address: closed unread
-            self.stats.open -= 1
-            self._tasks.discard(task)
-            writer.close()
-            return
-        conn = _Connection(self, writer, peer)
-        try:
-            await conn.serve(reader)
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        except Exception:  # one connection's bug must not stop the others
-            log.exception("JT/T 808 connection from %s failed", peer)
-        finally:
-            self.stats.open -= 1
-            self._tasks.discard(task)
-            await conn.close()
-
-    # ---------------------------------------------------------------- publishing
-
-    async def publish(self, topic: str, payload: bytes) -> asyncio.Future[None]:
-        """Publish once there is room under ``max_pending``; the future is the PUBACK."""
-        assert self._publisher is not None
-        while self._pending >= self._max_pending:
-            self._room.clear()
-            await self._room.wait()
-        self._pending += 1
-        fut = self._publisher.publish(topic, payload)
-        fut.add_done_callback(self._released)
-        return fut
-
-    def _released(self, _fut: asyncio.Future[None]) -> None:
-        self._pending -= 1
-        if self._pending < self._max_pending:
-            self._room.set()
-
-    async def dead_letter(
-        self, code: str, message: str, raw: bytes, device: str | None, peer: str
-    ) -> asyncio.Future[None]:
-        payload = report_payload(code, message, raw, self.clock(), device, peer)
-        fut = await self.publish(self.deadletter_topic, payload)
-
-        def count(f: asyncio.Future[None]) -> None:
-            if not f.cancelled() and f.exception() is None:
-                self.stats.dead[code] += 1
-
-        fut.add_done_callback(count)
-        return fut
+    def connection(self, writer: asyncio.StreamWriter, peer: str) -> _Connection:
+        return _Connection(self, writer, peer)
 
 
 class _Connection:

@@ -429,6 +429,7 @@ def test_an_address_guessing_passwords_is_locked_out_and_another_address_goes_on
         assert decode(await asyncio.wait_for(reader.readuntil(b"\r\n"), 15)).cn == "9014"
         writer.close()
         assert gw.throttle.refused == 1
+        await _wait(lambda: len(listener.on(f"/dust/{dev}/telemetry")) == 1)
 
     _with_gateway(city, body)
     assert len(listener.on(f"/dust/{dev}/telemetry")) == 1
