@@ -290,39 +290,17 @@ def rss_growth(samples: dict[str, list[float]]) -> list[str]:
 
 
 async def journal_position(settings: Settings) -> tuple[int, int]:
-    """(records in the journal, records the worker committed), summed over partitions.
-
-    The end is found by reading each partition's last batch (tansu reports the
-    last batch's first offset + 1 as the end: docs/decisions/004).
-    """
+    """(records in the journal, records the worker committed), summed over partitions."""
     from aiokafka import TopicPartition
 
-    from bus.kafka import consumer_for
+    from bus.kafka import group_positions, partition_ends
 
     k = settings.kafka
     topic = KafkaTopics(k.topic_prefix).telemetry
     tps = [TopicPartition(topic, p) for p in range(k.partitions)]
-    group = consumer_for(k, group_id=f"{k.topic_prefix}-worker", enable_auto_commit=False)
-    reader = consumer_for(k, group_id=None, enable_auto_commit=False)
-    await group.start()
-    await reader.start()
-    try:
-        reader.assign(tps)
-        reported = await reader.end_offsets(tps)
-        total = done = 0
-        for tp in tps:
-            end = reported[tp]
-            if end > 0:
-                reader.seek(tp, end - 1)
-                # one fetch: the last batch holds the true end; a loop never ends under load
-                if batch := (await reader.getmany(tp, timeout_ms=300)).get(tp):
-                    end = max(end, batch[-1].offset + 1)
-            total += end
-            done += (await group.committed(tp)) or 0
-        return total, done
-    finally:
-        await group.stop()
-        await reader.stop()
+    ends = await partition_ends(k, tps)
+    committed = await group_positions(k, f"{k.topic_prefix}-worker", tps)
+    return sum(ends.values()), sum(c or 0 for c in committed.values())
 
 
 def telemetry_total(settings: Settings) -> int:

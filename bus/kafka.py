@@ -389,3 +389,59 @@ async def ensure_topics_for(
     return await ensure_topics(
         k.bootstrap, k.topic_prefix, k.partitions, security=client_security(k), wait=wait, who=who
     )
+
+
+# ------------------------------------------------------------------ where partitions end, where groups are
+
+
+async def partition_ends(k: KafkaSettings, tps: list[Any]) -> dict[Any, int]:
+    """Each partition's end as its records say, read once (a snapshot, not a wait).
+
+    tansu answers ListOffsets with the first offset of the last batch plus one
+    (docs/decisions/004-tansu-as-kafka-in-tests.md), so ``end_offsets`` alone
+    would call a journal drained a whole batch early. One fetch from the reported
+    end minus one returns the last batch, whose last offset plus one is the end;
+    one fetch, because a loop to the end never finishes while producers write.
+    With Kafka or Redpanda the reported end is already right and nothing moves it.
+    """
+    reader = consumer_for(k, group_id=None, enable_auto_commit=False)
+    await start_client(reader, k.bootstrap)
+    try:
+        reader.assign(tps)
+        ends = dict(await reader.end_offsets(tps))
+        for tp in tps:
+            if ends[tp] > 0:
+                reader.seek(tp, ends[tp] - 1)
+                if batch := (await reader.getmany(tp, timeout_ms=300)).get(tp):
+                    ends[tp] = max(ends[tp], batch[-1].offset + 1)
+        return ends
+    finally:
+        await reader.stop()
+
+
+async def group_positions(k: KafkaSettings, group_id: str, tps: list[Any]) -> dict[Any, int | None]:
+    """The offsets ``group_id`` committed on each partition (None: never committed there)."""
+    group = consumer_for(k, group_id=group_id, enable_auto_commit=False)
+    await start_client(group, k.bootstrap)
+    try:
+        return {tp: await group.committed(tp) for tp in tps}
+    finally:
+        await group.stop()
+
+
+async def group_lag(k: KafkaSettings, group_id: str, tps: list[Any]) -> int | None:
+    """Records of ``tps`` that ``group_id`` has not committed (None: it never committed where there is data).
+
+    An empty partition the group never committed on is no lag; a non-empty one
+    it never committed on means the consumer has not started yet: cannot tell.
+    """
+    ends = await partition_ends(k, tps)
+    committed = await group_positions(k, group_id, tps)
+    lag = 0
+    for tp in tps:
+        if committed[tp] is None:
+            if ends[tp]:
+                return None
+            continue
+        lag += max(0, ends[tp] - committed[tp])
+    return lag

@@ -310,44 +310,16 @@ async def _final_watermark(settings: Settings, at: int) -> None:
 
 
 async def _lag(settings: Settings) -> int | None:
-    """Journal records the worker has not committed yet (None: cannot tell yet).
-
-    The end of each partition is found by reading its last batch: tansu
-    answers ListOffsets with the first offset of the last batch plus one, not
-    the true end, so ``end_offsets`` alone would declare the journal drained
-    too early.
-    """
+    """Journal records the worker has not committed yet (None: cannot tell yet)."""
     from aiokafka import TopicPartition
 
-    from bus.kafka import consumer_for
+    from bus.kafka import group_lag
     from contract.topics import KafkaTopics
 
     k = settings.kafka
     topic = KafkaTopics(k.topic_prefix).telemetry
     tps = [TopicPartition(topic, p) for p in range(k.partitions)]
-    group = consumer_for(k, group_id=f"{k.topic_prefix}-worker", enable_auto_commit=False)
-    reader = consumer_for(k, group_id=None, enable_auto_commit=False)
-    await group.start()
-    await reader.start()
-    try:
-        reader.assign(tps)
-        reported = await reader.end_offsets(tps)
-        lag = 0
-        for tp in tps:
-            end = reported[tp]
-            if end > 0:
-                reader.seek(tp, end - 1)
-                # one fetch: the last batch holds the true end; a loop never ends under load
-                if batch := (await reader.getmany(tp, timeout_ms=300)).get(tp):
-                    end = max(end, batch[-1].offset + 1)
-            committed = await group.committed(tp)
-            if committed is None:
-                return None if end else 0
-            lag += max(0, end - committed)
-        return lag
-    finally:
-        await group.stop()
-        await reader.stop()
+    return await group_lag(k, f"{k.topic_prefix}-worker", tps)
 
 
 def run(

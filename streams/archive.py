@@ -45,7 +45,14 @@ from typing import IO, Any
 
 import orjson
 
-from bus.kafka import consumer_for, ensure_topics_for, producer_for, start_client
+from bus.kafka import (
+    consumer_for,
+    ensure_topics_for,
+    group_positions,
+    partition_ends,
+    producer_for,
+    start_client,
+)
 from contract.journal import encode, journal_key
 from contract.topics import KafkaTopics, parse_topic
 from foundation.errors import CitywatchError
@@ -393,16 +400,13 @@ async def restore(settings: Settings, directory: Path | None = None) -> dict[str
 async def lag(settings: Settings) -> int | None:
     """Records of the archived topics not yet on disk (committed by the archive); None: no archive ran.
 
-    Ends are found by reading each partition's last batch (tansu answers
-    ListOffsets with the last batch's base offset + 1, decision 004).
+    Ends as ``bus.kafka.partition_ends`` reads them (past tansu's short answer, decision 004).
     """
     from aiokafka import TopicPartition
 
     k = settings.kafka
     topics = KafkaTopics(k.topic_prefix)
-    group = consumer_for(k, group_id=f"{k.topic_prefix}.archive", enable_auto_commit=False)
     reader = consumer_for(k, group_id=None, enable_auto_commit=False)
-    await start_client(group, k.bootstrap)
     await start_client(reader, k.bootstrap)
     try:
         await reader.topics()
@@ -410,22 +414,12 @@ async def lag(settings: Settings) -> int | None:
         for kind in ARCHIVED:
             t = getattr(topics, _ATTR[kind])
             tps += [TopicPartition(t, p) for p in sorted(reader.partitions_for_topic(t) or ())]
-        if not tps:
-            return None
-        reader.assign(tps)
-        reported = await reader.end_offsets(tps)
-        behind, seen = 0, False
-        for tp in tps:
-            end = reported[tp]
-            if end > 0:
-                reader.seek(tp, end - 1)
-                # one fetch: the last batch holds the true end; a loop never ends under load
-                if batch := (await reader.getmany(tp, timeout_ms=300)).get(tp):
-                    end = max(end, batch[-1].offset + 1)
-            committed = await group.committed(tp)
-            seen = seen or committed is not None
-            behind += max(0, end - (committed or 0))
-        return behind if seen or behind == 0 else None
     finally:
-        await group.stop()
         await reader.stop()
+    if not tps:
+        return None
+    ends = await partition_ends(k, tps)
+    committed = await group_positions(k, f"{k.topic_prefix}.archive", tps)
+    seen = any(c is not None for c in committed.values())
+    behind = sum(max(0, ends[tp] - (committed[tp] or 0)) for tp in tps)
+    return behind if seen or behind == 0 else None
