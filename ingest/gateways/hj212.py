@@ -40,7 +40,6 @@ field mapping; ``ingest.hj212`` is the codec.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -52,12 +51,10 @@ from contract.topics import telemetry_topic
 from foundation.errors import CitywatchError
 from foundation.settings import Settings
 from ingest.gateways.server import (
-    MAX_UNREAD_REPLIES,
-    PER_CONNECTION_PENDING,
+    Connection,
     GatewayServer,
     wall_clock_ms,
 )
-from ingest.gateways.throttle import host_of
 from ingest.hj212 import (
     DATA_CNS,
     MAX_FRAME,
@@ -133,16 +130,13 @@ class Hj212Gateway(GatewayServer):
         return _Connection(self, writer, peer)
 
 
-class _Connection:
+class _Connection(Connection):
     """One monitor's TCP connection: frames in order, replies after the broker's PUBACK."""
 
-    def __init__(self, gateway: Hj212Gateway, writer: asyncio.StreamWriter, peer: str):
-        self.gw = gateway
-        self.writer = writer
-        self.peer = peer
-        self.bad_in_a_row = 0
-        self.inflight = asyncio.Semaphore(PER_CONNECTION_PENDING)
-        self.waiting: set[asyncio.Future[Any]] = set()
+    BAD_CREDENTIALS = "hj212_bad_pw"
+    TOO_MANY = "hj212_too_many_errors"
+    UNIT = "frames"
+    gw: Hj212Gateway
 
     async def serve(self, reader: asyncio.StreamReader) -> None:
         """Frames are CRLF-delimited; at most one frame's bytes are buffered.
@@ -256,79 +250,15 @@ class _Connection:
             payload = orjson.dumps({"ts": ts, **fields, "mn": frame.mn})
             topic = telemetry_topic(device.district, device.kind, device.device_id)
             fut = await self.gw.publish(topic, payload)
-            fut.add_done_callback(self._count_reading)
+            fut.add_done_callback(self.count_reading)
         await self.after(fut, frame)
         return True
 
-    def _count_reading(self, fut: asyncio.Future[None]) -> None:
-        if not fut.cancelled() and fut.exception() is None:
-            self.gw.stats.readings += 1
-
     async def after(self, fut: asyncio.Future[None], frame: Frame) -> None:
         """Reply 9014 once the broker has the record (when the Flag asks); bounded per connection."""
-        await self.inflight.acquire()
-        self.waiting.add(fut)
 
-        def done(f: asyncio.Future[None]) -> None:
-            self.inflight.release()
-            self.waiting.discard(f)
+        def answer(f: asyncio.Future[Any]) -> None:
             if not f.cancelled() and f.exception() is None and frame.wants_reply:
                 self.reply(data_reply(frame))
 
-        fut.add_done_callback(done)
-
-    async def bad(self, code: str, message: str, raw: bytes, device: str | None) -> bool:
-        """Dead-letter a bad frame; False (close) after ``max_bad_frames`` in a row."""
-        self.bad_in_a_row += 1
-        fut = await self.gw.dead_letter(code, message, raw, device, self.peer)
-        await self.inflight.acquire()
-        self.waiting.add(fut)
-
-        def done(f: asyncio.Future[None]) -> None:
-            self.inflight.release()
-            self.waiting.discard(f)
-
-        fut.add_done_callback(done)
-        if code == "hj212_bad_pw" and self.gw.throttle.failed(host_of(self.peer)):
-            t = self.gw.throttle
-            log.warning(
-                "HJ 212: %d wrong credentials from %s within %.0f s; the address is refused for "
-                "%.0f s (docs/gateways.md, \"Authentication\")",
-                t.limit, host_of(self.peer), t.window_s, t.lockout_s,
-            )  # fmt: skip
-            return False
-        if self.bad_in_a_row >= self.gw.max_bad:
-            self.gw.stats.closed_for_errors += 1
-            await self.gw.dead_letter(
-                "hj212_too_many_errors",
-                f"{self.bad_in_a_row} bad frames in a row; the connection is closed",
-                b"", device, self.peer,
-            )  # fmt: skip
-            log.warning(
-                "HJ 212 connection from %s closed after %d bad frames in a row (last: %s)",
-                self.peer, self.bad_in_a_row, code,
-            )  # fmt: skip
-            return False
-        return True
-
-    def reply(self, frame: bytes) -> None:
-        if self.writer.is_closing():
-            return
-        if self.writer.transport.get_write_buffer_size() > MAX_UNREAD_REPLIES:
-            # a monitor that never reads its replies would grow our buffer without end
-            log.warning("HJ 212 connection from %s reads no replies; closed", self.peer)
-            self.writer.transport.abort()
-            return
-        self.writer.write(frame)
-        self.gw.stats.replies += 1
-
-    async def close(self) -> None:
-        """Let the replies of what is in flight go out (a few seconds at most), then close."""
-        if self.waiting:
-            with contextlib.suppress(Exception):
-                await asyncio.wait(list(self.waiting), timeout=5)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.writer.drain(), 2)
-        self.writer.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.writer.wait_closed(), 2)
+        await self.hold(fut, answer)

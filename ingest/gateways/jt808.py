@@ -42,7 +42,6 @@ sibling of ``ingest.gateways.hj212``, built the same way:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -55,12 +54,10 @@ from foundation.errors import CitywatchError
 from foundation.settings import Settings
 from ingest.gateways.report import MAX_RAW
 from ingest.gateways.server import (
-    MAX_UNREAD_REPLIES,
-    PER_CONNECTION_PENDING,
+    Connection,
     GatewayServer,
     wall_clock_ms,
 )
-from ingest.gateways.throttle import host_of
 from ingest.jt808 import (
     MAX_WIRE,
     MSG_NAMES,
@@ -158,18 +155,18 @@ class Jt808Gateway(GatewayServer):
         return _Connection(self, writer, peer)
 
 
-class _Connection:
+class _Connection(Connection):
     """One terminal's TCP connection: messages in order, report replies after the broker's PUBACK."""
 
+    BAD_CREDENTIALS = "jt808_bad_auth"
+    TOO_MANY = "jt808_too_many_errors"
+    UNIT = "messages"
+    gw: Jt808Gateway
+
     def __init__(self, gateway: Jt808Gateway, writer: asyncio.StreamWriter, peer: str):
-        self.gw = gateway
-        self.writer = writer
-        self.peer = peer
-        self.bad_in_a_row = 0
+        super().__init__(gateway, writer, peer)
         self.phone: str | None = None
         """The phone (``phone_key``) this connection authenticated as; None before 0x0102."""
-        self.inflight = asyncio.Semaphore(PER_CONNECTION_PENDING)
-        self.waiting: set[asyncio.Future[Any]] = set()
 
     async def serve(self, reader: asyncio.StreamReader) -> None:
         """Split the stream at 0x7e; at most one message's bytes are buffered.
@@ -346,7 +343,7 @@ class _Connection:
         for ts, fields in reports:
             payload = orjson.dumps({"ts": ts, **fields, "phone": frame.phone})
             fut = await self.gw.publish(topic, payload)
-            fut.add_done_callback(self._count_reading)
+            fut.add_done_callback(self.count_reading)
             futures.append(fut)
         done: asyncio.Future[Any] = (
             futures[0] if len(futures) == 1 else asyncio.ensure_future(asyncio.gather(*futures))
@@ -354,79 +351,15 @@ class _Connection:
         await self.after(done, frame)
         return True
 
-    def _count_reading(self, fut: asyncio.Future[None]) -> None:
-        if not fut.cancelled() and fut.exception() is None:
-            self.gw.stats.readings += 1
-
     async def after(self, fut: asyncio.Future[Any], frame: Frame) -> None:
         """Reply 0x8001 result 0 once the broker has every report; bounded per connection."""
-        await self.inflight.acquire()
-        self.waiting.add(fut)
 
-        def done(f: asyncio.Future[Any]) -> None:
-            self.inflight.release()
-            self.waiting.discard(f)
+        def answer(f: asyncio.Future[Any]) -> None:
             if not f.cancelled() and f.exception() is None:
                 self.answer(frame, RESULT_OK)
 
-        fut.add_done_callback(done)
-
-    async def bad(self, code: str, message: str, raw: bytes, device: str | None) -> bool:
-        """Dead-letter a bad message; False (close) after ``max_bad_frames`` in a row."""
-        self.bad_in_a_row += 1
-        fut = await self.gw.dead_letter(code, message, raw, device, self.peer)
-        await self.inflight.acquire()
-        self.waiting.add(fut)
-
-        def done(f: asyncio.Future[None]) -> None:
-            self.inflight.release()
-            self.waiting.discard(f)
-
-        fut.add_done_callback(done)
-        if code == "jt808_bad_auth" and self.gw.throttle.failed(host_of(self.peer)):
-            t = self.gw.throttle
-            log.warning(
-                "JT/T 808: %d wrong credentials from %s within %.0f s; the address is refused for "
-                "%.0f s (docs/gateways.md, \"Authentication\")",
-                t.limit, host_of(self.peer), t.window_s, t.lockout_s,
-            )  # fmt: skip
-            return False
-        if self.bad_in_a_row >= self.gw.max_bad:
-            self.gw.stats.closed_for_errors += 1
-            await self.gw.dead_letter(
-                "jt808_too_many_errors",
-                f"{self.bad_in_a_row} bad messages in a row; the connection is closed",
-                b"", device, self.peer,
-            )  # fmt: skip
-            log.warning(
-                "JT/T 808 connection from %s closed after %d bad messages in a row (last: %s)",
-                self.peer, self.bad_in_a_row, code,
-            )  # fmt: skip
-            return False
-        return True
+        await self.hold(fut, answer)
 
     def answer(self, frame: Frame, result: int) -> None:
         """0x8001 to ``frame`` with ``result``."""
         self.reply(general_reply(frame, result, self.gw.next_serial()))
-
-    def reply(self, message: bytes) -> None:
-        if self.writer.is_closing():
-            return
-        if self.writer.transport.get_write_buffer_size() > MAX_UNREAD_REPLIES:
-            # a terminal that never reads its replies would grow our buffer without end
-            log.warning("JT/T 808 connection from %s reads no replies; closed", self.peer)
-            self.writer.transport.abort()
-            return
-        self.writer.write(message)
-        self.gw.stats.replies += 1
-
-    async def close(self) -> None:
-        """Let the replies of what is in flight go out (a few seconds at most), then close."""
-        if self.waiting:
-            with contextlib.suppress(Exception):
-                await asyncio.wait(list(self.waiting), timeout=5)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.writer.drain(), 2)
-        self.writer.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.writer.wait_closed(), 2)

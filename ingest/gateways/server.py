@@ -137,11 +137,107 @@ class Publisher:
         self.client.loop_stop()
 
 
+class Connection:
+    """What every device connection does alike: hold what is in flight, dead-letter, reply, close.
+
+    A protocol's handler subclasses it with ``serve(reader)`` and ``frame(raw)`` and names its
+    dead-letter codes and words; everything that is the gateway's policy rather than the
+    protocol's (the per-connection bound, the throttle, the bad-in-a-row bound, unread replies)
+    is here once (docs/gateways.md, "Bad frames" and "Authentication").
+    """
+
+    BAD_CREDENTIALS = ""
+    """The dead-letter code of a wrong credential (it counts toward the address's lockout)."""
+    TOO_MANY = ""
+    """The dead-letter code written when a connection is closed for bad frames in a row."""
+    UNIT = "frames"
+    """What the protocol calls one unit on the wire, in messages (``frames``, ``messages``)."""
+
+    def __init__(self, gateway: GatewayServer, writer: asyncio.StreamWriter, peer: str):
+        self.gw = gateway
+        self.writer = writer
+        self.peer = peer
+        self.bad_in_a_row = 0
+        self.inflight = asyncio.Semaphore(PER_CONNECTION_PENDING)
+        self.waiting: set[asyncio.Future[Any]] = set()
+
+    async def hold(
+        self, fut: asyncio.Future[Any], then: Callable[[asyncio.Future[Any]], None] | None = None
+    ) -> None:
+        """Count ``fut`` against the connection's bound until it settles, then call ``then``."""
+        await self.inflight.acquire()
+        self.waiting.add(fut)
+
+        def done(f: asyncio.Future[Any]) -> None:
+            self.inflight.release()
+            self.waiting.discard(f)
+            if then is not None:
+                then(f)
+
+        fut.add_done_callback(done)
+
+    def count_reading(self, fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self.gw.stats.readings += 1
+
+    async def bad(self, code: str, message: str, raw: bytes, device: str | None) -> bool:
+        """Dead-letter a bad frame; False (close) on a locked-out address or ``max_bad`` in a row."""
+        self.bad_in_a_row += 1
+        await self.hold(await self.gw.dead_letter(code, message, raw, device, self.peer))
+        if code == self.BAD_CREDENTIALS and self.gw.throttle.failed(host_of(self.peer)):
+            t = self.gw.throttle
+            log.warning(
+                "%s: %d wrong credentials from %s within %.0f s; the address is refused for "
+                "%.0f s (docs/gateways.md, \"Authentication\")",
+                self.gw.PROTOCOL, t.limit, host_of(self.peer), t.window_s, t.lockout_s,
+            )  # fmt: skip
+            return False
+        if self.bad_in_a_row >= self.gw.max_bad:
+            self.gw.stats.closed_for_errors += 1
+            await self.gw.dead_letter(
+                self.TOO_MANY,
+                f"{self.bad_in_a_row} bad {self.UNIT} in a row; the connection is closed",
+                b"", device, self.peer,
+            )  # fmt: skip
+            log.warning(
+                "%s connection from %s closed after %d bad %s in a row (last: %s)",
+                self.gw.PROTOCOL, self.peer, self.bad_in_a_row, self.UNIT, code,
+            )  # fmt: skip
+            return False
+        return True
+
+    def reply(self, data: bytes) -> None:
+        if self.writer.is_closing():
+            return
+        if self.writer.transport.get_write_buffer_size() > MAX_UNREAD_REPLIES:
+            # a device that never reads its replies would grow our buffer without end
+            log.warning(
+                "%s connection from %s reads no replies; closed", self.gw.PROTOCOL, self.peer
+            )
+            self.writer.transport.abort()
+            return
+        self.writer.write(data)
+        self.gw.stats.replies += 1
+
+    async def close(self) -> None:
+        """Let the replies of what is in flight go out (a few seconds at most), then close."""
+        if self.waiting:
+            with contextlib.suppress(Exception):
+                await asyncio.wait(list(self.waiting), timeout=5)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.drain(), 2)
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.wait_closed(), 2)
+
+
 class GatewayServer:
     """One gateway process. ``port`` is the bound port once ``ready`` is set."""
 
     PROTOCOL = ""
     """The protocol's name in log lines (``HJ 212``, ``JT/T 808``)."""
+    max_bad: int
+    """Bad frames in a row after which a connection is closed (the protocol's ``max_bad_frames``)."""
 
     def __init__(
         self,
