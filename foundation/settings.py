@@ -170,10 +170,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
         "max_queued_messages": Key(
             int,
-            100_000,
+            1_000_000,
             _positive,
             "citywatch's own broker: QoS-1 messages it queues per client before it drops "
-            "(size it for the bridges' outage window times the city's rate)",
+            "(the bridges' outage window times the city's rate: docs/operations.md)",
         ),
         "sys_interval_s": Key(
             int,
@@ -341,7 +341,7 @@ class MqttSettings:
     session_expiry_s: int
     password_file: str = ""
     auth_dir: str = ""
-    max_queued_messages: int = 100_000
+    max_queued_messages: int = 1_000_000
     sys_interval_s: int = 10
 
     @property
