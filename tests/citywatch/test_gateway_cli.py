@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import signal
@@ -10,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,6 +73,46 @@ def _port() -> int:
         return int(sock.getsockname()[1])
 
 
+class Stopped:
+    """What the gateway process printed and returned once SIGTERM stopped it."""
+
+    output = ""
+    returncode: int | None = None
+
+
+@contextlib.contextmanager
+def _gateway_command(
+    protocol: str, s: Settings, host: str, port: int
+) -> Iterator[tuple[socket.socket, Stopped]]:
+    """``citywatch gateway <protocol>`` as its own process and one TCP connection to it.
+
+    The process is SIGTERMed when the block ends; ``Stopped`` then holds its output and code.
+    """
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CITYWATCH_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "citywatch", "gateway", protocol],
+        env=base | settings_env(s), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    stopped = Stopped()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn = socket.create_connection((host, port), timeout=15)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, (
+                    "the gateway did not listen"
+                )
+                time.sleep(0.1)
+        with conn:
+            yield conn, stopped
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        stopped.output = proc.communicate(timeout=20)[0].decode()
+        stopped.returncode = proc.returncode
+
+
 def test_the_gateway_command_answers_a_monitor_and_stops_on_sigterm(
     settings: Settings, tmp_path: Path, unique: str
 ) -> None:
@@ -87,30 +129,12 @@ def test_the_gateway_command_answers_a_monitor_and_stops_on_sigterm(
     )
     mn, pw = next((r["mn"], r["pw"]) for r in csv.DictReader(out.open(encoding="utf-8")))
     s = s.replace("mqtt", username=gw, password=kit_mqtt.secret_of(gw))
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CITYWATCH_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "citywatch", "gateway", "hj212"],
-        env=base | settings_env(s), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                conn = socket.create_connection((s.hj212.host, s.hj212.port), timeout=15)
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, (
-                    "the gateway did not listen"
-                )
-                time.sleep(0.1)
-        with conn:
-            conn.sendall(frame_for({"ts": now_ms(), "pm10": 75.0}, mn, pw))
-            reply = conn.makefile("rb").readline()
+    with _gateway_command("hj212", s, s.hj212.host, s.hj212.port) as (conn, stopped):
+        conn.sendall(frame_for({"ts": now_ms(), "pm10": 75.0}, mn, pw))
+        reply = conn.makefile("rb").readline()
         assert decode(reply).cn == "9014"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        output = proc.communicate(timeout=20)[0].decode()
-    assert proc.returncode == 0, output
+    output = stopped.output
+    assert stopped.returncode == 0, output
     assert "readings=1" in output and pw not in output
 
 
@@ -155,36 +179,18 @@ def test_the_jt808_gateway_command_registers_a_terminal_and_stops_on_sigterm(
         .replace("jt808", auth_codes=str(tmp_path / "codes.json"), listen=f"127.0.0.1:{_port()}")
         .replace("mqtt", username=gw, password=kit_mqtt.secret_of(gw))
     )
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CITYWATCH_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "citywatch", "gateway", "jt808"],
-        env=base | settings_env(s), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
     phone = "013900000001"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                conn = socket.create_connection((s.jt808.host, s.jt808.port), timeout=15)
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, (
-                    "the gateway did not listen"
-                )
-                time.sleep(0.1)
-        with conn:
-            stream = conn.makefile("rb")
-            conn.sendall(register_message(phone, 1, "豫A12345"))
-            registered = decode_jt808(_answer(stream))
-            assert registered.msg_id == 0x8100 and registered.body[2] == 0
-            code = registered.body[3:].decode("ascii")
-            conn.sendall(auth_message(phone, 2, code))
-            assert decode_jt808(_answer(stream)).body[4] == 0
-            conn.sendall(location_message({"ts": now_ms(), "lat": 34.8, "lon": 113.7}, phone, 3))
-            answered = decode_jt808(_answer(stream))
-            assert answered.msg_id == 0x8001 and answered.body == bytes.fromhex("0003020000")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        output = proc.communicate(timeout=20)[0].decode()
-    assert proc.returncode == 0, output
+    with _gateway_command("jt808", s, s.jt808.host, s.jt808.port) as (conn, stopped):
+        stream = conn.makefile("rb")
+        conn.sendall(register_message(phone, 1, "豫A12345"))
+        registered = decode_jt808(_answer(stream))
+        assert registered.msg_id == 0x8100 and registered.body[2] == 0
+        code = registered.body[3:].decode("ascii")
+        conn.sendall(auth_message(phone, 2, code))
+        assert decode_jt808(_answer(stream)).body[4] == 0
+        conn.sendall(location_message({"ts": now_ms(), "lat": 34.8, "lon": 113.7}, phone, 3))
+        answered = decode_jt808(_answer(stream))
+        assert answered.msg_id == 0x8001 and answered.body == bytes.fromhex("0003020000")
+    output = stopped.output
+    assert stopped.returncode == 0, output
     assert "readings=1" in output and code not in output

@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from contract.topics import KafkaTopics
@@ -22,8 +20,10 @@ from registry.devices import load_registry
 from registry.hj212_passwords import PasswordStore
 from sim.hj212 import frame_for
 from tests.kit import mqtt as kit_mqtt
+from tests.kit.gateways import Listener, with_gateway
+from tests.kit.gateways import wait_until as _wait
 from tests.kit.kafka import read_topic
-from tests.kit.mqtt import connect, drop_session, now_ms
+from tests.kit.mqtt import drop_session, now_ms
 
 pytestmark = pytest.mark.services
 
@@ -57,55 +57,8 @@ class City:
         return frame_for({"ts": now_ms() // 1000 * 1000, **payload}, mn, pw)
 
 
-class Listener:
-    """Everything the broker delivers under city/ (as the test's bridge identity)."""
-
-    def __init__(self, s: Settings):
-        self.messages: list[tuple[str, dict[str, Any]]] = []
-        self.lock = threading.Lock()
-        self.client, rc = connect(s.mqtt.host, s.mqtt.port, s.mqtt.username, s.mqtt.password)
-        assert not rc.is_failure  # type: ignore[attr-defined]
-        done = threading.Event()
-        self.client.on_message = self._on
-        self.client.on_subscribe = lambda *a, **k: done.set()
-        self.client.subscribe(f"$share/{s.mqtt.shared_group}/city/#", qos=1)
-        assert done.wait(10)
-        self.session = (s.mqtt.host, s.mqtt.port, s.mqtt.username)
-
-    def _on(self, client: Any, userdata: Any, msg: Any) -> None:
-        with self.lock:
-            self.messages.append((msg.topic, orjson.loads(msg.payload)))
-
-    def on(self, topic_part: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [p for t, p in self.messages if topic_part in t]
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-        drop_session(*self.session)
-
-
-async def _wait(check: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.02)
-
-
 def _with_gateway(city: City, body: Callable[[Hj212Gateway], Awaitable[None]], **kw: Any) -> None:
-    async def main() -> None:
-        gw = Hj212Gateway(city.settings, listen="127.0.0.1:0", **kw)
-        stop = asyncio.Event()
-        task = asyncio.create_task(gw.run(stop, stats_every_s=3600))
-        await asyncio.wait_for(gw.ready.wait(), 20)
-        try:
-            await body(gw)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 20)
-
-    asyncio.run(main())
+    with_gateway(lambda: Hj212Gateway(city.settings, listen="127.0.0.1:0", **kw), body)
 
 
 async def _exchange(port: int, *frames: bytes, replies: int = 1) -> list[bytes]:
@@ -152,7 +105,7 @@ def test_a_monitor_is_published_on_its_own_topic_and_answered_9014_after_the_bro
 
 
 def _letters(listener: Listener, city: City) -> list[dict[str, Any]]:
-    return listener.on(f"city/gateway/{city.gateway}/deadletter")
+    return listener.letters(city.gateway)
 
 
 def test_bad_frames_are_dead_lettered_with_their_reason_and_bytes_and_refused_as_the_standard_says(

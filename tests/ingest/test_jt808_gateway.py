@@ -31,8 +31,9 @@ from ingest.jt808 import (
 )
 from registry.jt808_codes import AuthCodes
 from sim.jt808 import auth_message, location_body, location_message, register_message
-from tests.ingest.test_hj212_gateway import Listener, _wait
 from tests.kit import mqtt as kit_mqtt
+from tests.kit.gateways import Listener, with_gateway
+from tests.kit.gateways import wait_until as _wait
 from tests.kit.kafka import read_topic
 from tests.kit.mqtt import drop_session, now_ms
 
@@ -70,18 +71,7 @@ class Fleet:
 
 
 def _with_gateway(fleet: Fleet, body: Callable[[Jt808Gateway], Awaitable[None]]) -> None:
-    async def main() -> None:
-        gw = Jt808Gateway(fleet.settings, listen="127.0.0.1:0")
-        stop = asyncio.Event()
-        task = asyncio.create_task(gw.run(stop, stats_every_s=3600))
-        await asyncio.wait_for(gw.ready.wait(), 20)
-        try:
-            await body(gw)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 20)
-
-    asyncio.run(main())
+    with_gateway(lambda: Jt808Gateway(fleet.settings, listen="127.0.0.1:0"), body)
 
 
 class Terminal:
@@ -124,7 +114,7 @@ def _result(reply: Frame) -> tuple[int, int, int]:
 
 
 def _letters(listener: Listener, fleet: Fleet) -> list[dict[str, Any]]:
-    return listener.on(f"city/gateway/{fleet.gateway}/deadletter")
+    return listener.letters(fleet.gateway)
 
 
 @pytest.fixture
