@@ -18,14 +18,14 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from contract.topics import KafkaTopics
 from foundation.settings import Settings
 from registry.devices import load_registry
 from streams import journal
 from streams.replay import replay
 from streams.rules import load_rules
-from tests.kit.kafka import read_topic_sync
-from tests.kit.procs import Proc, wait_until
+from tests.kit.ledger import live_ledger as _live_ledger
+from tests.kit.ledger import wait_case_events as _wait_case_events
+from tests.kit.procs import Proc
 
 pytestmark = pytest.mark.services
 
@@ -108,35 +108,6 @@ def _replay_ledger(lines: list[dict[str, Any]], s: Settings) -> list[dict[str, A
 def _replay_case_events(lines: list[dict[str, Any]], s: Settings) -> set[bytes]:
     result = replay(lines, load_rules(s.paths.rules), load_registry(s.paths.registry))
     return {orjson.dumps(e.to_dict(), option=orjson.OPT_SORT_KEYS) for e in result.case_events}
-
-
-def _wait_case_events(s: Settings, expected: set[bytes], timeout: float = 90) -> None:
-    """Every case event of the replay is on the cases topic: the worker has processed the journal."""
-    topic = KafkaTopics(s.kafka.topic_prefix).cases
-
-    def poll() -> bool:
-        records = read_topic_sync(s.kafka.bootstrap, topic, want=10**9, timeout_s=1.0)
-        got = {orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in records}
-        assert got <= expected, f"case events the replay did not make: {sorted(got - expected)[:3]}"
-        return got == expected
-
-    wait_until(poll, timeout=timeout, every=0.2, what=f"{len(expected)} case events on {topic}")
-
-
-def _live_ledger(s: Settings, want: int, timeout: float = 90) -> dict[str, dict[str, Any]]:
-    topic = KafkaTopics(s.kafka.topic_prefix).penalties
-    got: dict[str, dict[str, Any]] = {}
-
-    def poll() -> bool:
-        records = read_topic_sync(s.kafka.bootstrap, topic, want=10**9, timeout_s=1.0)
-        for rec in records:
-            prior = got.setdefault(rec["id"], rec)
-            assert prior == rec, f"entry {rec['id']} booked twice with different content"
-        return len(got) >= want
-
-    wait_until(poll, timeout=timeout, every=0.2, what=f"{want} ledger entries on {topic}")
-    poll()  # one more look: nothing beyond the replay's entries may appear
-    return got
 
 
 def _load(s: Settings, lines: list[dict[str, Any]]) -> int:

@@ -14,17 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.partitioner import DefaultPartitioner
 
-from contract.journal import journal_key
 from foundation.settings import Settings
 from registry.devices import load_registry
 from store.identity import as_role
 from streams import journal
 from streams.replay import replay
 from streams.rules import load_rules
-from tests.kit.procs import Proc
-from tests.pipeline.test_ledger import _live_ledger, _wait_case_events
+from tests.kit.ledger import book_with_two_workers, two_on_two_partitions
 
 pytestmark = pytest.mark.services
 H, M = 3_600_000, 60_000
@@ -33,13 +30,7 @@ DISTRICTS = ("jinshui", "erqi", "zhongyuan", "guancheng", "huiji", "gaoxin", "zh
 
 
 def _two_districts_on_two_partitions() -> tuple[str, str]:
-    """Two districts Kafka's default partitioner puts on different partitions of two."""
-    part = DefaultPartitioner()
-    by: dict[int, str] = {}
-    for d in DISTRICTS:
-        by.setdefault(part(journal_key(d), [0, 1], [0, 1]), d)
-    assert len(by) == 2, "all the candidate districts hash to one partition"
-    return by[0], by[1]
+    return two_on_two_partitions(DISTRICTS)
 
 
 def _registry(tmp_path: Path, u: str, stormy: str, clean: str) -> Path:
@@ -99,25 +90,4 @@ def test_two_workers_on_two_partitions_book_the_replay_ledger_with_background_du
             lines, load_registry(reg_path), s.kafka.bootstrap, s.kafka.topic_prefix, partitions=2
         )
     )
-    workers = [
-        Proc(
-            ["worker", "--simulation", "--session-timeout", "3"],
-            s.replace("paths", state_dir=str(tmp_path / f"w{i}")),
-            tmp_path / f"worker{i}.log",
-        )  # fmt: skip
-        for i in (1, 2)
-    ]
-    try:
-        live = _live_ledger(s, len(expected), timeout=150)
-        from orjson import OPT_SORT_KEYS, dumps
-
-        _wait_case_events(
-            s, {dumps(e.to_dict(), option=OPT_SORT_KEYS) for e in result.case_events}, timeout=150
-        )
-    finally:
-        for w in workers:
-            w.stop()
-    assert sorted(live) == sorted(e["id"] for e in expected)
-    assert all(live[e["id"]] == e for e in expected)
-    logs = [w.text() for w in workers]
-    assert all("Traceback" not in text for text in logs), logs
+    book_with_two_workers(s, tmp_path, result)

@@ -39,10 +39,11 @@ from streams import journal
 from streams.replay import replay
 from streams.rules import load_rules
 from tests.kit.kafka import read_topic_sync
+from tests.kit.ledger import two_on_two_partitions
 from tests.kit.procs import Proc, wait_until
-from tests.pipeline.test_partitions import _two_districts_on_two_partitions
 
 pytestmark = pytest.mark.services
+DISTRICTS = ("jinshui", "erqi", "zhongyuan", "guancheng", "huiji", "gaoxin", "zhengdong")
 H, M = 3_600_000, 60_000
 T0 = (time.time_ns() // 1_000_000 - 2 * 24 * H) // H * H  # within InfluxDB's raw retention
 STEP = 2 * M
@@ -145,7 +146,7 @@ def _influx_readings(s: Settings) -> tuple[int, int] | None:
 def _setup(
     settings: Settings, tmp_path: Path, unique: str, partitions: int, steps: int
 ) -> tuple[Settings, list[dict[str, Any]]]:
-    districts = _two_districts_on_two_partitions()
+    districts = two_on_two_partitions(DISTRICTS)
     reg = _registry(tmp_path, unique, districts)
     s = (
         as_role(settings, "admin")

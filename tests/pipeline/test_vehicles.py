@@ -22,8 +22,7 @@ from store.identity import as_role
 from streams import journal
 from streams.replay import replay
 from streams.rules import load_rules
-from tests.kit.procs import Proc
-from tests.pipeline.test_ledger import _live_ledger, _wait_case_events
+from tests.kit.ledger import book_with_two_workers
 
 pytestmark = pytest.mark.services
 H = 3_600_000
@@ -78,25 +77,4 @@ def test_two_workers_book_the_trucks_night_as_replay_does(
     asyncio.run(
         journal.load(lines, registry, s.kafka.bootstrap, s.kafka.topic_prefix, partitions=2)
     )
-    workers = [
-        Proc(
-            ["worker", "--simulation", "--session-timeout", "3"],
-            s.replace("paths", state_dir=str(tmp_path / f"w{i}")),
-            tmp_path / f"worker{i}.log",
-        )  # fmt: skip
-        for i in (1, 2)
-    ]
-    try:
-        live = _live_ledger(s, len(expected), timeout=150)
-        from orjson import OPT_SORT_KEYS, dumps
-
-        _wait_case_events(
-            s, {dumps(e.to_dict(), option=OPT_SORT_KEYS) for e in result.case_events}, timeout=150
-        )
-    finally:
-        for w in workers:
-            w.stop()
-    assert sorted(live) == sorted(e["id"] for e in expected)
-    assert all(live[e["id"]] == e for e in expected)
-    logs = [w.text() for w in workers]
-    assert all("Traceback" not in text for text in logs), logs
+    book_with_two_workers(s, tmp_path, result)
