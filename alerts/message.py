@@ -47,6 +47,7 @@ CHANGE_NAMES = {
     "escalation": ("未确认，升级", "unacknowledged, escalated"),
     "reminder": ("仍未确认", "still unacknowledged"),
     "claim": ("修复时间待确认", "repair claim to decide"),
+    "refused": ("阶段操作未执行", "stage act refused"),
     "unsilenced": ("静默已结束，案件仍未处置", "silence over, still open"),
     "uninhibited": (
         "关联案件已结束，本案仍未处置",
@@ -59,6 +60,9 @@ CLAIM_KINDS = {"late_repair_claim": "readings", "backdated_close_claim": "close"
 "Backdated closes"), and the word for each in a claim notice's key."""
 
 CLAIM_ACTIONS = ("confirm_repair", "reject_repair")
+
+NO_LINKS = ("repaired", "closed", "booked", "refused")
+"""Changes whose push offers no ack/close link: the case is over, or the push answers an act."""
 
 REASON_MAX = 200
 """At most this many characters of an officer's reason are quoted in a push."""
@@ -176,11 +180,15 @@ class Notice:
     claim: dict[str, Any] | None = field(default=None, hash=False)
     """A ``claim`` notice: the claim as the case event carried it, plus ``kind``
     (``CLAIM_KINDS``): what is pushed is what was claimed, whatever happens to it later."""
+    refused: dict[str, Any] | None = field(default=None, hash=False)
+    """A ``refused`` notice: the stage act the workflow refused (``detail.workflow.refused``:
+    the act, who, when, the reason in both languages, the acts the stage takes)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "case_id": self.case_id, "change": self.change, "at": self.at,
                 "route_id": self.route_id, "receiver": self.receiver, "group_key": self.group_key,
-                "level_name": self.level_name, "hours": self.hours, "claim": self.claim}  # fmt: skip
+                "level_name": self.level_name, "hours": self.hours, "claim": self.claim,
+                "refused": self.refused}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Notice:
@@ -431,7 +439,9 @@ class Renderer:
                 if links:
                     zh.append("> " + "　".join(links))
                 zh.append(f"> 命令：`{it['commands']['confirm']}` 或 `{it['commands']['reject']}`")
-            elif it["ack"] and n.change not in ("repaired", "closed"):
+            elif n.change == "refused" and n.refused is not None:
+                zh.append(f"> 未执行：{_plain(n.refused.get('reason_zh', ''), 300)}")
+            elif it["ack"] and n.change not in NO_LINKS:
                 zh.append(f"> [确认收到]({it['ack']})　[已修复结案]({it['close']})")
             zh.append("")
         if more:
@@ -455,7 +465,9 @@ class Renderer:
                 if links:
                     line += ". " + " ".join(links)
                 line += f". Commands: `{it['commands']['confirm']}` or `{it['commands']['reject']}`"
-            elif it["ack"] and n.change not in ("repaired", "closed"):
+            elif n.change == "refused" and n.refused is not None:
+                line += f". Not done: {_plain(n.refused.get('reason_en', ''), 300)}"
+            elif it["ack"] and n.change not in NO_LINKS:
                 line += f". [Acknowledge]({it['ack']})"
             en.append(line)
         if more:
@@ -494,7 +506,9 @@ class Renderer:
                         zh.append(f"  {label}：{it[w]}")
                 zh.append(f"  命令：{it['commands']['confirm']}")
                 zh.append(f"        {it['commands']['reject']}")
-            elif it["ack"] and n.change not in ("repaired", "closed"):
+            elif n.change == "refused" and n.refused is not None:
+                zh.append(f"  未执行：{_plain(n.refused.get('reason_zh', ''), 300)}")
+            elif it["ack"] and n.change not in NO_LINKS:
                 zh.append(f"  确认收到：{it['ack']}")
             en.append(f"* {re_}: {ce} ({se})")
             en.append(f"  Where: {where} ({s.get('district', '')}, grid {s.get('grid', '-')})")
@@ -510,7 +524,9 @@ class Renderer:
                         en.append(f"  {label}: {it[w]}")
                 en.append(f"  Commands: {it['commands']['confirm']}")
                 en.append(f"            {it['commands']['reject']}")
-            elif it["ack"] and n.change not in ("repaired", "closed"):
+            elif n.change == "refused" and n.refused is not None:
+                en.append(f"  Not done: {_plain(n.refused.get('reason_en', ''), 300)}")
+            elif it["ack"] and n.change not in NO_LINKS:
                 en.append(f"  Acknowledge: {it['ack']}")
         if more:
             zh.append(f"……另有 {more} 起。")
@@ -532,4 +548,6 @@ class Renderer:
         } | ({
             "claim": dict(n.claim), "confirm_url": it.get("confirm"), "reject_url": it.get("reject"),
             "commands": dict(it["commands"]),
-        } if n.change == "claim" and n.claim is not None else {})  # fmt: skip
+        } if n.change == "claim" and n.claim is not None else {}) | (
+            {"refused": dict(n.refused)} if n.refused is not None else {}
+        )  # fmt: skip

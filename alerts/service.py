@@ -146,6 +146,7 @@ class AlertsService:
             self._submit_action,
             self._publish_audit,
             clock,
+            stage_of=self.stage_of,
         )
         self.records: list[dict[str, Any]] = []
         """Pushes finished (and notices muted) since the last produce to ``<prefix>.alerts``."""
@@ -194,6 +195,29 @@ class AlertsService:
                 log.warning("outbox silence skipped: %s", exc)
         return out
 
+    def stage_of(self, device: str, case_id: str | None) -> tuple[str, str] | None:
+        """The current stage of ``device``'s case (``case_id``, else its one case in the
+        workflow) as the latest snapshot on ``<prefix>.cases`` says it, for the gate; None
+        when this service does not know it (the worker, which owns the flow, judges then)."""
+        if case_id is not None:
+            info = self.cases.get(case_id)
+            flow = (info.snapshot.get("detail") or {}).get("workflow") if info else None
+            return (case_id, str(flow["stage"])) if flow and flow.get("stage") else None
+        live, over = [], []
+        for info in self.cases.values():
+            s = info.snapshot
+            flow = (s.get("detail") or {}).get("workflow")
+            if s.get("device") != device or not flow or not flow.get("stage"):
+                continue
+            (over if flow["stage"] == "evaluated" else live).append(
+                (int(s.get("at") or 0), info.case_id, str(flow["stage"]))
+            )
+        if len(live) == 1:
+            return live[0][1], live[0][2]
+        if not live and over:  # only cases that are over: the latest of them
+            return max(over)[1], max(over)[2]
+        return None  # none known, or several (the act must name one: the worker says so)
+
     def _locate(self, device: str) -> tuple[float | None, float | None]:
         dev = self.registry.get(device) if self.registry is not None else None
         return (dev.lat, dev.lon) if dev is not None else (None, None)
@@ -231,6 +255,7 @@ class AlertsService:
         cid = ev["case_id"]
         now = self.clock()
         handed = self._hand_over(ev, now)  # every change, even of a snapshot older than the latest
+        handed += self._notify_refused(ev, now)
         info = self.cases.get(cid)
         if info is None:
             info = self.cases[cid] = CaseInfo(cid, snapshot=ev)
@@ -286,6 +311,35 @@ class AlertsService:
         if made:
             self.deliverer.pump()
         return made
+
+    def _notify_refused(self, ev: dict[str, Any], now: int) -> int:
+        """A stage act the workflow refused (``detail.workflow.refused``: the gate's view lagged,
+        or the act bypassed it): one ``refused`` notice to the receivers that reach the acting
+        officer, so they learn it did not take effect (key: case, act, its instant, who)."""
+        refused = ((ev.get("detail") or {}).get("workflow") or {}).get("refused")
+        if not isinstance(refused, dict):
+            return 0
+        cid = ev["case_id"]
+        info = self.cases.get(cid) or CaseInfo(cid, snapshot=ev)
+        key = f"{cid}:refused:{refused.get('action')}:{refused.get('at')}:{refused.get('by')}"
+        labels = info.labels()
+        routes = self.config.match(labels)
+        device = str(ev.get("device") or "")
+        officer = str(refused.get("officer") or "")
+        mine = [name for name in self.config.receivers
+                if officer and self.link_officer(name, device) == officer]  # fmt: skip
+        if not mine:
+            o = self.directory.get(officer) if officer else None
+            mine = [r.name for r in self.config.receivers.values()
+                    if o is not None and set(r.roles) & set(o.roles)]  # fmt: skip
+        accepted = 0
+        for route in routes[:1]:
+            gk = group_key(labels, route.group_by)
+            for receiver in mine or [route.receiver]:
+                n = Notice(key=key, case_id=cid, change="refused", at=int(refused.get("at") or ev["at"]),
+                           route_id=route.id, receiver=receiver, group_key=gk, refused=dict(refused))  # fmt: skip
+                accepted += self._accept(n, route.group_wait_ms, route.group_interval_ms, now)
+        return accepted
 
     def _notify_claims(self, info: CaseInfo, ev: dict[str, Any], now: int) -> int:
         """A pending claim the case event carries and no push told yet: one notice to the
@@ -689,6 +743,8 @@ class AlertsService:
             info = self.cases.get(n.case_id)
             device = str((info.snapshot if info else {}).get("device") or "")
             oid = self.link_officer(receiver_name, device) if device else ""
+            if n.refused is not None:  # told to the officer who acted
+                oid = str(n.refused.get("officer") or oid)
             o = self.directory.get(oid) if oid else None
             if o is not None and oid not in out:
                 out[oid] = {"officer": oid, "name": o.name, "wecom": o.wecom,
