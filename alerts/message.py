@@ -48,6 +48,7 @@ CHANGE_NAMES = {
     "reminder": ("仍未确认", "still unacknowledged"),
     "claim": ("修复时间待确认", "repair claim to decide"),
     "refused": ("阶段操作未执行", "stage act refused"),
+    "booked": ("已计罚并结案", "booked and closed"),
     "unsilenced": ("静默已结束，案件仍未处置", "silence over, still open"),
     "uninhibited": (
         "关联案件已结束，本案仍未处置",
@@ -86,6 +87,16 @@ def claim_key(case_id: str, kind: str, claim: dict[str, Any]) -> str:
     it would prove; that is a new claim and a new push.
     """
     return f"{case_id}:claim:{kind}:{claim.get('at')}"
+
+
+def payer_rows(payers: dict[str, int]) -> list[dict[str, Any]]:
+    """``CaseInfo.payers`` as the webhook carries them: ``{payer, payer_type, amount_yuan}``,
+    by payer."""
+    out = []
+    for k, yuan in sorted(payers.items()):
+        payer_type, _, payer = k.partition(":")
+        out.append({"payer": payer, "payer_type": payer_type, "amount_yuan": yuan})
+    return out
 
 
 def _link_actions() -> frozenset[str]:
@@ -132,6 +143,11 @@ class CaseInfo:
     claims: list[str] = field(default_factory=list)
     """Keys (``claim_key``) of the claims already pushed: a pending claim repeated by every
     later snapshot of the case is pushed once, also after its notice rows were pruned."""
+    payers: dict[str, int] = field(default_factory=dict)
+    """``<payer_type>:<payer>`` -> yuan counted for the case: who pays, told in a ``booked`` push."""
+    booked_due: int | None = None
+    """A case booked and closed at once: when (service clock) its one ``booked`` notice is made,
+    after the settle time that lets its ledger entries (another topic) arrive."""
 
     @property
     def acknowledged(self) -> bool:
@@ -153,14 +169,15 @@ class CaseInfo:
         return {
             "snapshot": self.snapshot, "yuan": self.yuan, "hours_booked": self.hours_booked,
             "last_state": self.last_state, "accident": self.accident, "escalation": self.escalation,
-            "claims": self.claims,
+            "claims": self.claims, "payers": self.payers, "booked_due": self.booked_due,
         }  # fmt: skip
 
     @classmethod
     def from_row(cls, case_id: str, d: dict[str, Any]) -> CaseInfo:
         return cls(case_id=case_id, snapshot=d["snapshot"], yuan=d["yuan"], hours_booked=d["hours_booked"],
                    last_state=d["last_state"], accident=d["accident"], escalation=d["escalation"],
-                   claims=list(d.get("claims") or []))  # fmt: skip
+                   claims=list(d.get("claims") or []), payers=dict(d.get("payers") or {}),
+                   booked_due=d.get("booked_due"))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -386,8 +403,22 @@ class Renderer:
             return f"{cz}至{zh}", f"{ce} to {en or zh}"
         return cz, ce
 
+    def _payers(self, it: dict[str, Any]) -> tuple[str, str]:
+        """(zh, en) of who pays what, for a ``booked`` push: "金水区（jinshui） 30,000 元，..."."""
+        info = it["info"]
+        rows = payer_rows(info.payers if info else {})
+        zh = "，".join(
+            f"{self.district(r['payer']) if r['payer_type'] == 'district_government' else r['payer']}"
+            f" {_yuan(r['amount_yuan'])} 元"
+            for r in rows
+        )
+        en = ", ".join(f"{r['payer']} {_yuan(r['amount_yuan'])} yuan" for r in rows)
+        return zh or "无（未计罚）", en or "nobody (nothing booked)"
+
     def _clock_zh(self, it: dict[str, Any]) -> str:
         info, s = it["info"], it["snapshot"]
+        if it["notice"].change == "booked":
+            return f"计罚 {self._payers(it)[0]}"
         parts = []
         if s.get("deadline") is not None:
             if it["overdue_h"]:
@@ -400,6 +431,8 @@ class Renderer:
 
     def _clock_en(self, it: dict[str, Any]) -> str:
         info, s = it["info"], it["snapshot"]
+        if it["notice"].change == "booked":
+            return f"booked: {self._payers(it)[1]}"
         parts = []
         if s.get("deadline") is not None:
             if it["overdue_h"]:
@@ -550,4 +583,6 @@ class Renderer:
             "commands": dict(it["commands"]),
         } if n.change == "claim" and n.claim is not None else {}) | (
             {"refused": dict(n.refused)} if n.refused is not None else {}
+        ) | (
+            {"payers": payer_rows(info.payers if info else {})} if n.change == "booked" else {}
         )  # fmt: skip

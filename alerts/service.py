@@ -77,6 +77,13 @@ log = logging.getLogger("citywatch.alerts")
 DECISIONS = ("confirm_repair", "reject_repair")
 SUPERVISOR_ROLES = ("district_supervisor", "city_supervisor")
 PUSH_STATES = ("open", "reopened", "escalated", "repaired", "closed")
+BOOKED_SETTLE_MS = 2_000
+"""A case booked and closed at once (an overload at the weigh station, an illegal operation:
+the event is the whole case) is told once, as ``booked``, this long (service clock) after its
+case event: its ledger entries travel on another topic, and the push names who pays what. A case
+is "at once" when it ends within this long of its opening (event time) before any push told of
+it; an ``open`` still waiting in its group when such a close follows is replaced by the one
+``booked`` (docs/alerts.md, "What is pushed")."""
 FORGET_AFTER_MS = 7 * 24 * 3600_000
 """Ended cases, sent notices and finished outbox rows are kept this long (a late repeat is still recognised)."""
 PRUNE_EVERY_S = 600
@@ -151,6 +158,8 @@ class AlertsService:
         self.records: list[dict[str, Any]] = []
         """Pushes finished (and notices muted) since the last produce to ``<prefix>.alerts``."""
         self.esc_due: dict[str, int] = {}
+        self.booked_due: dict[str, int] = {}
+        """Cases booked at once whose ``booked`` notice waits out ``BOOKED_SETTLE_MS``."""
         self.stats = {"events": 0, "entries": 0, "notices": 0, "messages": 0, "muted": 0}
         self.silences = Silences(self._stored_silences())
         self.inhibitor = Inhibitor(self.config.inhibit_rules)
@@ -170,6 +179,8 @@ class AlertsService:
         for info in self.cases.values():
             self._schedule(info)
             self._index(info)
+            if info.booked_due is not None:  # a restart inside the settle time: still told once
+                self.booked_due[info.case_id] = info.booked_due
         routes = {r.id: r for r in self.config.routes()}
         restored = 0
         for n, created in self.store.pending_notices():
@@ -271,8 +282,11 @@ class AlertsService:
         quiet = bool(detail.get("planned_works")) and not detail.get("escalated")
         # announced works (报备): nothing is pushed until they overrun their window (docs/rules.md)
         if state in PUSH_STATES and state != info.last_state and not quiet:
-            changes.append((state, f"{cid}:{state}:{ev['at']}", None))
-            info.last_state = state
+            if self._booked_at_once(info, ev, now):
+                info.last_state = state  # told as ``booked`` once the settle time is over
+            else:
+                changes.append((state, f"{cid}:{state}:{ev['at']}", None))
+                info.last_state = state
         if (ev.get("detail") or {}).get("accident_at") is not None and not info.accident:
             info.accident = True
             changes.append(("accident", f"{cid}:accident", None))
@@ -311,6 +325,53 @@ class AlertsService:
         if made:
             self.deliverer.pump()
         return made
+
+    def _booked_at_once(self, info: CaseInfo, ev: dict[str, Any], now: int) -> bool:
+        """Whether this end is that of a case booked and closed at once (``BOOKED_SETTLE_MS``):
+        then its ``booked`` notice is scheduled, and an ``open`` still waiting is withdrawn."""
+        if ev.get("state") not in ("repaired", "closed") or info.booked_due is not None:
+            return False
+        opened = ev.get("opened_at")
+        if opened is None or int(ev["at"]) - int(opened) > BOOKED_SETTLE_MS:
+            return False
+        if info.last_state is not None:
+            open_key = f"{info.case_id}:{info.last_state}:{opened}"
+            if info.last_state != "open" or not self._withdraw(open_key, now):
+                return False  # the opening was pushed already: its close is an ordinary one
+        info.booked_due = now + BOOKED_SETTLE_MS
+        self.booked_due[info.case_id] = info.booked_due
+        return True
+
+    def _withdraw(self, key: str, now: int) -> bool:
+        """Take back the notices of ``key`` that no push carries yet; False if one went out."""
+        if not self.store.withdraw_notices(key, "merged:booked"):
+            return False
+        self.grouper.withdraw(key)
+        return True
+
+    def _notify_booked(self, info: CaseInfo, now: int) -> int:
+        """The one push of a case booked at once: routed like its other notices, and also to the
+        receivers of each paying district's routes (a route matching ``district=<payer>``)."""
+        at = int(info.snapshot.get("opened_at") or info.snapshot.get("at") or now)
+        key = f"{info.case_id}:booked:{at}"
+        labels = info.labels()
+        districts = [labels["district"]] + sorted(
+            {k.partition(":")[2] for k in info.payers if k.startswith("district_government:")}
+            - {labels["district"]}
+        )
+        accepted = 0
+        for district in districts:
+            where = labels | {"district": district}
+            for route in self.config.match(where):
+                gk = group_key(where, route.group_by)
+                for receiver in escalate.reached_receivers(info, route, self.config):
+                    n = Notice(key=key, case_id=info.case_id, change="booked", at=at,
+                               route_id=route.id, receiver=receiver, group_key=gk)  # fmt: skip
+                    accepted += self._accept(n, route.group_wait_ms, route.group_interval_ms, now)
+        info.booked_due = None
+        self.booked_due.pop(info.case_id, None)
+        self.store.save_case(info, now)
+        return accepted
 
     def _notify_refused(self, ev: dict[str, Any], now: int) -> int:
         """A stage act the workflow refused (``detail.workflow.refused``: the gate's view lagged,
@@ -370,6 +431,8 @@ class AlertsService:
             })  # fmt: skip
             self._index(info)
         info.yuan += int(e["amount_yuan"])
+        payer = f"{e.get('payer_type') or ''}:{e.get('payer') or ''}"
+        info.payers[payer] = info.payers.get(payer, 0) + int(e["amount_yuan"])
         accepted = 0
         k = e.get("hour_index")
         if k is not None and e.get("reverses") is None:
@@ -438,7 +501,7 @@ class AlertsService:
         """(silence|inhibit, who mutes it, why in words) for a case's notice now, or None.
 
         Inhibition first, then silences, as Alertmanager's notification pipeline does."""
-        if change in ("repaired", "closed") and info.case_id in self.untold:
+        if change in ("repaired", "closed", "booked") and info.case_id in self.untold:
             kind, by = self.untold[info.case_id]
             word = "silenced" if kind == "silence" else "inhibited"
             return kind, [by], f"over before anyone was told of it ({word} by {by})"
@@ -507,6 +570,9 @@ class AlertsService:
         with self.store.transaction():
             if self.mutes:
                 self._release(now)
+            for cid, due in list(self.booked_due.items()):
+                if due <= now and cid in self.cases:
+                    self._notify_booked(self.cases[cid], now)
             for cid, due in list(self.esc_due.items()):
                 if due > now:
                     continue
