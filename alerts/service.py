@@ -10,12 +10,15 @@
 * A *meaningful change* of a case is a push: opened, deadline passed
   (``escalated``), accident, repaired/closed, every ``notify.overdue_every_hours``
   hours past the deadline (from the ledger's hour entries), a pending claim
-  (late repair or backdated close) an officer has to decide. Acknowledgements
+  (late repair or backdated close) an officer has to decide, a case booked and
+  closed at once (``booked``, once, after ``BOOKED_SETTLE_MS``, with who pays what), a
+  stage act the workflow refused (``refused``, to the officer who acted). Acknowledgements
   and notes are not pushed; they stop escalation.
 * Idempotency keys: ``case_id:state:at`` for a state change,
   ``case_id:accident``, the ledger entry id for an overdue notice,
   ``case_id:esc:<route>:<level>`` for an escalation, ``case_id:claim:<kind>:<at>``
-  for a claim. A redelivered Kafka record inserts nothing new (``notices``
+  for a claim, ``case_id:booked:opened_at``, ``case_id:refused:action:at:by``. A
+  redelivered Kafka record inserts nothing new (``notices``
   primary key).
 * Kafka offsets are committed after the notices they produced are committed
   to sqlite: a crash repeats records (deduplicated), never loses them.

@@ -56,13 +56,17 @@ def _overload() -> list[tuple[str, dict[str, Any]]]:
     return [*entries, case]
 
 
-def _service(settings: Any, tmp_path: Path, hooks: list[HttpStandIn], clock: FakeClock, **kw: Any) -> AlertsService:
+def _service(
+    settings: Any, tmp_path: Path, hooks: list[HttpStandIn], clock: FakeClock, **kw: Any
+) -> AlertsService:
     path = _routes(tmp_path, hooks[0].url, hooks[1].url, **kw)
     return AlertsService(settings, path, tmp_path / "state", clock=clock, http_port=-1)
 
 
 async def _pushes(svc: AlertsService, hooks: list[HttpStandIn], n: int) -> None:
-    await async_wait_for(lambda: sum(len(h.delivered) for h in hooks) >= n, 5, f"{n} pushes", tick=svc.tick)
+    await async_wait_for(
+        lambda: sum(len(h.delivered) for h in hooks) >= n, 5, f"{n} pushes", tick=svc.tick
+    )
     await asyncio.sleep(0.3)  # and nothing more
     svc.tick()
 
@@ -99,7 +103,9 @@ def test_an_overload_is_one_booked_push_naming_both_districts_and_30000_each(
     assert "已计罚并结案" in title and "booked and closed" in title
 
 
-def test_a_cover_closed_later_still_gets_its_open_push_and_no_booked(settings, tmp_path, hooks) -> None:
+def test_a_cover_closed_later_still_gets_its_open_push_and_no_booked(
+    settings, tmp_path, hooks
+) -> None:
     city, erqi, _ = hooks
     clock = FakeClock()
     opened = case_event(1, district="jinshui", at=clock.now)

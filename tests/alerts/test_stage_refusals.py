@@ -83,7 +83,9 @@ def test_an_act_out_of_turn_is_409_with_the_reason_and_the_allowed_acts_and_in_t
                     (sup, {"action": "dispatch", "device": other}),  # a closed case
                     (grid, {"action": "feedback", "device": mh, "note": "已更换井盖"}),  # in turn
                 ):  # fmt: skip
-                    async with http.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as r:
+                    async with http.post(
+                        url, json=body, headers={"Authorization": f"Bearer {token}"}
+                    ) as r:
                         out.append((r.status, await r.json()))
             return out
         finally:
@@ -97,8 +99,14 @@ def test_an_act_out_of_turn_is_409_with_the_reason_and_the_allowed_acts_and_in_t
     assert [code for code, _ in out] == [409, 409, 409, 200]
     check, dispatch, closed, _ = (body for _, body in out)
     assert check["stage"] == "dispatched" and check["allowed"] == ["feedback", "extend"]
-    assert "已派遣，不能核查" in check["error"] and "a check follows the unit's feedback" in check["error"]
-    assert dispatch["allowed"] == ["feedback", "extend"] and "dispatch is for a filed case" in dispatch["error"]
+    assert (
+        "已派遣，不能核查" in check["error"]
+        and "a check follows the unit's feedback" in check["error"]
+    )
+    assert (
+        dispatch["allowed"] == ["feedback", "extend"]
+        and "dispatch is for a filed case" in dispatch["error"]
+    )
     assert closed["stage"] == "evaluated" and closed["allowed"] == []
     assert "out of the workflow" in closed["error"]
     assert [(a.action, a.device) for a in submitted] == [("feedback", mh)]  # nothing else recorded
@@ -113,7 +121,9 @@ def test_an_act_the_workflow_refused_is_pushed_once_to_the_officer_who_acted(
 ) -> None:
     run = Run()
     run.read("MH-MAIN", T0, open=True)
-    run.act("check", "MH-MAIN", T0 + 5 * M, officer="JS-GRID-01", passed=True)  # past a lagging gate
+    run.act(
+        "check", "MH-MAIN", T0 + 5 * M, officer="JS-GRID-01", passed=True
+    )  # past a lagging gate
     refused = [e for e in run.events if "refused" in e.detail["workflow"]]
     assert len(refused) == 1 and refused[0].detail["workflow"]["changes"] == []
     grid, duty, _ = hooks
@@ -131,7 +141,10 @@ def test_an_act_the_workflow_refused_is_pushed_once_to_the_officer_who_acted(
     asyncio.run(go())
     told = [c for s in grid.delivered for c in s.json()["cases"]]
     assert [c["change"] for c in told] == ["refused"]  # the grid officer who acted; once
-    assert told[0]["refused"]["action"] == "check" and told[0]["refused"]["allowed"] == ["feedback", "extend"]
+    assert told[0]["refused"]["action"] == "check" and told[0]["refused"]["allowed"] == [
+        "feedback",
+        "extend",
+    ]
     assert "已派遣，不能核查" in told[0]["refused"]["reason"]
     assert grid.delivered[0].json()["mention"][0]["officer"] == "JS-GRID-01"
     assert all(c["change"] != "refused" for s in duty.delivered for c in s.json()["cases"])
