@@ -418,7 +418,7 @@ class Renderer:
     def _clock_zh(self, it: dict[str, Any]) -> str:
         info, s = it["info"], it["snapshot"]
         if it["notice"].change == "booked":
-            return f"计罚 {self._payers(it)[0]}"
+            return self._payers(it)[0]
         parts = []
         if s.get("deadline") is not None:
             if it["overdue_h"]:
@@ -432,7 +432,7 @@ class Renderer:
     def _clock_en(self, it: dict[str, Any]) -> str:
         info, s = it["info"], it["snapshot"]
         if it["notice"].change == "booked":
-            return f"booked: {self._payers(it)[1]}"
+            return f"booked: {self._payers(it)[1]}"  # the markdown's line; the text labels it
         parts = []
         if s.get("deadline") is not None:
             if it["overdue_h"]:
@@ -463,7 +463,7 @@ class Renderer:
             zh.append(f"> 开始：{local_time(s.get('opened_at'), empty='-')}（北京时间）")
             clock = self._clock_zh(it)
             if clock:
-                zh.append(f"> 计时：{clock}")
+                zh.append(f"> {'计罚' if n.change == 'booked' else '计时'}：{clock}")
             if n.change == "claim" and n.claim is not None:
                 lines, _ = self._claim_lines(it)
                 zh.extend(f"> {line}" for line in lines)
@@ -529,7 +529,7 @@ class Renderer:
                 zh.append(f"  地图：{link}")
             zh.append(f"  开始：{local_time(s.get('opened_at'), empty='-')}（北京时间）")
             if self._clock_zh(it):
-                zh.append(f"  计时：{self._clock_zh(it)}")
+                zh.append(f"  {'计罚' if n.change == 'booked' else '计时'}：{self._clock_zh(it)}")
             claim_en: list[str] = []
             if n.change == "claim" and n.claim is not None:
                 claim_zh, claim_en = self._claim_lines(it)
@@ -549,7 +549,9 @@ class Renderer:
                 en.append(f"  Map: {link}")
             en.append(f"  Since: {local_time(s.get('opened_at'), empty='-')} (Asia/Shanghai)")
             if self._clock_en(it):
-                en.append(f"  Clock: {self._clock_en(it)}")
+                en.append(
+                    f"  {'Booked' if n.change == 'booked' else 'Clock'}: {self._clock_en(it)}"
+                )
             if claim_en:
                 en.extend(f"  {line}" for line in claim_en)
                 for w, label in (("confirm", "Confirm"), ("reject", "Reject")):

@@ -402,18 +402,12 @@ class Workflow:
         out.append(self._with(ev, flow, changes, stage_only=True))
         return flow.case_id if close else True
 
-    def _refuse(self, flow: Flow, a: OfficerAction, refusal: StageRefusal | str,
+    def _refuse(self, flow: Flow, a: OfficerAction, refusal: StageRefusal,
                 out: list[Output]) -> None:  # fmt: skip
         """An act the workflow will not apply: the reason in the log (``ActionRejected``) and, so
         the officer hears it, a snapshot of the case as it was with ``detail.workflow.refused``
         (no change, no stage point, no money: the alerts service pushes it to the officer)."""
-        if isinstance(refusal, str):
-            refusal = StageRefusal(flow.case_id, flow.stage, a.action,
-                                   STAGE_ACTS.get(flow.stage, ()), refusal, refusal)  # fmt: skip
-            en = f"case {flow.case_id}: {refusal.en}"
-        else:
-            en = refusal.en
-        out.append(ActionRejected(a, en))
+        out.append(ActionRejected(a, refusal.en))
         if flow.last is None:
             return
         ev = CaseEvent.from_dict(flow.last)
@@ -431,18 +425,27 @@ class Workflow:
         by = _by(a)
         return any(c["change"] in made and c["at"] == a.at and c["by"] == by for c in flow.history)
 
-    def _refusal(self, flow: Flow, a: OfficerAction) -> StageRefusal | str | None:
+    def _refusal(self, flow: Flow, a: OfficerAction) -> StageRefusal | None:
         """Why ``a`` cannot move ``flow`` (None: it can): the turn (``stage_refusal``, as the
         gate judges it), then what only the case's record knows."""
+        allowed = STAGE_ACTS.get(flow.stage, ())
         if len(flow.history) >= HISTORY_MAX:
-            return f"it has {HISTORY_MAX} stage changes already; settle it on the city's platform"
+            return StageRefusal(
+                flow.case_id, flow.stage, a.action, (),
+                f"案件 {flow.case_id} 已有 {HISTORY_MAX} 条阶段记录，请在城市平台上处理",
+                f"case {flow.case_id}: it has {HISTORY_MAX} stage changes already; settle it on the "
+                "city's platform",
+            )  # fmt: skip
         turn = stage_refusal(flow.stage, a.action, flow.case_id)
         if turn is not None:
             return turn
         if a.action == "extend":
             assert a.deadline is not None
             if flow.deadline is not None and a.deadline <= flow.deadline:
-                return (
-                    f"the extension ({a.deadline}) must be later than the deadline {flow.deadline}"
-                )
+                return StageRefusal(
+                    flow.case_id, flow.stage, a.action, allowed,
+                    f"案件 {flow.case_id}：延期后的时限（{a.deadline}）须晚于当前时限 {flow.deadline}",
+                    f"case {flow.case_id}: the extension ({a.deadline}) must be later than the "
+                    f"deadline {flow.deadline}",
+                )  # fmt: skip
         return None
