@@ -175,3 +175,30 @@ def test_a_restart_does_not_push_the_booked_case_twice_nor_lose_it_inside_the_se
     asyncio.run(go())
     assert [len(city.delivered), len(erqi.delivered)] == [1, 1]
     assert [c["change"] for c in city.delivered[0].json()["cases"]] == ["booked"]
+
+
+def test_an_illegal_operation_is_one_booked_push_naming_the_company_and_10000(
+    settings, tmp_path, hooks
+) -> None:
+    city, erqi, _ = hooks
+    run = Run()
+    outs = run.read("T-2", local(10), lat=ROUTE_LAT, lon=113.70, speed_kmh=30)  # no permit, ring 4
+    records = [("cases" if isinstance(o, CaseEvent) else "penalties", o.to_dict()) for o in outs]
+    assert [r["rule"] for _, r in records] == ["illegal_operation", "illegal_operation"]
+    clock = FakeClock(local(10))
+
+    async def go() -> None:
+        svc = _service(settings, tmp_path, hooks, clock)
+        try:
+            svc.accept(records)
+            clock.advance(BOOKED_SETTLE_MS)
+            await _pushes(svc, hooks, 1)
+        finally:
+            await svc.close()
+
+    asyncio.run(go())
+    [[item]] = [push.json()["cases"] for push in erqi.delivered]  # T-2's terminal is erqi's
+    assert item["change"] == "booked" and item["payers"] == [
+        {"payer": "宏远土方", "payer_type": "property_unit", "amount_yuan": 10_000}
+    ]
+    assert not city.seen  # a unit pays, not a district: only the case's own route
