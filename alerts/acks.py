@@ -62,4 +62,33 @@ def gate_for(settings: Settings) -> Gate:
         registry.get,
         lambda action: submit(settings, action),
         lambda record: publish_audit(settings, record),
+        stage_of=lambda device, case_id: stage_from_influx(settings, device, case_id),
     )
+
+
+def stage_from_influx(
+    settings: Settings, device: str, case_id: str | None
+) -> tuple[str, str] | None:
+    """The current stage of ``device``'s case as InfluxDB's ``case_stage`` points say it (what
+    the CLI already reads): the last stage each case reached; None if not known (no point yet,
+    several cases in the workflow and none named, InfluxDB unreachable: the worker judges)."""
+    from contract.cases import STAGES
+    from store.read import case_stages
+
+    try:
+        changes = case_stages(settings, device=device, case_ids=[case_id] if case_id else None)
+    except Exception:  # noqa: BLE001 - no view, no judgement here
+        return None
+    stage: dict[str, str] = {}
+    for c in changes:  # by case, in the workflow's order
+        if c.stage in STAGES:
+            stage[c.case_id] = "evaluated" if c.stage == "closed" else c.stage
+    live = [(cid, st) for cid, st in stage.items() if st != "evaluated"]
+    if case_id is not None:
+        return (case_id, stage[case_id]) if case_id in stage else None
+    if len(live) == 1:
+        return live[0]
+    if not live and stage:
+        latest = max(changes, key=lambda c: c.at).case_id
+        return latest, stage[latest]
+    return None

@@ -26,15 +26,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from alerts.policy import Policy
-from contract.cases import ACTIONS, OfficerAction
+from contract.cases import ACTIONS, STAGE_ACTIONS, OfficerAction
 from contract.officers import AuditRecord
 from registry.devices import Device
 from registry.officer_tokens import TokenError, TokenStore
 from registry.officers import Directory, Officer
+from streams.workflow import StageRefusal, stage_refusal
 
 __all__ = ["ActRequest", "Gate", "Outcome"]
 
@@ -70,6 +71,12 @@ class Outcome:
     message: str
     audit: AuditRecord
     action: OfficerAction | None = None
+    out_of_turn: StageRefusal | None = None
+    """A stage act refused because the case is not in a stage that takes it (HTTP 409)."""
+
+
+StageOf = Callable[[str, str | None], tuple[str, str] | None]
+"""(device, case id or None) -> (case id, its current stage), or None when not known here."""
 
 
 def _stage_fields(req: ActRequest) -> dict[str, Any]:
@@ -101,9 +108,14 @@ class Gate:
         submit: Callable[[OfficerAction], Awaitable[None]],
         audit: Callable[[AuditRecord], Awaitable[None]],
         clock: Callable[[], int] = _wall_ms,
+        stage_of: StageOf | None = None,
     ) -> None:
         self.directory, self.tokens, self.policy = directory, tokens, policy
         self.device, self.submit, self.publish_audit, self.clock = device, submit, audit, clock
+        self.stage_of = stage_of
+        """Where the gate reads a case's current stage (the alerts service: the cases topic it
+        follows; the CLI: InfluxDB's case_stage points). The worker's own flow stays the judge
+        (docs/handover.md): a view that lags lets an act through, which the workflow refuses."""
 
     async def with_token(self, token: str, req: ActRequest) -> Outcome:
         """An act on the strength of a personal token (CLI, HTTP API)."""
@@ -183,6 +195,10 @@ class Gate:
         )
         if not decision.allowed:
             return await self._refuse(officer, credential, req, decision.reason, at)
+        turn = self._out_of_turn(req, dev)
+        if turn is not None:
+            refused = await self._refuse(officer, credential, req, turn.line, at)
+            return replace(refused, out_of_turn=turn)
         try:
             action = self._action(req, dev, officer, decision.role, credential, at, now,
                                   decision.backdated)  # fmt: skip
@@ -199,6 +215,25 @@ class Gate:
         )
         await self._audit(record)
         return Outcome(True, decision.reason, record, action)
+
+    def _out_of_turn(self, req: ActRequest, dev: Device) -> StageRefusal | None:
+        """A stage act the case's current stage does not take (``streams.workflow.stage_refusal``,
+        the worker's own rule), when the gate knows that stage; None: in turn, or not known."""
+        if req.action not in STAGE_ACTIONS or self.stage_of is None:
+            return None
+        try:
+            known = self.stage_of(dev.device_id, req.case_id)
+        except Exception as exc:  # noqa: BLE001 - a view that cannot be read judges nothing
+            log.warning(
+                "current stage of %s not known (%s): the workflow judges the act",
+                dev.device_id,
+                exc,
+            )
+            return None
+        if known is None:
+            return None
+        case_id, stage = known
+        return stage_refusal(stage, req.action, case_id)
 
     @staticmethod
     def _action(req: ActRequest, dev: Device, officer: Officer, role: str, credential: str,

@@ -67,6 +67,12 @@ class Grouper:
                 del self.groups[gid]  # quiet for a whole interval: forget it
         return out
 
+    def withdraw(self, key: str) -> None:
+        """Take the notices of ``key`` out of their groups (replaced before they were pushed);
+        a group keeps its flush time, so the replacement goes out when they would have."""
+        for g in self.groups.values():
+            g.pending = [n for n in g.pending if n.key != key]
+
     def next_due(self) -> int | None:
         times = [g.flush_at for g in self.groups.values() if g.flush_at is not None]
         return min(times) if times else None

@@ -26,7 +26,8 @@ agent. Malformed input answers 400; a client that keeps failing is answered
   same bearer token and ``{"action": "dispatch"|"feedback"|"check", "device": ..,
   "case": .., "note": .., "photos": [..], "passed": true|false, "at": .., "reason": ..}``
   (docs/handover.md): a malformed body is 400 with the key and the fix, a bad token
-  401, an act the policy refuses 403.
+  401, an act the policy refuses 403, an act out of turn (the case's stage does not take it:
+  ``streams.workflow.stage_refusal``) 409 with the reason and the acts allowed now.
 
 An accepted act becomes an ``OfficerAction`` on ``<prefix>.acks``, which the
 stream worker applies to the case; the case event that follows
@@ -307,6 +308,12 @@ class AckEndpoint:
         )  # fmt: skip
         outcome: Outcome = await self.gate.with_token(token.strip(), req)
         if not outcome.accepted:
+            if outcome.out_of_turn is not None:  # the case is not in a stage that takes the act
+                turn = outcome.out_of_turn
+                return web.json_response(
+                    {"error": outcome.message, "case": turn.case_id, "stage": turn.stage,
+                     "action": turn.action, "allowed": list(turn.allowed)}, status=409,
+                )  # fmt: skip
             if outcome.audit.officer == "":
                 self.limit.failed(client)
                 return web.json_response({"error": outcome.message}, status=401)

@@ -47,6 +47,8 @@ CHANGE_NAMES = {
     "escalation": ("未确认，升级", "unacknowledged, escalated"),
     "reminder": ("仍未确认", "still unacknowledged"),
     "claim": ("修复时间待确认", "repair claim to decide"),
+    "refused": ("阶段操作未执行", "stage act refused"),
+    "booked": ("已计罚并结案", "booked and closed"),
     "unsilenced": ("静默已结束，案件仍未处置", "silence over, still open"),
     "uninhibited": (
         "关联案件已结束，本案仍未处置",
@@ -59,6 +61,9 @@ CLAIM_KINDS = {"late_repair_claim": "readings", "backdated_close_claim": "close"
 "Backdated closes"), and the word for each in a claim notice's key."""
 
 CLAIM_ACTIONS = ("confirm_repair", "reject_repair")
+
+NO_LINKS = ("repaired", "closed", "booked", "refused")
+"""Changes whose push offers no ack/close link: the case is over, or the push answers an act."""
 
 REASON_MAX = 200
 """At most this many characters of an officer's reason are quoted in a push."""
@@ -82,6 +87,16 @@ def claim_key(case_id: str, kind: str, claim: dict[str, Any]) -> str:
     it would prove; that is a new claim and a new push.
     """
     return f"{case_id}:claim:{kind}:{claim.get('at')}"
+
+
+def payer_rows(payers: dict[str, int]) -> list[dict[str, Any]]:
+    """``CaseInfo.payers`` as the webhook carries them: ``{payer, payer_type, amount_yuan}``,
+    by payer."""
+    out = []
+    for k, yuan in sorted(payers.items()):
+        payer_type, _, payer = k.partition(":")
+        out.append({"payer": payer, "payer_type": payer_type, "amount_yuan": yuan})
+    return out
 
 
 def _link_actions() -> frozenset[str]:
@@ -128,6 +143,11 @@ class CaseInfo:
     claims: list[str] = field(default_factory=list)
     """Keys (``claim_key``) of the claims already pushed: a pending claim repeated by every
     later snapshot of the case is pushed once, also after its notice rows were pruned."""
+    payers: dict[str, int] = field(default_factory=dict)
+    """``<payer_type>:<payer>`` -> yuan counted for the case: who pays, told in a ``booked`` push."""
+    booked_due: int | None = None
+    """A case booked and closed at once: when (service clock) its one ``booked`` notice is made,
+    after the settle time that lets its ledger entries (another topic) arrive."""
 
     @property
     def acknowledged(self) -> bool:
@@ -149,14 +169,15 @@ class CaseInfo:
         return {
             "snapshot": self.snapshot, "yuan": self.yuan, "hours_booked": self.hours_booked,
             "last_state": self.last_state, "accident": self.accident, "escalation": self.escalation,
-            "claims": self.claims,
+            "claims": self.claims, "payers": self.payers, "booked_due": self.booked_due,
         }  # fmt: skip
 
     @classmethod
     def from_row(cls, case_id: str, d: dict[str, Any]) -> CaseInfo:
         return cls(case_id=case_id, snapshot=d["snapshot"], yuan=d["yuan"], hours_booked=d["hours_booked"],
                    last_state=d["last_state"], accident=d["accident"], escalation=d["escalation"],
-                   claims=list(d.get("claims") or []))  # fmt: skip
+                   claims=list(d.get("claims") or []), payers=dict(d.get("payers") or {}),
+                   booked_due=d.get("booked_due"))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -176,11 +197,15 @@ class Notice:
     claim: dict[str, Any] | None = field(default=None, hash=False)
     """A ``claim`` notice: the claim as the case event carried it, plus ``kind``
     (``CLAIM_KINDS``): what is pushed is what was claimed, whatever happens to it later."""
+    refused: dict[str, Any] | None = field(default=None, hash=False)
+    """A ``refused`` notice: the stage act the workflow refused (``detail.workflow.refused``:
+    the act, who, when, the reason in both languages, the acts the stage takes)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "case_id": self.case_id, "change": self.change, "at": self.at,
                 "route_id": self.route_id, "receiver": self.receiver, "group_key": self.group_key,
-                "level_name": self.level_name, "hours": self.hours, "claim": self.claim}  # fmt: skip
+                "level_name": self.level_name, "hours": self.hours, "claim": self.claim,
+                "refused": self.refused}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Notice:
@@ -378,8 +403,22 @@ class Renderer:
             return f"{cz}至{zh}", f"{ce} to {en or zh}"
         return cz, ce
 
+    def _payers(self, it: dict[str, Any]) -> tuple[str, str]:
+        """(zh, en) of who pays what, for a ``booked`` push: "金水区（jinshui） 30,000 元，..."."""
+        info = it["info"]
+        rows = payer_rows(info.payers if info else {})
+        zh = "，".join(
+            f"{self.district(r['payer']) if r['payer_type'] == 'district_government' else r['payer']}"
+            f" {_yuan(r['amount_yuan'])} 元"
+            for r in rows
+        )
+        en = ", ".join(f"{r['payer']} {_yuan(r['amount_yuan'])} yuan" for r in rows)
+        return zh or "无（未计罚）", en or "nobody (nothing booked)"
+
     def _clock_zh(self, it: dict[str, Any]) -> str:
         info, s = it["info"], it["snapshot"]
+        if it["notice"].change == "booked":
+            return self._payers(it)[0]
         parts = []
         if s.get("deadline") is not None:
             if it["overdue_h"]:
@@ -392,6 +431,8 @@ class Renderer:
 
     def _clock_en(self, it: dict[str, Any]) -> str:
         info, s = it["info"], it["snapshot"]
+        if it["notice"].change == "booked":
+            return f"booked: {self._payers(it)[1]}"  # the markdown's line; the text labels it
         parts = []
         if s.get("deadline") is not None:
             if it["overdue_h"]:
@@ -422,7 +463,7 @@ class Renderer:
             zh.append(f"> 开始：{local_time(s.get('opened_at'), empty='-')}（北京时间）")
             clock = self._clock_zh(it)
             if clock:
-                zh.append(f"> 计时：{clock}")
+                zh.append(f"> {'计罚' if n.change == 'booked' else '计时'}：{clock}")
             if n.change == "claim" and n.claim is not None:
                 lines, _ = self._claim_lines(it)
                 zh.extend(f"> {line}" for line in lines)
@@ -431,7 +472,9 @@ class Renderer:
                 if links:
                     zh.append("> " + "　".join(links))
                 zh.append(f"> 命令：`{it['commands']['confirm']}` 或 `{it['commands']['reject']}`")
-            elif it["ack"] and n.change not in ("repaired", "closed"):
+            elif n.change == "refused" and n.refused is not None:
+                zh.append(f"> 未执行：{_plain(n.refused.get('reason_zh', ''), 300)}")
+            elif it["ack"] and n.change not in NO_LINKS:
                 zh.append(f"> [确认收到]({it['ack']})　[已修复结案]({it['close']})")
             zh.append("")
         if more:
@@ -455,7 +498,9 @@ class Renderer:
                 if links:
                     line += ". " + " ".join(links)
                 line += f". Commands: `{it['commands']['confirm']}` or `{it['commands']['reject']}`"
-            elif it["ack"] and n.change not in ("repaired", "closed"):
+            elif n.change == "refused" and n.refused is not None:
+                line += f". Not done: {_plain(n.refused.get('reason_en', ''), 300)}"
+            elif it["ack"] and n.change not in NO_LINKS:
                 line += f". [Acknowledge]({it['ack']})"
             en.append(line)
         if more:
@@ -484,7 +529,7 @@ class Renderer:
                 zh.append(f"  地图：{link}")
             zh.append(f"  开始：{local_time(s.get('opened_at'), empty='-')}（北京时间）")
             if self._clock_zh(it):
-                zh.append(f"  计时：{self._clock_zh(it)}")
+                zh.append(f"  {'计罚' if n.change == 'booked' else '计时'}：{self._clock_zh(it)}")
             claim_en: list[str] = []
             if n.change == "claim" and n.claim is not None:
                 claim_zh, claim_en = self._claim_lines(it)
@@ -494,7 +539,9 @@ class Renderer:
                         zh.append(f"  {label}：{it[w]}")
                 zh.append(f"  命令：{it['commands']['confirm']}")
                 zh.append(f"        {it['commands']['reject']}")
-            elif it["ack"] and n.change not in ("repaired", "closed"):
+            elif n.change == "refused" and n.refused is not None:
+                zh.append(f"  未执行：{_plain(n.refused.get('reason_zh', ''), 300)}")
+            elif it["ack"] and n.change not in NO_LINKS:
                 zh.append(f"  确认收到：{it['ack']}")
             en.append(f"* {re_}: {ce} ({se})")
             en.append(f"  Where: {where} ({s.get('district', '')}, grid {s.get('grid', '-')})")
@@ -502,7 +549,9 @@ class Renderer:
                 en.append(f"  Map: {link}")
             en.append(f"  Since: {local_time(s.get('opened_at'), empty='-')} (Asia/Shanghai)")
             if self._clock_en(it):
-                en.append(f"  Clock: {self._clock_en(it)}")
+                en.append(
+                    f"  {'Booked' if n.change == 'booked' else 'Clock'}: {self._clock_en(it)}"
+                )
             if claim_en:
                 en.extend(f"  {line}" for line in claim_en)
                 for w, label in (("confirm", "Confirm"), ("reject", "Reject")):
@@ -510,7 +559,9 @@ class Renderer:
                         en.append(f"  {label}: {it[w]}")
                 en.append(f"  Commands: {it['commands']['confirm']}")
                 en.append(f"            {it['commands']['reject']}")
-            elif it["ack"] and n.change not in ("repaired", "closed"):
+            elif n.change == "refused" and n.refused is not None:
+                en.append(f"  Not done: {_plain(n.refused.get('reason_en', ''), 300)}")
+            elif it["ack"] and n.change not in NO_LINKS:
                 en.append(f"  Acknowledge: {it['ack']}")
         if more:
             zh.append(f"……另有 {more} 起。")
@@ -532,4 +583,8 @@ class Renderer:
         } | ({
             "claim": dict(n.claim), "confirm_url": it.get("confirm"), "reject_url": it.get("reject"),
             "commands": dict(it["commands"]),
-        } if n.change == "claim" and n.claim is not None else {})  # fmt: skip
+        } if n.change == "claim" and n.claim is not None else {}) | (
+            {"refused": dict(n.refused)} if n.refused is not None else {}
+        ) | (
+            {"payers": payer_rows(info.payers if info else {})} if n.change == "booked" else {}
+        )  # fmt: skip

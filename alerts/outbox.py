@@ -268,6 +268,20 @@ class Store:
         )
         return cur.rowcount == 1
 
+    def withdraw_notices(self, key: str, why: str) -> bool:
+        """Mark the notices of ``key`` done without a push (``message_key`` ``why``) if none of
+        them went into a push yet; False (and nothing changed) if one did."""
+        with self.transaction():
+            sent = self.db.execute(
+                "SELECT 1 FROM notices WHERE key=? AND message_key IS NOT NULL", (key,)
+            ).fetchone()
+            if sent:
+                return False
+            self.db.execute(
+                "UPDATE notices SET message_key=? WHERE key=? AND message_key IS NULL", (why, key)
+            )
+        return True
+
     def pending_notices(self) -> list[tuple[Notice, int]]:
         return [
             (Notice.from_dict(orjson.loads(body)), created)

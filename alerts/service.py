@@ -10,12 +10,15 @@
 * A *meaningful change* of a case is a push: opened, deadline passed
   (``escalated``), accident, repaired/closed, every ``notify.overdue_every_hours``
   hours past the deadline (from the ledger's hour entries), a pending claim
-  (late repair or backdated close) an officer has to decide. Acknowledgements
+  (late repair or backdated close) an officer has to decide, a case booked and
+  closed at once (``booked``, once, after ``BOOKED_SETTLE_MS``, with who pays what), a
+  stage act the workflow refused (``refused``, to the officer who acted). Acknowledgements
   and notes are not pushed; they stop escalation.
 * Idempotency keys: ``case_id:state:at`` for a state change,
   ``case_id:accident``, the ledger entry id for an overdue notice,
   ``case_id:esc:<route>:<level>`` for an escalation, ``case_id:claim:<kind>:<at>``
-  for a claim. A redelivered Kafka record inserts nothing new (``notices``
+  for a claim, ``case_id:booked:opened_at``, ``case_id:refused:action:at:by``. A
+  redelivered Kafka record inserts nothing new (``notices``
   primary key).
 * Kafka offsets are committed after the notices they produced are committed
   to sqlite: a crash repeats records (deduplicated), never loses them.
@@ -77,6 +80,13 @@ log = logging.getLogger("citywatch.alerts")
 DECISIONS = ("confirm_repair", "reject_repair")
 SUPERVISOR_ROLES = ("district_supervisor", "city_supervisor")
 PUSH_STATES = ("open", "reopened", "escalated", "repaired", "closed")
+BOOKED_SETTLE_MS = 2_000
+"""A case booked and closed at once (an overload at the weigh station, an illegal operation:
+the event is the whole case) is told once, as ``booked``, this long (service clock) after its
+case event: its ledger entries travel on another topic, and the push names who pays what. A case
+is "at once" when it ends within this long of its opening (event time) before any push told of
+it; an ``open`` still waiting in its group when such a close follows is replaced by the one
+``booked`` (docs/alerts.md, "What is pushed")."""
 FORGET_AFTER_MS = 7 * 24 * 3600_000
 """Ended cases, sent notices and finished outbox rows are kept this long (a late repeat is still recognised)."""
 PRUNE_EVERY_S = 600
@@ -146,10 +156,13 @@ class AlertsService:
             self._submit_action,
             self._publish_audit,
             clock,
+            stage_of=self.stage_of,
         )
         self.records: list[dict[str, Any]] = []
         """Pushes finished (and notices muted) since the last produce to ``<prefix>.alerts``."""
         self.esc_due: dict[str, int] = {}
+        self.booked_due: dict[str, int] = {}
+        """Cases booked at once whose ``booked`` notice waits out ``BOOKED_SETTLE_MS``."""
         self.stats = {"events": 0, "entries": 0, "notices": 0, "messages": 0, "muted": 0}
         self.silences = Silences(self._stored_silences())
         self.inhibitor = Inhibitor(self.config.inhibit_rules)
@@ -169,6 +182,8 @@ class AlertsService:
         for info in self.cases.values():
             self._schedule(info)
             self._index(info)
+            if info.booked_due is not None:  # a restart inside the settle time: still told once
+                self.booked_due[info.case_id] = info.booked_due
         routes = {r.id: r for r in self.config.routes()}
         restored = 0
         for n, created in self.store.pending_notices():
@@ -193,6 +208,29 @@ class AlertsService:
             except SilenceError as exc:
                 log.warning("outbox silence skipped: %s", exc)
         return out
+
+    def stage_of(self, device: str, case_id: str | None) -> tuple[str, str] | None:
+        """The current stage of ``device``'s case (``case_id``, else its one case in the
+        workflow) as the latest snapshot on ``<prefix>.cases`` says it, for the gate; None
+        when this service does not know it (the worker, which owns the flow, judges then)."""
+        if case_id is not None:
+            info = self.cases.get(case_id)
+            flow = (info.snapshot.get("detail") or {}).get("workflow") if info else None
+            return (case_id, str(flow["stage"])) if flow and flow.get("stage") else None
+        live, over = [], []
+        for info in self.cases.values():
+            s = info.snapshot
+            flow = (s.get("detail") or {}).get("workflow")
+            if s.get("device") != device or not flow or not flow.get("stage"):
+                continue
+            (over if flow["stage"] == "evaluated" else live).append(
+                (int(s.get("at") or 0), info.case_id, str(flow["stage"]))
+            )
+        if len(live) == 1:
+            return live[0][1], live[0][2]
+        if not live and over:  # only cases that are over: the latest of them
+            return max(over)[1], max(over)[2]
+        return None  # none known, or several (the act must name one: the worker says so)
 
     def _locate(self, device: str) -> tuple[float | None, float | None]:
         dev = self.registry.get(device) if self.registry is not None else None
@@ -231,6 +269,7 @@ class AlertsService:
         cid = ev["case_id"]
         now = self.clock()
         handed = self._hand_over(ev, now)  # every change, even of a snapshot older than the latest
+        handed += self._notify_refused(ev, now)
         info = self.cases.get(cid)
         if info is None:
             info = self.cases[cid] = CaseInfo(cid, snapshot=ev)
@@ -246,8 +285,11 @@ class AlertsService:
         quiet = bool(detail.get("planned_works")) and not detail.get("escalated")
         # announced works (报备): nothing is pushed until they overrun their window (docs/rules.md)
         if state in PUSH_STATES and state != info.last_state and not quiet:
-            changes.append((state, f"{cid}:{state}:{ev['at']}", None))
-            info.last_state = state
+            if self._booked_at_once(info, ev, now):
+                info.last_state = state  # told as ``booked`` once the settle time is over
+            else:
+                changes.append((state, f"{cid}:{state}:{ev['at']}", None))
+                info.last_state = state
         if (ev.get("detail") or {}).get("accident_at") is not None and not info.accident:
             info.accident = True
             changes.append(("accident", f"{cid}:accident", None))
@@ -287,6 +329,82 @@ class AlertsService:
             self.deliverer.pump()
         return made
 
+    def _booked_at_once(self, info: CaseInfo, ev: dict[str, Any], now: int) -> bool:
+        """Whether this end is that of a case booked and closed at once (``BOOKED_SETTLE_MS``):
+        then its ``booked`` notice is scheduled, and an ``open`` still waiting is withdrawn."""
+        if ev.get("state") not in ("repaired", "closed") or info.booked_due is not None:
+            return False
+        opened = ev.get("opened_at")
+        if opened is None or int(ev["at"]) - int(opened) > BOOKED_SETTLE_MS:
+            return False
+        if info.last_state is not None:
+            open_key = f"{info.case_id}:{info.last_state}:{opened}"
+            if info.last_state != "open" or not self._withdraw(open_key, now):
+                return False  # the opening was pushed already: its close is an ordinary one
+        info.booked_due = now + BOOKED_SETTLE_MS
+        self.booked_due[info.case_id] = info.booked_due
+        return True
+
+    def _withdraw(self, key: str, now: int) -> bool:
+        """Take back the notices of ``key`` that no push carries yet; False if one went out."""
+        if not self.store.withdraw_notices(key, "merged:booked"):
+            return False
+        self.grouper.withdraw(key)
+        return True
+
+    def _notify_booked(self, info: CaseInfo, now: int) -> int:
+        """The one push of a case booked at once: routed like its other notices, and also to the
+        receivers of each paying district's routes (a route matching ``district=<payer>``)."""
+        at = int(info.snapshot.get("opened_at") or info.snapshot.get("at") or now)
+        key = f"{info.case_id}:booked:{at}"
+        labels = info.labels()
+        districts = [labels["district"]] + sorted(
+            {k.partition(":")[2] for k in info.payers if k.startswith("district_government:")}
+            - {labels["district"]}
+        )
+        accepted = 0
+        for district in districts:
+            where = labels | {"district": district}
+            for route in self.config.match(where):
+                gk = group_key(where, route.group_by)
+                for receiver in escalate.reached_receivers(info, route, self.config):
+                    n = Notice(key=key, case_id=info.case_id, change="booked", at=at,
+                               route_id=route.id, receiver=receiver, group_key=gk)  # fmt: skip
+                    accepted += self._accept(n, route.group_wait_ms, route.group_interval_ms, now)
+        info.booked_due = None
+        self.booked_due.pop(info.case_id, None)
+        self.store.save_case(info, now)
+        return accepted
+
+    def _notify_refused(self, ev: dict[str, Any], now: int) -> int:
+        """A stage act the workflow refused (``detail.workflow.refused``: the gate's view lagged,
+        or the act bypassed it): one ``refused`` notice to the receivers that reach the acting
+        officer, so they learn it did not take effect (key: case, act, its instant, who)."""
+        refused = ((ev.get("detail") or {}).get("workflow") or {}).get("refused")
+        if not isinstance(refused, dict):
+            return 0
+        cid = ev["case_id"]
+        info = self.cases.get(cid) or CaseInfo(cid, snapshot=ev)
+        key = f"{cid}:refused:{refused.get('action')}:{refused.get('at')}:{refused.get('by')}"
+        labels = info.labels()
+        routes = self.config.match(labels)
+        device = str(ev.get("device") or "")
+        officer = str(refused.get("officer") or "")
+        mine = [name for name in self.config.receivers
+                if officer and self.link_officer(name, device) == officer]  # fmt: skip
+        if not mine:
+            o = self.directory.get(officer) if officer else None
+            mine = [r.name for r in self.config.receivers.values()
+                    if o is not None and set(r.roles) & set(o.roles)]  # fmt: skip
+        accepted = 0
+        for route in routes[:1]:
+            gk = group_key(labels, route.group_by)
+            for receiver in mine or [route.receiver]:
+                n = Notice(key=key, case_id=cid, change="refused", at=int(refused.get("at") or ev["at"]),
+                           route_id=route.id, receiver=receiver, group_key=gk, refused=dict(refused))  # fmt: skip
+                accepted += self._accept(n, route.group_wait_ms, route.group_interval_ms, now)
+        return accepted
+
     def _notify_claims(self, info: CaseInfo, ev: dict[str, Any], now: int) -> int:
         """A pending claim the case event carries and no push told yet: one notice to the
         case's route (docs/alerts.md, "Claims"). Money waits on an officer's decision, so the
@@ -316,6 +434,8 @@ class AlertsService:
             })  # fmt: skip
             self._index(info)
         info.yuan += int(e["amount_yuan"])
+        payer = f"{e.get('payer_type') or ''}:{e.get('payer') or ''}"
+        info.payers[payer] = info.payers.get(payer, 0) + int(e["amount_yuan"])
         accepted = 0
         k = e.get("hour_index")
         if k is not None and e.get("reverses") is None:
@@ -384,7 +504,7 @@ class AlertsService:
         """(silence|inhibit, who mutes it, why in words) for a case's notice now, or None.
 
         Inhibition first, then silences, as Alertmanager's notification pipeline does."""
-        if change in ("repaired", "closed") and info.case_id in self.untold:
+        if change in ("repaired", "closed", "booked") and info.case_id in self.untold:
             kind, by = self.untold[info.case_id]
             word = "silenced" if kind == "silence" else "inhibited"
             return kind, [by], f"over before anyone was told of it ({word} by {by})"
@@ -453,6 +573,9 @@ class AlertsService:
         with self.store.transaction():
             if self.mutes:
                 self._release(now)
+            for cid, due in list(self.booked_due.items()):
+                if due <= now and cid in self.cases:
+                    self._notify_booked(self.cases[cid], now)
             for cid, due in list(self.esc_due.items()):
                 if due > now:
                     continue
@@ -689,6 +812,8 @@ class AlertsService:
             info = self.cases.get(n.case_id)
             device = str((info.snapshot if info else {}).get("device") or "")
             oid = self.link_officer(receiver_name, device) if device else ""
+            if n.refused is not None:  # told to the officer who acted
+                oid = str(n.refused.get("officer") or oid)
             o = self.directory.get(oid) if oid else None
             if o is not None and oid not in out:
                 out[oid] = {"officer": oid, "name": o.name, "wecom": o.wecom,

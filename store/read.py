@@ -283,12 +283,13 @@ def case_stages(
     case_ids: Iterable[str] | None = None,
     unit: str | None = None,
     district: str | None = None,
+    device: str | None = None,
 ) -> list[StageChange]:
     """Stage changes with ``start_ms <= at < end_ms`` (each bound optional), of ``case_ids``, one
-    unit and/or district; by case, then time (changes of one instant in the workflow's order:
-    filed before dispatched, check_failed before the rework's dispatched)."""
+    unit, district and/or device; by case, then time (changes of one instant in the workflow's
+    order: filed before dispatched, check_failed before the rework's dispatched)."""
     rows = _rows(settings, CASE_STAGE, "case_id", case_ids, start_ms, end_ms,
-                 {"unit": unit, "district": district})  # fmt: skip
+                 {"unit": unit, "district": district, "device": device})  # fmt: skip
     out = [stage_change_from_row(r) for r in rows]
 
     def order(c: StageChange) -> tuple[str, int, int, int]:

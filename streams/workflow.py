@@ -51,7 +51,10 @@ from streams.case import action_evidence
 if TYPE_CHECKING:
     from registry.devices import Device
 
-__all__ = ["Flow", "Workflow", "WorkflowRules", "parse_workflow"]
+__all__ = [
+    "STAGE_ACTS", "Flow", "StageRefusal", "Workflow", "WorkflowRules", "parse_workflow",
+    "stage_refusal",
+]  # fmt: skip
 
 HISTORY_MAX = 200
 """At most this many stage changes per case: a flood of acts stops here, refused by name."""
@@ -183,6 +186,79 @@ class Flow:
         return out
 
 
+STAGE_ACTS: dict[str, tuple[str, ...]] = {
+    "filed": ("dispatch",),
+    "dispatched": ("feedback", "extend"),
+    "handled": ("check", "extend"),
+    "checked": (),
+    "closed": (),
+    "evaluated": (),
+}
+"""The stage acts each stage takes (docs/rules.md, "The case workflow"): the one table the gate
+(``alerts.gate``, before the act is recorded) and the workflow (when it applies it) both judge by."""
+
+STAGE_WORDS: dict[str, tuple[str, str]] = {
+    "filed": ("已立案", "filed"), "dispatched": ("已派遣", "dispatched"),
+    "handled": ("已处置反馈", "handled"), "checked": ("已核查", "checked"),
+    "closed": ("已结案", "closed"), "evaluated": ("已结案评价", "closed and evaluated"),
+}  # fmt: skip
+ACT_WORDS: dict[str, tuple[str, str]] = {
+    "dispatch": ("派遣", "dispatch"), "feedback": ("处置反馈", "feedback"),
+    "check": ("核查", "check"), "extend": ("延期", "extend"),
+}  # fmt: skip
+_WHY_EN = {
+    "dispatch": "dispatch is for a filed case",
+    "feedback": "feedback follows a dispatch",
+    "check": "a check follows the unit's feedback",
+    "extend": "only a dispatched case gets an extension",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StageRefusal:
+    """Why a stage act may not move a case from its stage, in Chinese and English, and what may."""
+
+    case_id: str
+    stage: str
+    action: str
+    allowed: tuple[str, ...]
+    zh: str
+    en: str
+
+    @property
+    def line(self) -> str:
+        """One line, Chinese first (as every page and push): what the CLI prints, the 409 says."""
+        return f"{self.zh} / {self.en}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"case_id": self.case_id, "stage": self.stage, "action": self.action,
+                "allowed": list(self.allowed), "reason": self.line, "reason_zh": self.zh,
+                "reason_en": self.en}  # fmt: skip
+
+
+def stage_refusal(stage: str, action: str, case_id: str = "") -> StageRefusal | None:
+    """Whether ``action`` may move a case that is in ``stage``: None if it may, else why not.
+
+    The turn alone (``STAGE_ACTS``); what only the case's own record can judge -- an
+    extension's deadline against the current one, the history's length -- the workflow adds.
+    """
+    allowed = STAGE_ACTS.get(stage, ())
+    if action in allowed:
+        return None
+    sz, se = STAGE_WORDS.get(stage, (stage, stage))
+    az, ae = ACT_WORDS.get(action, (action, action))
+    may_zh = "、".join(ACT_WORDS[a][0] for a in allowed) or "无（已不在处置流程中）"
+    may_en = ", ".join(allowed) or "none (it is out of the workflow)"
+    name = f"案件 {case_id}" if case_id else "案件"
+    en_name = f"case {case_id}" if case_id else "the case"
+    return StageRefusal(
+        case_id, stage, action, allowed,
+        f"{name}{sz}，不能{az}；可做：{may_zh}",
+        f"{en_name}: it is {se}; {_WHY_EN.get(action, action + ' is not a stage act')}; "
+        f"allowed now: {may_en}",
+    )  # fmt: skip
+
+
 _MADE: dict[str, tuple[str, ...]] = {
     "dispatch": ("dispatched",), "feedback": ("handled",),
     "check": ("checked", "check_failed"), "extend": ("extended",),
@@ -291,7 +367,7 @@ class Workflow:
             return True  # redelivered: recorded already, nothing changes
         refusal = self._refusal(flow, a)
         if refusal is not None:
-            out.append(ActionRejected(a, f"case {flow.case_id}: {refusal}"))
+            self._refuse(flow, a, refusal, out)
             return False
         changes: list[dict[str, Any]] = []
         close = False
@@ -326,6 +402,21 @@ class Workflow:
         out.append(self._with(ev, flow, changes, stage_only=True))
         return flow.case_id if close else True
 
+    def _refuse(self, flow: Flow, a: OfficerAction, refusal: StageRefusal,
+                out: list[Output]) -> None:  # fmt: skip
+        """An act the workflow will not apply: the reason in the log (``ActionRejected``) and, so
+        the officer hears it, a snapshot of the case as it was with ``detail.workflow.refused``
+        (no change, no stage point, no money: the alerts service pushes it to the officer)."""
+        out.append(ActionRejected(a, refusal.en))
+        if flow.last is None:
+            return
+        ev = CaseEvent.from_dict(flow.last)
+        refused = refusal.to_dict() | {"at": a.at, "by": _by(a), "officer": a.officer,
+                                       "role": a.role, "channel": a.channel}  # fmt: skip
+        snap = self._with(ev, flow, [], stage_only=True)
+        snap.detail["workflow"]["refused"] = refused
+        out.append(snap)
+
     @staticmethod
     def _repeat(flow: Flow, a: OfficerAction) -> bool:
         """The same act (same officer, instant and stage) is in the history already: a
@@ -334,26 +425,27 @@ class Workflow:
         by = _by(a)
         return any(c["change"] in made and c["at"] == a.at and c["by"] == by for c in flow.history)
 
-    def _refusal(self, flow: Flow, a: OfficerAction) -> str | None:
-        """Why ``a`` cannot move ``flow`` (None: it can)."""
+    def _refusal(self, flow: Flow, a: OfficerAction) -> StageRefusal | None:
+        """Why ``a`` cannot move ``flow`` (None: it can): the turn (``stage_refusal``, as the
+        gate judges it), then what only the case's record knows."""
+        allowed = STAGE_ACTS.get(flow.stage, ())
         if len(flow.history) >= HISTORY_MAX:
-            return f"it has {HISTORY_MAX} stage changes already; settle it on the city's platform"
-        stage = flow.stage
-        if a.action == "dispatch":
-            if stage != "filed":
-                return f"already {stage} (dispatched to {flow.unit}); dispatch is for a filed case"
-        elif a.action == "feedback":
-            if stage != "dispatched":
-                return f"it is {stage}; feedback follows a dispatch"
-        elif a.action == "check":
-            if stage != "handled":
-                return f"it is {stage}; a check follows the unit's feedback"
-        elif a.action == "extend":
-            if stage not in ("dispatched", "handled"):
-                return f"it is {stage}; only a dispatched case gets an extension"
+            return StageRefusal(
+                flow.case_id, flow.stage, a.action, (),
+                f"案件 {flow.case_id} 已有 {HISTORY_MAX} 条阶段记录，请在城市平台上处理",
+                f"case {flow.case_id}: it has {HISTORY_MAX} stage changes already; settle it on the "
+                "city's platform",
+            )  # fmt: skip
+        turn = stage_refusal(flow.stage, a.action, flow.case_id)
+        if turn is not None:
+            return turn
+        if a.action == "extend":
             assert a.deadline is not None
             if flow.deadline is not None and a.deadline <= flow.deadline:
-                return (
-                    f"the extension ({a.deadline}) must be later than the deadline {flow.deadline}"
-                )
+                return StageRefusal(
+                    flow.case_id, flow.stage, a.action, allowed,
+                    f"案件 {flow.case_id}：延期后的时限（{a.deadline}）须晚于当前时限 {flow.deadline}",
+                    f"case {flow.case_id}: the extension ({a.deadline}) must be later than the "
+                    f"deadline {flow.deadline}",
+                )  # fmt: skip
         return None

@@ -85,7 +85,9 @@ def test_ended_cases_are_forgotten_after_a_week(
     async def go() -> None:
         svc = service(settings, tmp_path, hooks, clock=clock)
         try:
-            svc.accept([("cases", case_event(1, state="closed", detail={"acknowledged_at": T0})),
+            # case 1 opened an hour before the service heard of it: an ordinary close, pushed at once
+            svc.accept([("cases", case_event(1, state="closed", opened_at=T0 - 3_600_000,
+                                             detail={"acknowledged_at": T0})),
                         ("cases", case_event(2, detail={"acknowledged_at": T0}))])  # fmt: skip
             await settle(svc, hooks, 2)
             clock.advance(6 * 24 * 3_600_000)

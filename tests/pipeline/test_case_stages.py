@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from alerts.acks import submit
+from contract.cases import OfficerAction
 from contract.journal import from_record
 from contract.topics import KafkaTopics
 from foundation.settings import Settings
@@ -73,8 +75,24 @@ def test_a_case_walks_every_stage_on_the_pipeline_and_books_what_the_readings_al
             done = _cli(s, "case", verb, mh, *args, token=tokens["grid"])
             assert done.returncode == 0, done.stderr
             wait_until(lambda then=then: stage() == then, what=f"{verb}: the case {then}")
-        early = _cli(s, "case", "dispatch", mh, token=tokens["sup"])
-        assert early.returncode == 0  # accepted by the gate; the workflow says why not
+        early = _cli(s, "case", "dispatch", mh, token=tokens["sup"])  # out of turn: the gate
+        assert early.returncode != 0 and len(early.stderr.strip().splitlines()) == 1, early.stderr
+        assert "dispatch is for a filed case" in early.stderr and "allowed now: " in early.stderr
+        # an act past a gate whose view lagged: the workflow refuses it and says so on the topic
+        before = snapshots()[-1]["detail"]["workflow"]["history"]
+        raced = OfficerAction(
+            "dispatch", mh, int(time.time() * 1000), f"sup-{unique}", role="district_supervisor"
+        )
+        asyncio.run(submit(s, raced))
+        told = wait_until(
+            lambda: [x for x in snapshots() if (x["detail"].get("workflow") or {}).get("refused")],
+            what="the refused act on the cases topic",
+        )
+        refusal = told[-1]["detail"]["workflow"]
+        assert (
+            refusal["refused"]["action"] == "dispatch" and refusal["refused"]["stage"] == "handled"
+        )
+        assert refusal["changes"] == [] and refusal["history"] == before
         asyncio.run(journal.load(closing, reg, s.kafka.bootstrap, prefix))
         final = wait_until(
             lambda: (snaps := snapshots()) and snaps[-1]["state"] == "repaired" and snaps[-1],

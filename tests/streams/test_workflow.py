@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
+from contract.cases import CaseEvent
 from contract.components import component_of, component_problem
 from foundation.errors import ConfigError
 from streams.detector import Detector
 from streams.harness import REG, T0, H, M, Run
 from streams.rules import default_rules, load_rules, parse_rules
-from streams.workflow import WorkflowRules
+from streams.workflow import STAGE_ACTS, WorkflowRules, stage_refusal
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -143,7 +144,7 @@ def test_a_redelivered_failed_check_counts_one_rework() -> None:
     ("kind", "kw", "says"),
     [
         ("check", {"passed": True}, "a check follows the unit's feedback"),
-        ("dispatch", {}, "already dispatched (dispatched to 市政工程管理处)"),
+        ("dispatch", {}, "it is dispatched; dispatch is for a filed case"),
         ("extend", {"deadline": T0 + H}, "must be later than the deadline"),
     ],
 )
@@ -263,3 +264,34 @@ def test_a_passing_check_closes_its_own_case_and_no_other_of_the_device() -> Non
     run.act("check", "SL-1", t + 40 * M, officer="insp-01", passed=True)
     assert run.cases[fault.case_id].state == "closed"
     assert run.cases[leak.case_id].state == "open"
+
+
+def test_an_act_out_of_turn_leaves_a_snapshot_that_says_so_and_changes_nothing() -> None:
+    run = Run()
+    run.read("MH-MAIN", T0, open=True)
+    before = run.of_rule("manhole")[0].detail["workflow"]
+    booked = list(run.ledger)
+    run.act("check", "MH-MAIN", T0 + M, officer="insp-01", passed=True)
+    [snap] = [o for o in run.outputs[-2:] if isinstance(o, CaseEvent)]
+    flow = snap.detail["workflow"]
+    assert flow["changes"] == [] and flow["stage_only"] and flow["history"] == before["history"]
+    refused = flow["refused"]
+    assert (refused["action"], refused["stage"], refused["allowed"]) == (
+        "check", "dispatched", ["feedback", "extend"],
+    )  # fmt: skip
+    assert refused["by"] == "officer:insp-01" and refused["at"] == T0 + M
+    assert "已派遣，不能核查" in refused["reason"] and snap.state == "open"
+    assert list(run.ledger) == booked and [r.action.action for r in run.rejected] == ["check"]
+
+
+@pytest.mark.parametrize(
+    ("stage", "action", "ok"),
+    [("filed", "dispatch", True), ("dispatched", "feedback", True), ("dispatched", "extend", True),
+     ("handled", "check", True), ("filed", "check", False), ("dispatched", "dispatch", False),
+     ("evaluated", "dispatch", False), ("handled", "feedback", False)],
+)  # fmt: skip
+def test_one_table_says_which_act_each_stage_takes(stage: str, action: str, ok: bool) -> None:
+    refusal = stage_refusal(stage, action, "c1")
+    assert (refusal is None) == ok
+    if refusal is not None:
+        assert refusal.allowed == STAGE_ACTS[stage] and refusal.line.startswith("案件 c1")
