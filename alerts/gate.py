@@ -11,7 +11,9 @@ links of a push all hand their request here (docs/officers.md):
 3. **record**: the act, accepted or refused, goes to ``<prefix>.audit`` with who,
    role, channel, credential id, client address and user agent, the case, the
    outcome and the reason; an accepted act goes to ``<prefix>.acks`` as an
-   ``OfficerAction`` carrying the same provenance into the case's evidence.
+   ``OfficerAction`` carrying the same provenance into the case's evidence, and
+   an ``action_id`` of its own (a uuid4) by which the detector applies it once,
+   however often a forwarder or a restore delivers it (decision 010, §6).
 
 Acts on the pushes rather than on a case (adding or expiring a silence) come
 through ``push_act``: the same token, directory and audit trail, the policy's
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -255,6 +258,7 @@ class Gate:
             deadline=req.deadline,
             passed=req.passed,
             photos=tuple(req.photos),
+            action_id=uuid.uuid4().hex,  # applied once however often delivered (decision 010, §6)
         )
 
     # ------------------------------------------------------------------ the record

@@ -65,6 +65,9 @@ rework; closed after it; closed in time but only after a failed check."""
 PHOTOS_MAX = 20
 """At most this many photo references on one feedback."""
 
+ACTION_ID_MAX = 64
+"""An action id's longest (a uuid4's hex is 32): the detector keeps the last few per device."""
+
 COMMON_ACTIONS = ("ack", "close", "note")
 """The actions every case takes; the others belong to manhole cases."""
 
@@ -141,6 +144,10 @@ class OfficerAction:
     """``check``: whether the inspector found the condition over (True) or not (rework)."""
     photos: tuple[str, ...] = ()
     """``feedback``: the unit's photo references (URLs or the platform's ids), not the photos."""
+    action_id: str | None = None
+    """The act's own id (a uuid4, made by the gate, ``alerts.gate``): the detector applies an
+    id once, however often the record is delivered (decision 010, §6). None: a record from
+    before ids, applied each time it is delivered."""
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
@@ -170,6 +177,13 @@ class OfficerAction:
             raise ValueError(
                 f"photos: at most {PHOTOS_MAX} references, each 1-500 printable characters"
             )
+        if self.action_id is not None and not (
+            isinstance(self.action_id, str) and 0 < len(self.action_id) <= ACTION_ID_MAX
+            and self.action_id.isprintable()
+        ):  # fmt: skip
+            raise ValueError(
+                f"action_id: 1-{ACTION_ID_MAX} printable characters (the gate makes a uuid4), or null"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -179,7 +193,7 @@ class OfficerAction:
             "officer": self.officer,
             "case_id": self.case_id,
             "note": self.note,
-        } | self.provenance()
+        } | self.provenance() | ({"action_id": self.action_id} if self.action_id else {})  # fmt: skip
 
     def provenance(self) -> dict[str, Any]:
         """Who acted as what through which door: only the parts that are set, so a
@@ -223,6 +237,7 @@ class OfficerAction:
             deadline=None if d.get("deadline") is None else int(d["deadline"]),
             passed=d.get("passed"),
             photos=tuple(d.get("photos") or ()),
+            action_id=d.get("action_id"),
         )
 
 

@@ -199,6 +199,7 @@ def _action(rec: dict[str, Any]) -> OfficerAction:
     photos = rec.get("photos") or []
     if not isinstance(photos, list):
         raise _bad("action", "photos", "a list of text", rec)
+    action_id = _optional_text(rec, "action", "action_id")
     try:
         return OfficerAction(
             action,
@@ -217,6 +218,7 @@ def _action(rec: dict[str, Any]) -> OfficerAction:
             deadline,
             passed,
             tuple(photos),
+            action_id,
         )
     except ValueError as exc:
         raise JournalError("bad_record", f"action record: {exc}") from None

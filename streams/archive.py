@@ -4,7 +4,8 @@ The embedded tansu keeps everything in RAM; restarted, it is empty. The
 archive is a consumer (``citywatch archive run``) that appends every record
 of the journal (``<prefix>.telemetry``: readings, officer actions,
 watermarks), of ``<prefix>.audit`` (the officers' acts, the ledger's
-evidence) and of ``<prefix>.silences`` to files, one per topic and day, and
+evidence), of ``<prefix>.silences`` and of ``<prefix>.acks`` (officer actions
+not yet forwarded into the journal) to files, one per topic and day, and
 commits its offsets only after the lines are fsynced: a record Kafka
 acknowledged is either on disk or still ahead of the archive's committed
 offset. ``restore`` writes the files back into an empty broker, each record
@@ -22,9 +23,12 @@ them, UTC, never earlier than the file before):
   action's own record, a watermark ``{"watermark": ms}``; a record the worker
   could not read (quarantined) is kept as ``{"journal_raw": base64}`` and
   replay reports it, as the worker did;
-* ``audit-YYYY-MM-DD.jsonl``, ``silences-YYYY-MM-DD.jsonl``: ``{"key",
-  "value", "partition"}`` with the record's key (text or null) and value
-  (JSON).
+* ``audit-YYYY-MM-DD.jsonl``, ``silences-YYYY-MM-DD.jsonl``,
+  ``acks-YYYY-MM-DD.jsonl``: ``{"key", "value", "partition"}`` with the
+  record's key (text or null) and value (JSON). ``restore`` writes back only
+  the acks the journal archive does not hold (by ``action_id``): the others
+  were forwarded already, and forwarded again they would be applied twice
+  (decision 010, §6).
 
 Records written by ``restore`` carry the header ``citywatch-restored``; the
 archive skips them (they are on disk already), so a restart of the broker
@@ -53,7 +57,7 @@ from bus.kafka import (
     producer_for,
     start_client,
 )
-from contract.journal import encode, journal_key
+from contract.journal import JournalError, encode, from_record, journal_key
 from contract.topics import KafkaTopics, parse_topic
 from foundation.errors import CitywatchError
 from foundation.settings import Settings
@@ -62,9 +66,10 @@ log = logging.getLogger(__name__)
 
 RESTORED = "citywatch-restored"
 """The header of a record ``restore`` wrote: the archive has it already."""
-ARCHIVED = ("journal", "audit", "silences")
-"""The archived topics, by their file names' first word (``KafkaTopics`` attribute: telemetry, audit, silences)."""
-_ATTR = {"journal": "telemetry", "audit": "audit", "silences": "silences"}
+ARCHIVED = ("journal", "audit", "silences", "acks")
+"""The archived topics, by their file names' first word (``KafkaTopics`` attribute: telemetry,
+audit, silences, acks)."""
+_ATTR = {"journal": "telemetry", "audit": "audit", "silences": "silences", "acks": "acks"}
 
 
 class ArchiveError(CitywatchError):
@@ -346,15 +351,54 @@ def read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield lineno, obj
 
 
+def action_key(rec: Any) -> str | None:
+    """What names one officer action on the acks topic and in the journal alike: its
+    ``action_id``; for a record from before ids, its content as the forwarder copies it
+    (``OfficerAction.to_dict()``). None: not an action (the forwarder quarantined it)."""
+    if not isinstance(rec, dict):
+        return None
+    try:
+        action = from_record(
+            {k: v for k, v in rec.items() if k != "partition"} | {"type": "action"}
+        )
+    except JournalError:
+        return None
+    if action.action_id is not None:
+        return action.action_id
+    return orjson.dumps(action.to_dict(), option=orjson.OPT_SORT_KEYS).decode()
+
+
+def journaled_actions(directory: Path) -> set[str]:
+    """``action_key`` of every officer action the journal archive holds: forwarded already."""
+    out: set[str] = set()
+    for path in archive_files(directory, "journal"):
+        with open(path, "rb") as f:
+            for raw in f:
+                if b'"action"' not in raw:  # readings and watermarks: not parsed
+                    continue
+                try:
+                    line = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    continue  # a last line cut short; restore reports any other (read_lines)
+                if isinstance(line, dict) and "action" in line and "topic" not in line:
+                    key = action_key(line)
+                    if key is not None:
+                        out.add(key)
+    return out
+
+
 async def restore(settings: Settings, directory: Path | None = None) -> dict[str, int]:
     """Write the archive back into the broker; records written per kind.
 
     Each record goes to the partition it came from (by its key when that
     partition no longer exists), in file order, with the ``citywatch-restored``
-    header. Meant for an empty broker: restoring into a journal that still
-    holds the records repeats them, which the detector takes as repeats
-    (readings deduplicated by device and event time, actions idempotent per
-    case), but it is wasted work.
+    header; of the acks only those the journal archive does not hold (by
+    ``action_key``), once each: the others were forwarded into the journal
+    already and would be applied twice (decision 010, §6). Meant for an
+    empty broker: restoring into a journal that still holds the records
+    repeats them, which the detector takes as repeats (readings deduplicated
+    by device and event time, actions applied once per ``action_id``), but it
+    is wasted work.
     """
     k = settings.kafka
     directory = directory or archive_dir(settings)
@@ -366,12 +410,20 @@ async def restore(settings: Settings, directory: Path | None = None) -> dict[str
     written = dict.fromkeys(ARCHIVED, 0)
     try:
         parts = {t: len(await producer.partitions_for(t) or {0}) for t in
-                 (topics.telemetry, topics.audit, topics.silences)}  # fmt: skip
+                 (getattr(topics, _ATTR[kind]) for kind in ARCHIVED)}  # fmt: skip
+        forwarded = journaled_actions(directory) if archive_files(directory, "acks") else set()
+        skipped = 0
         futures = []
         for kind in ARCHIVED:
             topic = getattr(topics, _ATTR[kind])
             for path in archive_files(directory, kind):
                 for lineno, line in read_lines(path):
+                    if kind == "acks":
+                        if (action := action_key(line.get("value"))) in forwarded:
+                            skipped += 1  # the journal archive holds it: forwarded already
+                            continue
+                        if action is not None:
+                            forwarded.add(action)  # an ack the archive read twice: once
                     try:
                         if kind == "journal":
                             key, value = journal_record(line)
@@ -394,6 +446,9 @@ async def restore(settings: Settings, directory: Path | None = None) -> dict[str
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+    if skipped:
+        log.info("restore: %d officer actions not written back to the acks topic "
+                 "(the journal archive holds them: forwarded already)", skipped)  # fmt: skip
     return written
 
 

@@ -54,6 +54,11 @@ __all__ = ["Detector", "RegistryLike"]
 
 STATE_VERSION = 2
 
+ACTED_KEPT = 64
+"""Action ids remembered per device (``_Slot.acted``): a delivery repeated further back than the
+device's last 64 acts is not recognised. Repeats come from a forwarder restarted before its
+commit or a restore's overlap, a few records apart (decision 010, §6)."""
+
 
 @functools.lru_cache(maxsize=65536)
 def _device_record(device: Any) -> dict[str, Any]:
@@ -61,6 +66,12 @@ def _device_record(device: Any) -> dict[str, Any]:
     device version: asdict's deep copy was 5 % of the worker's time (bench/RESULTS.md, issue 15).
     Callers copy it (a shallow copy is a full one: the values are scalars)."""
     return dataclasses.asdict(device)
+
+
+def _acted(slot: _Slot) -> dict[str, Any]:
+    """The ``acted`` key of an exported state: only when there is one, so a state without
+    action ids reads and writes as it did."""
+    return {"acted": list(slot.acted)} if slot.acted else {}
 
 
 class RegistryLike(Protocol):
@@ -96,6 +107,9 @@ class _Slot:
     due: list[int | None]
     flows: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     """The device's cases in the workflow (``streams.workflow.Flow`` as dicts), by case id."""
+    acted: list[str] = dataclasses.field(default_factory=list)
+    """The ids of the device's last ``ACTED_KEPT`` officer actions, oldest first: each is
+    applied once, however often it is delivered (decision 010, §6)."""
 
 
 class Detector:
@@ -201,8 +215,11 @@ class Detector:
         ack/close/note to the device's open kind case (manhole;
         dust violation, flatline, warning; streetlight leakage, fault), else
         its offline case. An action matching no case gives ``ActionRejected``.
-        Repeats change nothing (an accident is booked once per case).
-        Actions do not move the watermark.
+        Repeats change nothing (an accident is booked once per case), and an
+        action delivered again (the same ``action_id``: a forwarder restarted
+        before its commit, a restore's overlap) gives nothing at all: its first
+        delivery decided it, accepted or rejected, so a close cannot land on a
+        case opened since (decision 010, §6). Actions do not move the watermark.
         """
         out: list[Output] = []
         ctx = self._ctx
@@ -219,6 +236,13 @@ class Detector:
             )
             out.append(ActionRejected(a, reason))
             return out
+        if a.action_id is not None:
+            if a.action_id in slot.acted:
+                return out  # delivered again: applied once
+            slot.acted.append(a.action_id)
+            if len(slot.acted) > ACTED_KEPT:
+                del slot.acted[0]
+            self._dirty.add(a.device)
         if a.action in STAGE_ACTIONS:
             done = self.workflow.act(slot.flows, a, slot.device, out)
             if done is False:
@@ -330,7 +354,7 @@ class Detector:
                 name: rule.export(st)
                 for name, rule, st in zip(slot.sections, slot.rules, slot.states, strict=True)
             },
-        } | ({"workflow": dict(slot.flows)} if slot.flows else {})
+        } | ({"workflow": dict(slot.flows)} if slot.flows else {}) | _acted(slot)  # fmt: skip
 
     def import_device(self, device_id: str, d: dict[str, Any]) -> bool:
         """Restore one device's state (from ``export_device``), replacing what is there.
@@ -370,6 +394,7 @@ class Detector:
         slot = self._make_slot(device_id, dev, states)
         assert slot is not None
         slot.flows = {k: dict(v) for k, v in (d.get("workflow") or {}).items()}
+        slot.acted = [str(i) for i in d.get("acted") or ()][-ACTED_KEPT:]  # absent: from before ids
         self._schedule(device_id, slot)
         return True
 

@@ -11,6 +11,7 @@ it; the worker sees the restart and starts afresh on it; the ledger comes back w
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
@@ -229,3 +230,120 @@ def test_a_broker_restarted_while_the_worker_is_mid_journal_gives_back_every_ent
     assert behind, "the restart came while the worker was part-way through the journal"
     assert after == want, (sorted(set(want) - set(after)), texts[1][-3000:])
     assert alive == [True, True], [t[-2000:] for t in texts]
+
+
+def _cases(s: Settings) -> list[dict]:
+    return read_topic_sync(s.kafka.bootstrap, KafkaTopics(s.kafka.topic_prefix).cases, 10**6, 2)
+
+
+def _closes(s: Settings, device: str) -> int:
+    """How many times the device's manhole case was closed (case events that close it)."""
+    events = [e for e in _cases(s) if e["device"] == device and e["rule"] == "manhole"]
+    return sum(
+        1 for before, e in zip([None, *events], events, strict=False)
+        if e["state"] == "closed" and (before is None or before["state"] != "closed")
+    )  # fmt: skip
+
+
+def test_an_officer_act_the_worker_had_not_forwarded_survives_a_broker_restart_once(
+    settings: Settings,
+    registry_file: Path,
+    unique: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An act is acknowledged when the acks topic has it; the worker forwards it into the journal,
+    but not while it is down. Two covers are open; an officer closes the first while the worker
+    runs (forwarded: in the journal archive) and the second while it is down (only on the acks
+    topic); the broker is restarted by `services down`/`up`. The second close comes back (the
+    archive kept the acks topic), the first is not given back twice (the restore leaves out the
+    acks the journal holds), each case is closed once and the ledger is the replay of the acts
+    (decision 010, §6)."""
+    from registry.officer_tokens import TokenStore
+    from streams.archive import lag
+    from tests.pipeline.test_officer_actions import _cli
+
+    caplog.set_level(logging.INFO, logger="streams.archive")
+    kafka = PrivateKafka(settings, tmp_path)
+    s = settings.replace("paths", registry=str(registry_file), state_dir=str(kafka.state))
+    s = s.replace("kafka", bootstrap=kafka.bootstrap)
+    directory = tmp_path / "officers.yaml"
+    directory.write_text(
+        f"officers:\n  - {{id: grid-{unique}, name: 网格员, roles: [grid], districts: [jinshui, erqi]}}\n",
+        encoding="utf-8",
+    )
+    s = s.replace("paths", officers=str(directory))
+    token = TokenStore(Path(s.paths.state_dir) / "officers").issue(f"grid-{unique}")[0]
+    k = s.kafka
+    topics = KafkaTopics(k.topic_prefix)
+    forwarded, pending = f"MH-{unique}-1", f"MH-{unique}-2"
+    t0 = (now_ms() // H - 10) * H
+    opening = [
+        {"topic": f"city/{district}/manhole/{mh}/telemetry",
+         "payload": {"ts": t0 + i * M, "open": i >= 1}, "received_at": t0 + i * M}
+        for i in range(3) for mh, district in ((forwarded, "jinshui"), (pending, "erqi"))
+    ]  # fmt: skip
+    five, later = [{"watermark": t0 + 5 * H}], [{"watermark": t0 + 14 * H}]
+    registry, rules = load_registry(s.paths.registry), load_rules(s.paths.rules)
+    want_before = {e["id"]: e["amount_yuan"] for e in
+                   replay(opening + five, rules, registry).ledger.to_json_list()}  # fmt: skip
+    assert want_before, "hours booked before the officer acts"
+    load = journal.load
+    kafka.up()
+    # the archive where this broker's `up` restores from; the worker with InfluxDB's secrets
+    at_home = s.replace("paths", state_dir=settings.paths.state_dir)
+    worker_args = ["worker", "--simulation", "--session-timeout", "3"]
+    archiver = Proc(["archive", "run"], s, tmp_path / "archive.log")
+    worker = Proc(worker_args, at_home, tmp_path / "worker.log")
+    procs = [archiver, worker]
+    try:
+        asyncio.run(load(opening + five, registry, k.bootstrap, k.topic_prefix,
+                         final_watermark=False))  # fmt: skip
+        wait_until(lambda: _ids(s, len(want_before)) == want_before, timeout=90,
+                   what="the ledger before the acts")  # fmt: skip
+        done = _cli(s, "case", "close", forwarded, token=token)
+        assert done.returncode == 0, done.stderr
+        wait_until(lambda: _closes(s, forwarded) == 1, timeout=60, what="the first close applied")
+        worker.stop()  # down: the next act stays on the acks topic
+        done = _cli(s, "case", "close", pending, token=token)
+        assert done.returncode == 0, done.stderr
+        acts = read_topic_sync(k.bootstrap, topics.acks, 2, 10)
+        assert [a["device"] for a in acts] == [forwarded, pending]
+        before = _ids(s, len(want_before))
+        archived = asyncio.run(lag(s))
+
+        kafka.down()  # waits for the archive to have what the broker holds
+        kafka.up()  # an empty broker, given the journal and the acks back from the archive
+        worker = Proc(worker_args, at_home, tmp_path / "worker-after.log")
+        procs.append(worker)
+        wait_until(lambda: _closes(s, pending) == 1, timeout=120,
+                   what="the close made while the worker was down, after the restart")  # fmt: skip
+        after = _ids(s, len(want_before))
+        asyncio.run(load(later, registry, k.bootstrap, k.topic_prefix, final_watermark=False))
+        want = {e["id"]: e["amount_yuan"] for e in
+                replay(opening + five + acts + later, rules, registry).ledger.to_json_list()}  # fmt: skip
+        final = wait_until(lambda: (got := _ids(s, len(want))) == want and got, timeout=90,
+                           what="the ledger of the acts' replay")  # fmt: skip
+        closes = (_closes(s, forwarded), _closes(s, pending))
+        journaled = [r.get("action_id") for r in read_topic_sync(
+            k.bootstrap, topics.telemetry, 10**6, 3) if r.get("type") == "action"]  # fmt: skip
+        alive = [p.proc.poll() is None for p in (archiver, worker)]
+        texts = [p.text() for p in procs]
+    finally:
+        for p in procs:
+            p.stop()
+        kafka.down()
+    assert archived == 0
+    ids = [a.get("action_id") for a in acts]
+    assert all(ids) and len(set(ids)) == 2, "each act has its own id"
+    assert before == after == want_before, "the restart changed nothing booked"
+    assert final == want
+    without = replay(opening + five + acts[:1] + later, rules, registry).ledger.to_json_list()
+    assert len(without) > len(want), "lost, the second close would have let its clock run"
+    assert closes == (1, 1), "each case closed once"
+    assert sorted(journaled) == sorted(ids), "each act once in the journal: none given back twice"
+    assert alive == [True, True], [t[-2000:] for t in texts]
+    kept = archive_dir(s)
+    (acks_day,) = archive_files(kept, "acks")
+    assert len(acks_day.read_text().splitlines()) == 2, "the acks once: not again after the restore"
+    assert "restore: 1 officer actions not written back" in caplog.text

@@ -120,3 +120,32 @@ def test_the_day_of_a_file_never_goes_back(tmp_path: Path) -> None:
     archive.write({"journal": [{"watermark": 2, "partition": 0}]})
     archive.close()
     assert [p.name for p in tmp_path.glob("*.jsonl")] == ["journal-2025-11-22.jsonl"]
+
+
+def test_an_ack_and_the_journal_record_it_was_forwarded_as_are_the_same_action(
+    tmp_path: Path,
+) -> None:
+    """What restore leaves out of the acks (decision 010, §6): an action the journal archive
+    holds, by its id, or by its content for a record from before ids."""
+    from streams.archive import action_key, journaled_actions, other_line
+
+    with_id = OfficerAction("close", "MH-A1", T0, "grid-07", role="grid", action_id="a" * 32)
+    old = OfficerAction("ack", "MH-A1", T0 + 1, "grid-07")
+    pending = OfficerAction("close", "MH-A1", T0 + 2, "grid-07", action_id="b" * 32)
+    journal = [journal_line(encode(to_record(a, "jinshui")[1]), 1) for a in (with_id, old)]
+    journal.append(journal_line(encode({"type": "watermark", "at": T0}), 1))
+    archive = Archive(tmp_path, clock=lambda: T0 / 1000)
+    archive.write({
+        "journal": journal,
+        "acks": [other_line(a.device.encode(), orjson.dumps(a.to_dict()), 0)
+                 for a in (with_id, old, pending)],
+    })  # fmt: skip
+    archive.close()
+    forwarded = journaled_actions(tmp_path)
+    acks = [line["value"] for _n, line in read_lines(tmp_path / "acks-2025-11-22.jsonl")]
+    assert [action_key(v) in forwarded for v in acks] == [True, True, False]
+    assert action_key(acks[0]) == "a" * 32
+    assert action_key({"action": "close", "at": "not ms"}) is None, "quarantined, never journaled"
+    assert action_key(old.to_dict()) != action_key(
+        OfficerAction("ack", "MH-A1", T0 + 2, "grid-07").to_dict()
+    ), "two id-less acts differ by their content"
