@@ -88,6 +88,22 @@ async def _pushes(svc: AlertsService, hooks: list[HttpStandIn], n: int) -> None:
     svc.tick()
 
 
+def _told(settings: Any, tmp_path: Path, hooks: list[HttpStandIn], clock: FakeClock,
+          records: list[tuple[str, dict[str, Any]]], n: int) -> None:  # fmt: skip
+    """The service given ``records``, its clock past the settle time, until ``n`` pushes."""
+
+    async def go() -> None:
+        svc = _service(settings, tmp_path, hooks, clock)
+        try:
+            svc.accept(records)
+            clock.advance(BOOKED_SETTLE_MS)
+            await _pushes(svc, hooks, n)
+        finally:
+            await svc.close()
+
+    asyncio.run(go())
+
+
 def test_an_overload_is_one_booked_push_naming_both_districts_and_30000_each(
     settings, tmp_path, hooks
 ) -> None:
@@ -125,17 +141,7 @@ def test_a_booked_push_mentions_the_officers_of_the_district_it_is_sent_for(
 ) -> None:
     city, erqi, _ = hooks
     clock = FakeClock(NIGHT + 1_800_000)
-
-    async def go() -> None:
-        svc = _service(_duty_officers(settings, tmp_path), tmp_path, hooks, clock)
-        try:
-            svc.accept(_overload())
-            clock.advance(BOOKED_SETTLE_MS)
-            await _pushes(svc, hooks, 2)
-        finally:
-            await svc.close()
-
-    asyncio.run(go())
+    _told(_duty_officers(settings, tmp_path), tmp_path, hooks, clock, _overload(), 2)
     # the case's own route (the root: zhongmou, the weigh station's district) mentions
     # zhongmou's duty officer; erqi's route, reached because erqi pays, erqi's; jinshui pays
     # too but its case would reach the root route, which was told already
@@ -227,18 +233,7 @@ def test_an_illegal_operation_is_one_booked_push_naming_the_company_and_10000(
     outs = run.read("T-2", local(10), lat=ROUTE_LAT, lon=113.70, speed_kmh=30)  # no permit, ring 4
     records = [("cases" if isinstance(o, CaseEvent) else "penalties", o.to_dict()) for o in outs]
     assert [r["rule"] for _, r in records] == ["illegal_operation", "illegal_operation"]
-    clock = FakeClock(local(10))
-
-    async def go() -> None:
-        svc = _service(settings, tmp_path, hooks, clock)
-        try:
-            svc.accept(records)
-            clock.advance(BOOKED_SETTLE_MS)
-            await _pushes(svc, hooks, 1)
-        finally:
-            await svc.close()
-
-    asyncio.run(go())
+    _told(settings, tmp_path, hooks, FakeClock(local(10)), records, 1)
     [[item]] = [push.json()["cases"] for push in erqi.delivered]  # T-2's terminal is erqi's
     assert item["change"] == "booked" and item["payers"] == [
         {"payer": "宏远土方", "payer_type": "property_unit", "amount_yuan": 10_000}
