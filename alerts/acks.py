@@ -9,6 +9,8 @@ identically.
 
 from __future__ import annotations
 
+import logging
+
 import orjson
 
 from alerts.gate import Gate
@@ -17,6 +19,15 @@ from contract.cases import OfficerAction
 from contract.officers import AuditRecord
 from contract.topics import KafkaTopics
 from foundation.settings import Settings
+
+log = logging.getLogger("citywatch.acks")
+
+STAGE_LOOKUP_TIMEOUT_S = 3.0
+"""How long the CLI's gate waits on InfluxDB (to connect, and for each read of the answer) for a
+case's stage before a stage act (``citywatch case dispatch|feedback|check|extend``). The lookup
+only spares an officer a refusal the worker's workflow would make anyway (docs/handover.md,
+"Whose stage counts"): an InfluxDB that accepts and never answers must not hold the act up for
+the query's usual 30 s."""
 
 
 async def _publish(settings: Settings, client_id: str, topic: str, record: dict, key: str) -> None:
@@ -67,17 +78,32 @@ def gate_for(settings: Settings) -> Gate:
 
 
 def stage_from_influx(
-    settings: Settings, device: str, case_id: str | None
+    settings: Settings, device: str, case_id: str | None, timeout: float = STAGE_LOOKUP_TIMEOUT_S
 ) -> tuple[str, str] | None:
     """The current stage of ``device``'s case as InfluxDB's ``case_stage`` points say it (what
     the CLI already reads): the last stage each case reached; None if not known (no point yet,
-    several cases in the workflow and none named, InfluxDB unreachable: the worker judges)."""
+    several cases in the workflow and none named, InfluxDB not answering within ``timeout``:
+    the worker judges). InfluxDB not answering is told in one warning line."""
     from contract.cases import STAGES
+    from store.errors import InfluxDown
     from store.read import case_stages
 
     try:
-        changes = case_stages(settings, device=device, case_ids=[case_id] if case_id else None)
-    except Exception:  # noqa: BLE001 - no view, no judgement here
+        changes = case_stages(
+            settings, device=device, case_ids=[case_id] if case_id else None, timeout=timeout
+        )
+    except InfluxDown as exc:
+        log.warning(
+            "the stage of %s's case is not known: InfluxDB at %s does not answer (%s, waited "
+            "up to %g s); the act goes to the worker's workflow, which refuses it if it is out "
+            "of turn",
+            device,
+            exc.address,
+            exc.cause or "no answer",
+            timeout,
+        )
+        return None
+    except Exception:  # noqa: BLE001 - no view (no database yet...), no judgement here
         return None
     stage: dict[str, str] = {}
     for c in changes:  # by case, in the workflow's order

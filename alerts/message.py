@@ -200,12 +200,16 @@ class Notice:
     refused: dict[str, Any] | None = field(default=None, hash=False)
     """A ``refused`` notice: the stage act the workflow refused (``detail.workflow.refused``:
     the act, who, when, the reason in both languages, the acts the stage takes)."""
+    district: str = ""
+    """The district the notice is told for when it is not its case's own: a ``booked`` notice
+    routed for a paying district (decision 015). Its push mentions, and makes its links for,
+    that district's officers; empty: the case's district."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "case_id": self.case_id, "change": self.change, "at": self.at,
                 "route_id": self.route_id, "receiver": self.receiver, "group_key": self.group_key,
                 "level_name": self.level_name, "hours": self.hours, "claim": self.claim,
-                "refused": self.refused}  # fmt: skip
+                "refused": self.refused, "district": self.district}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Notice:
@@ -251,11 +255,12 @@ class Renderer:
     """Renders a group of notices into one ``Message``.
 
     ``locate(device)`` gives (lat, lon) from the registry; ``ack_link(case_id,
-    device, action, officer)`` a signed link; ``now()`` the clock (epoch ms).
+    device, action, receiver, district)`` a signed link (``district``: the notice's, empty for
+    the case's own); ``now()`` the clock (epoch ms).
     """
 
     locate: Callable[[str], tuple[float | None, float | None]]
-    ack_link: Callable[[str, str, str, str], str]
+    ack_link: Callable[[str, str, str, str, str], str]
     now: Callable[[], int]
     district_names: dict[str, str] = field(default_factory=dict)
     max_cases: int = 10
@@ -291,8 +296,12 @@ class Renderer:
                     "lat": lat,
                     "lon": lon,
                     "overdue_h": overdue_h,
-                    "ack": self.ack_link(n.case_id, device, "ack", officer) if device else None,
-                    "close": self.ack_link(n.case_id, device, "close", officer) if device else None,
+                    "ack": self.ack_link(n.case_id, device, "ack", officer, n.district)
+                    if device
+                    else None,
+                    "close": self.ack_link(n.case_id, device, "close", officer, n.district)
+                    if device
+                    else None,
                 }
             )
             if n.change == "claim" and n.claim is not None:
@@ -327,7 +336,9 @@ class Renderer:
         for action in CLAIM_ACTIONS:
             word = "confirm" if action == "confirm_repair" else "reject"
             ok = bool(device) and action in links
-            out[word] = self.ack_link(n.case_id, device, action, officer) if ok else None
+            out[word] = (
+                self.ack_link(n.case_id, device, action, officer, n.district) if ok else None
+            )
             out["commands"][word] = f"citywatch case {action} {device} --case {n.case_id}"
         return out
 

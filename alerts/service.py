@@ -365,11 +365,13 @@ class AlertsService:
         accepted = 0
         for district in districts:
             where = labels | {"district": district}
+            told_for = "" if district == labels["district"] else district  # whose officers
             for route in self.config.match(where):
                 gk = group_key(where, route.group_by)
                 for receiver in escalate.reached_receivers(info, route, self.config):
                     n = Notice(key=key, case_id=info.case_id, change="booked", at=at,
-                               route_id=route.id, receiver=receiver, group_key=gk)  # fmt: skip
+                               route_id=route.id, receiver=receiver, group_key=gk,
+                               district=told_for)  # fmt: skip
                     accepted += self._accept(n, route.group_wait_ms, route.group_interval_ms, now)
         info.booked_due = None
         self.booked_due.pop(info.case_id, None)
@@ -780,11 +782,14 @@ class AlertsService:
             await ch.close()
         self.store.close()
 
-    def link_officer(self, receiver_name: str, device: str, action: str = "ack") -> str:
+    def link_officer(
+        self, receiver_name: str, device: str, action: str = "ack", district: str = ""
+    ) -> str:
         """The directory officer a receiver's link for ``device``'s case is made for, or "".
 
         The receiver's ``officer`` if the directory knows them, else the first officer (by id)
-        of the receiver's first role that has one acting in the device's district; a claim's
+        of the receiver's first role that has one acting in the device's district (``district``
+        when the notice is told for another: a paying district's, decision 015); a claim's
         decision links go to the district's supervisor (else the city's) whoever was pushed
         (docs/officers.md, "Links").
         """
@@ -801,7 +806,7 @@ class AlertsService:
         for role in roles:  # in the order given: the district's own before the city's
             for oid in sorted(self.directory.officers):
                 o = self.directory.officers[oid]
-                if role in o.roles and o.covers(dev.district):
+                if role in o.roles and o.covers(district or dev.district):
                     return oid
         return ""
 
@@ -811,7 +816,7 @@ class AlertsService:
         for n in notices:
             info = self.cases.get(n.case_id)
             device = str((info.snapshot if info else {}).get("device") or "")
-            oid = self.link_officer(receiver_name, device) if device else ""
+            oid = self.link_officer(receiver_name, device, district=n.district) if device else ""
             if n.refused is not None:  # told to the officer who acted
                 oid = str(n.refused.get("officer") or oid)
             o = self.directory.get(oid) if oid else None
@@ -820,8 +825,10 @@ class AlertsService:
                             "dingtalk": o.dingtalk or o.phone, "email": o.email}  # fmt: skip
         return list(out.values())
 
-    def _ack_link(self, case_id: str, device: str, action: str, receiver_name: str) -> str:
-        officer = self.link_officer(receiver_name, device, action)
+    def _ack_link(
+        self, case_id: str, device: str, action: str, receiver_name: str, district: str = ""
+    ) -> str:
+        officer = self.link_officer(receiver_name, device, action, district)
         if not officer:
             return ""  # nobody to make it for: the push carries no action link
         return make_link(self.config.ack, case_id, device, action, officer, self.clock())

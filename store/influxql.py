@@ -87,6 +87,11 @@ def _params_json(params: Mapping[str, Any]) -> str:
     return json.dumps(dict(params))
 
 
+QUERY_TIMEOUT_S = 30.0
+"""Seconds a query waits on InfluxDB by default (to connect, and for each read of the answer):
+long enough for a month's report; a lookup that serves an officer waiting sets a shorter one."""
+
+
 def query(
     settings_or_url: Any,
     database: str | None,
@@ -95,7 +100,7 @@ def query(
     params: Mapping[str, Any] | None = None,
     epoch: str = "ms",
     token: str | None = None,
-    timeout: float = 30.0,
+    timeout: float = QUERY_TIMEOUT_S,
     role: Role = "reader",
 ) -> list[dict[str, Any]]:
     """Run InfluxQL and return the rows of every series as dicts.

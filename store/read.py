@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from contract.cases import CaseEvent, LedgerEntry
-from store.influxql import ident, query
+from store.influxql import QUERY_TIMEOUT_S, ident, query
 from store.schema import AUDIT, CASE_EVENT, CASE_STAGE, PENALTY
 
 __all__ = [
@@ -163,24 +163,28 @@ def _conditions(
 
 
 def _select(
-    settings: Any, measurement: str, conds: list[str], params: dict[str, Any], tail: str = ""
-) -> list[dict[str, Any]]:
+    settings: Any, measurement: str, conds: list[str], params: dict[str, Any], tail: str = "",
+    timeout: float = QUERY_TIMEOUT_S,
+) -> list[dict[str, Any]]:  # fmt: skip
     where = f" WHERE {' AND '.join(conds)}" if conds else ""
-    return query(settings, None, f"SELECT * FROM {measurement}{where}{tail}", params=params)
+    sql = f"SELECT * FROM {measurement}{where}{tail}"
+    return query(settings, None, sql, params=params, timeout=timeout)
 
 
 def _rows(settings: Any, measurement: str, id_tag: str, ids: Iterable[str] | None,
-          start_ms: int | None, end_ms: int | None, tags: Mapping[str, str | None]) -> list[dict[str, Any]]:  # fmt: skip
+          start_ms: int | None, end_ms: int | None, tags: Mapping[str, str | None],
+          timeout: float = QUERY_TIMEOUT_S) -> list[dict[str, Any]]:  # fmt: skip
     conds, params = _conditions(start_ms, end_ms, tags)
     if ids is None:
-        return _select(settings, measurement, conds, params)
+        return _select(settings, measurement, conds, params, timeout=timeout)
     wanted = sorted(set(ids))
     rows: list[dict[str, Any]] = []
     for i in range(0, len(wanted), ID_CHUNK):
         chunk = wanted[i : i + ID_CHUNK]
         alternatives = " OR ".join(f"{ident(id_tag)} = $id{k}" for k in range(len(chunk)))
         bound = params | {f"id{k}": x for k, x in enumerate(chunk)}
-        rows += _select(settings, measurement, [f"({alternatives})", *conds], bound)
+        where = [f"({alternatives})", *conds]
+        rows += _select(settings, measurement, where, bound, timeout=timeout)
     return rows
 
 
@@ -284,12 +288,17 @@ def case_stages(
     unit: str | None = None,
     district: str | None = None,
     device: str | None = None,
+    timeout: float = QUERY_TIMEOUT_S,
 ) -> list[StageChange]:
     """Stage changes with ``start_ms <= at < end_ms`` (each bound optional), of ``case_ids``, one
     unit, district and/or device; by case, then time (changes of one instant in the workflow's
-    order: filed before dispatched, check_failed before the rework's dispatched)."""
+    order: filed before dispatched, check_failed before the rework's dispatched).
+
+    ``timeout``: seconds each wait on InfluxDB may take; a lookup that must not hold up what it
+    serves (the CLI gate's, ``alerts.acks.STAGE_LOOKUP_TIMEOUT_S``) sets a short one.
+    """
     rows = _rows(settings, CASE_STAGE, "case_id", case_ids, start_ms, end_ms,
-                 {"unit": unit, "district": district, "device": device})  # fmt: skip
+                 {"unit": unit, "district": district, "device": device}, timeout)  # fmt: skip
     out = [stage_change_from_row(r) for r in rows]
 
     def order(c: StageChange) -> tuple[str, int, int, int]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from alerts.service import BOOKED_SETTLE_MS, AlertsService
 from contract.cases import CaseEvent, LedgerEntry
-from streams.harness import ROUTE_LAT, Run, local
+from streams.harness import ROUTE_LAT, Run, local, registry
 from tests.alerts.inprocess import cases_of
 from tests.alerts.standins import LINK_SECRET, FakeClock, HttpStandIn, async_wait_for, case_event
 
@@ -23,8 +23,8 @@ def _routes(tmp_path: Path, city_url: str, erqi_url: str, group_wait: str = "0s"
     p.write_text(
         f"""
 receivers:
-  - {{name: city, webhook: {{url: "{city_url}", timeout: 1s}}}}
-  - {{name: erqi-duty, webhook: {{url: "{erqi_url}", timeout: 1s}}}}
+  - {{name: city, roles: [duty], webhook: {{url: "{city_url}", timeout: 1s}}}}
+  - {{name: erqi-duty, roles: [duty], webhook: {{url: "{erqi_url}", timeout: 1s}}}}
 route:
   receiver: city
   group_by: [case_id]
@@ -56,11 +56,28 @@ def _overload() -> list[tuple[str, dict[str, Any]]]:
     return [*entries, case]
 
 
+def _duty_officers(settings: Any, tmp_path: Path) -> Any:
+    """Settings whose directory has a duty officer in each district of the overload: zhongmou
+    (the weigh station's), erqi and jinshui (the two that pay)."""
+    path = tmp_path / "officers.yaml"
+    path.write_text(
+        "officers:\n"
+        + "".join(
+            f"  - {{id: {oid}, name: 值班员, roles: [duty], districts: [{d}], wecom: {oid.lower()}}}\n"
+            for oid, d in (("ZM-DUTY-01", "zhongmou"), ("EQ-DUTY-01", "erqi"), ("JS-DUTY-01", "jinshui"))
+        ),
+        encoding="utf-8",
+    )  # fmt: skip
+    return settings.replace("paths", officers=str(path))
+
+
 def _service(
     settings: Any, tmp_path: Path, hooks: list[HttpStandIn], clock: FakeClock, **kw: Any
 ) -> AlertsService:
     path = _routes(tmp_path, hooks[0].url, hooks[1].url, **kw)
-    return AlertsService(settings, path, tmp_path / "state", clock=clock, http_port=-1)
+    return AlertsService(
+        settings, path, tmp_path / "state", clock=clock, registry=registry(), http_port=-1
+    )
 
 
 async def _pushes(svc: AlertsService, hooks: list[HttpStandIn], n: int) -> None:
@@ -69,6 +86,22 @@ async def _pushes(svc: AlertsService, hooks: list[HttpStandIn], n: int) -> None:
     )
     await asyncio.sleep(0.3)  # and nothing more
     svc.tick()
+
+
+def _told(settings: Any, tmp_path: Path, hooks: list[HttpStandIn], clock: FakeClock,
+          records: list[tuple[str, dict[str, Any]]], n: int) -> None:  # fmt: skip
+    """The service given ``records``, its clock past the settle time, until ``n`` pushes."""
+
+    async def go() -> None:
+        svc = _service(settings, tmp_path, hooks, clock)
+        try:
+            svc.accept(records)
+            clock.advance(BOOKED_SETTLE_MS)
+            await _pushes(svc, hooks, n)
+        finally:
+            await svc.close()
+
+    asyncio.run(go())
 
 
 def test_an_overload_is_one_booked_push_naming_both_districts_and_30000_each(
@@ -101,6 +134,21 @@ def test_an_overload_is_one_booked_push_naming_both_districts_and_30000_each(
     assert city.delivered[0].headers["Idempotency-Key"] == city.delivered[0].json()["id"]
     title = city.delivered[0].json()["title"]
     assert "已计罚并结案" in title and "booked and closed" in title
+
+
+def test_a_booked_push_mentions_the_officers_of_the_district_it_is_sent_for(
+    settings, tmp_path, hooks
+) -> None:
+    city, erqi, _ = hooks
+    clock = FakeClock(NIGHT + 1_800_000)
+    _told(_duty_officers(settings, tmp_path), tmp_path, hooks, clock, _overload(), 2)
+    # the case's own route (the root: zhongmou, the weigh station's district) mentions
+    # zhongmou's duty officer; erqi's route, reached because erqi pays, erqi's; jinshui pays
+    # too but its case would reach the root route, which was told already
+    [own] = [push.json() for push in city.delivered]
+    [payer] = [push.json() for push in erqi.delivered]
+    assert [(m["officer"], m["wecom"]) for m in own["mention"]] == [("ZM-DUTY-01", "zm-duty-01")]
+    assert [(m["officer"], m["wecom"]) for m in payer["mention"]] == [("EQ-DUTY-01", "eq-duty-01")]
 
 
 def test_a_cover_closed_later_still_gets_its_open_push_and_no_booked(
@@ -185,18 +233,7 @@ def test_an_illegal_operation_is_one_booked_push_naming_the_company_and_10000(
     outs = run.read("T-2", local(10), lat=ROUTE_LAT, lon=113.70, speed_kmh=30)  # no permit, ring 4
     records = [("cases" if isinstance(o, CaseEvent) else "penalties", o.to_dict()) for o in outs]
     assert [r["rule"] for _, r in records] == ["illegal_operation", "illegal_operation"]
-    clock = FakeClock(local(10))
-
-    async def go() -> None:
-        svc = _service(settings, tmp_path, hooks, clock)
-        try:
-            svc.accept(records)
-            clock.advance(BOOKED_SETTLE_MS)
-            await _pushes(svc, hooks, 1)
-        finally:
-            await svc.close()
-
-    asyncio.run(go())
+    _told(settings, tmp_path, hooks, FakeClock(local(10)), records, 1)
     [[item]] = [push.json()["cases"] for push in erqi.delivered]  # T-2's terminal is erqi's
     assert item["change"] == "booked" and item["payers"] == [
         {"payer": "宏远土方", "payer_type": "property_unit", "amount_yuan": 10_000}

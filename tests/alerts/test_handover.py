@@ -15,25 +15,9 @@ from contract.topics import KafkaTopics
 from registry.devices import load_registry
 from registry.officer_tokens import TokenStore
 from streams.harness import T0, M, Run
-from tests.alerts.standins import HOOK_SECRET, LINK_SECRET, FakeClock, HttpStandIn, async_wait_for
+from tests.alerts.standins import FakeClock, HttpStandIn, async_wait_for
 from tests.kit.kafka import read_topic
-
-
-def _routes(tmp_path: Path, officers_url: str, platform_url: str) -> Path:
-    p = tmp_path / "routes.yaml"
-    p.write_text(
-        f"""
-receivers:
-  - {{name: grid, roles: [grid], webhook: {{url: "{officers_url}", timeout: 1s}}}}
-  - {{name: platform, webhook: {{url: "{platform_url}", secret: {HOOK_SECRET}, timeout: 1s}}}}
-route: {{receiver: grid, group_by: [case_id], group_wait: 0s, group_interval: 0s, repeat_interval: 0s}}
-handover: {{receiver: platform}}
-ack: {{base_url: "http://127.0.0.1:1", secret: {LINK_SECRET}, link_ttl: 10m}}
-delivery: {{retry_initial: 50ms, retry_max: 200ms, timeout: 500ms}}
-""",
-        encoding="utf-8",
-    )
-    return p
+from tests.kit.routes import handover_routes
 
 
 def _walk() -> Run:
@@ -50,7 +34,7 @@ def test_every_stage_change_is_pushed_once_signed_with_its_id(
     settings, tmp_path, server, hook
 ) -> None:
     run = _walk()
-    svc = AlertsService(settings, _routes(tmp_path, server.url, hook.url), tmp_path / "state",
+    svc = AlertsService(settings, handover_routes(tmp_path, server.url, hook.url), tmp_path / "state",
                         clock=FakeClock(), http_port=-1)  # fmt: skip
     events = [e.to_dict() for e in run.events]
     history = events[-1]["detail"]["workflow"]["history"]
@@ -86,7 +70,7 @@ def test_a_handover_receiver_the_file_does_not_define_is_refused_by_name(tmp_pat
     from alerts.route import load_routes
     from foundation.errors import ConfigError
 
-    p = _routes(tmp_path, "http://a.example/x", "http://b.example/y")
+    p = handover_routes(tmp_path, "http://a.example/x", "http://b.example/y")
     p.write_text(p.read_text(encoding="utf-8").replace("{receiver: platform}", "{receiver: platfrom}"),
                  encoding="utf-8")  # fmt: skip
     with pytest.raises(ConfigError) as err:
@@ -109,7 +93,7 @@ def test_the_platform_drives_stages_with_a_token_and_bad_input_is_refused(
     async def go() -> list[tuple[int, dict]]:
         import aiohttp
 
-        svc = AlertsService(s, _routes(tmp_path, sink.url, sink.url), tmp_path / "state",
+        svc = AlertsService(s, handover_routes(tmp_path, sink.url, sink.url), tmp_path / "state",
                             registry=load_registry(s.paths.registry), http_port=0,
                             http_host="127.0.0.1")  # fmt: skip
         stop = asyncio.Event()
@@ -183,7 +167,7 @@ def test_a_stage_change_of_a_snapshot_older_than_the_latest_is_still_pushed(
     """The case's last snapshot arrives first (another partition's order, a redelivery): the
     service keeps the newest snapshot for its pushes, but every stage change goes to the platform."""
     run = _walk()
-    svc = AlertsService(settings, _routes(tmp_path, server.url, hook.url), tmp_path / "state",
+    svc = AlertsService(settings, handover_routes(tmp_path, server.url, hook.url), tmp_path / "state",
                         clock=FakeClock(), http_port=-1)  # fmt: skip
     events = [e.to_dict() for e in run.events]
     history = events[-1]["detail"]["workflow"]["history"]

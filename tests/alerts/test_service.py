@@ -11,17 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-import orjson
-
 from alerts.service import AlertsService
-from bus.kafka import ensure_topics, make_producer
 from contract.topics import KafkaTopics
 from foundation.settings import Settings
 from registry.devices import load_registry
 from tests.alerts.inprocess import MIN, cases_of, routes, service, settle
 from tests.alerts.standins import (
-    HOOK_SECRET,
-    LINK_SECRET,
     T0,
     FakeClock,
     HttpStandIn,
@@ -31,40 +26,10 @@ from tests.alerts.standins import (
     wait_for,
 )
 from tests.conftest import settings_env
-from tests.kit.kafka import read_topic
+from tests.kit.kafka import produce, read_topic
+from tests.kit.routes import grid_officer_routes
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def routes_file(tmp_path: Path, url: str, group_wait: str = "0s") -> Path:
-    p = tmp_path / "routes.yaml"
-    p.write_text(
-        f"""
-receivers:
-  - {{name: grid, officer: JS-GRID-01, webhook: {{url: "{url}", secret: {HOOK_SECRET}, timeout: 1s}}}}
-route: {{receiver: grid, group_by: [case_id], group_wait: {group_wait}, group_interval: 0s, repeat_interval: 0s}}
-ack: {{base_url: "http://127.0.0.1:1", secret: {LINK_SECRET}, link_ttl: 10m}}
-delivery: {{retry_initial: 100ms, retry_max: 300ms}}
-notify: {{overdue_every_hours: 2}}
-""",
-        encoding="utf-8",
-    )
-    return p
-
-
-async def produce(settings: Settings, records: list[tuple[str, dict]]) -> None:
-    k = settings.kafka
-    await ensure_topics(k.bootstrap, k.topic_prefix, k.partitions)
-    topics = KafkaTopics(k.topic_prefix)
-    producer = make_producer(k.bootstrap, linger_ms=0)
-    await producer.start()
-    try:
-        for kind, rec in records:
-            await producer.send_and_wait(
-                getattr(topics, kind), orjson.dumps(rec), key=rec["case_id"].encode()
-            )
-    finally:
-        await producer.stop()
 
 
 def test_case_events_on_kafka_become_pushes_and_alert_records(settings: Settings, tmp_path: Path,
@@ -79,7 +44,7 @@ def test_case_events_on_kafka_become_pushes_and_alert_records(settings: Settings
         await produce(settings, [("cases", opened), ("penalties", hour_entry(opened, 1)),
                                  ("penalties", hour_entry(opened, 1)), ("cases", closed)])  # fmt: skip
         svc = AlertsService(
-            settings, routes_file(tmp_path, hook.url), tmp_path / "state", http_port=-1
+            settings, grid_officer_routes(tmp_path, hook.url), tmp_path / "state", http_port=-1
         )
         stop = asyncio.Event()
         task = asyncio.create_task(svc.run(stop))
@@ -113,7 +78,7 @@ def test_case_events_on_kafka_become_pushes_and_alert_records(settings: Settings
 def test_sigkill_between_accept_and_delivery_loses_nothing(settings: Settings, tmp_path: Path,
                                                            hook: HttpStandIn) -> None:  # fmt: skip
     hook.down = True  # the robot is down: pushes are accepted but cannot be delivered
-    routes = routes_file(tmp_path, hook.url)
+    routes = grid_officer_routes(tmp_path, hook.url)
     state = tmp_path / "state"
     log = tmp_path / "alerts.log"
     events = [case_event(i, detail={"acknowledged_at": T0 + 1}) for i in range(20)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,46 +13,31 @@ import pytest
 from alerts.service import AlertsService
 from contract.topics import KafkaTopics
 from foundation.settings import Settings
-from registry.officer_tokens import TokenStore
 from tests.alerts.standins import HttpStandIn, async_wait_for, case_event
-from tests.alerts.test_service import produce, routes_file
-from tests.conftest import settings_env
-from tests.kit.kafka import read_topic
+from tests.kit.cli import officer_cli
+from tests.kit.kafka import produce, read_topic
+from tests.kit.officers import with_officers
+from tests.kit.routes import grid_officer_routes
 
 pytestmark = pytest.mark.services
 
 
-def officers(s: Settings, tmp_path: Path, unique: str) -> tuple[Settings, dict[str, str]]:
-    """A directory with this test's grid officer and district supervisor in jinshui, and a token each."""
-    path = tmp_path / "officers.yaml"
-    path.write_text(
-        "officers:\n"
-        f"  - {{id: grid-{unique}, name: 网格员, roles: [grid], districts: [jinshui]}}\n"
-        f"  - {{id: sup-{unique}, name: 督办, roles: [district_supervisor], districts: [jinshui]}}\n",
-        encoding="utf-8",
-    )
-    s = s.replace("paths", officers=str(path))
-    store = TokenStore(Path(s.paths.state_dir) / "officers")
-    return s, {role: store.issue(f"{role}-{unique}")[0] for role in ("grid", "sup")}
-
-
 async def cli(s: Settings, *args: str, token: str = "") -> subprocess.CompletedProcess[str]:
-    env = settings_env(s) | ({"CITYWATCH_OFFICER_TOKEN": token} if token else {})
-    return await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "citywatch", *args], env=env, capture_output=True,
-        text=True, timeout=60,
-    )  # fmt: skip
+    """``officer_cli`` off the event loop, which the running alerts service shares."""
+    return await asyncio.to_thread(officer_cli, s, *args, token=token)
 
 
 def test_the_cli_round_trip_adds_lists_and_expires_a_silence_the_running_service_obeys(
     settings: Settings, tmp_path: Path, hook: HttpStandIn, unique: str
 ) -> None:
-    s, tokens = officers(settings, tmp_path, unique)
+    s, tokens = with_officers(settings, tmp_path, unique, "grid", "sup")
     case = case_event(1, district="jinshui")
     comment = "井盖更换施工 cover replacement"
 
     async def go() -> dict[str, object]:
-        svc = AlertsService(s, routes_file(tmp_path, hook.url), tmp_path / "state", http_port=-1)
+        svc = AlertsService(
+            s, grid_officer_routes(tmp_path, hook.url), tmp_path / "state", http_port=-1
+        )
         stop = asyncio.Event()
         task = asyncio.create_task(svc.run(stop))
         seen: dict[str, object] = {}

@@ -22,11 +22,14 @@ from pathlib import Path
 
 import pytest
 
+from alerts.acks import STAGE_LOOKUP_TIMEOUT_S
 from citywatch.run import settings_env
+from contract.topics import KafkaTopics
 from foundation.settings import Settings
 from registry.officer_tokens import TokenStore
 from tests.kit.cli import run_cli
 from tests.kit.influxd import free_port
+from tests.kit.kafka import read_topic_sync
 
 BOUND_S = 20.0
 """A refused connection is told in about a second; the rest is a slow machine's Python start."""
@@ -214,6 +217,40 @@ def test_a_kafka_that_accepts_and_never_answers_is_an_outage_within_seconds(
     env = outage.env | {"CITYWATCH_KAFKA_BOOTSTRAP": f"127.0.0.1:{hung_port}"}
     done, elapsed = _run(["case", "ack", DEVICE], env)
     _assert_one_outage_line(done, "kafka", f"127.0.0.1:{hung_port}", elapsed, HUNG_BOUND_S)
+
+
+@pytest.mark.services
+def test_a_stage_act_goes_to_the_workflow_with_one_warning_when_influxdb_accepts_and_never_answers(
+    settings: Settings, tmp_path: Path, hung_port: int
+) -> None:
+    """The CLI gate's view of the stage is InfluxDB's (docs/handover.md, "Whose stage counts"):
+    not read within ``STAGE_LOOKUP_TIMEOUT_S``, the act is recorded and the workflow judges it."""
+    state = tmp_path / "state"
+    supervisor = "JS-SUP-01"  # jinshui's district supervisor: may dispatch DEVICE's case
+    env = {k: v for k, v in settings_env(settings).items() if k.startswith("CITYWATCH_")} | {
+        "CITYWATCH_INFLUX_URL": f"http://127.0.0.1:{hung_port}",
+        "CITYWATCH_PATHS_STATE_DIR": str(state),
+        "CITYWATCH_OFFICER_TOKEN": TokenStore(state / "officers").issue(supervisor, ttl_days=1)[0],
+    }
+    done = run_cli("case", "dispatch", DEVICE, "--note", "派遣", env=env)
+    assert done.returncode == 0 and f"dispatch on {DEVICE} by {supervisor}" in done.stdout, (
+        done.stdout + done.stderr
+    )
+    [warning] = done.stderr.splitlines()
+    assert warning.startswith(
+        f"the stage of {DEVICE}'s case is not known: InfluxDB at http://127.0.0.1:{hung_port} "
+        "does not answer ("
+    ), warning
+    assert (
+        f"waited up to {STAGE_LOOKUP_TIMEOUT_S:g} s); the act goes to the worker's workflow"
+        in warning
+    )
+    acks = read_topic_sync(
+        settings.kafka.bootstrap, KafkaTopics(settings.kafka.topic_prefix).acks, 1
+    )
+    assert [(a["action"], a["device"], a["officer"]) for a in acks] == [
+        ("dispatch", DEVICE, supervisor)
+    ]
 
 
 def test_grafana_not_answering_is_one_line_without_the_password_of_its_url(

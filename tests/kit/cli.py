@@ -1,4 +1,4 @@
-"""Run the real ``citywatch`` command in a subprocess, as an operator would."""
+"""Run the real ``citywatch`` command in a subprocess, as an operator (or an officer) would."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+from citywatch.run import settings_env
+from foundation.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,3 +26,10 @@ def run_cli(
         text=True,
         timeout=60,
     )
+
+
+def officer_cli(s: Settings, *args: str, token: str = "") -> subprocess.CompletedProcess:
+    """``python -m citywatch ARGS`` with exactly the settings ``s``, acting with the officer
+    ``token`` (``CITYWATCH_OFFICER_TOKEN``) when one is given."""
+    env = settings_env(s) | ({"CITYWATCH_OFFICER_TOKEN": token} if token else {})
+    return run_cli(*args, env=env)

@@ -1,4 +1,4 @@
-"""Reading Kafka topics back in tests (real broker, real consumer)."""
+"""Writing records to Kafka topics and reading them back in tests (real broker, real clients)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,26 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
+
+from bus.kafka import ensure_topics, make_producer
+from contract.topics import KafkaTopics
+
+
+async def produce(settings: Any, records: list[tuple[str, dict]]) -> None:
+    """Put each ``(kind, record)`` on citywatch's topic of that kind (``KafkaTopics``: "cases",
+    "penalties"...), keyed by its case id, waiting for Kafka's ack of each."""
+    k = settings.kafka
+    await ensure_topics(k.bootstrap, k.topic_prefix, k.partitions)
+    topics = KafkaTopics(k.topic_prefix)
+    producer = make_producer(k.bootstrap, linger_ms=0)
+    await producer.start()
+    try:
+        for kind, rec in records:
+            await producer.send_and_wait(
+                getattr(topics, kind), orjson.dumps(rec), key=rec["case_id"].encode()
+            )
+    finally:
+        await producer.stop()
 
 
 async def read_topic(

@@ -261,7 +261,7 @@ def test_an_officer_act_the_worker_had_not_forwarded_survives_a_broker_restart_o
     (decision 010, §6)."""
     from registry.officer_tokens import TokenStore
     from streams.archive import lag
-    from tests.pipeline.test_officer_actions import _cli
+    from tests.kit.cli import officer_cli
 
     caplog.set_level(logging.INFO, logger="streams.archive")
     kafka = PrivateKafka(settings, tmp_path)
@@ -301,11 +301,11 @@ def test_an_officer_act_the_worker_had_not_forwarded_survives_a_broker_restart_o
                          final_watermark=False))  # fmt: skip
         wait_until(lambda: _ids(s, len(want_before)) == want_before, timeout=90,
                    what="the ledger before the acts")  # fmt: skip
-        done = _cli(s, "case", "close", forwarded, token=token)
+        done = officer_cli(s, "case", "close", forwarded, token=token)
         assert done.returncode == 0, done.stderr
         wait_until(lambda: _closes(s, forwarded) == 1, timeout=60, what="the first close applied")
         worker.stop()  # down: the next act stays on the acks topic
-        done = _cli(s, "case", "close", pending, token=token)
+        done = officer_cli(s, "case", "close", pending, token=token)
         assert done.returncode == 0, done.stderr
         acts = read_topic_sync(k.bootstrap, topics.acks, 2, 10)
         assert [a["device"] for a in acts] == [forwarded, pending]

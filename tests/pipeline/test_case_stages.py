@@ -23,9 +23,10 @@ from streams import journal
 from streams.detector import Detector
 from streams.ledger import Ledger
 from streams.rules import load_rules
+from tests.kit.cli import officer_cli
 from tests.kit.kafka import read_topic_sync
+from tests.kit.officers import with_officers
 from tests.kit.procs import Proc, wait_until
-from tests.pipeline.test_officer_actions import _cli, _officers
 
 pytestmark = pytest.mark.services
 H, M = 3_600_000, 60_000
@@ -35,7 +36,7 @@ def test_a_case_walks_every_stage_on_the_pipeline_and_books_what_the_readings_al
     settings: Settings, registry_file: Path, unique: str, tmp_path: Path
 ) -> None:
     s = settings.replace("paths", registry=str(registry_file))
-    s, tokens = _officers(s, tmp_path, unique)
+    s, tokens = with_officers(s, tmp_path, unique)
     mh = f"MH-{unique}-1"  # a main road in jinshui: 2 h to repair, 2 h to dispose
     reg = load_registry(s.paths.registry)
     now = time.time_ns() // 1_000_000
@@ -64,7 +65,7 @@ def test_a_case_walks_every_stage_on_the_pipeline_and_books_what_the_readings_al
 
     try:
         wait_until(lambda: stage() == "dispatched", what="the case filed and dispatched")
-        refused = _cli(s, "case", "feedback", mh, "--note", "已处理", token=tokens["duty"])
+        refused = officer_cli(s, "case", "feedback", mh, "--note", "已处理", token=tokens["duty"])
         assert "may not feedback: that needs grid officer" in refused.stderr  # a duty officer
         steps = [
             ("feedback", "--note", "已更换井盖", "--photo", "oss://cw/1.jpg", "handled"),
@@ -72,10 +73,10 @@ def test_a_case_walks_every_stage_on_the_pipeline_and_books_what_the_readings_al
             ("feedback", "--note", "重新安装", "--photo", "oss://cw/2.jpg", "handled"),
         ]
         for verb, *args, then in steps:
-            done = _cli(s, "case", verb, mh, *args, token=tokens["grid"])
+            done = officer_cli(s, "case", verb, mh, *args, token=tokens["grid"])
             assert done.returncode == 0, done.stderr
             wait_until(lambda then=then: stage() == then, what=f"{verb}: the case {then}")
-        early = _cli(s, "case", "dispatch", mh, token=tokens["sup"])  # out of turn: the gate
+        early = officer_cli(s, "case", "dispatch", mh, token=tokens["sup"])  # out of turn: the gate
         assert early.returncode != 0 and len(early.stderr.strip().splitlines()) == 1, early.stderr
         assert "dispatch is for a filed case" in early.stderr and "allowed now: " in early.stderr
         # an act past a gate whose view lagged: the workflow refuses it and says so on the topic
@@ -146,7 +147,7 @@ def test_a_case_walks_every_stage_on_the_pipeline_and_books_what_the_readings_al
                 ledger.add(o)
     alone = sorted((e.id, e.amount_yuan, e.accrued_at) for e in ledger)
     assert booked == alone and len(alone) >= 4
-    audit = _cli(s, "audit", "--since", str(now - M)).stdout
+    audit = officer_cli(s, "audit", "--since", str(now - M)).stdout
     mine = [line for line in audit.splitlines() if unique in line]
     assert sum("accepted" in line and "feedback" in line for line in mine) == 2
     assert sum("accepted" in line and "check" in line for line in mine) == 1

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,13 +11,13 @@ import pytest
 from contract.topics import KafkaTopics
 from foundation.settings import Settings
 from registry.devices import load_registry
-from registry.officer_tokens import TokenStore
 from store.errors import InfluxQueryError
 from store.influxql import query
 from store.schema import PENALTY
 from streams import journal
-from tests.conftest import settings_env
+from tests.kit.cli import officer_cli
 from tests.kit.kafka import read_topic_sync
+from tests.kit.officers import with_officers
 from tests.kit.procs import Proc, wait_until
 
 pytestmark = pytest.mark.services
@@ -27,38 +25,11 @@ H, M = 3_600_000, 60_000
 T0 = (time.time_ns() // 1_000_000 // H - 10) * H  # recent: the raw retention policy keeps 30 days
 
 
-def _cli(s: Settings, *args: str, token: str = "") -> subprocess.CompletedProcess:
-    env = settings_env(s) | ({"CITYWATCH_OFFICER_TOKEN": token} if token else {})
-    return subprocess.run(
-        [sys.executable, "-m", "citywatch", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def _officers(s: Settings, tmp_path: Path, unique: str) -> tuple[Settings, dict[str, str]]:
-    """A directory with this test's officers in jinshui, and a personal token for each."""
-    path = tmp_path / "officers.yaml"
-    path.write_text(
-        "officers:\n"
-        f"  - {{id: grid-{unique}, name: 网格员, roles: [grid], districts: [jinshui]}}\n"
-        f"  - {{id: sup-{unique}, name: 督办, roles: [district_supervisor], districts: [jinshui]}}\n"
-        f"  - {{id: city-{unique}, name: 市督办, roles: [city_supervisor]}}\n"
-        f"  - {{id: duty-{unique}, name: 值班员, roles: [duty], districts: [erqi]}}\n",
-        encoding="utf-8",
-    )
-    s = s.replace("paths", officers=str(path))
-    store = TokenStore(Path(s.paths.state_dir) / "officers")
-    return s, {role: store.issue(f"{role}-{unique}")[0] for role in ("grid", "sup", "city", "duty")}
-
-
 def test_officer_closes_a_case_from_the_cli_and_the_clock_stops(
     settings: Settings, registry_file: Path, unique: str, tmp_path: Path
 ) -> None:
     s = settings.replace("paths", registry=str(registry_file))
-    s, tokens = _officers(s, tmp_path, unique)
+    s, tokens = with_officers(s, tmp_path, unique)
     mh = f"MH-{unique}-1"
     reg = load_registry(s.paths.registry)
     opening = [
@@ -83,15 +54,15 @@ def test_officer_closes_a_case_from_the_cli_and_the_clock_stops(
             what="3 hourly entries (deadline at 2 h, entries at 3, 4 and 5 h)",
         )
         at = str(T0 + 5 * H + 30 * M)  # hours ago: a backdated close
-        refused = _cli(s, "case", "close", mh, "--at", at, token=tokens["grid"])
+        refused = officer_cli(s, "case", "close", mh, "--at", at, token=tokens["grid"])
         assert refused.returncode != 0
         assert f"refused: grid-{unique} may not backdate an act" in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1
-        outside = _cli(s, "case", "ack", mh, token=tokens["duty"])  # a duty officer of erqi
+        outside = officer_cli(s, "case", "ack", mh, token=tokens["duty"])  # a duty officer of erqi
         assert "does not act in district jinshui" in outside.stderr
-        nameless = _cli(s, "case", "close", mh, "--officer", "grid-07", "--at", at)
+        nameless = officer_cli(s, "case", "close", mh, "--officer", "grid-07", "--at", at)
         assert "--officer is gone" in nameless.stderr
-        done = _cli(
+        done = officer_cli(
             s, "case", "close", mh, "--at", at, "--reason", "巡查记录：已修复", token=tokens["sup"]
         )
         assert done.returncode == 0, done.stderr
@@ -122,9 +93,9 @@ def test_officer_closes_a_case_from_the_cli_and_the_clock_stops(
             ),
             what="7 hourly entries (the backdated close reversed none)",
         )
-        own = _cli(s, "case", "confirm_repair", mh, token=tokens["sup"])
+        own = officer_cli(s, "case", "confirm_repair", mh, token=tokens["sup"])
         assert own.returncode == 0, own.stderr  # accepted as an act; four eyes: it decides nothing
-        confirmed = _cli(s, "case", "confirm_repair", mh, token=tokens["city"])
+        confirmed = officer_cli(s, "case", "confirm_repair", mh, token=tokens["city"])
         assert confirmed.returncode == 0, confirmed.stderr
 
         def in_influx() -> list | None:
@@ -144,19 +115,19 @@ def test_officer_closes_a_case_from_the_cli_and_the_clock_stops(
         )
         assert decided["decided_by"] == f"city-{unique}"
         wait_until(
-            lambda: "closed" in _cli(s, "case", "list", "--all").stdout,
+            lambda: "closed" in officer_cli(s, "case", "list", "--all").stdout,
             what="case list shows it closed",
         )
     finally:
         worker.stop()
     ids = {r["id"] for r in read_topic_sync(s.kafka.bootstrap, penalties, 10**6, 1)}
     assert len(ids) == 11, "an hour accrued after the officer said it was repaired"
-    listing = _cli(s, "case", "list", "--all").stdout
+    listing = officer_cli(s, "case", "list", "--all").stdout
     case_id = next(line.split()[0] for line in listing.splitlines() if mh in line)
-    shown = _cli(s, "case", "show", case_id)
+    shown = officer_cli(s, "case", "show", case_id)
     assert shown.returncode == 0, shown.stderr
     assert "net 30,000 yuan" in shown.stdout
-    audit = _cli(s, "audit", "--since", str(T0)).stdout
+    audit = officer_cli(s, "audit", "--since", str(T0)).stdout
     mine = [line for line in audit.splitlines() if unique in line]
     assert (
         sum("refused" in line and f"grid-{unique}" in line and "backdate" in line for line in mine)
@@ -173,7 +144,7 @@ def test_case_show_of_an_unknown_case_says_how_to_find_one(settings: Settings) -
     from store.schema import ensure_database
 
     ensure_database(s := settings)
-    done = _cli(s, "case", "show", "manhole:NOPE:1")
+    done = officer_cli(s, "case", "show", "manhole:NOPE:1")
     assert done.returncode == 2
     assert "no case 'manhole:NOPE:1'" in done.stderr and "Traceback" not in done.stderr
 

@@ -18,29 +18,15 @@ from foundation.settings import Settings
 from registry.devices import load_registry
 from registry.officer_tokens import TokenStore
 from streams import journal
-from tests.alerts.standins import HOOK_SECRET, LINK_SECRET, HttpStandIn
+from tests.alerts.standins import HOOK_SECRET, HttpStandIn
 from tests.kit.kafka import read_topic_sync
 from tests.kit.procs import Proc
+from tests.kit.routes import handover_routes
 
 pytestmark = pytest.mark.services
 M = 60_000
-
-
-def _routes(tmp_path: Path, officers_url: str, platform_url: str) -> Path:
-    p = tmp_path / "routes.yaml"
-    p.write_text(
-        f"""
-receivers:
-  - {{name: grid, roles: [grid], webhook: {{url: "{officers_url}", timeout: 1s}}}}
-  - {{name: platform, webhook: {{url: "{platform_url}", secret: {HOOK_SECRET}, timeout: 1s}}}}
-route: {{receiver: grid, group_by: [case_id], group_wait: 0s, group_interval: 0s, repeat_interval: 0s}}
-handover: {{receiver: platform}}
-ack: {{base_url: "http://127.0.0.1:1", secret: {LINK_SECRET}, link_ttl: 10m}}
-delivery: {{retry_initial: 100ms, retry_max: 500ms, timeout: 1s}}
-""",
-        encoding="utf-8",
-    )
-    return p
+DELIVERY = "{retry_initial: 100ms, retry_max: 500ms, timeout: 1s}"
+"""The routing's ``delivery`` here: a second to answer, the worker running beside the service."""
 
 
 def test_the_platform_drives_a_case_to_its_end_and_hears_every_stage(
@@ -72,7 +58,7 @@ def test_the_platform_drives_a_case_to_its_end_and_hears_every_stage(
             await asyncio.sleep(0.2)
 
     async def go() -> list[tuple[int, dict]]:
-        svc = AlertsService(s, _routes(tmp_path, officers.url, platform.url), tmp_path / "alerts",
+        svc = AlertsService(s, handover_routes(tmp_path, officers.url, platform.url, DELIVERY), tmp_path / "alerts",
                             registry=reg, http_port=0, http_host="127.0.0.1")  # fmt: skip
         stop = asyncio.Event()
         task = asyncio.create_task(svc.run(stop))
