@@ -13,6 +13,10 @@ that produced them is written to its table, so a crash can only make the
 worker repeat outputs (same deterministic ids, harmless downstream), never
 skip them; and a repeated input changes nothing (the detector ignores a
 reading it has seen, watermarks only move forward, actions are idempotent).
+The state is written as checkpoints, every ``CHECKPOINT_EVERY`` events or
+``CHECKPOINT_EVERY_S`` per partition (docs/decisions/015-checkpointed-state.md);
+a restored partition runs the journal again from its checkpoint's offset
+(docs/decisions/009-state-recovery.md).
 
 No record stops the worker (docs/contracts.md, "Kafka"): a journal record the
 detector cannot take -- not JSON, not an object, an unknown type, a missing or
@@ -21,8 +25,9 @@ ill-typed field, in live mode a time past the wall clock plus the rules file's
 raised on -- goes to ``<prefix>.quarantine`` with its reason, its raw bytes and
 where it sat, and the stream goes on. The quarantine record is acknowledged
 by Kafka before the worker moves past the refused one, so its offset is never
-committed without it. A detector that raised is dropped and restored from the
-tables, which hold only what was emitted: half-applied work is never kept.
+committed without it. A detector that raised is dropped and restored from its
+checkpoint, the journal run again up to the refused record and without it:
+half-applied work is never kept.
 Errors of Kafka itself (a produce that fails) are not quarantined: they stop
 the agent as before, and the uncommitted records are read again.
 
@@ -51,7 +56,7 @@ from bus.kafka import Patience, consumer_for, ensure_topics_for, faust_credentia
 from contract import journal
 from contract.cases import CaseEvent, LedgerEntry, OfficerAction
 from contract.clock import LocalClock
-from contract.journal import JournalItem, Watermark, quarantine_record
+from contract.journal import JournalItem, quarantine_record
 from contract.reading import Reading
 from contract.topics import KafkaTopics
 from foundation.settings import Settings
@@ -71,8 +76,10 @@ log = logging.getLogger(__name__)
 
 SINK_BATCH = 5000
 SINK_WITHIN_S = 0.5
-CLOCK_EVERY = 200
-"""Events between two saves of a partition's clock when nothing else forces one."""
+CHECKPOINT_EVERY = 20_000
+CHECKPOINT_EVERY_S = 2.0
+"""A partition is checkpointed after this many events or seconds, whichever comes first
+(docs/decisions/015-checkpointed-state.md): the journal records a restore runs again."""
 LOG_FIRST = 100
 LOG_EVERY = 1000
 """Refused records of one reason: the first LOG_FIRST are logged, then every LOG_EVERY-th."""
@@ -166,9 +173,9 @@ class Pipeline:
         self.journal_reader = journal_reader
         self.detectors: dict[int, Detector] = {}
         self._restored: dict[int, recovery.Restored] = {}
-        self._saved_clock: dict[int, dict[str, Any]] = {}
         self.devices = app.Table("detector-devices", default=None)
         self.clocks = app.Table("detector-clocks", default=None)
+        """Read only, at a restore of state an older release saved (recovery.restore)."""
         self.cases = topics.cases
         self.penalties = topics.penalties
         self.quarantine_topic = topics.quarantine
@@ -176,7 +183,15 @@ class Pipeline:
         self.processed = 0
         self.stats = WorkerStats()
         self._registry_version = registry.reloads
-        self._since_clock: dict[int, int] = {}
+        self._changed: dict[int, set[str]] = {}
+        """Per partition: devices changed since its last checkpoint."""
+        self._slots: dict[int, dict[str, int]] = {}
+        """Per partition: device -> the slot of its key holding its last checkpointed state."""
+        self._seq: dict[int, int] = {}
+        self._since: dict[int, int] = {}
+        self._checkpointed_at: dict[int, float] = {}
+        self._skip: dict[int, set[int]] = {}
+        """Per partition: offsets refused since its last checkpoint, not run again by a catch-up."""
         self._last_quarantine_at = 0
 
     def detector(self, partition: int) -> Detector:
@@ -187,8 +202,12 @@ class Pipeline:
             clock = self.clocks.get(f"clock:{partition}")
             restored = recovery.restore(det, partition, clock, list(self.devices.items()))
             self._restored[partition] = restored
-            self._saved_clock[partition] = clock or {}
-            if restored.devices or clock:
+            self._changed[partition] = set(restored.rewrite)
+            self._slots[partition] = dict(restored.slots)
+            self._seq[partition] = restored.seq
+            self._since[partition] = 0
+            self._checkpointed_at[partition] = time.monotonic()
+            if restored.devices or restored.clock:
                 log.info(
                     "partition %d: restored %d devices, watermark %s, journal offset %s",
                     partition, restored.devices, det.watermark, restored.offset,
@@ -204,27 +223,43 @@ class Pipeline:
             self.detectors[partition] = det
         return det
 
+    def forget(self, partition: int) -> None:
+        """Drop a partition's detector and what it had not checkpointed: the next record
+        restores it from the tables and the journal (docs/decisions/015-checkpointed-state.md)."""
+        self.detectors.pop(partition, None)
+        self._changed.pop(partition, None)
+
     async def resume(self, partition: int, offset: int) -> None:
         """Restore a partition and catch its state up to ``offset``, the first record taken.
 
-        The tables may hold a state older than the committed offset (docs/decisions/
-        009-state-recovery.md); the journal records in between are run again first.
+        The tables hold the partition's last checkpoint, older than the committed
+        offset (docs/decisions/009-state-recovery.md, 015-checkpointed-state.md);
+        the journal records in between are run again first.
         """
         self.detector(partition)
         log.info("partition %d: the first record taken is at %d", partition, offset)
-        restored = self._restored.pop(partition, None)
-        if restored is None or self.journal_reader is None:
-            return
-
-        async def again(at: int, raw: bytes | None, key: bytes | None) -> None:
-            item = decode(raw)  # refused records were quarantined the first time
-            if isinstance(item, Refused):
+        while True:
+            restored = self._restored.pop(partition, None)
+            if restored is None or self.journal_reader is None:
                 return
-            if self.bound is not None and self.bound.check(item, self.now()) is not None:
-                return
-            await self.handle(partition, item, raw=raw, key=key, offset=at)
+            broke = False
 
-        await recovery.catch_up(partition, restored, offset, self.journal_reader, again)
+            async def again(at: int, raw: bytes | None, key: bytes | None) -> None:
+                nonlocal broke
+                if broke or at in self._skip.get(partition, ()):
+                    return  # refused by this process: quarantined already
+                item = decode(raw)  # refused records were quarantined the first time
+                if isinstance(item, Refused):
+                    return
+                if self.bound is not None and self.bound.check(item, self.now()) is not None:
+                    return
+                await self.handle(partition, item, raw=raw, key=key, offset=at)
+                broke = partition not in self.detectors  # it raised: start again without it
+
+            await recovery.catch_up(partition, restored, offset, self.journal_reader, again)
+            if not broke:
+                return
+            self.detector(partition)
 
     async def take(self, partition: int, offset: int, raw: bytes | None, key: bytes | None) -> None:
         """One journal record as it came off Kafka: decoded, bounded, applied -- or quarantined."""
@@ -237,6 +272,7 @@ class Pipeline:
         if self.bound is not None:
             refused = self.bound.check(item, self.now())
             if refused is not None:
+                self._skip.setdefault(partition, set()).add(offset)
                 await self.quarantine(refused, raw, key, self.journal_name, partition, offset)
                 return
         await self.handle(partition, item, raw=raw, key=key, offset=offset)
@@ -245,7 +281,9 @@ class Pipeline:
         self, partition: int, item: JournalItem, *,
         raw: bytes | None = None, key: bytes | None = None, offset: int = -1,
     ) -> None:  # fmt: skip
-        """Apply one decoded journal item; outputs are acknowledged before the state is saved."""
+        """Apply one decoded journal item; its outputs are acknowledged before it can be
+        checkpointed, and the partition is checkpointed every ``CHECKPOINT_EVERY`` events
+        or ``CHECKPOINT_EVERY_S`` (docs/decisions/015-checkpointed-state.md)."""
         det = self.detector(partition)
         if (
             self.registry.reloads != self._registry_version
@@ -253,15 +291,6 @@ class Pipeline:
             self._registry_version = self.registry.reloads
             for d in self.detectors.values():
                 d.set_registry(self.registry.current())
-        # The partition's clock is saved when time itself moved (a watermark record), when it
-        # produced outputs, when partition-level rule state other than the watermark moved (a
-        # district's dust judging started: a restore must never pair newer devices with an
-        # older partition state, docs/decisions/009-state-recovery.md), and every CLOCK_EVERY
-        # events otherwise: a changelog send per reading
-        # cost a fifth of the worker's time (bench/streams.py). A restored clock that is a few
-        # readings behind is caught up by the next reading (the watermark is a maximum), and the
-        # devices' own states, written on every change, record what they have booked.
-        since = self._since_clock.get(partition, 0) + 1
         try:
             if isinstance(item, Reading):
                 outputs = det.on_reading(item)
@@ -269,31 +298,69 @@ class Pipeline:
                 outputs = det.on_action(item)
             else:
                 outputs = det.on_watermark(item.at)
-            states = [(d, det.export_device(d)) for d in det.take_dirty()]
-            exported = det.export_clock()
-            save_clock = (
-                bool(outputs) or isinstance(item, Watermark) or since >= CLOCK_EVERY
-                or recovery.partition_state_moved(self._saved_clock.get(partition), exported)
-            )  # fmt: skip
-            clock = recovery.tag(exported, offset) if save_clock else None
+            changed = det.take_dirty()
         except Exception as exc:  # one record's failure: never the stream's (docs/contracts.md)
-            # Whatever the detector did before raising was neither emitted nor saved: drop it,
-            # the next record restores the partition from the tables.
-            self.detectors.pop(partition, None)
+            # Whatever the detector did since its last checkpoint was not saved: drop it; the
+            # next record restores the partition from the checkpoint and runs the journal
+            # again up to itself, this record left out.
+            self.forget(partition)
+            self._skip.setdefault(partition, set()).add(offset)
             log.exception("partition %d offset %d: the detector raised", partition, offset)
             refused = Refused("detector_error", f"{type(exc).__name__}: {exc}")
             await self.quarantine(refused, raw, key, self.journal_name, partition, offset)
             return
         if outputs:
             await self.emit(outputs)
-        for device_id, state in states:
-            self.devices[device_id] = recovery.tag({"p": partition, "s": state}, offset)
-        if clock is not None:
-            self.clocks[f"clock:{partition}"] = clock
-            self._saved_clock[partition] = clock
-            since = 0
-        self._since_clock[partition] = since
+        if changed:
+            self._changed[partition] |= changed
         self.processed += 1
+        since = self._since[partition] + 1
+        if since >= CHECKPOINT_EVERY or (
+            time.monotonic() - self._checkpointed_at[partition] >= CHECKPOINT_EVERY_S
+        ):
+            self.checkpoint(partition, offset)
+        else:
+            self._since[partition] = since
+
+    def checkpoint(self, partition: int, offset: int) -> None:
+        """Write the partition's changed devices, then its marker: the state at ``offset``.
+
+        Each changed device's state goes to the one of its two keys that does not
+        hold its last checkpointed state, and the marker (the partition clock, the
+        offset, the checkpoint's number) goes after them into the same changelog
+        partition with no await between, so it lands after them: a crash in between
+        leaves the last marker and every device's state at it intact
+        (``recovery.restore``). The outputs of every event up to ``offset`` were
+        acknowledged before (``handle``).
+        """
+        det = self.detectors[partition]
+        seq = self._seq[partition] + 1
+        slots = self._slots[partition]
+        changed = self._changed[partition]
+        try:  # every export first: a checkpoint is written whole or not at all
+            states = [(d, st) for d in changed if (st := det.export_device(d)) is not None]
+            clock = det.export_clock()
+        except Exception:  # a rule's export bug: the state stays where it is, the stream goes on
+            log.exception("partition %d offset %d: a state export raised; not checkpointed",
+                          partition, offset)  # fmt: skip
+            return
+        for device_id, state in states:
+            slot = 1 - slots.get(device_id, 1)
+            self.devices[recovery.device_key(device_id, slot)] = {
+                "p": partition, "s": state, recovery.OFFSET: offset, recovery.SEQ: seq,
+            }  # fmt: skip
+            slots[device_id] = slot
+        self.devices[recovery.checkpoint_key(partition)] = {
+            "p": partition, "clock": clock, recovery.OFFSET: offset,
+            recovery.SEQ: seq,
+        }  # fmt: skip
+        self._seq[partition] = seq
+        self._changed[partition] = set()
+        self._since[partition] = 0
+        self._checkpointed_at[partition] = time.monotonic()
+        skip = self._skip.get(partition)
+        if skip:
+            self._skip[partition] = {o for o in skip if o > offset}
 
     async def quarantine(
         self, refused: Refused, raw: bytes | None, key: bytes | None, topic: str,
@@ -608,7 +675,7 @@ def build_app(
                 log.exception("worker: the broker watch failed at a rebalance; it goes on")
         for tp in revoked:
             if tp.topic == topics.telemetry:
-                pipeline.detectors.pop(tp.partition, None)
+                pipeline.forget(tp.partition)
 
     @app.agent(journal_topic, name="detect")
     async def detect(stream: faust.StreamT) -> None:
