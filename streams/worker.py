@@ -31,10 +31,13 @@ half-applied work is never kept.
 Errors of Kafka itself (a produce that fails) are not quarantined: they stop
 the agent as before, and the uncommitted records are read again.
 
-The sinks consume the journal and the case/penalty/dead-letter/quarantine
-topics in batches and flush each batch to InfluxDB before the batch's offsets
-can be committed: an InfluxDB outage stops the sinks (back-pressure), it loses
-nothing. A value a sink cannot read is counted, logged and skipped.
+The journal is read once: the detect agent writes each reading's telemetry
+line to InfluxDB from the same pass and acks a journal event only once its
+line is written (``streams.held``), so an InfluxDB outage holds the commits,
+not the detection. The sinks consume the case/penalty/dead-letter/quarantine/
+audit topics in batches and flush each batch to InfluxDB before the batch's
+offsets can be committed: an InfluxDB outage stops the sinks (back-pressure),
+it loses nothing. A value a sink cannot read is counted, logged and skipped.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ from store.schema import LEDGER_RP, ensure_database
 from store.writer import InfluxWriter
 from streams import recovery, transport
 from streams.detector import Detector
+from streams.held import HeldAcks
 from streams.intake import LiveBound, Refused, decode
 from streams.rules import Rules, load_rules
 from streams.streetlight import LightingMarks
@@ -261,21 +265,28 @@ class Pipeline:
                 return
             self.detector(partition)
 
-    async def take(self, partition: int, offset: int, raw: bytes | None, key: bytes | None) -> None:
-        """One journal record as it came off Kafka: decoded, bounded, applied -- or quarantined."""
+    async def take(
+        self, partition: int, offset: int, raw: bytes | None, key: bytes | None
+    ) -> JournalItem | None:
+        """One journal record as it came off Kafka: decoded, bounded, applied -- or quarantined.
+
+        Returns the item when it was in bounds (applied, or quarantined by a detector
+        that raised on it), None when the record was refused before the detector.
+        """
         if partition not in self.detectors:
             await self.resume(partition, offset)
         item = decode(raw)
         if isinstance(item, Refused):
             await self.quarantine(item, raw, key, self.journal_name, partition, offset)
-            return
+            return None
         if self.bound is not None:
             refused = self.bound.check(item, self.now())
             if refused is not None:
                 self._skip.setdefault(partition, set()).add(offset)
                 await self.quarantine(refused, raw, key, self.journal_name, partition, offset)
-                return
+                return None
         await self.handle(partition, item, raw=raw, key=key, offset=offset)
+        return item
 
     async def handle(
         self, partition: int, item: JournalItem, *,
@@ -676,12 +687,44 @@ def build_app(
         for tp in revoked:
             if tp.topic == topics.telemetry:
                 pipeline.forget(tp.partition)
+        for acks in held:
+            acks.revoked(tp for tp in revoked if tp.topic == topics.telemetry)
+
+    lighting = LightingMarks(rules.streetlight, LocalClock(rules.timezone))
+
+    def telemetry_line(item: JournalItem | None) -> str | None:
+        if not isinstance(item, Reading):
+            return None  # actions, watermarks; refused records are quarantined
+        try:  # a reading no line can be made of is skipped, never fatal
+            dev = registry.current().get(item.device)
+            return points.telemetry_line(item, dev, lighting.marks(item, dev))
+        except Exception as exc:
+            stats.skipped[topics.telemetry] += 1
+            if stats.should_log(stats.skipped, topics.telemetry):
+                log.warning("telemetry of %s skipped (%s): %.200r", item.device, exc, item)
+            return None
+
+    held: list[HeldAcks] = []
 
     @app.agent(journal_topic, name="detect")
     async def detect(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            m = event.message
-            await pipeline.take(m.partition, m.offset, event.value, event.key)
+        """One pass over the journal: the detector, then the reading's telemetry line.
+
+        An event is acked (its offset can be committed) once its outputs were acked
+        by Kafka (``Pipeline.take``) and its line is in InfluxDB (``streams.held``).
+        """
+        manual = stream.noack()
+        acks = HeldAcks(writer, writer_ready, manual.ack)
+        held.append(acks)
+        acks.start()
+        try:
+            async for event in manual.events():
+                m = event.message
+                item = await pipeline.take(m.partition, m.offset, event.value, event.key)
+                await acks.hold(event, telemetry_line(item))
+        finally:
+            held.remove(acks)
+            await acks.stop()
 
     def action_of(value: bytes | None) -> JournalItem | Refused:
         """An acks record (``OfficerAction.to_dict()``) read as strictly as the journal."""
@@ -738,21 +781,6 @@ def build_app(
 
     def record(to_line: Callable[[dict[str, Any]], str | None]) -> Callable[[bytes], str | None]:
         return lambda value: to_line(orjson.loads(value))
-
-    lighting = LightingMarks(rules.streetlight, LocalClock(rules.timezone))
-
-    def journal_line(value: bytes) -> str | None:
-        item = decode(value)
-        if not isinstance(item, Reading):
-            return None  # actions, watermarks; refused records are the detect agent's
-        if bound is not None and bound.check(item, wall_ms()) is not None:
-            return None  # quarantined by the detect agent: no telemetry from the future
-        dev = registry.current().get(item.device)
-        return points.telemetry_line(item, dev, lighting.marks(item, dev))
-
-    @app.agent(journal_topic, name="sink-telemetry")
-    async def sink_telemetry(stream: faust.StreamT) -> None:
-        await sink(stream, journal_line, topics.telemetry)
 
     @app.agent(cases, name="sink-cases")
     async def sink_cases(stream: faust.StreamT) -> None:
