@@ -81,7 +81,7 @@ log = logging.getLogger(__name__)
 SINK_BATCH = 5000
 SINK_WITHIN_S = 0.5
 CHECKPOINT_EVERY = 20_000
-CHECKPOINT_EVERY_S = 2.0
+CHECKPOINT_EVERY_S = 10.0
 """A partition is checkpointed after this many events or seconds, whichever comes first
 (docs/decisions/015-checkpointed-state.md): the journal records a restore runs again."""
 LOG_FIRST = 100
