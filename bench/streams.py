@@ -226,7 +226,7 @@ def bench_core_plus(records: list[bytes], registry: Any, rules: Any, repeats: in
     """Best events/s of what ``Pipeline.take`` does per event, without Faust and Kafka.
 
     The decode, the rules, and the state export of the changed devices every
-    ``CHECKPOINT_EVERY`` events (docs/decisions/015-checkpointed-state.md).
+    ``CHECKPOINT_EVERY`` events (docs/decisions/017-checkpointed-state.md).
     """
     from contract.reading import Reading
     from streams.detector import Detector

@@ -13,7 +13,7 @@ then booked a different ledger. Three pieces, each on its own:
   answer (``streams.transport``);
 - ``tag`` / ``restore``: every state record carries the journal offset it
   reflects (``o``). The worker writes a partition's state as checkpoints
-  (docs/decisions/015-checkpointed-state.md): the changed devices' states under
+  (docs/decisions/017-checkpointed-state.md): the changed devices' states under
   alternating keys, then a marker with the partition clock and the offset; a
   restore takes the last complete checkpoint;
 - ``catch_up``: before the first journal record a worker takes on a partition,
@@ -65,7 +65,7 @@ SEQ = "c"
 
 
 def checkpoint_key(partition: int) -> str:
-    """The devices table's key of a partition's checkpoint marker (docs/decisions/015)."""
+    """The devices table's key of a partition's checkpoint marker (docs/decisions/017)."""
     return f"{CHECKPOINT}{partition}"
 
 
@@ -118,7 +118,7 @@ def restore(
 ) -> Restored:
     """Load one partition's saved state (the devices table's items) into a fresh detector.
 
-    With a checkpoint marker (docs/decisions/015-checkpointed-state.md) each
+    With a checkpoint marker (docs/decisions/017-checkpointed-state.md) each
     device's state is the newer of its two keys whose checkpoint number is not
     past the marker's; a record past it belongs to a checkpoint cut short by a
     crash and is ignored (the device's other key still holds its state at the

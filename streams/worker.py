@@ -14,7 +14,7 @@ worker repeat outputs (same deterministic ids, harmless downstream), never
 skip them; and a repeated input changes nothing (the detector ignores a
 reading it has seen, watermarks only move forward, actions are idempotent).
 The state is written as checkpoints, every ``CHECKPOINT_EVERY`` events or
-``CHECKPOINT_EVERY_S`` per partition (docs/decisions/015-checkpointed-state.md);
+``CHECKPOINT_EVERY_S`` per partition (docs/decisions/017-checkpointed-state.md);
 a restored partition runs the journal again from its checkpoint's offset
 (docs/decisions/009-state-recovery.md).
 
@@ -83,7 +83,7 @@ SINK_WITHIN_S = 0.5
 CHECKPOINT_EVERY = 20_000
 CHECKPOINT_EVERY_S = 10.0
 """A partition is checkpointed after this many events or seconds, whichever comes first
-(docs/decisions/015-checkpointed-state.md): the journal records a restore runs again."""
+(docs/decisions/017-checkpointed-state.md): the journal records a restore runs again."""
 LOG_FIRST = 100
 LOG_EVERY = 1000
 """Refused records of one reason: the first LOG_FIRST are logged, then every LOG_EVERY-th."""
@@ -229,7 +229,7 @@ class Pipeline:
 
     def forget(self, partition: int) -> None:
         """Drop a partition's detector and what it had not checkpointed: the next record
-        restores it from the tables and the journal (docs/decisions/015-checkpointed-state.md)."""
+        restores it from the tables and the journal (docs/decisions/017-checkpointed-state.md)."""
         self.detectors.pop(partition, None)
         self._changed.pop(partition, None)
 
@@ -237,7 +237,7 @@ class Pipeline:
         """Restore a partition and catch its state up to ``offset``, the first record taken.
 
         The tables hold the partition's last checkpoint, older than the committed
-        offset (docs/decisions/009-state-recovery.md, 015-checkpointed-state.md);
+        offset (docs/decisions/009-state-recovery.md, 017-checkpointed-state.md);
         the journal records in between are run again first.
         """
         self.detector(partition)
@@ -294,7 +294,7 @@ class Pipeline:
     ) -> None:  # fmt: skip
         """Apply one decoded journal item; its outputs are acknowledged before it can be
         checkpointed, and the partition is checkpointed every ``CHECKPOINT_EVERY`` events
-        or ``CHECKPOINT_EVERY_S`` (docs/decisions/015-checkpointed-state.md)."""
+        or ``CHECKPOINT_EVERY_S`` (docs/decisions/017-checkpointed-state.md)."""
         det = self.detector(partition)
         if (
             self.registry.reloads != self._registry_version

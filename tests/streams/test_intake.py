@@ -185,7 +185,7 @@ def test_a_checkpoint_writes_the_changed_devices_then_its_marker_alternating_the
 
     async def go() -> None:
         await p.take(0, 0, _raw(reading("MH-MAIN", T0, open=True)), b"MH-MAIN")
-        assert writes == []  # not per event (docs/decisions/015-checkpointed-state.md)
+        assert writes == []  # not per event (docs/decisions/017-checkpointed-state.md)
         p.checkpoint(0, 0)
         await p.take(0, 1, _raw(reading("MH-SEC", T0 + M, open=True)), b"MH-SEC")
         await p.take(0, 2, _raw(reading("MH-MAIN", T0 + 2 * M, open=False)), b"MH-MAIN")
