@@ -17,14 +17,16 @@ absolute dust mode of ``config/rules.yaml``):
    beside row 1's says what the geometry costs per reading (``--core-only`` stops here);
 2. core + what the worker adds per event outside Faust: the strict decoding
    of the journal record (``streams.intake.decode``, which quarantines what it
-   cannot read), and the per-event state export
-   (``take_dirty``/``export_device``/``export_clock``) -- still in memory;
+   cannot read), and the checkpoints' state export (``take_dirty`` per event,
+   ``export_device``/``export_clock`` of the changed devices every
+   ``CHECKPOINT_EVERY`` events) -- still in memory;
 3. Faust no-op agent: a tiny ``faust.App`` with the worker's broker settings
    (at_least_once, memory store, 3 s session/rebalance timeouts, linger 5 ms)
    whose one agent iterates ``stream.events()`` and does nothing; a subprocess
    (``bench/streams.py --noop-agent PREFIX N``): the ceiling of Faust on tansu;
 4. the worker end to end: ``citywatch worker --simulation`` (detection, tables
-   with changelogs, case/penalty outputs, InfluxDB telemetry sink) as a
+   with changelogs, case/penalty outputs, each reading's telemetry written to InfluxDB from the
+   same pass, its journal offsets committed only once that is done) as a
    subprocess.
 
 Rows 3 and 4 consume the same ``--records`` journal records (the first ones of
@@ -221,24 +223,32 @@ def bench_core(
 
 
 def bench_core_plus(records: list[bytes], registry: Any, rules: Any, repeats: int = 3) -> float:
-    """Best events/s of what ``Pipeline.take`` does per event, without Faust and Kafka."""
+    """Best events/s of what ``Pipeline.take`` does per event, without Faust and Kafka.
+
+    The decode, the rules, and the state export of the changed devices every
+    ``CHECKPOINT_EVERY`` events (docs/decisions/017-checkpointed-state.md).
+    """
     from contract.reading import Reading
     from streams.detector import Detector
     from streams.intake import decode
+    from streams.worker import CHECKPOINT_EVERY
 
     best = 0.0
     for _ in range(repeats):
         det = Detector(rules, registry)
         devices: dict[str, Any] = {}
-        clocks: dict[str, Any] = {}
+        changed: set[str] = set()
         t = time.perf_counter()
-        for raw in records:
+        for i, raw in enumerate(records, 1):
             item = decode(raw)
             if isinstance(item, Reading):
                 det.on_reading(item)
-            for device_id in det.take_dirty():
-                devices[device_id] = {"p": 0, "s": det.export_device(device_id)}
-            clocks["clock:0"] = det.export_clock()
+            changed |= det.take_dirty()
+            if i % CHECKPOINT_EVERY == 0 or i == len(records):
+                for device_id in changed:
+                    devices[device_id] = {"p": 0, "s": det.export_device(device_id)}
+                devices["checkpoint:0"] = {"p": 0, "clock": det.export_clock()}
+                changed = set()
         best = max(best, len(records) / (time.perf_counter() - t))
     return best
 
@@ -629,7 +639,7 @@ def main() -> None:
             f"{outputs} outputs",
         ),
         vehicle_row,
-        ("core + record decode + state export (handle w/o Faust)", core_plus, ""),
+        ("core + record decode + checkpoint export (handle w/o Faust)", core_plus, ""),
         (
             "Faust no-op agent, at_least_once (ceiling)",
             ceiling,

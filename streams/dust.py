@@ -484,7 +484,7 @@ class DustRule:
     def export(self, st: DustState) -> dict[str, Any]:
         return {
             "district": st.district,
-            "window": [[t, v] for t, v in st.window],
+            "window": list(map(list, st.window)),
             "max_ts": st.max_ts,
             "violation": st.violation.to_dict(),
             "warning": st.warning.to_dict(),

@@ -147,7 +147,7 @@ class NoiseRule:
         return handled
 
     def export(self, st: NoiseState) -> dict[str, Any]:
-        return {"max_ts": st.max_ts, "window": [list(x) for x in st.window],
+        return {"max_ts": st.max_ts, "window": list(map(list, st.window)),
                 "case": None if st.case is None else st.case.to_dict()}  # fmt: skip
 
     def restore(self, dev: Device, d: dict[str, Any]) -> NoiseState:

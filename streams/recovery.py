@@ -12,8 +12,10 @@ then booked a different ledger. Three pieces, each on its own:
   which the worker's transport gives Faust's recovery instead of the broker's
   answer (``streams.transport``);
 - ``tag`` / ``restore``: every state record carries the journal offset it
-  reflects (``o``); a restored partition's state offset is the oldest of its
-  two tables' newest records (``state_offset``);
+  reflects (``o``). The worker writes a partition's state as checkpoints
+  (docs/decisions/017-checkpointed-state.md): the changed devices' states under
+  alternating keys, then a marker with the partition clock and the offset; a
+  restore takes the last complete checkpoint;
 - ``catch_up``: before the first journal record a worker takes on a partition,
   the journal records between the restored state's offset and that record are
   run through the detector again (``JournalReader`` reads them). Outputs they
@@ -23,8 +25,7 @@ then booked a different ledger. Three pieces, each on its own:
   idempotent).
 
 Whatever the broker reports, the state a worker resumes from is the state
-after the record before the first one it takes. The per-event path
-(``streams.worker.Pipeline.handle``) knows nothing of this but ``tag``.
+after the record before the first one it takes.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -57,17 +58,20 @@ def tag(state: dict[str, Any], offset: int) -> dict[str, Any]:
     return state | {OFFSET: offset}
 
 
-def partition_state_moved(saved: Mapping[str, Any] | None, exported: Mapping[str, Any]) -> bool:
-    """The partition-level state (``Detector.export_clock``) moved other than by its watermark.
+CHECKPOINT = "checkpoint:"
+"""Key prefix of a partition's checkpoint marker in the devices table (``checkpoint_key``)."""
+SEQ = "c"
+"""The key of the checkpoint number a device record or a marker belongs to."""
 
-    The watermark is a maximum, so a restored clock a few events behind is caught
-    up by the next event; a district's background dust judging start or a circuit
-    case is not, and a restore that paired newer device states with an older one
-    opened dust cases at other instants (other ids). Such a change is saved at once.
-    """
-    if saved is None:
-        return True
-    return any(v != saved.get(k) for k, v in exported.items() if k != "watermark")
+
+def checkpoint_key(partition: int) -> str:
+    """The devices table's key of a partition's checkpoint marker (docs/decisions/017)."""
+    return f"{CHECKPOINT}{partition}"
+
+
+def device_key(device_id: str, slot: int) -> str:
+    """One of a device's two alternating keys in the devices table (``slot`` 0 or 1)."""
+    return f"{device_id}#{slot}"
 
 
 @dataclass(frozen=True)
@@ -80,17 +84,23 @@ class Restored:
     """The journal offset the restored state reflects: -1 when nothing was saved (a partition
     new to the tables), None when the records carry no offset (an older release saved them)."""
     clock: dict[str, Any] | None
+    seq: int = 0
+    """The highest checkpoint number seen on the partition (the next checkpoint is above it)."""
+    slots: dict[str, int] = field(default_factory=dict)
+    """Device -> the slot of its key that holds the restored state (the next write takes the other)."""
+    rewrite: frozenset[str] = frozenset()
+    """Devices the next checkpoint must write although they did not change: restored from a record
+    of an older release, or beside a record of a checkpoint that never completed."""
 
 
 def state_offset(
     clock: Mapping[str, Any] | None, device_offsets: Iterable[int | None]
 ) -> int | None:
-    """The journal offset a partition's restored state surely reflects.
+    """The journal offset a partition's restored state surely reflects (an older release's records).
 
-    Each table's changelog is written in journal order, so the newest record
-    of each says how far that table got; the state is whole up to the older
-    of the two. The clock is saved every ``CLOCK_EVERY`` events at least, so
-    the catch-up that follows re-runs at most that many records more.
+    That release wrote each table's changelog in journal order, so the newest
+    record of each says how far that table got; the state is whole up to the
+    older of the two. Checkpointed state (``restore``) has its offset in the marker.
     """
     offsets = list(device_offsets)
     if clock is None and not offsets:
@@ -106,25 +116,86 @@ def state_offset(
 def restore(
     det: Detector, partition: int, clock: dict[str, Any] | None, devices: Iterable[tuple[str, Any]]
 ) -> Restored:
-    """Load one partition's saved state (the tables' items) into a fresh detector."""
+    """Load one partition's saved state (the devices table's items) into a fresh detector.
+
+    With a checkpoint marker (docs/decisions/017-checkpointed-state.md) each
+    device's state is the newer of its two keys whose checkpoint number is not
+    past the marker's; a record past it belongs to a checkpoint cut short by a
+    crash and is ignored (the device's other key still holds its state at the
+    marker). The marker carries the partition clock and the journal offset all
+    of it reflects. Without a marker, the records are an older release's (one
+    plain key per device, the clock in ``clock``, the detector-clocks table)
+    and are all written again by the next checkpoint.
+    """
+    own: list[tuple[str, dict[str, Any]]] = []
+    marker: dict[str, Any] | None = None
+    mine = checkpoint_key(partition)
+    for key, value in devices:
+        if not value or not isinstance(value, dict) or value.get("p") != partition:
+            continue
+        if key == mine:
+            marker = value
+        elif not key.startswith(CHECKPOINT):
+            own.append((key, value))
+    if marker is None:
+        return _restore_older_release(det, partition, clock, own)
+    upto = int(marker[SEQ])
+    det.import_clock(marker["clock"])
+    newest: dict[str, tuple[int, int, dict[str, Any]]] = {}
+    seen, rewrite = upto, set()
+    for key, value in own:
+        device_id, sep, slot = key.rpartition("#")
+        if not sep or slot not in ("0", "1") or SEQ not in value:
+            continue  # an older release's plain key: the first checkpoint rewrote it
+        seq = int(value[SEQ])
+        seen = max(seen, seq)
+        if seq > upto:
+            rewrite.add(device_id)  # its next write overwrites this record: see Restored.rewrite
+            continue
+        if device_id not in newest or seq > newest[device_id][0]:
+            newest[device_id] = (seq, int(slot), value["s"])
+    restored, slots = 0, {}
+    for device_id, (_seq, slot, state) in newest.items():
+        if det.import_device(device_id, state):
+            restored += 1
+            slots[device_id] = slot
+        else:
+            _dropped(partition, device_id)
+    det.take_dirty()
+    return Restored(
+        restored, int(marker[OFFSET]), marker["clock"], seen, slots,
+        frozenset(rewrite & slots.keys()),
+    )  # fmt: skip
+
+
+def _restore_older_release(
+    det: Detector, partition: int, clock: dict[str, Any] | None, own: list[tuple[str, Any]]
+) -> Restored:
     if clock:
         det.import_clock(clock)
-    restored, offsets = 0, []
-    for device_id, value in devices:
-        if not value or value.get("p") != partition:
-            continue
+    restored, offsets, rewrite = 0, [], set()
+    for device_id, value in own:
+        if device_id.rpartition("#")[1] and SEQ in value:
+            continue  # a first checkpoint that never completed: its marker was not written
         offsets.append(value.get(OFFSET))
         if det.import_device(device_id, value["s"]):
             restored += 1
+            rewrite.add(device_id)
         else:
-            log.warning(
-                "partition %d: %s is not in the registry and its saved state "
-                "carries no entry (an older release saved it); state dropped",
-                partition,
-                device_id,
-            )
+            _dropped(partition, device_id)
     det.take_dirty()
-    return Restored(restored, state_offset(clock or None, offsets), clock or None)
+    return Restored(
+        restored, state_offset(clock or None, offsets), clock or None, rewrite=frozenset(rewrite)
+    )
+
+
+def _dropped(partition: int, device_id: str) -> None:
+    log.warning(
+        "partition %d: %s is not in the registry and its saved state "
+        "carries no entry (an older release saved it); state dropped",
+        partition,
+        device_id,
+    )
 
 
 async def catch_up(

@@ -13,6 +13,10 @@ that produced them is written to its table, so a crash can only make the
 worker repeat outputs (same deterministic ids, harmless downstream), never
 skip them; and a repeated input changes nothing (the detector ignores a
 reading it has seen, watermarks only move forward, actions are idempotent).
+The state is written as checkpoints, every ``CHECKPOINT_EVERY`` events or
+``CHECKPOINT_EVERY_S`` per partition (docs/decisions/017-checkpointed-state.md);
+a restored partition runs the journal again from its checkpoint's offset
+(docs/decisions/009-state-recovery.md).
 
 No record stops the worker (docs/contracts.md, "Kafka"): a journal record the
 detector cannot take -- not JSON, not an object, an unknown type, a missing or
@@ -21,15 +25,19 @@ ill-typed field, in live mode a time past the wall clock plus the rules file's
 raised on -- goes to ``<prefix>.quarantine`` with its reason, its raw bytes and
 where it sat, and the stream goes on. The quarantine record is acknowledged
 by Kafka before the worker moves past the refused one, so its offset is never
-committed without it. A detector that raised is dropped and restored from the
-tables, which hold only what was emitted: half-applied work is never kept.
+committed without it. A detector that raised is dropped and restored from its
+checkpoint, the journal run again up to the refused record and without it:
+half-applied work is never kept.
 Errors of Kafka itself (a produce that fails) are not quarantined: they stop
 the agent as before, and the uncommitted records are read again.
 
-The sinks consume the journal and the case/penalty/dead-letter/quarantine
-topics in batches and flush each batch to InfluxDB before the batch's offsets
-can be committed: an InfluxDB outage stops the sinks (back-pressure), it loses
-nothing. A value a sink cannot read is counted, logged and skipped.
+The journal is read once: the detect agent writes each reading's telemetry
+line to InfluxDB from the same pass and acks a journal event only once its
+line is written (``streams.held``), so an InfluxDB outage holds the commits,
+not the detection. The sinks consume the case/penalty/dead-letter/quarantine/
+audit topics in batches and flush each batch to InfluxDB before the batch's
+offsets can be committed: an InfluxDB outage stops the sinks (back-pressure),
+it loses nothing. A value a sink cannot read is counted, logged and skipped.
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ from bus.kafka import Patience, consumer_for, ensure_topics_for, faust_credentia
 from contract import journal
 from contract.cases import CaseEvent, LedgerEntry, OfficerAction
 from contract.clock import LocalClock
-from contract.journal import JournalItem, Watermark, quarantine_record
+from contract.journal import JournalItem, quarantine_record
 from contract.reading import Reading
 from contract.topics import KafkaTopics
 from foundation.settings import Settings
@@ -63,6 +71,7 @@ from store.schema import LEDGER_RP, ensure_database
 from store.writer import InfluxWriter
 from streams import recovery, transport
 from streams.detector import Detector
+from streams.held import HeldAcks
 from streams.intake import LiveBound, Refused, decode
 from streams.rules import Rules, load_rules
 from streams.streetlight import LightingMarks
@@ -71,8 +80,10 @@ log = logging.getLogger(__name__)
 
 SINK_BATCH = 5000
 SINK_WITHIN_S = 0.5
-CLOCK_EVERY = 200
-"""Events between two saves of a partition's clock when nothing else forces one."""
+CHECKPOINT_EVERY = 20_000
+CHECKPOINT_EVERY_S = 10.0
+"""A partition is checkpointed after this many events or seconds, whichever comes first
+(docs/decisions/017-checkpointed-state.md): the journal records a restore runs again."""
 LOG_FIRST = 100
 LOG_EVERY = 1000
 """Refused records of one reason: the first LOG_FIRST are logged, then every LOG_EVERY-th."""
@@ -166,9 +177,9 @@ class Pipeline:
         self.journal_reader = journal_reader
         self.detectors: dict[int, Detector] = {}
         self._restored: dict[int, recovery.Restored] = {}
-        self._saved_clock: dict[int, dict[str, Any]] = {}
         self.devices = app.Table("detector-devices", default=None)
         self.clocks = app.Table("detector-clocks", default=None)
+        """Read only, at a restore of state an older release saved (recovery.restore)."""
         self.cases = topics.cases
         self.penalties = topics.penalties
         self.quarantine_topic = topics.quarantine
@@ -176,7 +187,15 @@ class Pipeline:
         self.processed = 0
         self.stats = WorkerStats()
         self._registry_version = registry.reloads
-        self._since_clock: dict[int, int] = {}
+        self._changed: dict[int, set[str]] = {}
+        """Per partition: devices changed since its last checkpoint."""
+        self._slots: dict[int, dict[str, int]] = {}
+        """Per partition: device -> the slot of its key holding its last checkpointed state."""
+        self._seq: dict[int, int] = {}
+        self._since: dict[int, int] = {}
+        self._checkpointed_at: dict[int, float] = {}
+        self._skip: dict[int, set[int]] = {}
+        """Per partition: offsets refused since its last checkpoint, not run again by a catch-up."""
         self._last_quarantine_at = 0
 
     def detector(self, partition: int) -> Detector:
@@ -187,8 +206,12 @@ class Pipeline:
             clock = self.clocks.get(f"clock:{partition}")
             restored = recovery.restore(det, partition, clock, list(self.devices.items()))
             self._restored[partition] = restored
-            self._saved_clock[partition] = clock or {}
-            if restored.devices or clock:
+            self._changed[partition] = set(restored.rewrite)
+            self._slots[partition] = dict(restored.slots)
+            self._seq[partition] = restored.seq
+            self._since[partition] = 0
+            self._checkpointed_at[partition] = time.monotonic()
+            if restored.devices or restored.clock:
                 log.info(
                     "partition %d: restored %d devices, watermark %s, journal offset %s",
                     partition, restored.devices, det.watermark, restored.offset,
@@ -204,48 +227,74 @@ class Pipeline:
             self.detectors[partition] = det
         return det
 
+    def forget(self, partition: int) -> None:
+        """Drop a partition's detector and what it had not checkpointed: the next record
+        restores it from the tables and the journal (docs/decisions/017-checkpointed-state.md)."""
+        self.detectors.pop(partition, None)
+        self._changed.pop(partition, None)
+
     async def resume(self, partition: int, offset: int) -> None:
         """Restore a partition and catch its state up to ``offset``, the first record taken.
 
-        The tables may hold a state older than the committed offset (docs/decisions/
-        009-state-recovery.md); the journal records in between are run again first.
+        The tables hold the partition's last checkpoint, older than the committed
+        offset (docs/decisions/009-state-recovery.md, 017-checkpointed-state.md);
+        the journal records in between are run again first.
         """
         self.detector(partition)
         log.info("partition %d: the first record taken is at %d", partition, offset)
-        restored = self._restored.pop(partition, None)
-        if restored is None or self.journal_reader is None:
-            return
-
-        async def again(at: int, raw: bytes | None, key: bytes | None) -> None:
-            item = decode(raw)  # refused records were quarantined the first time
-            if isinstance(item, Refused):
+        while True:
+            restored = self._restored.pop(partition, None)
+            if restored is None or self.journal_reader is None:
                 return
-            if self.bound is not None and self.bound.check(item, self.now()) is not None:
+            broke = False
+
+            async def again(at: int, raw: bytes | None, key: bytes | None) -> None:
+                nonlocal broke
+                if broke or at in self._skip.get(partition, ()):
+                    return  # refused by this process: quarantined already
+                item = decode(raw)  # refused records were quarantined the first time
+                if isinstance(item, Refused):
+                    return
+                if self.bound is not None and self.bound.check(item, self.now()) is not None:
+                    return
+                await self.handle(partition, item, raw=raw, key=key, offset=at)
+                broke = partition not in self.detectors  # it raised: start again without it
+
+            await recovery.catch_up(partition, restored, offset, self.journal_reader, again)
+            if not broke:
                 return
-            await self.handle(partition, item, raw=raw, key=key, offset=at)
+            self.detector(partition)
 
-        await recovery.catch_up(partition, restored, offset, self.journal_reader, again)
+    async def take(
+        self, partition: int, offset: int, raw: bytes | None, key: bytes | None
+    ) -> JournalItem | None:
+        """One journal record as it came off Kafka: decoded, bounded, applied -- or quarantined.
 
-    async def take(self, partition: int, offset: int, raw: bytes | None, key: bytes | None) -> None:
-        """One journal record as it came off Kafka: decoded, bounded, applied -- or quarantined."""
+        Returns the item when it was in bounds (applied, or quarantined by a detector
+        that raised on it), None when the record was refused before the detector.
+        """
         if partition not in self.detectors:
             await self.resume(partition, offset)
         item = decode(raw)
         if isinstance(item, Refused):
             await self.quarantine(item, raw, key, self.journal_name, partition, offset)
-            return
+            return None
         if self.bound is not None:
             refused = self.bound.check(item, self.now())
             if refused is not None:
+                self._skip.setdefault(partition, set()).add(offset)
                 await self.quarantine(refused, raw, key, self.journal_name, partition, offset)
-                return
+                return None
         await self.handle(partition, item, raw=raw, key=key, offset=offset)
+        return item
 
     async def handle(
         self, partition: int, item: JournalItem, *,
         raw: bytes | None = None, key: bytes | None = None, offset: int = -1,
     ) -> None:  # fmt: skip
-        """Apply one decoded journal item; outputs are acknowledged before the state is saved."""
+        """Apply one decoded journal item; its outputs are acknowledged before it can be
+        checkpointed, and the partition is checkpointed every ``CHECKPOINT_EVERY`` events
+        or ``CHECKPOINT_EVERY_S`` (docs/decisions/017-checkpointed-state.md)."""
         det = self.detector(partition)
         if (
             self.registry.reloads != self._registry_version
@@ -253,15 +302,6 @@ class Pipeline:
             self._registry_version = self.registry.reloads
             for d in self.detectors.values():
                 d.set_registry(self.registry.current())
-        # The partition's clock is saved when time itself moved (a watermark record), when it
-        # produced outputs, when partition-level rule state other than the watermark moved (a
-        # district's dust judging started: a restore must never pair newer devices with an
-        # older partition state, docs/decisions/009-state-recovery.md), and every CLOCK_EVERY
-        # events otherwise: a changelog send per reading
-        # cost a fifth of the worker's time (bench/streams.py). A restored clock that is a few
-        # readings behind is caught up by the next reading (the watermark is a maximum), and the
-        # devices' own states, written on every change, record what they have booked.
-        since = self._since_clock.get(partition, 0) + 1
         try:
             if isinstance(item, Reading):
                 outputs = det.on_reading(item)
@@ -269,31 +309,69 @@ class Pipeline:
                 outputs = det.on_action(item)
             else:
                 outputs = det.on_watermark(item.at)
-            states = [(d, det.export_device(d)) for d in det.take_dirty()]
-            exported = det.export_clock()
-            save_clock = (
-                bool(outputs) or isinstance(item, Watermark) or since >= CLOCK_EVERY
-                or recovery.partition_state_moved(self._saved_clock.get(partition), exported)
-            )  # fmt: skip
-            clock = recovery.tag(exported, offset) if save_clock else None
+            changed = det.take_dirty()
         except Exception as exc:  # one record's failure: never the stream's (docs/contracts.md)
-            # Whatever the detector did before raising was neither emitted nor saved: drop it,
-            # the next record restores the partition from the tables.
-            self.detectors.pop(partition, None)
+            # Whatever the detector did since its last checkpoint was not saved: drop it; the
+            # next record restores the partition from the checkpoint and runs the journal
+            # again up to itself, this record left out.
+            self.forget(partition)
+            self._skip.setdefault(partition, set()).add(offset)
             log.exception("partition %d offset %d: the detector raised", partition, offset)
             refused = Refused("detector_error", f"{type(exc).__name__}: {exc}")
             await self.quarantine(refused, raw, key, self.journal_name, partition, offset)
             return
         if outputs:
             await self.emit(outputs)
-        for device_id, state in states:
-            self.devices[device_id] = recovery.tag({"p": partition, "s": state}, offset)
-        if clock is not None:
-            self.clocks[f"clock:{partition}"] = clock
-            self._saved_clock[partition] = clock
-            since = 0
-        self._since_clock[partition] = since
+        if changed:
+            self._changed[partition] |= changed
         self.processed += 1
+        since = self._since[partition] + 1
+        if since >= CHECKPOINT_EVERY or (
+            time.monotonic() - self._checkpointed_at[partition] >= CHECKPOINT_EVERY_S
+        ):
+            self.checkpoint(partition, offset)
+        else:
+            self._since[partition] = since
+
+    def checkpoint(self, partition: int, offset: int) -> None:
+        """Write the partition's changed devices, then its marker: the state at ``offset``.
+
+        Each changed device's state goes to the one of its two keys that does not
+        hold its last checkpointed state, and the marker (the partition clock, the
+        offset, the checkpoint's number) goes after them into the same changelog
+        partition with no await between, so it lands after them: a crash in between
+        leaves the last marker and every device's state at it intact
+        (``recovery.restore``). The outputs of every event up to ``offset`` were
+        acknowledged before (``handle``).
+        """
+        det = self.detectors[partition]
+        seq = self._seq[partition] + 1
+        slots = self._slots[partition]
+        changed = self._changed[partition]
+        try:  # every export first: a checkpoint is written whole or not at all
+            states = [(d, st) for d in changed if (st := det.export_device(d)) is not None]
+            clock = det.export_clock()
+        except Exception:  # a rule's export bug: the state stays where it is, the stream goes on
+            log.exception("partition %d offset %d: a state export raised; not checkpointed",
+                          partition, offset)  # fmt: skip
+            return
+        for device_id, state in states:
+            slot = 1 - slots.get(device_id, 1)
+            self.devices[recovery.device_key(device_id, slot)] = {
+                "p": partition, "s": state, recovery.OFFSET: offset, recovery.SEQ: seq,
+            }  # fmt: skip
+            slots[device_id] = slot
+        self.devices[recovery.checkpoint_key(partition)] = {
+            "p": partition, "clock": clock, recovery.OFFSET: offset,
+            recovery.SEQ: seq,
+        }  # fmt: skip
+        self._seq[partition] = seq
+        self._changed[partition] = set()
+        self._since[partition] = 0
+        self._checkpointed_at[partition] = time.monotonic()
+        skip = self._skip.get(partition)
+        if skip:
+            self._skip[partition] = {o for o in skip if o > offset}
 
     async def quarantine(
         self, refused: Refused, raw: bytes | None, key: bytes | None, topic: str,
@@ -608,13 +686,45 @@ def build_app(
                 log.exception("worker: the broker watch failed at a rebalance; it goes on")
         for tp in revoked:
             if tp.topic == topics.telemetry:
-                pipeline.detectors.pop(tp.partition, None)
+                pipeline.forget(tp.partition)
+        for acks in held:
+            acks.revoked(tp for tp in revoked if tp.topic == topics.telemetry)
+
+    lighting = LightingMarks(rules.streetlight, LocalClock(rules.timezone))
+
+    def telemetry_line(item: JournalItem | None) -> str | None:
+        if not isinstance(item, Reading):
+            return None  # actions, watermarks; refused records are quarantined
+        try:  # a reading no line can be made of is skipped, never fatal
+            dev = registry.current().get(item.device)
+            return points.telemetry_line(item, dev, lighting.marks(item, dev))
+        except Exception as exc:
+            stats.skipped[topics.telemetry] += 1
+            if stats.should_log(stats.skipped, topics.telemetry):
+                log.warning("telemetry of %s skipped (%s): %.200r", item.device, exc, item)
+            return None
+
+    held: list[HeldAcks] = []
 
     @app.agent(journal_topic, name="detect")
     async def detect(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            m = event.message
-            await pipeline.take(m.partition, m.offset, event.value, event.key)
+        """One pass over the journal: the detector, then the reading's telemetry line.
+
+        An event is acked (its offset can be committed) once its outputs were acked
+        by Kafka (``Pipeline.take``) and its line is in InfluxDB (``streams.held``).
+        """
+        manual = stream.noack()
+        acks = HeldAcks(writer, writer_ready, manual.ack)
+        held.append(acks)
+        acks.start()
+        try:
+            async for event in manual.events():
+                m = event.message
+                item = await pipeline.take(m.partition, m.offset, event.value, event.key)
+                await acks.hold(event, telemetry_line(item))
+        finally:
+            held.remove(acks)
+            await acks.stop()
 
     def action_of(value: bytes | None) -> JournalItem | Refused:
         """An acks record (``OfficerAction.to_dict()``) read as strictly as the journal."""
@@ -671,21 +781,6 @@ def build_app(
 
     def record(to_line: Callable[[dict[str, Any]], str | None]) -> Callable[[bytes], str | None]:
         return lambda value: to_line(orjson.loads(value))
-
-    lighting = LightingMarks(rules.streetlight, LocalClock(rules.timezone))
-
-    def journal_line(value: bytes) -> str | None:
-        item = decode(value)
-        if not isinstance(item, Reading):
-            return None  # actions, watermarks; refused records are the detect agent's
-        if bound is not None and bound.check(item, wall_ms()) is not None:
-            return None  # quarantined by the detect agent: no telemetry from the future
-        dev = registry.current().get(item.device)
-        return points.telemetry_line(item, dev, lighting.marks(item, dev))
-
-    @app.agent(journal_topic, name="sink-telemetry")
-    async def sink_telemetry(stream: faust.StreamT) -> None:
-        await sink(stream, journal_line, topics.telemetry)
 
     @app.agent(cases, name="sink-cases")
     async def sink_cases(stream: faust.StreamT) -> None:

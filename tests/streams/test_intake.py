@@ -170,3 +170,31 @@ def test_journal_records_are_readings_as_the_detector_knows_them() -> None:
     r = reading("MH-MAIN", T0, open=True)
     item = decode(_raw(r))
     assert isinstance(item, Reading) and item == r
+
+
+def test_a_checkpoint_writes_the_changed_devices_then_its_marker_alternating_their_keys() -> None:
+    p = _pipeline()
+    writes: list[str] = []
+
+    class Recording(dict[str, Any]):
+        def __setitem__(self, key: str, value: Any) -> None:
+            writes.append(key)
+            super().__setitem__(key, value)
+
+    p.devices = Recording()
+
+    async def go() -> None:
+        await p.take(0, 0, _raw(reading("MH-MAIN", T0, open=True)), b"MH-MAIN")
+        assert writes == []  # not per event (docs/decisions/017-checkpointed-state.md)
+        p.checkpoint(0, 0)
+        await p.take(0, 1, _raw(reading("MH-SEC", T0 + M, open=True)), b"MH-SEC")
+        await p.take(0, 2, _raw(reading("MH-MAIN", T0 + 2 * M, open=False)), b"MH-MAIN")
+        p.checkpoint(0, 2)
+
+    asyncio.run(go())
+    assert writes[:2] == ["MH-MAIN#0", "checkpoint:0"]
+    assert sorted(writes[2:4]) == ["MH-MAIN#1", "MH-SEC#0"] and writes[4:] == ["checkpoint:0"]
+    assert (p.devices["checkpoint:0"]["o"], p.devices["checkpoint:0"]["c"]) == (2, 2)
+    live = p.detector(0).export_device("MH-MAIN")
+    p.forget(0)
+    assert p.detector(0).export_device("MH-MAIN") == live  # restored from checkpoint 2

@@ -56,6 +56,71 @@ def test_restore_takes_only_the_partitions_own_devices_and_says_their_offset(
     assert det.export_device(mh) == state and det.watermark == saved.watermark
 
 
+def _checkpointed(
+    settings: Settings, registry_file: Any, unique: str
+) -> tuple[Detector, str, list[dict[str, Any]]]:
+    """A detector, a manhole of it, and its exported states after one, two and three readings."""
+    rules, reg = load_rules(settings.paths.rules), load_registry(registry_file)
+    det, mh = Detector(rules, reg), f"MH-{unique}-1"
+    states = []
+    for i, is_open in enumerate((True, False, True)):
+        det.on_reading(Reading(mh, "manhole", "jinshui", 1_000 + i, 1_000 + i, {"open": is_open}))
+        state = det.export_device(mh)
+        assert state is not None
+        states.append(state)
+    return det, mh, states
+
+
+def _marker(det: Detector, seq: int, offset: int) -> dict[str, Any]:
+    return {"p": 0, "clock": det.export_clock(), "o": offset, "c": seq}
+
+
+def test_restore_takes_each_devices_newer_key_of_the_last_complete_checkpoint(
+    settings: Settings, registry_file: Any, unique: str
+) -> None:
+    saved, mh, states = _checkpointed(settings, registry_file, unique)
+    k0, k1 = recovery.device_key(mh, 0), recovery.device_key(mh, 1)
+    items = [
+        (k0, {"p": 0, "s": states[0], "o": 3, "c": 1}),
+        (k1, {"p": 0, "s": states[1], "o": 8, "c": 2}),
+        (recovery.checkpoint_key(0), _marker(saved, 2, 8)),
+        (recovery.checkpoint_key(1), {"p": 1, "clock": {}, "o": 99, "c": 7}),  # another's
+    ]
+    det = Detector(saved.rules, saved.registry)
+    restored = recovery.restore(det, 0, None, items)
+    assert (restored.devices, restored.offset, restored.seq) == (1, 8, 2)
+    assert det.export_device(mh) == states[1] and restored.slots == {mh: 1}
+    assert restored.rewrite == frozenset()
+
+
+def test_a_checkpoint_cut_short_before_its_marker_is_ignored_and_rewritten(
+    settings: Settings, registry_file: Any, unique: str
+) -> None:
+    saved, mh, states = _checkpointed(settings, registry_file, unique)
+    items = [
+        (recovery.device_key(mh, 1), {"p": 0, "s": states[1], "o": 8, "c": 2}),
+        (recovery.checkpoint_key(0), _marker(saved, 2, 8)),
+        # checkpoint 3 wrote the device's other key, then the worker died before its marker
+        (recovery.device_key(mh, 0), {"p": 0, "s": states[2], "o": 12, "c": 3}),
+    ]
+    det = Detector(saved.rules, saved.registry)
+    restored = recovery.restore(det, 0, None, items)
+    assert (restored.offset, det.export_device(mh)) == (8, states[1])
+    # the next checkpoint numbers above 3 and writes the device over the orphan, even unchanged
+    assert restored.seq == 3 and restored.rewrite == {mh} and restored.slots == {mh: 1}
+
+
+def test_state_of_an_older_release_is_restored_and_written_again_at_the_first_checkpoint(
+    settings: Settings, registry_file: Any, unique: str
+) -> None:
+    saved, mh, states = _checkpointed(settings, registry_file, unique)
+    items = [(mh, recovery.tag({"p": 0, "s": states[2]}, 12))]
+    det = Detector(saved.rules, saved.registry)
+    restored = recovery.restore(det, 0, recovery.tag(saved.export_clock(), 10), items)
+    assert (restored.offset, restored.rewrite, restored.slots) == (10, {mh}, {})
+    assert det.export_device(mh) == states[2]
+
+
 async def _produce(bootstrap: str, topic: str, batches: list[int]) -> None:
     producer = make_producer(bootstrap, client_id="cw-recovery-test")
     await start_client(producer, bootstrap)
