@@ -480,41 +480,21 @@ async def forget_the_lost_broker(app: faust.App, k: Any) -> None:
     state of a journal that is gone (issue 14's harness: 1 of 13 entries came
     back). So before Faust's consumer joins: every partition of the worker's
     group is committed back to 0 (the group is empty: the old process never
-    joined it, ``build_app``), and the tables' changelog topics are deleted
-    (Faust declares them again, empty, when the tables start).
+    joined it, ``build_app``), and the tables' changelog topics are deleted and
+    created again, empty, checked (a phantom the old process's resends left
+    there stalled Faust's recovery for ever: ``bus.kafka.recreate_empty``).
     """
     from aiokafka import TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import CommitFailedError
 
-    from bus.kafka import client_security, consumer_for, start_client
+    from bus.kafka import consumer_for, recreate_empty, start_client
 
     changelogs = [t.changelog_topic.get_topic_name() for t in app.tables.values()]
-    admin = AIOKafkaAdminClient(bootstrap_servers=k.bootstrap, **client_security(k))
-    await start_client(admin, k.bootstrap)
-    try:
-        existing = set(await admin.list_topics())
-        doomed = [n for n in changelogs if n in existing]
-        if doomed:
-            await admin.delete_topics(doomed)
-        # created again here with the journal's partitions (what Faust declares; a topic the
-        # broker made on the old process's produce may have its own count: PartitionsMismatch)
-        await admin.create_topics([
-            NewTopic(n, k.partitions, 1, topic_configs={"cleanup.policy": "compact"})
-            for n in changelogs
-        ])  # fmt: skip
-    finally:
-        await admin.close()
-    probe = consumer_for(k, group_id=None, enable_auto_commit=False)
-    await start_client(probe, k.bootstrap)
-    try:
-        for _ in range(50):
-            await probe.topics()
-            if all(len(probe.partitions_for_topic(n) or ()) == k.partitions for n in changelogs):
-                break
-            await asyncio.sleep(0.2)
-    finally:
-        await probe.stop()
+    # Deleted and created again with the journal's partitions (what Faust declares; a topic the
+    # broker made on the old process's produce may have its own count: PartitionsMismatch), and
+    # made to exist before the delete: the old process's resends can leave a phantom that only
+    # deleting an existing topic clears (bus.kafka.recreate_empty, decision 009).
+    await recreate_empty(k, dict.fromkeys(changelogs, {"cleanup.policy": "compact"}), k.partitions)
     topics = KafkaTopics(k.topic_prefix)
     inputs = [topics.telemetry, topics.acks, topics.cases, topics.penalties, topics.deadletter,
               topics.quarantine, topics.audit]  # fmt: skip
@@ -535,8 +515,8 @@ async def forget_the_lost_broker(app: faust.App, k: Any) -> None:
     moved = {f"{tp.topic}[{tp.partition}]": o for tp, o in before.items() if o}
     log.warning(
         "worker: afresh on the new broker: offsets of %s back to 0 (found there: %s); "
-        "changelogs dropped (%s)",
-        app.conf.id, moved or "none", ", ".join(c for c in changelogs if c in existing) or "none",
+        "changelogs created again empty (%s)",
+        app.conf.id, moved or "none", ", ".join(changelogs),
     )  # fmt: skip
 
 
