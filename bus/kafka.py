@@ -548,7 +548,9 @@ async def phantom_partitions(k: KafkaSettings, names: list[str]) -> dict[Any, in
     await start_client(probe, k.bootstrap)
     try:
         await probe.topics()
-        tps = [TopicPartition(n, p) for n in names for p in sorted(probe.partitions_for_topic(n) or ())]
+        tps = [
+            TopicPartition(n, p) for n in names for p in sorted(probe.partitions_for_topic(n) or ())
+        ]
         ends = {tp: e for tp, e in (await probe.end_offsets(tps)).items() if e} if tps else {}
         if not ends:
             return {}

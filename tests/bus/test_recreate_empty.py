@@ -114,8 +114,10 @@ def test_services_up_clears_a_phantom_journal_and_keeps_a_topic_with_records(
             await producer.stop()
         cleared = await clear_phantoms(k)
         await asyncio.sleep(0.3)
-        return cleared, await _state(k.bootstrap, topics.telemetry), await _state(
-            k.bootstrap, topics.cases
+        return (
+            cleared,
+            await _state(k.bootstrap, topics.telemetry),
+            await _state(k.bootstrap, topics.cases),
         )
 
     cleared, journal, cases = asyncio.run(run())
