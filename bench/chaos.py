@@ -73,8 +73,8 @@ from contract.topics import KafkaTopics  # noqa: E402
 from foundation.settings import Settings, load_settings  # noqa: E402
 
 FULL = {"worker": 5, "bridge": 3, "alerts": 2, "influx": 60, "kafka": 1, "mosquitto": 1}
-SHORT = {"worker": 2, "bridge": 1, "alerts": 1, "influx": 10, "mosquitto": 1}
-"""CI's version (six faults; the broker restart joins it once the journal survives it)."""
+SHORT = {"worker": 2, "bridge": 1, "alerts": 1, "influx": 10, "kafka": 1, "mosquitto": 1}
+"""CI's version: seven faults, the broker restart among them (decision 010)."""
 SCENARIOS = ROOT / "bench" / "chaos-scenarios.yaml"
 HOOK_SECRET = "chaos-harness-webhook-secret-0123456789abcdef"
 
