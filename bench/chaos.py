@@ -74,7 +74,9 @@ from foundation.settings import Settings, load_settings  # noqa: E402
 
 FULL = {"worker": 5, "bridge": 3, "alerts": 2, "influx": 60, "kafka": 1, "mosquitto": 1}
 SHORT = {"worker": 2, "bridge": 1, "alerts": 1, "influx": 10, "mosquitto": 1}
-"""CI's version (six faults; the broker restart joins it once the journal survives it)."""
+"""CI's version (six faults). With ``kafka=1`` added it ran in 94 s but failed (1 lost, 188 cases
+never pushed, 478 readings repeated: bench/RESULTS.md, "The full fault list with the broker
+restart"), so the broker restart stays out of it until that is understood."""
 SCENARIOS = ROOT / "bench" / "chaos-scenarios.yaml"
 HOOK_SECRET = "chaos-harness-webhook-secret-0123456789abcdef"
 
@@ -573,6 +575,11 @@ def settle(settings: Settings, pipeline: Pipeline, progress: Progress, hook: Hoo
 
 async def read_all(settings: Settings, topic: str) -> list[tuple[int, bytes | None]]:
     """Every record of ``topic`` as (partition, value), in partition order."""
+    return [(p, value) for p, _o, _h, value in await read_records(settings, topic)]
+
+
+async def read_records(settings: Settings, topic: str) -> list[tuple[int, int, Any, bytes | None]]:
+    """Every record of ``topic`` as (partition, offset, headers, value), in partition order."""
     from aiokafka import TopicPartition
 
     from bus.kafka import consumer_for
@@ -587,7 +594,7 @@ async def read_all(settings: Settings, topic: str) -> list[tuple[int, bytes | No
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         reader.assign(tps)
         await reader.seek_to_beginning(*tps)
-        out: list[tuple[int, bytes | None]] = []
+        out: list[tuple[int, int, Any, bytes | None]] = []
         idle = 0
         while idle < 3:
             batch = await reader.getmany(timeout_ms=500)
@@ -596,7 +603,7 @@ async def read_all(settings: Settings, topic: str) -> list[tuple[int, bytes | No
                 continue
             idle = 0
             for tp, records in sorted(batch.items(), key=lambda kv: kv[0].partition):
-                out.extend((tp.partition, r.value) for r in records)
+                out.extend((tp.partition, r.offset, r.headers, r.value) for r in records)
         return out
     finally:
         await reader.stop()
@@ -612,6 +619,7 @@ def verify(settings: Settings, city: Any, published: list[tuple[int, str, bytes]
     from store.identity import as_role
     from store.read import case_events, ledger_entries
     from streams.detector import Detector
+    from streams.restored import in_restore_order, read_marks
     from streams.rules import load_rules
 
     registry = load_registry(settings.paths.registry)
@@ -624,16 +632,19 @@ def verify(settings: Settings, city: Any, published: list[tuple[int, str, bytes]
             sent.add((r.device, r.ts))
     outcome.published, outcome.readings = len(published), len(sent)
 
-    journal = asyncio.run(read_all(settings, topics.telemetry))
-    by_partition: dict[int, list[Any]] = {}
+    # the journal in the order the worker takes it: after a broker restart, below each
+    # partition's restore mark the restored records first (streams.restored, decision 010)
+    journal = asyncio.run(read_records(settings, topics.telemetry))
+    marks = asyncio.run(read_marks(settings.kafka, {p for p, *_ in journal}))
+    in_partition: dict[int, list[tuple[int, Any, Any]]] = {}
     seen: Counter[tuple[str, int]] = Counter()
     fields: dict[tuple[str, str], set[tuple[str, int]]] = {}
-    for partition, value in journal:
+    for partition, offset, headers, value in journal:
         try:
             item = decode(value)
         except JournalError:
             continue
-        by_partition.setdefault(partition, []).append(item)
+        in_partition.setdefault(partition, []).append((offset, headers, item))
         if isinstance(item, Reading):
             seen[(item.device, item.ts)] += 1
             for name, v in item.fields.items():
@@ -643,6 +654,7 @@ def verify(settings: Settings, city: Any, published: list[tuple[int, str, bytes]
     outcome.lost = len(sent - set(seen))
     outcome.repeated = sum(n - 1 for n in seen.values())
 
+    by_partition = {p: in_restore_order(rs, marks.get(p)) for p, rs in in_partition.items()}
     expected: dict[str, dict[str, Any]] = {}
     expected_events: set[bytes] = set()
     for items in by_partition.values():

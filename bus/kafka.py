@@ -32,7 +32,7 @@ from aiokafka.errors import (
 from aiokafka.helpers import create_ssl_context
 
 from contract.topics import KafkaTopics
-from foundation.errors import ConfigError, ServiceDown
+from foundation.errors import CitywatchError, ConfigError, ServiceDown
 from foundation.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -445,3 +445,148 @@ async def group_lag(k: KafkaSettings, group_id: str, tps: list[Any]) -> int | No
             continue
         lag += max(0, ends[tp] - committed[tp])
     return lag
+
+
+# ------------------------------------------------------------------ topics made empty again
+
+
+class TopicsNotEmpty(CitywatchError):
+    """Topics deleted and created again still report records: the broker did not forget them."""
+
+
+EMPTY_ATTEMPTS = 3
+
+
+async def recreate_empty(
+    k: KafkaSettings, configs: Mapping[str, Mapping[str, str]], partitions: int
+) -> None:
+    """Delete the topics ``configs`` names and create them again, empty, with ``partitions``.
+
+    Each topic is first made to exist, because deleting a topic the broker
+    does not hold clears nothing. tansu (v0.6.0, memory storage) acknowledges
+    a produce into a topic it does not hold when the producer's metadata still
+    lists it -- a producer of the broker before a restart resending its queued
+    batches -- and keeps what it took where no fetch sees it: a topic created
+    later under that name reports that phantom's end to ListOffsets, returns
+    no record at any offset, and refuses every produce (``UnknownError``). A
+    Faust table recovering from such a changelog waits for ever for an end no
+    record reaches (issue 14's harness, docs/decisions/009-state-recovery.md,
+    "A broker restart's phantom changelog"). Deleting the topic once it exists
+    clears it. The result is checked: every partition's reported end is 0, or
+    ``TopicsNotEmpty`` after ``EMPTY_ATTEMPTS`` tries.
+    """
+    from aiokafka import TopicPartition
+
+    names = list(configs)
+    reported: dict[Any, int] = {}
+    for _attempt in range(EMPTY_ATTEMPTS):
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=k.bootstrap, request_timeout_ms=ADMIN_TIMEOUT_MS,
+            **client_security(k),
+        )  # fmt: skip
+        await start_client(admin, k.bootstrap)
+        try:
+            new = [NewTopic(n, partitions, 1, topic_configs=dict(configs[n])) for n in names]
+            missing = set(names) - set(await admin.list_topics())
+            if missing:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics([t for t in new if t.name in missing])
+            await _until_listed(admin, names, present=True)
+            await admin.delete_topics(names)
+            await _until_listed(admin, names, present=False)
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(new)
+        finally:
+            await admin.close()
+        probe = consumer_for(k, group_id=None, enable_auto_commit=False)
+        await start_client(probe, k.bootstrap)
+        try:
+            for _ in range(50):  # until metadata shows every partition
+                await probe.topics()
+                if all(len(probe.partitions_for_topic(n) or ()) == partitions for n in names):
+                    break
+                await asyncio.sleep(0.1)
+            tps = [TopicPartition(n, p) for n in names for p in range(partitions)]
+            reported = {tp: end for tp, end in (await probe.end_offsets(tps)).items() if end}
+        finally:
+            await probe.stop()
+        if not reported:
+            return
+        log.warning("topics created again still report records (%s); deleting them again",
+                    ", ".join(f"{tp.topic}[{tp.partition}] ends at {e}"
+                              for tp, e in sorted(reported.items())))  # fmt: skip
+    raise TopicsNotEmpty(
+        f"Kafka at {k.bootstrap}: {', '.join(names)} deleted and created again "
+        f"{EMPTY_ATTEMPTS} times still report records ("
+        + ", ".join(f"{tp.topic}[{tp.partition}] ends at {e}" for tp, e in sorted(reported.items()))
+        + "); stop what produces into them, or restart the broker"
+    )
+
+
+async def _until_listed(admin: AIOKafkaAdminClient, names: list[str], *, present: bool) -> None:
+    for _ in range(50):
+        listed = set(await admin.list_topics())
+        if (set(names) <= listed) if present else not (set(names) & listed):
+            return
+        await asyncio.sleep(0.1)
+
+
+PHANTOM_WAIT_S = 3.0
+"""How long a partition's last batch may take to come back before the partition counts as a phantom."""
+
+
+async def phantom_partitions(k: KafkaSettings, names: list[str]) -> dict[Any, int]:
+    """Partitions of ``names`` whose reported end no record backs: {partition: reported end}.
+
+    A partition with records has one at the reported end minus one (Kafka's
+    last record; tansu's last batch, decision 004); a phantom (``recreate_empty``)
+    gives nothing there. Only an empty fetch for ``PHANTOM_WAIT_S`` counts.
+    """
+    from aiokafka import TopicPartition
+
+    probe = consumer_for(k, group_id=None, enable_auto_commit=False)
+    await start_client(probe, k.bootstrap)
+    try:
+        await probe.topics()
+        tps = [
+            TopicPartition(n, p) for n in names for p in sorted(probe.partitions_for_topic(n) or ())
+        ]
+        ends = {tp: e for tp, e in (await probe.end_offsets(tps)).items() if e} if tps else {}
+        if not ends:
+            return {}
+        probe.assign(list(ends))
+        for tp, end in ends.items():
+            probe.seek(tp, end - 1)
+        pending = set(ends)
+        deadline = time.monotonic() + PHANTOM_WAIT_S
+        while pending and time.monotonic() < deadline:
+            got = await probe.getmany(*pending, timeout_ms=500)
+            pending -= {tp for tp, records in got.items() if records}
+        return {tp: ends[tp] for tp in pending}
+    finally:
+        await probe.stop()
+
+
+async def clear_phantoms(k: KafkaSettings) -> list[str]:
+    """citywatch's topics of the prefix that held a phantom, deleted and created again empty.
+
+    For a broker just started (``services up``): the components' producers
+    resend what they had queued for the broker before the restart as soon as
+    it answers, and what tansu takes into a topic it does not hold yet turns
+    the topic, once created, into one that refuses every produce (the
+    archive's restore failed on it: ``UnknownError``). Such a partition holds
+    no record, so with one partition per topic nothing is lost by recreating
+    it; with several, what the others took in the moment since is.
+    """
+    topics = KafkaTopics(k.topic_prefix)
+    configs = {getattr(topics, n): c for n, c in TOPIC_CONFIGS.items()}
+    found = await phantom_partitions(k, topic_names(k.topic_prefix))
+    doomed = sorted({tp.topic for tp in found})
+    if doomed:
+        log.warning(
+            "Kafka at %s: %s report records no fetch returns (a produce the broker took before "
+            "the topic existed); created again empty",
+            k.bootstrap, ", ".join(f"{tp.topic}[{tp.partition}] ends at {e}" for tp, e in sorted(found.items())),
+        )  # fmt: skip
+        await recreate_empty(k, {n: configs.get(n, {}) for n in doomed}, k.partitions)
+    return doomed

@@ -968,7 +968,7 @@ def _kafka_ready(
     def ready(log: Callable[[str], None]) -> None:
         import asyncio
 
-        from bus.kafka import ensure_topics_for
+        from bus.kafka import clear_phantoms, ensure_topics_for
         from bus.watch import look_for
         from contract.topics import KafkaTopics
         from streams import archive
@@ -978,9 +978,12 @@ def _kafka_ready(
             seen = asyncio.run(look_for(k))
             directory = archive.archive_dir(settings)
             lost = force or KafkaTopics(k.topic_prefix).telemetry in seen.missing
+            if force or seen.missing:
+                # what producers of the broker before resent into it before the topics existed
+                # can leave a partition that refuses every produce (bus.kafka.clear_phantoms)
+                asyncio.run(ensure_topics_for(k))
+                asyncio.run(clear_phantoms(k))
             if not (lost and archive.kept(directory)):
-                if seen.missing:
-                    asyncio.run(ensure_topics_for(k))
                 return
             t0 = time.monotonic()
             written = asyncio.run(archive.restore(settings, directory))

@@ -7,7 +7,9 @@ an asyncio loop, which validates it (``ingest.validate``), produces the
 sends the MQTT PUBACK (paho ``manual_ack``). A bridge killed with messages in
 flight therefore loses none: the broker redelivers what was never acked, and
 the duplicates this can make are harmless downstream (readings are deduplicated
-by device and event time).
+by device and event time). An acknowledgement from another log than the one
+before (a restarted Kafka broker, which may have kept nothing) is not trusted:
+the record is produced again and seen in the log first (``ingest.confirm``).
 
 No single message can stop the bridge (docs/contracts.md, "MQTT"). Validation
 never raises and bounds what it accepts (``too_deep``, ``duplicate_key``);
@@ -65,6 +67,7 @@ from contract.reading import Reading
 from contract.topics import BROKER_COUNTERS, KafkaTopics, parse_topic, shared_subscription
 from foundation.settings import Settings
 from ingest.broker_stats import BrokerWatch
+from ingest.confirm import AckedOffsets, produce_until_kept, swallowed_error
 from ingest.validate import IngestLimits, Rejection, parse_message
 from registry.devices import RegistryWatcher
 
@@ -399,6 +402,7 @@ class Bridge:
         self._queue: asyncio.Queue[tuple[int, int, str, bytes, int]] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
+        self._acked = AckedOffsets()
 
     # ---------------------------------------------------------------- MQTT side (paho thread)
 
@@ -505,9 +509,18 @@ class Bridge:
             attempts = [await self._send(producer, item) for item in batch]
             sent = [a for a in attempts if a.future is not None]
             outcomes = await asyncio.gather(*(a.future for a in sent), return_exceptions=True)
+            swallowed = []  # acknowledged by another log than before, or refused as no topic
             for attempt, outcome in zip(sent, outcomes, strict=True):
                 if isinstance(outcome, BaseException):
-                    self._failed(attempt, outcome, alone=False)
+                    if swallowed_error(outcome):
+                        swallowed.append(attempt)
+                    else:
+                        self._failed(attempt, outcome, alone=False)
+                elif self._acked.behind(outcome):
+                    swallowed.append(attempt)
+            if swallowed:  # a restarted broker: the batch's PUBACKs wait until they are kept
+                records = [a.record for a in swallowed if a.record is not None]
+                await produce_until_kept(self.settings.kafka, producer, records, self._acked)
             for attempt in attempts:
                 if attempt.failure is None:
                     self._count(attempt.result)

@@ -398,7 +398,9 @@ async def restore(settings: Settings, directory: Path | None = None) -> dict[str
     empty broker: restoring into a journal that still holds the records
     repeats them, which the detector takes as repeats (readings deduplicated
     by device and event time, actions applied once per ``action_id``), but it
-    is wasted work.
+    is wasted work. It ends with the marks (``streams.restored``): per journal
+    partition the offset after the last record it wrote, from which a fresh
+    worker takes records in the order they came.
     """
     k = settings.kafka
     directory = directory or archive_dir(settings)
@@ -408,6 +410,7 @@ async def restore(settings: Settings, directory: Path | None = None) -> dict[str
     await start_client(producer, k.bootstrap)
     headers = [(RESTORED, b"1")]
     written = dict.fromkeys(ARCHIVED, 0)
+    last: dict[int, int] = {}  # journal partition -> offset of the last record written
     try:
         parts = {t: len(await producer.partitions_for(t) or {0}) for t in
                  (getattr(topics, _ATTR[kind]) for kind in ARCHIVED)}  # fmt: skip
@@ -441,15 +444,27 @@ async def restore(settings: Settings, directory: Path | None = None) -> dict[str
                     ))  # fmt: skip
                     written[kind] += 1
                     if len(futures) >= 5000:
-                        await asyncio.gather(*futures)
+                        last.update(_last_offsets(await asyncio.gather(*futures), topics.telemetry))
                         futures.clear()
-        await asyncio.gather(*futures)
+        last.update(_last_offsets(await asyncio.gather(*futures), topics.telemetry))
     finally:
         await producer.stop()
     if skipped:
         log.info("restore: %d officer actions not written back to the acks topic "
                  "(the journal archive holds them: forwarded already)", skipped)  # fmt: skip
+    from streams.restored import write_marks
+
+    await write_marks(k, {p: last.get(p, -1) + 1 for p in range(parts[topics.telemetry])})
     return written
+
+
+def _last_offsets(acked: list[Any], topic: str) -> dict[int, int]:
+    """partition -> the highest offset the broker gave a record of ``topic`` among ``acked``."""
+    out: dict[int, int] = {}
+    for md in acked:
+        if md.topic == topic:
+            out[md.partition] = max(out.get(md.partition, -1), md.offset)
+    return out
 
 
 async def lag(settings: Settings) -> int | None:

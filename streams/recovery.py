@@ -47,8 +47,8 @@ OFFSET = "o"
 READ_WAIT_S = 30.0
 """How long the journal may stay silent while a partition is caught up before it is an error."""
 
-JournalRecord = tuple[int, bytes | None, bytes | None]
-"""(offset, key, value) of one journal record."""
+JournalRecord = tuple[int, bytes | None, bytes | None, Any]
+"""(offset, key, value, headers) of one journal record (headers as aiokafka gives them)."""
 JournalReader = Callable[[int, int, int], AsyncIterator[JournalRecord]]
 """``reader(partition, start, stop)``: the journal records of a partition at offsets [start, stop)."""
 
@@ -203,7 +203,7 @@ async def catch_up(
     restored: Restored,
     upto: int,
     reader: JournalReader,
-    take: Callable[[int, bytes | None, bytes | None], Awaitable[None]],
+    take: Callable[[int, bytes | None, bytes | None, Any], Awaitable[None]],
 ) -> int:
     """Run the journal records after the restored state and before ``upto`` through ``take``.
 
@@ -221,8 +221,8 @@ async def catch_up(
     if start >= upto:
         return 0
     n = 0
-    async for offset, key, value in reader(partition, start, upto):
-        await take(offset, value, key)
+    async for offset, key, value, headers in reader(partition, start, upto):
+        await take(offset, value, key, headers)
         n += 1
     log.info(
         "partition %d: the restored state reflected journal offset %d, the worker resumes at %d: "
@@ -262,7 +262,7 @@ def kafka_journal_reader(make_consumer: Callable[[], Any], topic: str) -> Journa
                 for rec in batch:
                     if rec.offset >= stop:
                         return
-                    yield rec.offset, rec.key, rec.value
+                    yield rec.offset, rec.key, rec.value, rec.headers
                     start = rec.offset + 1
                 if start >= stop:
                     return

@@ -47,7 +47,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,7 @@ from streams import recovery, transport
 from streams.detector import Detector
 from streams.held import HeldAcks
 from streams.intake import LiveBound, Refused, decode
+from streams.restored import deferred
 from streams.rules import Rules, load_rules
 from streams.streetlight import LightingMarks
 
@@ -156,6 +157,9 @@ class Pipeline:
     now: the wall clock, epoch ms (tests pass their own).
     journal_reader: reads journal records back to catch a restored partition up
         (``streams.recovery``); None: a partition resumes from its tables as they are.
+    restore_mark: a partition's mark of the last archive restore into this broker
+        (``streams.restored``): below it, records the restore did not write are taken
+        after the restored ones; None (or a mark of None): in partition order.
     """
 
     def __init__(
@@ -168,6 +172,7 @@ class Pipeline:
         bound: LiveBound | None = None,
         now: Callable[[], int] = wall_ms,
         journal_reader: recovery.JournalReader | None = None,
+        restore_mark: Callable[[int], Awaitable[int | None]] | None = None,
     ):
         self.app = app
         self.rules = rules
@@ -175,6 +180,8 @@ class Pipeline:
         self.bound = bound
         self.now = now
         self.journal_reader = journal_reader
+        self.restore_mark = restore_mark
+        self._marks: dict[int, int | None] = {}
         self.detectors: dict[int, Detector] = {}
         self._restored: dict[int, recovery.Restored] = {}
         self.devices = app.Table("detector-devices", default=None)
@@ -242,22 +249,25 @@ class Pipeline:
         """
         self.detector(partition)
         log.info("partition %d: the first record taken is at %d", partition, offset)
+        if self.restore_mark is not None:
+            self._marks[partition] = mark = await self.restore_mark(partition)
+            if mark and offset < mark:
+                log.info("partition %d: restored up to its mark %d: what the restore did not "
+                         "write below it is taken after %d", partition, mark, mark - 1)  # fmt: skip
         while True:
             restored = self._restored.pop(partition, None)
             if restored is None or self.journal_reader is None:
                 return
             broke = False
 
-            async def again(at: int, raw: bytes | None, key: bytes | None) -> None:
+            async def again(at: int, raw: bytes | None, key: bytes | None, headers: Any) -> None:
                 nonlocal broke
-                if broke or at in self._skip.get(partition, ()):
-                    return  # refused by this process: quarantined already
-                item = decode(raw)  # refused records were quarantined the first time
-                if isinstance(item, Refused):
+                if broke:
                     return
-                if self.bound is not None and self.bound.check(item, self.now()) is not None:
-                    return
-                await self.handle(partition, item, raw=raw, key=key, offset=at)
+                if not deferred(at, headers, self._marks.get(partition)):
+                    await self._again(partition, at, raw, key)
+                if partition in self.detectors:
+                    await self._at_mark(partition, at, again=True)
                 broke = partition not in self.detectors  # it raised: start again without it
 
             await recovery.catch_up(partition, restored, offset, self.journal_reader, again)
@@ -265,16 +275,67 @@ class Pipeline:
                 return
             self.detector(partition)
 
+    async def _again(self, partition: int, at: int, raw: bytes | None, key: bytes | None) -> None:
+        """One record of a catch-up: applied as it was the first time, never quarantined again."""
+        if at in self._skip.get(partition, ()):
+            return  # refused by this process: quarantined already
+        item = decode(raw)  # refused records were quarantined the first time
+        if isinstance(item, Refused):
+            return
+        if self.bound is not None and self.bound.check(item, self.now()) is not None:
+            return
+        await self.handle(partition, item, raw=raw, key=key, offset=at)
+
+    async def _at_mark(self, partition: int, offset: int, *, again: bool = False) -> None:
+        """Right after the record before a partition's restore mark: the records deferred below it.
+
+        They are read back from the journal (``streams.restored``: written while the archive
+        was restored, they follow its history); a catch-up (``again``) re-runs them as it
+        re-runs any record, a first pass quarantines what cannot be taken.
+        """
+        mark = self._marks.get(partition)
+        if not mark or offset != mark - 1 or self.journal_reader is None:
+            return
+        n = 0
+        async for at, key, raw, headers in self.journal_reader(partition, 0, mark):
+            if not deferred(at, headers, mark):
+                continue
+            n += 1
+            if again:
+                await self._again(partition, at, raw, key)
+            else:
+                await self._apply(partition, at, raw, key)
+        log.info("partition %d: took the %d records written below the restore's mark %d while "
+                 "the archive was restored, after its history", partition, n, mark)  # fmt: skip
+
     async def take(
-        self, partition: int, offset: int, raw: bytes | None, key: bytes | None
-    ) -> JournalItem | None:
+        self, partition: int, offset: int, raw: bytes | None, key: bytes | None,
+        headers: Any = None,
+    ) -> JournalItem | None:  # fmt: skip
         """One journal record as it came off Kafka: decoded, bounded, applied -- or quarantined.
 
         Returns the item when it was in bounds (applied, or quarantined by a detector
         that raised on it), None when the record was refused before the detector.
+        Below the partition's restore mark, a record the restore did not write is applied
+        at the mark (``streams.restored``); it is returned now, for its telemetry line.
         """
         if partition not in self.detectors:
             await self.resume(partition, offset)
+        out: JournalItem | None = None
+        if deferred(offset, headers, self._marks.get(partition)):
+            item = decode(raw)
+            if not isinstance(item, Refused) and (
+                self.bound is None or self.bound.check(item, self.now()) is None
+            ):
+                out = item
+        else:
+            out = await self._apply(partition, offset, raw, key)
+        await self._at_mark(partition, offset)
+        return out
+
+    async def _apply(
+        self, partition: int, offset: int, raw: bytes | None, key: bytes | None
+    ) -> JournalItem | None:
         item = decode(raw)
         if isinstance(item, Refused):
             await self.quarantine(item, raw, key, self.journal_name, partition, offset)
@@ -435,6 +496,9 @@ class WorkerApp(faust.App):
 
     citywatch_datadir: Path | None = None
     """Where the cluster id this worker last ran on is kept (``<group>.cluster``)."""
+    citywatch_archive: Path | None = None
+    """The journal archive of the prefix on this machine (decision 010): where one is kept, a
+    worker started afresh waits for its restore's marks before it takes anything."""
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
@@ -463,6 +527,12 @@ class WorkerApp(faust.App):
                 log.error("worker: the broker is not the one this worker last ran on (cluster id "
                           "%s -> %s): starting afresh", last, now)  # fmt: skip
             await forget_the_lost_broker(self, k)
+            from streams import archive
+
+            if self.citywatch_archive is not None and archive.kept(self.citywatch_archive):
+                from streams.restored import wait_for_marks
+
+                await wait_for_marks(k, k.partitions)
         if kept is not None and now and now != last:
             tmp = kept.with_suffix(".tmp")
             tmp.write_text(now + "\n")
@@ -480,41 +550,21 @@ async def forget_the_lost_broker(app: faust.App, k: Any) -> None:
     state of a journal that is gone (issue 14's harness: 1 of 13 entries came
     back). So before Faust's consumer joins: every partition of the worker's
     group is committed back to 0 (the group is empty: the old process never
-    joined it, ``build_app``), and the tables' changelog topics are deleted
-    (Faust declares them again, empty, when the tables start).
+    joined it, ``build_app``), and the tables' changelog topics are deleted and
+    created again, empty, checked (a phantom the old process's resends left
+    there stalled Faust's recovery for ever: ``bus.kafka.recreate_empty``).
     """
     from aiokafka import TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import CommitFailedError
 
-    from bus.kafka import client_security, consumer_for, start_client
+    from bus.kafka import consumer_for, recreate_empty, start_client
 
     changelogs = [t.changelog_topic.get_topic_name() for t in app.tables.values()]
-    admin = AIOKafkaAdminClient(bootstrap_servers=k.bootstrap, **client_security(k))
-    await start_client(admin, k.bootstrap)
-    try:
-        existing = set(await admin.list_topics())
-        doomed = [n for n in changelogs if n in existing]
-        if doomed:
-            await admin.delete_topics(doomed)
-        # created again here with the journal's partitions (what Faust declares; a topic the
-        # broker made on the old process's produce may have its own count: PartitionsMismatch)
-        await admin.create_topics([
-            NewTopic(n, k.partitions, 1, topic_configs={"cleanup.policy": "compact"})
-            for n in changelogs
-        ])  # fmt: skip
-    finally:
-        await admin.close()
-    probe = consumer_for(k, group_id=None, enable_auto_commit=False)
-    await start_client(probe, k.bootstrap)
-    try:
-        for _ in range(50):
-            await probe.topics()
-            if all(len(probe.partitions_for_topic(n) or ()) == k.partitions for n in changelogs):
-                break
-            await asyncio.sleep(0.2)
-    finally:
-        await probe.stop()
+    # Deleted and created again with the journal's partitions (what Faust declares; a topic the
+    # broker made on the old process's produce may have its own count: PartitionsMismatch), and
+    # made to exist before the delete: the old process's resends can leave a phantom that only
+    # deleting an existing topic clears (bus.kafka.recreate_empty, decision 009).
+    await recreate_empty(k, dict.fromkeys(changelogs, {"cleanup.policy": "compact"}), k.partitions)
     topics = KafkaTopics(k.topic_prefix)
     inputs = [topics.telemetry, topics.acks, topics.cases, topics.penalties, topics.deadletter,
               topics.quarantine, topics.audit]  # fmt: skip
@@ -535,8 +585,8 @@ async def forget_the_lost_broker(app: faust.App, k: Any) -> None:
     moved = {f"{tp.topic}[{tp.partition}]": o for tp, o in before.items() if o}
     log.warning(
         "worker: afresh on the new broker: offsets of %s back to 0 (found there: %s); "
-        "changelogs dropped (%s)",
-        app.conf.id, moved or "none", ", ".join(c for c in changelogs if c in existing) or "none",
+        "changelogs created again empty (%s)",
+        app.conf.id, moved or "none", ", ".join(changelogs),
     )  # fmt: skip
 
 
@@ -611,6 +661,9 @@ def build_app(
     app.citywatch_kafka = k
     app.citywatch_afresh = afresh
     app.citywatch_datadir = datadir
+    from streams.archive import archive_dir
+
+    app.citywatch_archive = archive_dir(settings)
     from bus.watch import BrokerWatch
 
     watch = BrokerWatch(k, "worker", on_loss=on_topics_lost, logger=log)
@@ -625,7 +678,14 @@ def build_app(
     reader = recovery.kafka_journal_reader(
         lambda: consumer_for(k, group_id=None, enable_auto_commit=False), topics.telemetry
     )
-    pipeline = Pipeline(app, rules, registry, declared, bound=bound, journal_reader=reader)
+
+    async def restore_mark(partition: int) -> int | None:
+        from streams.restored import read_marks
+
+        return (await read_marks(k, [partition])).get(partition)
+
+    pipeline = Pipeline(app, rules, registry, declared, bound=bound, journal_reader=reader,
+                        restore_mark=restore_mark)  # fmt: skip
     app.citywatch_pipeline = pipeline  # type: ignore[attr-defined]
     stats = pipeline.stats
 
@@ -720,7 +780,7 @@ def build_app(
         try:
             async for event in manual.events():
                 m = event.message
-                item = await pipeline.take(m.partition, m.offset, event.value, event.key)
+                item = await pipeline.take(m.partition, m.offset, event.value, event.key, m.headers)
                 await acks.hold(event, telemetry_line(item))
         finally:
             held.remove(acks)

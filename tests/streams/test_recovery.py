@@ -168,7 +168,7 @@ def test_catch_up_reruns_exactly_the_records_between_the_state_and_the_resume_po
     )
     taken: list[tuple[int, bytes | None]] = []
 
-    async def take(offset: int, value: bytes | None, key: bytes | None) -> None:
+    async def take(offset: int, value: bytes | None, key: bytes | None, headers: object) -> None:
         taken.append((offset, value))
 
     def run(offset: int | None, upto: int) -> int:

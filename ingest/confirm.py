@@ -1,0 +1,152 @@
+"""Kafka acknowledgements a restarted broker may not have kept: produced again and seen in the log.
+
+The bridge sends a reading's MQTT PUBACK once Kafka has acknowledged its
+record (``ingest.bridge``). When the embedded broker restarts, aiokafka resends
+what it had in flight to the new, empty broker at once, before the topics
+exist there; tansu v0.6.0 sometimes acknowledges such a produce and keeps
+nothing a fetch sees (docs/decisions/009-state-recovery.md, "A broker
+restart's phantom changelog"), or answers ``UnknownError``. Trusted, the
+first is a reading lost after its PUBACK (3-9 of ~4,540 per harness run with
+the broker restarted, issue 14), the second a reading dead-lettered as
+``internal_error``.
+
+Both are told apart from an ordinary acknowledgement cheaply: on one log a
+partition's offsets only grow, so an acknowledgement at or below the highest
+offset already acknowledged on that partition comes from another log -- a
+restarted broker. Such records (and those answered ``UnknownError``) are
+produced again once the broker holds their topic, and counted as stored only
+when a fetch returns them at the offset acknowledged; until then the batch's
+PUBACKs wait (the bridge's back-pressure). A record the new broker did keep
+is then in the journal twice, which is harmless (readings are deduplicated by
+device and event time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka.errors import UnknownError
+
+from bus.kafka import consumer_for, kafka_outage, start_client
+from foundation.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+RETRY_S = 0.5
+"""Pause between two tries while the new broker lacks the topics or has not kept a record."""
+FETCH_WAIT_S = 3.0
+"""How long a record acknowledged again may take to show in a fetch."""
+
+KafkaRecord = tuple[str, bytes | None, bytes]
+"""(topic, key, value) as the bridge produces it."""
+
+
+def swallowed_error(exc: BaseException) -> bool:
+    """A produce refused as a broker without the topic refuses it, not for the record."""
+    return isinstance(exc, UnknownError)
+
+
+class AckedOffsets:
+    """The highest offset acknowledged per (topic, partition): an acknowledgement below it is
+    from another log."""
+
+    def __init__(self) -> None:
+        self.high: dict[tuple[str, int], int] = {}
+
+    def behind(self, md: Any) -> bool:
+        """Whether ``md`` (aiokafka's RecordMetadata) went back on its partition; else noted.
+
+        An acknowledgement without an offset (a test's stand-in producer) is not checked.
+        """
+        if getattr(md, "offset", None) is None:
+            return False
+        key = (md.topic, md.partition)
+        if md.offset <= self.high.get(key, -1):
+            return True
+        self.high[key] = md.offset
+        return False
+
+    def restart_at(self, md: Any) -> None:
+        """``md`` is in the log now: its partition's offsets count from it."""
+        self.high[(md.topic, md.partition)] = md.offset
+
+
+async def produce_until_kept(
+    k: KafkaSettings, producer: Any, records: Sequence[KafkaRecord], acked: AckedOffsets
+) -> None:
+    """Produce ``records`` again until each is acknowledged *and* fetched at its offset."""
+    from bus.watch import look_for
+
+    pending = list(records)
+    tries = 0
+    while pending:
+        if tries:
+            await asyncio.sleep(RETRY_S)
+            if tries % 60 == 0:
+                log.warning("bridge: %d records acknowledged by a restarted broker are not in its "
+                            "log after %.0f s; trying again", len(pending), tries * RETRY_S)  # fmt: skip
+        tries += 1
+        try:
+            missing = set((await look_for(k)).missing)
+        except Exception as exc:
+            if not kafka_outage(exc):
+                raise
+            continue
+        if any(topic in missing for topic, _key, _value in pending):
+            continue  # not yet: what is produced into a topic the broker lacks may vanish
+        futures = [await producer.send(t, value=v, key=key) for t, key, v in pending]
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        stored = [(r, md) for r, md in zip(pending, outcomes, strict=True)
+                  if not isinstance(md, BaseException)]  # fmt: skip
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not swallowed_error(outcome):
+                raise outcome  # Kafka itself failing: the bridge's own handling
+        seen = await _fetched(k, [(md.topic, md.partition, md.offset, r[2]) for r, md in stored])
+        kept = [md for (_r, md), ok in zip(stored, seen, strict=True) if ok]
+        for md in sorted(kept, key=lambda md: md.offset):  # the new log's offsets count from here
+            acked.restart_at(md)
+        pending = [r for (r, _md), ok in zip(stored, seen, strict=True) if not ok] + [
+            r for r, md in zip(pending, outcomes, strict=True) if isinstance(md, BaseException)
+        ]
+        if kept:
+            log.warning(
+                "bridge: %d records acknowledged by a restarted broker produced again and seen "
+                "in its log (%d to go)", len(kept), len(pending),
+            )  # fmt: skip
+
+
+async def _fetched(k: KafkaSettings, wanted: list[tuple[str, int, int, bytes]]) -> list[bool]:
+    """For each (topic, partition, offset, value): does a fetch return that value there?"""
+    from aiokafka import TopicPartition
+
+    if not wanted:
+        return []
+    by_tp: dict[Any, dict[int, bytes]] = {}
+    for topic, partition, offset, value in wanted:
+        by_tp.setdefault(TopicPartition(topic, partition), {})[offset] = value
+    found: dict[Any, set[int]] = {tp: set() for tp in by_tp}
+    reader = consumer_for(k, group_id=None, enable_auto_commit=False)
+    await start_client(reader, k.bootstrap)
+    try:
+        reader.assign(list(by_tp))
+        for tp, offsets in by_tp.items():
+            reader.seek(tp, min(offsets))
+        deadline = time.monotonic() + FETCH_WAIT_S
+        todo = set(by_tp)
+        while todo and time.monotonic() < deadline:
+            for tp, records in (await reader.getmany(*todo, timeout_ms=300)).items():
+                want = by_tp[tp]
+                for r in records:
+                    if want.get(r.offset) == r.value:
+                        found[tp].add(r.offset)
+                if records and records[-1].offset >= max(want):
+                    todo.discard(tp)
+    finally:
+        await reader.stop()
+    return [
+        offset in found[TopicPartition(topic, partition)] for topic, partition, offset, _v in wanted
+    ]

@@ -1,0 +1,86 @@
+"""An acknowledgement a restarted broker gave is not trusted until the record is in its log.
+
+At a restart aiokafka resends the bridge's in-flight readings into the new, empty broker, which
+acknowledges some of them while it has no such topic and keeps nothing (decision 009); the
+bridge PUBACKed them and they were lost (issue 14's harness, 3-9 readings a run). Here the
+stale producer is made the same way (its metadata lists a topic the broker no longer holds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from bus.kafka import clear_phantoms, ensure_topics_for
+from contract.topics import KafkaTopics
+from foundation.settings import Settings
+from ingest.confirm import AckedOffsets, produce_until_kept
+
+
+def test_an_acknowledgement_at_or_below_the_partitions_highest_comes_from_another_log() -> None:
+    acked = AckedOffsets()
+    md = lambda offset, partition=0: SimpleNamespace(topic="j", partition=partition, offset=offset)  # noqa: E731
+    assert not acked.behind(md(0)) and not acked.behind(md(41))
+    assert acked.behind(md(7)) and acked.behind(md(41)), "a restarted broker counts from 0"
+    assert not acked.behind(md(3, partition=1)), "each partition on its own"
+    acked.restart_at(md(7))
+    assert not acked.behind(md(8)), "the new log's offsets count from a record seen in it"
+
+
+async def _values(bootstrap: str, topic: str) -> list[bytes]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        consumer.seek(tp, 0)
+        return [r.value for r in (await consumer.getmany(tp, timeout_ms=1_000)).get(tp, [])]
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.services
+def test_a_reading_the_new_broker_swallowed_is_produced_again_once_its_topic_exists(
+    settings: Settings,
+) -> None:
+    k = settings.kafka
+    journal = KafkaTopics(k.topic_prefix).telemetry
+
+    async def run() -> tuple[list[bytes], list[bytes]]:
+        await ensure_topics_for(k)
+        producer = AIOKafkaProducer(bootstrap_servers=k.bootstrap, metadata_max_age_ms=600_000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=k.bootstrap)
+        await producer.start()
+        await admin.start()
+        try:
+            acked = AckedOffsets()
+            for i in range(3):  # the old log
+                acked.behind(await producer.send_and_wait(journal, b"old %d" % i, partition=0))
+            await admin.delete_topics([journal])  # the broker lost it; the producer still lists it
+            while journal in await admin.list_topics():
+                await asyncio.sleep(0.1)
+            md = await producer.send_and_wait(journal, b"in flight", partition=0)
+            assert acked.behind(md), "acknowledged by another log"
+
+            async def up_later() -> None:  # `services up` makes the topics a moment later
+                await asyncio.sleep(1.0)
+                await ensure_topics_for(k)
+                await clear_phantoms(k)
+
+            creating = asyncio.create_task(up_later())
+            await asyncio.sleep(1.2)
+            trusted = await _values(k.bootstrap, journal)  # what the acknowledgement was worth
+            await creating
+            await produce_until_kept(k, producer, [(journal, None, b"in flight")], acked)
+            return trusted, await _values(k.bootstrap, journal)
+        finally:
+            await producer.stop()
+            await admin.close()
+
+    trusted, kept = asyncio.run(run())
+    assert b"in flight" not in trusted, "the broker acknowledged it and kept nothing"
+    assert kept.count(b"in flight") == 1, kept
