@@ -729,6 +729,8 @@ def _plot(rows: list[dict], raw: float, noop: float, path: str) -> None:
     for r in rows:
         lat.annotate(f"asked {r['rate']:,}", (r["offered"], r["p99"]), textcoords="offset points",
                      xytext=(4, 6), fontsize=8)  # fmt: skip
+    lat.plot([3200, 5000], [1.0, 2.0], "k*", markersize=10, label="issue 15: case p99 bound")
+    lat.set_yscale("log")  # tens of ms when it keeps up, tens of seconds when it queues
     lat.set_ylabel("publish → case event / webhook push (s)")
     lat.set_title("latency")
     rate.plot(xs, [r["ev_s"] for r in rows], "o-", label="pipeline sustained ev/s")
