@@ -103,10 +103,12 @@ def parse_faults(text: str) -> dict[str, int]:
 
 
 class Hook:
-    """A webhook receiver on loopback that records every push (aiohttp in its own thread)."""
+    """A webhook receiver on loopback that records every push (aiohttp in its own thread),
+    each stamped with ``clock()`` on arrival (``time.time`` to compare with a publish time)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Any = time.monotonic) -> None:
         self.port = free_port()
+        self.clock = clock
         self.seen: list[tuple[float, str, dict[str, Any]]] = []
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -123,7 +125,7 @@ class Hook:
                 doc = orjson.loads(body)
             except orjson.JSONDecodeError:
                 doc = {}
-            self.seen.append((time.monotonic(), request.headers.get("Idempotency-Key", ""), doc))
+            self.seen.append((self.clock(), request.headers.get("Idempotency-Key", ""), doc))
             return web.json_response({"ok": True})
 
         async def start() -> None:

@@ -317,6 +317,11 @@ async def follow_commits(
             last_seen = committed
             if committed:  # None: no commit yet; 0: a commit before the first event
                 if first is None:
+                    if committed >= end:
+                        raise RuntimeError(
+                            f"{group}: its first commit already covered all {end:,} records, "
+                            "so there is no span to time: give it more records"
+                        )
                     first = (now, committed)
                     cpu0 = _cpu_seconds(proc.pid)
                 if committed >= end:
@@ -433,6 +438,23 @@ def measure(
                 d = orjson.loads(line[line.index('{"events"') :])
                 result["inproc_rate"] = d["events"] / d["seconds"]
     return result
+
+
+def noop_ceiling(
+    bootstrap: str, prefix: str, end: int, workdir: Path, timeout: float
+) -> dict[str, float]:
+    """The Faust no-op agent's run over the first ``end`` records of ``<prefix>.telemetry``
+    (partition 0; see ``measure`` for the keys, ``records / seconds`` is its rate): the
+    ceiling every Faust consumer on this broker is compared with (bench/e2e.py too).
+    Its log is ``workdir/noop.log``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYWATCH_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    argv = [sys.executable, str(Path(__file__).resolve()), "--noop-agent", prefix, str(end),
+            "--bootstrap", bootstrap, "--datadir", str(workdir / "noop")]  # fmt: skip
+    topic = KafkaTopics(prefix).telemetry
+    return measure(
+        "noop", argv, env, bootstrap, f"{prefix}-noop", topic, end, workdir / "noop.log", timeout
+    )
 
 
 # --------------------------------------------------------------------------- main
@@ -564,27 +586,7 @@ def main() -> None:
 
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("CITYWATCH_")}
         base_env["PYTHONUNBUFFERED"] = "1"
-        noop = measure(
-            "noop",
-            [
-                sys.executable,
-                str(Path(__file__).resolve()),
-                "--noop-agent",
-                prefix,
-                str(end),
-                "--bootstrap",
-                bootstrap,
-                "--datadir",
-                str(tmp / "noop"),
-            ],
-            base_env,
-            bootstrap,
-            f"{prefix}-noop",
-            topic,
-            end,
-            tmp / "noop.log",
-            args.timeout,
-        )
+        noop = noop_ceiling(bootstrap, prefix, end, tmp, args.timeout)
         env = base_env | {
             "CITYWATCH_KAFKA_BOOTSTRAP": bootstrap,
             "CITYWATCH_KAFKA_TOPIC_PREFIX": prefix,
