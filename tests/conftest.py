@@ -30,22 +30,40 @@ from registry.credentials import Grant
 from store.errors import InfluxError
 from store.schema import drop_database
 from tests.kit import mqtt as kit_mqtt
+from tests.kit import workers
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session")
-def base_settings() -> Settings:
-    env = {
+def _citywatch_env() -> dict[str, str]:
+    return {
         k: v
         for k, v in os.environ.items()
         if k.startswith("CITYWATCH_") and k != "CITYWATCH_CONFIG"
     }
+
+
+def _load(env: dict[str, str]) -> Settings:
     settings = load_settings(ROOT / "tests" / "citywatch.test.toml", env=env)
-    settings = settings.replace("paths", state_dir=str(ROOT / ".state"))
+    state = env.get("CITYWATCH_PATHS_STATE_DIR", str(ROOT / ".state"))
+    settings = settings.replace("paths", state_dir=state)
     if "CITYWATCH_MQTT_AUTH_DIR" not in env:
-        settings = settings.replace("mqtt", auth_dir=str(ROOT / ".state" / "mqtt"))
+        settings = settings.replace("mqtt", auth_dir=str(Path(state) / "mqtt"))
     return settings
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    """The session's settings; in an xdist worker, that worker's own ports and state
+    (tests/kit/workers.py), also put in the environment for whatever reads it there."""
+    env = _citywatch_env()
+    env.pop("CITYWATCH_PATHS_STATE_DIR", None)  # the suite's state is the checkout's .state
+    worker = workers.worker_id()
+    if worker is None:
+        return _load(env)
+    moved = workers.worker_env(_load(env), worker, ROOT / ".state")
+    os.environ.update(moved)
+    return _load(env | moved)
 
 
 @pytest.fixture(scope="session")
