@@ -52,6 +52,32 @@ def _load(env: dict[str, str]) -> Settings:
     return settings
 
 
+LONG_FILES_FIRST = (
+    "tests/pipeline/test_recovery.py",
+    "tests/pipeline/test_archive_restart.py",
+    "tests/pipeline/test_officer_actions.py",
+    "tests/citywatch/test_run.py",
+    "tests/ingest/test_validate_fuzz.py",
+    "tests/sim/test_simulator.py",
+    "tests/pipeline/",
+)
+"""The files that take minutes on a loaded machine (``--durations``), longest first."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """On xdist workers, the long files first: ``--dist loadfile`` hands files out in this
+    order, so the long ones start at once and the short ones fill in around them instead of
+    one long file starting last and running alone. Only the order changes (tests run in any)."""
+    if workers.worker_id() is None:
+        return
+
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return next((i for i, p in enumerate(LONG_FILES_FIRST) if path.startswith(p)), 99)
+
+    items.sort(key=rank)
+
+
 @pytest.fixture(scope="session")
 def base_settings() -> Settings:
     """The session's settings; in an xdist worker, that worker's own ports and state
