@@ -5,6 +5,8 @@ speaking Kafka, InfluxDB 1.6.7), started by citywatch's own ``services.up``
 when they are not already answering, and stopped at the end only if this
 session started them. Each test gets its own Kafka topic prefix and its own
 InfluxDB database, so tests never see each other's data and run in any order.
+Under pytest-xdist (``make test``) each worker is a session of its own with its
+own services, ports and state directory (tests/kit/workers.py).
 
 Each test also gets its own broker identities (docs/contracts.md, "Device
 identity"), provisioned through ``citywatch.devices`` and removed when it
