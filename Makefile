@@ -14,8 +14,17 @@ run: setup
 
 CODE := foundation contract registry bus store ingest streams alerts sim citywatch tests bench
 
+# The suite in two parts (README, "Tests"): everything that can share the machine on
+# TEST_WORKERS pytest-xdist workers, each with its own services (tests/kit/workers.py), whole
+# files to a worker; then the `serial` tests alone on the session's services. Both parts always
+# run; the target fails if either did.
+TEST_WORKERS ?= 4
+
 test: setup lint
-	@$(PY) -m pytest --durations=15
+	@status=0; \
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m 'not long and not serial' --durations=15 || status=$$?; \
+	$(PY) -m pytest -m 'serial and not long' --durations=10 || status=$$?; \
+	exit $$status
 
 # The long recovery run (issue 14, docs/decisions/009-state-recovery.md): a worker SIGKILLed five
 # times while input flows must book the replay's ledger; `make test` runs the short version.

@@ -5,6 +5,8 @@ speaking Kafka, InfluxDB 1.6.7), started by citywatch's own ``services.up``
 when they are not already answering, and stopped at the end only if this
 session started them. Each test gets its own Kafka topic prefix and its own
 InfluxDB database, so tests never see each other's data and run in any order.
+Under pytest-xdist (``make test``) each worker is a session of its own with its
+own services, ports and state directory (tests/kit/workers.py).
 
 Each test also gets its own broker identities (docs/contracts.md, "Device
 identity"), provisioned through ``citywatch.devices`` and removed when it
@@ -30,22 +32,66 @@ from registry.credentials import Grant
 from store.errors import InfluxError
 from store.schema import drop_database
 from tests.kit import mqtt as kit_mqtt
+from tests.kit import workers
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session")
-def base_settings() -> Settings:
-    env = {
+def _citywatch_env() -> dict[str, str]:
+    return {
         k: v
         for k, v in os.environ.items()
         if k.startswith("CITYWATCH_") and k != "CITYWATCH_CONFIG"
     }
+
+
+def _load(env: dict[str, str]) -> Settings:
     settings = load_settings(ROOT / "tests" / "citywatch.test.toml", env=env)
-    settings = settings.replace("paths", state_dir=str(ROOT / ".state"))
+    state = env.get("CITYWATCH_PATHS_STATE_DIR", str(ROOT / ".state"))
+    settings = settings.replace("paths", state_dir=state)
     if "CITYWATCH_MQTT_AUTH_DIR" not in env:
-        settings = settings.replace("mqtt", auth_dir=str(ROOT / ".state" / "mqtt"))
+        settings = settings.replace("mqtt", auth_dir=str(Path(state) / "mqtt"))
     return settings
+
+
+LONG_FILES_FIRST = (
+    "tests/pipeline/test_recovery.py",
+    "tests/pipeline/test_archive_restart.py",
+    "tests/pipeline/test_officer_actions.py",
+    "tests/citywatch/test_run.py",
+    "tests/ingest/test_validate_fuzz.py",
+    "tests/sim/test_simulator.py",
+    "tests/pipeline/",
+)
+"""The files that take minutes on a loaded machine (``--durations``), longest first."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """On xdist workers, the long files first: ``--dist loadfile`` hands files out in this
+    order, so the long ones start at once and the short ones fill in around them instead of
+    one long file starting last and running alone. Only the order changes (tests run in any)."""
+    if workers.worker_id() is None:
+        return
+
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return next((i for i, p in enumerate(LONG_FILES_FIRST) if path.startswith(p)), 99)
+
+    items.sort(key=rank)
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    """The session's settings; in an xdist worker, that worker's own ports and state
+    (tests/kit/workers.py), also put in the environment for whatever reads it there."""
+    env = _citywatch_env()
+    env.pop("CITYWATCH_PATHS_STATE_DIR", None)  # the suite's state is the checkout's .state
+    worker = workers.worker_id()
+    if worker is None:
+        return _load(env)
+    moved = workers.worker_env(_load(env), worker, ROOT / ".state")
+    os.environ.update(moved)
+    return _load(env | moved)
 
 
 @pytest.fixture(scope="session")

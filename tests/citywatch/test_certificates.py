@@ -30,10 +30,10 @@ from registry.certificates import DeviceCA
 from registry.credentials import read_batch
 from registry.devices import COLUMNS
 from tests.kit.cli import run_cli
+from tests.kit.ports import free_ports
 
 pytestmark = pytest.mark.services
 HEADER = ",".join(COLUMNS) + ",gateway"
-PORT = 38951
 
 
 @dataclass
@@ -49,8 +49,9 @@ class Broker:
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     state = tmp_path_factory.mktemp("x509") / "state"
+    port = free_ports(3)  # plain, TLS, certificates: free, so parallel runs never meet
     env = {
-        "CITYWATCH_MQTT_URL": f"mqtt://127.0.0.1:{PORT}",
+        "CITYWATCH_MQTT_URL": f"mqtt://127.0.0.1:{port}",
         "CITYWATCH_PATHS_STATE_DIR": str(state),
         # never started here (only={"mosquitto"}); named so nothing points at another's
         "CITYWATCH_KAFKA_BOOTSTRAP": "127.0.0.1:39092",
@@ -109,7 +110,7 @@ class Fleet:
     def certify(self, *ids: str) -> Path:
         out = self.tmp / f"certs-{time.time_ns()}"
         text = self.cli("devices", "certify", *ids, "--out", str(out))
-        assert f"127.0.0.1:{PORT + 2}" in text, text
+        assert f"127.0.0.1:{self.settings.mqtt.port + 2}" in text, text
         return out
 
     def reader(self) -> Client:

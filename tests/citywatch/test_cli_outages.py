@@ -209,6 +209,7 @@ def hung_port() -> Iterator[int]:
         yield s.getsockname()[1]
 
 
+@pytest.mark.serial  # times itself: 20 s of client timeouts in a 25 s bound
 def test_a_kafka_that_accepts_and_never_answers_is_an_outage_within_seconds(
     outage: Outage, hung_port: int
 ) -> None:

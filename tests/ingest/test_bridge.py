@@ -24,9 +24,9 @@ from ingest.validate import IngestLimits
 from tests.conftest import settings_env
 from tests.kit.kafka import read_topic, read_topic_sync
 from tests.kit.mqtt import Publisher, as_bridge, drop_session, now_ms
+from tests.kit.ports import free_port
 
 pytestmark = pytest.mark.services
-METRICS_PORT = 19108
 
 
 def _topic(dev: str, district: str = "jinshui", kind: str = "manhole") -> str:
@@ -90,6 +90,7 @@ def test_every_bad_input_lands_in_deadletter_with_its_reason_and_good_ones_flow_
         ("bad_topic", f"city/jinshui/{mh}/telemetry", orjson.dumps(good)),
     ]
     topics = KafkaTopics(s.kafka.topic_prefix)
+    metrics_port = free_port()
 
     async def body(bridge: Bridge) -> tuple[list, list]:
         pub = _publisher(s, f"pub-{unique}")
@@ -107,14 +108,14 @@ def test_every_bad_input_lands_in_deadletter_with_its_reason_and_good_ones_flow_
 
         metrics = await asyncio.to_thread(
             lambda: (
-                urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5)
+                urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
                 .read()
                 .decode()
             )
         )
         return dead, ok, metrics
 
-    dead, ok, metrics = asyncio.run(_with_bridge(s, body, metrics_port=METRICS_PORT))
+    dead, ok, metrics = asyncio.run(_with_bridge(s, body, metrics_port=metrics_port))
     samples = {
         (x.name, tuple(sorted(x.labels.items()))): x.value
         for family in text_string_to_metric_families(metrics)

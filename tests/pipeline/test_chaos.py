@@ -19,7 +19,7 @@ import pytest
 
 from foundation.settings import Settings
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.services, pytest.mark.serial]  # restarts the session's services
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -43,6 +43,7 @@ from registry.credentials import (
     write_batch,
 )
 from registry.devices import COLUMNS, load_registry
+from tests.kit.ports import free_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
@@ -305,15 +306,16 @@ def test_another_mosquitto_takes_the_password_and_acl_files_and_reloads_them(
                 Grant("cw-bridge", "bridge"),
             ],
         ).issued
-    broker = _Broker(tmp_path, 18851, store)
+    port = free_port()  # never a fixed one: another test process may hold it
+    broker = _Broker(tmp_path, port, store)
     try:
         assert broker.skipped == ["MH:3"], "a ':' cannot be in the file's user names"
-        assert mqtt_connack("127.0.0.1", 18851) == 5, "anonymous refused"
-        assert mqtt_connack("127.0.0.1", 18851, "MH-1", issued["MH-1"]) == 0
-        assert mqtt_connack("127.0.0.1", 18851, "MH-1", issued["MH-2"]) == 5
-        reader = _Client(18851, "cw-bridge", issued["cw-bridge"])
+        assert mqtt_connack("127.0.0.1", port) == 5, "anonymous refused"
+        assert mqtt_connack("127.0.0.1", port, "MH-1", issued["MH-1"]) == 0
+        assert mqtt_connack("127.0.0.1", port, "MH-1", issued["MH-2"]) == 5
+        reader = _Client(port, "cw-bridge", issued["cw-bridge"])
         reader.client.subscribe("$share/g/city/#", qos=1)
-        device = _Client(18851, "MH-1", issued["MH-1"])
+        device = _Client(port, "MH-1", issued["MH-1"])
         device.client.publish(topic.format("MH-2"), "as MH-2", qos=1).wait_for_publish(5)
         device.client.publish(topic.format("MH-1"), "as itself", qos=1).wait_for_publish(5)
         deadline = time.monotonic() + 5
@@ -337,9 +339,9 @@ def test_another_mosquitto_takes_the_password_and_acl_files_and_reloads_them(
         broker.write(store)
         pid = broker.proc.pid
         broker.reload()
-        assert mqtt_connack("127.0.0.1", 18851, "MH-2", issued["MH-2"]) == 5, "removed: locked out"
-        assert mqtt_connack("127.0.0.1", 18851, "MH-1", issued["MH-1"]) == 5, "the old secret"
-        assert mqtt_connack("127.0.0.1", 18851, "MH-1", rotated["MH-1"]) == 0
+        assert mqtt_connack("127.0.0.1", port, "MH-2", issued["MH-2"]) == 5, "removed: locked out"
+        assert mqtt_connack("127.0.0.1", port, "MH-1", issued["MH-1"]) == 5, "the old secret"
+        assert mqtt_connack("127.0.0.1", port, "MH-1", rotated["MH-1"]) == 0
         assert broker.proc.pid == pid and broker.proc.poll() is None
         reader.close()
     finally:

@@ -71,6 +71,7 @@ def test_500_messages_reach_a_subscriber(broker, unique):
     assert sorted(sub.got) == sorted((t, p) for _, t, p in events)  # garbage too, byte for byte
 
 
+@pytest.mark.serial  # times itself: 2 wall seconds, which a loaded machine stretches
 def test_time_warp_publishes_on_the_warped_clock(broker, unique):
     city = build_city(2, 5, 10, 5, id_tag=unique)
     sim = Simulation(city, seed=2, garbage_share=0)
@@ -92,6 +93,7 @@ def test_time_warp_publishes_on_the_warped_clock(broker, unique):
     assert sims == sorted(sims)
 
 
+@pytest.mark.serial  # times itself
 def test_stop_event_stops_an_endless_run(broker, unique):
     city = build_city(3, 3, 3, 3, id_tag=unique)
     sim = Simulation(city, seed=3)
@@ -105,6 +107,7 @@ def test_stop_event_stops_an_endless_run(broker, unique):
     assert stats.done and stats.acked == stats.published
 
 
+@pytest.mark.serial  # times itself: two processes holding 1,000 msg/s within 10 %
 def test_load_mode_keeps_its_rate_across_processes(broker, unique):
     city = build_city(4, 20, 60, 20, id_tag=unique)
     stats = run_load(1000, 2.0, processes=2, host=broker[0], port=broker[1], city=city,
