@@ -457,6 +457,17 @@ class TopicsNotEmpty(CitywatchError):
 EMPTY_ATTEMPTS = 3
 
 
+async def partition_counts(k: KafkaSettings, names: list[str]) -> dict[str, int]:
+    """How many partitions the broker lists for each topic of ``names`` (0: it has no such topic)."""
+    probe = consumer_for(k, group_id=None, enable_auto_commit=False)
+    await start_client(probe, k.bootstrap)
+    try:
+        await probe.topics()
+        return {n: len(probe.partitions_for_topic(n) or ()) for n in names}
+    finally:
+        await probe.stop()
+
+
 async def recreate_empty(
     k: KafkaSettings, configs: Mapping[str, Mapping[str, str]], partitions: int
 ) -> None:
@@ -479,6 +490,7 @@ async def recreate_empty(
 
     names = list(configs)
     reported: dict[Any, int] = {}
+    wrong: dict[str, int] = {}
     for _attempt in range(EMPTY_ATTEMPTS):
         admin = AIOKafkaAdminClient(
             bootstrap_servers=k.bootstrap, request_timeout_ms=ADMIN_TIMEOUT_MS,
@@ -501,25 +513,43 @@ async def recreate_empty(
         probe = consumer_for(k, group_id=None, enable_auto_commit=False)
         await start_client(probe, k.bootstrap)
         try:
+            counts: dict[str, int] = {}
             for _ in range(50):  # until metadata shows every partition
                 await probe.topics()
-                if all(len(probe.partitions_for_topic(n) or ()) == partitions for n in names):
+                counts = {n: len(probe.partitions_for_topic(n) or ()) for n in names}
+                if all(c == partitions for c in counts.values()):
                     break
                 await asyncio.sleep(0.1)
-            tps = [TopicPartition(n, p) for n in names for p in range(partitions)]
-            reported = {tp: end for tp, end in (await probe.end_offsets(tps)).items() if end}
+            wrong = {n: c for n, c in counts.items() if c != partitions}
+            if not wrong:
+                tps = [TopicPartition(n, p) for n in names for p in range(partitions)]
+                reported = {tp: end for tp, end in (await probe.end_offsets(tps)).items() if end}
         finally:
             await probe.stop()
+        if wrong:
+            # a stale producer's resend landed between the delete and the create, and tansu
+            # made the topic on that produce with its own default of one partition: Faust
+            # would refuse the table (PartitionsMismatch) on every event
+            log.warning("topics created again with the wrong partition count (%s, want %d); "
+                        "deleting them again", ", ".join(f"{n}: {c}" for n, c in wrong.items()),
+                        partitions)  # fmt: skip
+            continue
         if not reported:
             return
         log.warning("topics created again still report records (%s); deleting them again",
                     ", ".join(f"{tp.topic}[{tp.partition}] ends at {e}"
                               for tp, e in sorted(reported.items())))  # fmt: skip
+    what = (
+        ", ".join(f"{n} has {c} partitions, not {partitions}" for n, c in wrong.items())
+        if wrong
+        else ", ".join(
+            f"{tp.topic}[{tp.partition}] ends at {e}" for tp, e in sorted(reported.items())
+        )
+    )
     raise TopicsNotEmpty(
         f"Kafka at {k.bootstrap}: {', '.join(names)} deleted and created again "
-        f"{EMPTY_ATTEMPTS} times still report records ("
-        + ", ".join(f"{tp.topic}[{tp.partition}] ends at {e}" for tp, e in sorted(reported.items()))
-        + "); stop what produces into them, or restart the broker"
+        f"{EMPTY_ATTEMPTS} times are still not empty topics of the right size ({what}); "
+        "stop what produces into them, or restart the broker"
     )
 
 

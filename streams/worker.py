@@ -522,8 +522,26 @@ class WorkerApp(faust.App):
         # A worker that dies between the broker's restart and its own look at it (SIGKILLed,
         # the machine rebooted) is started again by its supervisor without --afresh: the
         # broker's cluster id, not the flag, says it is a new broker (issue 14's harness).
-        if self.citywatch_afresh is not None or (last is not None and now and last != now):
-            if self.citywatch_afresh is None:
+        # A changelog of another size than the journal (made by tansu on a stale producer's
+        # resend at a broker restart, with its default of one partition) refuses every event
+        # (PartitionsMismatch) in every later process: its state is unusable, rebuild it.
+        from bus.kafka import partition_counts
+
+        changelogs = [t.changelog_topic.get_topic_name() for t in self.tables.values()]
+        misfit = {
+            n: c for n, c in (await partition_counts(k, changelogs)).items()
+            if c not in (0, k.partitions)
+        }  # fmt: skip
+        if misfit:
+            log.error("worker: changelogs of another size than the journal's %d partitions (%s): "
+                      "starting afresh, the state is rebuilt from the journal", k.partitions,
+                      ", ".join(f"{n}: {c}" for n, c in misfit.items()))  # fmt: skip
+        if (
+            self.citywatch_afresh is not None
+            or misfit
+            or (last is not None and now and last != now)
+        ):
+            if self.citywatch_afresh is None and not misfit:
                 log.error("worker: the broker is not the one this worker last ran on (cluster id "
                           "%s -> %s): starting afresh", last, now)  # fmt: skip
             await forget_the_lost_broker(self, k)

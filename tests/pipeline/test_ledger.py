@@ -9,6 +9,7 @@ real Kafka-protocol broker) books the ledger onto ``<prefix>.penalties``.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from registry.devices import load_registry
 from streams import journal
 from streams.replay import replay
 from streams.rules import load_rules
+from streams.worker import CHECKPOINT_EVERY_S
 from tests.kit.ledger import live_ledger as _live_ledger
 from tests.kit.ledger import wait_case_events as _wait_case_events
 from tests.kit.procs import Proc
@@ -140,6 +142,54 @@ def test_live_ledger_equals_replay_ledger(
         worker.stop()
     assert sorted(live) == sorted(e["id"] for e in expected)
     assert all(live[e["id"]] == e for e in expected)
+
+
+def test_a_changelog_of_another_size_than_the_journal_is_rebuilt_not_crashed_on(
+    pipeline_settings: Settings, unique: str, tmp_path: Path
+) -> None:
+    """At a broker restart a stale producer's resend can make tansu create a changelog with its
+    default of one partition; Faust then refused every event of every later worker
+    (PartitionsMismatch, issue 14's harness). The worker rebuilds from the journal instead."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from bus.kafka import ensure_topics_for
+
+    s = pipeline_settings.replace("kafka", partitions=2)
+    lines = theft_and_dust_day(unique)
+    expected = _replay_ledger(lines, s)
+    asyncio.run(ensure_topics_for(s.kafka))
+    changelog = f"{s.kafka.topic_prefix}-worker-detector-devices-changelog"
+
+    async def misfit() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(changelog, 1, 1)])
+        finally:
+            await admin.close()
+
+    asyncio.run(misfit())
+    asyncio.run(
+        journal.load(
+            lines, load_registry(s.paths.registry), s.kafka.bootstrap, s.kafka.topic_prefix,
+            partitions=2,
+        )
+    )  # fmt: skip
+    worker = Proc(["worker", "--simulation", "--session-timeout", "3"], s, tmp_path / "worker.log")
+    try:
+        live = _live_ledger(s, len(expected))
+        _wait_case_events(s, _replay_case_events(lines, s))
+        # the state is written at the next checkpoint (decision 017): that is where Faust checks
+        time.sleep(CHECKPOINT_EVERY_S + 1)
+        _load(s, [{"watermark": T0 + 13 * H}])
+        time.sleep(4)  # the event, its checkpoint, and Faust's answer to it
+    finally:
+        worker.stop()
+    assert sorted(live) == sorted(e["id"] for e in expected)
+    assert all(live[e["id"]] == e for e in expected)
+    log = worker.text()
+    assert "PartitionsMismatch" not in log, log[-2000:]
+    assert "changelogs of another size" in log
 
 
 def test_worker_killed_mid_stream_books_the_same_ledger(
