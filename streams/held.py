@@ -107,6 +107,14 @@ class HeldAcks:
             self._room.clear()
             await self._room.wait()
 
+    def lines(self, lines: Iterable[str]) -> None:
+        """Lines with no event of their own (a catch-up's re-run records): written before any
+        event held after them is acked."""
+        self._lines.extend(lines)
+        if len(self._lines) >= self.round_lines:
+            self._full.set()
+        self._wake.set()
+
     def revoked(self, tps: Iterable[Any]) -> None:
         """A rebalance took these topic partitions away: their held events are never acked here."""
         lost = frozenset(tps)

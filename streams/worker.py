@@ -204,6 +204,9 @@ class Pipeline:
         self._skip: dict[int, set[int]] = {}
         """Per partition: offsets refused since its last checkpoint, not run again by a catch-up."""
         self._last_quarantine_at = 0
+        self.rerun: list[JournalItem] = []
+        """Items a catch-up re-ran since the detect agent last took them (``take_rerun``): their
+        telemetry is written before the record that caused the catch-up is acked."""
 
     def detector(self, partition: int) -> Detector:
         """The detector of one partition, restored from the tables on first use."""
@@ -234,6 +237,29 @@ class Pipeline:
             self.detectors[partition] = det
         return det
 
+    def _committed(self, partition: int) -> int | None:
+        """The journal partition's committed offset as Faust's consumer knows it (None: unknown)."""
+        known = getattr(getattr(self.app, "consumer", None), "_committed_offset", None)
+        if not isinstance(known, dict):
+            return None
+        offset = known.get((self.journal_name, partition))
+        return offset if isinstance(offset, int) else None
+
+    def take_rerun(self) -> list[JournalItem]:
+        """What catch-ups re-ran since the last call, for their telemetry lines.
+
+        The catch-up runs the journal from the checkpoint to the first record the
+        stream hands over, and that record is not always the committed one: after a
+        rebalance Faust's consumer can drop records of a newly assigned partition
+        before the agent sees them, and its gap accounting then commits past them
+        once a later record is acked (the survivor of two workers: the ledger exact
+        from the catch-up, 241-361 readings of each kind never in InfluxDB). So the
+        re-run records' lines are written too, before that later record's ack
+        (InfluxDB stores a line written twice once, store/writer.py).
+        """
+        out, self.rerun = self.rerun, []
+        return out
+
     def forget(self, partition: int) -> None:
         """Drop a partition's detector and what it had not checkpointed: the next record
         restores it from the tables and the journal (docs/decisions/017-checkpointed-state.md)."""
@@ -249,6 +275,13 @@ class Pipeline:
         """
         self.detector(partition)
         log.info("partition %d: the first record taken is at %d", partition, offset)
+        committed = self._committed(partition)
+        if committed is not None and offset > committed:
+            log.warning(
+                "partition %d: the first record given is at %d, past the committed offset %d: "
+                "the records in between are re-run and their telemetry written by the catch-up "
+                "(docs/decisions/017-checkpointed-state.md)", partition, offset, committed,
+            )  # fmt: skip
         if self.restore_mark is not None:
             self._marks[partition] = mark = await self.restore_mark(partition)
             if mark and offset < mark:
@@ -285,6 +318,7 @@ class Pipeline:
         if self.bound is not None and self.bound.check(item, self.now()) is not None:
             return
         await self.handle(partition, item, raw=raw, key=key, offset=at)
+        self.rerun.append(item)
 
     async def _at_mark(self, partition: int, offset: int, *, again: bool = False) -> None:
         """Right after the record before a partition's restore mark: the records deferred below it.
@@ -799,6 +833,9 @@ def build_app(
             async for event in manual.events():
                 m = event.message
                 item = await pipeline.take(m.partition, m.offset, event.value, event.key, m.headers)
+                rerun = pipeline.take_rerun()
+                if rerun:  # a catch-up: its records' lines go before this event's ack
+                    acks.lines(line for r in rerun if (line := telemetry_line(r)))
                 await acks.hold(event, telemetry_line(item))
         finally:
             held.remove(acks)

@@ -141,3 +141,23 @@ def test_a_round_waits_for_more_lines_but_not_past_its_bound() -> None:
         return early, late
 
     assert asyncio.run(go()) == (0, 1)
+
+
+def test_lines_without_an_event_are_written_before_a_later_event_is_acked() -> None:
+    async def go() -> tuple[list[int], list[str]]:
+        writer, acked = _Writer(), []
+        held = _held(writer, acked)
+        held.start()
+        held.lines(["rerun0", "rerun1"])  # a catch-up's re-run records
+        await held.hold(_event(2), "line2")
+        await _settle()
+        while_down = list(acked)
+        writer.open.set()
+        await _settle()
+        await held.stop()
+        assert while_down == []
+        return acked, writer.written
+
+    acked, written = asyncio.run(go())
+    assert acked == [2]
+    assert written == ["rerun0", "rerun1", "line2"]

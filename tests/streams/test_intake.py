@@ -198,3 +198,25 @@ def test_a_checkpoint_writes_the_changed_devices_then_its_marker_alternating_the
     live = p.detector(0).export_device("MH-MAIN")
     p.forget(0)
     assert p.detector(0).export_device("MH-MAIN") == live  # restored from checkpoint 2
+
+
+def test_a_catch_up_hands_its_rerun_readings_over_for_their_telemetry() -> None:
+    """The first record a partition is given can lie past its committed offset (a survivor's
+    takeover): the records before it are only re-run, so their lines must be written too."""
+    p = _pipeline()
+    journal = [_raw(reading("MH-MAIN", T0 + i * M, open=i == 1)) for i in range(4)]
+
+    async def reader(partition: int, start: int, stop: int) -> Any:
+        for at in range(start, stop):
+            yield at, b"MH-MAIN", journal[at], None
+
+    p.journal_reader = reader
+
+    async def go() -> tuple[list[Any], list[Any]]:
+        item = await p.take(0, 3, journal[3], b"MH-MAIN")
+        return [item], p.take_rerun()
+
+    taken, rerun = asyncio.run(go())
+    assert [r.ts for r in rerun] == [T0, T0 + M, T0 + 2 * M]
+    assert taken[0].ts == T0 + 3 * M
+    assert p.take_rerun() == []  # handed over once
