@@ -315,6 +315,10 @@ def test_another_mosquitto_takes_the_password_and_acl_files_and_reloads_them(
         assert mqtt_connack("127.0.0.1", port, "MH-1", issued["MH-2"]) == 5
         reader = _Client(port, "cw-bridge", issued["cw-bridge"])
         reader.client.subscribe("$share/g/city/#", qos=1)
+        deadline = time.monotonic() + 5  # subscribed before anything is published
+        while not reader.suback and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert reader.suback, "the bridge's subscription was not acknowledged"
         device = _Client(port, "MH-1", issued["MH-1"])
         device.client.publish(topic.format("MH-2"), "as MH-2", qos=1).wait_for_publish(5)
         device.client.publish(topic.format("MH-1"), "as itself", qos=1).wait_for_publish(5)
