@@ -55,6 +55,40 @@ ADMIN_TIMEOUT_MS = 10_000
 (a broker that accepts connections but does not answer) within seconds."""
 
 
+def never_auto_create() -> None:
+    """Make every aiokafka client of this process ask for metadata without creating topics.
+
+    aiokafka sends each MetadataRequest (v4+) with ``allow_auto_topic_creation``
+    true and has no setting for it. tansu then creates a topic it does not hold
+    with its own default of four partitions: a bridge or worker that asks for the
+    journal's metadata in the moment between a restarted broker answering and
+    ``services up`` creating the topics made a four-partition journal against the
+    settings' one, and every worker after refused every event (``PartitionsMismatch``;
+    issue 14's harness, docs/decisions/010-durable-journal.md §10). Topics are
+    citywatch's to create (``ensure_topics``, ``recreate_empty``); a client that finds
+    one missing waits as for an outage. Applied when this module is imported, which
+    every component that talks to Kafka does; idempotent.
+    """
+    from aiokafka.protocol import metadata
+
+    init = metadata.MetadataRequest.__init__
+    if getattr(init, "never_auto_create", False):
+        return
+
+    def no_auto_create(
+        self: Any, topics: list[str] | None = None, allow_auto_topic_creation: bool | None = None
+    ) -> None:
+        init(
+            self, topics, False if allow_auto_topic_creation is None else allow_auto_topic_creation
+        )
+
+    no_auto_create.never_auto_create = True  # type: ignore[attr-defined]
+    metadata.MetadataRequest.__init__ = no_auto_create  # type: ignore[method-assign]
+
+
+never_auto_create()
+
+
 class KafkaDown(ServiceDown):
     """No Kafka broker of ``bootstrap`` answers."""
 

@@ -67,7 +67,7 @@ from contract.reading import Reading
 from contract.topics import BROKER_COUNTERS, KafkaTopics, parse_topic, shared_subscription
 from foundation.settings import Settings
 from ingest.broker_stats import BrokerWatch
-from ingest.confirm import AckedOffsets, produce_until_kept, swallowed_error
+from ingest.confirm import AckedOffsets, RecentAcks, produce_until_kept, swallowed_error
 from ingest.validate import IngestLimits, Rejection, parse_message
 from registry.devices import RegistryWatcher
 
@@ -107,6 +107,8 @@ class BridgeStats:
     citywatch_kafka_topics_missing            gauge    citywatch topics the broker lacked at the
                                                        last look (``bus.watch``; 0 when all there)
     citywatch_kafka_topics_lost_total         counter  times the broker was seen to have lost them
+    citywatch_bridge_reproduced_total         counter  journal records produced again after a
+                                                       broker restart (``ingest.confirm``)
     citywatch_broker_dropped                  gauge    the broker's drops since its start ($SYS)
     citywatch_broker_dropped_per_minute       gauge    the broker's drops per minute ($SYS)
     citywatch_broker_stored_messages          gauge    messages the broker holds: its queue depth
@@ -162,6 +164,12 @@ class BridgeStats:
             "Times the Kafka broker was seen to have lost citywatch's topics (restarted empty)",
             registry=reg,
         )
+        self._reproduced = Counter(
+            "citywatch_bridge_reproduced",
+            "Journal records the old broker acknowledged in its last seconds, produced again "
+            "after a broker restart",
+            registry=reg,
+        )
         self.broker: BrokerWatch | None = None
         """The broker's own counters (``ingest.broker_stats``), once the bridge watches them."""
         for name, doc, read in (
@@ -191,6 +199,9 @@ class BridgeStats:
 
     def count_forwarded(self) -> None:
         self._forwarded.inc()
+
+    def count_reproduced(self, n: int) -> None:
+        self._reproduced.inc(n)
 
     def count_rejected(self, reason: str) -> None:
         child = self._rejected_by.get(reason)
@@ -403,6 +414,10 @@ class Bridge:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
         self._acked = AckedOffsets()
+        self._recent = RecentAcks()
+        self._restart_seen = False
+        """The broker watch saw a new cluster id (set from its callback, read by the pump)."""
+        self._reproduced_at = -float("inf")
 
     # ---------------------------------------------------------------- MQTT side (paho thread)
 
@@ -518,9 +533,18 @@ class Bridge:
                         self._failed(attempt, outcome, alone=False)
                 elif self._acked.behind(outcome):
                     swallowed.append(attempt)
-            if swallowed:  # a restarted broker: the batch's PUBACKs wait until they are kept
+            again = self._after_restart() if (swallowed or self._restart_seen) else []
+            self._restart_seen = False
+            if swallowed or again:  # a restarted broker: the batch's PUBACKs wait until kept
                 records = [a.record for a in swallowed if a.record is not None]
-                await produce_until_kept(self.settings.kafka, producer, records, self._acked)
+                await produce_until_kept(
+                    self.settings.kafka, producer, records + again, self._acked
+                )
+            self._recent.note(
+                a.record for a in sent
+                if a.failure is None and a.record is not None
+                and a.record[0] == self.topics.telemetry
+            )  # fmt: skip
             for attempt in attempts:
                 if attempt.failure is None:
                     self._count(attempt.result)
@@ -531,6 +555,28 @@ class Bridge:
                 if qos > 0:
                     client.ack(mid, qos)
             self.stats.acked += len(batch)
+
+    def _after_restart(self) -> list[KafkaRecord]:
+        """What the bridge had acknowledged in the last ``RECENT_S``, once per restart.
+
+        A planned stop of the broker can cut off, after the archive's last commit, a reading
+        the old broker acknowledged (decision 010 §10); producing the recent ones again brings it
+        back, and the twins of those the archive kept are harmless (``ingest.confirm``). The
+        first sign wins: a second one within ``RECENT_S`` is the same restart.
+        """
+        now = time.monotonic()
+        if now - self._reproduced_at < self._recent.seconds:
+            return []
+        self._reproduced_at = now
+        again = self._recent.take()
+        if again:
+            log.warning(
+                "bridge: a restarted broker; the %d journal records acknowledged in the last "
+                "%.0f s are produced again (twins are harmless, decision 010 §10)",
+                len(again), self._recent.seconds,
+            )  # fmt: skip
+            self.stats.count_reproduced(len(again))
+        return again
 
     async def _send(self, producer, item: tuple[int, int, str, bytes, int]) -> _Attempt:  # noqa: ANN001
         """Validate one message, serialise its record and hand it to the producer."""
@@ -728,8 +774,9 @@ class Bridge:
         the broker lost comes back from the archive (decision 010)."""
         from bus.watch import BrokerWatch
 
-        def lost(_loss: object) -> None:
+        def lost(loss: Any) -> None:
             self.stats.topics_lost.inc()
+            self._restart_seen = True  # the pump produces the recent records again
 
         watch = BrokerWatch(self.settings.kafka, f"bridge {self.client_id}", on_loss=lost,
                             every_s=self.broker_watch_s)  # fmt: skip

@@ -19,6 +19,15 @@ when a fetch returns them at the offset acknowledged; until then the batch's
 PUBACKs wait (the bridge's back-pressure). A record the new broker did keep
 is then in the journal twice, which is harmless (readings are deduplicated by
 device and event time).
+
+A planned stop leaves one more window: ``services down`` stops the broker once
+the archive's lag reads 0, and a reading the old broker acknowledged in that
+moment dies with it, its acknowledgement being an honest one of the old log
+(1-2 readings in three of six harness seeds, decision 010 §10). So the bridge
+keeps the journal records acknowledged in the last ``RECENT_S`` (``RecentAcks``)
+and, on the first sign of a restarted broker (an acknowledgement from another
+log, or the broker watch's new cluster id), produces them all again: the
+archive kept nearly all of them (harmless twins), the few it never saw are back.
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka.errors import UnknownError
@@ -41,8 +51,52 @@ RETRY_S = 0.5
 FETCH_WAIT_S = 3.0
 """How long a record acknowledged again may take to show in a fetch."""
 
+RECENT_S = 30.0
+"""How long the bridge keeps what it had acknowledged, to produce it again after a restart.
+
+The records at stake were acknowledged in the last second of the old broker (decision 010 §10);
+they are still kept when the restart is noticed, since nothing is noted (nor trimmed) while the
+broker is away, as long as the new broker's first 30 s of acknowledgements have not pushed them
+out: the first acknowledgement from another log comes at once, the watch's look within 5 s."""
+RECENT_MAX = 200_000
+"""At most this many records kept (30 s at ~6,700 msg/s; beyond it the oldest go first)."""
+
 KafkaRecord = tuple[str, bytes | None, bytes]
 """(topic, key, value) as the bridge produces it."""
+
+
+class RecentAcks:
+    """The journal records the current log acknowledged in its last ``seconds``.
+
+    Trimmed only when records are noted: while the broker is away nothing is noted, so what is
+    kept is the old log's last seconds, however long the restart takes.
+    """
+
+    def __init__(
+        self,
+        seconds: float = RECENT_S,
+        cap: int = RECENT_MAX,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.seconds, self.cap, self.clock = seconds, cap, clock
+        self._items: deque[tuple[float, KafkaRecord]] = deque()
+
+    def note(self, records: Iterable[KafkaRecord]) -> None:
+        now = self.clock()
+        self._items.extend((now, r) for r in records)
+        while self._items and (
+            self._items[0][0] < now - self.seconds or len(self._items) > self.cap
+        ):
+            self._items.popleft()
+
+    def take(self) -> list[KafkaRecord]:
+        """Every record kept, oldest first; forgotten here."""
+        out = [r for _t, r in self._items]
+        self._items.clear()
+        return out
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def swallowed_error(exc: BaseException) -> bool:

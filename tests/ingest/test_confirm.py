@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from bus.kafka import clear_phantoms, ensure_topics_for
 from contract.topics import KafkaTopics
 from foundation.settings import Settings
-from ingest.confirm import AckedOffsets, produce_until_kept
+from ingest.confirm import AckedOffsets, RecentAcks, produce_until_kept
 
 
 def test_an_acknowledgement_at_or_below_the_partitions_highest_comes_from_another_log() -> None:
@@ -84,3 +84,25 @@ def test_a_reading_the_new_broker_swallowed_is_produced_again_once_its_topic_exi
     trusted, kept = asyncio.run(run())
     assert b"in flight" not in trusted, "the broker acknowledged it and kept nothing"
     assert kept.count(b"in flight") == 1, kept
+
+
+def test_what_the_old_log_acknowledged_last_is_kept_through_a_restart_and_given_back_once() -> None:
+    now = [100.0]
+    recent = RecentAcks(seconds=30, cap=1000, clock=lambda: now[0])
+    recent.note([("j", b"a", b"1"), ("j", b"b", b"2")])
+    now[0] = 125.0
+    recent.note([("j", b"c", b"3")])  # the old broker's last second, then it stops
+    now[0] = 400.0  # a long restart: nothing noted, nothing trimmed meanwhile
+    assert recent.take() == [("j", b"a", b"1"), ("j", b"b", b"2"), ("j", b"c", b"3")]
+    assert recent.take() == [], "given back once"
+
+
+def test_recent_acknowledgements_are_bounded_in_time_and_in_count() -> None:
+    now = [0.0]
+    recent = RecentAcks(seconds=30, cap=3, clock=lambda: now[0])
+    recent.note([("j", None, b"old")])
+    now[0] = 31.0
+    recent.note([("j", None, b"x"), ("j", None, b"y")])
+    assert [v for _t, _k, v in recent.take()] == [b"x", b"y"], "older than 30 s is gone"
+    recent.note([("j", None, bytes([i])) for i in range(5)])
+    assert len(recent) == 3, "the oldest go first beyond the cap"
