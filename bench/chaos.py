@@ -204,6 +204,8 @@ class Progress:
         self.settings, self.hook, self.pids = settings, hook, pids
         self.journal_end = 0
         self.committed = 0
+        self.sinks_behind = 0
+        """Case events and ledger entries on Kafka the worker's InfluxDB sinks have not committed."""
         self.telemetry = 0
         self.max_lag = 0
         self.rss: dict[str, list[float]] = {}
@@ -228,11 +230,11 @@ class Progress:
                         self.rss.setdefault(name, []).append(mib)
             n += 1
             try:
-                end, committed = asyncio.run(journal_position(self.settings))
+                end, committed, behind = asyncio.run(journal_position(self.settings))
             except Exception:  # noqa: BLE001 - the broker is away: not drained, whatever it was
                 self.committed = -1
             else:
-                self.journal_end, self.committed = end, committed
+                self.journal_end, self.committed, self.sinks_behind = end, committed, behind
                 self.max_lag = max(self.max_lag, end - committed)
             with contextlib.suppress(Exception):
                 self.telemetry = telemetry_total(self.settings)
@@ -293,18 +295,23 @@ def rss_growth(samples: dict[str, list[float]]) -> list[str]:
     return out
 
 
-async def journal_position(settings: Settings) -> tuple[int, int]:
-    """(records in the journal, records the worker committed), summed over partitions."""
+async def journal_position(settings: Settings) -> tuple[int, int, int]:
+    """(records in the journal, records the worker committed, records of the cases and
+    penalties topics its InfluxDB sinks have not committed yet), summed over partitions."""
     from aiokafka import TopicPartition
 
     from bus.kafka import group_positions, partition_ends
 
     k = settings.kafka
-    topic = KafkaTopics(k.topic_prefix).telemetry
-    tps = [TopicPartition(topic, p) for p in range(k.partitions)]
-    ends = await partition_ends(k, tps)
-    committed = await group_positions(k, f"{k.topic_prefix}-worker", tps)
-    return sum(ends.values()), sum(c or 0 for c in committed.values())
+    topics = KafkaTopics(k.topic_prefix)
+    tps = [TopicPartition(topics.telemetry, p) for p in range(k.partitions)]
+    outs = [
+        TopicPartition(t, p) for t in (topics.cases, topics.penalties) for p in range(k.partitions)
+    ]
+    ends = await partition_ends(k, tps + outs)
+    committed = await group_positions(k, f"{k.topic_prefix}-worker", tps + outs)
+    sinks_behind = sum(max(0, ends[tp] - (committed[tp] or 0)) for tp in outs)
+    return sum(ends[tp] for tp in tps), sum(committed[tp] or 0 for tp in tps), sinks_behind
 
 
 def telemetry_total(settings: Settings) -> int:
@@ -389,6 +396,9 @@ class Outcome:
     """process -> (RSS at the start, at the end, the highest seen), MiB."""
     wall_s: float = 0.0
     tracebacks: dict[str, int] = field(default_factory=dict)
+    detail: list[str] = field(default_factory=list)
+    """The first readings lost, ledger entries and case events InfluxDB lacks (or has beyond
+    the ledger): what a failed run leaves to look for in the logs."""
 
     def failures(self) -> list[str]:
         out = []
@@ -500,7 +510,8 @@ def run_once(base: Settings, seed: int, faults: dict[str, int], devices: int,
             outcome.rss_growth = rss_growth(progress.rss)
         for fault in schedule:
             outcome.faults.append(fault.line())
-        verify(settings, city, published, hook, outcome)
+        verify(settings, city, published, hook, outcome,
+               wall_s=lambda due: (due - start_ms) / speed / 1000)  # fmt: skip
         for name in ("archive", "worker", "bridge", "alerts"):
             n = pipeline.logs(name).count("Traceback")
             if n:
@@ -562,13 +573,14 @@ def settle(settings: Settings, pipeline: Pipeline, progress: Progress, hook: Hoo
     while time.monotonic() < deadline:
         time.sleep(2.0)
         state = (progress.journal_end, progress.telemetry, len(hook.seen))
-        drained = progress.committed >= progress.journal_end > 0
+        drained = progress.committed >= progress.journal_end > 0 and not progress.sinks_behind
         if state != last or not drained:
             last, stable_since = state, time.monotonic()
         elif time.monotonic() - stable_since > 8:
             return 0
     log(f"chaos: the pipeline did not settle within {timeout_s:.0f} s "
-        f"(journal {progress.journal_end}, committed {progress.committed})")  # fmt: skip
+        f"(journal {progress.journal_end}, committed {progress.committed}, "
+        f"sinks {progress.sinks_behind} behind)")  # fmt: skip
     return max(0, progress.journal_end - progress.committed)
 
 
@@ -612,7 +624,8 @@ async def read_records(settings: Settings, topic: str) -> list[tuple[int, int, A
 
 
 def verify(settings: Settings, city: Any, published: list[tuple[int, str, bytes]], hook: Hook,
-           outcome: Outcome) -> None:  # fmt: skip
+           outcome: Outcome, wall_s: Any = lambda due: due) -> None:  # fmt: skip
+    """``wall_s``: a publish's sim time -> seconds into the publishing window (fault times)."""
     from contract.cases import CaseEvent, LedgerEntry, OfficerAction
     from contract.journal import JournalError, decode
     from contract.reading import Reading
@@ -628,10 +641,12 @@ def verify(settings: Settings, city: Any, published: list[tuple[int, str, bytes]
     rules = load_rules(settings.paths.rules)
     topics = KafkaTopics(settings.kafka.topic_prefix)
     sent: set[tuple[str, int]] = set()
+    due_of: dict[tuple[str, int], Any] = {}
     for due, topic, payload in published:
         r = parse_message(topic, payload, due, registry)
         if isinstance(r, Reading):
             sent.add((r.device, r.ts))
+            due_of[(r.device, r.ts)] = due
     outcome.published, outcome.readings = len(published), len(sent)
 
     # the journal in the order the worker takes it: after a broker restart, below each
@@ -654,6 +669,10 @@ def verify(settings: Settings, city: Any, published: list[tuple[int, str, bytes]
                     fields.setdefault((item.kind, name), set()).add((item.device, item.ts))
     outcome.journal_readings = len(seen)
     outcome.lost = len(sent - set(seen))
+    outcome.detail = [
+        f"reading of {d} at ts {ts} lost (published {wall_s(due_of[(d, ts)]):.1f} s in)"
+        for d, ts in sorted(sent - set(seen))[:10]
+    ]
     outcome.repeated = sum(n - 1 for n in seen.values())
 
     by_partition = {p: in_restore_order(rs, marks.get(p)) for p, rs in in_partition.items()}
@@ -699,6 +718,12 @@ def verify(settings: Settings, city: Any, published: list[tuple[int, str, bytes]
         (d["case_id"], d["at"], d["state"]) for d in map(orjson.loads, expected_events)
     }
     outcome.influx_case_events_missing = len(wanted_events - stored_events)
+    outcome.detail += [
+        *(f"penalty {i} {'not in InfluxDB' if i in expected else 'only in InfluxDB'}"
+          for i in sorted(stored.keys() ^ expected.keys())),
+        *(f"case event {c} {st} at {at} not in InfluxDB"
+          for c, at, st in sorted(wanted_events - stored_events)),
+    ][:20]  # fmt: skip
 
     from store.influxql import query
 
@@ -766,6 +791,7 @@ def report(outcomes: list[Outcome]) -> str:
             )
         if o.tracebacks:
             lines.append(f"  tracebacks in logs: {o.tracebacks}")
+        lines.extend(f"  {d}" for d in o.detail)
     return "\n".join(lines)
 
 
