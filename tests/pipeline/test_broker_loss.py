@@ -102,6 +102,9 @@ def test_each_component_tells_a_restarted_broker_once_and_the_worker_starts_afre
             lambda: len(read_topic_sync(k.bootstrap, penalties, 2, 1)) >= 2,
             timeout=60, what="the fresh worker's ledger",
         )  # fmt: skip
+        # the alerts service took the new log from its start: the case booked there is pushed
+        wait_until(lambda: f"MH-{unique}-2" in alerts.text(), timeout=30,
+                   what="the push of the case booked on the new broker")  # fmt: skip
         time.sleep(6)  # more looks: still one line each
         lost_total = _metric(metrics, "citywatch_kafka_topics_lost_total")
         texts = [p.text() for p in procs]
@@ -117,6 +120,7 @@ def test_each_component_tells_a_restarted_broker_once_and_the_worker_starts_afre
         assert text.count(LOST) == 1, text[-3000:]
     assert lost_total == 1
     assert "The broker restarted empty" in texts[2], "the operators are pushed an alert"
+    assert "read again from their start" in texts[2], "old positions would skip the new log"
     assert re.search(r"PUSH \w+ to city-command\nKafka at ", texts[2]), texts[2][-2000:]
     flood = texts[0].count("UnknownTopicOrPartition")
     assert flood <= 20, f"{flood} lines of UnknownTopicOrPartition: a flood"
