@@ -24,6 +24,16 @@ Two more changes make a restarted worker correct (issue 14, docs/decisions/009-s
   committed one, and the worker never committed again (the journal lag stayed
   at ~1,700 records and their readings never reached InfluxDB). Here a newly
   assigned stream partition stays paused until ``perform_seek`` has placed it.
+- Faust's stream iterator drops a record that arrives while flow control is off
+  or from an older consumer generation, without tracking or acking it; nothing
+  fetches it again unless a rebalance seeks. Its offset is then a hole in the
+  acked offsets, and Faust's commit (``Consumer._new_offset``) waits for ever
+  for a hole of two or more at the head (issue 14's harness, seed 3: a worker
+  restored past its group's commit after three kills in a row committed 1 of
+  9,576 records and never moved). ``holes`` names such partitions and
+  ``reread`` seeks one back to its committed offset: the records come again,
+  the ones already taken are taken again as any re-delivery is (decision 001),
+  and the commit moves (``streams.worker``'s ``reread_holes`` timer).
 """
 
 from __future__ import annotations
@@ -116,6 +126,26 @@ class _Consumer(driver.Consumer):
         held, self._unsought, self._held = self._held, set(), set()
         log.info("stream partitions at their committed offsets, resumed: %s", sorted(held))
         super().resume_partitions(held)
+
+    def holes(self) -> dict[TP, tuple[int, int]]:
+        """Stream partitions whose commit cannot move: {tp: (committed, lowest acked offset)}.
+
+        Faust commits the first run of consecutive acked offsets unless the lowest is more
+        than one past the committed offset; then it commits nothing until the hole is acked.
+        """
+        out: dict[TP, tuple[int, int]] = {}
+        for tp, acked in list(self._acked.items()):
+            committed = self._committed_offset.get(tp)
+            if not acked or committed is None or self._is_changelog_tp(tp):
+                continue
+            low = min(acked)
+            if low - committed > 1:
+                out[tp] = (committed, low)
+        return out
+
+    async def reread(self, tp: TP, offset: int) -> None:
+        """Fetch ``tp`` again from ``offset`` (its committed offset): what fell in a hole."""
+        await self.seek(tp, offset)
 
 
 class Transport(driver.Transport):

@@ -88,6 +88,8 @@ CHECKPOINT_EVERY_S = 10.0
 LOG_FIRST = 100
 LOG_EVERY = 1000
 """Refused records of one reason: the first LOG_FIRST are logged, then every LOG_EVERY-th."""
+HOLE_EVERY_S = 5.0
+"""How often the worker looks for a hole its journal commit cannot pass (``reread_holes``)."""
 STATS_EVERY_S = 60.0
 
 
@@ -927,6 +929,29 @@ def build_app(
     async def watch_broker() -> None:
         """A broker that lost the topics (restarted empty) is told, never idled on (issue 14)."""
         await watch.run()
+
+    seen_holes: dict[Any, tuple[int, int]] = {}
+
+    @app.timer(HOLE_EVERY_S)
+    async def reread_holes() -> None:
+        """A hole in the acked journal offsets that stays: read it again (streams.transport).
+
+        Seen on two looks in a row with the same (committed, lowest acked): not a record that
+        is merely slow (the detect agent takes records in order, so a slow one holds the
+        ones after it unacked too, and the lowest acked does not sit past it).
+        """
+        consumer = app.consumer
+        holes = consumer.holes() if hasattr(consumer, "holes") else {}
+        for tp, (committed, low) in holes.items():
+            if seen_holes.get(tp) == (committed, low):
+                log.warning(
+                    "%s[%d]: offsets %d-%d were never taken (Faust dropped them at a rebalance) "
+                    "and its commit cannot pass them; reading it again from %d",
+                    tp.topic, tp.partition, committed, low - 1, committed,
+                )  # fmt: skip
+                await consumer.reread(tp, committed)
+        seen_holes.clear()
+        seen_holes.update(holes)
 
     @app.timer(STATS_EVERY_S)
     async def report_stats() -> None:
