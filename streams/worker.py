@@ -949,6 +949,10 @@ def build_app(
                     "and its commit cannot pass them; reading it again from %d",
                     tp.topic, tp.partition, committed, low - 1, committed,
                 )  # fmt: skip
+                if tp.topic == topics.telemetry:
+                    # the detector may have judged records after the hole: it goes back to its
+                    # checkpoint and takes the journal again in order from the committed offset
+                    pipeline.forget(tp.partition)
                 await consumer.reread(tp, committed)
         seen_holes.clear()
         seen_holes.update(holes)
