@@ -762,6 +762,7 @@ def verify(settings: Settings, city: Any, published: list[tuple[int, str, bytes]
     opened = {orjson.loads(e)["case_id"] for e in expected_events
               if orjson.loads(e)["state"] not in ("planned",)}  # fmt: skip
     outcome.cases_never_pushed = len(opened - pushed_cases)
+    outcome.detail += [f"case {c} never pushed" for c in sorted(opened - pushed_cases)[:10]]
 
 
 # ------------------------------------------------------------------ main

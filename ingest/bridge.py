@@ -44,6 +44,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import orjson
@@ -67,7 +68,7 @@ from contract.reading import Reading
 from contract.topics import BROKER_COUNTERS, KafkaTopics, parse_topic, shared_subscription
 from foundation.settings import Settings
 from ingest.broker_stats import BrokerWatch
-from ingest.confirm import AckedOffsets, RecentAcks, produce_until_kept, swallowed_error
+from ingest.confirm import AckedOffsets, AckLog, RecentAcks, produce_until_kept, swallowed_error
 from ingest.validate import IngestLimits, Rejection, parse_message
 from registry.devices import RegistryWatcher
 
@@ -415,6 +416,10 @@ class Bridge:
         self._client: mqtt.Client | None = None
         self._acked = AckedOffsets()
         self._recent = RecentAcks()
+        self._acklog = AckLog(Path(settings.paths.state_dir) / "bridge" / self.client_id)
+        """``_recent`` on disk, for a bridge killed right after a broker restart (decision 010 §10)."""
+        self._cluster_id: str | None = None
+        """The Kafka cluster id the bridge's acknowledgements come from, as last seen."""
         self._restart_seen = False
         """The broker watch saw a new cluster id (set from its callback, read by the pump)."""
         self._reproduced_at = -float("inf")
@@ -540,11 +545,13 @@ class Bridge:
                 await produce_until_kept(
                     self.settings.kafka, producer, records + again, self._acked
                 )
-            self._recent.note(
+            noted = [
                 a.record for a in sent
                 if a.failure is None and a.record is not None
                 and a.record[0] == self.topics.telemetry
-            )  # fmt: skip
+            ]  # fmt: skip
+            self._recent.note(noted)
+            self._acklog.write(self._cluster_id, noted)
             for attempt in attempts:
                 if attempt.failure is None:
                     self._count(attempt.result)
@@ -699,6 +706,7 @@ class Bridge:
             return self.stats
         producer = make_producer(k.bootstrap, client_id=self.client_id, security=security)
         await start_client(producer, k.bootstrap)
+        await self._produce_left_over(producer)
         client = self._make_client()
         self._client = client
         props = Properties(PacketTypes.CONNECT)
@@ -732,10 +740,28 @@ class Bridge:
             client.loop_stop()
             pump.cancel()
             await producer.stop()
+            self._acklog.close()
             if metrics is not None:
                 await metrics.cleanup()
             log.info("bridge stopped: %s", self.stats.summary())
         return self.stats
+
+    async def _produce_left_over(self, producer) -> None:  # noqa: ANN001
+        """What this bridge's last process had acknowledged from a broker since restarted
+        (``AckLog``: it was killed before it could produce them again, decision 010 §10)."""
+        from bus.watch import look_for
+
+        self._cluster_id = (await look_for(self.settings.kafka)).cluster_id
+        left = self._acklog.acked_elsewhere(self._cluster_id)
+        if not left:
+            return
+        log.warning(
+            "bridge: %d journal records the last bridge %s had acknowledged from a broker since "
+            "restarted are produced again (twins are harmless, decision 010 §10)",
+            len(left), self.client_id,
+        )  # fmt: skip
+        await produce_until_kept(self.settings.kafka, producer, left, self._acked)
+        self.stats.count_reproduced(len(left))
 
     async def _wait_for_kafka(self, stop: asyncio.Event, security: dict[str, Any]) -> bool:
         """Kafka answers and citywatch's topics exist: True; ``stop`` was set first: False.
@@ -786,6 +812,7 @@ class Bridge:
             except Exception:  # never the bridge's end: it goes on forwarding
                 log.exception("bridge: the broker watch failed once; it goes on")
             self.stats.topics_missing.set(len(watch.missing))
+            self._cluster_id = watch.cluster_id or self._cluster_id
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), watch.every_s)
 

@@ -28,17 +28,27 @@ keeps the journal records acknowledged in the last ``RECENT_S`` (``RecentAcks``)
 and, on the first sign of a restarted broker (an acknowledgement from another
 log, or the broker watch's new cluster id), produces them all again: the
 archive kept nearly all of them (harmless twins), the few it never saw are back.
+
+A bridge killed in that moment took the records it kept with it (the short fault
+harness with the broker restart: a bridge SIGKILL a second after the restart lost a
+reading the old broker had acknowledged in its last second). So what it keeps is
+also written to disk (``AckLog``: two files of ``RECENT_S`` each under the state
+directory, each line tagged with the broker's cluster id), and a bridge that starts
+on a broker with another cluster id produces those records again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
+import orjson
 from aiokafka.errors import UnknownError
 
 from bus.kafka import consumer_for, kafka_outage, start_client
@@ -97,6 +107,82 @@ class RecentAcks:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class AckLog:
+    """The journal records the bridge had acknowledged lately, on disk, with the broker's
+    cluster id: what a bridge killed right after a broker restart would otherwise take with it.
+
+    Lines go to ``<directory>/<n>.jsonl`` where ``n`` counts ``seconds`` of wall time; when a
+    file of a new ``n`` is begun, the ones before the previous are deleted, so the last
+    ``seconds`` to ``2 * seconds`` are kept -- trimmed only when records are written, as
+    ``RecentAcks`` is. Written, not fsynced: a killed process leaves its writes to the system;
+    a machine that dies takes the embedded broker's memory too, and the journal archive
+    (fsynced) is then what is left (decision 010).
+    """
+
+    def __init__(
+        self, directory: Path, seconds: float = RECENT_S, clock: Callable[[], float] = time.time
+    ):
+        self.directory, self.seconds, self.clock = directory, seconds, clock
+        self._n: int | None = None
+        self._file: IO[bytes] | None = None
+
+    def write(self, cluster_id: str | None, records: Sequence[KafkaRecord]) -> None:
+        if not records:
+            return
+        n = int(self.clock() // self.seconds)
+        if n != self._n or self._file is None:
+            self._begin(n)
+        assert self._file is not None
+        b64 = base64.b64encode
+        self._file.write(
+            b"".join(
+                orjson.dumps(
+                    [cluster_id, t, b64(k).decode() if k is not None else None, b64(v).decode()]
+                )
+                + b"\n"
+                for t, k, v in records
+            )  # fmt: skip
+        )
+        self._file.flush()
+
+    def _begin(self, n: int) -> None:
+        if self._file is not None:
+            self._file.close()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for old in self.directory.glob("*.jsonl"):
+            if old.stem.isdigit() and int(old.stem) < n - 1:
+                old.unlink(missing_ok=True)
+        self._n = n
+        self._file = (self.directory / f"{n}.jsonl").open("ab")
+
+    def acked_elsewhere(self, cluster_id: str | None) -> list[KafkaRecord]:
+        """The records on disk acknowledged by a broker of another cluster id, oldest first.
+
+        A line that cannot be read (cut by a kill in the middle of a write) is skipped.
+        """
+        out: list[KafkaRecord] = []
+        files = sorted(
+            (p for p in self.directory.glob("*.jsonl") if p.stem.isdigit()),
+            key=lambda p: int(p.stem),
+        )
+        for path in files:
+            for line in path.read_bytes().splitlines():
+                try:
+                    cid, topic, key, value = orjson.loads(line)
+                    rec = (topic, base64.b64decode(key) if key is not None else None,
+                           base64.b64decode(value))  # fmt: skip
+                except (orjson.JSONDecodeError, ValueError, TypeError):
+                    continue
+                if cid != cluster_id:
+                    out.append(rec)
+        return out
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def swallowed_error(exc: BaseException) -> bool:

@@ -9,6 +9,7 @@ stale producer is made the same way (its metadata lists a topic the broker no lo
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -18,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from bus.kafka import clear_phantoms, ensure_topics_for
 from contract.topics import KafkaTopics
 from foundation.settings import Settings
-from ingest.confirm import AckedOffsets, RecentAcks, produce_until_kept
+from ingest.confirm import AckedOffsets, AckLog, RecentAcks, produce_until_kept
 
 
 def test_an_acknowledgement_at_or_below_the_partitions_highest_comes_from_another_log() -> None:
@@ -106,3 +107,42 @@ def test_recent_acknowledgements_are_bounded_in_time_and_in_count() -> None:
     assert [v for _t, _k, v in recent.take()] == [b"x", b"y"], "older than 30 s is gone"
     recent.note([("j", None, bytes([i])) for i in range(5)])
     assert len(recent) == 3, "the oldest go first beyond the cap"
+
+
+RECORDS = [("cw.telemetry", b"jinshui", b'{"ts": 1}'), ("cw.telemetry", None, b'{"ts": 2}')]
+
+
+def test_a_bridge_killed_after_a_broker_restart_leaves_what_the_old_broker_acknowledged(
+    tmp_path: Path,
+) -> None:
+    """Written by one process, read by the next: only what another cluster acknowledged."""
+    log = AckLog(tmp_path)
+    log.write("cluster-old", RECORDS)
+    log.write("cluster-new", [("cw.telemetry", b"erqi", b'{"ts": 3}')])
+    # the process is killed here: nothing closed
+    after = AckLog(tmp_path)
+    assert after.acked_elsewhere("cluster-new") == RECORDS
+    assert after.acked_elsewhere("cluster-old") == [("cw.telemetry", b"erqi", b'{"ts": 3}')]
+
+
+def test_the_ack_log_keeps_its_last_two_windows_only_and_trims_when_it_writes(
+    tmp_path: Path,
+) -> None:
+    now = [0.0]
+    log = AckLog(tmp_path, seconds=30, clock=lambda: now[0])
+    log.write("c", RECORDS[:1])
+    now[0] = 31
+    log.write("c", RECORDS[1:])
+    assert len(log.acked_elsewhere("other")) == 2, "the window before the current one is kept"
+    now[0] = 65
+    log.write("c", [("cw.telemetry", None, b'{"ts": 9}')])
+    assert log.acked_elsewhere("other") == [RECORDS[1], ("cw.telemetry", None, b'{"ts": 9}')]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1.jsonl", "2.jsonl"]
+
+
+def test_a_line_cut_by_a_kill_in_the_middle_of_a_write_is_skipped(tmp_path: Path) -> None:
+    log = AckLog(tmp_path, clock=lambda: 0.0)
+    log.write("old", RECORDS)
+    with (tmp_path / "0.jsonl").open("ab") as f:
+        f.write(b'["old", "cw.telemetry", null, "eyJ0cyI6')  # no end: the kill
+    assert AckLog(tmp_path).acked_elsewhere("new") == RECORDS
