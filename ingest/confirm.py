@@ -71,6 +71,10 @@ out: the first acknowledgement from another log comes at once, the watch's look 
 RECENT_MAX = 200_000
 """At most this many records kept (30 s at ~6,700 msg/s; beyond it the oldest go first)."""
 
+ACKLOG_MAX_AGE_S = 3600.0
+"""A bridge started later than this after its last acknowledgements does not produce them
+again: the journal has long moved on, and live mode would quarantine such twins as too late."""
+
 KafkaRecord = tuple[str, bytes | None, bytes]
 """(topic, key, value) as the bridge produces it."""
 
@@ -160,11 +164,17 @@ class AckLog:
     def acked_elsewhere(self, cluster_id: str | None) -> list[KafkaRecord]:
         """The records on disk acknowledged by a broker of another cluster id, oldest first.
 
-        A line that cannot be read (cut by a kill in the middle of a write) is skipped.
+        A line that cannot be read (cut by a kill in the middle of a write) is skipped, and so
+        is a file older than ``ACKLOG_MAX_AGE_S``.
         """
         out: list[KafkaRecord] = []
+        oldest = (self.clock() - ACKLOG_MAX_AGE_S) // self.seconds
         files = sorted(
-            (p for p in self.directory.glob("*.jsonl") if p.stem.isdigit()),
+            (
+                p
+                for p in self.directory.glob("*.jsonl")
+                if p.stem.isdigit() and int(p.stem) >= oldest
+            ),
             key=lambda p: int(p.stem),
         )
         for path in files:

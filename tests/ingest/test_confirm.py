@@ -145,4 +145,11 @@ def test_a_line_cut_by_a_kill_in_the_middle_of_a_write_is_skipped(tmp_path: Path
     log.write("old", RECORDS)
     with (tmp_path / "0.jsonl").open("ab") as f:
         f.write(b'["old", "cw.telemetry", null, "eyJ0cyI6')  # no end: the kill
-    assert AckLog(tmp_path).acked_elsewhere("new") == RECORDS
+    assert AckLog(tmp_path, clock=lambda: 0.0).acked_elsewhere("new") == RECORDS
+
+
+def test_acknowledgements_older_than_an_hour_are_not_produced_again(tmp_path: Path) -> None:
+    now = [0.0]
+    AckLog(tmp_path, clock=lambda: now[0]).write("old", RECORDS)
+    now[0] = 3_600 + 60
+    assert AckLog(tmp_path, clock=lambda: now[0]).acked_elsewhere("new") == []
