@@ -2,8 +2,9 @@
 
 The whole pipeline as ``citywatch run`` starts it, a seeded city day, and at
 random moments: the worker SIGKILLed twice, the bridge once with QoS-1
-messages in flight, the alerts service once, InfluxDB stopped for 10 s and
-Mosquitto restarted. The harness replays the journal the pipeline really saw
+messages in flight, the alerts service once, InfluxDB stopped for 10 s,
+Mosquitto restarted and the Kafka-protocol broker restarted (``services
+down``/``up``: its journal comes back from the archive, decision 010). The harness replays the journal the pipeline really saw
 and compares (docs/architecture.md, "Restarts and outages").
 """
 
@@ -37,7 +38,7 @@ def test_faults_lose_no_reading_double_no_entry_and_deliver_every_alert(
     (o,) = orjson.loads(out.read_bytes())
     summary = proc.stdout[-3000:]
     assert o["ledger_expected"] > 0 and o["readings"] > 1000, summary
-    assert len(o["faults"]) == 6, "every planned fault was injected"
+    assert len(o["faults"]) == 7, "every planned fault was injected"
     assert o["lost"] == 0, summary
     assert o["lag_at_end"] == 0, "the worker committed the whole journal after its restarts"
     assert (o["ledger_missing"], o["ledger_extra"], o["ledger_differing"]) == (0, 0, 0), summary
