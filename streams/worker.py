@@ -55,7 +55,7 @@ from typing import Any
 import faust
 import orjson
 
-from bus.kafka import Patience, consumer_for, ensure_topics_for, faust_credentials
+from bus.kafka import Patience, consumer_for, ensure_topics_for, faust_credentials, kafka_outage
 from contract import journal
 from contract.cases import CaseEvent, LedgerEntry, OfficerAction
 from contract.clock import LocalClock
@@ -69,7 +69,7 @@ from store.errors import InfluxError
 from store.identity import credentials
 from store.schema import LEDGER_RP, ensure_database
 from store.writer import InfluxWriter
-from streams import recovery, transport
+from streams import ledger_copy, recovery, transport
 from streams.detector import Detector
 from streams.held import HeldAcks
 from streams.intake import LiveBound, Refused, decode
@@ -779,6 +779,26 @@ def build_app(
         await writer.start()
         await ledger_writer.start()
         writer_ready.set()
+
+    @app.task(on_leader=False)
+    async def rewrite_ledger_copy() -> None:
+        """InfluxDB's copy of the ledger, case events and officers' acts made whole at every
+        start, whatever a sink did before it (``streams.ledger_copy``)."""
+        await writer_ready.wait()
+        copied = {topics.penalties: points.penalty_line, topics.cases: points.case_lines,
+                  topics.audit: points.audit_line}  # fmt: skip
+        for attempt in range(60):
+            try:
+                written = await ledger_copy.rewrite(settings.kafka, copied, ledger_writer)
+            except Exception as exc:  # the broker restarting: try again; else say why, go on
+                if attempt < 59 and kafka_outage(exc):
+                    await asyncio.sleep(5.0)
+                    continue
+                log.warning("worker: InfluxDB's ledger copy not written again (%s)", exc)
+                return
+            log.info("worker: InfluxDB's ledger copy written again from Kafka (%s)",
+                     ", ".join(f"{n:,} of {t}" for t, n in written.items()))  # fmt: skip
+            return
 
     @app.on_before_shutdown.connect
     async def stop_writer(app: faust.App, **kwargs: Any) -> None:
