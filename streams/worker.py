@@ -965,7 +965,7 @@ def build_app(
         for tp, (committed, low) in holes.items():
             if seen_holes.get(tp) == (committed, low):
                 log.warning(
-                    "%s[%d]: offsets %d-%d were never taken (Faust dropped them at a rebalance) "
+                    "%s[%d]: offsets %d-%d were never taken (Faust's stream passed them unacked) "
                     "and its commit cannot pass them; reading it again from %d",
                     tp.topic, tp.partition, committed, low - 1, committed,
                 )  # fmt: skip
