@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bus.kafka import consumer_for, make_producer, start_client
 from contract.reading import Reading
@@ -141,6 +142,13 @@ def test_state_of_an_older_release_is_restored_and_written_again_at_the_first_ch
 
 
 async def _produce(bootstrap: str, topic: str, batches: list[int]) -> None:
+    # created first: no client creates a topic by asking for it (bus.kafka.never_auto_create)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
     producer = make_producer(bootstrap, client_id="cw-recovery-test")
     await start_client(producer, bootstrap)
     try:
