@@ -1,8 +1,8 @@
 """Events per second of the detection core and of the Faust worker, against a Faust no-op ceiling measured in the same run.
 
     .venv/bin/python bench/streams.py [--devices 3000] [--hours 3] [--records 100000]
-                                      [--profile-worker FILE] [--trucks 10000] [--zones 64]
-                                      [--core-only]
+                                      [--profile-worker FILE [--profile-gil]] [--trucks 10000]
+                                      [--zones 64] [--core-only | --faust-only]
 
 Rows, all over the same simulated city (``build_city``, default scenarios,
 absolute dust mode of ``config/rules.yaml``):
@@ -37,7 +37,8 @@ times from the first commit to the commit reaching the end of the topic;
 rate = records committed in that span / its duration. Start-up (process
 start to first commit) and the process's CPU use over the span (all threads,
 from /proc; 100 % = one core) are printed apart; ``--profile-worker`` records
-the worker with py-spy (``pip install py-spy``). Services are brought up with
+the worker with py-spy (``pip install py-spy``); ``--faust-only`` runs rows 3 and 4
+alone (the in-memory rows take half a minute and share nothing with them). Services are brought up with
 ``citywatch.services.up`` and only what this run started is stopped.
 """
 
@@ -397,6 +398,7 @@ def measure(
     log: Path,
     timeout: float,
     profile: str | None = None,
+    profile_gil: bool = False,
 ) -> dict[str, float]:
     proc = spawn(argv, env, log)
     spy = None
@@ -413,6 +415,7 @@ def measure(
                     "--rate",
                     "200",
                     "--nonblocking",
+                    *(["--gil", "--threads"] if profile_gil else []),
                     "--format",
                     "raw",
                     "--output",
@@ -485,11 +488,22 @@ def main() -> None:
         help="also record the worker with py-spy (raw collapsed stacks into FILE; slows it a little)",
     )
     ap.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile-worker: only samples of the thread holding the GIL, each stack under "
+        "its thread (py-spy --gil --threads): where the worker's per-event time goes",
+    )
+    ap.add_argument(
         "--trucks", type=int, default=10_000, help="vehicle mix: trucks (default 10000)"
     )
     ap.add_argument("--zones", type=int, default=64, help="vehicle mix: zones (default 64)")
     ap.add_argument(
         "--core-only", action="store_true", help="only the in-memory core rows (no services)"
+    )
+    ap.add_argument(
+        "--faust-only",
+        action="store_true",
+        help="only the Faust rows (3 and 4, same run): the in-memory rows are not run",
     )
     ap.add_argument("--noop-agent", nargs=2, metavar=("PREFIX", "N"), help=argparse.SUPPRESS)
     ap.add_argument("--bootstrap", help=argparse.SUPPRESS)
@@ -532,35 +546,40 @@ def main() -> None:
     )
 
     registry = city.registry()
-    core, outputs = bench_core(readings, registry, rules)
-    t = time.perf_counter()
-    fleet_registry, truck_readings = build_vehicle_input(args.trucks, args.zones)
-    print(
-        f"vehicle mix: {args.trucks:,} trucks every 10 s for 10 sim min, {args.zones} zones, "
-        f"{len(truck_readings):,} readings, built in {time.perf_counter() - t:.1f} s (untimed)"
-    )
-    trucks_core, truck_outputs = bench_core(truck_readings, fleet_registry, rules)
-    vehicle_row = (
-        f"core: vehicle mix ({len(truck_readings):,} ev)",
-        trucks_core,
-        f"{truck_outputs} outputs; {trucks_core / core:.2f}x the city mix, "
-        f"{1e6 / trucks_core:.1f} us per reading",
-    )
-    del truck_readings
-    if args.core_only:
-        print(f"{'path':58} {'events/s':>10}  note")
-        for name, rate, note in [
-            (
-                f"core: Detector.on_reading, in memory ({len(readings):,} ev)",
-                core,
-                f"{outputs} outputs",
-            ),
-            vehicle_row,
-        ]:
-            print(f"{name:58} {rate:10,.0f}  {note}")
-        return
+    nan = float("nan")
+    core, outputs, trucks_core, core_plus = nan, 0, nan, nan
+    vehicle_row = ("core: vehicle mix (not run: --faust-only)", nan, "")
+    if not args.faust_only:
+        core, outputs = bench_core(readings, registry, rules)
+        t = time.perf_counter()
+        fleet_registry, truck_readings = build_vehicle_input(args.trucks, args.zones)
+        print(
+            f"vehicle mix: {args.trucks:,} trucks every 10 s for 10 sim min, {args.zones} zones, "
+            f"{len(truck_readings):,} readings, built in {time.perf_counter() - t:.1f} s (untimed)"
+        )
+        trucks_core, truck_outputs = bench_core(truck_readings, fleet_registry, rules)
+        vehicle_row = (
+            f"core: vehicle mix ({len(truck_readings):,} ev)",
+            trucks_core,
+            f"{truck_outputs} outputs; {trucks_core / core:.2f}x the city mix, "
+            f"{1e6 / trucks_core:.1f} us per reading",
+        )
+        del truck_readings
+        if args.core_only:
+            print(f"{'path':58} {'events/s':>10}  note")
+            for name, rate, note in [
+                (
+                    f"core: Detector.on_reading, in memory ({len(readings):,} ev)",
+                    core,
+                    f"{outputs} outputs",
+                ),
+                vehicle_row,
+            ]:
+                print(f"{name:58} {rate:10,.0f}  {note}")
+            return
     encoded = [journal.encode(journal.to_record(r)[1]) for r in readings]
-    core_plus = bench_core_plus(encoded, registry, rules)
+    if not args.faust_only:
+        core_plus = bench_core_plus(encoded, registry, rules)
     n = min(args.records, len(readings))
     records = [(r.device.encode(), raw) for r, raw in zip(readings[:n], encoded[:n], strict=True)]
     span_min = (readings[n - 1].received_at - readings[0].received_at) / 60_000
@@ -619,6 +638,7 @@ def main() -> None:
             tmp / "worker.log",
             args.timeout,
             profile=args.profile_worker,
+            profile_gil=args.profile_gil,
         )
     except BaseException:
         for name in ("noop.log", "worker.log"):

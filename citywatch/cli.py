@@ -170,7 +170,7 @@ def cmd_bridge(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
-    from streams.worker import build_app
+    from streams.worker import build_app, tune_gc
 
     settings = _settings(args)
     # no preflight: the worker waits for Kafka and InfluxDB with one warning each (issue 14)
@@ -183,6 +183,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         afresh=args.afresh,
     )
     worker = faust.Worker(app, loglevel=settings.log.level, quiet=True)
+    tune_gc()
     worker.execute_from_commandline()
     return 0
 

@@ -197,18 +197,23 @@ class DustRule:
         self._order: dict[str, list[str]] = {}
         """Per district, the site ids in id order: the ambient sums their means in this
         order, so it is the same float whatever order the sites were first seen in."""
+        self._ordered: dict[str, list[DustState]] = {}
+        """Per district, the sites' states in ``_order``'s order, rebuilt at each registration:
+        the ambient (every reading of background mode) walks it without a lookup per site."""
 
     def _register(self, dev: Device, st: DustState) -> DustState:
         old = self._sites.get(st.district)
         if old is not None and st.district != dev.district and dev.device_id in old:
             del old[dev.device_id]  # the site moved district in a reloaded registry
             self._order[st.district].remove(dev.device_id)
+            self._ordered[st.district] = [old[i] for i in self._order[st.district]]
         st.district = dev.district
         st.reference = dev.role == "reference"
         sites = self._sites.setdefault(dev.district, {})
         if dev.device_id not in sites:
             insort(self._order.setdefault(dev.district, []), dev.device_id)  # O(n), not a re-sort
         sites[dev.device_id] = st
+        self._ordered[dev.district] = [sites[i] for i in self._order[dev.district]]
         return st
 
     def set_registry(self, district_sites: dict[str, int]) -> None:
@@ -345,10 +350,8 @@ class DustRule:
         reported in the last window, if it has any; else the plain mean of the other
         sites' current means (None with fewer than ``background.min_sites`` of them)."""
         lo = t - self.window_ms
-        sites = self._sites.get(st.district, {})
         ref_s, ref_k, s, k = 0.0, 0, 0.0, 0
-        for did in self._order.get(st.district, ()):
-            ps = sites[did]
+        for ps in self._ordered.get(st.district, ()):
             if ps.max_ts <= lo or ps is st:
                 continue
             if ps.reference:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
@@ -46,14 +47,16 @@ class HeldAcks:
 
     writer: where the lines go (``store.writer.InfluxWriter``: ``add``, ``flush``).
     ready: set once the writer may be used (InfluxDB answered and has the database).
-    ack: acknowledges one Faust event (``Stream.ack`` of the agent's ``noack()`` stream).
+    ack: acknowledges one Faust event: a plain function (the worker's, which does what
+        ``Stream.ack`` of the agent's ``noack()`` stream does, without a coroutine per event)
+        or a coroutine function.
     """
 
     def __init__(
         self,
         writer: LineWriter,
         ready: asyncio.Event,
-        ack: Callable[[Any], Awaitable[Any]],
+        ack: Callable[[Any], Any] | Callable[[Any], Awaitable[Any]],
         *,
         max_held: int = MAX_HELD,
         round_lines: int = ROUND_LINES,
@@ -62,6 +65,7 @@ class HeldAcks:
         self.writer = writer
         self.ready = ready
         self.ack = ack
+        self._ack_awaits = inspect.iscoroutinefunction(ack)
         self.max_held = max_held
         self.round_lines = round_lines
         self.round_within_s = round_within_s
@@ -90,6 +94,12 @@ class HeldAcks:
 
     async def hold(self, event: Any, line: str | None) -> None:
         """Hold ``event`` until ``line`` (None: no telemetry) and every line before it is written."""
+        if not self.put(event, line):
+            await self.room()
+
+    def put(self, event: Any, line: str | None) -> bool:
+        """``hold`` without an await: False when ``max_held`` events are held now, and the
+        caller must ``await room()`` before it holds another (the detect agent's fast path)."""
         task = self._task
         if task is not None and task.done() and not task.cancelled():
             exc = task.exception()
@@ -105,7 +115,12 @@ class HeldAcks:
         if len(self._events) >= self.max_held:
             self._full.set()
             self._room.clear()
-            await self._room.wait()
+            return False
+        return True
+
+    async def room(self) -> None:
+        """Wait until fewer than ``max_held`` events are held."""
+        await self._room.wait()
 
     def lines(self, lines: Iterable[str]) -> None:
         """Lines with no event of their own (a catch-up's re-run records): written before any
@@ -138,6 +153,12 @@ class HeldAcks:
             if lines:
                 await self.writer.add(lines)
                 await self.writer.flush()
-            for event in events:
-                if not self._lost or event.message.tp not in self._lost:
-                    await self.ack(event)
+            ack, lost = self.ack, self._lost
+            if self._ack_awaits:
+                for event in events:
+                    if not lost or event.message.tp not in lost:
+                        await ack(event)
+            else:  # one call each, no coroutine: a round acks thousands of events
+                for event in events:
+                    if not lost or event.message.tp not in lost:
+                        ack(event)

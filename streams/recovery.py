@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiokafka import TopicPartition
 
 from streams.detector import Detector
@@ -113,6 +114,18 @@ def state_offset(
     return min(newest)
 
 
+def record(value: Any) -> Any:
+    """A devices-table value as the dict it holds: the worker writes JSON bytes (one object per
+    key, not a tree of dicts the cyclic GC walks), an older release wrote dicts through Faust's
+    json codec; either reads back. Anything else is returned as it is (and then skipped)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+    return value
+
+
 def restore(
     det: Detector, partition: int, clock: dict[str, Any] | None, devices: Iterable[tuple[str, Any]]
 ) -> Restored:
@@ -130,7 +143,8 @@ def restore(
     own: list[tuple[str, dict[str, Any]]] = []
     marker: dict[str, Any] | None = None
     mine = checkpoint_key(partition)
-    for key, value in devices:
+    for key, raw in devices:
+        value = record(raw)
         if not value or not isinstance(value, dict) or value.get("p") != partition:
             continue
         if key == mine:

@@ -93,6 +93,30 @@ HOLE_EVERY_S = 5.0
 STATS_EVERY_S = 60.0
 
 
+GC_THRESHOLD = (20_000, 10, 10)
+"""The worker process's cyclic-GC thresholds (``tune_gc``); Python's default is (700, 10, 10)."""
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector cheaper for a worker process (bench/RESULTS.md, issue 15).
+
+    With Python's defaults a worker at a few thousand events a second ran a full
+    collection every few seconds -- the events, messages and records held in flight
+    survive the young generations -- and each took 100-140 ms of CPU over a heap of
+    ~175,000 objects: 1.1-2 s of a 60,000-event run, up to a tenth of its time.
+    Everything alive once the app is built (modules, Faust, the rules) is frozen
+    out of the collector (``gc.freeze``), and a young collection waits for 20,000
+    allocations, not 700, so what dies within a held round dies by refcount
+    before it is promoted. Nothing is turned off: garbage in cycles is still found.
+    Called by ``citywatch worker`` just before the app runs, never by a library import.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -186,7 +210,9 @@ class Pipeline:
         self._marks: dict[int, int | None] = {}
         self.detectors: dict[int, Detector] = {}
         self._restored: dict[int, recovery.Restored] = {}
-        self.devices = app.Table("detector-devices", default=None)
+        self.devices = app.Table("detector-devices", default=None, value_type=bytes)
+        """Checkpointed state, each value one JSON object as bytes (``recovery.record``): not a
+        tree of dicts and lists, which the cyclic GC would walk at every full collection."""
         self.clocks = app.Table("detector-clocks", default=None)
         """Read only, at a restore of state an older release saved (recovery.restore)."""
         self.cases = topics.cases
@@ -357,22 +383,39 @@ class Pipeline:
         """
         if partition not in self.detectors:
             await self.resume(partition, offset)
+        mark = self._marks.get(partition)
         out: JournalItem | None = None
-        if deferred(offset, headers, self._marks.get(partition)):
+        if mark is not None and deferred(offset, headers, mark):
             item = decode(raw)
             if not isinstance(item, Refused) and (
                 self.bound is None or self.bound.check(item, self.now()) is None
             ):
                 out = item
         else:
-            out = await self._apply(partition, offset, raw, key)
-        await self._at_mark(partition, offset)
+            item = decode(raw)
+            if not isinstance(item, Refused) and (
+                self.bound is None or self.bound.check(item, self.now()) is None
+            ):  # the common case, without an await unless there is something to wait for
+                outputs = self._detect(partition, item, offset)
+                if isinstance(outputs, Refused):
+                    await self.quarantine(outputs, raw, key, self.journal_name, partition, offset)
+                else:
+                    if outputs:
+                        await self.emit(outputs)
+                    self._count(partition, offset)
+                out = item
+            else:
+                out = await self._apply(partition, offset, raw, key, item)
+        if mark and offset == mark - 1:
+            await self._at_mark(partition, offset)
         return out
 
     async def _apply(
-        self, partition: int, offset: int, raw: bytes | None, key: bytes | None
-    ) -> JournalItem | None:
-        item = decode(raw)
+        self, partition: int, offset: int, raw: bytes | None, key: bytes | None,
+        item: JournalItem | Refused | None = None,
+    ) -> JournalItem | None:  # fmt: skip
+        if item is None:
+            item = decode(raw)
         if isinstance(item, Refused):
             await self.quarantine(item, raw, key, self.journal_name, partition, offset)
             return None
@@ -392,6 +435,17 @@ class Pipeline:
         """Apply one decoded journal item; its outputs are acknowledged before it can be
         checkpointed, and the partition is checkpointed every ``CHECKPOINT_EVERY`` events
         or ``CHECKPOINT_EVERY_S`` (docs/decisions/017-checkpointed-state.md)."""
+        outputs = self._detect(partition, item, offset)
+        if isinstance(outputs, Refused):
+            await self.quarantine(outputs, raw, key, self.journal_name, partition, offset)
+            return
+        if outputs:
+            await self.emit(outputs)
+        self._count(partition, offset)
+
+    def _detect(self, partition: int, item: JournalItem, offset: int) -> list[Any] | Refused:
+        """The detector's outputs for one item (not yet sent), or why it was refused: a
+        detector that raised is dropped (``forget``) and the record is to be quarantined."""
         det = self.detector(partition)
         if (
             self.registry.reloads != self._registry_version
@@ -414,13 +468,13 @@ class Pipeline:
             self.forget(partition)
             self._skip.setdefault(partition, set()).add(offset)
             log.exception("partition %d offset %d: the detector raised", partition, offset)
-            refused = Refused("detector_error", f"{type(exc).__name__}: {exc}")
-            await self.quarantine(refused, raw, key, self.journal_name, partition, offset)
-            return
-        if outputs:
-            await self.emit(outputs)
+            return Refused("detector_error", f"{type(exc).__name__}: {exc}")
         if changed:
             self._changed[partition] |= changed
+        return outputs
+
+    def _count(self, partition: int, offset: int) -> None:
+        """One more event applied, its outputs acknowledged: checkpoint when it is time."""
         self.processed += 1
         since = self._since[partition] + 1
         if since >= CHECKPOINT_EVERY or (
@@ -454,14 +508,13 @@ class Pipeline:
             return
         for device_id, state in states:
             slot = 1 - slots.get(device_id, 1)
-            self.devices[recovery.device_key(device_id, slot)] = {
+            self.devices[recovery.device_key(device_id, slot)] = orjson.dumps({
                 "p": partition, "s": state, recovery.OFFSET: offset, recovery.SEQ: seq,
-            }  # fmt: skip
+            })  # fmt: skip
             slots[device_id] = slot
-        self.devices[recovery.checkpoint_key(partition)] = {
-            "p": partition, "clock": clock, recovery.OFFSET: offset,
-            recovery.SEQ: seq,
-        }  # fmt: skip
+        self.devices[recovery.checkpoint_key(partition)] = orjson.dumps({
+            "p": partition, "clock": clock, recovery.OFFSET: offset, recovery.SEQ: seq,
+        })  # fmt: skip
         self._seq[partition] = seq
         self._changed[partition] = set()
         self._since[partition] = 0
@@ -848,17 +901,30 @@ def build_app(
         by Kafka (``Pipeline.take``) and its line is in InfluxDB (``streams.held``).
         """
         manual = stream.noack()
-        acks = HeldAcks(writer, writer_ready, manual.ack)
+        sensors = app.sensors
+
+        def ack(event: Any) -> None:
+            """``Stream.ack`` of ``manual`` as a plain call (it awaits nothing)."""
+            last = event.ack()
+            m = event.message
+            sensors.on_stream_event_out(m.tp, m.offset, manual, event)
+            if last:
+                sensors.on_message_out(m.tp, m.offset, m)
+
+        acks = HeldAcks(writer, writer_ready, ack)
         held.append(acks)
         acks.start()
         try:
-            async for event in manual.events():
+            async for _value in manual:  # ``events()`` without its extra generator per event
+                event = manual.current_event
+                if event is None:
+                    continue
                 m = event.message
                 item = await pipeline.take(m.partition, m.offset, event.value, event.key, m.headers)
-                rerun = pipeline.take_rerun()
-                if rerun:  # a catch-up: its records' lines go before this event's ack
-                    acks.lines(line for r in rerun if (line := telemetry_line(r)))
-                await acks.hold(event, telemetry_line(item))
+                if pipeline.rerun:  # a catch-up: its records' lines go before this event's ack
+                    acks.lines(line for r in pipeline.take_rerun() if (line := telemetry_line(r)))
+                if not acks.put(event, telemetry_line(item)):
+                    await acks.room()
         finally:
             held.remove(acks)
             await acks.stop()

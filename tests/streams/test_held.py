@@ -161,3 +161,41 @@ def test_lines_without_an_event_are_written_before_a_later_event_is_acked() -> N
     acked, written = asyncio.run(go())
     assert acked == [2]
     assert written == ["rerun0", "rerun1", "line2"]
+
+
+def test_a_plain_ack_function_is_called_once_per_event_in_order_without_a_coroutine() -> None:
+    """The worker acks with a plain function (``Stream.ack``'s work, no coroutine per event)."""
+
+    async def go() -> list[int]:
+        writer, acked = _Writer(), []
+        ready = asyncio.Event()
+        ready.set()
+        held = HeldAcks(writer, ready, lambda e: acked.append(e.offset), round_within_s=0.0)
+        held.start()
+        for o in range(4):
+            assert held.put(_event(o), f"line{o}")
+        writer.open.set()
+        await _settle()
+        await held.stop()
+        return acked
+
+    assert asyncio.run(go()) == [0, 1, 2, 3]
+
+
+def test_put_says_when_the_holder_must_wait_for_room() -> None:
+    async def go() -> tuple[list[bool], bool, list[int]]:
+        writer, acked = _Writer(), []
+        held = _held(writer, acked, max_held=2)
+        said = [held.put(_event(0), None), held.put(_event(1), None)]
+        room = asyncio.ensure_future(held.room())
+        await _settle()
+        waiting = not room.done()
+        held.start()  # InfluxDB answers: the round is taken, there is room again
+        writer.open.set()
+        await room
+        await _settle()
+        await held.stop()
+        return said, waiting, acked
+
+    said, waiting, acked = asyncio.run(go())
+    assert said == [True, False] and waiting and acked == [0, 1]

@@ -72,7 +72,7 @@ class _Topic:
 
 
 class _App:
-    def Table(self, name: str, default: Any = None) -> dict[str, Any]:  # noqa: N802 - Faust's name
+    def Table(self, name: str, default: Any = None, **_kw: Any) -> dict[str, Any]:  # noqa: N802 - Faust's name
         return {}
 
 
@@ -122,7 +122,7 @@ def test_a_detector_that_raises_quarantines_the_record_and_keeps_nothing_half_do
     async def go() -> None:
         await p.take(0, 0, _raw(reading("MH-MAIN", T0, open=True)), b"MH-MAIN")
         det = p.detector(0)
-        p.devices["MH-MAIN"] = {"p": 0, "s": det.export_device("MH-MAIN")}
+        p.devices["MH-MAIN"] = orjson.dumps({"p": 0, "s": det.export_device("MH-MAIN")})
 
         def boom(*_a: Any) -> Any:
             det._wm = T0 + 5 * H  # half done: time moved ...
@@ -194,7 +194,8 @@ def test_a_checkpoint_writes_the_changed_devices_then_its_marker_alternating_the
     asyncio.run(go())
     assert writes[:2] == ["MH-MAIN#0", "checkpoint:0"]
     assert sorted(writes[2:4]) == ["MH-MAIN#1", "MH-SEC#0"] and writes[4:] == ["checkpoint:0"]
-    assert (p.devices["checkpoint:0"]["o"], p.devices["checkpoint:0"]["c"]) == (2, 2)
+    marker = orjson.loads(p.devices["checkpoint:0"])  # values are JSON bytes, not dicts
+    assert (marker["o"], marker["c"]) == (2, 2)
     live = p.detector(0).export_device("MH-MAIN")
     p.forget(0)
     assert p.detector(0).export_device("MH-MAIN") == live  # restored from checkpoint 2
