@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -390,13 +391,13 @@ def run(
     settings = settings.replace(
         "influx", database=f"{settings.influx.database}_{run_tag.replace('-', '_')}"
     )
+    # port 0: each gateway binds a free port itself and says which in its log (``_listening``);
+    # a port picked here and bound later was taken in between on a busy machine (a test run)
     settings = settings.replace(
-        "hj212", passwords=str(logdir / f"hj212-{run_tag}.json"), listen=f"127.0.0.1:{free_port()}"
+        "hj212", passwords=str(logdir / f"hj212-{run_tag}.json"), listen="127.0.0.1:0"
     )
     settings = settings.replace(
-        "jt808",
-        auth_codes=str(logdir / f"jt808-{run_tag}.json"),
-        listen=f"127.0.0.1:{free_port()}",
+        "jt808", auth_codes=str(logdir / f"jt808-{run_tag}.json"), listen="127.0.0.1:0"
     )
 
     console.print(
@@ -427,14 +428,8 @@ def run(
             gw_settings = settings.replace("mqtt", username=gateway_id, password=gw_secret)
             children.append(spawn("gateway", ["gateway", "hj212", "--stats-every", "10"],
                                   gw_settings, logdir))  # fmt: skip
-            _wait_for(
-                lambda: "HJ 212 gateway" in children[-1].tail(10**9),
-                children,
-                30,
-                "the HJ 212 gateway to listen",
-            )
-            h = settings.hj212
-            fleet = MonitorFleet(h.host, h.port, {i.device_id: (i.mn, i.pw) for i in issued})
+            host, port = _listening(children, "HJ 212")
+            fleet = MonitorFleet(host, port, {i.device_id: (i.mn, i.pw) for i in issued})
             fleet.start()
         terminals = None
         if city.jt808_terminals():
@@ -447,17 +442,11 @@ def run(
             jt_settings = settings.replace("mqtt", username=jt808_id, password=jt_secret)
             children.append(spawn("jt808", ["gateway", "jt808", "--stats-every", "10"],
                                   jt_settings, logdir))  # fmt: skip
-            _wait_for(
-                lambda: "JT/T 808 gateway" in children[-1].tail(10**9),
-                children,
-                30,
-                "the JT/T 808 gateway to listen",
-            )
+            host, port = _listening(children, "JT/T 808")
             plates = city.registry().fleet
-            j = settings.jt808
             terminals = TerminalFleet(
-                j.host,
-                j.port,
+                host,
+                port,
                 {
                     d.device_id: (
                         d.phone,
@@ -626,6 +615,21 @@ def run(
         if started and not keep_services:
             services.down(settings, log=lambda line: console.print(f"  {line}"), only=started)
     return summary
+
+
+def _listening(children: list[Child], protocol: str, timeout: float = 30) -> tuple[str, int]:
+    """Where the gateway just spawned (the last child) listens, as its log says."""
+    pattern = re.compile(rf"{re.escape(protocol)} gateway \S+ listening on (\S+):(\d+)")
+    found: list[re.Match[str]] = []
+
+    def listening() -> bool:
+        m = pattern.search(children[-1].tail(10**9))
+        if m:
+            found.append(m)
+        return m is not None
+
+    _wait_for(listening, children, timeout, f"the {protocol} gateway to listen")
+    return found[-1].group(1), int(found[-1].group(2))
 
 
 def _wait_for(check: Any, children: list[Child], timeout: float, what: str) -> None:

@@ -80,8 +80,8 @@ PM_UNITS = ("mg/m3", "ug/m3")
 
 def _listen(value: str) -> str | None:
     host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return "host:port, e.g. 0.0.0.0:7212"
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        return "host:port, e.g. 0.0.0.0:7212 (port 0: a free one, said in the gateway's log)"
     return None
 
 
