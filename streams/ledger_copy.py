@@ -26,6 +26,7 @@ import orjson
 from bus.kafka import consumer_for, partition_ends, start_client
 from foundation.settings import KafkaSettings
 from store.writer import InfluxWriter
+from streams.recovery import kafka_journal_reader
 
 log = logging.getLogger(__name__)
 
@@ -43,42 +44,40 @@ async def rewrite(
     skipped, as the sinks skip it."""
     from aiokafka import TopicPartition
 
-    reader = consumer_for(k, group_id=None, enable_auto_commit=False)
-    await start_client(reader, k.bootstrap)
-    written = dict.fromkeys(topics, 0)
+    def make_consumer() -> Any:
+        return consumer_for(k, group_id=None, enable_auto_commit=False)
+
+    probe = make_consumer()
+    await start_client(probe, k.bootstrap)
     try:
-        await reader.topics()
+        await probe.topics()
         tps = [
             TopicPartition(t, p)
             for t in topics
-            for p in sorted(reader.partitions_for_topic(t) or ())
+            for p in sorted(probe.partitions_for_topic(t) or ())
         ]
-        ends = await partition_ends(k, tps)
-        todo = {tp for tp in tps if ends.get(tp)}
-        if not todo:
-            return written
-        reader.assign(sorted(todo))
-        await reader.seek_to_beginning(*todo)
-        lines: list[str] = []
-        while todo:
-            batch = await reader.getmany(*todo, timeout_ms=1_000)
-            for tp, records in batch.items():
-                for r in records:
-                    if r.offset >= ends[tp]:
-                        break
-                    try:
-                        line = topics[tp.topic](orjson.loads(r.value)) if r.value else None
-                    except Exception:  # noqa: BLE001 - as the sinks: skipped, never fatal
-                        line = None
-                    if line:
-                        lines.append(line)
-                        written[tp.topic] += 1
-                if records and records[-1].offset + 1 >= ends[tp]:
-                    todo.discard(tp)
-            if len(lines) >= BATCH or not todo:
-                await writer.add(lines)
-                await writer.flush()
-                lines = []
+        starts = await probe.beginning_offsets(tps) if tps else {}  # past what retention dropped
     finally:
-        await reader.stop()
+        await probe.stop()
+    ends = await partition_ends(k, tps)
+    written = dict.fromkeys(topics, 0)
+    lines: list[str] = []
+    for tp in tps:
+        if ends.get(tp, 0) <= starts.get(tp, 0):
+            continue
+        to_line = topics[tp.topic]
+        read = kafka_journal_reader(make_consumer, tp.topic)  # a topic range, not only the journal
+        async for _offset, _key, value, _headers in read(tp.partition, starts[tp], ends[tp]):
+            try:
+                line = to_line(orjson.loads(value)) if value else None
+            except Exception:  # noqa: BLE001 - as the sinks: skipped, never fatal
+                line = None
+            if line:
+                lines.append(line)
+                written[tp.topic] += 1
+            if len(lines) >= BATCH:
+                await writer.add(lines)
+                lines = []
+    await writer.add(lines)
+    await writer.flush()
     return written
