@@ -384,28 +384,26 @@ class Pipeline:
         if partition not in self.detectors:
             await self.resume(partition, offset)
         mark = self._marks.get(partition)
-        out: JournalItem | None = None
+        item = decode(raw)
+        ok = (  # the item, when it is readable and within the live bound
+            None
+            if isinstance(item, Refused)
+            or (self.bound is not None and self.bound.check(item, self.now()) is not None)
+            else item
+        )
         if mark is not None and deferred(offset, headers, mark):
-            item = decode(raw)
-            if not isinstance(item, Refused) and (
-                self.bound is None or self.bound.check(item, self.now()) is None
-            ):
-                out = item
-        else:
-            item = decode(raw)
-            if not isinstance(item, Refused) and (
-                self.bound is None or self.bound.check(item, self.now()) is None
-            ):  # the common case, without an await unless there is something to wait for
-                outputs = self._detect(partition, item, offset)
-                if isinstance(outputs, Refused):
-                    await self.quarantine(outputs, raw, key, self.journal_name, partition, offset)
-                else:
-                    if outputs:
-                        await self.emit(outputs)
-                    self._count(partition, offset)
-                out = item
+            out = ok
+        elif ok is not None:  # the common case: no await unless there is something to send
+            outputs = self._detect(partition, ok, offset)
+            if isinstance(outputs, Refused):
+                await self.quarantine(outputs, raw, key, self.journal_name, partition, offset)
             else:
-                out = await self._apply(partition, offset, raw, key, item)
+                if outputs:
+                    await self.emit(outputs)
+                self._count(partition, offset)
+            out = ok
+        else:
+            out = await self._apply(partition, offset, raw, key, item)
         if mark and offset == mark - 1:
             await self._at_mark(partition, offset)
         return out
