@@ -68,7 +68,7 @@ from contract.reading import Reading
 from contract.topics import BROKER_COUNTERS, KafkaTopics, parse_topic, shared_subscription
 from foundation.settings import Settings
 from ingest.broker_stats import BrokerWatch
-from ingest.confirm import AckedOffsets, AckLog, RecentAcks, produce_until_kept, swallowed_error
+from ingest.confirm import RECENT_S, AckedOffsets, AckLog, produce_until_kept, swallowed_error
 from ingest.validate import IngestLimits, Rejection, parse_message
 from registry.devices import RegistryWatcher
 
@@ -411,13 +411,13 @@ class Bridge:
         self.stats.broker = self.broker
         self._sys_mids: set[int] = set()
         self.subscribed = asyncio.Event()
-        self._queue: asyncio.Queue[tuple[int, int, str, bytes, int]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[int, int, str, bytes, int] | None] = asyncio.Queue()
+        """MQTT messages for the pump; ``None`` wakes it for a restarted broker alone."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
         self._acked = AckedOffsets()
-        self._recent = RecentAcks()
         self._acklog = AckLog(Path(settings.paths.state_dir) / "bridge" / self.client_id)
-        """``_recent`` on disk, for a bridge killed right after a broker restart (decision 010 §10)."""
+        """The last acknowledgements, produced again after a broker restart (decision 010 §10)."""
         self._cluster_id: str | None = None
         """The Kafka cluster id the bridge's acknowledgements come from, as last seen."""
         self._restart_seen = False
@@ -521,9 +521,10 @@ class Bridge:
         raises, before the batch is acked.
         """
         while True:
-            batch = [await self._queue.get()]
-            while not self._queue.empty() and len(batch) < 2000:
-                batch.append(self._queue.get_nowait())
+            taken = [await self._queue.get()]
+            while not self._queue.empty() and len(taken) < 2000:
+                taken.append(self._queue.get_nowait())
+            batch = [item for item in taken if item is not None]
             self.stats.count_received(len(batch))
             started = time.perf_counter()
             attempts = [await self._send(producer, item) for item in batch]
@@ -538,7 +539,7 @@ class Bridge:
                         self._failed(attempt, outcome, alone=False)
                 elif self._acked.behind(outcome):
                     swallowed.append(attempt)
-            again = self._after_restart() if (swallowed or self._restart_seen) else []
+            again = await self._after_restart() if (swallowed or self._restart_seen) else []
             self._restart_seen = False
             if swallowed or again:  # a restarted broker: the batch's PUBACKs wait until kept
                 records = [a.record for a in swallowed if a.record is not None]
@@ -550,7 +551,6 @@ class Bridge:
                 if a.failure is None and a.record is not None
                 and a.record[0] == self.topics.telemetry
             ]  # fmt: skip
-            self._recent.note(noted)
             self._acklog.write(self._cluster_id, noted)
             for attempt in attempts:
                 if attempt.failure is None:
@@ -563,8 +563,8 @@ class Bridge:
                     client.ack(mid, qos)
             self.stats.acked += len(batch)
 
-    def _after_restart(self) -> list[KafkaRecord]:
-        """What the bridge had acknowledged in the last ``RECENT_S``, once per restart.
+    async def _after_restart(self) -> list[KafkaRecord]:
+        """What the bridge had acknowledged in its last ``RECENT_S`` or two, once per restart.
 
         A planned stop of the broker can cut off, after the archive's last commit, a reading
         the old broker acknowledged (decision 010 §10); producing the recent ones again brings it
@@ -572,15 +572,15 @@ class Bridge:
         first sign wins: a second one within ``RECENT_S`` is the same restart.
         """
         now = time.monotonic()
-        if now - self._reproduced_at < self._recent.seconds:
+        if now - self._reproduced_at < RECENT_S:
             return []
         self._reproduced_at = now
-        again = self._recent.take()
+        again = await asyncio.to_thread(self._acklog.recent)
         if again:
             log.warning(
                 "bridge: a restarted broker; the %d journal records acknowledged in the last "
-                "%.0f s are produced again (twins are harmless, decision 010 §10)",
-                len(again), self._recent.seconds,
+                "%.0f-%.0f s are produced again (twins are harmless, decision 010 §10)",
+                len(again), RECENT_S, 2 * RECENT_S,
             )  # fmt: skip
             self.stats.count_reproduced(len(again))
         return again
@@ -802,7 +802,8 @@ class Bridge:
 
         def lost(loss: Any) -> None:
             self.stats.topics_lost.inc()
-            self._restart_seen = True  # the pump produces the recent records again
+            self._restart_seen = True  # the pump produces the recent records again,
+            self._queue.put_nowait(None)  # now, not only when the next reading comes
 
         watch = BrokerWatch(self.settings.kafka, f"bridge {self.client_id}", on_loss=lost,
                             every_s=self.broker_watch_s)  # fmt: skip

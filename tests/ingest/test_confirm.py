@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from bus.kafka import clear_phantoms, ensure_topics_for
 from contract.topics import KafkaTopics
 from foundation.settings import Settings
-from ingest.confirm import AckedOffsets, AckLog, RecentAcks, produce_until_kept
+from ingest.confirm import AckedOffsets, AckLog, produce_until_kept
 
 
 def test_an_acknowledgement_at_or_below_the_partitions_highest_comes_from_another_log() -> None:
@@ -87,28 +87,6 @@ def test_a_reading_the_new_broker_swallowed_is_produced_again_once_its_topic_exi
     assert kept.count(b"in flight") == 1, kept
 
 
-def test_what_the_old_log_acknowledged_last_is_kept_through_a_restart_and_given_back_once() -> None:
-    now = [100.0]
-    recent = RecentAcks(seconds=30, cap=1000, clock=lambda: now[0])
-    recent.note([("j", b"a", b"1"), ("j", b"b", b"2")])
-    now[0] = 125.0
-    recent.note([("j", b"c", b"3")])  # the old broker's last second, then it stops
-    now[0] = 400.0  # a long restart: nothing noted, nothing trimmed meanwhile
-    assert recent.take() == [("j", b"a", b"1"), ("j", b"b", b"2"), ("j", b"c", b"3")]
-    assert recent.take() == [], "given back once"
-
-
-def test_recent_acknowledgements_are_bounded_in_time_and_in_count() -> None:
-    now = [0.0]
-    recent = RecentAcks(seconds=30, cap=3, clock=lambda: now[0])
-    recent.note([("j", None, b"old")])
-    now[0] = 31.0
-    recent.note([("j", None, b"x"), ("j", None, b"y")])
-    assert [v for _t, _k, v in recent.take()] == [b"x", b"y"], "older than 30 s is gone"
-    recent.note([("j", None, bytes([i])) for i in range(5)])
-    assert len(recent) == 3, "the oldest go first beyond the cap"
-
-
 RECORDS = [("cw.telemetry", b"jinshui", b'{"ts": 1}'), ("cw.telemetry", None, b'{"ts": 2}')]
 
 
@@ -153,3 +131,26 @@ def test_acknowledgements_older_than_an_hour_are_not_produced_again(tmp_path: Pa
     AckLog(tmp_path, clock=lambda: now[0]).write("old", RECORDS)
     now[0] = 3_600 + 60
     assert AckLog(tmp_path, clock=lambda: now[0]).acked_elsewhere("new") == []
+
+
+def test_what_the_old_log_acknowledged_last_is_kept_through_a_long_restart(tmp_path: Path) -> None:
+    """Nothing is written while the broker is away, so nothing is trimmed: a restart of any
+    length finds the old log's last seconds on disk, whichever cluster acknowledged them."""
+    now = [100.0]
+    log = AckLog(tmp_path, seconds=30, clock=lambda: now[0])
+    log.write("old", [("j", b"a", b"1"), ("j", b"b", b"2")])
+    now[0] = 125.0
+    log.write("old", [("j", b"c", b"3")])  # the old broker's last second, then it stops
+    now[0] = 400.0  # a long restart
+    assert log.recent() == [("j", b"a", b"1"), ("j", b"b", b"2"), ("j", b"c", b"3")]
+
+
+def test_recent_acknowledgements_are_bounded_in_time_and_in_count(tmp_path: Path) -> None:
+    now = [0.0]
+    log = AckLog(tmp_path, seconds=30, clock=lambda: now[0])
+    log.write("c", [("j", None, b"old")])
+    now[0] = 61.0  # two windows on: the first file goes at the next write
+    log.write("c", [("j", None, b"x"), ("j", None, b"y")])
+    assert [v for _t, _k, v in log.recent()] == [b"x", b"y"], "older than two windows is gone"
+    log.write("c", [("j", None, bytes([i])) for i in range(5)])
+    assert [v for _t, _k, v in log.recent(cap=3)] == [b"\x02", b"\x03", b"\x04"], "the newest"
