@@ -37,7 +37,7 @@ Rules-file section ``rules.dust`` (docs/rules.md#dust). docs/rules.md:
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -198,22 +198,31 @@ class DustRule:
         """Per district, the site ids in id order: the ambient sums their means in this
         order, so it is the same float whatever order the sites were first seen in."""
         self._ordered: dict[str, list[DustState]] = {}
-        """Per district, the sites' states in ``_order``'s order, rebuilt at each registration:
-        the ambient (every reading of background mode) walks it without a lookup per site."""
+        """Per district, the sites' states in ``_order``'s order, kept in step with it: the
+        ambient (every reading of background mode) walks it without a lookup per site."""
 
     def _register(self, dev: Device, st: DustState) -> DustState:
+        """Index a site under its district, keeping ``_order`` and ``_ordered`` in step by
+        insertion: a district's first readings, and a registry reload's ``follow`` of every
+        site, cost O(n) each in memmove, not a list rebuilt per site (issue 15)."""
         old = self._sites.get(st.district)
         if old is not None and st.district != dev.district and dev.device_id in old:
             del old[dev.device_id]  # the site moved district in a reloaded registry
-            self._order[st.district].remove(dev.device_id)
-            self._ordered[st.district] = [old[i] for i in self._order[st.district]]
+            order, ordered = self._order[st.district], self._ordered[st.district]
+            i = bisect_left(order, dev.device_id)
+            del order[i], ordered[i]
         st.district = dev.district
         st.reference = dev.role == "reference"
         sites = self._sites.setdefault(dev.district, {})
-        if dev.device_id not in sites:
-            insort(self._order.setdefault(dev.district, []), dev.device_id)  # O(n), not a re-sort
+        order = self._order.setdefault(dev.district, [])
+        ordered = self._ordered.setdefault(dev.district, [])
+        i = bisect_left(order, dev.device_id)
+        if dev.device_id in sites:
+            ordered[i] = st
+        else:
+            order.insert(i, dev.device_id)
+            ordered.insert(i, st)
         sites[dev.device_id] = st
-        self._ordered[dev.district] = [sites[i] for i in self._order[dev.district]]
         return st
 
     def set_registry(self, district_sites: dict[str, int]) -> None:

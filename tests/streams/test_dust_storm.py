@@ -5,6 +5,8 @@ ambient when a city has them."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from registry.devices import Device, Registry
 from streams.dust import DustRule, DustState
 from streams.harness import M, Run, local, rules_with
@@ -92,7 +94,7 @@ def test_a_reference_station_gives_the_ambient_instead_of_the_other_sites() -> N
 
 
 def test_the_ambient_is_the_same_float_whatever_order_the_sites_were_first_seen_in() -> None:
-    """The site order is kept by insort at each new site (not a re-sort of the district per
+    """The site order is kept by insertion at each new site (not a re-sort of the district per
     reading, quadratic on a cold start, issue 15): the ambient still sums in id order."""
     means = {f"DS-{i:02d}": 0.1 * (i + 1) * 1000 + 1e-9 * i for i in range(10)}
     judged = DustState(district="jinshui")
@@ -108,3 +110,22 @@ def test_the_ambient_is_the_same_float_whatever_order_the_sites_were_first_seen_
     for device_id in sorted(means):
         in_id_order += means[device_id]
     assert ambients == {in_id_order / 10 / 1000}, "summed in arrival order: the floats differ"
+
+
+def test_a_site_moved_to_another_district_leaves_its_old_ambient_and_joins_the_new() -> None:
+    """A reloaded registry re-indexes every site (``follow``); one that changed district is
+    taken out of the old district's ambient and put in the new one's, in id order."""
+    rule = DustRule(SHIPPED.dust, {"jinshui": 10, "erqi": 1})
+    states = {}
+    for device_id in SITES:
+        st = states[device_id] = rule.new_state(_site(device_id))
+        st.mean, st.max_ts = 100.0, local(9)
+    states["DS-04"].mean = 1000.0  # the dusty one moves
+    judged = DustState(district="jinshui")
+    assert rule._ambient(judged, local(9)) == (9 * 100.0 + 1000.0) / 10 / 1000
+    moved = dataclasses.replace(_site("DS-04"), district="erqi")
+    for device_id in SITES:
+        rule.follow(moved if device_id == "DS-04" else _site(device_id), states[device_id])
+    assert rule._ambient(judged, local(9)) == 100.0 / 1000, "the old district no longer counts it"
+    assert rule._ordered["jinshui"] == [states[i] for i in SITES if i != "DS-04"]
+    assert rule._ordered["erqi"] == [states["DS-04"]] and states["DS-04"].district == "erqi"
