@@ -645,9 +645,8 @@ class AlertsService:
     # ------------------------------------------------------------------ the Kafka loop
 
     async def run(self, stop: asyncio.Event) -> None:
-        from aiokafka import TopicPartition
 
-        from bus.kafka import consumer_for, ensure_topics_for, producer_for
+        from bus.kafka import consumer_for, ensure_topics_for, producer_for, topic_partitions
         from contract.topics import KafkaTopics
 
         k = self.settings.kafka
@@ -667,9 +666,9 @@ class AlertsService:
         await consumer.start()
         await producer.start()
         try:
-            await consumer.topics()
-            tps = [TopicPartition(t, p) for t in (topics.cases, topics.penalties, topics.silences)
-                   for p in sorted(consumer.partitions_for_topic(t) or {0})]  # fmt: skip
+            tps = await topic_partitions(
+                consumer, [topics.cases, topics.penalties, topics.silences], or_first=True
+            )
             consumer.assign(tps)
             # every silence, every start: the topic is the record several processes agree on
             await consumer.seek_to_beginning(*[tp for tp in tps if tp.topic == topics.silences])

@@ -295,9 +295,8 @@ async def read_all(settings: Any, timeout_s: float = 10.0) -> Silences:
     import time
 
     import orjson
-    from aiokafka import TopicPartition
 
-    from bus.kafka import consumer_for, ensure_topics_for, start_client
+    from bus.kafka import consumer_for, ensure_topics_for, start_client, topic_partitions
     from contract.topics import KafkaTopics
 
     k = settings.kafka
@@ -309,11 +308,7 @@ async def read_all(settings: Any, timeout_s: float = 10.0) -> Silences:
     )
     out = Silences()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer.topics()
-            parts = consumer.partitions_for_topic(topic) or {0}
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = await topic_partitions(consumer, [topic], or_first=True)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)

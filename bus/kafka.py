@@ -17,7 +17,8 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
@@ -416,6 +417,25 @@ def consumer_for(k: KafkaSettings, *topics: str, **options: Any) -> Any:
     return AIOKafkaConsumer(*topics, bootstrap_servers=k.bootstrap, **client_security(k), **options)
 
 
+async def topic_partitions(
+    consumer: Any, names: Iterable[str], *, or_first: bool = False
+) -> list[Any]:
+    """Every partition of ``names`` the broker lists now, topic by topic in partition order.
+
+    The consumer's metadata is refreshed first: a consumer just started may not have asked
+    for these topics yet. A topic the broker does not list gives none, or only partition 0
+    with ``or_first`` (a reader that assigns it and finds the topic once it is created).
+    """
+    from aiokafka import TopicPartition
+
+    await consumer.topics()
+    return [
+        TopicPartition(n, p)
+        for n in names
+        for p in sorted(consumer.partitions_for_topic(n) or ({0} if or_first else ()))
+    ]
+
+
 async def ensure_topics_for(
     k: KafkaSettings, *, wait: bool = False, who: str = "citywatch"
 ) -> list[str]:
@@ -496,8 +516,8 @@ async def partition_counts(k: KafkaSettings, names: list[str]) -> dict[str, int]
     probe = consumer_for(k, group_id=None, enable_auto_commit=False)
     await start_client(probe, k.bootstrap)
     try:
-        await probe.topics()
-        return {n: len(probe.partitions_for_topic(n) or ()) for n in names}
+        listed = Counter(tp.topic for tp in await topic_partitions(probe, names))
+        return {n: listed[n] for n in names}
     finally:
         await probe.stop()
 
@@ -549,8 +569,8 @@ async def recreate_empty(
         try:
             counts: dict[str, int] = {}
             for _ in range(50):  # until metadata shows every partition
-                await probe.topics()
-                counts = {n: len(probe.partitions_for_topic(n) or ()) for n in names}
+                listed = Counter(tp.topic for tp in await topic_partitions(probe, names))
+                counts = {n: listed[n] for n in names}
                 if all(c == partitions for c in counts.values()):
                     break
                 await asyncio.sleep(0.1)
@@ -606,15 +626,11 @@ async def phantom_partitions(k: KafkaSettings, names: list[str]) -> dict[Any, in
     last record; tansu's last batch, decision 004); a phantom (``recreate_empty``)
     gives nothing there. Only an empty fetch for ``PHANTOM_WAIT_S`` counts.
     """
-    from aiokafka import TopicPartition
 
     probe = consumer_for(k, group_id=None, enable_auto_commit=False)
     await start_client(probe, k.bootstrap)
     try:
-        await probe.topics()
-        tps = [
-            TopicPartition(n, p) for n in names for p in sorted(probe.partitions_for_topic(n) or ())
-        ]
+        tps = await topic_partitions(probe, names)
         ends = {tp: e for tp, e in (await probe.end_offsets(tps)).items() if e} if tps else {}
         if not ends:
             return {}

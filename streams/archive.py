@@ -56,6 +56,7 @@ from bus.kafka import (
     partition_ends,
     producer_for,
     start_client,
+    topic_partitions,
 )
 from contract.journal import JournalError, encode, from_record, journal_key
 from contract.topics import KafkaTopics, parse_topic
@@ -472,18 +473,13 @@ async def lag(settings: Settings) -> int | None:
 
     Ends as ``bus.kafka.partition_ends`` reads them (past tansu's short answer, decision 004).
     """
-    from aiokafka import TopicPartition
 
     k = settings.kafka
     topics = KafkaTopics(k.topic_prefix)
     reader = consumer_for(k, group_id=None, enable_auto_commit=False)
     await start_client(reader, k.bootstrap)
     try:
-        await reader.topics()
-        tps = []
-        for kind in ARCHIVED:
-            t = getattr(topics, _ATTR[kind])
-            tps += [TopicPartition(t, p) for p in sorted(reader.partitions_for_topic(t) or ())]
+        tps = await topic_partitions(reader, [getattr(topics, _ATTR[kind]) for kind in ARCHIVED])
     finally:
         await reader.stop()
     if not tps:

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from bus.kafka import consumer_for, partition_ends, start_client
+from bus.kafka import consumer_for, partition_ends, start_client, topic_partitions
 from foundation.settings import KafkaSettings
 from store.writer import InfluxWriter
 from streams.recovery import kafka_journal_reader
@@ -42,7 +42,6 @@ async def rewrite(
     """Write every record of ``topics`` (name -> its line maker) up to each partition's end
     as found now; returns the records written per topic. A record no line can be made of is
     skipped, as the sinks skip it."""
-    from aiokafka import TopicPartition
 
     def make_consumer() -> Any:
         return consumer_for(k, group_id=None, enable_auto_commit=False)
@@ -50,12 +49,7 @@ async def rewrite(
     probe = make_consumer()
     await start_client(probe, k.bootstrap)
     try:
-        await probe.topics()
-        tps = [
-            TopicPartition(t, p)
-            for t in topics
-            for p in sorted(probe.partitions_for_topic(t) or ())
-        ]
+        tps = await topic_partitions(probe, topics)
         starts = await probe.beginning_offsets(tps) if tps else {}  # past what retention dropped
     finally:
         await probe.stop()

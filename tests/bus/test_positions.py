@@ -18,6 +18,7 @@ from bus.kafka import (
     partition_ends,
     producer_for,
     start_client,
+    topic_partitions,
 )
 from contract.topics import KafkaTopics
 from foundation.settings import Settings
@@ -78,3 +79,24 @@ def test_data_on_a_partition_the_group_never_committed_on_cannot_be_judged_yet(
     topic = KafkaTopics(s.kafka.topic_prefix).telemetry
     tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
     assert asyncio.run(group_lag(s.kafka, f"{s.kafka.topic_prefix}-worker", tps)) is None
+
+
+def test_a_topics_partitions_are_listed_in_order_and_a_missing_topic_gives_none_or_the_first(
+    settings: Settings,
+) -> None:
+    s = settings.replace("kafka", partitions=3)
+    asyncio.run(ensure_topics_for(s.kafka))
+    topics = KafkaTopics(s.kafka.topic_prefix)
+    missing = f"{s.kafka.topic_prefix}.nobody-made-this"
+
+    async def listed(or_first: bool) -> list[TopicPartition]:
+        consumer = consumer_for(s.kafka, group_id=None, enable_auto_commit=False)
+        await start_client(consumer, s.kafka.bootstrap)
+        try:
+            return await topic_partitions(consumer, [topics.cases, missing], or_first=or_first)
+        finally:
+            await consumer.stop()
+
+    cases = [TopicPartition(topics.cases, p) for p in range(3)]
+    assert asyncio.run(listed(or_first=False)) == cases
+    assert asyncio.run(listed(or_first=True)) == [*cases, TopicPartition(missing, 0)]
