@@ -198,10 +198,17 @@ def plan(faults: dict[str, int], duration_s: float, rng: random.Random) -> list[
 
 
 class Progress:
-    """What moves when the pipeline works, sampled once a second (for recovery times)."""
+    """What moves when the pipeline works, sampled once a second (for recovery times).
 
-    def __init__(self, settings: Settings, hook: Hook, pids: Any = dict) -> None:
+    ``count_every``: seconds between counts of the telemetry in InfluxDB, a ``count(*)`` over
+    everything written so far: once a second it is cheap for a fault run's minutes and would
+    be most of InfluxDB's CPU by the end of the soak's hour. ``report_every``: a progress line
+    (journal, committed, lag, RSS) that often, 0 for none."""
+
+    def __init__(self, settings: Settings, hook: Hook, pids: Any = dict, count_every: int = 1,
+                 report_every: int = 0, log: Any = print) -> None:  # fmt: skip
         self.settings, self.hook, self.pids = settings, hook, pids
+        self.count_every, self.report_every, self.log = count_every, report_every, log
         self.journal_end = 0
         self.committed = 0
         self.sinks_behind = 0
@@ -236,8 +243,15 @@ class Progress:
             else:
                 self.journal_end, self.committed, self.sinks_behind = end, committed, behind
                 self.max_lag = max(self.max_lag, end - committed)
-            with contextlib.suppress(Exception):
-                self.telemetry = telemetry_total(self.settings)
+            if n % self.count_every == 0:
+                with contextlib.suppress(Exception):
+                    self.telemetry = telemetry_total(self.settings)
+            if self.report_every and n % self.report_every == 0:
+                rss = " ".join(f"{k} {v[-1]:.0f}" for k, v in sorted(self.rss.items()) if v)
+                self.log(f"  +{n} s: journal {self.journal_end:,}, committed {self.committed:,} "
+                         f"(lag {self.journal_end - self.committed:,}, max {self.max_lag:,}), "
+                         f"{self.telemetry:,} in InfluxDB; RSS MiB {rss}; "
+                         f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
 
     def rss_summary(self) -> dict[str, tuple[float, float, float]]:
         return {k: (v[0], v[-1], max(v)) for k, v in sorted(self.rss.items()) if v}
@@ -454,6 +468,7 @@ def run_once(base: Settings, seed: int, faults: dict[str, int], devices: int,
     progress = Progress(
         settings, hook,
         lambda: service_pids(settings) | {n: c.proc.pid for n, c in pipeline.children.items() if c.alive()},
+        count_every=30 if rate else 1, report_every=60 if rate else 0, log=log,
     )  # fmt: skip
     try:
         for name in ("archive", "worker", "bridge", "alerts"):
@@ -594,18 +609,13 @@ async def read_all(settings: Settings, topic: str) -> list[tuple[int, bytes | No
 
 async def read_records(settings: Settings, topic: str) -> list[tuple[int, int, Any, bytes | None]]:
     """Every record of ``topic`` as (partition, offset, headers, value), in partition order."""
-    from aiokafka import TopicPartition
 
-    from bus.kafka import consumer_for
+    from bus.kafka import consumer_for, topic_partitions
 
     reader = consumer_for(settings.kafka, group_id=None, enable_auto_commit=False)
     await reader.start()
     try:
-        parts = reader.partitions_for_topic(topic) or set()
-        if not parts:
-            await reader.force_metadata_update()
-            parts = reader.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = await topic_partitions(reader, [topic])
         reader.assign(tps)
         await reader.seek_to_beginning(*tps)
         out: list[tuple[int, int, Any, bytes | None]] = []
