@@ -24,6 +24,8 @@ pipeline's, not a grouping window's. Per rate it prints:
 - the broker's drops during the rate (its ``$SYS`` counter, through the bridge's metrics);
 - the peak RSS of each process during the rate (bridge, worker, alerts, and the services
   citywatch started: mosquitto, tansu, influxd), sampled 4 times a second from /proc.
+- the cores each of them used on average during the rate (CPU time from /proc over the step's
+  wall time), and ``others``: the rest of the machine's busy time (the publishers, this bench).
 
 Two baselines in the same run, each with the pipeline's processes stopped: before the pipeline
 starts, a bare QoS-1 paho subscriber that only counts, fed as fast as the publishers can (the
@@ -338,9 +340,26 @@ def publish_rate(settings, secrets: dict[str, str], pubs: list[str], city: City,
     )
 
 
+def cpu_s(pid: int) -> float | None:
+    """A process's CPU time so far, user and system (None when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> float:
+    """CPU time the whole machine spent busy so far, all cores (/proc/stat, not idle or iowait)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
 class Watch:
     """Every process's RSS sampled 4 times a second, kept as peaks per rate step, and a progress
-    line every ``every_s`` while a step runs (``status()`` says what moved)."""
+    line every ``every_s`` while a step runs (``status()`` says what moved); and the cores each
+    process used over the step, the rest of the machine (the publishers, this bench) as
+    ``others``: on two shared cores, where the time goes is what decides the rate."""
 
     def __init__(self, pids: Callable[[], dict[str, int]], every_s: float) -> None:
         self.pids, self.every_s = pids, every_s
@@ -357,12 +376,29 @@ class Watch:
         with self._lock:
             self.peak, self.phase, self.status = {}, phase, status
             self._since = self._last = time.monotonic()
+            self._cpu0 = {n: cpu_s(pid) for n, pid in self.pids().items()}
+            self._busy0 = machine_busy_s()
 
     def end(self) -> dict[str, float]:
         """The step's peak RSS per process (MiB); progress lines stop."""
         with self._lock:
             peak, self.phase = dict(self.peak), ""
         return {name: round(peak[name], 1) for name in PROCESSES if name in peak}
+
+    def cores(self) -> dict[str, float]:
+        """Cores each process used on average since ``begin`` (a process restarted in between
+        is left out), and ``others``: the machine's busy time not theirs."""
+        wall = time.monotonic() - self._since
+        out: dict[str, float] = {}
+        for name, pid in self.pids().items():
+            before, now = self._cpu0.get(name), cpu_s(pid)
+            if before is not None and now is not None and now >= before:
+                out[name] = (now - before) / wall
+        ordered = {name: round(out[name], 2) for name in PROCESSES if name in out}
+        ordered["others"] = round(
+            max(0.0, (machine_busy_s() - self._busy0) / wall - sum(out.values())), 2
+        )
+        return ordered
 
     def stop(self) -> None:
         self._stop.set()
@@ -420,20 +456,15 @@ async def copy_journal(kafka, source: str, prefix: str, n: int) -> int:  # noqa:
     """The first ``n`` records of ``source`` (all partitions, in partition order; repeated when it
     holds fewer, as a short run's does) into partition 0 of ``<prefix>.telemetry``, a fresh
     one-partition topic; the end offset there."""
-    from aiokafka import TopicPartition
 
     from bench.streams import produce
-    from bus.kafka import consumer_for, ensure_topics
+    from bus.kafka import consumer_for, ensure_topics, topic_partitions
 
     reader = consumer_for(kafka, group_id=None, enable_auto_commit=False)
     await reader.start()
     records: list[tuple[bytes, bytes]] = []
     try:
-        parts = reader.partitions_for_topic(source) or set()
-        if not parts:
-            await reader.force_metadata_update()
-            parts = reader.partitions_for_topic(source) or set()
-        reader.assign([TopicPartition(source, p) for p in sorted(parts)])
+        reader.assign(await topic_partitions(reader, [source]))
         await reader.seek_to_beginning()
         idle = 0
         while len(records) < n and idle < 3:
@@ -621,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
                     set(sent_probes) <= set(clock.first) and set(sent_probes) <= set(first_pushes(hook))
                 ):  # fmt: skip
                     time.sleep(0.2)
-                rss = watch.end()
+                rss, cores = watch.end(), watch.cores()
                 pushes = first_pushes(hook)
                 lat = [
                     (clock.first[d] - t) / 1000 for d, t in sent_probes.items() if d in clock.first
@@ -637,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
                     "push_p50": _pct(push, 0.5), "push_p99": _pct(push, 0.99),
                     "pushed": f"{len(push)}/{len(sent_probes)}",
                     "dropped": int(dropped_after - dropped_before),
-                    "rss_mib": rss, "load": round(os.getloadavg()[0], 2),
+                    "rss_mib": rss, "cores": cores, "load": round(os.getloadavg()[0], 2),
                 }  # fmt: skip
                 rows.append(row)
                 print(
@@ -647,7 +678,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"p50_s={row['p50']:.2f} p99_s={row['p99']:.2f} probes={row['probes']} "
                     f"push_p50_s={row['push_p50']:.2f} push_p99_s={row['push_p99']:.2f} "
                     f"pushed={row['pushed']} broker_dropped={row['dropped']} "
-                    f"rss_mib={','.join(f'{k}:{v:.0f}' for k, v in rss.items())} load={row['load']:.1f}",
+                    f"rss_mib={','.join(f'{k}:{v:.0f}' for k, v in rss.items())} "
+                    f"cores={','.join(f'{k}:{v:.2f}' for k, v in cores.items())} load={row['load']:.1f}",
                     flush=True,
                 )
             clock.stop.set()
@@ -696,14 +728,15 @@ def report(rows: list[dict], raw: float, noop: float, load_start: tuple[float, .
     """The markdown table of the run, its baselines and ratios, and the issue's criteria."""
     print("\n| offered msg/s (achieved) | in InfluxDB | drain s | pipeline ev/s | / bare subscriber "
           "| / no-op agent | publish→case p50 s | p99 s | publish→push p50 s | p99 s | probes cased/pushed "
-          "| broker drops | peak RSS MiB | load |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| broker drops | peak RSS MiB | cores used | load |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         rss = ", ".join(f"{k} {v:.0f}" for k, v in r["rss_mib"].items())
+        cores = ", ".join(f"{k} {v:.2f}" for k, v in r.get("cores", {}).items())
         print(f"| {r['rate']:,} ({r['offered']:,.0f}) | {r['share']:.2%} ({r['sent'] - r['got']:,} missing) "
               f"| {r['drain_s']:.1f} | {r['ev_s']:,.0f} | {r['ev_s'] / raw:.2f}x | {r['ev_s'] / noop:.2f}x "
               f"| {r['p50']:.2f} | {r['p99']:.2f} | {r['push_p50']:.2f} | {r['push_p99']:.2f} "
-              f"| {r['probes']} / {r['pushed']} | {r['dropped']} | {rss} | {r['load']:.1f} |")  # fmt: skip
+              f"| {r['probes']} / {r['pushed']} | {r['dropped']} | {rss} | {cores} | {r['load']:.1f} |")  # fmt: skip
     print(f"\nbaselines (same run): bare QoS-1 subscriber {raw:,.0f} msg/s, Faust no-op agent "
           f"{noop:,.0f} ev/s (no-op / bare {noop / raw:.2f}x); load average at the start "
           f"{load_start[0]:.1f}, at the end {os.getloadavg()[0]:.1f}")  # fmt: skip
@@ -713,14 +746,15 @@ def report(rows: list[dict], raw: float, noop: float, load_start: tuple[float, .
 
 
 def _plot(rows: list[dict], raw: float, noop: float, path: str) -> None:
-    """Three panels against the offered rate (as the broker acknowledged it): publish -> case
-    event and -> push p50/p99; sustained ev/s with both baselines; peak RSS per process."""
+    """Four panels against the offered rate (as the broker acknowledged it): publish -> case
+    event and -> push p50/p99; sustained ev/s with both baselines; peak RSS per process; the
+    cores each process used, stacked up to the machine's."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (lat, rate, mem) = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, (lat, rate, mem, cpu) = plt.subplots(1, 4, figsize=(20, 4.5))
     xs = [r["offered"] for r in rows]  # what the broker acknowledged, not what was asked
     lat.plot(xs, [r["p50"] for r in rows], "o-", label="case p50")
     lat.plot(xs, [r["p99"] for r in rows], "s-", label="case p99")
@@ -746,6 +780,17 @@ def _plot(rows: list[dict], raw: float, noop: float, path: str) -> None:
             mem.plot(xs, ys, "o-", label=name)
     mem.set_ylabel("peak RSS during the rate (MiB)")
     mem.set_title("memory")
+    labels = [f"{r['rate']:,}" for r in rows]
+    bottom = [0.0] * len(rows)
+    for name in (*PROCESSES, "others"):
+        ys = [r.get("cores", {}).get(name, 0.0) for r in rows]
+        cpu.bar(labels, ys, bottom=bottom, label=name)
+        bottom = [b + y for b, y in zip(bottom, ys, strict=True)]
+    cpu.axhline(os.cpu_count() or 1, color="k", linestyle=":", label="the machine's cores")
+    cpu.set_ylabel("cores used during the rate")
+    cpu.set_xlabel("asked msg/s")
+    cpu.set_title("where the CPU went (others: publishers, bench)")
+    cpu.legend(fontsize=7)
     for ax in (lat, rate, mem):
         ax.set_xlabel("offered msg/s (acknowledged by the broker)")
         ax.grid(True, alpha=0.3)

@@ -8,6 +8,7 @@ was sampled, both baselines were measured, and the report, JSON and plot carry a
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULT = re.compile(
     r"RESULT rate=(\d+) offered=\d+ in_influx=([\d.]+)% missing=\d+ drain_s=[\d.]+ ev_s=\d+ ev_s/baseline=[\d.]+x "
     r"p50_s=([\d.]+) p99_s=([\d.]+) probes=(\d+)/(\d+) push_p50_s=([\d.]+) push_p99_s=([\d.]+) "
-    r"pushed=(\d+)/(\d+) broker_dropped=(\d+) rss_mib=(\S+) load=[\d.]+"
+    r"pushed=(\d+)/(\d+) broker_dropped=(\d+) rss_mib=(\S+) cores=(\S+) load=[\d.]+"
 )
 PROCESSES = {"bridge", "worker", "alerts", "mosquitto", "tansu", "influxd"}
 
@@ -61,6 +62,7 @@ def test_every_reading_of_a_short_run_reaches_influxdb_and_every_probe_is_cased_
         probes2,
         dropped,
         _,
+        _,
     ) in results:
         assert float(share) == 100.0, f"every reading of a small rate reaches InfluxDB: {out}"
         assert cased == probes == pushed == probes2 and int(probes) > 0, (
@@ -77,6 +79,9 @@ def test_the_report_has_peak_rss_of_every_process_and_both_baselines_with_their_
     out, figures, plot = short_run
     for m in RESULT.finditer(out):
         assert {part.split(":")[0] for part in m.group(12).split(",")} == PROCESSES, out
+        cores = {k: float(v) for k, v in (part.split(":") for part in m.group(13).split(","))}
+        assert cores.keys() == PROCESSES | {"others"}, out  # where the machine's time went
+        assert cores["worker"] > 0 and 0 < sum(cores.values()) <= (os.cpu_count() or 1) + 0.2
     assert re.search(r"baseline: bare QoS-1 subscriber [\d,]+ msg/s", out), out
     assert re.search(r"baseline: Faust no-op agent [\d,]+ ev/s", out), out
     assert re.search(r"no-op / bare [\d.]+x", out), out
