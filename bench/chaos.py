@@ -250,7 +250,7 @@ class Progress:
                 rss = " ".join(f"{k} {v[-1]:.0f}" for k, v in sorted(self.rss.items()) if v)
                 self.log(f"  +{n} s: journal {self.journal_end:,}, committed {self.committed:,} "
                          f"(lag {self.journal_end - self.committed:,}, max {self.max_lag:,}), "
-                         f"{self.telemetry:,} in InfluxDB; RSS MiB {rss}; "
+                         f"{self.telemetry:,} field values in InfluxDB; RSS MiB {rss}; "
                          f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
 
     def rss_summary(self) -> dict[str, tuple[float, float, float]]:
