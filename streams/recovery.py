@@ -115,9 +115,9 @@ def state_offset(
 
 
 def record(value: Any) -> Any:
-    """A devices-table value as the dict it holds: the worker writes dicts through Faust's json
-    codec, one release stored JSON bytes (decision 017); a changelog of either reads back.
-    Anything else is returned as it is (and then skipped)."""
+    """A devices-table value as the dict it holds: the worker writes JSON bytes (one object per
+    key, not a tree of dicts the cyclic GC walks), an older release wrote dicts through Faust's
+    json codec; either reads back. Anything else is returned as it is (and then skipped)."""
     if isinstance(value, bytes | bytearray | memoryview):
         try:
             return orjson.loads(value)

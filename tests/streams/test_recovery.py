@@ -95,11 +95,11 @@ def test_restore_takes_each_devices_newer_key_of_the_last_complete_checkpoint(
     assert restored.rewrite == frozenset()
 
 
-def test_restore_reads_values_as_dicts_as_the_worker_writes_them_and_json_bytes_alike(
+def test_restore_reads_values_as_json_bytes_as_the_worker_writes_them_and_dicts_alike(
     settings: Settings, registry_file: Any, unique: str
 ) -> None:
-    """The worker writes each value as a dict (Faust's json codec); a changelog of the release
-    that stored JSON bytes (decision 017) holds bytes: both read."""
+    """The worker writes each value as JSON bytes (one object per key, not a tree the cyclic GC
+    walks); a table of an earlier version of it holds dicts (Faust's json codec): both read."""
     saved, mh, states = _checkpointed(settings, registry_file, unique)
     items: list[tuple[str, Any]] = [
         (recovery.device_key(mh, 0), {"p": 0, "s": states[0], "o": 3, "c": 1}),  # a dict
