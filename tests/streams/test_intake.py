@@ -13,6 +13,7 @@ import pytest
 from contract.cases import OfficerAction
 from contract.journal import Watermark, encode, to_record
 from contract.reading import Reading
+from streams import recovery
 from streams.harness import REG, T0, H, M, reading
 from streams.intake import LiveBound, Refused, decode
 from streams.rules import default_rules
@@ -199,6 +200,30 @@ def test_a_checkpoint_writes_the_changed_devices_then_its_marker_alternating_the
     live = p.detector(0).export_device("MH-MAIN")
     p.forget(0)
     assert p.detector(0).export_device("MH-MAIN") == live  # restored from checkpoint 2
+
+
+def _as_json(table: Any) -> dict[str, bytes]:
+    return {k: orjson.dumps(recovery.record(v)) for k, v in table.items()}
+
+
+def test_a_checkpoint_held_in_memory_is_a_snapshot_a_later_note_does_not_change() -> None:
+    """A detector that raised, or a hole read again, restores from the table in memory
+    (``Pipeline.forget``), not from the changelog: its values must share nothing with the live
+    state. As dicts they did -- a case's notes list among them (decision 017, "The devices
+    table's values")."""
+    p = _pipeline()
+
+    async def go() -> None:
+        for k in range(40):
+            await p.take(0, k, _raw(reading("DS-1", T0 + k * M, pm10=900.0)), b"DS-1")
+        p.checkpoint(0, 39)
+        held = _as_json(p.devices)
+        note = OfficerAction("note", "DS-1", T0 + 41 * M, "grid-07", note="seen it")
+        await p.take(0, 40, _raw(note), b"DS-1")
+        assert b"case_id" in held["DS-1#0"], "the checkpoint holds the open dust case"
+        assert _as_json(p.devices) == held, "the note changed a checkpoint already written"
+
+    asyncio.run(go())
 
 
 def test_a_catch_up_hands_its_rerun_readings_over_for_their_telemetry() -> None:
