@@ -422,17 +422,21 @@ async def topic_partitions(
 ) -> list[Any]:
     """Every partition of ``names`` the broker lists now, topic by topic in partition order.
 
-    The consumer's metadata is refreshed first: a consumer just started may not have asked
-    for these topics yet. A topic the broker does not list gives none, or only partition 0
-    with ``or_first`` (a reader that assigns it and finds the topic once it is created).
+    Asked of the broker now, not read from what the consumer learnt when it started:
+    aiokafka's ``consumer.topics()`` fetches fresh metadata but returns only the names, and
+    ``partitions_for_topic`` reads the client's metadata of its last refresh. So this asks
+    the consumer's client for the whole cluster's metadata (``fetch_all_metadata``, what
+    ``topics()`` calls) and reads the partitions from that. A topic the broker does not
+    list gives none, or only partition 0 with ``or_first`` (a reader that assigns it and
+    finds the topic once it is created).
     """
     from aiokafka import TopicPartition
 
-    await consumer.topics()
+    cluster = await consumer._client.fetch_all_metadata()
     return [
         TopicPartition(n, p)
         for n in names
-        for p in sorted(consumer.partitions_for_topic(n) or ({0} if or_first else ()))
+        for p in sorted(cluster.partitions_for_topic(n) or ({0} if or_first else ()))
     ]
 
 
