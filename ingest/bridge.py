@@ -539,8 +539,8 @@ class Bridge:
                         self._failed(attempt, outcome, alone=False)
                 elif self._acked.behind(outcome):
                     swallowed.append(attempt)
-            again = await self._after_restart() if (swallowed or self._restart_seen) else []
-            self._restart_seen = False
+            restart, self._restart_seen = self._restart_seen, False  # before the await below
+            again = await self._after_restart() if (swallowed or restart) else []
             if swallowed or again:  # a restarted broker: the batch's PUBACKs wait until kept
                 records = [a.record for a in swallowed if a.record is not None]
                 await produce_until_kept(
@@ -557,7 +557,8 @@ class Bridge:
                     self._count(attempt.result)
                 else:
                     await self._rescue(producer, attempt)
-            self.stats.count_batch(time.perf_counter() - started)
+            if batch or again:  # not a wake-up alone
+                self.stats.count_batch(time.perf_counter() - started)
             for mid, qos, *_ in batch:
                 if qos > 0:
                     client.ack(mid, qos)
