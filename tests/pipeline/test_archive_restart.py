@@ -88,6 +88,18 @@ def test_a_reading_and_its_ledger_survive_a_restart_of_the_embedded_broker(
         wait_until(lambda: _ids(s, 3) == want, timeout=90, what="the ledger after the restart")
         after = _ids(s, 3)
         archiver.wait_for_log("records written by a restore skipped", timeout=30)
+        # the bridge re-produces what the old broker acknowledged last (decision 010 §10): the
+        # one source of twins in the archive, identical to the lines before them; wait for them
+        bridge.wait_for_log("are produced again (twins are harmless", timeout=30)
+        said = re.search(r"the (\d+) journal records acknowledged in the last", bridge.text())
+        assert said, bridge.text()[-2000:]
+        twins = int(said.group(1))
+
+        def archived() -> list[str]:
+            files = archive_files(archive_dir(s), "journal")
+            return files[0].read_text().splitlines() if files else []
+
+        wait_until(lambda: len(archived()) >= 9 + twins, timeout=30, what="the twins archived")
         alive = [p.proc.poll() is None for p in procs]
         texts = [p.text() for p in procs]
     finally:
@@ -105,10 +117,7 @@ def test_a_reading_and_its_ledger_survive_a_restart_of_the_embedded_broker(
     assert {e["id"]: e["amount_yuan"] for e in again.ledger.to_json_list()} == want
     lines = day.read_text().splitlines()
     assert len(set(lines)) == 9, "8 readings and a tick: not again after the restore"
-    # the bridge's re-produce of what the old broker acknowledged last (decision 010 §10) is
-    # the one source of twins, identical to the line before them and harmless to replay
-    said = re.search(r"the (\d+) journal records acknowledged in the last", texts[2])
-    assert len(lines) == 9 + (int(said.group(1)) if said else 0), texts[2][-2000:]
+    assert len(lines) == 9 + twins, "and the bridge's twins once each"
     assert "archive: 9 records written by a restore skipped" in texts[0]
 
 
