@@ -229,6 +229,7 @@ class Progress:
 
     def _run(self) -> None:
         n = 0
+        t0 = next_report = time.monotonic()  # a round takes more than its second under load
         while not self._stop.wait(1.0):
             if n % RSS_EVERY_S == 0:
                 for name, pid in self.pids().items():
@@ -246,9 +247,10 @@ class Progress:
             if n % self.count_every == 0:
                 with contextlib.suppress(Exception):
                     self.telemetry = telemetry_total(self.settings)
-            if self.report_every and n % self.report_every == 0:
+            if self.report_every and time.monotonic() >= next_report:
+                next_report += self.report_every
                 rss = " ".join(f"{k} {v[-1]:.0f}" for k, v in sorted(self.rss.items()) if v)
-                self.log(f"  +{n} s: journal {self.journal_end:,}, committed {self.committed:,} "
+                self.log(f"  +{time.monotonic() - t0:.0f} s: journal {self.journal_end:,}, committed {self.committed:,} "
                          f"(lag {self.journal_end - self.committed:,}, max {self.max_lag:,}), "
                          f"{self.telemetry:,} field values in InfluxDB; RSS MiB {rss}; "
                          f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
@@ -468,7 +470,7 @@ def run_once(base: Settings, seed: int, faults: dict[str, int], devices: int,
     progress = Progress(
         settings, hook,
         lambda: service_pids(settings) | {n: c.proc.pid for n, c in pipeline.children.items() if c.alive()},
-        count_every=30 if rate else 1, report_every=60 if rate else 0, log=log,
+        count_every=30 if rate and not faults else 1, report_every=60 if rate else 0, log=log,
     )  # fmt: skip
     try:
         for name in ("archive", "worker", "bridge", "alerts"):

@@ -350,9 +350,11 @@ def cpu_s(pid: int) -> float | None:
 
 
 def machine_busy_s() -> float:
-    """CPU time the whole machine spent busy so far, all cores (/proc/stat, not idle or iowait)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+    """CPU time the whole machine spent busy so far, all cores (/proc/stat): user, nice, system,
+    irq and softirq; not idle, iowait or steal, and guest time is already in user and nice."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    user, nice, system, _idle, _iowait, irq, softirq = values
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 class Watch:
@@ -376,7 +378,7 @@ class Watch:
         with self._lock:
             self.peak, self.phase, self.status = {}, phase, status
             self._since = self._last = time.monotonic()
-            self._cpu0 = {n: cpu_s(pid) for n, pid in self.pids().items()}
+            self._cpu0 = {n: (pid, cpu_s(pid)) for n, pid in self.pids().items()}
             self._busy0 = machine_busy_s()
 
     def end(self) -> dict[str, float]:
@@ -391,8 +393,9 @@ class Watch:
         wall = time.monotonic() - self._since
         out: dict[str, float] = {}
         for name, pid in self.pids().items():
-            before, now = self._cpu0.get(name), cpu_s(pid)
-            if before is not None and now is not None and now >= before:
+            was, before = self._cpu0.get(name, (None, None))
+            now = cpu_s(pid)
+            if was == pid and before is not None and now is not None:
                 out[name] = (now - before) / wall
         ordered = {name: round(out[name], 2) for name in PROCESSES if name in out}
         ordered["others"] = round(
