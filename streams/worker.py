@@ -85,6 +85,9 @@ CHECKPOINT_EVERY = 20_000
 CHECKPOINT_EVERY_S = 10.0
 """A partition is checkpointed after this many events or seconds, whichever comes first
 (docs/decisions/017-checkpointed-state.md): the journal records a restore runs again."""
+CHECKPOINT_SLOW_S = 0.1
+"""A checkpoint that takes longer is logged with its size: it holds up every event behind it
+(bench/RESULTS.md, "2026-12-04: main after the memory fixes")."""
 LOG_FIRST = 100
 LOG_EVERY = 1000
 """Refused records of one reason: the first LOG_FIRST are logged, then every LOG_EVERY-th."""
@@ -229,6 +232,8 @@ class Pipeline:
         self._seq: dict[int, int] = {}
         self._since: dict[int, int] = {}
         self._checkpointed_at: dict[int, float] = {}
+        self.checkpoint_seconds = 0.0
+        """The longest checkpoint so far (seconds), every event behind it waited that long."""
         self._skip: dict[int, set[int]] = {}
         """Per partition: offsets refused since its last checkpoint, not run again by a catch-up."""
         self._last_quarantine_at = 0
@@ -493,6 +498,7 @@ class Pipeline:
         (``recovery.restore``). The outputs of every event up to ``offset`` were
         acknowledged before (``handle``).
         """
+        started = time.perf_counter()
         det = self.detectors[partition]
         seq = self._seq[partition] + 1
         slots = self._slots[partition]
@@ -520,6 +526,11 @@ class Pipeline:
         skip = self._skip.get(partition)
         if skip:
             self._skip[partition] = {o for o in skip if o > offset}
+        took = time.perf_counter() - started
+        self.checkpoint_seconds = max(self.checkpoint_seconds, took)
+        if took >= CHECKPOINT_SLOW_S:  # no event is taken meanwhile: it is every event's latency
+            log.info("partition %d: checkpoint %d wrote %d devices in %.2f s", partition, seq,
+                     len(states), took)  # fmt: skip
 
     async def quarantine(
         self, refused: Refused, raw: bytes | None, key: bytes | None, topic: str,
