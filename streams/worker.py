@@ -214,6 +214,10 @@ class Pipeline:
         self.detectors: dict[int, Detector] = {}
         self._restored: dict[int, recovery.Restored] = {}
         self.devices = app.Table("detector-devices", default=None, value_type=bytes)
+        self._one_slot_held = str(app.conf.store).startswith("memory")
+        """Only the newest of a device's two slots is kept in memory: a restore from the changelog
+        reads both, an in-process one needs the newest only (every checkpoint in memory is
+        whole). Not with a store on disk, whose restart reads only the changelog's tail."""
         """Checkpointed state, each value one JSON object as bytes (``recovery.record``): not a
         tree of dicts and lists, which the cyclic GC would walk at every full collection."""
         self.clocks = app.Table("detector-clocks", default=None)
@@ -510,12 +514,17 @@ class Pipeline:
             log.exception("partition %d offset %d: a state export raised; not checkpointed",
                           partition, offset)  # fmt: skip
             return
+        # the table's store (memory, not the changelog): 230 MiB at 30,000 devices for slots no
+        # in-process restore reads (bench/RESULTS.md, "2026-12-04: the bisect")
+        held = getattr(self.devices, "data", None) if self._one_slot_held else None
         for device_id, state in states:
             slot = 1 - slots.get(device_id, 1)
             self.devices[recovery.device_key(device_id, slot)] = orjson.dumps({
                 "p": partition, "s": state, recovery.OFFSET: offset, recovery.SEQ: seq,
             })  # fmt: skip
             slots[device_id] = slot
+            if held is not None:  # the other slot is for a restore from the changelog alone
+                held.pop(recovery.device_key(device_id, 1 - slot), None)
         self.devices[recovery.checkpoint_key(partition)] = orjson.dumps({
             "p": partition, "clock": clock, recovery.OFFSET: offset, recovery.SEQ: seq,
         })  # fmt: skip
