@@ -10,7 +10,6 @@ bridge brings it back. The broker is a tansu of this test alone (``PrivateKafka`
 from __future__ import annotations
 
 import time
-import urllib.request
 from pathlib import Path
 
 import orjson
@@ -21,17 +20,9 @@ from foundation.settings import Settings
 from tests.kit.influxd import free_port
 from tests.kit.kafka import PrivateKafka, read_topic_sync
 from tests.kit.mqtt import Publisher, as_bridge, now_ms
-from tests.kit.procs import Proc, wait_until
+from tests.kit.procs import Proc, metric, wait_until
 
 pytestmark = pytest.mark.services
-
-
-def _metric(port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"no {name} in the bridge's metrics")
 
 
 def _seqs(s: Settings) -> set[int]:
@@ -71,7 +62,7 @@ def test_what_the_old_broker_acknowledged_is_in_the_restarted_brokers_journal(
             lambda: _seqs(s) == set(range(20)), timeout=60,
             what="the readings produced again into the new broker's journal",
         )  # fmt: skip
-        reproduced = _metric(metrics, "citywatch_bridge_reproduced_total")
+        reproduced = metric(metrics, "citywatch_bridge_reproduced_total")
         text = bridge.text()
         alive = bridge.proc.poll() is None
     finally:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,3 +75,13 @@ def wait_until(
             return last
         time.sleep(every)
     raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
+
+
+def metric(port: int, name: str) -> float:
+    """One unlabelled sample of a process's Prometheus endpoint on loopback (the bridge's
+    ``--metrics-port``); a name it does not expose fails the test."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in the metrics on port {port}")

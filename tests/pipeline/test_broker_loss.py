@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,21 +24,13 @@ from streams import journal
 from tests.kit.influxd import free_port
 from tests.kit.kafka import PrivateKafka, read_topic_sync
 from tests.kit.mqtt import as_bridge
-from tests.kit.procs import Proc, wait_until
+from tests.kit.procs import Proc, metric, wait_until
 
 pytestmark = pytest.mark.services
 
 LOST = "lost citywatch's topics"
 H = 3_600_000
 M = 60_000
-
-
-def _metric(port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"no {name} in the bridge's metrics")
 
 
 def _left_open(s: Settings, mh: str, district: str) -> None:
@@ -106,7 +97,7 @@ def test_each_component_tells_a_restarted_broker_once_and_the_worker_starts_afre
         wait_until(lambda: f"MH-{unique}-2" in alerts.text(), timeout=30,
                    what="the push of the case booked on the new broker")  # fmt: skip
         time.sleep(6)  # more looks: still one line each
-        lost_total = _metric(metrics, "citywatch_kafka_topics_lost_total")
+        lost_total = metric(metrics, "citywatch_kafka_topics_lost_total")
         texts = [p.text() for p in procs]
         alive = [p.proc.poll() is None for p in procs]
         same_pid = worker.proc.pid == pid
