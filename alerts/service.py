@@ -645,7 +645,6 @@ class AlertsService:
     # ------------------------------------------------------------------ the Kafka loop
 
     async def run(self, stop: asyncio.Event) -> None:
-
         from bus.kafka import consumer_for, ensure_topics_for, producer_for, topic_partitions
         from contract.topics import KafkaTopics
 

@@ -520,10 +520,14 @@ async def partition_counts(k: KafkaSettings, names: list[str]) -> dict[str, int]
     probe = consumer_for(k, group_id=None, enable_auto_commit=False)
     await start_client(probe, k.bootstrap)
     try:
-        listed = Counter(tp.topic for tp in await topic_partitions(probe, names))
-        return {n: listed[n] for n in names}
+        return await _listed_counts(probe, names)
     finally:
         await probe.stop()
+
+
+async def _listed_counts(consumer: Any, names: list[str]) -> dict[str, int]:
+    listed = Counter(tp.topic for tp in await topic_partitions(consumer, names))
+    return {n: listed[n] for n in names}
 
 
 async def recreate_empty(
@@ -573,8 +577,7 @@ async def recreate_empty(
         try:
             counts: dict[str, int] = {}
             for _ in range(50):  # until metadata shows every partition
-                listed = Counter(tp.topic for tp in await topic_partitions(probe, names))
-                counts = {n: listed[n] for n in names}
+                counts = await _listed_counts(probe, names)
                 if all(c == partitions for c in counts.values()):
                     break
                 await asyncio.sleep(0.1)
@@ -630,7 +633,6 @@ async def phantom_partitions(k: KafkaSettings, names: list[str]) -> dict[Any, in
     last record; tansu's last batch, decision 004); a phantom (``recreate_empty``)
     gives nothing there. Only an empty fetch for ``PHANTOM_WAIT_S`` counts.
     """
-
     probe = consumer_for(k, group_id=None, enable_auto_commit=False)
     await start_client(probe, k.bootstrap)
     try:

@@ -473,7 +473,6 @@ async def lag(settings: Settings) -> int | None:
 
     Ends as ``bus.kafka.partition_ends`` reads them (past tansu's short answer, decision 004).
     """
-
     k = settings.kafka
     topics = KafkaTopics(k.topic_prefix)
     reader = consumer_for(k, group_id=None, enable_auto_commit=False)

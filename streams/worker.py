@@ -214,12 +214,12 @@ class Pipeline:
         self.detectors: dict[int, Detector] = {}
         self._restored: dict[int, recovery.Restored] = {}
         self.devices = app.Table("detector-devices", default=None, value_type=bytes)
+        """Checkpointed state, each value one JSON object as bytes (``recovery.record``): not a
+        tree of dicts and lists, which the cyclic GC would walk at every full collection."""
         self._one_slot_held = str(app.conf.store).startswith("memory")
         """Only the newest of a device's two slots is kept in memory: a restore from the changelog
         reads both, an in-process one needs the newest only (every checkpoint in memory is
         whole). Not with a store on disk, whose restart reads only the changelog's tail."""
-        """Checkpointed state, each value one JSON object as bytes (``recovery.record``): not a
-        tree of dicts and lists, which the cyclic GC would walk at every full collection."""
         self.clocks = app.Table("detector-clocks", default=None)
         """Read only, at a restore of state an older release saved (recovery.restore)."""
         self.cases = topics.cases
@@ -236,8 +236,6 @@ class Pipeline:
         self._seq: dict[int, int] = {}
         self._since: dict[int, int] = {}
         self._checkpointed_at: dict[int, float] = {}
-        self.checkpoint_seconds = 0.0
-        """The longest checkpoint so far (seconds), every event behind it waited that long."""
         self._skip: dict[int, set[int]] = {}
         """Per partition: offsets refused since its last checkpoint, not run again by a catch-up."""
         self._last_quarantine_at = 0
@@ -536,7 +534,6 @@ class Pipeline:
         if skip:
             self._skip[partition] = {o for o in skip if o > offset}
         took = time.perf_counter() - started
-        self.checkpoint_seconds = max(self.checkpoint_seconds, took)
         if took >= CHECKPOINT_SLOW_S:  # no event is taken meanwhile: it is every event's latency
             log.info("partition %d: checkpoint %d wrote %d devices in %.2f s", partition, seq,
                      len(states), took)  # fmt: skip
