@@ -275,7 +275,16 @@ def test_registry_edit_is_picked_up_while_messages_flow(
                 await asyncio.sleep(0.002)
         finally:
             pub.close()
-        ok = await read_topic(s.kafka.bootstrap, topics.telemetry, 400 + 200)
+
+        # until both devices' last readings are in: how many of the newcomer's came before the
+        # cut is not fixed (below), so a count of 600 could be reached before the last arrived
+        def last_in(got: list) -> bool:
+            return {(r["device"], r["fields"]["seq"]) for r in got} >= {
+                (f"MH-{unique}-1", 399),
+                (newcomer, 399),
+            }
+
+        ok = await read_topic(s.kafka.bootstrap, topics.telemetry, 400 + 200, done=last_in)
         dead = await read_topic(s.kafka.bootstrap, topics.deadletter, 200, timeout_s=5)
         return ok, dead
 

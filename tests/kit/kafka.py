@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -31,9 +32,14 @@ async def produce(settings: Any, records: list[tuple[str, dict]]) -> None:
 
 
 async def read_topic(
-    bootstrap: str, topic: str, want: int, timeout_s: float = 30.0
+    bootstrap: str,
+    topic: str,
+    want: int,
+    timeout_s: float = 30.0,
+    done: Callable[[list[dict[str, Any]]], bool] | None = None,
 ) -> list[dict[str, Any]]:
-    """All records of ``topic`` from the beginning, waiting until ``want`` arrived or the timeout."""
+    """All records of ``topic`` from the beginning, waiting until ``want`` arrived (or, given
+    ``done``, until it holds for what arrived) or the timeout."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -45,7 +51,8 @@ async def read_topic(
     out: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
     try:
-        while len(out) < want and time.monotonic() < deadline:
+        enough = done or (lambda got: len(got) >= want)
+        while not enough(out) and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 out.extend(orjson.loads(r.value) for r in records)
